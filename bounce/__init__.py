@@ -1,0 +1,1 @@
+"""Returned mail: detect, classify and thread bounces, complaints and replies."""

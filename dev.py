@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Bootstrap and run dunmail from a clean checkout with nothing but Python 3.11+ and pip.
+
+    python3 dev.py run     # the engine on its embedded defaults (demo tenant, capture server)
+    python3 dev.py test    # the whole test suite
+    python3 dev.py check   # ruff and mypy
+    python3 dev.py bench   # the benchmarks under bench/
+
+Each command first makes ./.venv and installs the project into it (again only when
+pyproject.toml changed), so the two README commands are all a fresh machine needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".dunmail-installed"
+
+
+def ensure_venv() -> None:
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if not (BIN / "python").exists():
+        print("creating .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("installing dunmail and its dependencies into .venv ...", flush=True)
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
+    STAMP.write_text(wanted)
+
+
+def main(argv: list[str]) -> int:
+    command, rest = (argv[0], argv[1:]) if argv else ("help", [])
+    if command not in {"run", "test", "check", "bench", "dunmail"}:
+        print(__doc__)
+        return 0 if command in {"help", "-h", "--help"} else 2
+    ensure_venv()
+    os.chdir(ROOT)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if command == "run":
+        args = [str(BIN / "dunmail"), "run", *rest]
+    elif command == "dunmail":
+        args = [str(BIN / "dunmail"), *rest]
+    elif command == "test":
+        args = [str(BIN / "python"), "-m", "pytest", *rest]
+    elif command == "bench":
+        args = [str(BIN / "python"), "bench/run_all.py", *rest]
+    else:
+        ruff = subprocess.run([str(BIN / "ruff"), "check", "."], env=env).returncode
+        mypy = subprocess.run([str(BIN / "mypy")], env=env).returncode
+        return ruff or mypy
+    return subprocess.run(args, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""The application shell: config, wiring, CLI and web; the only place importing all three."""

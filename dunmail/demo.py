@@ -1,0 +1,92 @@
+"""Demo data for the embedded defaults: a few customers and invoices, some already overdue."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, select
+
+from dunmail.app import Services
+from mailer.models import Invoice, InvoiceStatus
+
+log = logging.getLogger(__name__)
+
+
+def demo_document(now: datetime) -> dict[str, Any]:
+    """An import document dated relative to ``now``, so the demo always has due work."""
+
+    def day(offset: int) -> str:
+        return (now + timedelta(days=offset)).date().isoformat()
+
+    customers = [
+        ("C-100", "Globex Corporation", "en", "ap@globex.example", "billing@globex.example"),
+        ("C-200", "Initech GmbH", "de", "rechnungen@initech.example", None),
+        ("C-300", "Umbrella SARL", "fr", "compta@umbrella.example", "cfo@umbrella.example"),
+    ]
+    invoices = [
+        ("INV-1040", "C-100", "EUR", -40, -10, [("Consulting, March", "12", "150.00")]),
+        (
+            "INV-1041",
+            "C-200",
+            "EUR",
+            -20,
+            10,
+            [("Widgets", "250", "3.40"), ("Shipping", "1", "45.00")],
+        ),
+        ("INV-1042", "C-300", "EUR", -2, 28, [("Annual support plan", "1", "4800.00")]),
+        ("INV-1043", "C-100", "USD", 0, 30, [("Licence seats", "15", "29.90")]),
+    ]
+    return {
+        "customers": [
+            {
+                "id": cid,
+                "name": name,
+                "locale": locale,
+                "time_zone": "Europe/London",
+                "contacts": [{"email": ap, "name": "Accounts payable", "roles": ["ap"]}]
+                + ([{"email": other, "name": "Billing", "roles": ["billing"]}] if other else []),
+            }
+            for cid, name, locale, ap, other in customers
+        ],
+        "invoices": [
+            {
+                "id": number.lower(),
+                "number": number,
+                "customer": cid,
+                "currency": currency,
+                "issued_at": day(issued),
+                "due_at": day(due),
+                "status": "open",
+                "lines": [{"description": d, "quantity": q, "unit_price": p} for d, q, p in lines],
+            }
+            for number, cid, currency, issued, due, lines in invoices
+        ],
+    }
+
+
+def seed_demo(services: Services, *, tenant: str) -> int:
+    """Import the demo data into an empty ledger and queue its emails; returns messages queued."""
+    now = services.clock.now()
+    with Session(services.engine) as session:
+        if session.exec(select(Invoice).limit(1)).first() is not None:
+            return 0
+    report = services.import_document(demo_document(now), tenant=tenant)
+    log.info("demo data: %s", report.summary())
+    queued = 0
+    with Session(services.engine) as session:
+        invoices = session.exec(select(Invoice).order_by(Invoice.number)).all()
+    for invoice in invoices:
+        if invoice.status is not InvoiceStatus.OPEN:
+            continue
+        services.enqueue_invoice_email(
+            invoice.number, kind="new_invoice", tenant=tenant, manual=False
+        )
+        queued += 1
+        if invoice.due_at < now:
+            services.enqueue_invoice_email(
+                invoice.number, kind="late_payment_reminder", tenant=tenant, manual=False
+            )
+            queued += 1
+    return queued

@@ -1,0 +1,1 @@
+"""The base layer: the mail ledger and outbound delivery."""

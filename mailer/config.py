@@ -1,0 +1,182 @@
+"""Typed, frozen settings of the mailer layer: database, relay, tenants' SMTP and DKIM, delivery."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mailer.errors import ConfigError
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_HOST = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
+
+
+class _Frozen(BaseModel):
+    """Every settings table: immutable, and a misspelt key is an error rather than ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TLSMode(StrEnum):
+    """How a connection to an SMTP server is secured."""
+
+    NONE = "none"  # plain text; only sensible on loopback or inside a private network
+    STARTTLS = "starttls"  # RFC 3207 upgrade on port 587/25
+    IMPLICIT = "implicit"  # TLS from the first byte, port 465 (RFC 8314)
+
+
+class DeliveryMode(StrEnum):
+    """Whose server carries a tenant's mail."""
+
+    RELAY = "relay"
+    SMTP = "smtp"
+
+
+class DKIMAlgorithm(StrEnum):
+    """Signature algorithms dunmail signs with (RFC 6376, RFC 8463)."""
+
+    RSA_SHA256 = "rsa-sha256"
+    ED25519_SHA256 = "ed25519-sha256"
+
+
+class SMTPEndpoint(_Frozen):
+    """One SMTP server: where it is, how to secure it, how to log in, how hard to push it."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 25
+    tls: TLSMode = TLSMode.NONE
+    verify_certificate: bool = True  # own-SMTP tenants must opt out explicitly
+    ca_file: Path | None = None  # extra CA bundle, e.g. a private CA
+    username: str | None = None
+    password_env: str | None = None  # name of the env var holding the password, never the value
+    oauth_token_env: str | None = None  # XOAUTH2 bearer token's env var
+    auth: Literal["auto", "plain", "login", "xoauth2"] = "auto"
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    max_connections: Annotated[int, Field(ge=1, le=256)] = 16
+    idle_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    local_hostname: str | None = None  # EHLO name; the machine's FQDN when unset
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_a_name(cls, value: str) -> str:
+        if not _HOST.match(value):
+            raise ValueError(f"not a host name or [address]: {value!r}")
+        return value
+
+    def password(self) -> str | None:
+        """Read the password from the environment at the moment it is needed."""
+        return _read_env(self.password_env, "password_env")
+
+    def oauth_token(self) -> str | None:
+        """Read the XOAUTH2 bearer token from the environment."""
+        return _read_env(self.oauth_token_env, "oauth_token_env")
+
+    @property
+    def key(self) -> str:
+        """Identity of the endpoint for pooling and concurrency caps (never holds a secret)."""
+        return f"{self.host}:{self.port}/{self.tls.value}/{self.username or ''}"
+
+
+class RelayConfig(SMTPEndpoint):
+    """The engine's own relay: sends as ``noreply-invoice@<domain>`` for tenants in relay mode."""
+
+    domain: str = "dunmail.localhost"
+    sender_local_part: str = "noreply-invoice"
+
+    @property
+    def sender(self) -> str:
+        return f"{self.sender_local_part}@{self.domain}"
+
+
+class DKIMConfig(_Frozen):
+    """One DKIM signing key (RFC 6376), read from a file so the key never sits in config."""
+
+    domain: str
+    selector: str
+    key_file: Path
+    algorithm: DKIMAlgorithm = DKIMAlgorithm.RSA_SHA256
+
+    @field_validator("selector")
+    @classmethod
+    def _selector_is_a_label(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError(f"not a DNS label: {value!r}")
+        return value
+
+
+class TenantConfig(_Frozen):
+    """A business that sends its invoices through dunmail."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    email: str  # the tenant's own address: From in smtp mode, Reply-To in relay mode
+    delivery: DeliveryMode = DeliveryMode.RELAY
+    smtp: SMTPEndpoint | None = None
+    dkim: list[DKIMConfig] = Field(default_factory=list)
+    bounce_domain: str | None = None  # VERP domain; the relay's domain when unset
+    reply_to: str | None = None  # an AR inbox address; ``email`` when unset
+    time_zone: str = "UTC"
+    locale: str = "en"
+    rate_per_minute: Annotated[int, Field(ge=1)] = 6000
+
+    @field_validator("dkim", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, dict) else value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _smtp_mode_needs_a_server(self) -> TenantConfig:
+        if self.delivery is DeliveryMode.SMTP and self.smtp is None:
+            raise ValueError("delivery = 'smtp' needs a [tenants.<slug>.smtp] table")
+        return self
+
+
+class DeliveryConfig(_Frozen):
+    """How the outbox claims, retries and paces messages."""
+
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 200
+    lease_seconds: Annotated[int, Field(ge=5)] = 300
+    max_age: timedelta = timedelta(days=5)  # Postfix's maximal_queue_lifetime
+    first_retry_after: timedelta = timedelta(minutes=5)
+    max_retry_after: timedelta = timedelta(hours=4)
+    poll_seconds: Annotated[float, Field(gt=0)] = 2.0
+    domain_rate_per_minute: Annotated[int, Field(ge=1)] = 600
+    domain_backoff: timedelta = timedelta(minutes=5)  # after a 421 / 4.7.x from a domain
+
+
+class DatabaseConfig(_Frozen):
+    """Where the ledger lives."""
+
+    url: str = "sqlite:///var/dunmail.db"
+
+
+def check_slug(slug: str) -> str:
+    """Tenant slugs name config tables and URL paths, so keep them to a safe alphabet."""
+    if not _SLUG.match(slug):
+        raise ConfigError(f"tenant slug {slug!r} must be lowercase letters, digits, '-' or '_'")
+    return slug
+
+
+def _read_env(name: str | None, key: str) -> str | None:
+    if name is None:
+        return None
+    value = os.environ.get(name)
+    if value is None:
+        raise ConfigError(f"{key} names ${name}, which is not set")
+    return value

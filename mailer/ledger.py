@@ -1,0 +1,548 @@
+"""SERVICE: upsert an ERP import document into the ledger, allocate payments, settle invoices."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal, NamedTuple, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, SQLModel, col, select
+
+from mailer.documents import (
+    SECTIONS,
+    ParsedContact,
+    ParsedCreditNote,
+    ParsedCustomer,
+    ParsedInvoice,
+    ParsedPayment,
+    from_minor,
+    parse_document,
+)
+from mailer.errors import DocumentError, NotFoundError
+from mailer.models import (
+    Contact,
+    ContactRole,
+    CreditNote,
+    Customer,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+    PaymentAllocation,
+    Tenant,
+)
+
+log = logging.getLogger(__name__)
+
+ROLE_PRIORITY = (ContactRole.BILLING, ContactRole.AP, ContactRole.ACCOUNTANT, ContactRole.PRIMARY)
+_UNPAYABLE = (InvoiceStatus.DRAFT, InvoiceStatus.VOID)
+
+Outcome = Literal["created", "updated", "unchanged"]
+
+
+class _Want(NamedTuple):
+    """One allocation a document asks for, with where to report each kind of refusal."""
+
+    invoice: Invoice
+    amount_minor: int
+    invoice_where: str
+    amount_where: str
+
+
+_Row = TypeVar("_Row", Customer, Invoice, Payment, CreditNote)
+_Rec = TypeVar("_Rec", ParsedCustomer, ParsedInvoice, ParsedCreditNote, ParsedPayment)
+
+
+@dataclass
+class RecordCounts:
+    """What happened to the valid records of one type."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass
+class ImportReport:
+    """Counts per record type, and every refused record with its position in the document."""
+
+    customers: RecordCounts = field(default_factory=RecordCounts)
+    invoices: RecordCounts = field(default_factory=RecordCounts)
+    credit_notes: RecordCounts = field(default_factory=RecordCounts)
+    payments: RecordCounts = field(default_factory=RecordCounts)
+    errors: list[DocumentError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def counts(self) -> dict[str, RecordCounts]:
+        """The counts keyed by the document's section names, in import order."""
+        return {name: getattr(self, name) for name in SECTIONS}
+
+    def summary(self) -> str:
+        """One line for people: "customers 2 created, 0 updated, 1 unchanged; ...; 1 error"."""
+        parts = [
+            f"{name.replace('_', ' ')} {c.created} created, {c.updated} updated, "
+            f"{c.unchanged} unchanged"
+            for name, c in self.counts().items()
+        ]
+        errors = len(self.errors)
+        return "; ".join([*parts, f"{errors} invalid record{'s' if errors != 1 else ''}"])
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe form for ``--json`` output and the web API."""
+        return {
+            **{name: asdict(c) for name, c in self.counts().items()},
+            "errors": [{"where": e.where, "reason": e.reason} for e in self.errors],
+        }
+
+
+def import_document(
+    session: Session, *, tenant_id: int, data: object, now: datetime
+) -> ImportReport:
+    """Upsert ``data`` (a decoded import document) into ``tenant_id``'s ledger.
+
+    Records are keyed by (tenant, external id) and applied in dependency order: customers with
+    their contacts, invoices, credit notes, payments. Each runs in its own SAVEPOINT, so a record
+    refused by the ledger or by the database is reported and rolled back alone. The caller owns
+    the transaction: nothing is committed here.
+
+    The ERP is the source of truth: a re-imported customer's contacts are replaced by the listed
+    ones (unlisted contacts are deleted), except that ``chase`` and ``send_invoices`` keep the
+    AR team's setting when the document leaves them out.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware UTC datetime")
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFoundError(f"no tenant with id {tenant_id}")
+    importer = _Importer(session, tenant_id, now)
+    doc = parse_document(data, tenant_zone=tenant.time_zone, customer_zone=importer.zone_of)
+    importer.rejected = doc.rejected
+    report = ImportReport(errors=list(doc.errors))
+    steps: list[tuple[RecordCounts, Iterable[Any], Callable[[Any], Outcome]]] = [
+        (report.customers, doc.customers, importer.customer),
+        (report.invoices, doc.invoices, importer.invoice),
+        (report.credit_notes, doc.credit_notes, importer.credit_note),
+        (report.payments, doc.payments, importer.payment),
+    ]
+    for counts, records, apply in steps:
+        for record in records:
+            outcome = _in_savepoint(session, apply, record, report=report)
+            if outcome:
+                setattr(counts, outcome, getattr(counts, outcome) + 1)
+    report.errors.sort(key=lambda e: _position(e.where))
+    return report
+
+
+def _in_savepoint(
+    session: Session, apply: Callable[[_Rec], Outcome], record: _Rec, *, report: ImportReport
+) -> Outcome | None:
+    """Apply one record under a SAVEPOINT; a refusal rolls back that record alone."""
+    where = record.where
+    try:
+        with session.begin_nested():
+            return apply(record)
+    except DocumentError as exc:
+        report.errors.append(exc)
+    except SQLAlchemyError as exc:
+        # Only the database's reason goes in the report: no SQL, no parameters.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        log.warning("import record %s refused by the database: %s", where, reason)
+        report.errors.append(DocumentError(where, f"could not be stored: {reason}"))
+    return None
+
+
+def _position(where: str) -> tuple[int, list[Any]]:
+    """Sort key: document-level errors, then sections in import order, then natural order."""
+    section = re.split(r"[\[.]", where, maxsplit=1)[0]
+    rank = SECTIONS.index(section) + 1 if section in SECTIONS else 0
+    return rank, [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", where)]
+
+
+def _id(row: Customer | Invoice | Payment | CreditNote) -> int:
+    """The primary key of a flushed row (SQLModel types it optional until the INSERT)."""
+    if row.id is None:
+        raise RuntimeError(f"{type(row).__name__} {row.external_id!r} was never flushed")
+    return row.id
+
+
+def _assign(row: SQLModel, **values: Any) -> bool:
+    """Set the attributes that differ; True when any did (so unchanged rows are not written)."""
+    changed = False
+    for name, value in values.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+            changed = True
+    return changed
+
+
+class _Importer:
+    """The per-import state: one tenant, one ``now``; every query is scoped to the tenant."""
+
+    def __init__(self, session: Session, tenant_id: int, now: datetime) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+        self.now = now
+        self.rejected: dict[str, set[str]] = {}
+        self._zones: dict[str, str | None] = {}
+        self._declared: dict[int, InvoiceStatus] = {}  # invoice id -> status the ERP sent now
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def zone_of(self, external_id: str) -> str | None:
+        """A ledger customer's time zone, for dates of records whose customer is not in the doc."""
+        if external_id not in self._zones:
+            customer = self._find(Customer, external_id)
+            self._zones[external_id] = customer.time_zone if customer else None
+        return self._zones[external_id]
+
+    def _find(self, table: type[_Row], external_id: str) -> _Row | None:
+        query = select(table).where(
+            col(table.tenant_id) == self.tenant_id, col(table.external_id) == external_id
+        )
+        return self.session.exec(query).first()
+
+    def _ref(self, table: type[_Row], external_id: str, where: str) -> _Row:
+        row = self._find(table, external_id)
+        if row is None:
+            kind, section = table.__name__.lower(), f"{table.__name__.lower()}s"
+            note = (
+                " (its record in this document was refused)"
+                if external_id in self.rejected.get(section, ())
+                else ""
+            )
+            raise DocumentError(where, f"unknown {kind} {external_id!r}{note}")
+        return row
+
+    def _allocated(self, invoice_id: int | None) -> int:
+        """How much of an invoice payments and credit notes settle, pending rows included."""
+        query = sa.select(sa.func.coalesce(sa.func.sum(PaymentAllocation.amount_minor), 0)).where(
+            col(PaymentAllocation.tenant_id) == self.tenant_id,
+            col(PaymentAllocation.invoice_id) == invoice_id,
+        )
+        return int(self.session.scalar(query) or 0)
+
+    def _allocations(self, **owner: int | None) -> list[PaymentAllocation]:
+        query = select(PaymentAllocation).where(
+            col(PaymentAllocation.tenant_id) == self.tenant_id,
+            *(getattr(PaymentAllocation, k) == v for k, v in owner.items()),
+        )
+        return list(self.session.exec(query).all())
+
+    # -- customers -------------------------------------------------------------------------
+
+    def customer(self, rec: ParsedCustomer) -> Outcome:
+        row = self._find(Customer, rec.external_id)
+        outcome: Outcome = "unchanged"
+        if row is None:
+            row = Customer(
+                tenant_id=self.tenant_id,
+                external_id=rec.external_id,
+                name=rec.name,
+                chase=True,
+                created_at=self.now,
+                updated_at=self.now,
+            )
+            self.session.add(row)
+            outcome = "created"
+        values: dict[str, Any] = {"name": rec.name, "locale": rec.locale}
+        values["time_zone"] = rec.time_zone
+        if rec.chase is not None:
+            values["chase"] = rec.chase
+        if _assign(row, **values) and outcome == "unchanged":
+            outcome = "updated"
+        self.session.flush()
+        if rec.contacts is not None and self._sync_contacts(row, rec.contacts):
+            outcome = "updated" if outcome == "unchanged" else outcome
+        if outcome == "updated":
+            row.updated_at = self.now
+        return outcome
+
+    def _sync_contacts(self, customer: Customer, contacts: tuple[ParsedContact, ...]) -> bool:
+        """Make the customer's contacts exactly the listed ones, matched by email."""
+        existing = {
+            c.email: c
+            for c in self.session.exec(
+                select(Contact).where(
+                    col(Contact.tenant_id) == self.tenant_id,
+                    col(Contact.customer_id) == customer.id,
+                )
+            )
+        }
+        changed = False
+        for parsed in contacts:
+            row = existing.pop(parsed.email, None)
+            if row is None:
+                row = Contact(
+                    tenant_id=self.tenant_id, customer_id=_id(customer), email=parsed.email
+                )
+                self.session.add(row)
+                changed = True
+            values: dict[str, Any] = {"name": parsed.name, "roles": [r.value for r in parsed.roles]}
+            if parsed.send_invoices is not None:
+                values["send_invoices"] = parsed.send_invoices
+            changed |= _assign(row, **values)
+        for gone in existing.values():  # the ERP no longer lists them: it is the source of truth
+            self.session.delete(gone)
+            changed = True
+        return changed
+
+    # -- invoices --------------------------------------------------------------------------
+
+    def invoice(self, rec: ParsedInvoice) -> Outcome:
+        customer = self._ref(Customer, rec.customer, f"{rec.where}.customer")
+        clash = self.session.exec(
+            select(Invoice).where(
+                col(Invoice.tenant_id) == self.tenant_id,
+                col(Invoice.number) == rec.number,
+                col(Invoice.external_id) != rec.external_id,
+            )
+        ).first()
+        if clash is not None:
+            raise DocumentError(
+                f"{rec.where}.number",
+                f"number {rec.number!r} already belongs to invoice {clash.external_id!r}",
+            )
+        content: dict[str, Any] = {
+            "customer_id": customer.id,
+            "number": rec.number,
+            "currency": rec.currency,
+            "issued_at": rec.issued_at,
+            "due_at": rec.due_at,
+            "lines": [line.as_json() for line in rec.lines],
+            "total_minor": rec.total_minor,
+            "tax_minor": rec.tax_minor,
+            "content_hash": rec.content_hash,
+        }
+        row = self._find(Invoice, rec.external_id)
+        outcome: Outcome = "unchanged"
+        if row is None:
+            row = Invoice(
+                tenant_id=self.tenant_id,
+                external_id=rec.external_id,
+                status=rec.status,
+                created_at=self.now,
+                updated_at=self.now,
+                **content,
+            )
+            self.session.add(row)
+            self.session.flush()
+            outcome = "created"
+        elif row.content_hash != rec.content_hash:
+            if row.currency != rec.currency and self._allocated(row.id):
+                raise DocumentError(
+                    f"{rec.where}.currency",
+                    "cannot change: payments or credit notes are allocated to this invoice",
+                )
+            _assign(row, **content)
+            row.version += 1
+            outcome = "updated"
+        self._declared[_id(row)] = rec.status
+        balance = row.total_minor - self._allocated(_id(row))
+        if _assign(row, balance_minor=balance, status=_settled(rec.status, balance)):
+            outcome = "updated" if outcome == "unchanged" else outcome
+        if outcome != "unchanged":
+            row.updated_at = self.now
+        return outcome
+
+    def _rebalance(self, invoice_ids: Iterable[int]) -> None:
+        """Recompute balances after allocations changed; an open invoice at zero becomes paid.
+
+        A paid invoice only re-opens when this document declared it open: the ledger cannot tell
+        a "paid" the ERP sent (perhaps after a write-off) from one it derived itself.
+        """
+        self.session.flush()
+        for invoice_id in set(invoice_ids):
+            invoice = self.session.get_one(Invoice, invoice_id)
+            balance = invoice.total_minor - self._allocated(invoice_id)
+            declared = self._declared.get(invoice_id, invoice.status)
+            status = invoice.status
+            if (
+                status in (InvoiceStatus.OPEN, InvoiceStatus.PAID)
+                and declared is InvoiceStatus.OPEN
+            ):
+                status = _settled(declared, balance)
+            elif status is InvoiceStatus.OPEN:
+                status = _settled(status, balance)
+            if _assign(invoice, balance_minor=balance, status=status):
+                invoice.updated_at = self.now
+
+    def _check_target(
+        self, invoice: Invoice, *, customer: Customer, row: Payment | CreditNote, where: str
+    ) -> None:
+        """May ``row`` settle ``invoice``: same customer, same currency, and an invoice sent?"""
+        currency = row.currency
+        if invoice.customer_id != customer.id:
+            raise DocumentError(
+                where, f"invoice {invoice.external_id!r} belongs to another customer"
+            )
+        if invoice.currency != currency:
+            raise DocumentError(
+                where, f"invoice {invoice.external_id!r} is in {invoice.currency}, not {currency}"
+            )
+        if invoice.status in _UNPAYABLE:
+            raise DocumentError(where, f"invoice {invoice.external_id!r} is {invoice.status.value}")
+
+    def _allocate(
+        self, invoice: Invoice, amount_minor: int, *, where: str, **owner: int | None
+    ) -> None:
+        open_minor = invoice.total_minor - self._allocated(invoice.id)
+        if amount_minor > open_minor:
+            cur = invoice.currency
+            raise DocumentError(
+                where,
+                f"{from_minor(amount_minor, cur)} {cur} is more than the "
+                f"{from_minor(max(open_minor, 0), cur)} {cur} still open on invoice "
+                f"{invoice.external_id!r}",
+            )
+        self.session.add(
+            PaymentAllocation(
+                tenant_id=self.tenant_id,
+                invoice_id=_id(invoice),
+                amount_minor=amount_minor,
+                **owner,
+            )
+        )
+        self.session.flush()
+
+    # -- credit notes ----------------------------------------------------------------------
+
+    def credit_note(self, rec: ParsedCreditNote) -> Outcome:
+        customer = self._ref(Customer, rec.customer, f"{rec.where}.customer")
+        wanted = []
+        if rec.invoice is not None:
+            at = f"{rec.where}.invoice"
+            wanted.append(_Want(self._ref(Invoice, rec.invoice, at), rec.amount_minor, at, at))
+        values: dict[str, Any] = {
+            "customer_id": customer.id,
+            "number": rec.number,
+            "currency": rec.currency,
+            "amount_minor": rec.amount_minor,
+            "issued_at": rec.issued_at,
+            "lines": [line.as_json() for line in rec.lines],
+        }
+        row = self._find(CreditNote, rec.external_id)
+        created = row is None
+        if row is None:
+            row = CreditNote(tenant_id=self.tenant_id, external_id=rec.external_id, **values)
+            self.session.add(row)
+            self.session.flush()
+        return self._upsert_settlement(
+            row, values, wanted, created=created, customer=customer, credit_note_id=row.id
+        )
+
+    # -- payments --------------------------------------------------------------------------
+
+    def payment(self, rec: ParsedPayment) -> Outcome:
+        customer = self._ref(Customer, rec.customer, f"{rec.where}.customer")
+        wanted = [
+            _Want(
+                self._ref(Invoice, a.invoice, f"{a.where}.invoice"),
+                a.amount_minor,
+                f"{a.where}.invoice",
+                f"{a.where}.amount",
+            )
+            for a in rec.allocations
+        ]
+        values: dict[str, Any] = {
+            "customer_id": customer.id,
+            "amount_minor": rec.amount_minor,
+            "currency": rec.currency,
+            "received_at": rec.received_at,
+        }
+        row = self._find(Payment, rec.external_id)
+        created = row is None
+        if row is None:
+            row = Payment(tenant_id=self.tenant_id, external_id=rec.external_id, **values)
+            self.session.add(row)
+            self.session.flush()
+        return self._upsert_settlement(
+            row, values, wanted, created=created, customer=customer, payment_id=row.id
+        )
+
+    def _upsert_settlement(
+        self,
+        row: Payment | CreditNote,
+        values: dict[str, Any],
+        wanted: list[_Want],
+        *,
+        created: bool,
+        customer: Customer,
+        **owner: int | None,
+    ) -> Outcome:
+        """Update a payment or credit note and replace its allocations with ``wanted``.
+
+        Nothing is checked when nothing changed, so re-importing a payment whose invoice was
+        voided since stays "unchanged" instead of failing on data the ledger already holds.
+        """
+        old = self._allocations(**owner)
+        same = sorted((a.invoice_id, a.amount_minor) for a in old) == sorted(
+            (_id(w.invoice), w.amount_minor) for w in wanted
+        )
+        if not _assign(row, **values) and same and not created:
+            return "unchanged"
+        for want in wanted:
+            self._check_target(want.invoice, customer=customer, row=row, where=want.invoice_where)
+        if not same:
+            touched = self._release(old)  # allocations are replaced wholesale on re-import
+            for want in wanted:
+                self._allocate(want.invoice, want.amount_minor, where=want.amount_where, **owner)
+                touched.append(_id(want.invoice))
+            self._rebalance(i for i in touched if i is not None)
+        return "created" if created else "updated"
+
+    def _release(self, allocations: list[PaymentAllocation]) -> list[int | None]:
+        for allocation in allocations:
+            self.session.delete(allocation)
+        self.session.flush()
+        return [a.invoice_id for a in allocations]
+
+
+def _settled(status: InvoiceStatus, balance_minor: int) -> InvoiceStatus:
+    """An open invoice with nothing left to pay is paid; draft, void and paid stay as they are."""
+    if status is InvoiceStatus.OPEN and balance_minor <= 0:
+        return InvoiceStatus.PAID
+    return status
+
+
+# -- queries the CLI and the scheduler use ---------------------------------------------------
+
+
+def find_invoice(session: Session, *, tenant_id: int, number: str) -> Invoice:
+    """The tenant's invoice with this number (as printed on it, not the ERP id)."""
+    invoice = session.exec(
+        select(Invoice).where(col(Invoice.tenant_id) == tenant_id, col(Invoice.number) == number)
+    ).first()
+    if invoice is None:
+        raise NotFoundError(f"no invoice numbered {number!r}")
+    return invoice
+
+
+def invoice_contacts(session: Session, invoice: Invoice) -> list[Contact]:
+    """Who receives ``invoice``: its customer's contacts with send_invoices on.
+
+    Ordered billing, ap, accountant, primary (a contact ranks by its best role; none ranks
+    last), then by email, so the first address is the one a single-recipient send should use.
+    """
+    contacts = session.exec(
+        select(Contact).where(
+            col(Contact.tenant_id) == invoice.tenant_id,
+            col(Contact.customer_id) == invoice.customer_id,
+            col(Contact.send_invoices).is_(True),
+        )
+    ).all()
+
+    def rank(contact: Contact) -> tuple[int, str]:
+        best = min(
+            (ROLE_PRIORITY.index(ContactRole(r)) for r in contact.roles if r in ROLE_PRIORITY),
+            default=len(ROLE_PRIORITY),
+        )
+        return best, contact.email
+
+    return sorted(contacts, key=rank)

@@ -1,0 +1,22 @@
+"""Alembic environment: runs on the connection ``mailer.db.create_schema`` hands it."""
+
+from alembic import context
+from sqlmodel import SQLModel
+
+import mailer.models  # noqa: F401
+
+config = context.config
+connection = config.attributes.get("connection")
+if connection is None:  # the alembic CLI, for autogenerate during development
+    from sqlalchemy import create_engine
+
+    connection = create_engine(config.get_main_option("sqlalchemy.url") or "sqlite://").connect()
+
+context.configure(
+    connection=connection,
+    target_metadata=SQLModel.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

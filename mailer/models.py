@@ -1,0 +1,262 @@
+"""The ledger: SQLModel tables and the StrEnum states stored in them.
+
+No ``from __future__ import annotations`` here: it breaks SQLModel relationships
+(fastapi/sqlmodel#196).
+"""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import JSON, Column, Field, SQLModel
+
+from mailer.config import DeliveryMode
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware-UTC timestamp on every backend.
+
+    PostgreSQL keeps the offset; SQLite stores text and hands back naive values, so this type
+    normalises both directions and the rest of the code only ever sees aware UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _at(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _json(default: Any) -> Any:
+    return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
+
+
+class InvoiceStatus(StrEnum):
+    DRAFT = "draft"
+    OPEN = "open"
+    PAID = "paid"
+    VOID = "void"
+
+
+class MessageStatus(StrEnum):
+    """Life of an outbox row. ``queued``/``deferred`` rows are claimable once due."""
+
+    QUEUED = "queued"
+    DEFERRED = "deferred"  # a temporary failure; next_attempt_at says when to try again
+    SENT = "sent"  # every recipient accepted, or the rest failed for good after some accepted
+    FAILED = "failed"  # no recipient accepted and nothing is left to try
+    SKIPPED = "skipped"  # pre-flight decided not to send; skip_reason says why
+    CANCELLED = "cancelled"
+
+
+OPEN_MESSAGE_STATES = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
+
+
+class RecipientStatus(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"  # the server answered 250 to DATA for this RCPT
+    DEFERRED = "deferred"  # 4xx for this RCPT; retried with the message
+    REJECTED = "rejected"  # 5xx for this RCPT, or expired: final
+
+
+class AttemptOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    PARTIAL = "partial"
+    DEFERRED = "deferred"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    THROTTLED = "throttled"
+
+
+class Tenant(SQLModel, table=True):
+    """A business sending through dunmail; its sender identity mirrors ``[tenants.<slug>]``."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True, max_length=63)
+    name: str = Field(max_length=200)
+    email: str = Field(max_length=320)
+    delivery: DeliveryMode = Field(default=DeliveryMode.RELAY, max_length=10)
+    dkim_domain: str | None = Field(default=None, max_length=253)
+    dkim_selector: str | None = Field(default=None, max_length=63)
+    dkim_key_file: str | None = Field(default=None, max_length=1024)
+    bounce_domain: str | None = Field(default=None, max_length=253)
+    time_zone: str = Field(default="UTC", max_length=64)
+    locale: str = Field(default="en", max_length=35)
+    created_at: datetime = _at()
+
+
+class Customer(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    external_id: str = Field(max_length=100)
+    name: str = Field(max_length=300)
+    locale: str | None = Field(default=None, max_length=35)
+    time_zone: str | None = Field(default=None, max_length=64)
+    chase: bool = True  # the AR team's on/off switch for reminders to this customer
+    created_at: datetime = _at()
+    updated_at: datetime = _at()
+
+
+class ContactRole(StrEnum):
+    BILLING = "billing"
+    AP = "ap"
+    ACCOUNTANT = "accountant"
+    PRIMARY = "primary"
+
+
+class Contact(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("customer_id", "email"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    email: str = Field(max_length=320)
+    name: str | None = Field(default=None, max_length=300)
+    roles: list[str] = _json(list)
+    send_invoices: bool = True
+
+
+class Invoice(SQLModel, table=True):
+    """The current version of an invoice; ``version`` rises whenever its content changes."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "external_id"),
+        sa.UniqueConstraint("tenant_id", "number"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    external_id: str = Field(max_length=100)
+    number: str = Field(max_length=100)
+    version: int = 1
+    content_hash: str = Field(max_length=64)
+    currency: str = Field(max_length=3)
+    # Money columns are BIGINT: INTEGER stops at 21 million EUR, or 2.1 billion JPY, on PostgreSQL.
+    total_minor: int = Field(default=0, sa_type=sa.BigInteger)
+    tax_minor: int = Field(default=0, sa_type=sa.BigInteger)
+    balance_minor: int = Field(default=0, sa_type=sa.BigInteger)
+    status: InvoiceStatus = Field(default=InvoiceStatus.OPEN, max_length=10)
+    issued_at: datetime = _at()
+    due_at: datetime = _at()
+    sent_at: datetime | None = _at(nullable=True)  # first send, automatic or by hand
+    lines: list[dict[str, Any]] = _json(list)
+    created_at: datetime = _at()
+    updated_at: datetime = _at()
+
+
+class Payment(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    external_id: str = Field(max_length=100)
+    amount_minor: int = Field(sa_type=sa.BigInteger)
+    currency: str = Field(max_length=3)
+    received_at: datetime = _at()
+
+
+class PaymentAllocation(SQLModel, table=True):
+    """How much of a payment (or a credit note) settles which invoice."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    payment_id: int | None = Field(default=None, foreign_key="payment.id", index=True)
+    credit_note_id: int | None = Field(default=None, foreign_key="creditnote.id", index=True)
+    amount_minor: int = Field(sa_type=sa.BigInteger)
+
+
+class CreditNote(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    external_id: str = Field(max_length=100)
+    number: str = Field(max_length=100)
+    currency: str = Field(max_length=3)
+    amount_minor: int = Field(sa_type=sa.BigInteger)
+    issued_at: datetime = _at()
+    lines: list[dict[str, Any]] = _json(list)
+
+
+class Message(SQLModel, table=True):
+    """One email in the outbox: what to send, to whom, and where its delivery stands.
+
+    ``uid`` is the stable public identity: it is in the Message-ID, the VERP token and the
+    X-Dunmail-Message header, so every retry carries the same ids and a bounce finds its row.
+    """
+
+    __table_args__ = (
+        sa.Index("ix_message_due", "status", "next_attempt_at"),
+        sa.UniqueConstraint("tenant_id", "idempotency_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    uid: str = Field(unique=True, max_length=32)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    invoice_id: int | None = Field(default=None, foreign_key="invoice.id", index=True)
+    kind: str = Field(max_length=50)
+    document_version: int | None = None
+    idempotency_key: str = Field(max_length=64)
+    status: MessageStatus = Field(default=MessageStatus.QUEUED, max_length=10)
+    context: dict[str, Any] = _json(dict)  # frozen render input: the document as enqueued
+    created_at: datetime = _at()
+    next_attempt_at: datetime = _at()
+    attempts: int = 0
+    claimed_until: datetime | None = _at(nullable=True)
+    claimed_by: str | None = Field(default=None, max_length=64)
+    finished_at: datetime | None = _at(nullable=True)
+    last_error: str | None = Field(default=None, max_length=1000)
+    skip_reason: str | None = Field(default=None, max_length=200)
+    manual: bool = False  # enqueued by a person (``dunmail send``), not by the scheduler
+
+
+class MessageRecipient(SQLModel, table=True):
+    """Per-recipient delivery state, so a partial RCPT failure never re-sends to the accepted."""
+
+    __table_args__ = (sa.UniqueConstraint("message_id", "address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    address: str = Field(max_length=320, index=True)
+    status: RecipientStatus = Field(default=RecipientStatus.PENDING, max_length=10)
+    code: int | None = None
+    response: str | None = Field(default=None, max_length=1000)
+    updated_at: datetime | None = _at(nullable=True)
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """The log of every SMTP conversation about a message, one row per attempt."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    number: int
+    started_at: datetime = _at()
+    finished_at: datetime = _at()
+    endpoint: str = Field(max_length=300)
+    outcome: AttemptOutcome = Field(max_length=10)
+    code: int | None = None
+    response: str | None = Field(default=None, max_length=1000)
+    recipients: list[dict[str, Any]] = _json(list)  # [{address, code, response, status}]

@@ -1,0 +1,465 @@
+"""SERVICE: the durable outbox. Enqueue once; claim with a lease; render, sign, send; record.
+
+The database is the truth. A message is claimed (``claimed_until`` lease) in one committed
+transaction before anything is sent, and its result is written in the transaction that releases
+the claim. A worker killed at any point leaves either an unexpired lease (the row is retried
+once the lease runs out) or a committed result; the only duplicate possible is a kill between
+the server's 250 and that commit, and the retry then carries the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from mailer.clock import Clock
+from mailer.compose import Draft, Envelope, build_message, make_address, to_bytes
+from mailer.config import DeliveryConfig
+from mailer.db import session_scope
+from mailer.delivery import Decision, decide
+from mailer.errors import (
+    DeliveryError,
+    MailerError,
+    PermanentDeliveryError,
+    TemplateError,
+    TransientDeliveryError,
+)
+from mailer.models import (
+    OPEN_MESSAGE_STATES,
+    DeliveryAttempt,
+    Message,
+    MessageRecipient,
+    MessageStatus,
+    RecipientStatus,
+)
+from mailer.ratelimit import Throttle, enhanced_status, should_back_off
+from mailer.render import Renderer
+from mailer.transport import SendResult, Transport
+
+log = logging.getLogger(__name__)
+
+
+class Signer(Protocol):
+    def sign(self, message: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class SendingProfile:
+    """Everything needed to send as one tenant: identity, transport and DKIM keys."""
+
+    tenant_id: int
+    slug: str
+    transport: Transport
+    signer: Signer
+    envelope: Callable[[str], Envelope]  # uid -> From / Reply-To / VERP sender
+    message_id_domain: str
+    rate_per_minute: int
+
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    """An email to put in the outbox; ``document`` plus ``version`` pin what is sent."""
+
+    tenant_id: int
+    kind: str
+    recipients: Sequence[str]
+    context: Mapping[str, Any]
+    document: str  # e.g. "invoice:42"; part of the idempotency key
+    version: int | None = None
+    customer_id: int | None = None
+    invoice_id: int | None = None
+    not_before: datetime | None = None
+    manual: bool = False
+
+
+def idempotency_key(request: EnqueueRequest) -> str:
+    """tenant + kind + document + version + recipients: the same email is one message."""
+    recipients = ",".join(sorted({a.strip().lower() for a in request.recipients}))
+    raw = f"{request.tenant_id}|{request.kind}|{request.document}|{request.version}|{recipients}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A snapshot of a claimed message, detached from any session."""
+
+    id: int
+    uid: str
+    tenant_id: int
+    kind: str
+    context: dict[str, Any]
+    created_at: datetime
+    attempts: int
+    recipients: tuple[str, ...]
+    recipient_ids: Mapping[str, int]
+    previously_accepted: int
+
+
+@dataclass
+class _Attempt:
+    claimed: Claimed
+    started_at: datetime
+    finished_at: datetime
+    endpoint: str
+    result: SendResult | None = None
+    error: BaseException | None = None
+    throttled_until: datetime | None = None
+
+
+@dataclass
+class PassReport:
+    """What one delivery pass did, by final state of each attempt."""
+
+    attempted: int = 0
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    throttled: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def count(self, decision: Decision | None) -> None:
+        if decision is None:
+            self.throttled += 1
+            return
+        self.attempted += 1
+        if decision.status is MessageStatus.SENT:
+            self.sent += 1
+        elif decision.status is MessageStatus.DEFERRED:
+            self.deferred += 1
+        else:
+            self.failed += 1
+
+
+class Outbox:
+    """Enqueue messages and deliver those that are due."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock,
+        profiles: Mapping[int, SendingProfile],
+        renderer: Renderer,
+        policy: DeliveryConfig,
+        worker_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._profiles = profiles
+        self._renderer = renderer
+        self._policy = policy
+        self.worker_id = worker_id or f"w-{secrets.token_hex(4)}"
+        self._rng = rng or random.Random()
+        rates = {f"tenant:{p.tenant_id}": p.rate_per_minute for p in profiles.values()}
+        self._throttle = Throttle(lambda key: rates.get(key, policy.domain_rate_per_minute))
+
+    # -- enqueue -----------------------------------------------------------------------------
+
+    def enqueue(self, session: Session, request: EnqueueRequest, *, now: datetime) -> Message:
+        """Add ``request`` unless the same email is already there; return the one message.
+
+        Runs inside the caller's transaction so an email is enqueued together with the state
+        change that caused it (or not at all).
+        """
+        key = idempotency_key(request)
+        existing = self._find(session, request.tenant_id, key)
+        if existing is not None:
+            return existing
+        addresses = sorted({make_address(a).addr_spec for a in request.recipients})
+        if not addresses:
+            raise MailerError(f"{request.kind} for {request.document}: no recipients")
+        message = Message(
+            uid=secrets.token_hex(10),
+            tenant_id=request.tenant_id,
+            customer_id=request.customer_id,
+            invoice_id=request.invoice_id,
+            kind=request.kind,
+            document_version=request.version,
+            idempotency_key=key,
+            context=dict(request.context),
+            created_at=now,
+            next_attempt_at=max(now, request.not_before or now),
+            manual=request.manual,
+        )
+        try:
+            with session.begin_nested():
+                session.add(message)
+                session.flush()
+                session.add_all(
+                    MessageRecipient(message_id=message.id or 0, address=a) for a in addresses
+                )
+                session.flush()
+        except IntegrityError:
+            # Another process enqueued the same email between our look-up and insert.
+            found = self._find(session, request.tenant_id, key)
+            if found is None:
+                raise
+            return found
+        return message
+
+    @staticmethod
+    def _find(session: Session, tenant_id: int, key: str) -> Message | None:
+        query = select(Message).where(
+            Message.tenant_id == tenant_id, Message.idempotency_key == key
+        )
+        return session.exec(query).first()
+
+    # -- claim -------------------------------------------------------------------------------
+
+    def claim_due(self, now: datetime, *, limit: int, only: Sequence[int] = ()) -> list[Claimed]:
+        """Lease up to ``limit`` due messages to this worker and commit the lease.
+
+        PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets many workers claim disjoint rows at once.
+        SQLite: the engine begins every transaction with BEGIN IMMEDIATE, which serialises
+        claimers, so the same select-then-update is just as exclusive.
+        """
+        lease = now + timedelta(seconds=self._policy.lease_seconds)
+        with session_scope(self._engine) as session:
+            due = (
+                sa.select(col(Message.id))
+                .where(
+                    col(Message.status).in_(OPEN_MESSAGE_STATES),
+                    col(Message.next_attempt_at) <= now,
+                    sa.or_(col(Message.claimed_until).is_(None), col(Message.claimed_until) < now),
+                )
+                .order_by(col(Message.next_attempt_at))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            if only:
+                due = due.where(col(Message.id).in_(list(only)))
+            ids = list(session.execute(due).scalars())
+            if not ids:
+                return []
+            session.execute(
+                sa.update(Message)
+                .where(col(Message.id).in_(ids))
+                .values(claimed_until=lease, claimed_by=self.worker_id)
+            )
+            messages = session.exec(select(Message).where(col(Message.id).in_(ids))).all()
+            rows = session.exec(
+                select(MessageRecipient).where(col(MessageRecipient.message_id).in_(ids))
+            ).all()
+        by_message: dict[int, list[MessageRecipient]] = {}
+        for row in rows:
+            by_message.setdefault(row.message_id, []).append(row)
+        return [self._snapshot(m, by_message.get(m.id or 0, [])) for m in messages]
+
+    @staticmethod
+    def _snapshot(message: Message, recipients: list[MessageRecipient]) -> Claimed:
+        owed = [
+            r for r in recipients if r.status in (RecipientStatus.PENDING, RecipientStatus.DEFERRED)
+        ]
+        return Claimed(
+            id=message.id or 0,
+            uid=message.uid,
+            tenant_id=message.tenant_id,
+            kind=message.kind,
+            context=message.context,
+            created_at=message.created_at,
+            attempts=message.attempts,
+            recipients=tuple(r.address for r in owed),
+            recipient_ids={r.address: r.id or 0 for r in owed},
+            previously_accepted=sum(r.status is RecipientStatus.ACCEPTED for r in recipients),
+        )
+
+    # -- deliver -----------------------------------------------------------------------------
+
+    async def deliver_due(self, *, only: Sequence[int] = ()) -> PassReport:
+        """One pass: deliver every message due now, then return (``dunmail deliver``)."""
+        report = PassReport()
+        recorder = _Recorder(self._record, report)
+        try:
+            while True:
+                now = self._clock.now()
+                batch = await asyncio.to_thread(
+                    self.claim_due, now, limit=self._policy.batch_size, only=only
+                )
+                if not batch:
+                    break
+                await asyncio.gather(*(recorder.put(self._attempt(c)) for c in batch))
+        finally:
+            await recorder.close()
+        return report
+
+    async def _attempt(self, claimed: Claimed) -> _Attempt:
+        started = self._clock.now()
+        profile = self._profiles.get(claimed.tenant_id)
+        attempt = _Attempt(claimed, started, started, endpoint="-")
+        if profile is None:
+            attempt.error = TransientDeliveryError(0, "tenant has no sending profile configured")
+            return attempt
+        attempt.endpoint = profile.transport.key
+        try:
+            data = await self._prepare(claimed, profile)
+            keys = [f"tenant:{profile.tenant_id}", f"endpoint:{profile.transport.key}"]
+            keys += sorted({f"domain:{a.rpartition('@')[2]}" for a in claimed.recipients})
+            wait = self._throttle.delay(keys, started)
+            if wait > timedelta(0):
+                attempt.throttled_until = started + wait
+                return attempt
+            envelope = profile.envelope(claimed.uid)
+            attempt.result = await profile.transport.send(
+                data, sender=envelope.mail_from, recipients=claimed.recipients
+            )
+            self._note_backoff(attempt.result, started)
+        except DeliveryError as exc:
+            attempt.error = exc
+            if should_back_off(exc.code, enhanced_status(exc.message)):
+                until = started + self._policy.domain_backoff
+                self._throttle.back_off(f"endpoint:{profile.transport.key}", until)
+        except TemplateError as exc:
+            log.error("message %s: template error: %s", claimed.uid, exc)
+            attempt.error = _permanent_from(exc)
+        except Exception as exc:  # job boundary: one bad message never stops the pass
+            log.exception("message %s: unexpected error while delivering", claimed.uid)
+            attempt.error = exc
+        attempt.finished_at = self._clock.now()
+        return attempt
+
+    async def _prepare(self, claimed: Claimed, profile: SendingProfile) -> bytes:
+        rendered = self._renderer.render(claimed.kind, claimed.context)
+        draft = Draft(
+            uid=claimed.uid,
+            message_id_domain=profile.message_id_domain,
+            date=claimed.created_at,
+            to=[make_address(a) for a in claimed.recipients],
+            envelope=profile.envelope(claimed.uid),
+        )
+        raw = to_bytes(build_message(rendered, draft))
+        return await asyncio.to_thread(profile.signer.sign, raw)
+
+    def _note_backoff(self, result: SendResult, now: datetime) -> None:
+        for r in result.recipients:
+            if r.temporary and should_back_off(r.code, enhanced_status(r.message)):
+                domain = r.address.rpartition("@")[2]
+                self._throttle.back_off(f"domain:{domain}", now + self._policy.domain_backoff)
+
+    # -- record ------------------------------------------------------------------------------
+
+    def _record(self, attempts: Sequence[_Attempt], report: PassReport) -> None:
+        """Write results and release the claims, all in one transaction."""
+        with session_scope(self._engine) as session:
+            for attempt in attempts:
+                report.count(self._record_one(session, attempt))
+
+    def _record_one(self, session: Session, attempt: _Attempt) -> Decision | None:
+        claimed = attempt.claimed
+        message = session.get(Message, claimed.id)
+        if message is None:
+            return None
+        if message.claimed_by != self.worker_id:
+            log.warning("message %s: lease lost before the result was recorded", claimed.uid)
+        message.claimed_until = None
+        message.claimed_by = None
+        if attempt.throttled_until is not None:
+            message.next_attempt_at = attempt.throttled_until
+            return None
+        message.attempts += 1
+        decision = decide(
+            recipients=claimed.recipients,
+            previously_accepted=claimed.previously_accepted,
+            attempts=message.attempts,
+            created_at=claimed.created_at,
+            now=attempt.finished_at,
+            result=attempt.result,
+            error=attempt.error,
+            policy=self._policy,
+            rng=self._rng,
+        )
+        message.status = decision.status
+        if decision.next_attempt_at is not None:
+            message.next_attempt_at = decision.next_attempt_at
+        if decision.finished:
+            message.finished_at = attempt.finished_at
+        if decision.code is None or decision.code >= 400 or attempt.error is not None:
+            message.last_error = (f"{decision.code or ''} {decision.response}").strip()[:1000]
+        session.add(
+            DeliveryAttempt(
+                message_id=claimed.id,
+                number=message.attempts,
+                started_at=attempt.started_at,
+                finished_at=attempt.finished_at,
+                endpoint=attempt.endpoint,
+                outcome=decision.outcome,
+                code=decision.code,
+                response=decision.response[:1000] or None,
+                recipients=[
+                    {
+                        "address": u.address,
+                        "status": u.status.value,
+                        "code": u.code,
+                        "response": u.response,
+                    }
+                    for u in decision.recipients
+                ],
+            )
+        )
+        for update in decision.recipients:
+            row_id = claimed.recipient_ids.get(update.address)
+            row = session.get(MessageRecipient, row_id) if row_id else None
+            if row is None:
+                continue
+            row.status = update.status
+            row.code = update.code
+            row.response = update.response[:1000]
+            row.updated_at = attempt.finished_at
+        log.info(
+            "message %s attempt %d: %s (%s)",
+            claimed.uid,
+            message.attempts,
+            decision.outcome.value,
+            decision.code,
+        )
+        return decision
+
+
+def _permanent_from(exc: MailerError) -> DeliveryError:
+    return PermanentDeliveryError(0, f"{type(exc).__name__}: {exc}")
+
+
+class _Recorder:
+    """Commits attempt results as they finish, batching whatever has piled up meanwhile.
+
+    Recording each result soon after its 250 keeps the crash window (sent but not recorded)
+    to a few milliseconds, while batching keeps commits off the hot path under load.
+    """
+
+    def __init__(
+        self, record: Callable[[Sequence[_Attempt], PassReport], None], report: PassReport
+    ) -> None:
+        self._record = record
+        self._report = report
+        self._queue: asyncio.Queue[_Attempt | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run())
+
+    async def put(self, attempt: Awaitable[_Attempt]) -> None:
+        self._queue.put_nowait(await attempt)
+
+    async def _run(self) -> None:
+        done = False
+        while not done:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            done = batch[-1] is None
+            items = [a for a in batch if a is not None]
+            if items:
+                await asyncio.to_thread(self._record, items, self._report)
+
+    async def close(self) -> None:
+        self._queue.put_nowait(None)
+        await self._task

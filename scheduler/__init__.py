@@ -1,0 +1,1 @@
+"""When: which email is due, and the metronome (grace delays, cadences, holds)."""

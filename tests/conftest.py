@@ -1,0 +1,132 @@
+"""Shared fixtures: an injected clock, real databases (SQLite file and PostgreSQL), test keys."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from dunmail.config import Config
+from mailer.clock import FixedClock
+from mailer.db import create_schema, make_engine
+
+pytest_plugins = ["tests.smtpd"]
+
+PG_ADMIN_URL = os.environ.get(
+    "DUNMAIL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday morning, far from any DST change
+
+
+def _postgres_reason() -> str | None:
+    """Why PostgreSQL tests cannot run here, or None when they can."""
+    try:
+        engine = sa.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # any failure means "not here"; the reason is shown in the skip
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
+    return None
+
+
+_PG_SKIP = _postgres_reason()
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A fresh, empty database URL per test: a SQLite file, or a private PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'dunmail.db'}"
+        return
+    if _PG_SKIP:
+        pytest.skip(_PG_SKIP)
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = sa.create_engine(PG_ADMIN_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on a migrated, empty database."""
+    engine = make_engine(db_url)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+def make_config(tmp_path: Path, db_url: str, **overrides: Any) -> Config:
+    """A dev config with one relay tenant ("acme") and DKIM keys under ``tmp_path``."""
+    data: dict[str, Any] = {
+        "env": "dev",
+        "database": {"url": db_url},
+        "relay": {"host": "127.0.0.1", "port": 2525, "domain": "relay.example"},
+        "tenants": {
+            "acme": {
+                "name": "Acme Supplies",
+                "email": "ar@acme.example",
+                "dkim": [
+                    {
+                        "domain": "acme.example",
+                        "selector": "s1",
+                        "key_file": str(tmp_path / "keys" / "s1.pem"),
+                    }
+                ],
+            }
+        },
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return Config(**data)
+
+
+DEMO_DOC: dict[str, Any] = {
+    "customers": [
+        {
+            "id": "C-1",
+            "name": "Globex",
+            "locale": "en",
+            "time_zone": "UTC",
+            "contacts": [
+                {"email": "ap@globex.example", "name": "AP", "roles": ["ap"]},
+                {"email": "billing@globex.example", "name": "Bill", "roles": ["billing"]},
+            ],
+        },
+    ],
+    "invoices": [
+        {
+            "id": "i-1042",
+            "number": "INV-1042",
+            "customer": "C-1",
+            "currency": "EUR",
+            "issued_at": "2026-03-01",
+            "due_at": "2026-03-31",
+            "status": "open",
+            "lines": [{"description": "Support", "quantity": "1", "unit_price": "120.00"}],
+        },
+    ],
+}

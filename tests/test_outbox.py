@@ -1,0 +1,299 @@
+"""The durable outbox end to end: real SMTP on loopback, real databases, an injected clock."""
+
+from __future__ import annotations
+
+import email
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from email import policy
+from pathlib import Path
+from typing import Any
+
+import dkim
+import pytest
+from sqlmodel import Session, select
+
+from dunmail.app import Services, build_services
+from mailer.clock import FixedClock
+from mailer.dkim import dns_record
+from mailer.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
+from mailer.outbox import EnqueueRequest
+from mailer.transport import MemoryTransport
+from mailer.verp import derive_key, verify_verp
+from tests.conftest import DEMO_DOC, make_config
+from tests.smtpd import RecordingServer
+
+
+async def _services(
+    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer | None = None,
+    transport: MemoryTransport | None = None, **overrides: Any,
+) -> Services:
+    relay = {"host": smtpd.host, "port": smtpd.port} if smtpd else {}
+    config = make_config(tmp_path, db_url, relay={"domain": "relay.example", **relay},
+                         **overrides)
+    services = build_services(config, clock, transport)
+    report = services.import_document(DEMO_DOC, tenant="acme")
+    assert report.errors == []
+    return services
+
+
+@pytest.fixture
+async def services(
+    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+) -> AsyncIterator[Services]:
+    services = await _services(tmp_path, db_url, clock, smtpd)
+    yield services
+    await services.close()
+
+
+def _messages(services: Services) -> list[Message]:
+    with Session(services.engine) as session:
+        return list(session.exec(select(Message).order_by(Message.id)).all())
+
+
+def _recipients(services: Services, message_id: int | None) -> dict[str, str]:
+    with Session(services.engine) as session:
+        rows = session.exec(
+            select(MessageRecipient).where(MessageRecipient.message_id == message_id)
+        ).all()
+    return {r.address: r.status.value for r in rows}
+
+
+def _attempts(services: Services) -> list[DeliveryAttempt]:
+    with Session(services.engine) as session:
+        return list(session.exec(select(DeliveryAttempt).order_by(DeliveryAttempt.id)).all())
+
+
+async def test_enqueue_is_idempotent(services: Services) -> None:
+    first = services.enqueue_invoice_email("INV-1042", kind="new_invoice", tenant=None,
+                                           manual=True)
+    again = services.enqueue_invoice_email("INV-1042", kind="new_invoice", tenant=None,
+                                           manual=True)
+    other = services.enqueue_invoice_email("INV-1042", kind="invoice_reminder", tenant=None,
+                                           manual=True)
+    assert first.id == again.id and first.uid == again.uid
+    assert other.id != first.id
+    assert len(_messages(services)) == 2
+
+
+async def test_same_recipients_in_another_order_are_one_message(services: Services) -> None:
+    tenant_id = services.tenant_id("acme")
+    now = services.clock.now()
+
+    def request(recipients: list[str]) -> EnqueueRequest:
+        return EnqueueRequest(tenant_id=tenant_id, kind="new_invoice", recipients=recipients,
+                              context={}, document="invoice:1", version=1)
+
+    with Session(services.engine) as session:
+        a = services.outbox.enqueue(session, request(["b@x.test", "a@x.test"]), now=now)
+        b = services.outbox.enqueue(session, request(["A@x.test", "b@X.test"]), now=now)
+        assert a.id == b.id
+
+
+async def test_manual_send_delivers_signed_mail_through_the_relay(
+    services: Services, smtpd: RecordingServer, tmp_path: Path
+) -> None:
+    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    assert message.status is MessageStatus.SENT
+    assert len(smtpd.envelopes) == 1
+    envelope = smtpd.envelopes[0]
+    assert sorted(envelope.rcpt_tos) == ["ap@globex.example", "billing@globex.example"]
+    # VERP: the envelope sender names this message and verifies with the engine's key.
+    key = derive_key(services.config.secret_key(), "verp")
+    assert verify_verp(envelope.mail_from, key=key) == message.uid
+    assert envelope.mail_from.endswith("@relay.example")
+    msg = email.message_from_bytes(envelope.content, policy=policy.default)
+    assert msg["From"] == "Acme Supplies <noreply-invoice@relay.example>"
+    assert msg["Reply-To"] == "Acme Supplies <ar@acme.example>"
+    assert msg["Subject"] == "Invoice INV-1042 from Acme Supplies"
+    assert msg["Message-ID"] == f"<{message.uid}@acme.example>"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    # The DKIM signature an independent verifier accepts, with DNS injected.
+    record = dns_record(services.config.tenants["acme"].dkim[0]).encode()
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        return record if name == b"s1._domainkey.acme.example." else b""
+
+    assert dkim.verify(envelope.content, dnsfunc=dnsfunc)
+    attempts = _attempts(services)
+    assert [(a.number, a.outcome.value, a.code) for a in attempts] == [(1, "accepted", 250)]
+
+
+async def test_send_marks_invoice_sent_and_is_idempotent(
+    services: Services, smtpd: RecordingServer
+) -> None:
+    await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    assert len(smtpd.envelopes) == 1
+
+
+@pytest.mark.smtpd_options(rcpt={"billing@globex.example": "451 4.2.0 Mailbox busy"})
+async def test_partial_rcpt_failure_retries_only_the_deferred(
+    services: Services, smtpd: RecordingServer, clock: FixedClock
+) -> None:
+    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    assert message.status is MessageStatus.DEFERRED
+    assert _recipients(services, message.id) == {
+        "ap@globex.example": "accepted", "billing@globex.example": "deferred",
+    }
+    assert smtpd.envelopes[0].rcpt_tos == ("ap@globex.example",)
+    # Not due yet: nothing happens at the same instant.
+    assert (await services.deliver()).attempted == 0
+    smtpd.script(rcpt=None)
+    clock.advance(timedelta(hours=1))
+    report = await services.deliver()
+    assert report.sent == 1
+    assert smtpd.envelopes[1].rcpt_tos == ("billing@globex.example",)
+    first = email.message_from_bytes(smtpd.envelopes[0].content, policy=policy.default)
+    second = email.message_from_bytes(smtpd.envelopes[1].content, policy=policy.default)
+    assert first["Message-ID"] == second["Message-ID"]  # a retry keeps its Message-ID
+    assert _recipients(services, message.id) == {
+        "ap@globex.example": "accepted", "billing@globex.example": "accepted",
+    }
+
+
+@pytest.mark.smtpd_options(rcpt={"billing@globex.example": "550 5.1.1 No such user"})
+async def test_partial_permanent_rejection_is_recorded_per_recipient(
+    services: Services, smtpd: RecordingServer
+) -> None:
+    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    assert message.status is MessageStatus.SENT
+    assert _recipients(services, message.id)["billing@globex.example"] == "rejected"
+    assert _attempts(services)[0].outcome.value == "partial"
+
+
+@pytest.mark.smtpd_options(data="554 5.7.1 Message rejected")
+async def test_5xx_fails_at_once(services: Services, smtpd: RecordingServer,
+                                 clock: FixedClock) -> None:
+    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    assert message.status is MessageStatus.FAILED
+    assert message.last_error is not None and message.last_error.startswith("554")
+    clock.advance(timedelta(days=1))
+    assert (await services.deliver()).attempted == 0
+
+
+@pytest.mark.smtpd_options(greeting="421 4.3.2 Service shutting down")
+async def test_4xx_backs_off_with_jitter_until_max_age_then_fails(
+    services: Services, smtpd: RecordingServer, clock: FixedClock
+) -> None:
+    start = clock.now()
+    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    assert message.status is MessageStatus.DEFERRED
+    gaps = []
+    last = start
+    for _ in range(60):
+        row = next(m for m in _messages(services) if m.id == message.id)
+        if row.status is not MessageStatus.DEFERRED:
+            break
+        gaps.append(row.next_attempt_at - last)
+        clock.set(row.next_attempt_at + timedelta(seconds=1))
+        last = clock.now()
+        await services.deliver()
+    final = next(m for m in _messages(services) if m.id == message.id)
+    assert final.status is MessageStatus.FAILED
+    assert clock.now() - start >= services.config.delivery.max_age
+    assert gaps[0] >= timedelta(minutes=2, seconds=30) and gaps[0] <= timedelta(minutes=5)
+    assert max(gaps) <= services.config.delivery.max_retry_after
+    assert gaps[3] > gaps[0]  # it backs off
+    assert _attempts(services)[-1].outcome.value == "expired"
+    assert smtpd.envelopes == []
+
+
+@pytest.mark.smtpd_options(drop="data")
+async def test_connection_dropped_mid_data_is_retried_not_sent(
+    services: Services, smtpd: RecordingServer, clock: FixedClock
+) -> None:
+    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    assert message.status is MessageStatus.DEFERRED
+    smtpd.script(drop=None)
+    clock.advance(timedelta(hours=1))
+    assert (await services.deliver()).sent == 1
+    assert len(smtpd.envelopes) == 1
+
+
+async def test_lease_blocks_other_workers_until_it_expires(
+    services: Services, smtpd: RecordingServer, clock: FixedClock
+) -> None:
+    message = services.enqueue_invoice_email("INV-1042", kind="new_invoice", tenant=None,
+                                             manual=False)
+    # A worker claims the row and dies before sending (its lease is committed).
+    claimed = services.outbox.claim_due(clock.now(), limit=10)
+    assert [c.id for c in claimed] == [message.id]
+    assert (await services.deliver()).attempted == 0  # leased: nobody else takes it
+    clock.advance(timedelta(seconds=services.config.delivery.lease_seconds + 1))
+    assert (await services.deliver()).sent == 1
+    assert len(smtpd.envelopes) == 1
+
+
+async def test_own_smtp_mode_sends_as_the_tenant(
+    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+) -> None:
+    tenant = {
+        "name": "Acme Supplies", "email": "ar@acme.example", "delivery": "smtp",
+        "reply_to": "inbox@acme.example", "bounce_domain": "bounce.acme.example",
+        "smtp": {"host": smtpd.host, "port": smtpd.port},
+    }
+    services = await _services(tmp_path, db_url, clock, tenants={"acme": tenant})
+    try:
+        message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    finally:
+        await services.close()
+    assert message.status is MessageStatus.SENT
+    msg = email.message_from_bytes(smtpd.envelopes[0].content, policy=policy.default)
+    assert msg["From"] == "Acme Supplies <ar@acme.example>"
+    assert msg["Reply-To"] == "Acme Supplies <inbox@acme.example>"
+    assert msg["Message-ID"] == f"<{message.uid}@acme.example>"
+    assert smtpd.envelopes[0].mail_from.endswith("@bounce.acme.example")
+    assert "DKIM-Signature" not in msg  # no key configured for this tenant
+
+
+async def test_header_injection_through_customer_data_is_refused(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> None:
+    transport = MemoryTransport()
+    services = await _services(tmp_path, db_url, clock, transport=transport)
+    try:
+        evil = {"customers": [{"id": "C-1", "name": "Globex\r\nBcc: victim@evil.test",
+                               "contacts": [{"email": "ap@globex.example", "roles": ["ap"]}]}]}
+        assert services.import_document(evil, tenant=None).errors == []
+        message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    finally:
+        await services.close()
+    # The name is body text, never a header: the subject carries no customer data, and no
+    # extra recipient appears anywhere.
+    assert message.status is MessageStatus.SENT
+    assert [m.recipients for m in transport.sent] == [("ap@globex.example",)]
+    assert b"Bcc:" not in transport.sent[0].data.split(b"\r\n\r\n", 1)[0]
+
+
+async def test_one_bad_message_does_not_stop_the_batch(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> None:
+    transport = MemoryTransport()
+    services = await _services(tmp_path, db_url, clock, transport=transport)
+    try:
+        tenant_id = services.tenant_id(None)
+        with Session(services.engine) as session:
+            for kind in ("no_such_kind", "new_invoice"):
+                services.outbox.enqueue(session, EnqueueRequest(
+                    tenant_id=tenant_id, kind=kind, recipients=["ap@globex.example"],
+                    context=_context(), document="invoice:1", version=1,
+                ), now=clock.now())
+            session.commit()
+        report = await services.deliver()
+    finally:
+        await services.close()
+    assert (report.sent, report.failed) == (1, 1)
+    failed = [m for m in _messages(services) if m.status is MessageStatus.FAILED]
+    assert failed[0].kind == "no_such_kind" and "no template" in (failed[0].last_error or "")
+
+
+def _context() -> dict[str, Any]:
+    return {
+        "locale": "en", "tenant": {"name": "Acme", "email": "ar@acme.example"},
+        "customer": {"name": "Globex", "id": "C-1"}, "days_overdue": 0,
+        "links": {"view": None, "pay": None},
+        "invoice": {"number": "INV-1", "version": 1, "currency": "EUR", "total_minor": 100,
+                    "tax_minor": 0, "balance_minor": 100, "issued_at": "2026-03-01T00:00:00",
+                    "due_at": "2026-03-31T00:00:00", "lines": []},
+    }
