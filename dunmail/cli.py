@@ -26,8 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="dunmail: invoice email delivery and dunning for AR teams.",
 )
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 ConfigOpt = Annotated[
@@ -59,6 +59,8 @@ def _setup_logging(config: Config) -> None:
     )
     # flanker's parser generator is chatty on first import; its warnings are not ours.
     logging.getLogger("flanker").setLevel(logging.ERROR)
+    # Alembic narrates every migration check at INFO; only its warnings matter to a user.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @contextmanager
@@ -160,6 +162,8 @@ def send(
     )
     if result["status"] == "failed":
         raise typer.Exit(4)
+    if result["status"] == "deferred":
+        raise typer.Exit(5)  # not sent yet: the server is unreachable or said "try later"
 
 
 @app.command()
@@ -175,6 +179,8 @@ def deliver(config: ConfigOpt = None, at: AtOpt = None) -> None:
         f"failed {report.failed}; throttled {report.throttled}",
         highlight=False,
     )
+    if report.attempted and not report.sent and report.deferred:
+        raise typer.Exit(5)  # nothing got through: the server is unreachable or busy
 
 
 @app.command()

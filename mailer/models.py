@@ -43,6 +43,22 @@ def _at(*, nullable: bool = False, index: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
 
 
+def _state(enum: type[StrEnum], default: StrEnum | None = None, *, index: bool = False) -> Any:
+    """A StrEnum column stored by its lowercase *value* ("queued"), not SQLAlchemy's default
+    of the member *name* ("QUEUED"), so SQL, reports and other tools read the same words."""
+    column_type = sa.Enum(
+        enum,
+        values_callable=lambda members: [m.value for m in members],
+        native_enum=False,
+        length=20,
+        validate_strings=True,
+    )
+    column = Column(column_type, nullable=False, index=index)
+    if default is None:
+        return Field(sa_column=column)
+    return Field(default=default, sa_column=column)
+
+
 def _json(default: Any) -> Any:
     return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
 
@@ -91,7 +107,7 @@ class Tenant(SQLModel, table=True):
     slug: str = Field(unique=True, max_length=63)
     name: str = Field(max_length=200)
     email: str = Field(max_length=320)
-    delivery: DeliveryMode = Field(default=DeliveryMode.RELAY, max_length=10)
+    delivery: DeliveryMode = _state(DeliveryMode, DeliveryMode.RELAY)
     dkim_domain: str | None = Field(default=None, max_length=253)
     dkim_selector: str | None = Field(default=None, max_length=63)
     dkim_key_file: str | None = Field(default=None, max_length=1024)
@@ -154,7 +170,7 @@ class Invoice(SQLModel, table=True):
     total_minor: int = Field(default=0, sa_type=sa.BigInteger)
     tax_minor: int = Field(default=0, sa_type=sa.BigInteger)
     balance_minor: int = Field(default=0, sa_type=sa.BigInteger)
-    status: InvoiceStatus = Field(default=InvoiceStatus.OPEN, max_length=10)
+    status: InvoiceStatus = _state(InvoiceStatus, InvoiceStatus.OPEN)
     issued_at: datetime = _at()
     due_at: datetime = _at()
     sent_at: datetime | None = _at(nullable=True)  # first send, automatic or by hand
@@ -220,7 +236,7 @@ class Message(SQLModel, table=True):
     kind: str = Field(max_length=50)
     document_version: int | None = None
     idempotency_key: str = Field(max_length=64)
-    status: MessageStatus = Field(default=MessageStatus.QUEUED, max_length=10)
+    status: MessageStatus = _state(MessageStatus, MessageStatus.QUEUED)
     context: dict[str, Any] = _json(dict)  # frozen render input: the document as enqueued
     created_at: datetime = _at()
     next_attempt_at: datetime = _at()
@@ -241,7 +257,7 @@ class MessageRecipient(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     message_id: int = Field(foreign_key="message.id", index=True)
     address: str = Field(max_length=320, index=True)
-    status: RecipientStatus = Field(default=RecipientStatus.PENDING, max_length=10)
+    status: RecipientStatus = _state(RecipientStatus, RecipientStatus.PENDING)
     code: int | None = None
     response: str | None = Field(default=None, max_length=1000)
     updated_at: datetime | None = _at(nullable=True)
@@ -256,7 +272,7 @@ class DeliveryAttempt(SQLModel, table=True):
     started_at: datetime = _at()
     finished_at: datetime = _at()
     endpoint: str = Field(max_length=300)
-    outcome: AttemptOutcome = Field(max_length=10)
+    outcome: AttemptOutcome = _state(AttemptOutcome)
     code: int | None = None
     response: str | None = Field(default=None, max_length=1000)
     recipients: list[dict[str, Any]] = _json(list)  # [{address, code, response, status}]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 17:48:28.324448
+Create Date: 2026-11-23 17:52:05.770022
 
 """
 from typing import Sequence, Union
@@ -29,7 +29,7 @@ def upgrade() -> None:
     sa.Column('slug', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('email', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
-    sa.Column('delivery', sa.Enum('RELAY', 'SMTP', name='deliverymode'), nullable=False),
+    sa.Column('delivery', sa.Enum('relay', 'smtp', name='deliverymode', native_enum=False, length=20), nullable=False),
     sa.Column('dkim_domain', sqlmodel.sql.sqltypes.AutoString(length=253), nullable=True),
     sa.Column('dkim_selector', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=True),
     sa.Column('dkim_key_file', sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=True),
@@ -105,7 +105,7 @@ def upgrade() -> None:
     sa.Column('total_minor', sa.BigInteger(), nullable=False),
     sa.Column('tax_minor', sa.BigInteger(), nullable=False),
     sa.Column('balance_minor', sa.BigInteger(), nullable=False),
-    sa.Column('status', sa.Enum('DRAFT', 'OPEN', 'PAID', 'VOID', name='invoicestatus'), nullable=False),
+    sa.Column('status', sa.Enum('draft', 'open', 'paid', 'void', name='invoicestatus', native_enum=False, length=20), nullable=False),
     sa.Column('issued_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('due_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('sent_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
@@ -148,7 +148,7 @@ def upgrade() -> None:
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=50), nullable=False),
     sa.Column('document_version', sa.Integer(), nullable=True),
     sa.Column('idempotency_key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('status', sa.Enum('QUEUED', 'DEFERRED', 'SENT', 'FAILED', 'SKIPPED', 'CANCELLED', name='messagestatus'), nullable=False),
+    sa.Column('status', sa.Enum('queued', 'deferred', 'sent', 'failed', 'skipped', 'cancelled', name='messagestatus', native_enum=False, length=20), nullable=False),
     sa.Column('context', sa.JSON(), nullable=False),
     sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('next_attempt_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
@@ -198,7 +198,7 @@ def upgrade() -> None:
     sa.Column('started_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('finished_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('endpoint', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
-    sa.Column('outcome', sa.Enum('ACCEPTED', 'PARTIAL', 'DEFERRED', 'REJECTED', 'EXPIRED', 'THROTTLED', name='attemptoutcome'), nullable=False),
+    sa.Column('outcome', sa.Enum('accepted', 'partial', 'deferred', 'rejected', 'expired', 'throttled', name='attemptoutcome', native_enum=False, length=20), nullable=False),
     sa.Column('code', sa.Integer(), nullable=True),
     sa.Column('response', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
     sa.Column('recipients', sa.JSON(), nullable=False),
@@ -212,7 +212,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('message_id', sa.Integer(), nullable=False),
     sa.Column('address', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
-    sa.Column('status', sa.Enum('PENDING', 'ACCEPTED', 'DEFERRED', 'REJECTED', name='recipientstatus'), nullable=False),
+    sa.Column('status', sa.Enum('pending', 'accepted', 'deferred', 'rejected', name='recipientstatus', native_enum=False, length=20), nullable=False),
     sa.Column('code', sa.Integer(), nullable=True),
     sa.Column('response', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
     sa.Column('updated_at', mailer.models.UTCDateTime(timezone=True), nullable=True),

@@ -1,0 +1,39 @@
+"""The schema: Alembic's migrations produce exactly the models, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, select, text
+
+from mailer.db import create_schema
+from mailer.models import Tenant
+
+
+def test_migrations_match_the_models(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    assert diff == []
+
+
+def test_migrating_twice_is_a_no_op(engine: Engine) -> None:
+    create_schema(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0001"
+
+
+def test_times_come_back_aware_utc_and_states_as_words(engine: Engine) -> None:
+    cet = timezone(timedelta(hours=1))
+    with Session(engine) as session:
+        session.add(Tenant(slug="t", name="T", email="t@t.example",
+                           created_at=datetime(2026, 3, 2, 10, 0, tzinfo=cet)))
+        session.commit()
+    with Session(engine) as session:
+        tenant = session.exec(select(Tenant)).one()
+        assert tenant.created_at == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+        assert tenant.created_at.tzinfo is not None
+        stored = session.execute(text("select delivery from tenant")).scalar()
+    assert stored == "relay"
