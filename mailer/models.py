@@ -53,7 +53,7 @@ def _state(enum: type[StrEnum], default: StrEnum | None = None, *, index: bool =
         length=20,
         validate_strings=True,
     )
-    column = Column(column_type, nullable=False, index=index)
+    column: Column[Any] = Column(column_type, nullable=False, index=index)
     if default is None:
         return Field(sa_column=column)
     return Field(default=default, sa_column=column)

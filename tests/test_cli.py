@@ -44,9 +44,22 @@ class Sink:
 def start_sink(tmp_path: Path, *, data_delay: float = 0.0, name: str = "sink") -> Sink:
     record = tmp_path / f"{name}.ids"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.smtpd", "--port", "0", "--print-port",
-         "--record", str(record), "--data-delay", str(data_delay)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env=_env(),
+        [
+            sys.executable,
+            "-m",
+            "tests.smtpd",
+            "--port",
+            "0",
+            "--print-port",
+            "--record",
+            str(record),
+            "--data-delay",
+            str(data_delay),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
     )
     assert process.stdout is not None
     port = int(process.stdout.readline())
@@ -84,7 +97,7 @@ email = "ar@acme.example"
 [[tenants.acme.dkim]]
 domain = "acme.example"
 selector = "s1"
-key_file = "{tmp_path / 'keys' / 's1.pem'}"
+key_file = "{tmp_path / "keys" / "s1.pem"}"
 """)
     return path
 
@@ -93,8 +106,14 @@ def dunmail(config: Path | None, *args: str, **env: str) -> subprocess.Completed
     command = [sys.executable, "-m", "dunmail.cli", *args]
     if config is not None:
         command += ["--config", str(config)]
-    return subprocess.run(command, cwd=config.parent if config else ROOT, capture_output=True,
-                          text=True, env=_env(**env), timeout=120)
+    return subprocess.run(
+        command,
+        cwd=config.parent if config else ROOT,
+        capture_output=True,
+        text=True,
+        env=_env(**env),
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -119,13 +138,18 @@ def test_import_send_outbox_round_trip(configured: Path, sink: Sink) -> None:
     assert sink.accepted() == [f"<{rows[0]['uid']}@acme.example>"]
 
 
-def test_import_reports_bad_records_and_applies_the_rest(configured: Path,
-                                                         tmp_path: Path) -> None:
+def test_import_reports_bad_records_and_applies_the_rest(configured: Path, tmp_path: Path) -> None:
     doc = tmp_path / "bad.json"
-    doc.write_text(json.dumps({"invoices": [
-        {**DEMO_DOC["invoices"][0], "id": "i-2", "number": "INV-2", "currency": "XXQ"},
-        {**DEMO_DOC["invoices"][0], "id": "i-3", "number": "INV-3"},
-    ]}))
+    doc.write_text(
+        json.dumps(
+            {
+                "invoices": [
+                    {**DEMO_DOC["invoices"][0], "id": "i-2", "number": "INV-2", "currency": "XXQ"},
+                    {**DEMO_DOC["invoices"][0], "id": "i-3", "number": "INV-3"},
+                ]
+            }
+        )
+    )
     result = dunmail(configured, "import", str(doc), "--at", AT)
     assert result.returncode == 1
     assert "invoices[0].currency" in result.stderr
@@ -148,8 +172,9 @@ def test_clear_errors(configured: Path, tmp_path: Path) -> None:
 
 
 def test_unreachable_server_defers_with_a_clear_exit(configured: Path) -> None:
-    result = dunmail(configured, "send", "--invoice", "INV-1042", "--at", AT,
-                     DUNMAIL_RELAY__PORT="1")  # the environment overrides the file
+    result = dunmail(
+        configured, "send", "--invoice", "INV-1042", "--at", AT, DUNMAIL_RELAY__PORT="1"
+    )  # the environment overrides the file
     assert result.returncode == 5, result.stdout + result.stderr
     assert "deferred" in result.stdout and "port 1" in result.stdout
 
@@ -158,34 +183,42 @@ def _row(db_url: str) -> dict[str, object]:
     engine = sa.create_engine(db_url)
     try:
         with engine.connect() as conn:
-            row = conn.execute(sa.text(
-                "select status, attempts, claimed_by, uid from message")).mappings().one()
+            row = (
+                conn.execute(sa.text("select status, attempts, claimed_by, uid from message"))
+                .mappings()
+                .one()
+            )
             return dict(row)
     finally:
         engine.dispose()
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_send_loses_nothing_and_sends_once(
-    tmp_path: Path, db_url: str
-) -> None:
+def test_worker_killed_mid_send_loses_nothing_and_sends_once(tmp_path: Path, db_url: str) -> None:
     """SIGKILL a real ``dunmail deliver`` while the server holds the DATA reply."""
     stuck = start_sink(tmp_path, data_delay=60, name="stuck")
     config = write_config(tmp_path, db_url, stuck.port)
     doc = tmp_path / "doc.json"
     doc.write_text(json.dumps(DEMO_DOC))
     assert dunmail(config, "import", str(doc), "--at", AT).returncode == 0
-    enqueue = [sys.executable, "-c", (
-        "from dunmail.app import build_services; from dunmail.config import load_config;"
-        "from mailer.clock import FixedClock; from datetime import datetime;"
-        f"s = build_services(load_config(__import__('pathlib').Path({str(config)!r})),"
-        f" FixedClock(datetime.fromisoformat({AT!r})));"
-        "s.enqueue_invoice_email('INV-1042', kind='new_invoice', tenant=None, manual=False)"
-    )]
+    enqueue = [
+        sys.executable,
+        "-c",
+        (
+            "from dunmail.app import build_services; from dunmail.config import load_config;"
+            "from mailer.clock import FixedClock; from datetime import datetime;"
+            f"s = build_services(load_config(__import__('pathlib').Path({str(config)!r})),"
+            f" FixedClock(datetime.fromisoformat({AT!r})));"
+            "s.enqueue_invoice_email('INV-1042', kind='new_invoice', tenant=None, manual=False)"
+        ),
+    ]
     subprocess.run(enqueue, check=True, cwd=tmp_path, env=_env(), timeout=60)
     worker = subprocess.Popen(
         [sys.executable, "-m", "dunmail.cli", "deliver", "--config", str(config), "--at", AT],
-        cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
@@ -207,8 +240,12 @@ def test_worker_killed_mid_send_loses_nothing_and_sends_once(
     try:
         # Within the dead worker's lease nobody takes the message...
         early = (START + timedelta(seconds=10)).isoformat()
-        assert dunmail(config, "deliver", "--at", early,
-                       DUNMAIL_RELAY__PORT=str(fresh.port)).returncode == 0
+        assert (
+            dunmail(
+                config, "deliver", "--at", early, DUNMAIL_RELAY__PORT=str(fresh.port)
+            ).returncode
+            == 0
+        )
         assert fresh.accepted() == []
         # ...after it, the next worker sends it exactly once, with its original Message-ID.
         late = (START + timedelta(seconds=301)).isoformat()

@@ -28,8 +28,14 @@ def test_migrating_twice_is_a_no_op(engine: Engine) -> None:
 def test_times_come_back_aware_utc_and_states_as_words(engine: Engine) -> None:
     cet = timezone(timedelta(hours=1))
     with Session(engine) as session:
-        session.add(Tenant(slug="t", name="T", email="t@t.example",
-                           created_at=datetime(2026, 3, 2, 10, 0, tzinfo=cet)))
+        session.add(
+            Tenant(
+                slug="t",
+                name="T",
+                email="t@t.example",
+                created_at=datetime(2026, 3, 2, 10, 0, tzinfo=cet),
+            )
+        )
         session.commit()
     with Session(engine) as session:
         tenant = session.exec(select(Tenant)).one()

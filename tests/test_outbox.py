@@ -25,12 +25,15 @@ from tests.smtpd import RecordingServer
 
 
 async def _services(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer | None = None,
-    transport: MemoryTransport | None = None, **overrides: Any,
+    tmp_path: Path,
+    db_url: str,
+    clock: FixedClock,
+    smtpd: RecordingServer | None = None,
+    transport: MemoryTransport | None = None,
+    **overrides: Any,
 ) -> Services:
     relay = {"host": smtpd.host, "port": smtpd.port} if smtpd else {}
-    config = make_config(tmp_path, db_url, relay={"domain": "relay.example", **relay},
-                         **overrides)
+    config = make_config(tmp_path, db_url, relay={"domain": "relay.example", **relay}, **overrides)
     services = build_services(config, clock, transport)
     report = services.import_document(DEMO_DOC, tenant="acme")
     assert report.errors == []
@@ -65,12 +68,11 @@ def _attempts(services: Services) -> list[DeliveryAttempt]:
 
 
 async def test_enqueue_is_idempotent(services: Services) -> None:
-    first = services.enqueue_invoice_email("INV-1042", kind="new_invoice", tenant=None,
-                                           manual=True)
-    again = services.enqueue_invoice_email("INV-1042", kind="new_invoice", tenant=None,
-                                           manual=True)
-    other = services.enqueue_invoice_email("INV-1042", kind="invoice_reminder", tenant=None,
-                                           manual=True)
+    first = services.enqueue_invoice_email("INV-1042", kind="new_invoice", tenant=None, manual=True)
+    again = services.enqueue_invoice_email("INV-1042", kind="new_invoice", tenant=None, manual=True)
+    other = services.enqueue_invoice_email(
+        "INV-1042", kind="invoice_reminder", tenant=None, manual=True
+    )
     assert first.id == again.id and first.uid == again.uid
     assert other.id != first.id
     assert len(_messages(services)) == 2
@@ -81,8 +83,14 @@ async def test_same_recipients_in_another_order_are_one_message(services: Servic
     now = services.clock.now()
 
     def request(recipients: list[str]) -> EnqueueRequest:
-        return EnqueueRequest(tenant_id=tenant_id, kind="new_invoice", recipients=recipients,
-                              context={}, document="invoice:1", version=1)
+        return EnqueueRequest(
+            tenant_id=tenant_id,
+            kind="new_invoice",
+            recipients=recipients,
+            context={},
+            document="invoice:1",
+            version=1,
+        )
 
     with Session(services.engine) as session:
         a = services.outbox.enqueue(session, request(["b@x.test", "a@x.test"]), now=now)
@@ -134,7 +142,8 @@ async def test_partial_rcpt_failure_retries_only_the_deferred(
     message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.DEFERRED
     assert _recipients(services, message.id) == {
-        "ap@globex.example": "accepted", "billing@globex.example": "deferred",
+        "ap@globex.example": "accepted",
+        "billing@globex.example": "deferred",
     }
     assert smtpd.envelopes[0].rcpt_tos == ("ap@globex.example",)
     # Not due yet: nothing happens at the same instant.
@@ -148,7 +157,8 @@ async def test_partial_rcpt_failure_retries_only_the_deferred(
     second = email.message_from_bytes(smtpd.envelopes[1].content, policy=policy.default)
     assert first["Message-ID"] == second["Message-ID"]  # a retry keeps its Message-ID
     assert _recipients(services, message.id) == {
-        "ap@globex.example": "accepted", "billing@globex.example": "accepted",
+        "ap@globex.example": "accepted",
+        "billing@globex.example": "accepted",
     }
 
 
@@ -163,8 +173,9 @@ async def test_partial_permanent_rejection_is_recorded_per_recipient(
 
 
 @pytest.mark.smtpd_options(data="554 5.7.1 Message rejected")
-async def test_5xx_fails_at_once(services: Services, smtpd: RecordingServer,
-                                 clock: FixedClock) -> None:
+async def test_5xx_fails_at_once(
+    services: Services, smtpd: RecordingServer, clock: FixedClock
+) -> None:
     message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.FAILED
     assert message.last_error is not None and message.last_error.startswith("554")
@@ -214,8 +225,9 @@ async def test_connection_dropped_mid_data_is_retried_not_sent(
 async def test_lease_blocks_other_workers_until_it_expires(
     services: Services, smtpd: RecordingServer, clock: FixedClock
 ) -> None:
-    message = services.enqueue_invoice_email("INV-1042", kind="new_invoice", tenant=None,
-                                             manual=False)
+    message = services.enqueue_invoice_email(
+        "INV-1042", kind="new_invoice", tenant=None, manual=False
+    )
     # A worker claims the row and dies before sending (its lease is committed).
     claimed = services.outbox.claim_due(clock.now(), limit=10)
     assert [c.id for c in claimed] == [message.id]
@@ -229,8 +241,11 @@ async def test_own_smtp_mode_sends_as_the_tenant(
     tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
 ) -> None:
     tenant = {
-        "name": "Acme Supplies", "email": "ar@acme.example", "delivery": "smtp",
-        "reply_to": "inbox@acme.example", "bounce_domain": "bounce.acme.example",
+        "name": "Acme Supplies",
+        "email": "ar@acme.example",
+        "delivery": "smtp",
+        "reply_to": "inbox@acme.example",
+        "bounce_domain": "bounce.acme.example",
         "smtp": {"host": smtpd.host, "port": smtpd.port},
     }
     services = await _services(tmp_path, db_url, clock, tenants={"acme": tenant})
@@ -253,8 +268,15 @@ async def test_header_injection_through_customer_data_is_refused(
     transport = MemoryTransport()
     services = await _services(tmp_path, db_url, clock, transport=transport)
     try:
-        evil = {"customers": [{"id": "C-1", "name": "Globex\r\nBcc: victim@evil.test",
-                               "contacts": [{"email": "ap@globex.example", "roles": ["ap"]}]}]}
+        evil = {
+            "customers": [
+                {
+                    "id": "C-1",
+                    "name": "Globex\r\nBcc: victim@evil.test",
+                    "contacts": [{"email": "ap@globex.example", "roles": ["ap"]}],
+                }
+            ]
+        }
         assert services.import_document(evil, tenant=None).errors == []
         message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     finally:
@@ -275,10 +297,18 @@ async def test_one_bad_message_does_not_stop_the_batch(
         tenant_id = services.tenant_id(None)
         with Session(services.engine) as session:
             for kind in ("no_such_kind", "new_invoice"):
-                services.outbox.enqueue(session, EnqueueRequest(
-                    tenant_id=tenant_id, kind=kind, recipients=["ap@globex.example"],
-                    context=_context(), document="invoice:1", version=1,
-                ), now=clock.now())
+                services.outbox.enqueue(
+                    session,
+                    EnqueueRequest(
+                        tenant_id=tenant_id,
+                        kind=kind,
+                        recipients=["ap@globex.example"],
+                        context=_context(),
+                        document="invoice:1",
+                        version=1,
+                    ),
+                    now=clock.now(),
+                )
             session.commit()
         report = await services.deliver()
     finally:
@@ -290,10 +320,20 @@ async def test_one_bad_message_does_not_stop_the_batch(
 
 def _context() -> dict[str, Any]:
     return {
-        "locale": "en", "tenant": {"name": "Acme", "email": "ar@acme.example"},
-        "customer": {"name": "Globex", "id": "C-1"}, "days_overdue": 0,
+        "locale": "en",
+        "tenant": {"name": "Acme", "email": "ar@acme.example"},
+        "customer": {"name": "Globex", "id": "C-1"},
+        "days_overdue": 0,
         "links": {"view": None, "pay": None},
-        "invoice": {"number": "INV-1", "version": 1, "currency": "EUR", "total_minor": 100,
-                    "tax_minor": 0, "balance_minor": 100, "issued_at": "2026-03-01T00:00:00",
-                    "due_at": "2026-03-31T00:00:00", "lines": []},
+        "invoice": {
+            "number": "INV-1",
+            "version": 1,
+            "currency": "EUR",
+            "total_minor": 100,
+            "tax_minor": 0,
+            "balance_minor": 100,
+            "issued_at": "2026-03-01T00:00:00",
+            "due_at": "2026-03-31T00:00:00",
+            "lines": [],
+        },
     }
