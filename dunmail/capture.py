@@ -21,8 +21,8 @@ class MaildirHandler:
     """Stores each accepted message, with its envelope, before answering 250."""
 
     def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self._maildir = mailbox.Maildir(path, create=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._maildir = mailbox.Maildir(path, create=True)  # makes tmp/, new/ and cur/
         self.count = 0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -31,8 +31,13 @@ class MaildirHandler:
         prefix = (f"Return-Path: <{envelope.mail_from}>\r\nX-Original-To: {rcpts}\r\n").encode(
             "ascii", "replace"
         )
-        # The 250 goes out only after the file is on disk: accepted means stored.
-        await asyncio.to_thread(self._maildir.add, prefix + content)
+        # The 250 goes out only after the file is on disk: accepted means stored. A failure to
+        # store is a 451, so the sender keeps the message and tries again (RFC 5321 s4.2.5).
+        try:
+            await asyncio.to_thread(self._maildir.add, prefix + content)
+        except OSError as exc:
+            log.error("capture: cannot store message: %s", exc)
+            return "451 4.3.0 Could not store the message"
         self.count += 1
         log.info(
             "captured message from %s to %d recipient(s)",

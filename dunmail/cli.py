@@ -61,6 +61,9 @@ def _setup_logging(config: Config) -> None:
     logging.getLogger("flanker").setLevel(logging.ERROR)
     # Alembic narrates every migration check at INFO; only its warnings matter to a user.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # aiosmtpd logs every SMTP command and APScheduler every tick at INFO.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 @contextmanager
