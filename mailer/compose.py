@@ -14,7 +14,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from mailer.errors import AddressError, HeaderInjectionError
+from mailer.errors import HeaderInjectionError
 
 _FORBIDDEN = ("\r", "\n", "\0")
 
@@ -66,19 +66,6 @@ def safe_header(value: str, *, name: str) -> str:
     if any(ch in value for ch in _FORBIDDEN):
         raise HeaderInjectionError(f"{name} contains a line break or NUL: {value[:60]!r}")
     return value
-
-
-def make_address(addr_spec: str, display_name: str = "") -> Address:
-    """Parse ``local@domain`` into an Address, refusing anything that is not one addr-spec."""
-    safe_header(display_name, name="display name")
-    safe_header(addr_spec, name="address")
-    local, at, domain = addr_spec.strip().rpartition("@")
-    if not at or not local or not domain or " " in addr_spec.strip() or "," in addr_spec:
-        raise AddressError(f"not an email address: {addr_spec!r}")
-    try:
-        return Address(display_name=display_name, username=local, domain=domain.lower())
-    except (ValueError, IndexError) as exc:
-        raise AddressError(f"not an email address: {addr_spec!r} ({exc})") from exc
 
 
 def message_id(uid: str, domain: str) -> str:

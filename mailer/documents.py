@@ -1,270 +1,37 @@
-"""PURE: the ERP import document: its wire format, record-by-record validation, minor units."""
+"""PURE: the ERP import document: record-by-record validation into minor units and aware UTC.
+
+The wire format (field types, the pydantic ``*Record`` models) is in ``mailer.record`` and the
+money rules in ``mailer.money``; this module turns valid records into ``Parsed*`` values and
+reports every invalid one at its position, without letting it stop the others.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
-from email.headerregistry import Address
-from email.utils import parseaddr
-from functools import cache
-from typing import Annotated, Any, TypeVar, get_args
-from zoneinfo import ZoneInfo, available_timezones
+from decimal import Decimal, localcontext
+from typing import Any, TypeVar, get_args
+from zoneinfo import ZoneInfo
 
-from babel import Locale, UnknownLocaleError
-from babel.numbers import get_currency_precision, list_currencies
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    StrictBool,
-    StringConstraints,
-    ValidationError,
-)
+from pydantic import BaseModel, ValidationError
 
-from mailer.compose import make_address
-from mailer.errors import AddressError, DocumentError
+from mailer.errors import DocumentError
 from mailer.models import ContactRole, InvoiceStatus
+from mailer.money import from_minor, round_minor, to_minor
+from mailer.record import (
+    CreditNoteRecord,
+    CustomerRecord,
+    InvoiceRecord,
+    LineRecord,
+    PaymentRecord,
+    Record,
+)
 
 SECTIONS = ("customers", "invoices", "credit_notes", "payments")
-MAX_MINOR = 10**15  # far above any real invoice, and safe in a BIGINT and in JSON
-_DECIMAL = re.compile(r"[+-]?[0-9]{1,18}(\.[0-9]{1,18})?")
-_DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_DOMAIN = re.compile(
-    r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}|xn--[a-z0-9-]{1,59})"
-)
-_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
-
-
-# -- money ------------------------------------------------------------------------------------
-
-
-def parse_decimal(value: object) -> Decimal:
-    """Read a decimal string ("12.50", "-3", JSON integers too) exactly.
-
-    JSON numbers with a fraction are refused: they arrive as binary floats, so 0.1 + 0.2 cents
-    would already be wrong before we see them. Exponents, NaN and thousands separators are
-    refused too, so one spelling means one value.
-    """
-    if isinstance(value, bool):
-        raise ValueError('must be a decimal string such as "12.50", not true/false')
-    if isinstance(value, int):
-        value = str(value)
-    elif isinstance(value, float):
-        raise ValueError(
-            f'must be a decimal string such as "12.50", not the JSON number {value!r} '
-            "(floating point loses cents)"
-        )
-    if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
-        raise ValueError(f'must be a decimal string such as "12.50", got {value!r}')
-    return Decimal(value)
-
-
-def to_minor(amount: str | Decimal, currency: str) -> int:
-    """Convert an exact amount to integer minor units of ``currency`` (cents, yen, fils).
-
-    The precision is ISO 4217's as Babel knows it (JPY 0, EUR 2, KWD 3). More significant
-    decimals than that is an error, never rounded: "100.5" JPY is refused, while trailing zeros
-    ("100.00" JPY) are fine because they do not change the value.
-    """
-    value = parse_decimal(amount) if isinstance(amount, str) else amount
-    minor = value.scaleb(get_currency_precision(currency))
-    if minor != minor.to_integral_value():
-        places = get_currency_precision(currency)
-        raise ValueError(
-            f"{currency} has {places} decimal place{'s' if places != 1 else ''}; "
-            f"{value} cannot be represented exactly"
-        )
-    return _bounded(int(minor))
-
-
-def from_minor(amount_minor: int, currency: str) -> Decimal:
-    """The inverse of :func:`to_minor`, for messages and rendering ("1250" EUR -> 12.50)."""
-    return Decimal(amount_minor).scaleb(-get_currency_precision(currency))
-
-
-def _bounded(amount_minor: int) -> int:
-    if abs(amount_minor) >= MAX_MINOR:
-        raise ValueError(f"amount is implausibly large ({amount_minor} minor units)")
-    return amount_minor
-
-
-def _round_minor(value: Decimal) -> int:
-    return _bounded(int(value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)))
-
-
-# -- field types --------------------------------------------------------------------------------
-
-
-def _currency(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError('must be an ISO 4217 currency code such as "EUR"')
-    code = value.upper()  # Stripe and others export "eur"; ISO 4217 spells it "EUR"
-    if len(code) != 3 or code not in list_currencies():
-        raise ValueError(f'unknown currency {value!r} (expected an ISO 4217 code such as "EUR")')
-    return code
-
-
-def _locale(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError('must be a locale such as "en" or "fr_CA"')
-    try:
-        return str(Locale.parse(value, sep="-" if "-" in value else "_"))
-    except (ValueError, UnknownLocaleError):
-        raise ValueError(f"unknown locale {value!r}") from None
-
-
-@cache
-def _zones() -> frozenset[str]:
-    return frozenset(available_timezones()) - _NOT_ZONES
-
-
-def _zone(value: object) -> str:
-    if not isinstance(value, str) or value not in _zones():
-        raise ValueError(
-            f'unknown time zone {value!r} (expected an IANA name such as "Europe/Paris")'
-        )
-    return value
-
-
-def _email(value: object) -> str:
-    """A bare ``local@domain``, the domain lower-cased (IDNs as A-labels, "xn--...").
-
-    Display names are not accepted. A-labels need no SMTPUTF8 (RFC 6531) from the relay.
-
-    Strict on purpose: CR/LF would be header injection (RFC 5322 s2.2) and spaces, commas or
-    angle brackets mean someone pasted a list or a display name into the field.
-    """
-    if not isinstance(value, str):
-        raise ValueError("must be an email address as a string")
-    if any(ch.isspace() or ord(ch) < 32 or ch in '<>,;"()[]\\' for ch in value):
-        raise ValueError(f"not a single bare email address: {value!r}")
-    local, at, domain = value.rpartition("@")
-    if not at or not local or "@" in local:
-        raise ValueError(f"not an email address (needs exactly one @): {value!r}")
-    try:
-        domain = domain.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise ValueError(f"not an email address (bad domain {domain!r}): {value!r}") from None
-    if not _DOMAIN.fullmatch(domain):
-        raise ValueError(f"not an email address (bad domain {domain!r}): {value!r}")
-    spec = f"{local}@{domain}"
-    try:
-        parsed = Address(addr_spec=spec)
-        make_address(spec)  # whatever we store must also be sendable by compose.py
-    except (ValueError, IndexError, AddressError):
-        raise ValueError(f"not an email address: {value!r}") from None
-    if parsed.addr_spec != spec or parseaddr(spec)[1] != spec:
-        raise ValueError(f"not an email address: {value!r}")
-    return spec
-
-
-def _stamp(value: object) -> date | datetime:
-    """An ISO 8601 date or date-time; naive ones are placed in a zone later."""
-    if isinstance(value, str):
-        try:
-            if _DATE_ONLY.fullmatch(value):
-                return date.fromisoformat(value)
-            return datetime.fromisoformat(value)
-        except ValueError:
-            pass
-    raise ValueError(f'must be an ISO 8601 date or date-time such as "2026-03-01", got {value!r}')
-
-
-Text = Annotated[str, StringConstraints(strict=True, max_length=1000)]
-Name = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=300)]
-ExternalId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=100)]
-Amount = Annotated[Decimal, PlainValidator(parse_decimal)]
-Currency = Annotated[str, PlainValidator(_currency)]
-LocaleName = Annotated[str, PlainValidator(_locale)]
-ZoneName = Annotated[str, PlainValidator(_zone)]
-Email = Annotated[str, PlainValidator(_email)]
-Stamp = Annotated[date | datetime, PlainValidator(_stamp)]
-
-
-# -- wire models: the document exactly as the ERP sends it ---------------------------------------
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ContactRecord(_Record):
-    """A person to email. ``send_invoices`` absent keeps the ledger's value (true when new)."""
-
-    email: Email
-    name: Annotated[str, StringConstraints(strict=True, max_length=300)] | None = None
-    roles: list[ContactRole] = Field(default_factory=list)
-    send_invoices: StrictBool | None = None
-
-
-class CustomerRecord(_Record):
-    """A customer; ``contacts`` absent leaves its contacts alone, ``[]`` removes them all."""
-
-    id: ExternalId
-    name: Name
-    locale: LocaleName | None = None
-    time_zone: ZoneName | None = None
-    chase: StrictBool | None = None  # absent keeps the AR team's own switch
-    contacts: list[ContactRecord] | None = None
-
-
-class LineRecord(_Record):
-    """One invoice or credit-note line; ``tax_rate`` is a percentage ("20" is 20 %)."""
-
-    description: Text
-    quantity: Amount
-    unit_price: Amount
-    tax_rate: Amount | None = None
-
-
-class InvoiceRecord(_Record):
-    id: ExternalId
-    number: ExternalId
-    customer: ExternalId
-    currency: Currency
-    issued_at: Stamp
-    due_at: Stamp
-    status: InvoiceStatus = InvoiceStatus.OPEN
-    lines: list[LineRecord] = Field(min_length=1)
-
-
-class AllocationRecord(_Record):
-    invoice: ExternalId
-    amount: Amount
-
-
-class PaymentRecord(_Record):
-    id: ExternalId
-    customer: ExternalId
-    amount: Amount
-    currency: Currency
-    received_at: Stamp
-    invoices: list[AllocationRecord] = Field(default_factory=list)
-
-
-class CreditNoteRecord(_Record):
-    id: ExternalId
-    number: ExternalId
-    customer: ExternalId
-    currency: Currency
-    issued_at: Stamp
-    invoice: ExternalId | None = None
-    lines: list[LineRecord] = Field(min_length=1)
-
-
-_MODELS: dict[str, type[_Record]] = {
-    "customers": CustomerRecord,
-    "invoices": InvoiceRecord,
-    "credit_notes": CreditNoteRecord,
-    "payments": PaymentRecord,
-}
 
 
 # -- parsed records: validated, in minor units and aware UTC -------------------------------------
@@ -422,7 +189,7 @@ class _Invalid(Exception):
     """Internal: a record failed; its errors are already collected."""
 
 
-_R = TypeVar("_R", bound=_Record)
+_R = TypeVar("_R", bound=Record)
 
 
 def decode_document(raw: str | bytes) -> object:
@@ -627,8 +394,8 @@ def _lines(
         with localcontext() as ctx:
             ctx.prec = 60  # 18+18 digits each side: exact, so only the quantize rounds
             try:
-                net = _round_minor(rec.quantity * unit)
-                tax = _round_minor(net * rate / 100) if rate else 0
+                net = round_minor(rec.quantity * unit)
+                tax = round_minor(net * rate / 100) if rate else 0
             except ValueError as exc:
                 errors.append(DocumentError(at, str(exc)))
                 continue

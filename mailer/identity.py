@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from email.headerregistry import Address
 
-from mailer.compose import Envelope, make_address
+from mailer.address import make_address
+from mailer.compose import Envelope
 from mailer.config import DeliveryMode, RelayConfig, TenantConfig
 from mailer.verp import issue_verp
 

@@ -20,7 +20,6 @@ from mailer.documents import (
     ParsedCustomer,
     ParsedInvoice,
     ParsedPayment,
-    from_minor,
     parse_document,
 )
 from mailer.errors import DocumentError, NotFoundError
@@ -35,6 +34,7 @@ from mailer.models import (
     PaymentAllocation,
     Tenant,
 )
+from mailer.money import from_minor
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from mailer.address import make_address, parse_addr_spec
 from mailer.clock import Clock
-from mailer.compose import Draft, Envelope, build_message, make_address, to_bytes
+from mailer.compose import Draft, Envelope, build_message, to_bytes
 from mailer.config import DeliveryConfig
 from mailer.db import session_scope
 from mailer.delivery import Decision, decide
@@ -178,7 +179,7 @@ class Outbox:
         existing = self._find(session, request.tenant_id, key)
         if existing is not None:
             return existing
-        addresses = sorted({make_address(a).addr_spec for a in request.recipients})
+        addresses = sorted({parse_addr_spec(a) for a in request.recipients})
         if not addresses:
             raise MailerError(f"{request.kind} for {request.document}: no recipients")
         message = Message(

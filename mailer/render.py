@@ -15,24 +15,20 @@ from typing import Any
 import jinja2
 from babel.core import Locale, UnknownLocaleError
 from babel.dates import format_date
-from babel.numbers import format_currency, format_decimal, get_currency_precision
+from babel.numbers import format_currency, format_decimal
 from jinja2.sandbox import SandboxedEnvironment
 
 from mailer.compose import Rendered
 from mailer.errors import TemplateError
+from mailer.money import from_minor
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
-
-def minor_to_decimal(amount_minor: int, currency: str) -> Decimal:
-    """Integer minor units to the exact decimal amount (JPY has 0 decimals, KWD 3)."""
-    return Decimal(amount_minor).scaleb(-get_currency_precision(currency))
 
 
 @jinja2.pass_context
 def _money(ctx: jinja2.runtime.Context, amount_minor: int, currency: str) -> str:
     return format_currency(
-        minor_to_decimal(amount_minor, currency), currency, locale=ctx.get("locale", "en")
+        from_minor(amount_minor, currency), currency, locale=ctx.get("locale", "en")
     )
 
 

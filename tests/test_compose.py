@@ -8,13 +8,13 @@ from email import policy
 
 import pytest
 
+from mailer.address import make_address
 from mailer.compose import (
     Attachment,
     Draft,
     Envelope,
     Rendered,
     build_message,
-    make_address,
     safe_header,
     to_bytes,
 )

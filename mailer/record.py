@@ -1,0 +1,161 @@
+"""PURE: the ERP import document as the ERP sends it: field types and the pydantic models.
+
+Only the shape and the spelling of each field are checked here (``extra="forbid"``, strict
+strings, exact decimals); what the values mean together (minor units, zones, totals) is
+``mailer.documents``'s job. A field validator raises ``ValueError`` and its message is what
+the import report shows at that field's position.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from functools import cache
+from typing import Annotated
+from zoneinfo import available_timezones
+
+from babel import Locale, UnknownLocaleError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StringConstraints,
+)
+
+from mailer.address import parse_addr_spec
+from mailer.models import ContactRole, InvoiceStatus
+from mailer.money import parse_currency, parse_decimal
+
+_DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
+# -- field types --------------------------------------------------------------------------------
+
+
+def _locale(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError('must be a locale such as "en" or "fr_CA"')
+    try:
+        return str(Locale.parse(value, sep="-" if "-" in value else "_"))
+    except (ValueError, UnknownLocaleError):
+        raise ValueError(f"unknown locale {value!r}") from None
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones()) - _NOT_ZONES
+
+
+def _zone(value: object) -> str:
+    if not isinstance(value, str) or value not in _zones():
+        raise ValueError(
+            f'unknown time zone {value!r} (expected an IANA name such as "Europe/Paris")'
+        )
+    return value
+
+
+def _email(value: object) -> str:
+    """A contact address, normalised by :func:`~mailer.address.parse_addr_spec`."""
+    if not isinstance(value, str):
+        raise ValueError("must be an email address as a string")
+    return parse_addr_spec(value)
+
+
+def _stamp(value: object) -> date | datetime:
+    """An ISO 8601 date or date-time; naive ones are placed in a zone later."""
+    if isinstance(value, str):
+        try:
+            if _DATE_ONLY.fullmatch(value):
+                return date.fromisoformat(value)
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f'must be an ISO 8601 date or date-time such as "2026-03-01", got {value!r}')
+
+
+Text = Annotated[str, StringConstraints(strict=True, max_length=1000)]
+Name = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=300)]
+ExternalId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=100)]
+Amount = Annotated[Decimal, PlainValidator(parse_decimal)]
+Currency = Annotated[str, PlainValidator(parse_currency)]
+LocaleName = Annotated[str, PlainValidator(_locale)]
+ZoneName = Annotated[str, PlainValidator(_zone)]
+Email = Annotated[str, PlainValidator(_email)]
+Stamp = Annotated[date | datetime, PlainValidator(_stamp)]
+
+
+# -- wire models: the document exactly as the ERP sends it ---------------------------------------
+
+
+class Record(BaseModel):
+    """Base of the wire models: an unknown field is an error, so a typo cannot pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ContactRecord(Record):
+    """A person to email. ``send_invoices`` absent keeps the ledger's value (true when new)."""
+
+    email: Email
+    name: Annotated[str, StringConstraints(strict=True, max_length=300)] | None = None
+    roles: list[ContactRole] = Field(default_factory=list)
+    send_invoices: StrictBool | None = None
+
+
+class CustomerRecord(Record):
+    """A customer; ``contacts`` absent leaves its contacts alone, ``[]`` removes them all."""
+
+    id: ExternalId
+    name: Name
+    locale: LocaleName | None = None
+    time_zone: ZoneName | None = None
+    chase: StrictBool | None = None  # absent keeps the AR team's own switch
+    contacts: list[ContactRecord] | None = None
+
+
+class LineRecord(Record):
+    """One invoice or credit-note line; ``tax_rate`` is a percentage ("20" is 20 %)."""
+
+    description: Text
+    quantity: Amount
+    unit_price: Amount
+    tax_rate: Amount | None = None
+
+
+class InvoiceRecord(Record):
+    id: ExternalId
+    number: ExternalId
+    customer: ExternalId
+    currency: Currency
+    issued_at: Stamp
+    due_at: Stamp
+    status: InvoiceStatus = InvoiceStatus.OPEN
+    lines: list[LineRecord] = Field(min_length=1)
+
+
+class AllocationRecord(Record):
+    invoice: ExternalId
+    amount: Amount
+
+
+class PaymentRecord(Record):
+    id: ExternalId
+    customer: ExternalId
+    amount: Amount
+    currency: Currency
+    received_at: Stamp
+    invoices: list[AllocationRecord] = Field(default_factory=list)
+
+
+class CreditNoteRecord(Record):
+    id: ExternalId
+    number: ExternalId
+    customer: ExternalId
+    currency: Currency
+    issued_at: Stamp
+    invoice: ExternalId | None = None
+    lines: list[LineRecord] = Field(min_length=1)

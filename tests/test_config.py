@@ -1,0 +1,109 @@
+"""Configuration: typed, strict, environment-overridable, and safe about secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dunmail.config import DEV_SECRET, Config, load_config
+from mailer.errors import ConfigError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+env = "dev"
+[relay]
+host = "127.0.0.1"
+port = 2525
+[tenants.acme]
+name = "Acme"
+email = "ar@acme.example"
+"""
+
+
+def test_embedded_defaults_load_without_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no config.toml here
+    config = load_config(None)
+    assert config.env == "dev" and config.capture.enabled and config.demo.seed
+    assert config.database.url == "sqlite:///var/dunmail.db"
+    assert set(config.tenants) == {"acme"}
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUNMAIL_RELAY__PORT", "2626")
+    monkeypatch.setenv("DUNMAIL_TENANTS__ACME__NAME", "Acme From Env")
+    config = load_config(_write(tmp_path, BASE))
+    assert config.relay.port == 2626
+    assert config.relay.host == "127.0.0.1"  # the rest of the table is kept
+    assert config.tenants["acme"].name == "Acme From Env"
+
+
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        (BASE.replace("port = 2525", "prot = 2525"), "relay.prot"),
+        (BASE.replace("port = 2525", "port = 99999"), "relay.port"),
+        (BASE + 'delivery = "carrier-pigeon"\n', "tenants.acme.delivery"),
+        (BASE + 'time_zone = "Mars/Olympus"\n', "tenants.acme.time_zone"),
+        (BASE + 'delivery = "smtp"\n', "tenants.acme"),
+        (BASE.replace("[tenants.acme]", "[tenants.Bad_Slug]"), "Bad_Slug"),
+        (
+            BASE + "[tenants.acme.dkim]\ndomain = 'a.example'\nselector = 'bad selector'\n"
+            "key_file = 'k'\n",
+            "selector",
+        ),
+    ],
+)
+def test_mistakes_are_named(tmp_path: Path, text: str, where: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, text))
+    assert where in str(caught.value)
+
+
+def test_not_toml_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "[relay\nport = 1"))
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_production_requires_a_real_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    production = BASE.replace('env = "dev"', 'env = "production"')
+    monkeypatch.delenv("DUNMAIL_SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="DUNMAIL_SECRET_KEY"):
+        load_config(_write(tmp_path, production))
+    monkeypatch.setenv("DUNMAIL_SECRET_KEY", DEV_SECRET)
+    with pytest.raises(ConfigError, match="development secret"):
+        load_config(_write(tmp_path, production)).secret_key()
+    monkeypatch.setenv("DUNMAIL_SECRET_KEY", "s3cr3t-" * 5)
+    assert load_config(_write(tmp_path, production)).secret_key() == b"s3cr3t-" * 5
+
+
+def test_passwords_are_read_from_the_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = Config(
+        env="dev",
+        tenants={
+            "acme": {
+                "name": "Acme",
+                "email": "ar@acme.example",
+                "delivery": "smtp",
+                "smtp": {"host": "smtp.acme.example", "username": "u", "password_env": "ACME_PW"},
+            }
+        },
+    )
+    smtp = config.tenants["acme"].smtp
+    assert smtp is not None
+    monkeypatch.delenv("ACME_PW", raising=False)
+    with pytest.raises(ConfigError, match="ACME_PW"):
+        smtp.password()
+    monkeypatch.setenv("ACME_PW", "hunter2")
+    assert smtp.password() == "hunter2"
+    assert "hunter2" not in repr(config)
