@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,21 @@ def _postgres_reason() -> str | None:
 _PG_SKIP = _postgres_reason()
 
 
+_TEMPLATE: list[Path] = []
+
+
+def _sqlite_template(factory: pytest.TempPathFactory) -> Path:
+    if not _TEMPLATE:
+        path = factory.mktemp("template") / "migrated.db"
+        engine = make_engine(f"sqlite:///{path}")
+        create_schema(engine)
+        engine.dispose()  # closing the last connection checkpoints the WAL into the file
+        if Path(f"{path}-wal").exists():
+            raise RuntimeError("the template database kept a WAL file; copying it would lose data")
+        _TEMPLATE.append(path)
+    return _TEMPLATE[0]
+
+
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(START)
@@ -51,7 +67,11 @@ def db_url(
 ) -> Iterator[str]:
     """A fresh, empty database URL per test: a SQLite file, or a private PostgreSQL schema."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'dunmail.db'}"
+        # Copy a database migrated once per session: the same schema, without re-running
+        # Alembic for every test.
+        path = tmp_path_factory.mktemp("db") / "dunmail.db"
+        shutil.copyfile(_sqlite_template(tmp_path_factory), path)
+        yield f"sqlite:///{path}"
         return
     if _PG_SKIP:
         pytest.skip(_PG_SKIP)

@@ -27,20 +27,27 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def test_opendkim_passes_rsa_and_ed25519(
-    tmp_path: Path, clock: FixedClock
-) -> None:
+async def test_opendkim_passes_rsa_and_ed25519(tmp_path: Path, clock: FixedClock) -> None:
     maildir = tmp_path / "maildir"
     server = await start_capture("127.0.0.1", 0, maildir)
     port = server.sockets[0].getsockname()[1]
     keys = [
-        {"domain": "acme.example", "selector": "rsa1", "algorithm": "rsa-sha256",
-         "key_file": str(tmp_path / "k" / "rsa1.pem")},
-        {"domain": "acme.example", "selector": "ed1", "algorithm": "ed25519-sha256",
-         "key_file": str(tmp_path / "k" / "ed1.key")},
+        {
+            "domain": "acme.example",
+            "selector": "rsa1",
+            "algorithm": "rsa-sha256",
+            "key_file": str(tmp_path / "k" / "rsa1.pem"),
+        },
+        {
+            "domain": "acme.example",
+            "selector": "ed1",
+            "algorithm": "ed25519-sha256",
+            "key_file": str(tmp_path / "k" / "ed1.key"),
+        },
     ]
     config = make_config(
-        tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}",
+        tmp_path,
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
         relay={"host": "127.0.0.1", "port": port},
         tenants={"acme": {"name": "Acme Supplies", "email": "ar@acme.example", "dkim": keys}},
     )
@@ -58,14 +65,20 @@ async def test_opendkim_passes_rsa_and_ed25519(
     message = tmp_path / "delivered.eml"
     message.write_bytes(delivered.as_bytes())
     table = tmp_path / "keys.txt"
-    table.write_text("".join(
-        f"{k.selector}._domainkey.{k.domain} {dns_record(k)}\n"
-        for k in config.tenants["acme"].dkim
-    ))
+    table.write_text(
+        "".join(
+            f"{k.selector}._domainkey.{k.domain} {dns_record(k)}\n"
+            for k in config.tenants["acme"].dkim
+        )
+    )
     conf = tmp_path / "opendkim.conf"
     conf.write_text(f"Mode v\nTestPublicKeys {table}\nSyslog no\nAlwaysAddARHeader yes\n")
-    result = subprocess.run([str(OPENDKIM), "-x", str(conf), "-t", str(message), "-vvv"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(OPENDKIM), "-x", str(conf), "-t", str(message), "-vvv"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     report = result.stdout + result.stderr
     assert result.returncode == 0, report
     assert "dkim=pass (2048-bit key) header.d=acme.example" in report
