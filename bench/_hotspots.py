@@ -50,7 +50,7 @@ async def _inline(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
 def threads_inline() -> Iterator[None]:
     """Run ``asyncio.to_thread`` calls on the loop's thread, where cProfile can see them."""
     real = asyncio.to_thread
-    asyncio.to_thread = _inline  # type: ignore[assignment]
+    asyncio.to_thread = _inline
     try:
         yield
     finally:

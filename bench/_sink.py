@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-SMTP_SINK = "/usr/sbin/smtp-sink"  # Debian's postfix package; often not on a user's PATH
+POSTFIX_DIR = Path("/usr/sbin")  # Debian's postfix package puts its test tools here
 _COUNTER = re.compile(rb"mesg=(\d+)")
 
 
@@ -35,7 +35,7 @@ class Sink:
         """``wanted``: "smtp-sink", "aiosmtpd", or "auto" (smtp-sink when it is installed)."""
         port = _free_port()
         output = workdir / "sink.out"
-        path = shutil.which("smtp-sink") or (SMTP_SINK if Path(SMTP_SINK).exists() else None)
+        path = postfix_tool("smtp-sink")
         if wanted == "smtp-sink" and path is None:
             raise SystemExit("smtp-sink is not installed (Debian: apt-get install postfix)")
         if path is not None and wanted in ("auto", "smtp-sink"):
@@ -87,6 +87,11 @@ class Sink:
                 time.sleep(0.05)
         self.stop()
         raise SystemExit(f"{self.name} did not start listening on port {self.port}")
+
+
+def postfix_tool(name: str) -> str | None:
+    """Path of Postfix's ``smtp-sink`` or ``smtp-source``, which are often not on a user's PATH."""
+    return shutil.which(name) or shutil.which(name, path=str(POSTFIX_DIR))
 
 
 def _free_port() -> int:

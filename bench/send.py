@@ -4,18 +4,22 @@
 
 Each run sends ``--messages`` reminder-sized emails (text + HTML, DKIM rsa-sha256, no PDF) twice:
 
-* raw: prebuilt messages sent by 16 workers, each with its own ``aiosmtplib.SMTP`` connected
-  once; connecting is not timed. This is the ceiling for a Python SMTP client on this machine.
-* pipeline: a fresh database (a SQLite file; a private PostgreSQL schema too when one answers at
-  ``$DUNMAIL_BENCH_POSTGRES``) with one relay tenant pointing at the sink. Enqueue (one
-  transaction, ``Outbox.enqueue`` per invoice) and one ``Services.deliver()`` pass are timed
-  apart: claim, render, compose, DKIM, send over the pooled ``SMTPTransport`` (16 connections),
-  record. Rate limits are set far above what can be reached: this measures throughput, not pacing.
+* raw: copies of one pipeline-built message, sent by 16 workers, each with its own
+  ``aiosmtplib.SMTP`` connected once (connecting is not timed): the ceiling for a Python client.
+* pipeline: one relay tenant pointing at the sink, over a SQLite file and, when one answers at
+  ``$DUNMAIL_BENCH_POSTGRES``, a private PostgreSQL schema. The ledger (customers, invoices) is
+  imported once per database; each run starts from an empty outbox and times apart the enqueue
+  (``Outbox.enqueue`` per invoice, one transaction) and one ``Services.deliver()`` pass (claim,
+  render, compose, DKIM, send over the pooled ``SMTPTransport`` with 16 connections, record).
+  Rate limits are set far above reach: this measures throughput, not pacing.
 
-The sink is Postfix's C ``smtp-sink`` when installed (Debian package ``postfix``), else an aiosmtpd
-sink; either runs in its own process. Medians go to stdout as a markdown table and, with every
-run's figures, to ``bench/results/send.json``. ``--profile`` runs one more SQLite pipeline under
-cProfile and prints where the time goes.
+The sink is Postfix's C ``smtp-sink`` when installed (Debian ``postfix``), else aiosmtpd; either
+runs in its own process. Postfix's C ``smtp-source``, when installed, also sends the same count
+and size over 16 sessions, for reference: what the sink takes from a client that is not Python.
+
+Every message must end SENT and be counted by the sink. Runs stop early once another would
+overrun ``--budget``. Medians go to stdout as a markdown table and, with every run's figures, to
+``bench/results/send.json``. ``--profile`` adds one cProfiled SQLite run.
 """
 
 from __future__ import annotations
@@ -28,187 +32,48 @@ import os
 import platform
 import pstats
 import re
+import resource
 import secrets
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import aiosmtplib
-import sqlalchemy as sa
-from sqlmodel import col, select
+from sqlmodel import select
 
-from dunmail.app import Services, build_services
-from dunmail.config import Config
+from bench import _hotspots
+from bench._sink import Sink, postfix_tool
+from bench._workload import (
+    CONNECTIONS,
+    TENANT,
+    clear_outbox,
+    count_sent,
+    database,
+    enqueue_reminders,
+    make_config,
+    make_document,
+    postgres_reason,
+)
+from dunmail.app import build_services
 from mailer.clock import SystemClock
 from mailer.config import DKIMAlgorithm
-from mailer.context import invoice_context
 from mailer.db import session_scope
 from mailer.dkim import generate_key
-from mailer.ledger import invoice_contacts
-from mailer.models import Customer, Invoice, Message, MessageStatus, Tenant
-from mailer.outbox import EnqueueRequest
+from mailer.models import Message
 from mailer.transport import MemoryTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PG_ADMIN_URL = os.environ.get(
-    "DUNMAIL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-SMTP_SINK = "/usr/sbin/smtp-sink"
-CONNECTIONS = 16
 TARGET_RATIO = 0.40  # the pipeline's deliver rate, as a share of the raw rate
-TENANT = "bench"
-UNLIMITED = 100_000_000  # messages a minute: far above anything reachable, so nothing throttles
-_COUNTER = re.compile(rb"mesg=(\d+)")
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-# --- the workload ------------------------------------------------------------------------------
-
-
-def make_document(invoices: int, customers: int) -> dict[str, Any]:
-    """An ERP import: ``customers`` with one contact each (own domain), ``invoices`` over them."""
-    today = date.today()
-    issued, due = (today - timedelta(days=10)).isoformat(), (today + timedelta(days=20)).isoformat()
-    lines = [
-        {"description": "Support hours, March", "quantity": "12", "unit_price": "95.00"},
-        {"description": "Hosting, standard plan", "quantity": "1", "unit_price": "249.00"},
-        {"description": "Travel expenses", "quantity": "1", "unit_price": "86.40"},
-    ]
-    return {
-        "customers": [
-            {
-                "id": f"C-{c:04d}",
-                "name": f"Customer {c:04d} Trading Ltd",
-                "locale": "en",
-                "time_zone": "UTC",
-                "contacts": [
-                    {"email": f"ap@customer{c:04d}.example", "name": "Accounts", "roles": ["ap"]}
-                ],
-            }
-            for c in range(customers)
-        ],
-        "invoices": [
-            {
-                "id": f"i-{i:06d}",
-                "number": f"INV-{i:06d}",
-                "customer": f"C-{i % customers:04d}",
-                "currency": "EUR",
-                "issued_at": issued,
-                "due_at": due,
-                "status": "open",
-                "lines": lines,
-            }
-            for i in range(invoices)
-        ],
-    }
-
-
-def make_config(workdir: Path, db_url: str, *, host: str, port: int) -> Config:
-    """One relay tenant at the sink, DKIM rsa-sha256, 16 connections, no effective rate limit."""
-    return Config(
-        env="dev",
-        database={"url": db_url},
-        relay={
-            "host": host,
-            "port": port,
-            "domain": "relay.example",
-            "max_connections": CONNECTIONS,
-            "local_hostname": "bench.localhost",
-        },
-        delivery={"batch_size": 500, "domain_rate_per_minute": UNLIMITED},
-        tenants={
-            TENANT: {
-                "name": "Bench Supplies Ltd",
-                "email": "ar@bench.example",
-                "rate_per_minute": UNLIMITED,
-                "dkim": [
-                    {
-                        "domain": "bench.example",
-                        "selector": "s1",
-                        "key_file": str(workdir / "dkim-s1.pem"),
-                    }
-                ],
-            }
-        },
-    )
-
-
-def enqueue_reminders(services: Services) -> int:
-    """Enqueue an ``invoice_reminder`` for every invoice, in one transaction, as a tick would."""
-    tenant_id = services.tenant_id(TENANT)
-    now = services.clock.now()
-    with session_scope(services.engine) as session:
-        tenant = session.get(Tenant, tenant_id)
-        if tenant is None:
-            raise SystemExit("the bench tenant is missing")
-        customers = {
-            c.id: c
-            for c in session.exec(select(Customer).where(col(Customer.tenant_id) == tenant_id))
-        }
-        invoices = session.exec(
-            select(Invoice).where(col(Invoice.tenant_id) == tenant_id).order_by(col(Invoice.id))
-        ).all()
-        for invoice in invoices:
-            customer = customers[invoice.customer_id]
-            request = EnqueueRequest(
-                tenant_id=tenant_id,
-                kind="invoice_reminder",
-                recipients=[c.email for c in invoice_contacts(session, invoice)],
-                context=invoice_context(tenant=tenant, customer=customer, invoice=invoice, now=now),
-                document=f"invoice:{invoice.id}",
-                version=invoice.version,
-                customer_id=customer.id,
-                invoice_id=invoice.id,
-            )
-            services.outbox.enqueue(session, request, now=now)
-        return len(invoices)
-
-
-# --- databases ---------------------------------------------------------------------------------
-
-
-def postgres_reason() -> str | None:
-    """Why the PostgreSQL row cannot run, or None when it can."""
-    try:
-        engine = sa.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-        engine.dispose()
-    except Exception as exc:  # any failure means "not here"; the reason is reported
-        return f"not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
-    return None
-
-
-@contextmanager
-def database(backend: str, workdir: Path) -> Iterator[str]:
-    """A fresh, empty database URL: a new SQLite file, or a private PostgreSQL schema."""
-    if backend == "sqlite":
-        folder = Path(tempfile.mkdtemp(prefix="db-", dir=workdir))
-        yield f"sqlite:///{folder / 'bench.db'}"
-        return
-    schema = f"bench_{secrets.token_hex(4)}"
-    admin = sa.create_engine(PG_ADMIN_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
 # --- the measurements --------------------------------------------------------------------------
@@ -216,7 +81,7 @@ def database(backend: str, workdir: Path) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class Sample:
-    """One reminder as the pipeline sends it: DKIM-signed bytes, VERP sender, uid in them."""
+    """One reminder as the pipeline sends it: DKIM-signed bytes, VERP sender, the uid in both."""
 
     data: bytes
     sender: str
@@ -227,9 +92,7 @@ async def build_sample(workdir: Path) -> Sample:
     """Send one reminder through the real pipeline into a MemoryTransport and keep the bytes."""
     memory = MemoryTransport()
     with database("sqlite", workdir) as url:
-        services = build_services(
-            make_config(workdir, url, host="127.0.0.1", port=25), SystemClock(), memory
-        )
+        services = build_services(make_config(workdir, url, None), SystemClock(), memory)
         try:
             services.import_document(make_document(1, 1), tenant=TENANT)
             enqueue_reminders(services)
@@ -263,7 +126,7 @@ async def measure_raw(sink: Sink, messages: list[tuple[str, str, bytes]]) -> flo
     pending = iter(messages)
 
     async def worker(client: aiosmtplib.SMTP) -> None:
-        for sender, rcpt, data in pending:  # one shared iterator: each message is taken once
+        for sender, rcpt, data in pending:  # one shared iterator: each message goes once
             await client.sendmail(sender, [rcpt], data)
 
     started = time.perf_counter()
@@ -271,6 +134,48 @@ async def measure_raw(sink: Sink, messages: list[tuple[str, str, bytes]]) -> flo
     elapsed = time.perf_counter() - started
     await asyncio.gather(*(c.quit() for c in clients))
     return elapsed
+
+
+def measure_c_client(sink: Sink, sample: Sample, count: int) -> float | None:
+    """Seconds for Postfix's C ``smtp-source`` to send ``count`` messages of the sample's size
+    over 16 persistent sessions (``-d``): what the sink takes from a fast client. None if absent.
+    """
+    tool = postfix_tool("smtp-source")
+    if tool is None:
+        return None
+    before = sink.received()
+    args = [tool, "-d", "-s", str(CONNECTIONS), "-m", str(count), "-l", str(len(sample.data))]
+    args += ["-M", "bench.localhost", "-f", "ar@bench.example", "-t", "ap@customer.example"]
+    started = time.perf_counter()
+    subprocess.run([*args, f"{sink.host}:{sink.port}"], check=True, capture_output=True)
+    elapsed = time.perf_counter() - started
+    if (took := sink.wait_for(before + count) - before) != count:
+        raise SystemExit(f"smtp-source: the sink took {took} of {count}")
+    return elapsed
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A database holding the imported customers and invoices, reused by every run."""
+
+    backend: str
+    url: str
+    import_seconds: float
+
+
+async def prepare_ledger(backend: str, url: str, workdir: Path, messages: int) -> Ledger:
+    services = build_services(make_config(workdir, url, None), SystemClock())
+    try:
+        started = time.perf_counter()
+        report = services.import_document(
+            make_document(messages, max(1, messages // 10)), tenant=TENANT
+        )
+        took = time.perf_counter() - started
+    finally:
+        await services.close()
+    if report.errors:
+        raise SystemExit(f"{backend}: the import refused records: {report.errors[:3]}")
+    return Ledger(backend, url, took)
 
 
 @dataclass(frozen=True)
@@ -291,51 +196,89 @@ class PipelineRun:
         }
 
 
+@dataclass
+class Profiles:
+    enqueue: cProfile.Profile = field(default_factory=cProfile.Profile)
+    deliver: cProfile.Profile = field(default_factory=cProfile.Profile)
+
+
+@contextmanager
+def _profiled(profiler: cProfile.Profile | None, *, inline: bool = False) -> Iterator[None]:
+    if profiler is None:
+        yield
+        return
+    with _hotspots.threads_inline() if inline else nullcontext():
+        profiler.enable()
+        try:
+            yield
+        finally:
+            profiler.disable()
+
+
 async def measure_pipeline(
-    backend: str,
+    ledger: Ledger,
     sink: Sink,
     workdir: Path,
     messages: int,
     *,
-    around: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
+    profiles: Profiles | None = None,
 ) -> PipelineRun:
-    """Import, then time enqueue and one deliver pass; check every row ended SENT."""
-    with database(backend, workdir) as url:
-        config = make_config(workdir, url, host=sink.host, port=sink.port)
-        services = build_services(config, SystemClock())
-        try:
-            report = services.import_document(
-                make_document(messages, max(1, messages // 10)), tenant=TENANT
-            )
-            if report.errors:
-                raise SystemExit(f"import refused records: {report.errors[:3]}")
-            before = sink.received()
-            started = time.perf_counter()
+    """Time enqueue and one deliver pass on an empty outbox; check every message ended SENT."""
+    config = make_config(workdir, ledger.url, sink)
+    services = build_services(config, SystemClock(), migrate=False)
+    try:
+        clear_outbox(services.engine)
+        before = sink.received()
+        started = time.perf_counter()
+        with _profiled(profiles.enqueue if profiles else None):
             enqueued = enqueue_reminders(services)
-            enqueued_at = time.perf_counter()
-            if around is None:
-                result = await services.deliver()
-            else:
-                result = await around(services.deliver)
-            finished = time.perf_counter()
-            if enqueued != messages or result.sent != messages:
-                raise SystemExit(
-                    f"{backend}: enqueued {enqueued}, sent {result.sent} of {messages} "
-                    f"({result.deferred} deferred, {result.failed} failed, "
-                    f"{result.throttled} throttled)"
-                )
-            with session_scope(services.engine) as session:
-                sent_rows = session.exec(
-                    select(sa.func.count())
-                    .select_from(Message)
-                    .where(col(Message.status) == MessageStatus.SENT)
-                ).one()
-        finally:
-            await services.close()
+        enqueued_at = time.perf_counter()
+        cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+        with _profiled(profiles.deliver if profiles else None, inline=True):
+            result = await services.deliver()
+        finished = time.perf_counter()
+        cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (
+            cpu_after.ru_stime - cpu_before.ru_stime
+        )
+        print(
+            f"  deliver: {finished - enqueued_at:.2f} s wall, {cpu:.2f} s CPU in this process",
+            flush=True,
+        )
+        if enqueued != messages or result.sent != messages:
+            raise SystemExit(
+                f"{ledger.backend}: enqueued {enqueued}, sent {result.sent} of {messages} "
+                f"({result.deferred} deferred, {result.failed} failed, "
+                f"{result.throttled} throttled)"
+            )
+        sent_rows = count_sent(services.engine)
+    finally:
+        await services.close()
     received = sink.wait_for(before + messages) - before
     if sent_rows != messages or received != messages:
-        raise SystemExit(f"{backend}: {sent_rows} rows SENT, sink took {received} of {messages}")
+        raise SystemExit(
+            f"{ledger.backend}: {sent_rows} rows SENT, the sink took {received} of {messages}"
+        )
     return PipelineRun(enqueued_at - started, finished - enqueued_at, sent_rows, received)
+
+
+async def profile_pipeline(
+    ledger: Ledger, sink: Sink, workdir: Path, messages: int, top: int
+) -> dict[str, Any]:
+    """One more run under cProfile; the raw stats go to bench/results/send-*.prof."""
+    profiles = Profiles()
+    await measure_pipeline(ledger, sink, workdir, messages, profiles=profiles)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"backend": ledger.backend}
+    for phase, profiler, stages in (
+        ("enqueue", profiles.enqueue, _hotspots.ENQUEUE_STAGES),
+        ("deliver", profiles.deliver, _hotspots.DELIVER_STAGES),
+    ):
+        profiler.dump_stats(RESULTS / f"send-{phase}.prof")
+        out[phase] = _hotspots.summarise(
+            pstats.Stats(profiler), stages=stages, messages=messages, top=top, root=ROOT
+        )
+    return out
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -350,19 +293,25 @@ def summarise(
     sink: Sink,
     sample: Sample,
     raw_seconds: list[float],
+    c_seconds: list[float],
     pipelines: dict[str, list[PipelineRun]],
+    ledgers: dict[str, Ledger],
     skipped: dict[str, str],
 ) -> dict[str, Any]:
     """The JSON result, with the rows run_all.py puts in the README."""
     n = args.messages
     raw_rate = _median([n / s for s in raw_seconds])
-    kb = len(sample.data) / 1024
+    runs = len(raw_seconds)
+    median_of = f"median of {runs} run{'s' if runs != 1 else ''}"
+    if runs < args.runs:
+        median_of += f" ({args.runs} asked; --budget cut the rest)"
     table = [
         {
             "what": "raw aiosmtplib, 16 connections",
             "measured": f"{raw_rate:,.0f} msg/s",
             "target": "-",
-            "notes": f"{n:,} prebuilt {kb:.1f} KB messages into {sink.name}",
+            "notes": f"{n:,} prebuilt {len(sample.data) / 1024:.1f} KB messages into "
+            f"{sink.name}; {median_of}",
         }
     ]
     result: dict[str, Any] = {
@@ -375,16 +324,30 @@ def summarise(
         },
         "sink": sink.name,
         "messages": n,
-        "runs": args.runs,
+        "runs_requested": args.runs,
+        "runs": runs,
         "message_bytes": len(sample.data),
         "connections": CONNECTIONS,
         "raw": {"rate": round(raw_rate, 1), "seconds": [round(s, 4) for s in raw_seconds]},
+        "c_client": None,
         "pipeline": {},
         "target_ratio": TARGET_RATIO,
     }
+    if c_seconds:
+        c_rate = _median([n / s for s in c_seconds])
+        result["c_client"] = {"rate": round(c_rate, 1), "seconds": [round(s, 4) for s in c_seconds]}
+        table.append(
+            {
+                "what": "C client (smtp-source -d), 16 connections",
+                "measured": f"{c_rate:,.0f} msg/s",
+                "target": "-",
+                "notes": "Postfix's load generator, same size: what the sink can take; "
+                f"{median_of}",
+            }
+        )
     met = True
-    for backend, runs in pipelines.items():
-        rows = [r.as_dict(n) for r in runs]
+    for backend, done in pipelines.items():
+        rows = [r.as_dict(n) for r in done]
         deliver = _median([r["deliver_rate"] for r in rows])
         e2e = _median([r["end_to_end_rate"] for r in rows])
         enqueue = _median([r["enqueue_seconds"] for r in rows])
@@ -396,35 +359,43 @@ def summarise(
             "end_to_end_rate": round(e2e, 1),
             "enqueue_seconds": round(enqueue, 4),
             "ratio": round(ratio, 3),
+            "import_seconds": round(ledgers[backend].import_seconds, 3),
             "runs": rows,
         }
-        label = "SQLite" if backend == "sqlite" else "PostgreSQL"
+        label = LABELS[backend]
         table += [
             {
                 "what": f"pipeline deliver, {label}",
                 "measured": f"{deliver:,.0f} msg/s ({ratio:.0%} of raw)",
                 "target": f">= {TARGET_RATIO:.0%} of raw ({verdict})",
-                "notes": "claim, render, compose, DKIM rsa-sha256, send, record; 16 connections",
+                "notes": "claim, render, compose, DKIM rsa-sha256, send, record; "
+                f"16 connections; {median_of}",
             },
             {
                 "what": f"pipeline end to end, {label}",
                 "measured": f"{e2e:,.0f} msg/s",
                 "target": "-",
-                "notes": f"enqueue {n:,} in one transaction ({enqueue:.2f} s) + deliver",
+                "notes": f"enqueue {n:,} in one transaction ({enqueue:.2f} s), then deliver",
             },
         ]
     for backend, reason in skipped.items():
         result["pipeline"][backend] = {"skipped": reason}
+        table.append(
+            {
+                "what": f"pipeline, {LABELS[backend]}",
+                "measured": "not run",
+                "target": "-",
+                "notes": reason,
+            }
+        )
     result["target_met"] = met
     result["table"] = table
     return result
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(rows: list[dict[str, str]]) -> str:
     lines = ["| what | measured | target | notes |", "| --- | --- | --- | --- |"]
-    lines += [
-        f"| {r['what']} | {r['measured']} | {r['target']} | {r['notes']} |" for r in result["table"]
-    ]
+    lines += [f"| {r['what']} | {r['measured']} | {r['target']} | {r['notes']} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -435,22 +406,29 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     generate_key(workdir / "dkim-s1.pem", DKIMAlgorithm.RSA_SHA256)
     sample = await build_sample(workdir)
     messages = raw_messages(sample, args.messages)
-    backends = ["sqlite"]
     skipped: dict[str, str] = {}
-    if "postgresql" in args.db:
-        reason = postgres_reason()
-        if reason is None:
-            backends.append("postgresql")
-        else:
-            skipped["postgresql"] = reason
-            print(f"PostgreSQL row skipped: {reason}", flush=True)
-    if "sqlite" not in args.db:
-        backends.remove("sqlite")
-    sink = Sink.start(args.sink, workdir)
-    print(f"sink: {sink.name} on {sink.host}:{sink.port}; message {len(sample.data)} bytes")
-    raw_seconds: list[float] = []
-    pipelines: dict[str, list[PipelineRun]] = {b: [] for b in backends}
-    try:
+    backends = list(dict.fromkeys(args.db))
+    if "postgresql" in backends and (reason := postgres_reason()) is not None:
+        backends.remove("postgresql")
+        skipped["postgresql"] = reason
+        print(f"PostgreSQL row skipped: {reason}", flush=True)
+    with ExitStack() as stack:
+        sink = Sink.start(args.sink, workdir)
+        stack.callback(sink.stop)
+        print(f"sink: {sink.name} on {sink.host}:{sink.port}; message {len(sample.data)} bytes")
+        ledgers: dict[str, Ledger] = {}
+        for backend in backends:
+            url = stack.enter_context(database(backend, workdir))
+            ledgers[backend] = await prepare_ledger(backend, url, workdir, args.messages)
+            print(
+                f"{backend}: imported {args.messages:,} invoices in "
+                f"{ledgers[backend].import_seconds:.1f} s",
+                flush=True,
+            )
+        raw_seconds: list[float] = []
+        c_seconds: list[float] = []
+        pipelines: dict[str, list[PipelineRun]] = {b: [] for b in backends}
+        started = time.monotonic()
         for i in range(args.runs):  # interleaved, so drift in the machine hits every row alike
             before = sink.received()
             raw_seconds.append(await measure_raw(sink, messages))
@@ -458,65 +436,67 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if took != args.messages:
                 raise SystemExit(f"raw: the sink took {took} of {args.messages}")
             line = f"run {i + 1}: raw {args.messages / raw_seconds[-1]:,.0f} msg/s"
+            if (c := measure_c_client(sink, sample, args.messages)) is not None:
+                c_seconds.append(c)
+                line += f"; smtp-source {args.messages / c:,.0f} msg/s"
             for backend in backends:
-                one = await measure_pipeline(backend, sink, workdir, args.messages)
+                one = await measure_pipeline(ledgers[backend], sink, workdir, args.messages)
                 pipelines[backend].append(one)
                 line += (
                     f"; {backend} enqueue {one.enqueue_seconds:.2f} s, "
                     f"deliver {args.messages / one.deliver_seconds:,.0f} msg/s"
                 )
             print(line, flush=True)
-        result = summarise(args, sink, sample, raw_seconds, pipelines, skipped)
+            elapsed = time.monotonic() - started
+            if i + 1 < args.runs and elapsed * (i + 2) / (i + 1) > args.budget:
+                print(
+                    f"stopping after {i + 1} of {args.runs} runs: another would pass "
+                    f"--budget {args.budget:.0f} s",
+                    flush=True,
+                )
+                break
+        result = summarise(args, sink, sample, raw_seconds, c_seconds, pipelines, ledgers, skipped)
         if args.profile:
-            result["profile"] = await profile_pipeline(sink, workdir, args.messages, args.top)
-    finally:
-        sink.stop()
+            if "sqlite" not in ledgers:
+                raise SystemExit("--profile profiles the SQLite pipeline: keep sqlite in --db")
+            result["profile"] = await profile_pipeline(
+                ledgers["sqlite"], sink, workdir, args.messages, args.top
+            )
     return result
 
 
-def print_profile(profile: dict[str, Any]) -> None:
-    print(f"\nprofile of one SQLite deliver pass ({profile['profiled_seconds']} s own time):")
-    for area, share in profile["areas"].items():
-        print(f"  {share:6.1%}  {area}")
-    print("\n  own s    cum s     calls  function")
-    for h in profile["hotspots"]:
-        print(
-            f"  {h['own_seconds']:6.3f}  {h['cumulative_seconds']:7.3f}  {h['calls']:8d}  "
-            f"{h['function']}"
-        )
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000, help="emails per measurement")
     parser.add_argument("--runs", type=int, default=3, help="measurements; medians are reported")
+    parser.add_argument(
+        "--budget", type=float, default=80.0, help="seconds of measuring before runs stop early"
+    )
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "aiosmtpd"), default="auto")
     parser.add_argument(
         "--db", nargs="+", choices=("sqlite", "postgresql"), default=["sqlite", "postgresql"]
     )
-    parser.add_argument("--profile", action="store_true", help="also profile one SQLite pass")
-    parser.add_argument("--top", type=int, default=25, help="hotspots listed by --profile")
+    parser.add_argument("--profile", action="store_true", help="then profile one SQLite run")
+    parser.add_argument("--top", type=int, default=25, help="functions listed by --profile")
     parser.add_argument("--output", type=Path, default=RESULTS / "send.json")
-    parser.add_argument("--serve-sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.serve_sink is not None:
-        asyncio.run(serve_sink(args.serve_sink))
-        return 0
     if args.messages < 1 or args.runs < 1:
         raise SystemExit("--messages and --runs must be at least 1")
-    # The Config reads DUNMAIL_* overrides from the environment; the bench wants none of them.
+    # Config reads DUNMAIL_* overrides from the environment; the bench must not pick any up.
     for name in [n for n in os.environ if re.match(r"DUNMAIL_(?!BENCH_)", n, re.IGNORECASE)]:
         del os.environ[name]
     with tempfile.TemporaryDirectory(prefix="dunmail-bench-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))
     print()
-    print(markdown(result))
+    print(markdown(result["table"]))
     if "profile" in result:
-        print_profile(result["profile"])
+        for phase in ("enqueue", "deliver"):
+            title = f"\nprofile: {phase}, {args.messages:,} messages, SQLite"
+            print(_hotspots.render(title, result["profile"][phase]))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.output}")

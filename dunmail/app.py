@@ -6,7 +6,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -19,7 +18,7 @@ from mailer.context import invoice_context
 from mailer.db import create_schema, make_engine, session_scope
 from mailer.dkim import DKIMSigner, generate_key
 from mailer.errors import ConfigError, MailerError, NotFoundError
-from mailer.identity import envelope_for, message_id_domain
+from mailer.identity import sender_identity
 from mailer.ledger import ImportReport, find_invoice, import_document, invoice_contacts
 from mailer.models import Customer, InvoiceStatus, Message, MessageRecipient, Tenant
 from mailer.outbox import EnqueueRequest, Outbox, PassReport, SendingProfile
@@ -200,8 +199,7 @@ def build_services(
             slug=slug,
             transport=transport_for(endpoint),
             signer=DKIMSigner(tenant.dkim),
-            envelope=partial(_envelope, tenant, config, verp_key),
-            message_id_domain=message_id_domain(tenant, config.relay),
+            identity=sender_identity(tenant, config.relay, verp_key=verp_key),
             rate_per_minute=tenant.rate_per_minute,
         )
     outbox = Outbox(
@@ -217,10 +215,6 @@ def build_services(
         tenant_ids=tenant_ids,
         transports=list(used),
     )
-
-
-def _envelope(tenant: TenantConfig, config: Config, verp_key: bytes, uid: str) -> Any:
-    return envelope_for(tenant, config.relay, uid=uid, verp_key=verp_key)
 
 
 def _ensure_dev_keys(tenant: TenantConfig) -> None:

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from email.headerregistry import Address
 
 from mailer.address import make_address
 from mailer.compose import Envelope
 from mailer.config import DeliveryMode, RelayConfig, TenantConfig
 from mailer.verp import issue_verp
+
+
+@dataclass(frozen=True)
+class SenderIdentity:
+    """A tenant's fixed sender headers, worked out once; only the VERP sender varies by mail."""
+
+    from_addr: Address
+    reply_to: Address | None
+    bounce_domain: str
+    message_id_domain: str
+    verp_key: bytes
+
+    def envelope(self, uid: str) -> Envelope:
+        """From, Reply-To and the VERP envelope sender for message ``uid``."""
+        mail_from = issue_verp(uid, key=self.verp_key, domain=self.bounce_domain)
+        return Envelope(from_addr=self.from_addr, reply_to=self.reply_to, mail_from=mail_from)
 
 
 def bounce_domain(tenant: TenantConfig, relay: RelayConfig) -> str:
@@ -24,10 +41,8 @@ def message_id_domain(tenant: TenantConfig, relay: RelayConfig) -> str:
     return relay.domain
 
 
-def envelope_for(
-    tenant: TenantConfig, relay: RelayConfig, *, uid: str, verp_key: bytes
-) -> Envelope:
-    """From, Reply-To and envelope sender for one message of ``tenant``.
+def sender_identity(tenant: TenantConfig, relay: RelayConfig, *, verp_key: bytes) -> SenderIdentity:
+    """The sender identity of ``tenant``.
 
     Relay mode sends as ``"<Tenant>" <noreply-invoice@relay>`` with Reply-To the tenant, so the
     relay's domain carries SPF/DKIM alignment; own-SMTP mode sends as the tenant itself.
@@ -40,5 +55,10 @@ def envelope_for(
     else:
         from_addr = make_address(tenant.email, tenant.name)
         reply = make_address(reply_to, tenant.name) if tenant.reply_to else None
-    mail_from = issue_verp(uid, key=verp_key, domain=bounce_domain(tenant, relay))
-    return Envelope(from_addr=from_addr, reply_to=reply, mail_from=mail_from)
+    return SenderIdentity(
+        from_addr=from_addr,
+        reply_to=reply,
+        bounce_domain=bounce_domain(tenant, relay),
+        message_id_domain=message_id_domain(tenant, relay),
+        verp_key=verp_key,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,28 @@ from mailer.money import from_minor
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
+# Babel's formatters re-read CLDR data on every call; a dunning run formats the same handful
+# of dates and amounts thousands of times, so the pure formatting is memoised.
+@lru_cache(maxsize=64)
+def _locale(name: str) -> Locale:
+    return Locale.parse(name)
+
+
+@lru_cache(maxsize=8192)
+def format_money(amount_minor: int, currency: str, locale: str) -> str:
+    """``12345, "EUR", "fr"`` -> ``"123,45 €"``: exact minor units, CLDR formatting."""
+    return format_currency(from_minor(amount_minor, currency), currency, locale=_locale(locale))
+
+
+@lru_cache(maxsize=4096)
+def format_day(value: date, fmt: str, locale: str) -> str:
+    """A calendar date in the locale's ``short``/``medium``/``long`` form."""
+    return format_date(value, format=fmt, locale=_locale(locale))
+
+
 @jinja2.pass_context
 def _money(ctx: jinja2.runtime.Context, amount_minor: int, currency: str) -> str:
-    return format_currency(
-        from_minor(amount_minor, currency), currency, locale=ctx.get("locale", "en")
-    )
+    return format_money(amount_minor, currency, ctx.get("locale", "en"))
 
 
 @jinja2.pass_context
@@ -38,12 +56,12 @@ def _date(ctx: jinja2.runtime.Context, value: str | date | datetime, fmt: str = 
         value = datetime.fromisoformat(value)
     if isinstance(value, datetime):
         value = value.date()
-    return format_date(value, format=fmt, locale=ctx.get("locale", "en"))
+    return format_day(value, fmt, ctx.get("locale", "en"))
 
 
 @jinja2.pass_context
 def _number(ctx: jinja2.runtime.Context, value: str | int | Decimal) -> str:
-    return format_decimal(Decimal(str(value)), locale=ctx.get("locale", "en"))
+    return format_decimal(Decimal(str(value)), locale=_locale(ctx.get("locale", "en")))
 
 
 def normalise_locale(value: str | None, default: str = "en") -> str:
@@ -71,6 +89,7 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            auto_reload=False,  # templates change with a deploy, not under a running engine
         )
         env.filters.update(money=_money, date=_date, number=_number)
         return env

@@ -62,7 +62,7 @@ def test_headers_and_parts() -> None:
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert text.replace("\r\n", "\n") == "Hello\nworld\n"
-    assert html.replace("\r\n", "\n") == "<p>Hello</p>\n"
+    assert html.replace("\r\n", "\n") == "<p>Hello</p>"
 
 
 def test_message_is_stable_for_the_same_row() -> None:
@@ -120,3 +120,28 @@ def test_display_name_with_specials_is_quoted_not_broken() -> None:
 
 def test_safe_header_passes_ordinary_text() -> None:
     assert safe_header("Invoice INV-1 – 100 €", name="Subject") == "Invoice INV-1 – 100 €"
+
+
+def test_non_ascii_subject_names_and_filenames_round_trip() -> None:
+    rendered = Rendered(subject="Factură FA-7 de la Ştefan – 100 €", text="Bună ziua ✓\n")
+    draft = _draft(
+        to=[make_address("contabil@firma.example", "Ioana Țurcanu")],
+        attachments=[Attachment("Factură FA-7.pdf", b"%PDF-1.7")],
+    )
+    data = to_bytes(build_message(rendered, draft))
+    assert data.isascii()  # 7-bit on the wire: RFC 2047 headers, QP/base64 bodies
+    msg = email.message_from_bytes(data, policy=policy.default)
+    assert msg["Subject"] == "Factură FA-7 de la Ştefan – 100 €"
+    assert msg["To"].addresses[0].display_name == "Ioana Țurcanu"  # type: ignore[attr-defined]
+    [part] = list(msg.iter_attachments())  # type: ignore[attr-defined]
+    assert part.get_filename() == "Factură FA-7.pdf"
+    body = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert body.replace("\r\n", "\n") == "Bună ziua ✓\n"
+
+
+def test_long_subject_is_folded_within_the_line_limit() -> None:
+    subject = "Reminder: " + " ".join(f"INV-{n}" for n in range(60))
+    data = to_bytes(build_message(Rendered(subject=subject, text="t"), _draft()))
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998  # RFC 5322 s2.1.1
+    msg = email.message_from_bytes(data, policy=policy.default)
+    assert msg["Subject"] == subject

@@ -1,0 +1,192 @@
+"""The send benchmark's workload: an ERP document, a config aimed at the sink, the databases."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from bench._sink import Sink
+from dunmail.app import Services
+from dunmail.config import Config
+from mailer.context import invoice_context
+from mailer.db import session_scope
+from mailer.ledger import invoice_contacts
+from mailer.models import (
+    Customer,
+    DeliveryAttempt,
+    Invoice,
+    Message,
+    MessageRecipient,
+    MessageStatus,
+    Tenant,
+)
+from mailer.outbox import EnqueueRequest
+
+PG_ADMIN_URL = os.environ.get(
+    "DUNMAIL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+CONNECTIONS = 16  # pooled relay connections, and the raw loop's workers
+TENANT = "bench"
+UNLIMITED = 100_000_000  # messages a minute: far above anything reachable, so nothing throttles
+
+
+# --- the workload ------------------------------------------------------------------------------
+
+
+def make_document(invoices: int, customers: int) -> dict[str, Any]:
+    """An ERP import: ``customers`` with one contact each (own domain), ``invoices`` over them."""
+    today = date.today()
+    issued, due = (today - timedelta(days=10)).isoformat(), (today + timedelta(days=20)).isoformat()
+    lines = [
+        {"description": "Support hours, March", "quantity": "12", "unit_price": "95.00"},
+        {"description": "Hosting, standard plan", "quantity": "1", "unit_price": "249.00"},
+        {"description": "Travel expenses", "quantity": "1", "unit_price": "86.40"},
+    ]
+    return {
+        "customers": [
+            {
+                "id": f"C-{c:04d}",
+                "name": f"Customer {c:04d} Trading Ltd",
+                "locale": "en",
+                "time_zone": "UTC",
+                "contacts": [
+                    {"email": f"ap@customer{c:04d}.example", "name": "Accounts", "roles": ["ap"]}
+                ],
+            }
+            for c in range(customers)
+        ],
+        "invoices": [
+            {
+                "id": f"i-{i:06d}",
+                "number": f"INV-{i:06d}",
+                "customer": f"C-{i % customers:04d}",
+                "currency": "EUR",
+                "issued_at": issued,
+                "due_at": due,
+                "status": "open",
+                "lines": lines,
+            }
+            for i in range(invoices)
+        ],
+    }
+
+
+def make_config(workdir: Path, db_url: str, sink: Sink | None) -> Config:
+    """One relay tenant at the sink, DKIM rsa-sha256, 16 connections, no effective rate limit."""
+    return Config(
+        env="dev",
+        database={"url": db_url},
+        relay={
+            "host": sink.host if sink else "127.0.0.1",
+            "port": sink.port if sink else 25,
+            "domain": "relay.example",
+            "max_connections": CONNECTIONS,
+            "local_hostname": "bench.localhost",
+        },
+        delivery={"batch_size": 500, "domain_rate_per_minute": UNLIMITED},
+        tenants={
+            TENANT: {
+                "name": "Bench Supplies Ltd",
+                "email": "ar@bench.example",
+                "rate_per_minute": UNLIMITED,
+                "dkim": [
+                    {
+                        "domain": "bench.example",
+                        "selector": "s1",
+                        "key_file": str(workdir / "dkim-s1.pem"),
+                    }
+                ],
+            }
+        },
+    )
+
+
+def enqueue_reminders(services: Services) -> int:
+    """Enqueue an ``invoice_reminder`` for every invoice in one transaction, as a tick would.
+
+    Per invoice this does what ``Services.enqueue_invoice_email`` does, minus its own session.
+    """
+    tenant_id = services.tenant_id(TENANT)
+    now = services.clock.now()
+    with session_scope(services.engine) as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise SystemExit("the bench tenant is missing")
+        customers = {
+            c.id: c
+            for c in session.exec(select(Customer).where(col(Customer.tenant_id) == tenant_id))
+        }
+        invoices = session.exec(
+            select(Invoice).where(col(Invoice.tenant_id) == tenant_id).order_by(col(Invoice.id))
+        ).all()
+        for invoice in invoices:
+            customer = customers[invoice.customer_id]
+            request = EnqueueRequest(
+                tenant_id=tenant_id,
+                kind="invoice_reminder",
+                recipients=[c.email for c in invoice_contacts(session, invoice)],
+                context=invoice_context(tenant=tenant, customer=customer, invoice=invoice, now=now),
+                document=f"invoice:{invoice.id}",
+                version=invoice.version,
+                customer_id=customer.id,
+                invoice_id=invoice.id,
+            )
+            services.outbox.enqueue(session, request, now=now)
+        return len(invoices)
+
+
+# --- databases ---------------------------------------------------------------------------------
+
+
+def postgres_reason() -> str | None:
+    """Why the PostgreSQL row cannot run, or None when it can."""
+    try:
+        engine = sa.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # any failure means "not here"; the reason is reported
+        return f"not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
+    return None
+
+
+@contextmanager
+def database(backend: str, workdir: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a new SQLite file, or a private PostgreSQL schema."""
+    if backend == "sqlite":
+        folder = Path(tempfile.mkdtemp(prefix="db-", dir=workdir))
+        yield f"sqlite:///{folder / 'bench.db'}"
+        return
+    schema = f"bench_{secrets.token_hex(4)}"
+    admin = sa.create_engine(PG_ADMIN_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def clear_outbox(engine: Engine) -> None:
+    """Empty the outbox so a run starts as the first did (the ledger stays)."""
+    with session_scope(engine) as session:
+        for table in (DeliveryAttempt, MessageRecipient, Message):
+            session.execute(sa.delete(table))
+
+
+def count_sent(engine: Engine) -> int:
+    with session_scope(engine) as session:
+        query = select(sa.func.count()).where(col(Message.status) == MessageStatus.SENT)
+        return int(session.exec(query.select_from(Message)).one())
