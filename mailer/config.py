@@ -63,6 +63,7 @@ class SMTPEndpoint(_Frozen):
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
     max_message_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
     local_hostname: str | None = None  # EHLO name; the machine's FQDN when unset
+    allow_plaintext_auth: bool = False  # AUTH without TLS to a host beyond loopback
 
     @field_validator("host")
     @classmethod
@@ -70,6 +71,23 @@ class SMTPEndpoint(_Frozen):
         if not _HOST.match(value):
             raise ValueError(f"not a host name or [address]: {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _no_cleartext_credentials(self) -> SMTPEndpoint:
+        # AUTH PLAIN/LOGIN over an unencrypted connection hands the password to anyone on the
+        # path (RFC 4954 s4 asks for TLS first); only loopback or an explicit opt-in may do so.
+        loopback = self.host in {"localhost", "[::1]"} or self.host.startswith("127.")
+        if (
+            self.username
+            and self.tls is TLSMode.NONE
+            and not loopback
+            and not self.allow_plaintext_auth
+        ):
+            raise ValueError(
+                f"username set with tls = 'none' for {self.host}: the password would travel in "
+                "clear text; use tls = 'starttls' or 'implicit' (or allow_plaintext_auth = true)"
+            )
+        return self
 
     def password(self) -> str | None:
         """Read the password from the environment at the moment it is needed."""

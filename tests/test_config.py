@@ -95,7 +95,12 @@ def test_passwords_are_read_from_the_environment_only(monkeypatch: pytest.Monkey
                 "name": "Acme",
                 "email": "ar@acme.example",
                 "delivery": "smtp",
-                "smtp": {"host": "smtp.acme.example", "username": "u", "password_env": "ACME_PW"},
+                "smtp": {
+                    "host": "smtp.acme.example",
+                    "username": "u",
+                    "password_env": "ACME_PW",
+                    "tls": "starttls",
+                },
             }
         },
     )
@@ -107,3 +112,13 @@ def test_passwords_are_read_from_the_environment_only(monkeypatch: pytest.Monkey
     monkeypatch.setenv("ACME_PW", "hunter2")
     assert smtp.password() == "hunter2"
     assert "hunter2" not in repr(config)
+
+
+def test_credentials_never_travel_in_clear_text_unless_asked() -> None:
+    from mailer.config import SMTPEndpoint
+
+    with pytest.raises(ValueError, match="clear text"):
+        SMTPEndpoint(host="smtp.acme.example", username="u", password_env="PW")
+    SMTPEndpoint(host="smtp.acme.example", username="u", tls="starttls")
+    SMTPEndpoint(host="127.0.0.1", username="u")  # loopback
+    SMTPEndpoint(host="smtp.acme.example", username="u", allow_plaintext_auth=True)
