@@ -259,3 +259,16 @@ def test_worker_killed_mid_send_loses_nothing_and_sends_once(tmp_path: Path, db_
     row = _row(db_url)
     assert row["status"] == "sent"
     assert fresh.accepted() == [f"<{row['uid']}@acme.example>"]
+
+
+def test_init_prepares_database_tenants_and_dev_keys(tmp_path: Path, db_url: str) -> None:
+    config = write_config(tmp_path, db_url, 2525)
+    result = dunmail(config, "init")
+    assert result.returncode == 0, result.stderr
+    assert "tenants: acme" in result.stdout
+    assert (tmp_path / "keys" / "s1.pem").exists()  # env = "dev" makes a missing DKIM key
+    assert oct((tmp_path / "keys" / "s1.pem").stat().st_mode & 0o777) == "0o600"
+    again = dunmail(config, "init")  # idempotent
+    assert again.returncode == 0 and "tenants: acme" in again.stdout
+    bad_time = dunmail(config, "deliver", "--at", "next tuesday")
+    assert bad_time.returncode == 2 and "ISO 8601" in bad_time.stderr
