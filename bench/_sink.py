@@ -15,9 +15,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 POSTFIX_DIR = Path("/usr/sbin")  # Debian's postfix package puts its test tools here
 _COUNTER = re.compile(rb"mesg=(\d+)")
+
+
+class Address(NamedTuple):
+    """Where a sink listens: what a worker process needs to reach it (a Sink holds a Popen)."""
+
+    host: str
+    port: int
 
 
 class Sink:
@@ -52,6 +60,10 @@ class Sink:
         sink = cls(name, process, output, port)
         sink._wait_until_listening()
         return sink
+
+    @property
+    def address(self) -> Address:
+        return Address(self.host, self.port)
 
     def received(self) -> int:
         """Messages taken so far: the last ``mesg=N`` counter the sink printed."""

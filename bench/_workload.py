@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from bench._sink import Sink
+from bench._sink import Address, Sink
 from dunmail.app import Services
 from dunmail.config import Config
 from mailer.context import invoice_context
@@ -81,8 +81,12 @@ def make_document(invoices: int, customers: int) -> dict[str, Any]:
     }
 
 
-def make_config(workdir: Path, db_url: str, sink: Sink | None) -> Config:
-    """One relay tenant at the sink, DKIM rsa-sha256, 16 connections, no effective rate limit."""
+def make_config(
+    workdir: Path, db_url: str, sink: Sink | Address | None, *, connections: int = CONNECTIONS
+) -> Config:
+    """One relay tenant at the sink, DKIM rsa-sha256, ``connections`` pooled (16), no effective
+    rate limit. Worker processes rebuild the same config from the URL, workdir and address.
+    """
     return Config(
         env="dev",
         database={"url": db_url},
@@ -90,7 +94,7 @@ def make_config(workdir: Path, db_url: str, sink: Sink | None) -> Config:
             "host": sink.host if sink else "127.0.0.1",
             "port": sink.port if sink else 25,
             "domain": "relay.example",
-            "max_connections": CONNECTIONS,
+            "max_connections": connections,
             "local_hostname": "bench.localhost",
         },
         delivery={"batch_size": 500, "domain_rate_per_minute": UNLIMITED},
@@ -190,3 +194,33 @@ def count_sent(engine: Engine) -> int:
     with session_scope(engine) as session:
         query = select(sa.func.count()).where(col(Message.status) == MessageStatus.SENT)
         return int(session.exec(query.select_from(Message)).one())
+
+
+def count_attempts(engine: Engine) -> int:
+    """Delivery attempts recorded: one per message when each was tried exactly once."""
+    with session_scope(engine) as session:
+        return int(session.exec(select(sa.func.count()).select_from(DeliveryAttempt)).one())
+
+
+# The tables one enqueue fills, parents first; a copy of each sits beside it under this prefix.
+_ENQUEUED = (Message.__tablename__, MessageRecipient.__tablename__)
+_SNAPSHOT = "bench_snapshot_"
+
+
+def snapshot_outbox(engine: Engine) -> None:
+    """Copy the freshly enqueued outbox aside, so a second pass can start from the same rows."""
+    with engine.begin() as conn:
+        for table in _ENQUEUED:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{_SNAPSHOT}{table}"'))
+            conn.execute(sa.text(f'CREATE TABLE "{_SNAPSHOT}{table}" AS SELECT * FROM "{table}"'))
+
+
+def restore_outbox(engine: Engine) -> None:
+    """Put the outbox back as :func:`snapshot_outbox` found it: the same rows, ids and uids,
+    all queued and unclaimed, as if the enqueue had just run again (in milliseconds, not
+    seconds: the enqueue is timed once per run, before the one-process pass).
+    """
+    clear_outbox(engine)
+    with engine.begin() as conn:
+        for table in _ENQUEUED:
+            conn.execute(sa.text(f'INSERT INTO "{table}" SELECT * FROM "{_SNAPSHOT}{table}"'))
