@@ -20,6 +20,7 @@ from dunmail.app import Services
 from dunmail.config import Config
 from mailer.context import invoice_context
 from mailer.db import session_scope
+from mailer.kinds import KINDS
 from mailer.ledger import invoice_contacts
 from mailer.models import (
     Customer,
@@ -82,11 +83,18 @@ def make_document(invoices: int, customers: int) -> dict[str, Any]:
 
 
 def make_config(
-    workdir: Path, db_url: str, sink: Sink | Address | None, *, connections: int = CONNECTIONS
+    workdir: Path,
+    db_url: str,
+    sink: Sink | Address | None,
+    *,
+    connections: int = CONNECTIONS,
+    pdfs: bool = False,
 ) -> Config:
     """One relay tenant at the sink, DKIM rsa-sha256, ``connections`` pooled (16), no effective
-    rate limit. Worker processes rebuild the same config from the URL, workdir and address.
+    rate limit, and no PDF attached unless ``pdfs``. Worker processes rebuild the same config
+    from the URL, workdir and address.
     """
+    emails = {} if pdfs else {k: {"attach_pdf": False} for k, s in KINDS.items() if s.pdf}
     return Config(
         env="dev",
         database={"url": db_url},
@@ -103,6 +111,7 @@ def make_config(
                 "name": "Bench Supplies Ltd",
                 "email": "ar@bench.example",
                 "rate_per_minute": UNLIMITED,
+                "emails": emails,
                 "dkim": [
                     {
                         "domain": "bench.example",
@@ -115,8 +124,8 @@ def make_config(
     )
 
 
-def enqueue_reminders(services: Services) -> int:
-    """Enqueue an ``invoice_reminder`` for every invoice in one transaction, as a tick would.
+def enqueue_invoice_emails(services: Services, kind: str = "invoice_reminder") -> int:
+    """Enqueue a ``kind`` email for every invoice in one transaction, as a tick would.
 
     Per invoice this does what ``Services.enqueue_invoice_email`` does, minus its own session.
     """
@@ -137,7 +146,7 @@ def enqueue_reminders(services: Services) -> int:
             customer = customers[invoice.customer_id]
             request = EnqueueRequest(
                 tenant_id=tenant_id,
-                kind="invoice_reminder",
+                kind=kind,
                 recipients=[c.email for c in invoice_contacts(session, invoice)],
                 context=invoice_context(tenant=tenant, customer=customer, invoice=invoice, now=now),
                 document=f"invoice:{invoice.id}",

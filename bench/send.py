@@ -66,7 +66,7 @@ from bench._workload import (
     count_attempts,
     count_sent,
     database,
-    enqueue_reminders,
+    enqueue_invoice_emails,
     make_config,
     make_document,
     postgres_reason,
@@ -108,7 +108,7 @@ async def build_sample(workdir: Path) -> Sample:
         services = build_services(make_config(workdir, url, None), SystemClock(), memory)
         try:
             services.import_document(make_document(1, 1), tenant=TENANT)
-            enqueue_reminders(services)
+            enqueue_invoice_emails(services)
             await services.deliver()
             with session_scope(services.engine) as session:
                 uid = session.exec(select(Message.uid)).one()
@@ -278,7 +278,7 @@ async def measure_pipeline(
         before = sink.received()
         started = time.perf_counter()
         with _profiled(profiles.enqueue if profiles else None):
-            enqueued = enqueue_reminders(services)
+            enqueued = enqueue_invoice_emails(services)
         enqueue_seconds = time.perf_counter() - started
         snapshot_outbox(services.engine)
         cpu_before, delivering = _cpu(), time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import sys
@@ -19,7 +20,9 @@ from rich.table import Table
 from dunmail.app import INVOICE_KINDS, Services, build_services
 from dunmail.config import Config, load_config
 from mailer.clock import Clock, FixedClock, SystemClock
-from mailer.errors import MailerError
+from mailer.errors import MailerError, TemplateError
+from mailer.kinds import KINDS
+from mailer.render import PARTS
 
 app = typer.Typer(
     add_completion=False,
@@ -225,6 +228,140 @@ def outbox(
             (r["skip_reason"] or r["last_error"] or "")[:60],
         )
     console.print(table)
+
+
+@app.command()
+def preview(
+    kind: Annotated[str, typer.Argument(help="email kind, e.g. invoice_reminder")],
+    invoice: Annotated[str | None, typer.Option("--invoice", help="invoice number")] = None,
+    tenant: TenantOpt = None,
+    locale: Annotated[
+        str | None, typer.Option("--locale", help="language instead of the customer's")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write the .eml here instead of stdout")
+    ] = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="render the kind's sample data, no invoice")
+    ] = False,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Show an email exactly as it would be sent (signed, PDF attached), without sending it."""
+    from dunmail.preview import build_preview
+
+    async def body(services: Services) -> Any:
+        # WeasyPrint narrates every step and fontTools every glyph at INFO.
+        for name in ("weasyprint", "fontTools"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        return await build_preview(
+            services, kind, invoice=invoice, tenant=tenant, locale=locale, sample=sample
+        )
+
+    result = _with_services(config, at, body)
+    if not result.enabled:
+        err.print(
+            f"[yellow]note:[/yellow] {kind} emails are switched off for this tenant "
+            f"([tenants.<slug>.emails.{kind}] enabled = false by default or in the config)",
+            highlight=False,
+        )
+    if result.pdf_skipped:
+        err.print(f"[yellow]no PDF attached:[/yellow] {result.pdf_skipped}", highlight=False)
+    if out is None:
+        sys.stdout.buffer.write(result.data)
+        sys.stdout.flush()
+        return
+    with _errors():
+        out.write_bytes(result.data)
+    err.print(
+        f"{kind}: {len(result.data):,} bytes to {', '.join(result.recipients)} written to {out}"
+        + (f" (with {result.pdf})" if result.pdf else "")
+        + "; nothing was sent or recorded",
+        highlight=False,
+    )
+
+
+template_app = typer.Typer(
+    no_args_is_help=True,
+    help="A tenant's own subject and bodies: set (validated first), show, reset.",
+)
+app.add_typer(template_app, name="template")
+PartOpt = Annotated[str, typer.Option("--part", help="subject, text or html")]
+
+
+@template_app.command("set")
+def template_set(
+    kind: Annotated[str, typer.Argument(help="email kind, e.g. invoice_reminder")],
+    file: Annotated[Path, typer.Argument(help="the template source (UTF-8)")],
+    part: PartOpt,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Save a tenant's template for one part of KIND; refused (exit 2) if it would not render."""
+
+    async def body(services: Services) -> None:
+        source = file.read_text(encoding="utf-8")
+        try:
+            services.save_template(
+                kind, part, source, tenant=tenant, updated_by=f"cli:{getpass.getuser()}"
+            )
+        except TemplateError as exc:
+            raise TemplateError(f"{file}: {kind} {part} template refused: {exc}") from None
+
+    _with_services(config, None, body)
+    console.print(f"{kind} {part}: saved; it is used from the next delivery pass", highlight=False)
+
+
+@template_app.command("reset")
+def template_reset(
+    kind: Annotated[str, typer.Argument(help="email kind")],
+    part: Annotated[
+        str | None, typer.Option("--part", help="subject, text or html (default: all)")
+    ] = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Go back to the built-in template for one part of KIND, or all of them."""
+
+    async def body(services: Services) -> int:
+        return services.reset_template(kind, tenant=tenant, part=part)
+
+    removed = _with_services(config, None, body)
+    console.print(
+        f"{kind}: {removed} override(s) removed; built-in templates apply", highlight=False
+    )
+
+
+@template_app.command("show")
+def template_show(
+    kind: Annotated[str, typer.Argument(help="email kind")],
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the source each part of KIND is rendered from: the tenant's override or built-in."""
+
+    async def body(services: Services) -> list[tuple[str, str, str | None]]:
+        if kind not in KINDS:
+            raise MailerError(f"unknown email kind {kind!r}; known kinds: {', '.join(KINDS)}")
+        overrides = services.template_overrides(kind, tenant=tenant)
+        parts: list[tuple[str, str, str | None]] = []
+        for name in PARTS:
+            if name in overrides:
+                parts.append((name, "override", overrides[name]))
+            elif name == "text" and "html" in overrides:
+                parts.append((name, "converted from the HTML override", None))
+            else:
+                parts.append((name, "built-in", services.renderer.builtin_source(kind, name)))
+        return parts
+
+    for name, origin, source in _with_services(config, None, body):
+        console.rule(f"{kind} {name} ({origin})")
+        if source is None:
+            console.print("(no template: the text part is converted from the HTML part)")
+        else:
+            console.print(
+                source, markup=False, highlight=False, end="" if source.endswith("\n") else "\n"
+            )
 
 
 @app.command()

@@ -80,13 +80,10 @@ def seed_demo(services: Services, *, tenant: str) -> int:
     for invoice in invoices:
         if invoice.status is not InvoiceStatus.OPEN:
             continue
-        services.enqueue_invoice_email(
-            invoice.number, kind="new_invoice", tenant=tenant, manual=False
-        )
-        queued += 1
-        if invoice.due_at < now:
-            services.enqueue_invoice_email(
-                invoice.number, kind="late_payment_reminder", tenant=tenant, manual=False
+        kinds = ["new_invoice"] + (["late_payment_reminder"] if invoice.due_at < now else [])
+        for kind in kinds:
+            message = services.enqueue_invoice_email(
+                invoice.number, kind=kind, tenant=tenant, manual=False
             )
-            queued += 1
+            queued += message is not None
     return queued

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mailer.errors import ConfigError
+from mailer.kinds import KINDS
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
+_HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}")
+_NOT_IN_URL = re.compile(r"[\s\x00-\x1f\x7f\"'<>\\]")
 
 
 class _Frozen(BaseModel):
@@ -130,6 +135,76 @@ class DKIMConfig(_Frozen):
         return value
 
 
+class BrandingConfig(_Frozen):
+    """How a tenant's emails look: logo, colour, postal address and legal footer."""
+
+    logo_url: str | None = None  # http(s) URL; the only remote resource an email may load
+    brand_color: str | None = None  # "#0b5cad" or "#08c"
+    address: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list)
+    footer: Annotated[str, Field(max_length=1000)] | None = None  # company number, VAT id
+
+    @field_validator("logo_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if _NOT_IN_URL.search(value) or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"logo_url must be an http(s) URL, not {value[:80]!r}")
+        return value
+
+    @field_validator("brand_color")
+    @classmethod
+    def _hex_color(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX_COLOR.fullmatch(value):
+            raise ValueError(f"brand_color must be a hex colour such as '#0b5cad', not {value!r}")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _one_line_each(cls, value: list[str]) -> list[str]:
+        if any("\n" in line or "\r" in line for line in value):
+            raise ValueError("address takes one list item per line, without line breaks")
+        return value
+
+    def as_context(self) -> dict[str, Any]:
+        """The ``tenant`` keys of the render context (``mailer.kinds.TenantData``)."""
+        return {
+            "logo_url": self.logo_url,
+            "brand_color": self.brand_color,
+            "address": list(self.address),
+            "footer": self.footer,
+        }
+
+
+class EmailKindConfig(_Frozen):
+    """Whether a tenant sends one kind of email, and with its PDF attached."""
+
+    enabled: bool
+    attach_pdf: bool
+
+
+def _kind_settings(value: object) -> object:
+    """Every kind's settings: the tenant's table over the defaults from ``mailer.kinds``."""
+    if not isinstance(value, Mapping):
+        return value  # pydantic reports the wrong type
+    unknown = sorted(str(name) for name in value if name not in KINDS)
+    if unknown:
+        raise ValueError(
+            f"unknown email kind {unknown[0]!r}; known kinds: {', '.join(sorted(KINDS))}"
+        )
+    merged: dict[str, object] = {}
+    for name, spec in KINDS.items():
+        given = value.get(name, {})
+        if not isinstance(given, Mapping):
+            merged[name] = given
+            continue
+        if given.get("attach_pdf") and spec.pdf is None:
+            raise ValueError(f"{name}.attach_pdf: a {name} email has no PDF to attach")
+        merged[name] = {"enabled": spec.default_on, "attach_pdf": spec.pdf is not None, **given}
+    return merged
+
+
 class TenantConfig(_Frozen):
     """A business that sends its invoices through dunmail."""
 
@@ -143,6 +218,22 @@ class TenantConfig(_Frozen):
     time_zone: str = "UTC"
     locale: str = "en"
     rate_per_minute: Annotated[int, Field(ge=1)] = 6000
+    branding: BrandingConfig = Field(default_factory=BrandingConfig)
+    # One entry per kind in mailer.kinds.KINDS, defaults filled in: [tenants.<slug>.emails.<kind>]
+    emails: dict[str, EmailKindConfig] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("emails", mode="before")
+    @classmethod
+    def _known_kinds(cls, value: object) -> object:
+        return _kind_settings(value)
+
+    def sends(self, kind: str) -> bool:
+        """Whether this tenant sends ``kind`` emails at all."""
+        return self.emails[kind].enabled
+
+    def attaches_pdf(self, kind: str) -> bool:
+        """Whether ``kind`` emails carry their PDF (never for a kind that has none)."""
+        return self.emails[kind].attach_pdf
 
     @field_validator("dkim", mode="before")
     @classmethod

@@ -6,21 +6,40 @@ the email always describes the document version it was enqueued for.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from mailer.models import Customer, Invoice, Tenant
 from mailer.render import normalise_locale
 
+# The branding keys of ``mailer.kinds.TenantData`` a caller may pass (``BrandingConfig``).
+BRANDING_KEYS = ("logo_url", "brand_color", "address", "footer", "css")
+
 
 def invoice_context(
-    *, tenant: Tenant, customer: Customer, invoice: Invoice, now: datetime
+    *,
+    tenant: Tenant,
+    customer: Customer,
+    invoice: Invoice,
+    now: datetime,
+    branding: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the invoice templates may show, as JSON-safe data."""
+    """Everything the invoice templates may show, as JSON-safe data.
+
+    ``branding`` is the tenant's ``BrandingConfig.as_context()``: it lives in the config, not
+    in the ledger, so the caller passes it in. The tenant's locale is the fallback language.
+    """
     overdue = (now.date() - invoice.due_at.date()).days
+    tenant_data: dict[str, Any] = {"name": tenant.name, "email": tenant.email}
+    for key in BRANDING_KEYS:
+        value = (branding or {}).get(key)
+        if value is not None:
+            tenant_data[key] = list(value) if key == "address" else value
     return {
         "locale": normalise_locale(customer.locale, tenant.locale),
-        "tenant": {"name": tenant.name, "email": tenant.email},
+        "fallback_locale": normalise_locale(tenant.locale),
+        "tenant": tenant_data,
         "customer": {"name": customer.name, "id": customer.external_id},
         "invoice": {
             "number": invoice.number,

@@ -247,6 +247,9 @@ class Message(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=1000)
     skip_reason: str | None = Field(default=None, max_length=200)
     manual: bool = False  # enqueued by a person (``dunmail send``), not by the scheduler
+    # SHA-256 of the PDF this message carries (or links to): the bytes in StoredPDF, so the
+    # email, its attachment and the hosted download show the same document version.
+    pdf_sha256: str | None = Field(default=None, max_length=64)
 
 
 class MessageRecipient(SQLModel, table=True):
@@ -276,3 +279,42 @@ class DeliveryAttempt(SQLModel, table=True):
     code: int | None = None
     response: str | None = Field(default=None, max_length=1000)
     recipients: list[dict[str, Any]] = _json(list)  # [{address, code, response, status}]
+
+
+class StoredPDF(SQLModel, table=True):
+    """A rendered PDF of one immutable document version, kept so it is rendered only once.
+
+    ``document`` names the document (``"invoice:42"``) and ``version`` its version; ``render_key``
+    (:func:`mailer.pdf.render_key`) covers everything else that decides the bytes (context,
+    templates, WeasyPrint), so a deploy that changes the output renders anew.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "document", "version", "render_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    document: str = Field(max_length=100)
+    version: int
+    render_key: str = Field(max_length=64)
+    sha256: str = Field(max_length=64, index=True)
+    pages: int
+    data: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))
+    created_at: datetime = _at()
+
+
+class TemplateOverride(SQLModel, table=True):
+    """A tenant's own source for one part (subject, text, html) of one email kind.
+
+    Saved only after :func:`mailer.overrides.validate_override` accepted it, so a broken
+    template is refused when it is saved, never discovered when an email is sent.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "kind", "part"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    kind: str = Field(max_length=63)
+    part: str = Field(max_length=10)
+    source: str = Field(sa_column=Column(sa.Text, nullable=False))
+    updated_at: datetime = _at()
+    updated_by: str = Field(max_length=200)

@@ -17,16 +17,17 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from functools import cached_property
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from mailer.address import make_address, parse_addr_spec
+from mailer.address import parse_addr_spec
+from mailer.assemble import Assembler, Sender, Signer
 from mailer.clock import Clock
-from mailer.compose import Draft, Envelope, build_message, to_bytes
 from mailer.config import DeliveryConfig
 from mailer.db import session_scope
 from mailer.delivery import Decision, decide
@@ -47,14 +48,9 @@ from mailer.models import (
     RecipientStatus,
 )
 from mailer.ratelimit import Throttle, enhanced_status, should_back_off
-from mailer.render import Renderer
 from mailer.transport import SendResult, Transport
 
 log = logging.getLogger(__name__)
-
-
-class Signer(Protocol):
-    def sign(self, message: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +63,11 @@ class SendingProfile:
     signer: Signer
     identity: SenderIdentity
     rate_per_minute: int
+    max_message_bytes: int | None = None  # the endpoint's (SMTPEndpoint.max_message_bytes)
+
+    @cached_property
+    def sender(self) -> Sender:
+        return Sender(self.identity.message_id_domain, self.signer, self.max_message_bytes)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,9 @@ class Claimed:
     attempts: int
     recipients: tuple[str, ...]
     previously_accepted: int
+    invoice_id: int | None = None
+    document_version: int | None = None
+    pdf_sha256: str | None = None  # recorded by an earlier attempt: a retry sends those bytes
 
 
 @dataclass
@@ -116,6 +120,7 @@ class _Attempt:
     result: SendResult | None = None
     error: BaseException | None = None
     throttled_until: datetime | None = None
+    pdf_sha256: str | None = None
 
 
 @dataclass
@@ -151,20 +156,29 @@ class Outbox:
         *,
         clock: Clock,
         profiles: Mapping[int, SendingProfile],
-        renderer: Renderer,
+        assembler: Assembler,
         policy: DeliveryConfig,
         worker_id: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        """``assembler`` builds each message (templates, PDFs, signing); the outbox decides
+        when, records what happened, and never sends one twice."""
         self._engine = engine
         self._clock = clock
         self._profiles = profiles
-        self._renderer = renderer
+        self._assembler = assembler
         self._policy = policy
         self.worker_id = worker_id or f"w-{secrets.token_hex(4)}"
         self._rng = rng or random.Random()
         rates = {f"tenant:{p.tenant_id}": p.rate_per_minute for p in profiles.values()}
         self._throttle = Throttle(lambda key: rates.get(key, policy.domain_rate_per_minute))
+
+    def profile(self, tenant_id: int) -> SendingProfile:
+        """How tenant ``tenant_id``'s mail is sent (for a preview that must match)."""
+        try:
+            return self._profiles[tenant_id]
+        except KeyError:
+            raise MailerError(f"tenant {tenant_id} has no sending profile configured") from None
 
     # -- enqueue -----------------------------------------------------------------------------
 
@@ -273,6 +287,9 @@ class Outbox:
             attempts=message.attempts,
             recipients=tuple(r.address for r in owed),
             previously_accepted=sum(r.status is RecipientStatus.ACCEPTED for r in recipients),
+            invoice_id=message.invoice_id,
+            document_version=message.document_version,
+            pdf_sha256=message.pdf_sha256,
         )
 
     # -- deliver -----------------------------------------------------------------------------
@@ -281,6 +298,7 @@ class Outbox:
         """One pass: deliver every message due now, then return (``dunmail deliver``)."""
         report = PassReport()
         recorder = _Recorder(self._record, report)
+        self._assembler.forget_overrides()  # a template saved since the last pass applies now
         try:
             while True:
                 now = self._clock.now()
@@ -310,9 +328,10 @@ class Outbox:
             return attempt
         try:
             envelope = profile.identity.envelope(claimed.uid)
-            data = self._prepare(claimed, profile, envelope)
+            built = await self._assembler.assemble(claimed, profile.sender, envelope, now=started)
+            attempt.pdf_sha256 = built.pdf_sha256
             attempt.result = await profile.transport.send(
-                data, sender=envelope.mail_from, recipients=claimed.recipients
+                built.data, sender=envelope.mail_from, recipients=claimed.recipients
             )
             self._note_backoff(attempt.result, started)
         except DeliveryError as exc:
@@ -328,24 +347,6 @@ class Outbox:
             attempt.error = exc
         attempt.finished_at = self._clock.now()
         return attempt
-
-    def _prepare(self, claimed: Claimed, profile: SendingProfile, envelope: Envelope) -> bytes:
-        """Render, compose and DKIM-sign one message, on the event loop's thread.
-
-        Signing costs about 1 ms (the RSA step runs in OpenSSL). Measured in bench/send.py,
-        handing it to ``asyncio.to_thread`` cost more CPU in thread hand-offs and GIL
-        contention than it saved: the whole pipeline ran 35 % slower that way.
-        """
-        rendered = self._renderer.render(claimed.kind, claimed.context)
-        draft = Draft(
-            uid=claimed.uid,
-            message_id_domain=profile.identity.message_id_domain,
-            date=claimed.created_at,
-            to=[make_address(a) for a in claimed.recipients],
-            envelope=envelope,
-        )
-        raw = to_bytes(build_message(rendered, draft))
-        return profile.signer.sign(raw)
 
     def _note_backoff(self, result: SendResult, now: datetime) -> None:
         for r in result.recipients:
@@ -370,8 +371,12 @@ class Outbox:
                 row.id: row
                 for row in session.execute(
                     sa.select(
-                        col(Message.id), col(Message.attempts), col(Message.claimed_by),
-                        col(Message.status), col(Message.next_attempt_at),
+                        col(Message.id),
+                        col(Message.attempts),
+                        col(Message.claimed_by),
+                        col(Message.status),
+                        col(Message.next_attempt_at),
+                        col(Message.pdf_sha256),
                     ).where(col(Message.id).in_(ids))
                 )
             }
@@ -379,7 +384,8 @@ class Outbox:
                 (row.message_id, row.address): row.id
                 for row in session.execute(
                     sa.select(
-                        col(MessageRecipient.id), col(MessageRecipient.message_id),
+                        col(MessageRecipient.id),
+                        col(MessageRecipient.message_id),
                         col(MessageRecipient.address),
                     ).where(col(MessageRecipient.message_id).in_(ids))
                 )
@@ -389,8 +395,9 @@ class Outbox:
                 if row is None:
                     continue
                 if row.claimed_by != self.worker_id:
-                    log.warning("message %s: lease lost before its result was recorded",
-                                attempt.claimed.uid)
+                    log.warning(
+                        "message %s: lease lost before its result was recorded", attempt.claimed.uid
+                    )
                 decision = self._decide(attempt, attempts=row.attempts)
                 report.count(decision)
                 message_rows.append(_message_row(row, attempt, decision))
@@ -400,11 +407,15 @@ class Outbox:
                 for update in decision.recipients:
                     rid = recipient_ids.get((attempt.claimed.id, update.address))
                     if rid is not None:
-                        recipient_rows.append({
-                            "id": rid, "status": update.status, "code": update.code,
-                            "response": update.response[:1000],
-                            "updated_at": attempt.finished_at,
-                        })
+                        recipient_rows.append(
+                            {
+                                "id": rid,
+                                "status": update.status,
+                                "code": update.code,
+                                "response": update.response[:1000],
+                                "updated_at": attempt.finished_at,
+                            }
+                        )
             if message_rows:
                 session.execute(sa.update(Message), message_rows)
             if recipient_rows:
@@ -428,17 +439,28 @@ class Outbox:
             policy=self._policy,
             rng=self._rng,
         )
-        log.info("message %s attempt %d: %s (%s)", claimed.uid, attempts + 1,
-                 decision.outcome.value, decision.code)
+        log.info(
+            "message %s attempt %d: %s (%s)",
+            claimed.uid,
+            attempts + 1,
+            decision.outcome.value,
+            decision.code,
+        )
         return decision
 
 
 def _message_row(current: Any, attempt: _Attempt, decision: Decision | None) -> dict[str, Any]:
     """The message's new columns; every row has the same keys so they batch as executemany."""
     row: dict[str, Any] = {
-        "id": current.id, "claimed_until": None, "claimed_by": None,
-        "status": current.status, "attempts": current.attempts,
-        "next_attempt_at": current.next_attempt_at, "finished_at": None, "last_error": None,
+        "id": current.id,
+        "claimed_until": None,
+        "claimed_by": None,
+        "status": current.status,
+        "attempts": current.attempts,
+        "next_attempt_at": current.next_attempt_at,
+        "finished_at": None,
+        "last_error": None,
+        "pdf_sha256": attempt.pdf_sha256 or current.pdf_sha256,
     }
     if decision is None:  # throttled: not an attempt, just later
         row["next_attempt_at"] = attempt.throttled_until
@@ -467,8 +489,7 @@ def _attempt_row(attempt: _Attempt, decision: Decision, *, number: int) -> dict[
         "code": decision.code,
         "response": decision.response[:1000] or None,
         "recipients": [
-            {"address": u.address, "status": u.status.value, "code": u.code,
-             "response": u.response}
+            {"address": u.address, "status": u.status.value, "code": u.code, "response": u.response}
             for u in decision.recipients
         ],
     }

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from dunmail.config import Config
 from mailer.clock import FixedClock
 from mailer.db import create_schema, make_engine
+from mailer.kinds import KINDS
 
 pytest_plugins = ["tests.smtpd"]
 
@@ -39,6 +40,18 @@ def _postgres_reason() -> str | None:
 
 
 _PG_SKIP = _postgres_reason()
+
+
+def _weasyprint_reason() -> str | None:
+    """Why PDFs cannot be rendered here (WeasyPrint needs Debian's Pango), or None."""
+    try:
+        import weasyprint  # noqa: F401
+    except (ImportError, OSError) as exc:
+        return f"WeasyPrint cannot load (Debian packages libpango-1.0-0 libpangoft2-1.0-0): {exc}"
+    return None
+
+
+WEASYPRINT_SKIP = _weasyprint_reason()
 
 
 _TEMPLATE: list[Path] = []
@@ -96,8 +109,18 @@ def engine(db_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def make_config(tmp_path: Path, db_url: str, **overrides: Any) -> Config:
-    """A dev config with one relay tenant ("acme") and DKIM keys under ``tmp_path``."""
+# [tenants.<slug>.emails]: every PDF switched off, so tests that are not about PDFs start no
+# WeasyPrint process pool.
+NO_PDFS: dict[str, dict[str, bool]] = {
+    kind: {"attach_pdf": False} for kind, spec in KINDS.items() if spec.pdf is not None
+}
+
+
+def make_config(tmp_path: Path, db_url: str, *, pdfs: bool = False, **overrides: Any) -> Config:
+    """A dev config with one relay tenant ("acme") and DKIM keys under ``tmp_path``.
+
+    Tenants attach no PDFs unless ``pdfs`` is set or their own ``emails`` table says so.
+    """
     data: dict[str, Any] = {
         "env": "dev",
         "database": {"url": db_url},
@@ -121,6 +144,13 @@ def make_config(tmp_path: Path, db_url: str, **overrides: Any) -> Config:
             data[key] = {**data[key], **value}
         else:
             data[key] = value
+    if not pdfs:
+        data["tenants"] = {
+            slug: {**tenant, "emails": NO_PDFS}
+            if isinstance(tenant, dict) and "emails" not in tenant
+            else tenant
+            for slug, tenant in data["tenants"].items()
+        }
     return Config(**data)
 
 

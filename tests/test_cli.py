@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import DEMO_DOC, START
+from tests.conftest import DEMO_DOC, NO_PDFS, START
 
 ROOT = Path(__file__).resolve().parents[1]
 AT = START.isoformat()
@@ -80,8 +80,10 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def write_config(tmp_path: Path, db_url: str, port: int) -> Path:
+def write_config(tmp_path: Path, db_url: str, port: int, *, pdfs: bool = False) -> Path:
+    """A config file for the CLI; like ``make_config``, it attaches no PDFs unless ``pdfs``."""
     path = tmp_path / "config.toml"
+    no_pdfs = "".join(f"[tenants.acme.emails.{kind}]\nattach_pdf = false\n" for kind in NO_PDFS)
     path.write_text(f"""
 env = "dev"
 [database]
@@ -98,7 +100,7 @@ email = "ar@acme.example"
 domain = "acme.example"
 selector = "s1"
 key_file = "{tmp_path / "keys" / "s1.pem"}"
-""")
+{"" if pdfs else no_pdfs}""")
     return path
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from dunmail.config import DEV_SECRET, Config, load_config
 from mailer.errors import ConfigError
+from mailer.kinds import KINDS
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -122,3 +124,70 @@ def test_credentials_never_travel_in_clear_text_unless_asked() -> None:
     SMTPEndpoint(host="smtp.acme.example", username="u", tls="starttls")
     SMTPEndpoint(host="127.0.0.1", username="u")  # loopback
     SMTPEndpoint(host="smtp.acme.example", username="u", allow_plaintext_auth=True)
+
+
+BRANDING = """
+[tenants.acme.branding]
+logo_url = "https://acme.example/logo.png"
+brand_color = "#0b5cad"
+address = ["Acme Ltd", "1 Example Street"]
+footer = "VAT GB123"
+"""
+
+
+def test_branding_and_email_kinds_have_defaults(tmp_path: Path) -> None:
+    tenant = load_config(_write(tmp_path, BASE)).tenants["acme"]
+    assert tenant.branding.as_context() == {
+        "logo_url": None,
+        "brand_color": None,
+        "address": [],
+        "footer": None,
+    }
+    assert set(tenant.emails) == set(KINDS)
+    for name, spec in KINDS.items():
+        assert tenant.sends(name) is spec.default_on
+        assert tenant.attaches_pdf(name) is (spec.pdf is not None)
+
+
+def test_branding_and_email_kinds_are_read(tmp_path: Path) -> None:
+    text = BASE + BRANDING + "[tenants.acme.emails.thank_you]\nenabled = true\nattach_pdf = false\n"
+    text += "[tenants.acme.emails.statement]\nenabled = false\n"
+    tenant = load_config(_write(tmp_path, text)).tenants["acme"]
+    assert tenant.branding.logo_url == "https://acme.example/logo.png"
+    assert tenant.branding.as_context()["address"] == ["Acme Ltd", "1 Example Street"]
+    assert tenant.sends("thank_you") and not tenant.attaches_pdf("thank_you")
+    assert not tenant.sends("statement") and tenant.attaches_pdf("statement")
+    assert tenant.sends("new_invoice") and tenant.attaches_pdf("new_invoice")
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ("[tenants.acme.emails.invoice_remind]\nenabled = true\n", "'invoice_remind'"),
+        ("[tenants.acme.emails.payment_plan]\nattach_pdf = true\n", "payment_plan.attach_pdf"),
+        ("[tenants.acme.emails.new_invoice]\nenabeld = true\n", "new_invoice.enabeld"),
+        (BRANDING.replace("https://acme", "javascript://acme"), "branding.logo_url"),
+        (BRANDING.replace("#0b5cad", "blue; x: y"), "branding.brand_color"),
+        (BRANDING.replace("footer", "fotter"), "branding.fotter"),
+    ],
+)
+def test_branding_and_email_mistakes_are_named(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, BASE + extra))
+    assert message in str(caught.value)
+
+
+def test_the_commented_branding_and_emails_examples_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uncommented, the example's [tenants.acme.branding] and .emails tables are valid."""
+    example = (Path(__file__).parent.parent / "config.example.toml").read_text()
+    start = example.index("# [tenants.acme.branding]")
+    settings = re.compile(r"# (\[|[a-z_]+ = )")  # "# [table]" and "# key = value", not prose
+    lines = [line[2:] for line in example[start:].splitlines() if settings.match(line)]
+    uncommented = example[:start] + "\n".join(lines) + "\n"
+    monkeypatch.setenv("DUNMAIL_SECRET_KEY", "x" * 32)
+    tenant = load_config(_write(tmp_path, uncommented)).tenants["acme"]
+    assert tenant.branding.brand_color == "#0b5cad" and len(tenant.branding.address) == 3
+    assert tenant.sends("thank_you") and not tenant.attaches_pdf("thank_you")
+    assert not tenant.sends("statement")

@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.dkim import dns_record
+from mailer.errors import MailerError
 from mailer.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
 from mailer.outbox import EnqueueRequest
 from mailer.transport import MemoryTransport
@@ -337,3 +338,61 @@ def _context() -> dict[str, Any]:
             "lines": [],
         },
     }
+
+
+def _spanish_tenant(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "Acme Suministros",
+        "email": "ar@acme.example",
+        "locale": "es",
+        "branding": {
+            "logo_url": "https://acme.example/logo.png",
+            "brand_color": "#aa3300",
+            "address": ["Calle Mayor 1", "28013 Madrid"],
+            "footer": "CIF B-12345678",
+        },
+        **extra,
+    }
+
+
+async def test_a_customer_in_an_untranslated_language_gets_the_tenants_language_and_brand(
+    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+) -> None:
+    services = await _services(tmp_path, db_url, clock, smtpd, tenants={"acme": _spanish_tenant()})
+    try:
+        doc = {**DEMO_DOC, "customers": [{**DEMO_DOC["customers"][0], "locale": "ja"}]}
+        assert services.import_document(doc, tenant="acme").errors == []
+        message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    finally:
+        await services.close()
+    assert message.status is MessageStatus.SENT
+    msg = email.message_from_bytes(smtpd.envelopes[0].content, policy=policy.default)
+    assert msg["Subject"] == "Factura INV-1042 de Acme Suministros"
+    html_part = msg.get_body(preferencelist=("html",))
+    text_part = msg.get_body(preferencelist=("plain",))
+    assert html_part is not None and text_part is not None
+    markup, text = html_part.get_content(), text_part.get_content()
+    assert 'src="https://acme.example/logo.png"' in markup
+    assert "#aa3300" in markup
+    assert "Calle Mayor 1" in markup and "CIF B-12345678" in markup
+    assert "120,00\xa0€" in text  # Spanish number format, not Japanese
+    assert "Calle Mayor 1" in text and "CIF B-12345678" in text
+
+
+async def test_a_switched_off_kind_is_skipped_automatically_and_refused_by_hand(
+    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+) -> None:
+    tenant = _spanish_tenant(emails={"invoice_reminder": {"enabled": False}})
+    services = await _services(tmp_path, db_url, clock, smtpd, tenants={"acme": tenant})
+    try:
+        skipped = services.enqueue_invoice_email(
+            "INV-1042", kind="invoice_reminder", tenant=None, manual=False
+        )
+        assert skipped is None
+        with pytest.raises(MailerError, match=r"invoice_reminder emails are switched off"):
+            await services.send_invoice("INV-1042", kind="invoice_reminder", tenant=None)
+        sent = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    finally:
+        await services.close()
+    assert [m.kind for m in _messages(services)] == ["new_invoice"]
+    assert sent.status is MessageStatus.SENT and len(smtpd.envelopes) == 1

@@ -12,7 +12,7 @@ PACKAGES = ("mailer", "scheduler", "bounce", "dunmail")
 # Third-party modules that may be imported only by their one edge module.
 EDGES = {
     "aiosmtplib": {"mailer/transport.py"},
-    "weasyprint": {"mailer/pdf.py"},
+    "weasyprint": {"mailer/pdf.py", "mailer/pdf_fetch.py"},
     "dkim": {"mailer/dkim.py"},
     "flanker": {"bounce/addresses.py"},
 }

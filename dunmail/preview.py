@@ -1,0 +1,171 @@
+"""An email exactly as it would be sent (headers, parts, PDF, DKIM), neither sent nor recorded.
+
+The context is built by ``Services.invoice_email``, as the outbox stores it; the message by
+:class:`mailer.assemble.Assembler` with the tenant's sending profile, as the outbox sends it.
+Only the database writes and the transport are left out (the PDF is rendered here, not taken
+from or put in the store), so ``dunmail preview`` can be run against a live ledger at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+
+from dunmail.app import INVOICE_KINDS, Services
+from mailer.assemble import Assembler, PDFFile
+from mailer.config import TenantConfig
+from mailer.errors import MailerError
+from mailer.kinds import KINDS, sample_context
+from mailer.outbox import Claimed
+from mailer.render import normalise_locale
+
+# The kinds a preview can build from an invoice in the ledger; any kind works with a sample.
+PREVIEW_INVOICE_KINDS = (*INVOICE_KINDS, "thank_you")
+SAMPLE_RECIPIENT = "customer@example.com"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A composed, signed message and what went into it."""
+
+    kind: str
+    recipients: tuple[str, ...]
+    data: bytes  # RFC 5322 bytes, DKIM-signed, as the transport would receive them
+    pdf: str | None  # the attached PDF's file name, if any
+    pdf_skipped: str | None = None  # why a kind with a PDF has none attached
+    enabled: bool = True  # False: the tenant's config switches this kind off
+
+
+@dataclass(frozen=True)
+class _Source:
+    context: dict[str, Any]
+    recipients: tuple[str, ...]
+
+
+async def build_preview(
+    services: Services,
+    kind: str,
+    *,
+    invoice: str | None,
+    tenant: str | None,
+    locale: str | None = None,
+    sample: bool = False,
+) -> Preview:
+    """Render, compose and sign ``kind`` for ``invoice`` (or its sample context) in memory."""
+    if kind not in KINDS:
+        raise MailerError(f"unknown email kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    tenant_id = services.tenant_id(tenant)
+    _, config = services.tenant_config(tenant_id)
+    if sample:
+        source = _sample(kind, config, locale)
+    elif invoice is None:
+        raise MailerError(f"say which invoice with --invoice, or preview {kind} with --sample")
+    elif kind not in PREVIEW_INVOICE_KINDS:
+        raise MailerError(
+            f"{kind} is not an invoice email ({', '.join(PREVIEW_INVOICE_KINDS)}): "
+            "preview it with --sample"
+        )
+    else:
+        source = _from_ledger(services, kind, invoice, tenant_id, locale)
+
+    profile = services.outbox.profile(tenant_id)
+    uid = secrets.token_hex(10)  # as Outbox.enqueue makes them; nothing is stored under it
+    snapshot = Claimed(
+        id=0,
+        uid=uid,
+        tenant_id=tenant_id,
+        kind=kind,
+        context=source.context,
+        created_at=services.clock.now(),
+        attempts=0,
+        recipients=source.recipients,
+        previously_accepted=0,
+    )
+    envelope = profile.identity.envelope(uid)
+    skipped = _no_pdf_reason(services.assembler, snapshot, config)
+    if skipped is None:
+        try:
+            built = await services.assembler.with_pdfs(_RenderHere()).assemble(
+                snapshot, profile.sender, envelope, now=snapshot.created_at
+            )
+            return Preview(
+                kind, source.recipients, built.data, built.pdf_filename, None, config.sends(kind)
+            )
+        except _PDFFailed as exc:  # the outbox would fail this message: show why, keep the email
+            skipped = str(exc)
+    built = await services.assembler.with_pdfs(None).assemble(
+        snapshot, profile.sender, envelope, now=snapshot.created_at
+    )
+    return Preview(kind, source.recipients, built.data, None, skipped, config.sends(kind))
+
+
+def _sample(kind: str, config: TenantConfig, locale: str | None) -> _Source:
+    context = sample_context(kind, locale=normalise_locale(locale, config.locale))
+    context["fallback_locale"] = normalise_locale(config.locale)
+    # The tenant's own name and look, not the sample's: the email this tenant would send.
+    branding = {k: v for k, v in config.branding.as_context().items() if v}
+    context["tenant"] = {"name": config.name, "email": config.email, **branding}
+    return _Source(context, (SAMPLE_RECIPIENT,))
+
+
+def _from_ledger(
+    services: Services, kind: str, number: str, tenant_id: int, locale: str | None
+) -> _Source:
+    """The context ``enqueue_invoice_email`` would store, read without writing anything."""
+    with Session(services.engine) as session:  # never committed: a preview records nothing
+        email = services.invoice_email(
+            session, tenant_id=tenant_id, number=number, kind=kind, sending=False
+        )
+    context = email.context
+    if locale is not None:
+        _, config = services.tenant_config(tenant_id)
+        context["locale"] = normalise_locale(locale, config.locale)
+    return _Source(context, email.recipients)
+
+
+def _no_pdf_reason(assembler: Assembler, snapshot: Claimed, config: TenantConfig) -> str | None:
+    """Why ``snapshot`` goes without a PDF, or None when it carries one."""
+    kind = snapshot.kind
+    if KINDS[kind].pdf is None:
+        return None  # nothing to say: the kind has no PDF
+    if not config.attaches_pdf(kind):
+        return f"attach_pdf is off for {kind}"
+    try:
+        import mailer.pdf  # noqa: F401  (WeasyPrint and its system libraries)
+    except (ImportError, OSError) as exc:
+        return f"PDFs unavailable: {exc}"
+    if assembler.with_pdfs(_RenderHere()).pdf_target(snapshot) is None:
+        return f"the {kind} context has no document to print"
+    return None
+
+
+class _PDFFailed(MailerError):
+    """The PDF could not be rendered; the preview shows the email without it, and why."""
+
+
+class _RenderHere:
+    """A PDF source that renders in this process and stores nothing (a preview records nothing)."""
+
+    async def fetch_pdf(
+        self,
+        *,
+        tenant_id: int,
+        document: str,
+        version: int,
+        pdf: str,
+        context: Mapping[str, Any],
+        sha256: str | None = None,
+    ) -> PDFFile:
+        from mailer.pdf import render_document
+        from mailer.pdfstore import build_pdf_context
+
+        try:
+            pdf_context, css = build_pdf_context(pdf, context)
+            return await asyncio.to_thread(render_document, pdf, pdf_context, tenant_css=css)
+        except MailerError as exc:
+            raise _PDFFailed(f"the {pdf} PDF failed: {exc}") from exc

@@ -1,0 +1,153 @@
+"""PURE: a PDF document's HTML from its context: the sandboxed templates of ``templates/pdf/``.
+
+The first half of a render, kept apart from WeasyPrint (which this module does not import) so the
+templates, their filters and the checks on a context can be used and tested without Pango. The
+other PDF modules build on this one, so :class:`PDFError` and the document table live here.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from babel.core import UnknownLocaleError
+from babel.numbers import format_decimal, format_percent
+from jinja2.sandbox import SandboxedEnvironment
+
+from mailer.errors import MailerError, TemplateError
+from mailer.render import TEMPLATES, format_day, format_money
+
+PDF_TEMPLATES = TEMPLATES / "pdf"
+# The document kinds, each with the context key that holds its data.
+DOCUMENTS = {
+    "invoice": "invoice",
+    "credit_note": "credit_note",
+    "estimate": "estimate",
+    "receipt": "payment",
+    "statement": "statement",
+}
+STATEMENT_MODES = ("open_item", "balance_forward")
+MAX_HTML = 8 * 1024 * 1024  # about 20,000 invoice lines: beyond it, refuse rather than grind
+DEFAULT_BRAND = "#1f6feb"
+
+
+class PDFError(MailerError):
+    """WeasyPrint could not render a document, or its input was refused; the message says why."""
+
+
+def _isolated(text: str) -> str:
+    """Right-to-left values (an Arabic date, with its U+200F marks) between FSI and PDI.
+
+    Unicode bidi isolation (UAX #9) keeps such a value in its own direction inside an English
+    sentence; without it "02/03/2026" in the ar locale is reordered to "022026/03/". Plain
+    characters, not a <bdi> element, because every element costs layout time.
+    """
+    if any(unicodedata.bidirectional(char) in ("R", "AL") for char in text):
+        return f"\u2068{text}\u2069"
+    return text
+
+
+@jinja2.pass_context
+def _money(ctx: jinja2.runtime.Context, amount_minor: int, currency: str) -> str:
+    return _isolated(format_money(amount_minor, currency, ctx["locale"]))
+
+
+@jinja2.pass_context
+def _date(ctx: jinja2.runtime.Context, value: str | date, fmt: str = "medium") -> str:
+    day = datetime.fromisoformat(value) if isinstance(value, str) else value
+    formatted = format_day(day.date() if isinstance(day, datetime) else day, fmt, ctx["locale"])
+    return _isolated(formatted)
+
+
+@jinja2.pass_context
+def _number(ctx: jinja2.runtime.Context, value: str | int) -> str:
+    return _isolated(format_decimal(Decimal(str(value)), locale=ctx["locale"]))
+
+
+@jinja2.pass_context
+def _percent(ctx: jinja2.runtime.Context, value: str | int) -> str:
+    rate = Decimal(str(value)) / 100
+    return _isolated(format_percent(rate, locale=ctx["locale"], decimal_quantization=False))
+
+
+def _css_color(value: object) -> str:
+    """Only ``#rgb``/``#rrggbb`` reach the stylesheet: autoescaping does not make CSS safe."""
+    text = value if isinstance(value, str) else ""
+    digits = text[1:]
+    ok = text.startswith("#") and len(digits) in (3, 6)
+    return text if ok and all(c in "0123456789abcdefABCDEF" for c in digits) else DEFAULT_BRAND
+
+
+@lru_cache(maxsize=4)
+def environment(root: Path = PDF_TEMPLATES) -> SandboxedEnvironment:
+    """The sandboxed environment of the templates in ``root``, built once per process."""
+    env = SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,  # templates change with a deploy, not under a running engine
+    )
+    env.filters.update(
+        money=_money, date=_date, number=_number, percent=_percent, css_color=_css_color
+    )
+    return env
+
+
+def render_html(document: str, context: Mapping[str, Any], *, root: Path = PDF_TEMPLATES) -> str:
+    """The HTML of ``document`` for ``context``: PURE, the first half of ``mailer.pdf.render_pdf``.
+
+    A template problem (syntax, a missing variable, a sandbox refusal) becomes a TemplateError
+    naming the template and line; a context WeasyPrint must not see is refused with PDFError.
+    """
+    key = DOCUMENTS.get(document)
+    if key is None:
+        raise TemplateError(f"no PDF template for {document!r} (one of {', '.join(DOCUMENTS)})")
+    if key not in context:
+        raise TemplateError(f"{document}.html: the context has no {key!r}")
+    if document == "statement" and context[key].get("style") not in STATEMENT_MODES:
+        raise PDFError(f"statement.style must be one of {STATEMENT_MODES}")
+    try:
+        html = environment(root).get_template(f"{document}.html").render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{exc.name}:{exc.lineno}: {exc.message}") from exc
+    except _RENDER_ERRORS as exc:
+        raise TemplateError(f"{_template_line(exc, root, document)}: {exc}") from exc
+    if len(html) > MAX_HTML:
+        raise PDFError(
+            f"{document} is too large to render as a PDF ({len(html):,} characters of HTML; "
+            f"the limit is {MAX_HTML:,})"
+        )
+    return html
+
+
+# What a template or a filter raises on bad data: an unknown variable, a sandbox refusal, a date
+# or decimal that does not parse (InvalidOperation is an ArithmeticError), an unknown locale.
+_RENDER_ERRORS = (
+    jinja2.UndefinedError,
+    jinja2.exceptions.SecurityError,
+    TypeError,
+    ValueError,
+    ArithmeticError,
+    LookupError,
+    UnknownLocaleError,
+)
+
+
+def _template_line(exc: BaseException, root: Path, document: str) -> str:
+    """``name:line`` of the innermost template frame; Jinja rewrites tracebacks to show them."""
+    where = f"{document}.html"
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.startswith(str(root)):
+            where = f"{Path(filename).name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
