@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -15,19 +17,31 @@ from dunmail.config import Config
 from mailer.assemble import Assembler
 from mailer.clock import Clock
 from mailer.config import DeliveryMode, SMTPEndpoint, TenantConfig
-from mailer.context import invoice_context
+from mailer.context import invoice_context, party_context
 from mailer.db import create_schema, make_engine, session_scope
 from mailer.dkim import DKIMSigner, generate_key
+from mailer.dunning_config import StatementSchedule
 from mailer.errors import ConfigError, MailerError, NotFoundError
 from mailer.identity import sender_identity
-from mailer.ledger import ImportReport, find_invoice, import_document, invoice_contacts
+from mailer.ledger import (
+    ImportReport,
+    customer_contacts,
+    find_invoice,
+    import_document,
+    invoice_contacts,
+)
 from mailer.links import DownloadLinks
 from mailer.models import (
     Customer,
+    Event,
+    EventStatus,
+    Hold,
+    HoldReason,
     Invoice,
     InvoiceStatus,
     Message,
     MessageRecipient,
+    MessageStatus,
     Payment,
     PaymentAllocation,
     TemplateOverride,
@@ -42,8 +56,16 @@ from mailer.overrides import (
     stored_overrides,
 )
 from mailer.render import Renderer
+from mailer.statement import StatementStyle
 from mailer.transport import SMTPTransport, Transport
 from mailer.verp import derive_key
+from scheduler.cadence import Action, Rules, manual_send
+from scheduler.calendar import SendCalendar
+from scheduler.dunning import SUMMARY, Dunning, DunningReport, PlanEntry, state_of, store_state
+from scheduler.events import EventPass, SkipEvent
+from scheduler.holds import lift_hold, list_holds, place_hold
+from scheduler.preflight import Preflight
+from scheduler.statements import StatementPass, record_statements
 
 if TYPE_CHECKING:  # WeasyPrint is imported only when PDFs are switched on
     from mailer.pdfstore import PDFRendering, PDFStore
@@ -79,6 +101,10 @@ class Services:
     pdf_renderer: PDFRendering | None = None  # closed with the services when it has close()
     # (tenant_id, kind) -> {part: source}: the tenant's own templates (mailer/overrides.py)
     overrides: Callable[[int, str], Mapping[str, str]] | None = None
+    dunning: Dunning | None = None
+    events: EventPass | None = None
+    statements: StatementPass | None = None
+    _rules: dict[tuple[int, str, str], Rules] = field(default_factory=dict, repr=False)
 
     async def close(self) -> None:
         for transport in self.transports:
@@ -109,8 +135,17 @@ class Services:
     def import_document(self, data: object, *, tenant: str | None) -> ImportReport:
         """Upsert a JSON import document; invalid records are reported, the rest applied."""
         tenant_id = self.tenant_id(tenant)
+        _, config = self.tenant_config(tenant_id)
         with session_scope(self.engine) as session:
-            return import_document(session, tenant_id=tenant_id, data=data, now=self.clock.now())
+            return import_document(
+                session,
+                tenant_id=tenant_id,
+                data=data,
+                now=self.clock.now(),
+                cadences=config.dunning.cadences.keys(),
+                grace=config.dunning.grace,
+                billed_soon_days=config.dunning.billed_soon_days,
+            )
 
     def tenant_config(self, tenant_id: int) -> tuple[str, TenantConfig]:
         """The slug and ``[tenants.<slug>]`` table of the tenant with ``tenant_id``."""
@@ -128,18 +163,25 @@ class Services:
         renders it (``sending=False``: a draft can be previewed). Branding lives in the config,
         so it is added here, not in the ledger.
         """
-        now = self.clock.now()
-        _, config = self.tenant_config(tenant_id)
         invoice = find_invoice(session, tenant_id=tenant_id, number=number)
         if sending and invoice.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
             raise MailerError(f"invoice {number} is {invoice.status.value}; it is not sent")
+        customer = session.get(Customer, invoice.customer_id)
+        if customer is None:
+            raise NotFoundError(f"invoice {number}: its customer row is missing")
+        return self._invoice_email(session, invoice, customer, kind)
+
+    def _invoice_email(
+        self, session: Session, invoice: Invoice, customer: Customer, kind: str
+    ) -> InvoiceEmail:
+        now = self.clock.now()
+        _, config = self.tenant_config(invoice.tenant_id)
         contacts = invoice_contacts(session, invoice)
         if not contacts:
-            raise MailerError(f"invoice {number}: its customer has no contact to send to")
-        tenant_row = session.get(Tenant, tenant_id)
-        customer = session.get(Customer, invoice.customer_id)
-        if tenant_row is None or customer is None:
-            raise NotFoundError(f"invoice {number}: tenant or customer row is missing")
+            raise MailerError(f"invoice {invoice.number}: its customer has no contact to send to")
+        tenant_row = session.get(Tenant, invoice.tenant_id)
+        if tenant_row is None:
+            raise NotFoundError(f"invoice {invoice.number}: its tenant row is missing")
         context = invoice_context(
             tenant=tenant_row,
             customer=customer,
@@ -161,6 +203,120 @@ class Services:
             context=context,
             recipients=tuple(c.email for c in contacts),
         )
+
+    def _request(
+        self, email: InvoiceEmail, kind: str, *, manual: bool, occasion: str | None = None
+    ) -> EnqueueRequest:
+        invoice = email.invoice
+        return EnqueueRequest(
+            tenant_id=invoice.tenant_id,
+            kind=kind,
+            recipients=list(email.recipients),
+            context=email.context,
+            document=f"invoice:{invoice.id}",
+            version=invoice.version,
+            customer_id=email.customer.id,
+            invoice_id=invoice.id,
+            manual=manual,
+            occasion=occasion,
+        )
+
+    def enqueue_scheduled(
+        self, session: Session, invoice: Invoice, customer: Customer, action: Action, now: datetime
+    ) -> tuple[str, ...]:
+        """Queue the email the dunning pass decided on, in the pass's transaction."""
+        email = self._invoice_email(session, invoice, customer, action.kind)
+        request = self._request(email, action.kind, manual=False, occasion=action.occasion)
+        self.outbox.enqueue(session, request, now=now)
+        return email.recipients
+
+    def enqueue_summary(
+        self,
+        session: Session,
+        customer: Customer,
+        invoices: list[Invoice],
+        occasion: str,
+        now: datetime,
+    ) -> tuple[str, ...]:
+        """Queue customer-level chasing: one ``overdue_summary`` for all the overdue invoices
+        of one customer in one currency (a per-customer cadence)."""
+        slug, config = self.tenant_config(customer.tenant_id)
+        if not config.sends(SUMMARY):
+            raise MailerError(f"{SUMMARY} emails are switched off for tenant {slug}")
+        tenant_row = session.get(Tenant, customer.tenant_id)
+        if tenant_row is None:
+            raise NotFoundError(f"customer {customer.external_id}: its tenant row is missing")
+        recipients = tuple(c.email for c in customer_contacts(session, customer))
+        if not recipients:
+            raise MailerError(f"customer {customer.external_id} has no contact to send to")
+        currency = invoices[0].currency
+        overdue_days = [max(0, (now.date() - i.due_at.date()).days) for i in invoices]
+        items = [
+            {
+                "number": i.number,
+                "issued_at": i.issued_at.isoformat(),
+                "due_at": i.due_at.isoformat(),
+                "days_overdue": days,
+                "total_minor": i.total_minor,
+                "balance_minor": i.balance_minor,
+            }
+            for i, days in zip(invoices, overdue_days, strict=True)
+        ]
+        context = {
+            **party_context(
+                tenant=tenant_row, customer=customer, branding=config.branding.as_context()
+            ),
+            "overdue": {
+                "currency": currency,
+                "balance_minor": sum(i.balance_minor for i in invoices),
+                "items": items,
+            },
+            "days_overdue": max(overdue_days),
+        }
+        request = EnqueueRequest(
+            tenant_id=customer.tenant_id,
+            kind=SUMMARY,
+            recipients=list(recipients),
+            context=context,
+            document=f"customer:{customer.id}:{currency}",
+            customer_id=customer.id,
+            occasion=occasion,
+        )
+        self.outbox.enqueue(session, request, now=now)
+        return recipients
+
+    def enqueue_event(self, session: Session, event: Event, now: datetime) -> Message:
+        """Queue a due ledger event's email (receipt, refund, ...) in the event pass's
+        transaction: the kind's frozen part plus sender, recipient and branding as they are
+        now, to the customer's invoice contacts."""
+        slug, config = self.tenant_config(event.tenant_id)
+        if not config.sends(event.kind):
+            raise SkipEvent(f"{event.kind} emails are switched off for tenant {slug}")
+        tenant_row = session.get(Tenant, event.tenant_id)
+        customer = session.get(Customer, event.customer_id)
+        if tenant_row is None or customer is None:
+            raise NotFoundError(f"event {event.key}: its tenant or customer row is missing")
+        recipients = tuple(c.email for c in customer_contacts(session, customer))
+        if not recipients:
+            raise SkipEvent(f"customer {customer.external_id} has no contact to send to")
+        context = {
+            **party_context(
+                tenant=tenant_row, customer=customer, branding=config.branding.as_context()
+            ),
+            **event.context,
+        }
+        request = EnqueueRequest(
+            tenant_id=event.tenant_id,
+            kind=event.kind,
+            recipients=list(recipients),
+            context=context,
+            document=event.document,
+            version=event.version,
+            customer_id=customer.id,
+            invoice_id=event.invoice_id,
+            occasion=f"event {event.id}",
+        )
+        return self.outbox.enqueue(session, request, now=now)
 
     def enqueue_invoice_email(
         self, number: str, *, kind: str, tenant: str | None, manual: bool
@@ -187,20 +343,14 @@ class Services:
         with session_scope(self.engine) as session:
             email = self.invoice_email(session, tenant_id=tenant_id, number=number, kind=kind)
             invoice = email.invoice
-            request = EnqueueRequest(
-                tenant_id=tenant_id,
-                kind=kind,
-                recipients=list(email.recipients),
-                context=email.context,
-                document=f"invoice:{invoice.id}",
-                version=invoice.version,
-                customer_id=email.customer.id,
-                invoice_id=invoice.id,
-                manual=manual,
-            )
+            request = self._request(email, kind, manual=manual)
+            known = self.outbox.find(session, request)
             message = self.outbox.enqueue(session, request, now=now)
-            if kind == "new_invoice" and invoice.sent_at is None:
-                invoice.sent_at = now
+            if known is None:
+                # A send by hand counts as the step it replaces: no reminder the day after.
+                steps = self.rules_for(tenant_id, email.customer).cadence.steps
+                store_state(invoice, manual_send(state_of(invoice), steps, kind, now))
+                invoice.next_action_at = now
             return message
 
     async def send_invoice(self, number: str, *, kind: str, tenant: str | None) -> Message:
@@ -215,6 +365,176 @@ class Services:
     async def deliver(self) -> PassReport:
         """One delivery pass over everything due at the clock's time."""
         return await self.outbox.deliver_due()
+
+    # -- dunning -----------------------------------------------------------------------------
+
+    def rules_for(self, tenant_id: int, customer: Customer) -> Rules:
+        """The tenant's dunning settings, resolved for this customer's cadence and zone."""
+        _, config = self.tenant_config(tenant_id)
+        dunning = config.dunning
+        cadence = customer.cadence if customer.cadence in dunning.cadences else dunning.cadence
+        zone = customer.time_zone or config.time_zone
+        key = (tenant_id, cadence, zone)
+        cached = self._rules.get(key)
+        if cached is not None:
+            return cached
+        rules = Rules(
+            calendar=SendCalendar.of(dunning, zone),
+            grace=dunning.grace,
+            cadence=dunning.cadences[cadence],
+            sends=config.sends,
+            min_balance={c: dunning.min_balance_minor(c) for c in dunning.min_balance},
+        )
+        self._rules[key] = rules
+        return rules
+
+    def schedule(self) -> Dunning:
+        """The dunning pass and simulator (built with the services)."""
+        if self.dunning is None:
+            raise ConfigError("the services were built without the scheduler")
+        return self.dunning
+
+    async def tick(self) -> tuple[DunningReport, PassReport]:
+        """One pass of everything due at the clock's time: decide and queue, then deliver."""
+        now = self.clock.now()
+        dunning = await asyncio.to_thread(self.schedule().run_pass, now)
+        if self.statements is not None:
+            await asyncio.to_thread(self.statements.run_pass, now, dunning)
+        if self.events is not None:
+            await asyncio.to_thread(self.events.run_pass, now, dunning)
+        delivered = await self.outbox.deliver_due()
+        return dunning, delivered
+
+    def statement_settings(self, tenant_id: int) -> tuple[StatementSchedule, SendCalendar]:
+        """The tenant's statement schedule and its send calendar (in the tenant's zone)."""
+        _, config = self.tenant_config(tenant_id)
+        return config.dunning.statements, SendCalendar.of(config.dunning, config.time_zone)
+
+    async def send_statement(
+        self,
+        customer: str,
+        *,
+        tenant: str | None,
+        style: StatementStyle | None = None,
+        since: datetime | None = None,
+    ) -> list[Message]:
+        """A statement now, by hand: one per currency, queued and delivered at once."""
+        tenant_id = self.tenant_id(tenant)
+        schedule, _ = self.statement_settings(tenant_id)
+        now = self.clock.now()
+        with session_scope(self.engine) as session:
+            row = session.exec(
+                select(Customer).where(
+                    col(Customer.tenant_id) == tenant_id, col(Customer.external_id) == customer
+                )
+            ).first()
+            if row is None:
+                raise NotFoundError(f"no customer with id {customer!r}")
+            events = record_statements(
+                session,
+                row,
+                style=style or schedule.style,
+                start=since or now - timedelta(days=30),
+                end=now,
+                now=now,
+                key=f"by hand {now.isoformat()}",
+            )
+            if not events:
+                raise MailerError(f"customer {customer} has nothing to put on a statement")
+            messages = []
+            for event in events:
+                messages.append(self.enqueue_event(session, event, now))
+                event.status = EventStatus.QUEUED
+                event.handled_at = now
+            session.flush()
+            ids = [m.id or 0 for m in messages]
+        await self.outbox.deliver_due(only=ids)
+        with Session(self.engine) as session:
+            return [session.get_one(Message, i) for i in ids]
+
+    def plan(
+        self, *, tenant: str | None, customer: str | None = None, everything: bool = False
+    ) -> list[PlanEntry]:
+        """What a pass at the clock's time would send, to whom and why (nothing is written)."""
+        return self.schedule().plan(
+            self.clock.now(),
+            tenant_id=self.tenant_id(tenant),
+            customer=customer,
+            everything=everything,
+        )
+
+    def mark_sent(self, number: str, *, tenant: str | None) -> int:
+        """The invoice went out by hand (or from the ERP): no automatic new-invoice email.
+
+        Returns how many queued new-invoice emails were cancelled (those not being sent now).
+        """
+        tenant_id = self.tenant_id(tenant)
+        now = self.clock.now()
+        with session_scope(self.engine) as session:
+            invoice = find_invoice(session, tenant_id=tenant_id, number=number)
+            invoice.sent_at = invoice.sent_at or now
+            invoice.next_action_at = now
+            result = session.execute(
+                sa.update(Message)
+                .where(
+                    col(Message.invoice_id) == invoice.id,
+                    col(Message.kind) == "new_invoice",
+                    col(Message.manual).is_(False),
+                    col(Message.status).in_((MessageStatus.QUEUED, MessageStatus.DEFERRED)),
+                    col(Message.attempts) == 0,
+                    sa.or_(col(Message.claimed_until).is_(None), col(Message.claimed_until) < now),
+                )
+                .values(
+                    status=MessageStatus.CANCELLED,
+                    skip_reason="marked sent by hand",
+                    finished_at=now,
+                )
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def place_hold(
+        self,
+        *,
+        tenant: str | None,
+        customer: str | None,
+        invoice: str | None,
+        reason: HoldReason,
+        until: datetime | None,
+        note: str | None,
+        by: str,
+    ) -> Hold:
+        """Pause chasing an invoice or a whole customer, until ``until`` or until lifted."""
+        tenant_id = self.tenant_id(tenant)
+        with session_scope(self.engine) as session:
+            hold = place_hold(
+                session,
+                tenant_id=tenant_id,
+                customer=customer,
+                invoice=invoice,
+                reason=reason,
+                ends_at=until,
+                note=note,
+                by=by,
+                now=self.clock.now(),
+            )
+            session.expunge(hold)
+            return hold
+
+    def lift_hold(self, hold_id: int, *, tenant: str | None) -> Hold:
+        """End a hold now; chasing resumes on the next pass."""
+        tenant_id = self.tenant_id(tenant)
+        with session_scope(self.engine) as session:
+            hold = lift_hold(session, tenant_id=tenant_id, hold_id=hold_id, now=self.clock.now())
+            session.expunge(hold)
+            return hold
+
+    def holds(self, *, tenant: str | None, active_only: bool = True) -> list[dict[str, Any]]:
+        """The tenant's holds, newest first."""
+        tenant_id = self.tenant_id(tenant)
+        with Session(self.engine) as session:
+            return list_holds(
+                session, tenant_id=tenant_id, now=self.clock.now(), active_only=active_only
+            )
 
     # -- template overrides ------------------------------------------------------------------
 
@@ -381,7 +701,7 @@ def build_services(
         engine, clock=clock, profiles=profiles, assembler=assembler, policy=config.delivery
     )
     used: Sequence[Transport] = [transport] if transport is not None else list(transports.values())
-    return Services(
+    services = Services(
         config=config,
         clock=clock,
         engine=engine,
@@ -394,6 +714,33 @@ def build_services(
         pdf_renderer=pdf_renderer,
         overrides=overrides,
     )
+    services.dunning = Dunning(
+        engine,
+        tenant_ids=tenant_ids.values(),
+        rules_for=services.rules_for,
+        enqueue=services.enqueue_scheduled,
+        enqueue_summary=services.enqueue_summary,
+        recipients_of=lambda session, invoice: tuple(
+            c.email for c in invoice_contacts(session, invoice)
+        ),
+        batch_size=config.delivery.batch_size,
+    )
+    services.statements = StatementPass(
+        engine,
+        tenant_ids=tenant_ids.values(),
+        settings=services.statement_settings,
+        batch_size=config.delivery.batch_size,
+    )
+    services.events = EventPass(
+        engine,
+        tenant_ids=tenant_ids.values(),
+        enqueue=services.enqueue_event,
+        batch_size=config.delivery.batch_size,
+    )
+    outbox.preflight = Preflight(
+        rules_for=services.rules_for, enqueue=services.enqueue_scheduled
+    ).check
+    return services
 
 
 def _configured_attach_pdf(

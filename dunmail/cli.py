@@ -19,10 +19,12 @@ from rich.table import Table
 
 from dunmail.app import INVOICE_KINDS, Services, build_services
 from dunmail.config import Config, load_config
-from mailer.clock import Clock, FixedClock, SystemClock
+from mailer.clock import Clock, FixedClock, SystemClock, as_utc
 from mailer.errors import MailerError, TemplateError
 from mailer.kinds import KINDS
+from mailer.models import HoldReason
 from mailer.render import PARTS
+from mailer.statement import StatementStyle
 
 app = typer.Typer(
     add_completion=False,
@@ -187,6 +189,217 @@ def deliver(config: ConfigOpt = None, at: AtOpt = None) -> None:
     )
     if report.attempted and not report.sent and report.deferred:
         raise typer.Exit(5)  # nothing got through: the server is unreachable or busy
+
+
+@app.command()
+def tick(config: ConfigOpt = None, at: AtOpt = None) -> None:
+    """One pass of everything due at that time (new invoices, reminders), delivered, then exit."""
+
+    async def body(services: Services) -> Any:
+        return await services.tick()
+
+    dunning, delivered = _with_services(config, at, body)
+    console.print(dunning.summary(), highlight=False)
+    for error in dunning.errors:
+        err.print(f"[yellow]not queued[/yellow] {error}", highlight=False)
+    console.print(
+        f"delivered: attempted {delivered.attempted}, sent {delivered.sent}, deferred "
+        f"{delivered.deferred}, failed {delivered.failed}, skipped {delivered.skipped}",
+        highlight=False,
+    )
+
+
+@app.command()
+def plan(
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+    tenant: TenantOpt = None,
+    customer: Annotated[str | None, typer.Option("--customer", help="customer id")] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="every open invoice, not only those due")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The dunning simulator: what a pass at that time would send, to whom, and why."""
+
+    async def body(services: Services) -> list[Any]:
+        return services.plan(
+            tenant=tenant, customer=customer, everything=everything or bool(customer)
+        )
+
+    entries = _with_services(config, at, body)
+    if as_json:
+        print(json.dumps([e.as_dict() for e in entries], indent=2))
+        return
+    table = Table("invoice", "customer", "send", "to", "why", "next look")
+    for e in entries:
+        table.add_row(
+            e.invoice,
+            e.customer,
+            f"{e.action.kind} ({e.action.occasion})" if e.action else "-",
+            ", ".join(e.recipients),
+            e.reason,
+            e.next_at.isoformat(timespec="minutes") if e.next_at else "-",
+        )
+    console.print(table)
+
+
+_STYLES: dict[str, StatementStyle] = {
+    "open_item": "open_item",
+    "balance_forward": "balance_forward",
+}
+
+
+@app.command()
+def statement(
+    customer: Annotated[str, typer.Option("--customer", help="customer id")],
+    style: Annotated[
+        str | None, typer.Option("--style", help="open_item or balance_forward")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="balance-forward period start (ISO 8601)")
+    ] = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Send a customer's statement now (one per currency), by hand."""
+    if style is not None and style not in _STYLES:
+        with _errors():
+            raise MailerError(f"--style {style!r}: use open_item or balance_forward")
+
+    async def body(services: Services) -> list[Any]:
+        return await services.send_statement(
+            customer,
+            tenant=tenant,
+            style=_STYLES[style] if style else None,
+            since=_when(since, "--since"),
+        )
+
+    messages = _with_services(config, at, body)
+    for message in messages:
+        currency = message.context["statement"]["currency"]
+        console.print(
+            f"statement {currency} for {customer}: {message.status.value} "
+            f"(message {message.uid})" + (f" - {message.last_error}" if message.last_error else ""),
+            highlight=False,
+        )
+
+
+@app.command("mark-sent")
+def mark_sent(
+    invoice: Annotated[str, typer.Option("--invoice", help="invoice number")],
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Record that the invoice went out another way: no automatic new-invoice email."""
+
+    async def body(services: Services) -> int:
+        return services.mark_sent(invoice, tenant=tenant)
+
+    cancelled = _with_services(config, at, body)
+    console.print(
+        f"{invoice}: marked sent"
+        + (f"; {cancelled} queued new-invoice email(s) cancelled" if cancelled else ""),
+        highlight=False,
+    )
+
+
+hold_app = typer.Typer(
+    no_args_is_help=True, help="Dunning holds: pause reminders for an invoice or a customer."
+)
+app.add_typer(hold_app, name="hold")
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value))
+    except ValueError:
+        raise MailerError(f"{option} {value!r} is not an ISO 8601 date or time") from None
+
+
+@hold_app.command("place")
+def hold_place(
+    reason: Annotated[
+        HoldReason, typer.Option("--reason", help="dispute, promise_to_pay, payment_plan, manual")
+    ],
+    invoice: Annotated[str | None, typer.Option("--invoice", help="invoice number")] = None,
+    customer: Annotated[str | None, typer.Option("--customer", help="customer id")] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="chasing resumes then (ISO 8601, UTC)")
+    ] = None,
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Pause reminders for one invoice or every invoice of a customer."""
+
+    async def body(services: Services) -> Any:
+        return services.place_hold(
+            tenant=tenant,
+            customer=customer,
+            invoice=invoice,
+            reason=reason,
+            until=_when(until, "--until"),
+            note=note,
+            by=f"cli:{getpass.getuser()}",
+        )
+
+    hold = _with_services(config, at, body)
+    scope = f"invoice {invoice}" if invoice else f"customer {customer}"
+    ends = f" until {hold.ends_at.isoformat()}" if hold.ends_at else " until lifted"
+    console.print(f"hold {hold.id} on {scope} ({reason.value}){ends}", highlight=False)
+
+
+@hold_app.command("lift")
+def hold_lift(
+    hold_id: Annotated[int, typer.Argument(help="the hold's id (dunmail hold list)")],
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """End a hold now; chasing resumes on the next pass."""
+
+    async def body(services: Services) -> Any:
+        return services.lift_hold(hold_id, tenant=tenant)
+
+    _with_services(config, at, body)
+    console.print(f"hold {hold_id} lifted", highlight=False)
+
+
+@hold_app.command("list")
+def hold_list(
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+    everything: Annotated[bool, typer.Option("--all", help="lifted and ended ones too")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The holds in force (or all of them)."""
+
+    async def body(services: Services) -> list[dict[str, Any]]:
+        return services.holds(tenant=tenant, active_only=not everything)
+
+    rows = _with_services(config, at, body)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "customer", "invoice", "reason", "until", "lifted", "note")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["customer"],
+            r["invoice"] or "(all)",
+            r["reason"],
+            r["until"] or "-",
+            r["lifted_at"] or "-",
+            r["note"] or "",
+        )
+    console.print(table)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""``dunmail run``: the long-running engine (delivery ticks, capture server, demo seeding)."""
+"""``dunmail run``: the long-running engine (dunning and delivery ticks, capture server, demo)."""
 
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
                     queued,
                     config.capture.maildir,
                 )
-        await services.deliver()  # catch up at once rather than after the first interval
-        scheduler = build_scheduler(
-            [Tick("deliver", config.delivery.poll_seconds, services.deliver)]
-        )
+        # Catch up at once rather than after the first interval: everything that fell due
+        # while the engine was down is evaluated once, here.
+        await services.tick()
+        scheduler = build_scheduler([Tick("tick", config.delivery.poll_seconds, services.tick)])
         scheduler.start()
         log.info(
             "dunmail running (database %s); Ctrl-C stops it",

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mailer.dunning_config import DunningConfig
 from mailer.errors import ConfigError
 from mailer.kinds import KINDS
 
@@ -221,6 +222,7 @@ class TenantConfig(_Frozen):
     branding: BrandingConfig = Field(default_factory=BrandingConfig)
     # One entry per kind in mailer.kinds.KINDS, defaults filled in: [tenants.<slug>.emails.<kind>]
     emails: dict[str, EmailKindConfig] = Field(default_factory=dict, validate_default=True)
+    dunning: DunningConfig = Field(default_factory=DunningConfig)
 
     @field_validator("emails", mode="before")
     @classmethod

@@ -17,20 +17,15 @@ from mailer.render import normalise_locale
 BRANDING_KEYS = ("logo_url", "brand_color", "address", "footer", "css")
 
 
-def invoice_context(
-    *,
-    tenant: Tenant,
-    customer: Customer,
-    invoice: Invoice,
-    now: datetime,
-    branding: Mapping[str, Any] | None = None,
+def party_context(
+    *, tenant: Tenant, customer: Customer, branding: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Everything the invoice templates may show, as JSON-safe data.
+    """What every email shows of sender and recipient: language, tenant with its branding,
+    customer, and the (not yet signed) links. The kind's own part is added beside it.
 
     ``branding`` is the tenant's ``BrandingConfig.as_context()``: it lives in the config, not
     in the ledger, so the caller passes it in. The tenant's locale is the fallback language.
     """
-    overdue = (now.date() - invoice.due_at.date()).days
     tenant_data: dict[str, Any] = {"name": tenant.name, "email": tenant.email}
     for key in BRANDING_KEYS:
         value = (branding or {}).get(key)
@@ -41,6 +36,22 @@ def invoice_context(
         "fallback_locale": normalise_locale(tenant.locale),
         "tenant": tenant_data,
         "customer": {"name": customer.name, "id": customer.external_id},
+        "links": {"view": None, "pay": None},
+    }
+
+
+def invoice_context(
+    *,
+    tenant: Tenant,
+    customer: Customer,
+    invoice: Invoice,
+    now: datetime,
+    branding: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything the invoice templates may show, as JSON-safe data."""
+    overdue = (now.date() - invoice.due_at.date()).days
+    return {
+        **party_context(tenant=tenant, customer=customer, branding=branding),
         "invoice": {
             "number": invoice.number,
             "version": invoice.version,
@@ -53,5 +64,4 @@ def invoice_context(
             "lines": invoice.lines,
         },
         "days_overdue": max(0, overdue),
-        "links": {"view": None, "pay": None},
     }

@@ -20,18 +20,30 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ValidationError
 
 from mailer.errors import DocumentError
-from mailer.models import ContactRole, InvoiceStatus
+from mailer.models import ContactRole, InvoiceStatus, SubscriptionInterval, SubscriptionStatus
 from mailer.money import from_minor, round_minor, to_minor
 from mailer.record import (
+    AutopayFailureRecord,
     CreditNoteRecord,
     CustomerRecord,
     InvoiceRecord,
     LineRecord,
     PaymentRecord,
     Record,
+    RefundRecord,
+    SubscriptionRecord,
 )
 
-SECTIONS = ("customers", "invoices", "credit_notes", "payments")
+# The document's sections, in import order: each may refer only to those before it.
+SECTIONS = (
+    "customers",
+    "invoices",
+    "credit_notes",
+    "payments",
+    "refunds",
+    "autopay_failures",
+    "subscriptions",
+)
 
 
 # -- parsed records: validated, in minor units and aware UTC -------------------------------------
@@ -54,6 +66,7 @@ class ParsedCustomer:
     time_zone: str | None
     chase: bool | None
     contacts: tuple[ParsedContact, ...] | None
+    cadence: str | None = None  # None: keep; "": the tenant's default
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,8 @@ class ParsedPayment:
     currency: str
     received_at: datetime
     allocations: tuple[ParsedAllocation, ...]
+    method: str | None = None
+    receipt_number: str | None = None  # None: the receipt shows the external id
 
 
 @dataclass(frozen=True)
@@ -164,10 +179,54 @@ class ParsedCreditNote:
     issued_at: datetime
     invoice: str | None
     lines: tuple[ParsedLine, ...]
+    reason: str | None = None
 
     @property
     def amount_minor(self) -> int:
         return sum(line.total_minor for line in self.lines)
+
+
+@dataclass(frozen=True)
+class ParsedRefund:
+    where: str
+    external_id: str
+    payment: str
+    amount_minor: int
+    currency: str
+    refunded_at: datetime
+    reason: str | None
+    method: str | None
+    receipt_number: str | None  # None: the receipt shows the external id
+
+
+@dataclass(frozen=True)
+class ParsedAutopayFailure:
+    where: str
+    external_id: str
+    customer: str
+    invoice: str | None
+    amount_minor: int
+    currency: str
+    attempted_at: datetime
+    decline_reason: str
+    next_retry_at: datetime | None
+    method: str | None
+
+
+@dataclass(frozen=True)
+class ParsedSubscription:
+    where: str
+    external_id: str
+    customer: str
+    plan: str
+    amount_minor: int
+    currency: str
+    interval: SubscriptionInterval
+    status: SubscriptionStatus
+    started_at: datetime
+    next_bill_at: datetime | None
+    cancelled_at: datetime | None
+    ends_at: datetime | None
 
 
 @dataclass
@@ -178,6 +237,9 @@ class ParsedDocument:
     invoices: list[ParsedInvoice] = field(default_factory=list)
     credit_notes: list[ParsedCreditNote] = field(default_factory=list)
     payments: list[ParsedPayment] = field(default_factory=list)
+    refunds: list[ParsedRefund] = field(default_factory=list)
+    autopay_failures: list[ParsedAutopayFailure] = field(default_factory=list)
+    subscriptions: list[ParsedSubscription] = field(default_factory=list)
     errors: list[DocumentError] = field(default_factory=list)
     rejected: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
@@ -209,6 +271,7 @@ def parse_document(
     *,
     tenant_zone: str,
     customer_zone: Callable[[str], str | None] | None = None,
+    payment_customer: Callable[[str], str | None] | None = None,
 ) -> ParsedDocument:
     """Validate ``data`` (the decoded JSON) record by record.
 
@@ -216,7 +279,8 @@ def parse_document(
     names the field (``invoices[3].lines[1].unit_price``), and the rest are returned parsed.
     Dates without an offset are wall-clock times of the record's customer: its ``time_zone`` in
     this document, else ``customer_zone(external_id)`` (the ledger's, for customers not in the
-    document), else ``tenant_zone``.
+    document), else ``tenant_zone``. A refund has no customer of its own: its payment's is
+    used, from this document, else ``payment_customer(payment external id)`` (the ledger's).
     """
     doc = ParsedDocument()
     if not isinstance(data, Mapping):
@@ -256,12 +320,27 @@ def parse_document(
             name = customer_zone(customer) if customer_zone else None
         return ZoneInfo(name or tenant_zone)
 
+    paid_by: dict[str, str] = {}
+
+    def payment_zone(payment: str) -> ZoneInfo:
+        if not paid_by:  # payments are parsed before refunds
+            paid_by.update((p.external_id, p.customer) for p in doc.payments)
+        owner = paid_by.get(payment) or (payment_customer(payment) if payment_customer else None)
+        return zone_of(owner) if owner else ZoneInfo(tenant_zone)
+
     parsers: dict[str, Callable[[Any, str, ParsedDocument], Any]] = {
         "invoices": lambda r, w, d: _invoice(_validate(InvoiceRecord, r, w, d), w, d, zone_of),
         "credit_notes": lambda r, w, d: _credit_note(
             _validate(CreditNoteRecord, r, w, d), w, d, zone_of
         ),
         "payments": lambda r, w, d: _payment(_validate(PaymentRecord, r, w, d), w, d, zone_of),
+        "refunds": lambda r, w, d: _refund(_validate(RefundRecord, r, w, d), w, d, payment_zone),
+        "autopay_failures": lambda r, w, d: _autopay_failure(
+            _validate(AutopayFailureRecord, r, w, d), w, d, zone_of
+        ),
+        "subscriptions": lambda r, w, d: _subscription(
+            _validate(SubscriptionRecord, r, w, d), w, d, zone_of
+        ),
     }
     for name, parse in parsers.items():
         target: list[Any] = getattr(doc, name)
@@ -373,7 +452,9 @@ def _customer(rec: CustomerRecord, where: str, doc: ParsedDocument) -> ParsedCus
             ParsedContact(c.email, c.name, tuple(dict.fromkeys(c.roles)), c.send_invoices)
             for c in rec.contacts
         )
-    return ParsedCustomer(where, rec.id, rec.name, rec.locale, rec.time_zone, rec.chase, contacts)
+    return ParsedCustomer(
+        where, rec.id, rec.name, rec.locale, rec.time_zone, rec.chase, contacts, rec.cadence
+    )
 
 
 def _lines(
@@ -445,7 +526,15 @@ def _credit_note(
         raise _Invalid
     issued_at = _instant(rec.issued_at, zone_of(rec.customer))
     return ParsedCreditNote(
-        where, rec.id, rec.number, rec.customer, rec.currency, issued_at, rec.invoice, lines
+        where,
+        rec.id,
+        rec.number,
+        rec.customer,
+        rec.currency,
+        issued_at,
+        rec.invoice,
+        lines,
+        reason=rec.reason,
     )
 
 
@@ -455,14 +544,7 @@ def _payment(
     errors: list[DocumentError] = []
 
     def minor(value: Decimal, at: str) -> int:
-        try:
-            amount = to_minor(value, rec.currency)
-        except ValueError as exc:
-            errors.append(DocumentError(at, str(exc)))
-            return 0
-        if amount <= 0:
-            errors.append(DocumentError(at, "must be positive"))
-        return amount
+        return _amount(value, rec.currency, at, errors)
 
     amount = minor(rec.amount, f"{where}.amount")
     allocations, seen = [], set()
@@ -488,8 +570,132 @@ def _payment(
         raise _Invalid
     received_at = _instant(rec.received_at, zone_of(rec.customer))
     return ParsedPayment(
-        where, rec.id, rec.customer, amount, rec.currency, received_at, tuple(allocations)
+        where,
+        rec.id,
+        rec.customer,
+        amount,
+        rec.currency,
+        received_at,
+        tuple(allocations),
+        method=rec.method,
+        receipt_number=rec.receipt_number,
     )
+
+
+def _refund(
+    rec: RefundRecord, where: str, doc: ParsedDocument, payment_zone: Callable[[str], ZoneInfo]
+) -> ParsedRefund:
+    errors: list[DocumentError] = []
+    amount = _amount(rec.amount, rec.currency, f"{where}.amount", errors)
+    doc.errors.extend(errors)
+    if errors:
+        raise _Invalid
+    return ParsedRefund(
+        where,
+        rec.id,
+        rec.payment,
+        amount,
+        rec.currency,
+        _instant(rec.refunded_at, payment_zone(rec.payment)),
+        rec.reason,
+        rec.method,
+        rec.receipt_number,
+    )
+
+
+def _autopay_failure(
+    rec: AutopayFailureRecord,
+    where: str,
+    doc: ParsedDocument,
+    zone_of: Callable[[str], ZoneInfo],
+) -> ParsedAutopayFailure:
+    errors: list[DocumentError] = []
+    amount = _amount(rec.amount, rec.currency, f"{where}.amount", errors)
+    zone = zone_of(rec.customer)
+    attempted_at = _instant(rec.attempted_at, zone)
+    retry_at = _maybe_instant(rec.next_retry_at, zone)
+    if retry_at is not None and retry_at <= attempted_at:
+        errors.append(DocumentError(f"{where}.next_retry_at", "is not after attempted_at"))
+    doc.errors.extend(errors)
+    if errors:
+        raise _Invalid
+    return ParsedAutopayFailure(
+        where,
+        rec.id,
+        rec.customer,
+        rec.invoice,
+        amount,
+        rec.currency,
+        attempted_at,
+        rec.decline_reason,
+        retry_at,
+        rec.method,
+    )
+
+
+def _subscription(
+    rec: SubscriptionRecord, where: str, doc: ParsedDocument, zone_of: Callable[[str], ZoneInfo]
+) -> ParsedSubscription:
+    errors: list[DocumentError] = []
+    # A free plan is a plan: zero is allowed, a negative price is not.
+    amount = _amount(rec.amount, rec.currency, f"{where}.amount", errors, allow_zero=True)
+    zone = zone_of(rec.customer)
+    started_at = _instant(rec.started_at, zone)
+    next_bill_at = _maybe_instant(rec.next_bill_at, zone)
+    cancelled_at = _maybe_instant(rec.cancelled_at, zone)
+    ends_at = _maybe_instant(rec.ends_at, zone)
+    for name, value in (("next_bill_at", next_bill_at), ("cancelled_at", cancelled_at)):
+        if value is not None and value < started_at:
+            errors.append(DocumentError(f"{where}.{name}", "is before started_at"))
+    if ends_at is not None and ends_at < (cancelled_at or started_at):
+        after = "cancelled_at" if cancelled_at else "started_at"
+        errors.append(DocumentError(f"{where}.ends_at", f"is before {after}"))
+    if rec.status is SubscriptionStatus.CANCELLED and cancelled_at is None:
+        errors.append(
+            DocumentError(f"{where}.cancelled_at", "required when the status is cancelled")
+        )
+    doc.errors.extend(errors)
+    if errors:
+        raise _Invalid
+    return ParsedSubscription(
+        where,
+        rec.id,
+        rec.customer,
+        rec.plan,
+        amount,
+        rec.currency,
+        rec.interval,
+        rec.status,
+        started_at,
+        next_bill_at,
+        cancelled_at,
+        ends_at,
+    )
+
+
+def _amount(
+    value: Decimal,
+    currency: str,
+    at: str,
+    errors: list[DocumentError],
+    *,
+    allow_zero: bool = False,
+) -> int:
+    """``value`` in minor units of ``currency``; a problem goes to ``errors`` (0 returned)."""
+    try:
+        amount = to_minor(value, currency)
+    except ValueError as exc:
+        errors.append(DocumentError(at, str(exc)))
+        return 0
+    if amount < 0 or (amount == 0 and not allow_zero):
+        errors.append(
+            DocumentError(at, "must not be negative" if allow_zero else "must be positive")
+        )
+    return amount
+
+
+def _maybe_instant(stamp: date | datetime | None, zone: ZoneInfo) -> datetime | None:
+    return None if stamp is None else _instant(stamp, zone)
 
 
 def _canonical(value: Decimal) -> str:

@@ -10,6 +10,9 @@ and is typed below as one ``TypedDict`` per document, so the shapes live in one 
   translation);
 * ``new_invoice``, ``invoice_reminder``, ``late_payment_reminder``: ``invoice`` and
   ``days_overdue``; ``thank_you``: ``invoice`` and ``paid_at``;
+* ``overdue_summary``: ``overdue`` (all of a customer's overdue invoices in one currency) and
+  ``days_overdue`` (of the oldest); sent instead of one ``late_payment_reminder`` per invoice
+  when a tenant's cadence chases per customer;
 * ``payment_plan``: ``payment_plan``; ``credit_note``: ``credit_note``; ``payment_receipt``:
   ``payment``; ``refund``: ``refund``; ``autopay_failed``: ``autopay``; ``statement``:
   ``statement``; ``estimate``: ``estimate``;
@@ -154,6 +157,25 @@ class StatementData(TypedDict):
     items: list[StatementItem]  # templates write statement["items"]: .items is dict.items
 
 
+class OverdueItem(TypedDict):
+    """One overdue invoice of an ``overdue_summary``."""
+
+    number: str
+    issued_at: str
+    due_at: str
+    days_overdue: int
+    total_minor: int
+    balance_minor: int  # still to pay on it
+
+
+class OverdueData(TypedDict):
+    """All of one customer's overdue invoices in one currency: amounts in two do not add up."""
+
+    currency: str
+    balance_minor: int  # the sum of the items' balances
+    items: list[OverdueItem]  # oldest due first; templates write overdue["items"]
+
+
 class EstimateData(TypedDict):
     number: str
     version: int
@@ -206,6 +228,11 @@ class InvoiceEmail(BaseEmail):
 class ThankYouEmail(BaseEmail):
     invoice: InvoiceData
     paid_at: str
+
+
+class OverdueSummaryEmail(BaseEmail):
+    overdue: OverdueData
+    days_overdue: int  # of the oldest item
 
 
 class PaymentPlanEmail(BaseEmail):
@@ -266,6 +293,7 @@ _SPECS = (
     _spec("new_invoice", InvoiceEmail, on=True, pdf="invoice", buttons=("view", "pay")),
     _spec("invoice_reminder", InvoiceEmail, on=True, pdf="invoice", buttons=("view", "pay")),
     _spec("late_payment_reminder", InvoiceEmail, on=True, pdf="invoice", buttons=("view", "pay")),
+    _spec("overdue_summary", OverdueSummaryEmail, on=True, pdf=None, buttons=("pay",)),
     _spec("thank_you", ThankYouEmail, on=False, pdf="invoice", buttons=()),
     _spec("payment_plan", PaymentPlanEmail, on=False, pdf=None, buttons=("view",)),
     _spec("credit_note", CreditNoteEmail, on=True, pdf="credit_note", buttons=("view",)),
@@ -350,6 +378,39 @@ def _documents() -> dict[str, dict[str, Any]]:
         "new_invoice": {"invoice": _INVOICE, "days_overdue": 0},
         "invoice_reminder": {"invoice": _INVOICE, "days_overdue": 0},
         "late_payment_reminder": {"invoice": overdue, "days_overdue": 12},
+        "overdue_summary": {
+            "overdue": {
+                "currency": "EUR",
+                "balance_minor": 1293662,
+                "items": [
+                    {
+                        "number": "INV-1017",
+                        "issued_at": "2026-02-02T09:00:00+00:00",
+                        "due_at": "2026-03-04T00:00:00+00:00",
+                        "days_overdue": 40,
+                        "total_minor": 247100,
+                        "balance_minor": 247100,
+                    },
+                    {
+                        "number": "INV-1029",
+                        "issued_at": "2026-02-16T09:00:00+00:00",
+                        "due_at": "2026-03-18T00:00:00+00:00",
+                        "days_overdue": 26,
+                        "total_minor": 512000,
+                        "balance_minor": 312000,
+                    },
+                    {
+                        "number": "INV-1042",  # the late_payment_reminder's invoice
+                        "issued_at": "2026-03-02T09:00:00+00:00",
+                        "due_at": "2026-04-01T00:00:00+00:00",
+                        "days_overdue": 12,
+                        "total_minor": 1234562,
+                        "balance_minor": 734562,
+                    },
+                ],
+            },
+            "days_overdue": 40,
+        },
         "thank_you": {"invoice": paid, "paid_at": "2026-03-28T14:12:00+00:00"},
         "payment_plan": {
             "payment_plan": {

@@ -1,29 +1,37 @@
-"""SERVICE: upsert an ERP import document into the ledger, allocate payments, settle invoices."""
+"""SERVICE: upsert an ERP import document into the ledger, allocate payments, settle invoices,
+and record the events (receipts, notices) its new and changed records call for."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
+from mailer.billing import BillingImport
 from mailer.documents import (
     SECTIONS,
+    ParsedAutopayFailure,
     ParsedContact,
     ParsedCreditNote,
     ParsedCustomer,
     ParsedInvoice,
     ParsedPayment,
+    ParsedRefund,
+    ParsedSubscription,
     parse_document,
 )
 from mailer.errors import DocumentError, NotFoundError
+from mailer.event_context import credit_note_context, payment_context
+from mailer.eventlog import EventLog, EventSpec, assign
 from mailer.models import (
+    AutopayFailure,
     Contact,
     ContactRole,
     CreditNote,
@@ -32,6 +40,8 @@ from mailer.models import (
     InvoiceStatus,
     Payment,
     PaymentAllocation,
+    Refund,
+    Subscription,
     Tenant,
 )
 from mailer.money import from_minor
@@ -53,8 +63,17 @@ class _Want(NamedTuple):
     amount_where: str
 
 
-_Row = TypeVar("_Row", Customer, Invoice, Payment, CreditNote)
-_Rec = TypeVar("_Rec", ParsedCustomer, ParsedInvoice, ParsedCreditNote, ParsedPayment)
+_Row = TypeVar("_Row", Customer, Invoice, Payment, CreditNote, Refund, AutopayFailure, Subscription)
+_Rec = TypeVar(
+    "_Rec",
+    ParsedCustomer,
+    ParsedInvoice,
+    ParsedCreditNote,
+    ParsedPayment,
+    ParsedRefund,
+    ParsedAutopayFailure,
+    ParsedSubscription,
+)
 
 
 @dataclass
@@ -74,6 +93,10 @@ class ImportReport:
     invoices: RecordCounts = field(default_factory=RecordCounts)
     credit_notes: RecordCounts = field(default_factory=RecordCounts)
     payments: RecordCounts = field(default_factory=RecordCounts)
+    refunds: RecordCounts = field(default_factory=RecordCounts)
+    autopay_failures: RecordCounts = field(default_factory=RecordCounts)
+    subscriptions: RecordCounts = field(default_factory=RecordCounts)
+    events: int = 0  # Event rows recorded: the receipts and notices this import asked for
     errors: list[DocumentError] = field(default_factory=list)
 
     @property
@@ -85,12 +108,19 @@ class ImportReport:
         return {name: getattr(self, name) for name in SECTIONS}
 
     def summary(self) -> str:
-        """One line for people: "customers 2 created, 0 updated, 1 unchanged; ...; 1 error"."""
+        """One line for people: "customers 2 created, 0 updated, 1 unchanged; ...; 1 error".
+
+        Sections without a valid record are left out: with seven sections, a line of zeros
+        would hide the ones that matter.
+        """
         parts = [
             f"{name.replace('_', ' ')} {c.created} created, {c.updated} updated, "
             f"{c.unchanged} unchanged"
             for name, c in self.counts().items()
+            if c.created or c.updated or c.unchanged
         ]
+        if self.events:
+            parts.append(f"{self.events} event{'s' if self.events != 1 else ''} recorded")
         errors = len(self.errors)
         return "; ".join([*parts, f"{errors} invalid record{'s' if errors != 1 else ''}"])
 
@@ -98,31 +128,58 @@ class ImportReport:
         """JSON-safe form for ``--json`` output and the web API."""
         return {
             **{name: asdict(c) for name, c in self.counts().items()},
+            "events": self.events,
             "errors": [{"where": e.where, "reason": e.reason} for e in self.errors],
         }
 
 
 def import_document(
-    session: Session, *, tenant_id: int, data: object, now: datetime
+    session: Session,
+    *,
+    tenant_id: int,
+    data: object,
+    now: datetime,
+    cadences: Collection[str] | None = None,
+    grace: timedelta = timedelta(minutes=5),
+    billed_soon_days: int = 7,
 ) -> ImportReport:
     """Upsert ``data`` (a decoded import document) into ``tenant_id``'s ledger.
 
     Records are keyed by (tenant, external id) and applied in dependency order: customers with
-    their contacts, invoices, credit notes, payments. Each runs in its own SAVEPOINT, so a record
-    refused by the ledger or by the database is reported and rolled back alone. The caller owns
-    the transaction: nothing is committed here.
+    their contacts, invoices, credit notes, payments, refunds, autopay failures, subscriptions.
+    Each runs in its own SAVEPOINT, with the events it records, so a record refused by the
+    ledger or by the database is reported and rolled back alone. The caller owns the
+    transaction: nothing is committed here.
+
+    Events (``mailer.models.Event``) are the emails a record calls for, keyed by occasion so a
+    re-import never repeats one: receipts, refunds and failed autopays are due at once; a credit
+    note waits ``grace`` after its last edit, like a new invoice; a subscription's "billed soon"
+    notice is due ``billed_soon_days`` before the bill (the tenant's ``[dunning]`` settings).
 
     The ERP is the source of truth: a re-imported customer's contacts are replaced by the listed
     ones (unlisted contacts are deleted), except that ``chase`` and ``send_invoices`` keep the
     AR team's setting when the document leaves them out.
+
+    ``cadences`` are the names a customer's ``cadence`` may take (the tenant's config); every
+    change the scheduler must react to sets the invoices' ``next_action_at`` to ``now``.
     """
     if now.tzinfo is None:
         raise ValueError("now must be an aware UTC datetime")
+    if grace < timedelta(0) or billed_soon_days < 1:
+        raise ValueError("grace must not be negative and billed_soon_days must be at least 1")
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:
         raise NotFoundError(f"no tenant with id {tenant_id}")
-    importer = _Importer(session, tenant_id, now)
-    doc = parse_document(data, tenant_zone=tenant.time_zone, customer_zone=importer.zone_of)
+    importer = _Importer(session, tenant_id, now, cadences, grace=grace)
+    billing = BillingImport(
+        importer, billed_soon=timedelta(days=billed_soon_days), tenant_zone=tenant.time_zone
+    )
+    doc = parse_document(
+        data,
+        tenant_zone=tenant.time_zone,
+        customer_zone=importer.zone_of,
+        payment_customer=importer.payment_customer,
+    )
     importer.rejected = doc.rejected
     report = ImportReport(errors=list(doc.errors))
     steps: list[tuple[RecordCounts, Iterable[Any], Callable[[Any], Outcome]]] = [
@@ -130,21 +187,31 @@ def import_document(
         (report.invoices, doc.invoices, importer.invoice),
         (report.credit_notes, doc.credit_notes, importer.credit_note),
         (report.payments, doc.payments, importer.payment),
+        (report.refunds, doc.refunds, billing.refund),
+        (report.autopay_failures, doc.autopay_failures, billing.autopay_failure),
+        (report.subscriptions, doc.subscriptions, billing.subscription),
     ]
     for counts, records, apply in steps:
         for record in records:
-            outcome = _in_savepoint(session, apply, record, report=report)
+            outcome = _in_savepoint(session, importer, apply, record, report=report)
             if outcome:
                 setattr(counts, outcome, getattr(counts, outcome) + 1)
+    report.events = importer.events.recorded
     report.errors.sort(key=lambda e: _position(e.where))
     return report
 
 
 def _in_savepoint(
-    session: Session, apply: Callable[[_Rec], Outcome], record: _Rec, *, report: ImportReport
+    session: Session,
+    importer: _Importer,
+    apply: Callable[[_Rec], Outcome],
+    record: _Rec,
+    *,
+    report: ImportReport,
 ) -> Outcome | None:
     """Apply one record under a SAVEPOINT; a refusal rolls back that record alone."""
     where = record.where
+    recorded = importer.events.recorded
     try:
         with session.begin_nested():
             return apply(record)
@@ -155,6 +222,7 @@ def _in_savepoint(
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         log.warning("import record %s refused by the database: %s", where, reason)
         report.errors.append(DocumentError(where, f"could not be stored: {reason}"))
+    importer.events.recorded = recorded  # its events were rolled back with it
     return None
 
 
@@ -172,23 +240,24 @@ def _id(row: Customer | Invoice | Payment | CreditNote) -> int:
     return row.id
 
 
-def _assign(row: SQLModel, **values: Any) -> bool:
-    """Set the attributes that differ; True when any did (so unchanged rows are not written)."""
-    changed = False
-    for name, value in values.items():
-        if getattr(row, name) != value:
-            setattr(row, name, value)
-            changed = True
-    return changed
-
-
 class _Importer:
     """The per-import state: one tenant, one ``now``; every query is scoped to the tenant."""
 
-    def __init__(self, session: Session, tenant_id: int, now: datetime) -> None:
+    def __init__(
+        self,
+        session: Session,
+        tenant_id: int,
+        now: datetime,
+        cadences: Collection[str] | None = None,
+        *,
+        grace: timedelta = timedelta(minutes=5),
+    ) -> None:
         self.session = session
         self.tenant_id = tenant_id
         self.now = now
+        self.cadences = cadences
+        self.grace = grace
+        self.events = EventLog(session, tenant_id, now)
         self.rejected: dict[str, set[str]] = {}
         self._zones: dict[str, str | None] = {}
         self._declared: dict[int, InvoiceStatus] = {}  # invoice id -> status the ERP sent now
@@ -198,18 +267,31 @@ class _Importer:
     def zone_of(self, external_id: str) -> str | None:
         """A ledger customer's time zone, for dates of records whose customer is not in the doc."""
         if external_id not in self._zones:
-            customer = self._find(Customer, external_id)
+            customer = self.find(Customer, external_id)
             self._zones[external_id] = customer.time_zone if customer else None
         return self._zones[external_id]
 
-    def _find(self, table: type[_Row], external_id: str) -> _Row | None:
+    def payment_customer(self, external_id: str) -> str | None:
+        """The customer (external id) of a ledger payment: a refund's dates are in its zone."""
+        query = (
+            select(Customer.external_id)
+            .join(Payment, col(Payment.customer_id) == col(Customer.id))
+            .where(
+                col(Payment.tenant_id) == self.tenant_id, col(Payment.external_id) == external_id
+            )
+        )
+        return self.session.exec(query).first()
+
+    def find(self, table: type[_Row], external_id: str) -> _Row | None:
+        """The tenant's row of ``table`` with this external id, if any."""
         query = select(table).where(
             col(table.tenant_id) == self.tenant_id, col(table.external_id) == external_id
         )
         return self.session.exec(query).first()
 
-    def _ref(self, table: type[_Row], external_id: str, where: str) -> _Row:
-        row = self._find(table, external_id)
+    def ref(self, table: type[_Row], external_id: str, where: str) -> _Row:
+        """The row a record refers to; a DocumentError at ``where`` when there is none."""
+        row = self.find(table, external_id)
         if row is None:
             kind, section = table.__name__.lower(), f"{table.__name__.lower()}s"
             note = (
@@ -238,7 +320,7 @@ class _Importer:
     # -- customers -------------------------------------------------------------------------
 
     def customer(self, rec: ParsedCustomer) -> Outcome:
-        row = self._find(Customer, rec.external_id)
+        row = self.find(Customer, rec.external_id)
         outcome: Outcome = "unchanged"
         if row is None:
             row = Customer(
@@ -255,13 +337,23 @@ class _Importer:
         values["time_zone"] = rec.time_zone
         if rec.chase is not None:
             values["chase"] = rec.chase
-        if _assign(row, **values) and outcome == "unchanged":
+        if rec.cadence is not None:
+            if rec.cadence and self.cadences is not None and rec.cadence not in self.cadences:
+                raise DocumentError(
+                    f"{rec.where}.cadence",
+                    f"unknown cadence {rec.cadence!r}; this tenant has "
+                    f"{', '.join(sorted(self.cadences)) or 'none'}",
+                )
+            values["cadence"] = rec.cadence or None
+        if assign(row, **values) and outcome == "unchanged":
             outcome = "updated"
         self.session.flush()
         if rec.contacts is not None and self._sync_contacts(row, rec.contacts):
             outcome = "updated" if outcome == "unchanged" else outcome
         if outcome == "updated":
             row.updated_at = self.now
+            # Zone, cadence, chase switch or contacts changed: the scheduler looks again.
+            touch_customer_invoices(self.session, _id(row), self.now)
         return outcome
 
     def _sync_contacts(self, customer: Customer, contacts: tuple[ParsedContact, ...]) -> bool:
@@ -287,7 +379,7 @@ class _Importer:
             values: dict[str, Any] = {"name": parsed.name, "roles": [r.value for r in parsed.roles]}
             if parsed.send_invoices is not None:
                 values["send_invoices"] = parsed.send_invoices
-            changed |= _assign(row, **values)
+            changed |= assign(row, **values)
         for gone in existing.values():  # the ERP no longer lists them: it is the source of truth
             self.session.delete(gone)
             changed = True
@@ -296,7 +388,7 @@ class _Importer:
     # -- invoices --------------------------------------------------------------------------
 
     def invoice(self, rec: ParsedInvoice) -> Outcome:
-        customer = self._ref(Customer, rec.customer, f"{rec.where}.customer")
+        customer = self.ref(Customer, rec.customer, f"{rec.where}.customer")
         clash = self.session.exec(
             select(Invoice).where(
                 col(Invoice.tenant_id) == self.tenant_id,
@@ -320,7 +412,7 @@ class _Importer:
             "tax_minor": rec.tax_minor,
             "content_hash": rec.content_hash,
         }
-        row = self._find(Invoice, rec.external_id)
+        row = self.find(Invoice, rec.external_id)
         outcome: Outcome = "unchanged"
         if row is None:
             row = Invoice(
@@ -340,15 +432,16 @@ class _Importer:
                     f"{rec.where}.currency",
                     "cannot change: payments or credit notes are allocated to this invoice",
                 )
-            _assign(row, **content)
+            assign(row, **content)
             row.version += 1
             outcome = "updated"
         self._declared[_id(row)] = rec.status
         balance = row.total_minor - self._allocated(_id(row))
-        if _assign(row, balance_minor=balance, status=_settled(rec.status, balance)):
+        if assign(row, balance_minor=balance, status=_settled(rec.status, balance)):
             outcome = "updated" if outcome == "unchanged" else outcome
         if outcome != "unchanged":
             row.updated_at = self.now
+            row.next_action_at = self.now
         return outcome
 
     def _rebalance(self, invoice_ids: Iterable[int]) -> None:
@@ -370,8 +463,9 @@ class _Importer:
                 status = _settled(declared, balance)
             elif status is InvoiceStatus.OPEN:
                 status = _settled(status, balance)
-            if _assign(invoice, balance_minor=balance, status=status):
+            if assign(invoice, balance_minor=balance, status=status):
                 invoice.updated_at = self.now
+                invoice.next_action_at = self.now
 
     def _check_target(
         self, invoice: Invoice, *, customer: Customer, row: Payment | CreditNote, where: str
@@ -414,11 +508,11 @@ class _Importer:
     # -- credit notes ----------------------------------------------------------------------
 
     def credit_note(self, rec: ParsedCreditNote) -> Outcome:
-        customer = self._ref(Customer, rec.customer, f"{rec.where}.customer")
+        customer = self.ref(Customer, rec.customer, f"{rec.where}.customer")
         wanted = []
         if rec.invoice is not None:
             at = f"{rec.where}.invoice"
-            wanted.append(_Want(self._ref(Invoice, rec.invoice, at), rec.amount_minor, at, at))
+            wanted.append(_Want(self.ref(Invoice, rec.invoice, at), rec.amount_minor, at, at))
         values: dict[str, Any] = {
             "customer_id": customer.id,
             "number": rec.number,
@@ -426,24 +520,46 @@ class _Importer:
             "amount_minor": rec.amount_minor,
             "issued_at": rec.issued_at,
             "lines": [line.as_json() for line in rec.lines],
+            "reason": rec.reason,
         }
-        row = self._find(CreditNote, rec.external_id)
+        row = self.find(CreditNote, rec.external_id)
         created = row is None
         if row is None:
             row = CreditNote(tenant_id=self.tenant_id, external_id=rec.external_id, **values)
             self.session.add(row)
             self.session.flush()
-        return self._upsert_settlement(
+        outcome = self._upsert_settlement(
             row, values, wanted, created=created, customer=customer, credit_note_id=row.id
         )
+        if outcome == "unchanged":
+            return outcome
+        if outcome == "updated":
+            row.version += 1  # its PDF is a new document version
+        invoice = wanted[0].invoice if wanted else None
+        spec = EventSpec(
+            kind="credit_note",
+            key=f"credit_note:{row.external_id}",
+            customer_id=_id(customer),
+            document=f"credit_note:{_id(row)}",
+            context=credit_note_context(row, invoice.number if invoice else None),
+            # Like a new invoice: sent once the ERP has stopped editing it for a grace period.
+            due_at=max(row.issued_at, self.now + self.grace),
+            version=row.version,
+            invoice_id=_id(invoice) if invoice else None,
+        )
+        if created:
+            self.events.record(spec)
+        else:
+            self.events.refresh(spec, restart=True)
+        return outcome
 
     # -- payments --------------------------------------------------------------------------
 
     def payment(self, rec: ParsedPayment) -> Outcome:
-        customer = self._ref(Customer, rec.customer, f"{rec.where}.customer")
+        customer = self.ref(Customer, rec.customer, f"{rec.where}.customer")
         wanted = [
             _Want(
-                self._ref(Invoice, a.invoice, f"{a.where}.invoice"),
+                self.ref(Invoice, a.invoice, f"{a.where}.invoice"),
                 a.amount_minor,
                 f"{a.where}.invoice",
                 f"{a.where}.amount",
@@ -455,16 +571,35 @@ class _Importer:
             "amount_minor": rec.amount_minor,
             "currency": rec.currency,
             "received_at": rec.received_at,
+            "method": rec.method,
+            "receipt_number": rec.receipt_number,
         }
-        row = self._find(Payment, rec.external_id)
+        row = self.find(Payment, rec.external_id)
         created = row is None
         if row is None:
             row = Payment(tenant_id=self.tenant_id, external_id=rec.external_id, **values)
             self.session.add(row)
             self.session.flush()
-        return self._upsert_settlement(
+        outcome = self._upsert_settlement(
             row, values, wanted, created=created, customer=customer, payment_id=row.id
         )
+        if outcome == "unchanged":
+            return outcome
+        only = wanted[0].invoice if len(wanted) == 1 else None
+        spec = EventSpec(
+            kind="payment_receipt",
+            key=f"payment:{row.external_id}",
+            customer_id=_id(customer),
+            document=f"payment:{_id(row)}",
+            context=payment_context(row, [(w.invoice.number, w.amount_minor) for w in wanted]),
+            due_at=self.now,  # a receipt goes at once
+            invoice_id=_id(only) if only else None,
+        )
+        if created:
+            self.events.record(spec)
+        else:
+            self.events.refresh(spec)
+        return outcome
 
     def _upsert_settlement(
         self,
@@ -485,7 +620,7 @@ class _Importer:
         same = sorted((a.invoice_id, a.amount_minor) for a in old) == sorted(
             (_id(w.invoice), w.amount_minor) for w in wanted
         )
-        if not _assign(row, **values) and same and not created:
+        if not assign(row, **values) and same and not created:
             return "unchanged"
         for want in wanted:
             self._check_target(want.invoice, customer=customer, row=row, where=want.invoice_where)
@@ -514,6 +649,18 @@ def _settled(status: InvoiceStatus, balance_minor: int) -> InvoiceStatus:
 # -- queries the CLI and the scheduler use ---------------------------------------------------
 
 
+def touch_customer_invoices(session: Session, customer_id: int, now: datetime) -> None:
+    """Make the scheduler look again at every open invoice of a customer (one UPDATE)."""
+    session.execute(
+        sa.update(Invoice)
+        .where(
+            col(Invoice.customer_id) == customer_id,
+            col(Invoice.status) == InvoiceStatus.OPEN,
+        )
+        .values(next_action_at=now)
+    )
+
+
 def find_invoice(session: Session, *, tenant_id: int, number: str) -> Invoice:
     """The tenant's invoice with this number (as printed on it, not the ERP id)."""
     invoice = session.exec(
@@ -525,15 +672,24 @@ def find_invoice(session: Session, *, tenant_id: int, number: str) -> Invoice:
 
 
 def invoice_contacts(session: Session, invoice: Invoice) -> list[Contact]:
-    """Who receives ``invoice``: its customer's contacts with send_invoices on.
+    """Who receives ``invoice``: its customer's contacts (:func:`customer_contacts`)."""
+    return _contacts(session, invoice.tenant_id, invoice.customer_id)
+
+
+def customer_contacts(session: Session, customer: Customer) -> list[Contact]:
+    """Who receives a customer's AR email: its contacts with send_invoices on.
 
     Ordered billing, ap, accountant, primary (a contact ranks by its best role; none ranks
     last), then by email, so the first address is the one a single-recipient send should use.
     """
+    return _contacts(session, customer.tenant_id, customer.id or 0)
+
+
+def _contacts(session: Session, tenant_id: int, customer_id: int) -> list[Contact]:
     contacts = session.exec(
         select(Contact).where(
-            col(Contact.tenant_id) == invoice.tenant_id,
-            col(Contact.customer_id) == invoice.customer_id,
+            col(Contact.tenant_id) == tenant_id,
+            col(Contact.customer_id) == customer_id,
             col(Contact.send_invoices).is_(True),
         )
     ).all()

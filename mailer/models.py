@@ -127,6 +127,10 @@ class Customer(SQLModel, table=True):
     locale: str | None = Field(default=None, max_length=35)
     time_zone: str | None = Field(default=None, max_length=64)
     chase: bool = True  # the AR team's on/off switch for reminders to this customer
+    cadence: str | None = Field(default=None, max_length=63)  # else the tenant's default
+    # Statements on a schedule: when the next one is due (set by the scheduler from the
+    # tenant's [dunning.statements]); NULL: none scheduled.
+    next_statement_at: datetime | None = _at(nullable=True, index=True)
     created_at: datetime = _at()
     updated_at: datetime = _at()
 
@@ -174,6 +178,13 @@ class Invoice(SQLModel, table=True):
     issued_at: datetime = _at()
     due_at: datetime = _at()
     sent_at: datetime | None = _at(nullable=True)  # first send, automatic or by hand
+    # The scheduler's bookkeeping. ``next_action_at`` is when it must look at this invoice
+    # again (NULL: never, until something changes); every change to the invoice, its customer
+    # or a hold sets it to "now", so a pass reads only the indexed rows that are due.
+    next_action_at: datetime | None = _at(nullable=True, index=True)
+    dunning_step: int = 0  # how many cadence steps are done (sent, replaced or superseded)
+    dunning_repeats: int = 0  # repeats sent of the last step done
+    last_dunned_at: datetime | None = _at(nullable=True)  # the last reminder, by hand or not
     lines: list[dict[str, Any]] = _json(list)
     created_at: datetime = _at()
     updated_at: datetime = _at()
@@ -189,6 +200,8 @@ class Payment(SQLModel, table=True):
     amount_minor: int = Field(sa_type=sa.BigInteger)
     currency: str = Field(max_length=3)
     received_at: datetime = _at()
+    method: str | None = Field(default=None, max_length=100)  # "Visa •••• 4242", as given
+    receipt_number: str | None = Field(default=None, max_length=100)  # NULL: the external id
 
 
 class PaymentAllocation(SQLModel, table=True):
@@ -214,6 +227,8 @@ class CreditNote(SQLModel, table=True):
     amount_minor: int = Field(sa_type=sa.BigInteger)
     issued_at: datetime = _at()
     lines: list[dict[str, Any]] = _json(list)
+    reason: str | None = Field(default=None, max_length=1000)  # the tenant's words, shown as given
+    version: int = 1  # rises whenever its content changes, like an invoice's: pins its PDF
 
 
 class Message(SQLModel, table=True):
@@ -247,6 +262,7 @@ class Message(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=1000)
     skip_reason: str | None = Field(default=None, max_length=200)
     manual: bool = False  # enqueued by a person (``dunmail send``), not by the scheduler
+    occasion: str | None = Field(default=None, max_length=63)  # e.g. "step 2", "repeat 1 of 4"
     # SHA-256 of the PDF this message carries (or links to): the bytes in StoredPDF, so the
     # email, its attachment and the hosted download show the same document version.
     pdf_sha256: str | None = Field(default=None, max_length=64)
@@ -279,6 +295,80 @@ class DeliveryAttempt(SQLModel, table=True):
     code: int | None = None
     response: str | None = Field(default=None, max_length=1000)
     recipients: list[dict[str, Any]] = _json(list)  # [{address, code, response, status}]
+
+
+class EventStatus(StrEnum):
+    PENDING = "pending"  # waits for due_at
+    QUEUED = "queued"  # its email is in the outbox
+    SKIPPED = "skipped"  # nothing to send (kind switched off, no contact): note says why
+
+
+class Event(SQLModel, table=True):
+    """An email the ledger asks for: a receipt, a refund, a credit note, a failed autopay, a
+    subscription notice, a statement. The scheduler pass queues it once ``due_at`` has come.
+
+    ``context`` is the kind's own part of the render context (``{"payment": {...}}``), frozen
+    when the event is recorded; the pass adds tenant, customer, branding and language. ``key``
+    names the occasion (``"payment:p-1"``), so re-importing the same record is one event.
+    """
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "key"),
+        sa.Index("ix_event_due", "status", "due_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    invoice_id: int | None = Field(default=None, foreign_key="invoice.id")
+    kind: str = Field(max_length=50)
+    key: str = Field(max_length=200)
+    document: str = Field(max_length=100)  # "payment:12": pins the PDF, like a message's
+    version: int = 1
+    context: dict[str, Any] = _json(dict)
+    due_at: datetime = _at()
+    status: EventStatus = _state(EventStatus, EventStatus.PENDING)
+    created_at: datetime = _at()
+    handled_at: datetime | None = _at(nullable=True)
+    note: str | None = Field(default=None, max_length=300)
+
+
+class HoldReason(StrEnum):
+    DISPUTE = "dispute"
+    PROMISE_TO_PAY = "promise_to_pay"
+    PAYMENT_PLAN = "payment_plan"
+    MANUAL = "manual"
+
+
+class Hold(SQLModel, table=True):
+    """A pause in chasing one invoice, or every invoice of a customer.
+
+    Active from ``created_at`` until ``lifted_at`` or ``ends_at``, whichever comes first; the
+    scheduler looks at the held invoices again at ``ends_at``, so chasing resumes by itself.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    invoice_id: int | None = Field(default=None, foreign_key="invoice.id", index=True)
+    reason: HoldReason = _state(HoldReason)
+    note: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = _at()
+    ends_at: datetime | None = _at(nullable=True)
+    lifted_at: datetime | None = _at(nullable=True)
+    created_by: str = Field(default="", max_length=200)
+
+
+class Suppression(SQLModel, table=True):
+    """An address the tenant's emails must not go to (a hard bounce, a complaint, by hand)."""
+
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    address: str = Field(max_length=320)
+    reason: str = Field(max_length=300)
+    created_at: datetime = _at()
 
 
 class StoredPDF(SQLModel, table=True):
@@ -318,3 +408,75 @@ class TemplateOverride(SQLModel, table=True):
     source: str = Field(sa_column=Column(sa.Text, nullable=False))
     updated_at: datetime = _at()
     updated_by: str = Field(max_length=200)
+
+
+class Refund(SQLModel, table=True):
+    """Money given back on a payment; its customer is the payment's."""
+
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    payment_id: int = Field(foreign_key="payment.id", index=True)
+    external_id: str = Field(max_length=100)
+    amount_minor: int = Field(sa_type=sa.BigInteger)
+    currency: str = Field(max_length=3)
+    refunded_at: datetime = _at()
+    reason: str | None = Field(default=None, max_length=1000)
+    method: str | None = Field(default=None, max_length=100)
+    receipt_number: str | None = Field(default=None, max_length=100)  # NULL: the external id
+
+
+class AutopayFailure(SQLModel, table=True):
+    """An automatic collection (card, direct debit) the payment provider declined."""
+
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    invoice_id: int | None = Field(default=None, foreign_key="invoice.id", index=True)
+    external_id: str = Field(max_length=100)
+    amount_minor: int = Field(sa_type=sa.BigInteger)
+    currency: str = Field(max_length=3)
+    attempted_at: datetime = _at()
+    # The provider's code ("insufficient_funds"); the template explains the known ones.
+    decline_reason: str = Field(max_length=63)
+    next_retry_at: datetime | None = _at(nullable=True)  # NULL: no more automatic attempts
+    method: str | None = Field(default=None, max_length=100)
+
+
+class SubscriptionInterval(StrEnum):
+    WEEK = "week"
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+class SubscriptionStatus(StrEnum):
+    ACTIVE = "active"
+    CANCELLED = "cancelled"
+
+
+class Subscription(SQLModel, table=True):
+    """A recurring plan billed by the ERP; dunmail only announces it (confirmed, billed soon,
+    cancelled), so only what those emails show is kept."""
+
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    external_id: str = Field(max_length=100)
+    plan: str = Field(max_length=300)
+    amount_minor: int = Field(sa_type=sa.BigInteger)
+    currency: str = Field(max_length=3)
+    interval: SubscriptionInterval = _state(SubscriptionInterval)
+    status: SubscriptionStatus = _state(SubscriptionStatus)
+    started_at: datetime = _at()
+    next_bill_at: datetime | None = _at(nullable=True)
+    cancelled_at: datetime | None = _at(nullable=True)
+    ends_at: datetime | None = _at(nullable=True)  # service continues until then
+    created_at: datetime = _at()
+    updated_at: datetime = _at()

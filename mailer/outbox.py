@@ -84,13 +84,24 @@ class EnqueueRequest:
     invoice_id: int | None = None
     not_before: datetime | None = None
     manual: bool = False
+    occasion: str | None = None  # which step of a cadence ("step 2"); part of the key
 
 
 def idempotency_key(request: EnqueueRequest) -> str:
-    """tenant + kind + document + version + recipients: the same email is one message."""
+    """tenant + kind + document + version + recipients (+ occasion): the same email is one
+    message. A reminder's occasion is in it, so step 2 and step 3 are two emails."""
     recipients = ",".join(sorted({a.strip().lower() for a in request.recipients}))
     raw = f"{request.tenant_id}|{request.kind}|{request.document}|{request.version}|{recipients}"
+    if request.occasion is not None:
+        raw += f"|{request.occasion}"
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+# Right before sending: message id -> reason for those that must not go (scheduler/preflight.py).
+PreflightCheck = Callable[
+    [Session, Sequence[Message], Mapping[int, list[MessageRecipient]], datetime],
+    Mapping[int, str],
+]
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,7 @@ class PassReport:
     deferred: int = 0
     failed: int = 0
     throttled: int = 0
+    skipped: int = 0  # refused by pre-flight: paid, on hold, suppressed, ...
     by_status: dict[str, int] = field(default_factory=dict)
 
     def count(self, decision: Decision | None) -> None:
@@ -160,10 +172,14 @@ class Outbox:
         policy: DeliveryConfig,
         worker_id: str | None = None,
         rng: random.Random | None = None,
+        preflight: PreflightCheck | None = None,
     ) -> None:
         """``assembler`` builds each message (templates, PDFs, signing); the outbox decides
-        when, records what happened, and never sends one twice."""
+        when, records what happened, and never sends one twice. ``preflight`` may veto a
+        claimed message in the claiming transaction (it is then ``skipped`` with a reason)."""
         self._engine = engine
+        self.preflight = preflight  # the composition root may set it once services exist
+        self.skipped = 0  # by pre-flight, over this outbox's life
         self._clock = clock
         self._profiles = profiles
         self._assembler = assembler
@@ -207,6 +223,7 @@ class Outbox:
             created_at=now,
             next_attempt_at=max(now, request.not_before or now),
             manual=request.manual,
+            occasion=request.occasion,
         )
         try:
             with session.begin_nested():
@@ -223,6 +240,10 @@ class Outbox:
                 raise
             return found
         return message
+
+    def find(self, session: Session, request: EnqueueRequest) -> Message | None:
+        """The message ``request`` would be, if it is already in the outbox."""
+        return self._find(session, request.tenant_id, idempotency_key(request))
 
     @staticmethod
     def _find(session: Session, tenant_id: int, key: str) -> Message | None:
@@ -241,36 +262,69 @@ class Outbox:
         claimers, so the same select-then-update is just as exclusive.
         """
         lease = now + timedelta(seconds=self._policy.lease_seconds)
-        with session_scope(self._engine) as session:
-            due = (
-                sa.select(col(Message.id))
-                .where(
-                    col(Message.status).in_(OPEN_MESSAGE_STATES),
-                    col(Message.next_attempt_at) <= now,
-                    sa.or_(col(Message.claimed_until).is_(None), col(Message.claimed_until) < now),
+        while True:
+            with session_scope(self._engine) as session:
+                due = (
+                    sa.select(col(Message.id))
+                    .where(
+                        col(Message.status).in_(OPEN_MESSAGE_STATES),
+                        col(Message.next_attempt_at) <= now,
+                        sa.or_(
+                            col(Message.claimed_until).is_(None), col(Message.claimed_until) < now
+                        ),
+                    )
+                    .order_by(col(Message.next_attempt_at))
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
                 )
-                .order_by(col(Message.next_attempt_at))
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            if only:
-                due = due.where(col(Message.id).in_(list(only)))
-            ids = list(session.execute(due).scalars())
-            if not ids:
-                return []
-            session.execute(
-                sa.update(Message)
-                .where(col(Message.id).in_(ids))
-                .values(claimed_until=lease, claimed_by=self.worker_id)
-            )
-            messages = session.exec(select(Message).where(col(Message.id).in_(ids))).all()
-            rows = session.exec(
-                select(MessageRecipient).where(col(MessageRecipient.message_id).in_(ids))
-            ).all()
-        by_message: dict[int, list[MessageRecipient]] = {}
-        for row in rows:
-            by_message.setdefault(row.message_id, []).append(row)
-        return [self._snapshot(m, by_message.get(m.id or 0, [])) for m in messages]
+                if only:
+                    due = due.where(col(Message.id).in_(list(only)))
+                ids = list(session.execute(due).scalars())
+                if not ids:
+                    return []
+                messages = list(session.exec(select(Message).where(col(Message.id).in_(ids))))
+                rows = session.exec(
+                    select(MessageRecipient).where(col(MessageRecipient.message_id).in_(ids))
+                ).all()
+                by_message: dict[int, list[MessageRecipient]] = {}
+                for row in rows:
+                    by_message.setdefault(row.message_id, []).append(row)
+                skips = self._skip(session, messages, by_message, now)
+                kept = [m for m in messages if (m.id or 0) not in skips]
+                if kept:
+                    session.execute(
+                        sa.update(Message)
+                        .where(col(Message.id).in_([m.id for m in kept]))
+                        .values(claimed_until=lease, claimed_by=self.worker_id)
+                    )
+                claimed = [self._snapshot(m, by_message.get(m.id or 0, [])) for m in kept]
+            if claimed:
+                return claimed
+            # Every row of this batch was skipped; the next batch may hold sendable ones.
+
+    def _skip(
+        self,
+        session: Session,
+        messages: list[Message],
+        recipients: Mapping[int, list[MessageRecipient]],
+        now: datetime,
+    ) -> Mapping[int, str]:
+        """Ask pre-flight about ``messages`` and mark the vetoed ones ``skipped`` for good."""
+        if self.preflight is None:
+            return {}
+        skips = self.preflight(session, messages, recipients, now)
+        for message in messages:
+            reason = skips.get(message.id or 0)
+            if reason is None:
+                continue
+            message.status = MessageStatus.SKIPPED
+            message.skip_reason = reason[:200]
+            message.finished_at = now
+            message.claimed_until = None
+            log.info("message %s (%s) skipped: %s", message.uid, message.kind, reason)
+        self.skipped += len(skips)
+        session.flush()
+        return skips
 
     @staticmethod
     def _snapshot(message: Message, recipients: list[MessageRecipient]) -> Claimed:
@@ -299,6 +353,7 @@ class Outbox:
         report = PassReport()
         recorder = _Recorder(self._record, report)
         self._assembler.forget_overrides()  # a template saved since the last pass applies now
+        skipped_before = self.skipped
         try:
             while True:
                 now = self._clock.now()
@@ -310,6 +365,7 @@ class Outbox:
                 await asyncio.gather(*(recorder.put(self._attempt(c)) for c in batch))
         finally:
             await recorder.close()
+            report.skipped = self.skipped - skipped_before
         return report
 
     async def _attempt(self, claimed: Claimed) -> _Attempt:

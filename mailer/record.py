@@ -26,11 +26,12 @@ from pydantic import (
 )
 
 from mailer.address import parse_addr_spec
-from mailer.models import ContactRole, InvoiceStatus
+from mailer.models import ContactRole, InvoiceStatus, SubscriptionInterval, SubscriptionStatus
 from mailer.money import parse_currency, parse_decimal
 
 _DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+_CODE = re.compile(r"[a-z0-9_]{1,63}")
 
 
 # -- field types --------------------------------------------------------------------------------
@@ -65,6 +66,13 @@ def _email(value: object) -> str:
     return parse_addr_spec(value)
 
 
+def _code(value: object) -> str:
+    """A provider's machine code such as ``insufficient_funds``: lower case, digits, ``_``."""
+    if not isinstance(value, str) or not _CODE.fullmatch(value):
+        raise ValueError(f'must be a code such as "insufficient_funds", got {value!r}')
+    return value
+
+
 def _stamp(value: object) -> date | datetime:
     """An ISO 8601 date or date-time; naive ones are placed in a zone later."""
     if isinstance(value, str):
@@ -86,6 +94,8 @@ LocaleName = Annotated[str, PlainValidator(_locale)]
 ZoneName = Annotated[str, PlainValidator(_zone)]
 Email = Annotated[str, PlainValidator(_email)]
 Stamp = Annotated[date | datetime, PlainValidator(_stamp)]
+Label = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=100)]
+Code = Annotated[str, PlainValidator(_code)]
 
 
 # -- wire models: the document exactly as the ERP sends it ---------------------------------------
@@ -114,6 +124,8 @@ class CustomerRecord(Record):
     locale: LocaleName | None = None
     time_zone: ZoneName | None = None
     chase: StrictBool | None = None  # absent keeps the AR team's own switch
+    # A cadence named in [tenants.<slug>.dunning.cadences]; "" goes back to the tenant's default
+    cadence: Annotated[str, StringConstraints(strict=True, max_length=63)] | None = None
     contacts: list[ContactRecord] | None = None
 
 
@@ -149,6 +161,8 @@ class PaymentRecord(Record):
     currency: Currency
     received_at: Stamp
     invoices: list[AllocationRecord] = Field(default_factory=list)
+    method: Label | None = None  # "Visa •••• 4242", shown on the receipt as given
+    receipt_number: ExternalId | None = None  # absent: the receipt shows the payment's id
 
 
 class CreditNoteRecord(Record):
@@ -159,3 +173,47 @@ class CreditNoteRecord(Record):
     issued_at: Stamp
     invoice: ExternalId | None = None
     lines: list[LineRecord] = Field(min_length=1)
+    reason: Text | None = None  # shown in the email as given
+
+
+class RefundRecord(Record):
+    """Money given back on a payment (an external id); the customer is the payment's."""
+
+    id: ExternalId
+    payment: ExternalId
+    amount: Amount
+    currency: Currency
+    refunded_at: Stamp
+    reason: Text | None = None
+    method: Label | None = None
+    receipt_number: ExternalId | None = None  # absent: the refund's id
+
+
+class AutopayFailureRecord(Record):
+    """A declined automatic collection; ``decline_reason`` is the provider's code."""
+
+    id: ExternalId
+    customer: ExternalId
+    invoice: ExternalId | None = None
+    amount: Amount
+    currency: Currency
+    attempted_at: Stamp
+    decline_reason: Code
+    next_retry_at: Stamp | None = None  # absent: no more automatic attempts
+    method: Label | None = None
+
+
+class SubscriptionRecord(Record):
+    """A recurring plan; ``next_bill_at`` is the next renewal, ``ends_at`` the end of service."""
+
+    id: ExternalId
+    customer: ExternalId
+    plan: Name
+    amount: Amount
+    currency: Currency
+    interval: SubscriptionInterval
+    status: SubscriptionStatus
+    started_at: Stamp
+    next_bill_at: Stamp | None = None
+    cancelled_at: Stamp | None = None
+    ends_at: Stamp | None = None

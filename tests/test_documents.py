@@ -339,3 +339,138 @@ def test_decode_document_reports_bad_json_at_dollar() -> None:
     assert decode_document('{"customers": []}') == {"customers": []}
     with pytest.raises(DocumentError, match=r"^\$: not valid JSON: .* line 1 column 2"):
         decode_document("{")
+
+
+def test_billing_sections_parse_to_minor_units_and_utc() -> None:
+    data = document()
+    data["payments"][0] |= {"method": "Visa •••• 4242", "receipt_number": "R-1"}
+    data["credit_notes"][0]["reason"] = "Goodwill"
+    data["refunds"] = [
+        {
+            "id": "RF-1",
+            "payment": "P-1",
+            "amount": "5.00",
+            "currency": "eur",
+            "refunded_at": "2026-03-06",
+        }
+    ]
+    data["autopay_failures"] = [
+        {
+            "id": "AP-1",
+            "customer": "C-1",
+            "amount": "78.30",
+            "currency": "EUR",
+            "attempted_at": "2026-03-06T09:00",
+            "decline_reason": "expired_card",
+        }
+    ]
+    data["subscriptions"] = [
+        {
+            "id": "S-1",
+            "customer": "C-1",
+            "plan": "Pro",
+            "amount": "0",
+            "currency": "EUR",
+            "interval": "year",
+            "status": "cancelled",
+            "started_at": "2026-01-01",
+            "cancelled_at": "2026-03-01",
+            "ends_at": "2026-12-31",
+        }
+    ]
+
+    doc = parse(data)
+
+    assert doc.errors == []
+    (payment,) = doc.payments
+    assert (payment.method, payment.receipt_number) == ("Visa •••• 4242", "R-1")
+    assert doc.credit_notes[0].reason == "Goodwill"
+    (refund,) = doc.refunds
+    assert (refund.payment, refund.amount_minor, refund.currency) == ("P-1", 500, "EUR")
+    assert refund.refunded_at == datetime(2026, 3, 6, 5, 0, tzinfo=UTC)  # the payer's New York
+    assert refund.receipt_number is None
+    (failure,) = doc.autopay_failures
+    assert (failure.amount_minor, failure.next_retry_at, failure.invoice) == (7830, None, None)
+    assert failure.attempted_at == datetime(2026, 3, 6, 14, 0, tzinfo=UTC)
+    (sub,) = doc.subscriptions
+    assert (sub.amount_minor, sub.interval, sub.status) == (0, "year", "cancelled")
+    assert sub.ends_at == datetime(2026, 12, 31, 5, 0, tzinfo=UTC)
+
+
+def test_a_refund_of_a_ledger_payment_uses_its_customer_zone() -> None:
+    refund = {"id": "RF-1", "amount": "1", "currency": "EUR", "refunded_at": "2026-03-06"}
+    data = {
+        "refunds": [
+            refund | {"payment": "P-ledger"},
+            refund | {"id": "RF-2", "payment": "P-unknown"},  # the ledger says: no such payment
+        ]
+    }
+    doc = parse(
+        data,
+        customer_zone={"C-tokyo": "Asia/Tokyo"}.get,
+        payment_customer={"P-ledger": "C-tokyo"}.get,
+    )
+    assert [r.refunded_at for r in doc.refunds] == [
+        datetime(2026, 3, 5, 15, 0, tzinfo=UTC),  # Asia/Tokyo
+        datetime(2026, 3, 5, 23, 0, tzinfo=UTC),  # the tenant's Europe/Paris
+    ]
+
+
+def test_billing_sections_are_validated_at_their_positions() -> None:
+    data: dict[str, Any] = {
+        "refunds": [
+            {"id": "RF-1", "payment": "P-1", "amount": "-1", "currency": "EUR", "refunded_at": "x"},
+            {"id": "RF-2", "payment": "P-1", "currency": "EUR", "refunded_at": "2026-03-01"},
+        ],
+        "autopay_failures": [
+            {
+                "id": "AP-1",
+                "customer": "C-1",
+                "amount": "1",
+                "currency": "EUR",
+                "attempted_at": "2026-03-02",
+                "decline_reason": "card declined",
+                "next_retry_at": "2026-03-02",
+            }
+        ],
+        "subscriptions": [
+            {
+                "id": "S-1",
+                "customer": "C-1",
+                "plan": "",
+                "amount": "1",
+                "currency": "EUR",
+                "interval": "month",
+                "status": "active",
+                "started_at": "2026-03-02",
+                "next_bill_at": "2026-03-01",
+            },
+            {"id": "S-1"},
+        ],
+    }
+    got = errors(parse(data))
+    assert got == {
+        "refunds[0].refunded_at": got["refunds[0].refunded_at"],
+        "refunds[1].amount": "required field is missing",
+        "autopay_failures[0].decline_reason": (
+            "must be a code such as \"insufficient_funds\", got 'card declined'"
+        ),
+        "subscriptions[0].id": "duplicate id 'S-1' (also at subscriptions[1])",
+        "subscriptions[0].plan": "must not be empty",
+        "subscriptions[1].id": "duplicate id 'S-1' (also at subscriptions[0])",
+        "subscriptions[1].customer": "required field is missing",
+        "subscriptions[1].plan": "required field is missing",
+        "subscriptions[1].amount": "required field is missing",
+        "subscriptions[1].currency": "required field is missing",
+        "subscriptions[1].interval": "required field is missing",
+        "subscriptions[1].status": "required field is missing",
+        "subscriptions[1].started_at": "required field is missing",
+    }
+    assert "ISO 8601" in got["refunds[0].refunded_at"]
+    # A field error stops the record before the cross-field checks (amount, next_retry_at).
+    data["autopay_failures"][0]["decline_reason"] = "card_declined"
+    data["subscriptions"] = data["subscriptions"][:1]
+    data["subscriptions"][0]["plan"] = "Pro"
+    got = errors(parse(data))
+    assert got["autopay_failures[0].next_retry_at"] == "is not after attempted_at"
+    assert got["subscriptions[0].next_bill_at"] == "is before started_at"

@@ -430,12 +430,14 @@ def test_report_summary_and_dict(session: Session, tenant_id: int, clock: FixedC
     data = document()
     data["payments"][0]["amount"] = 50.5
     report = run(session, tenant_id, data, clock)
+    # Sections without a valid record (payments here, and the billing ones) are left out.
     assert report.summary() == (
         "customers 2 created, 0 updated, 0 unchanged; invoices 2 created, 0 updated, 0 unchanged; "
-        "credit notes 1 created, 0 updated, 0 unchanged; payments 0 created, 0 updated, "
-        "0 unchanged; 1 invalid record"
+        "credit notes 1 created, 0 updated, 0 unchanged; 1 event recorded; 1 invalid record"
     )
     as_dict = report.as_dict()
     assert as_dict["invoices"] == {"created": 2, "updated": 0, "unchanged": 0}
+    assert as_dict["subscriptions"] == {"created": 0, "updated": 0, "unchanged": 0}
+    assert as_dict["events"] == 1  # the credit note's email
     assert as_dict["errors"] == [{"where": "payments[0].amount", "reason": report.errors[0].reason}]
     assert json.loads(json.dumps(as_dict)) == as_dict

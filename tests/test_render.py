@@ -45,6 +45,7 @@ def _headline(kind: str, ctx: dict[str, Any]) -> tuple[int, str] | None:
         "refund": ("refund", "amount_minor"),
         "autopay_failed": ("autopay", "amount_minor"),
         "statement": ("statement", "closing_balance_minor"),
+        "overdue_summary": ("overdue", "balance_minor"),
         "estimate": ("estimate", "total_minor"),
     }
     name, key = field.get(kind, ("subscription", "amount_minor"))
@@ -328,6 +329,131 @@ def test_zero_and_three_decimal_currencies(
     assert expected.replace("\xa0", "") in rendered.subject.replace("\xa0", "")
     assert expected in format_money(1234567, currency, locale)
     assert format_money(1234567, currency, locale) in rendered.text
+
+
+# -- overdue_summary: every overdue invoice of one customer in one email ----------------------
+
+
+def _overdue_summary(locale: str, *, currency: str = "EUR") -> dict[str, Any]:
+    ctx = sample_context("overdue_summary", locale=locale)
+    ctx["overdue"]["currency"] = currency
+    return ctx
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_overdue_summary_lists_every_invoice_and_the_total(renderer: Renderer, locale: str) -> None:
+    ctx = _overdue_summary(locale)
+    overdue = ctx["overdue"]
+    rendered = renderer.render("overdue_summary", ctx)
+    html = unescape(rendered.html or "")
+    total = format_money(overdue["balance_minor"], "EUR", locale)
+    assert overdue["balance_minor"] == sum(i["balance_minor"] for i in overdue["items"])
+    assert total in rendered.subject and "3" in rendered.subject
+    assert rendered.text.count(total) == 2 and html.count(total) == 2  # the sentence, the total
+    for item in overdue["items"]:
+        balance = format_money(item["balance_minor"], "EUR", locale)
+        assert item["number"] in rendered.text and item["number"] in html
+        assert balance in rendered.text and balance in html
+    numbers = [i["number"] for i in overdue["items"]]
+    assert sorted(numbers, key=rendered.text.index) == numbers  # oldest due first, as given
+    assert re.search(r'<a class="btn" href="https://pay\.acme\.example/l/pay-7f3a9c"', html)
+
+
+@pytest.mark.parametrize(
+    "locale,subject,sentence,line",
+    [
+        (
+            "en",
+            "Overdue: 3 invoices, €12,936.62 in total",
+            "3 of your invoices are overdue, for a total of €12,936.62. ",
+            "- Invoice INV-1017, due on Mar 4, 2026 (40 days overdue): €2,471.00",
+        ),
+        (
+            "es",
+            "3 facturas vencidas, 12.936,62\xa0€ en total",
+            "tiene 3 facturas vencidas, por un total de 12.936,62\xa0€. ",
+            "- Factura INV-1017, vencida el 4 mar 2026 (40 días de retraso): 2.471,00\xa0€",
+        ),
+        (
+            "fr",
+            "3 factures en retard, 12\u202f936,62\xa0€ au total",
+            "3 de vos factures restent impayées après leur échéance, pour un total de "
+            "12\u202f936,62\xa0€. ",
+            "- Facture INV-1017, échue le 4 mars 2026 (40 jours de retard)\xa0: 2\u202f471,00\xa0€",
+        ),
+        (
+            "ro",
+            "3 facturi restante, în total 12.936,62\xa0EUR",
+            "aveți 3 facturi restante, în valoare totală de 12.936,62\xa0EUR. ",
+            "- Factura INV-1017, scadentă la 4 mar. 2026 (40 de zile de întârziere): "
+            "2.471,00\xa0EUR",
+        ),
+    ],
+)
+def test_overdue_summary_speaks_the_customers_language(
+    renderer: Renderer, locale: str, subject: str, sentence: str, line: str
+) -> None:
+    rendered = renderer.render("overdue_summary", _overdue_summary(locale))
+    assert rendered.subject == subject
+    assert line in rendered.text.splitlines()
+    assert sentence in _resources(rendered.html or "").text.replace("\n", " ")
+
+
+def test_overdue_summary_of_one_invoice_says_so_once(renderer: Renderer) -> None:
+    ctx = _overdue_summary("en")
+    ctx["overdue"]["items"] = ctx["overdue"]["items"][-1:]
+    ctx["overdue"]["balance_minor"] = 734562
+    ctx["days_overdue"] = 12
+    rendered = renderer.render("overdue_summary", ctx)
+    assert rendered.subject == "Overdue: 1 invoice, €7,345.62 in total"
+    assert "1 invoice is overdue, for a total of €7,345.62." in rendered.text
+    assert "oldest" not in rendered.text and "oldest" not in (rendered.html or "")
+    assert "(12 days overdue)" in rendered.text
+    ctx["overdue"]["items"][0]["days_overdue"] = 1
+    assert "(1 day overdue)" in renderer.render("overdue_summary", ctx).text
+
+
+def test_overdue_summary_without_a_pay_link_shows_no_button(renderer: Renderer) -> None:
+    ctx = _overdue_summary("en")
+    ctx["tenant"] = {"name": "Acme", "email": "ar@acme.example"}
+    ctx["links"] = {"view": None, "pay": None}  # what mailer.context.party_context builds
+    rendered = renderer.render("overdue_summary", ctx)
+    assert 'class="btn' not in (rendered.html or "")
+    assert "Pay online" not in rendered.text
+
+
+def test_script_in_a_customer_name_is_escaped_in_the_overdue_summary(
+    renderer: Renderer,
+) -> None:
+    ctx = _overdue_summary("en")
+    ctx["customer"]["name"] = '<script>alert("x")</script> & Co'
+    ctx["overdue"]["items"][0]["number"] = "<img src=x onerror=alert(1)>"
+    rendered = renderer.render("overdue_summary", ctx)
+    found = _resources(rendered.html or "")
+    assert "script" not in found.tags
+    assert found.urls <= {ctx["tenant"]["logo_url"], *ctx["links"].values()}  # no src=x
+    assert "&lt;img src=x onerror=alert(1)&gt;" in (rendered.html or "")
+    assert 'Dear <script>alert("x")</script> & Co,' in found.text
+    assert "<img src=x onerror=alert(1)>" in found.text
+    assert 'Dear <script>alert("x")</script> & Co,' in rendered.text  # plain text stays plain
+
+
+@pytest.mark.parametrize(
+    "currency,locale,total,item",
+    [
+        ("JPY", "en", "¥1,293,662", "¥247,100"),
+        ("JPY", "fr", "1\u202f293\u202f662\xa0JPY", "247\u202f100\xa0JPY"),
+        ("KWD", "en", "KWD1,293.662", "KWD247.100"),
+        ("KWD", "es", "1.293,662\xa0KWD", "247,100\xa0KWD"),
+    ],
+)
+def test_overdue_summary_in_zero_and_three_decimal_currencies(
+    renderer: Renderer, currency: str, locale: str, total: str, item: str
+) -> None:
+    rendered = renderer.render("overdue_summary", _overdue_summary(locale, currency=currency))
+    html = unescape(rendered.html or "")
+    assert total in rendered.subject and total in rendered.text and total in html
+    assert item in rendered.text and item in html
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,172 @@
+"""PURE: the kind's own part of an event's render context, built from ledger rows.
+
+The ledger stores what these return on the ``Event`` row when it records the event, so the
+email describes the record as it was imported; the scheduler pass adds tenant, customer,
+branding, language and links. Each function returns exactly the keys ``mailer.kinds`` types
+for its kind (``{"payment": PaymentData}``, ...): money in integer minor units, times as
+ISO 8601 strings, as in ``mailer/context.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from mailer.kinds import (
+    AllocationData,
+    AutopayData,
+    CreditNoteData,
+    LineData,
+    PaymentData,
+    RefundData,
+    SubscriptionData,
+)
+from mailer.models import (
+    AutopayFailure,
+    CreditNote,
+    Payment,
+    Refund,
+    Subscription,
+    SubscriptionStatus,
+)
+
+_DAY = timedelta(days=1)
+
+
+def payment_context(payment: Payment, allocations: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """``payment_receipt``: ``allocations`` are (invoice number, amount) in the order given.
+
+    What the allocations leave over is ``unapplied_minor``: kept on account, and said so.
+    """
+    invoices: list[AllocationData] = [
+        {"number": number, "amount_minor": amount} for number, amount in allocations
+    ]
+    data: PaymentData = {
+        "receipt_number": payment.receipt_number or payment.external_id,
+        "amount_minor": payment.amount_minor,
+        "currency": payment.currency,
+        "received_at": payment.received_at.isoformat(),
+        "method": payment.method,
+        "invoices": invoices,
+        "unapplied_minor": payment.amount_minor - sum(amount for _, amount in allocations),
+    }
+    return {"payment": data}
+
+
+def refund_context(refund: Refund, payment: Payment) -> dict[str, Any]:
+    """``refund``: the refund, and when the payment it gives money back on arrived."""
+    data: RefundData = {
+        "receipt_number": refund.receipt_number or refund.external_id,
+        "amount_minor": refund.amount_minor,
+        "currency": refund.currency,
+        "refunded_at": refund.refunded_at.isoformat(),
+        "method": refund.method,
+        "reason": refund.reason,
+        "payment_received_at": payment.received_at.isoformat(),
+    }
+    return {"refund": data}
+
+
+def autopay_context(failure: AutopayFailure, invoice_number: str | None) -> dict[str, Any]:
+    """``autopay_failed``: the declined attempt and the next one, if the provider retries."""
+    data: AutopayData = {
+        "decline_reason": failure.decline_reason,
+        "next_retry_at": _iso(failure.next_retry_at),
+        "amount_minor": failure.amount_minor,
+        "currency": failure.currency,
+        "attempted_at": failure.attempted_at.isoformat(),
+        "invoice_number": invoice_number,
+        "method": failure.method,
+    }
+    return {"autopay": data}
+
+
+def credit_note_context(note: CreditNote, invoice_number: str | None) -> dict[str, Any]:
+    """``credit_note``: the stored lines, with the tax they include summed."""
+    lines: list[LineData] = [_line(line) for line in note.lines]
+    data: CreditNoteData = {
+        "number": note.number,
+        "currency": note.currency,
+        "amount_minor": note.amount_minor,
+        "tax_minor": sum(line["tax_minor"] for line in lines),
+        "issued_at": note.issued_at.isoformat(),
+        "invoice_number": invoice_number,
+        "reason": note.reason,
+        "lines": lines,
+    }
+    return {"credit_note": data}
+
+
+def subscription_context(subscription: Subscription) -> dict[str, Any]:
+    """``subscription_confirmation`` and ``subscription_cancelled``.
+
+    A cancelled subscription has no next bill, whatever date the ERP still carries: the
+    cancellation email promises that nothing more is billed.
+    """
+    return {"subscription": _subscription(subscription)}
+
+
+def billed_soon_context(subscription: Subscription, *, due_at: datetime) -> dict[str, Any]:
+    """``subscription_billed_soon``, with ``days_until_bill`` as seen when it is sent (``due_at``).
+
+    The subscription must have a ``next_bill_at`` (:func:`billed_soon_due` said when).
+    """
+    if subscription.next_bill_at is None:
+        raise ValueError("a subscription without next_bill_at is not billed soon")
+    return {
+        "subscription": _subscription(subscription),
+        "days_until_bill": days_until(subscription.next_bill_at, now=due_at),
+    }
+
+
+def billed_soon_due(next_bill_at: datetime, *, now: datetime, lead: timedelta) -> datetime | None:
+    """When the "billed soon" notice of the bill at ``next_bill_at`` is due, or None.
+
+    ``lead`` before the bill; if that moment has passed (the subscription or its new date
+    arrived late), now; if the bill itself is not in the future, there is nothing to announce.
+    """
+    if next_bill_at <= now:
+        return None
+    return max(next_bill_at - lead, now)
+
+
+def days_until(moment: datetime, *, now: datetime) -> int:
+    """Whole days from ``now`` to ``moment``, a part day counting as one (never below 1).
+
+    "Renews in 7 days" must hold when sent exactly seven days ahead, and a bill 36 hours away
+    is "in 2 days", not "in 1 day", which would read as tomorrow.
+    """
+    return max(1, math.ceil((moment - now) / _DAY))
+
+
+def _subscription(subscription: Subscription) -> SubscriptionData:
+    cancelled = subscription.status is SubscriptionStatus.CANCELLED
+    return {
+        "plan": subscription.plan,
+        "amount_minor": subscription.amount_minor,
+        "currency": subscription.currency,
+        "interval": subscription.interval.value,
+        "started_at": subscription.started_at.isoformat(),
+        "next_bill_at": None if cancelled else _iso(subscription.next_bill_at),
+        "cancelled_at": _iso(subscription.cancelled_at),
+        "ends_at": _iso(subscription.ends_at),
+    }
+
+
+def _line(line: dict[str, Any]) -> LineData:
+    """A stored line (``ParsedLine.as_json()``) as the templates read it."""
+    return {
+        "description": str(line["description"]),
+        "quantity": str(line["quantity"]),
+        "unit_price_minor": int(line["unit_price_minor"]),
+        "tax_rate": None if line["tax_rate"] is None else str(line["tax_rate"]),
+        "net_minor": int(line["net_minor"]),
+        "tax_minor": int(line["tax_minor"]),
+        "total_minor": int(line["total_minor"]),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

@@ -1,0 +1,118 @@
+"""SERVICE: record, refresh and retire ``Event`` rows: the emails the ledger asks for.
+
+The ledger decides *which* occasion a record is (a new payment, a changed credit note, a moved
+bill date); this module keeps the rule that each occasion, named by its key, is one row, and that
+only a pending row may still change: once queued, the email is what was sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, SQLModel, col, select
+
+from mailer.models import Event, EventStatus
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """Everything an event row holds that its record decides (see ``Event``'s docstring)."""
+
+    kind: str
+    key: str
+    customer_id: int
+    document: str
+    context: dict[str, Any]
+    due_at: datetime
+    version: int = 1
+    invoice_id: int | None = None
+
+
+class EventLog:
+    """One tenant's events, as one import sees them at ``now``; counts the rows it records."""
+
+    def __init__(self, session: Session, tenant_id: int, now: datetime) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+        self.now = now
+        self.recorded = 0
+
+    def find(self, key: str) -> Event | None:
+        """The event ``key`` names, whatever became of it."""
+        query = select(Event).where(col(Event.tenant_id) == self.tenant_id, col(Event.key) == key)
+        return self.session.exec(query).first()
+
+    def record(self, spec: EventSpec) -> bool:
+        """Record ``spec`` as a pending event unless its key exists; True when it was recorded.
+
+        An existing key is left alone even when skipped or queued long ago: the occasion has
+        had its email (or its decision not to send one), and re-importing must not repeat it.
+        """
+        if self.find(spec.key) is not None:
+            return False
+        self.session.add(
+            Event(
+                tenant_id=self.tenant_id,
+                customer_id=spec.customer_id,
+                invoice_id=spec.invoice_id,
+                kind=spec.kind,
+                key=spec.key,
+                document=spec.document,
+                version=spec.version,
+                context=spec.context,
+                due_at=spec.due_at,
+                status=EventStatus.PENDING,
+                created_at=self.now,
+            )
+        )
+        self.session.flush()
+        self.recorded += 1
+        return True
+
+    def refresh(self, spec: EventSpec, *, restart: bool = False) -> bool:
+        """Bring a still-pending event up to date with its changed record; True if it changed.
+
+        ``restart`` also moves its due time to ``spec.due_at`` (a grace period starts again with
+        every edit); otherwise it keeps its time. A queued or skipped event is not touched.
+        """
+        event = self.find(spec.key)
+        if event is None or event.status is not EventStatus.PENDING:
+            return False
+        values: dict[str, Any] = {
+            "customer_id": spec.customer_id,
+            "invoice_id": spec.invoice_id,
+            "document": spec.document,
+            "version": spec.version,
+            "context": spec.context,
+        }
+        if restart:
+            values["due_at"] = spec.due_at
+        return assign(event, **values)
+
+    def pending(self, *, kind: str, document: str) -> list[Event]:
+        """The pending events of one kind about one document (``"subscription:7"``)."""
+        query = select(Event).where(
+            col(Event.tenant_id) == self.tenant_id,
+            col(Event.kind) == kind,
+            col(Event.document) == document,
+            col(Event.status) == EventStatus.PENDING,
+        )
+        return list(self.session.exec(query))
+
+    def skip(self, event: Event, note: str) -> None:
+        """Retire a pending event that no longer applies, saying why (``Event.note``)."""
+        event.status = EventStatus.SKIPPED
+        event.handled_at = self.now
+        event.note = note[:300]
+
+
+def assign(row: SQLModel, **values: Any) -> bool:
+    """Set the attributes that differ; True when any did (so unchanged rows are not written)."""
+    changed = False
+    for name, value in values.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+            changed = True
+    return changed

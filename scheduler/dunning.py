@@ -1,0 +1,383 @@
+"""The dunning pass: evaluate the invoices that are due, queue their emails, move their clocks.
+
+Every due time is ``invoice.next_action_at`` (indexed), so a pass reads only the rows whose
+time has come, in batches, each batch in one transaction that also queues the emails it
+decided on: a crash anywhere rolls back both, and the next pass does the batch again. On
+PostgreSQL the batch is claimed ``FOR UPDATE SKIP LOCKED``, so several ``dunmail run``
+processes split the due invoices between them; on SQLite ``BEGIN IMMEDIATE`` serialises them.
+The idempotency key of each email includes its occasion ("step 2"), a second lock on the door.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from mailer.db import session_scope
+from mailer.errors import MailerError
+from mailer.models import Customer, Hold, Invoice, InvoiceStatus
+from scheduler.cadence import (
+    Action,
+    ActiveHold,
+    DunningState,
+    Evaluation,
+    InvoiceFacts,
+    Rules,
+    evaluate,
+)
+
+log = logging.getLogger(__name__)
+
+REMINDERS = ("invoice_reminder", "late_payment_reminder")
+
+RulesFor = Callable[[int, Customer], Rules]
+# Queue one customer-level email for all of a customer's overdue invoices in one currency.
+EnqueueSummary = Callable[[Session, Customer, list[Invoice], str, datetime], tuple[str, ...]]
+SUMMARY = "overdue_summary"
+# Queue ``action``'s email for the invoice inside the caller's transaction; return the
+# recipients, or raise MailerError (no contact, kind unknown) to leave the invoice waiting.
+Enqueue = Callable[[Session, Invoice, Customer, Action, datetime], tuple[str, ...]]
+
+
+@dataclass
+class DunningReport:
+    """What one pass did."""
+
+    evaluated: int = 0
+    queued: Counter[str] = field(default_factory=Counter)  # by email kind
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def total_queued(self) -> int:
+        return sum(self.queued.values())
+
+    def summary(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.queued.items())) or "nothing"
+        return f"evaluated {self.evaluated} invoice(s); queued {kinds}" + (
+            f"; {len(self.errors)} error(s)" if self.errors else ""
+        )
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One line of ``dunmail plan``: what the engine would do for an invoice, and why."""
+
+    invoice: str
+    customer: str
+    action: Action | None
+    recipients: tuple[str, ...]
+    reason: str
+    next_at: datetime | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "invoice": self.invoice,
+            "customer": self.customer,
+            "send": self.action.kind if self.action else None,
+            "occasion": self.action.occasion if self.action else None,
+            "to": list(self.recipients),
+            "why": self.reason,
+            "next_at": self.next_at.isoformat() if self.next_at else None,
+        }
+
+
+class Dunning:
+    """The pass and the simulator over one database, for the configured tenants."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        tenant_ids: Collection[int],
+        rules_for: RulesFor,
+        enqueue: Enqueue,
+        recipients_of: Callable[[Session, Invoice], tuple[str, ...]],
+        enqueue_summary: EnqueueSummary | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        self._enqueue_summary = enqueue_summary
+        self._engine = engine
+        self._tenant_ids = sorted(tenant_ids)
+        self._rules_for = rules_for
+        self._enqueue = enqueue
+        self._recipients_of = recipients_of
+        self._batch_size = batch_size
+
+    # -- the pass ----------------------------------------------------------------------------
+
+    def run_pass(self, now: datetime) -> DunningReport:
+        """Evaluate every invoice due at ``now``, batch by batch, until none is left."""
+        report = DunningReport()
+        while self._tenant_ids:
+            with session_scope(self._engine) as session:
+                invoices = self._claim(session, now)
+                if not invoices:
+                    break
+                self._decide(session, invoices, now, report)
+        if report.evaluated:
+            log.info("dunning pass at %s: %s", now.isoformat(), report.summary())
+        return report
+
+    def _claim(self, session: Session, now: datetime) -> list[Invoice]:
+        query = (
+            select(Invoice)
+            .where(
+                col(Invoice.next_action_at) <= now,
+                col(Invoice.tenant_id).in_(self._tenant_ids),
+            )
+            .order_by(col(Invoice.next_action_at))
+            .limit(self._batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        return list(session.exec(query).all())
+
+    def _decide(
+        self, session: Session, invoices: list[Invoice], now: datetime, report: DunningReport
+    ) -> None:
+        for decision in self._evaluate(session, invoices, now):
+            invoice, result = decision.invoice, decision.result
+            report.evaluated += 1
+            if result.action is not None:
+                try:
+                    with session.begin_nested():
+                        if decision.summary is not None:
+                            self._summarise(session, decision, now)
+                        else:
+                            self._enqueue(session, invoice, decision.customer, result.action, now)
+                except MailerError as exc:
+                    # One bad record never stops the batch: it waits until its data changes
+                    # (an import or a contact fix sets next_action_at again).
+                    report.errors.append(f"invoice {invoice.number}: {exc}")
+                    log.warning("invoice %s: %s; not queued", invoice.number, exc)
+                    invoice.next_action_at = None
+                    continue
+                report.queued[result.action.kind] += 1
+            if not decision.rides_along:
+                store_state(invoice, result.state)
+            next_at = result.next_at
+            invoice.next_action_at = next_at if next_at is None or next_at > now else None
+
+    def _summarise(self, session: Session, decision: _Decision, now: datetime) -> None:
+        """The customer-level email; every invoice on it counts as chased now."""
+        assert decision.summary is not None and decision.result.action is not None
+        if self._enqueue_summary is None:
+            raise MailerError("customer-level chasing is not wired in")
+        self._enqueue_summary(
+            session, decision.customer, decision.summary, decision.result.action.occasion, now
+        )
+        for other in decision.summary:
+            if other.id != decision.invoice.id:
+                other.last_dunned_at = now
+
+    def _evaluate(
+        self, session: Session, invoices: list[Invoice], now: datetime
+    ) -> list[_Decision]:
+        """Evaluate each invoice; under a per-customer cadence, only the customer's oldest
+        overdue invoice (per currency) drives the reminders, as one email listing them all."""
+        customers = customers_by_id(session, {i.customer_id for i in invoices})
+        holds = active_holds(session, invoices, now)
+        decisions = []
+        drivers: dict[tuple[int, str], Invoice | None] = {}
+        for invoice in invoices:
+            customer = customers[invoice.customer_id]
+            rules = self._rules_for(invoice.tenant_id, customer)
+            facts = facts_of(invoice, customer, holds.get(invoice.id or 0))
+            result = evaluate(facts, rules, now)
+            decision = _Decision(invoice, customer, result)
+            action = result.action
+            if rules.cadence.per == "customer" and action is not None and action.kind in REMINDERS:
+                group = (invoice.customer_id, invoice.currency)
+                if group not in drivers:
+                    drivers[group] = _oldest_open(session, invoice, rules.minimum(invoice.currency))
+                driver = drivers[group]
+                if driver is None or driver.id != invoice.id:
+                    wake = driver.next_action_at if driver is not None else None
+                    decision.rides_along = True
+                    decision.result = Evaluation(
+                        None,
+                        facts.state,
+                        wake if wake is not None and wake > now else now + timedelta(days=1),
+                        f"chased with the customer's oldest invoice"
+                        f" {driver.number if driver else ''}".rstrip(),
+                    )
+                else:
+                    decision.summary = _overdue(session, invoice, now)
+                    decision.result = replace(
+                        result,
+                        action=Action(SUMMARY, f"{invoice.number} {action.occasion}"[:63]),
+                        reason=f"{result.reason}; one email for {len(decision.summary)} overdue",
+                    )
+            decisions.append(decision)
+        return decisions
+
+    # -- the simulator -----------------------------------------------------------------------
+
+    def plan(
+        self,
+        now: datetime,
+        *,
+        tenant_id: int,
+        customer: str | None = None,
+        everything: bool = False,
+        limit: int = 1000,
+    ) -> list[PlanEntry]:
+        """What a pass at ``now`` would send, to whom, and why; nothing is written.
+
+        By default only invoices whose next action time has come are listed (what the pass
+        will look at); ``everything`` lists every open invoice with the reason it waits, and
+        ``customer`` every invoice of that customer.
+        """
+        with Session(self._engine) as session:
+            query = select(Invoice).where(col(Invoice.tenant_id) == tenant_id)
+            if customer is not None:
+                query = query.join(Customer, col(Customer.id) == col(Invoice.customer_id)).where(
+                    col(Customer.external_id) == customer
+                )
+            if customer is None and not everything:
+                query = query.where(col(Invoice.next_action_at) <= now)
+            elif customer is None:
+                query = query.where(col(Invoice.status) == InvoiceStatus.OPEN)
+            invoices = list(
+                session.exec(
+                    query.order_by(col(Invoice.next_action_at), col(Invoice.id)).limit(limit)
+                ).all()
+            )
+            entries = []
+            for decision in self._evaluate(session, invoices, now):
+                invoice, who, result = decision.invoice, decision.customer, decision.result
+                recipients = self._recipients_of(session, invoice) if result.action else ()
+                entries.append(
+                    PlanEntry(
+                        invoice=invoice.number,
+                        customer=who.external_id,
+                        action=result.action,
+                        recipients=recipients,
+                        reason=result.reason
+                        + ("" if recipients or not result.action else ": no contact to send to"),
+                        next_at=result.next_at,
+                    )
+                )
+        return entries
+
+
+@dataclass
+class _Decision:
+    invoice: Invoice
+    customer: Customer
+    result: Evaluation
+    summary: list[Invoice] | None = None  # a customer-level email listing these invoices
+    # Chased by the customer's oldest invoice: its state is written by that one's summary.
+    rides_along: bool = False
+
+
+def _oldest_open(session: Session, invoice: Invoice, minimum: int) -> Invoice | None:
+    """The customer's open invoice in this currency that has been due longest."""
+    return session.exec(
+        select(Invoice)
+        .where(
+            col(Invoice.customer_id) == invoice.customer_id,
+            col(Invoice.currency) == invoice.currency,
+            col(Invoice.status) == InvoiceStatus.OPEN,
+            col(Invoice.balance_minor) >= minimum,
+        )
+        .order_by(col(Invoice.due_at), col(Invoice.id))
+        .limit(1)
+    ).first()
+
+
+def _overdue(session: Session, invoice: Invoice, now: datetime) -> list[Invoice]:
+    """Every open invoice of the customer in this currency past its due date, oldest first."""
+    rows = session.exec(
+        select(Invoice)
+        .where(
+            col(Invoice.customer_id) == invoice.customer_id,
+            col(Invoice.currency) == invoice.currency,
+            col(Invoice.status) == InvoiceStatus.OPEN,
+            col(Invoice.balance_minor) > 0,
+            col(Invoice.due_at) < now,
+        )
+        .order_by(col(Invoice.due_at), col(Invoice.id))
+    ).all()
+    found = list(rows)
+    return found if any(i.id == invoice.id for i in found) else [invoice, *found]
+
+
+def facts_of(invoice: Invoice, customer: Customer, hold: ActiveHold | None) -> InvoiceFacts:
+    return InvoiceFacts(
+        number=invoice.number,
+        status=invoice.status,
+        balance_minor=invoice.balance_minor,
+        currency=invoice.currency,
+        issued_at=invoice.issued_at,
+        due_at=invoice.due_at,
+        updated_at=invoice.updated_at,
+        chase=customer.chase,
+        state=state_of(invoice),
+        hold=hold,
+    )
+
+
+def state_of(invoice: Invoice) -> DunningState:
+    return DunningState(
+        sent_at=invoice.sent_at,
+        step=invoice.dunning_step,
+        repeats=invoice.dunning_repeats,
+        last_dunned_at=invoice.last_dunned_at,
+    )
+
+
+def store_state(invoice: Invoice, state: DunningState) -> None:
+    invoice.sent_at = state.sent_at
+    invoice.dunning_step = state.step
+    invoice.dunning_repeats = state.repeats
+    invoice.last_dunned_at = state.last_dunned_at
+
+
+def customers_by_id(session: Session, ids: Iterable[int]) -> dict[int, Customer]:
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    rows = session.exec(select(Customer).where(col(Customer.id).in_(wanted))).all()
+    return {c.id or 0: c for c in rows}
+
+
+def active_holds(
+    session: Session, invoices: Iterable[Invoice], now: datetime
+) -> dict[int, ActiveHold]:
+    """The hold in force at ``now`` for each invoice (its own, or its customer's).
+
+    Where several apply, the one that lasts longest wins (an open-ended one beats all).
+    """
+    invoices = list(invoices)
+    if not invoices:
+        return {}
+    customer_ids = list({i.customer_id for i in invoices})
+    rows = session.exec(
+        select(Hold).where(
+            col(Hold.customer_id).in_(customer_ids),
+            col(Hold.lifted_at).is_(None),
+            sa.or_(col(Hold.ends_at).is_(None), col(Hold.ends_at) > now),
+        )
+    ).all()
+    if not rows:
+        return {}
+    far = now + timedelta(days=365 * 1000)
+    result: dict[int, ActiveHold] = {}
+    for invoice in invoices:
+        applicable = [
+            h
+            for h in rows
+            if h.customer_id == invoice.customer_id
+            and (h.invoice_id is None or h.invoice_id == invoice.id)
+        ]
+        if applicable:
+            best = max(applicable, key=lambda h: h.ends_at or far)
+            result[invoice.id or 0] = ActiveHold(best.reason, best.ends_at)
+    return result

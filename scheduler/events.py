@@ -1,0 +1,93 @@
+"""The event pass: ledger events whose time has come become outbox emails.
+
+A payment's receipt, a refund, a credit note (after its grace period), a failed autopay, a
+subscription notice, a statement: the ledger records each as an :class:`~mailer.models.Event`
+with its due time, in the transaction that recorded the payment (or the rest). This pass claims
+the due ones like the dunning pass claims invoices (``FOR UPDATE SKIP LOCKED`` on PostgreSQL)
+and queues each email in the same transaction that marks the event done, so an event becomes
+exactly one email, or stays pending, never both and never neither.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from mailer.db import session_scope
+from mailer.errors import MailerError
+from mailer.models import Event, EventStatus
+from scheduler.dunning import DunningReport
+
+log = logging.getLogger(__name__)
+
+# Queue the event's email in the caller's transaction; raise SkipEvent when there is nothing to
+# send (kind switched off, no contact), MailerError for anything else that is wrong with it.
+EnqueueEvent = Callable[[Session, Event, datetime], object]
+
+
+class SkipEvent(MailerError):
+    """The event's email is not sent, for a reason worth recording on the event."""
+
+
+class EventPass:
+    """Queues the emails of due events for the configured tenants."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        tenant_ids: Collection[int],
+        enqueue: EnqueueEvent,
+        batch_size: int = 500,
+    ) -> None:
+        self._engine = engine
+        self._tenant_ids = sorted(tenant_ids)
+        self._enqueue = enqueue
+        self._batch_size = batch_size
+
+    def run_pass(self, now: datetime, report: DunningReport) -> None:
+        """Queue every event due at ``now``, batch by batch, into ``report``."""
+        while self._tenant_ids:
+            with session_scope(self._engine) as session:
+                events = list(
+                    session.exec(
+                        select(Event)
+                        .where(
+                            col(Event.status) == EventStatus.PENDING,
+                            col(Event.due_at) <= now,
+                            col(Event.tenant_id).in_(self._tenant_ids),
+                        )
+                        .order_by(col(Event.due_at), col(Event.id))
+                        .limit(self._batch_size)
+                        .with_for_update(skip_locked=True)
+                    ).all()
+                )
+                if not events:
+                    return
+                for event in events:
+                    self._one(session, event, now, report)
+
+    def _one(self, session: Session, event: Event, now: datetime, report: DunningReport) -> None:
+        report.evaluated += 1
+        event.handled_at = now
+        try:
+            with session.begin_nested():
+                self._enqueue(session, event, now)
+        except SkipEvent as exc:
+            event.status = EventStatus.SKIPPED
+            event.note = str(exc)[:300]
+            log.info("event %s (%s): not sent: %s", event.key, event.kind, exc)
+            return
+        except MailerError as exc:
+            # One bad event never stops the batch; it is kept, with the reason, for a person.
+            event.status = EventStatus.SKIPPED
+            event.note = f"error: {exc}"[:300]
+            report.errors.append(f"{event.kind} {event.key}: {exc}")
+            log.warning("event %s (%s): %s", event.key, event.kind, exc)
+            return
+        event.status = EventStatus.QUEUED
+        report.queued[event.kind] += 1

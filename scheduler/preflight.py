@@ -1,0 +1,156 @@
+"""Pre-flight: right before a message goes to the transport, is it still right to send?
+
+Between queueing and sending, a payment can arrive, a dispute can be logged, the invoice can be
+edited, an address can bounce. The outbox calls :meth:`Preflight.check` in the transaction that
+claims the messages, so the decision and the claim are one write: a skipped message is never
+sent, and its reason is on the row for ``dunmail outbox``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from mailer.errors import MailerError
+from mailer.models import (
+    Customer,
+    Invoice,
+    InvoiceStatus,
+    Message,
+    MessageRecipient,
+    RecipientStatus,
+    Suppression,
+)
+from scheduler.cadence import NEW_INVOICE, Action, ActiveHold, chase_blocker
+from scheduler.dunning import Enqueue, RulesFor, active_holds, customers_by_id, facts_of
+
+INVOICE_EMAILS = (NEW_INVOICE, "invoice_reminder", "late_payment_reminder")
+REMINDERS = ("invoice_reminder", "late_payment_reminder")
+
+
+class Preflight:
+    """Re-reads invoice, customer, holds and suppressions for claimed messages."""
+
+    def __init__(self, *, rules_for: RulesFor, enqueue: Enqueue) -> None:
+        self._rules_for = rules_for
+        self._enqueue = enqueue
+
+    def check(
+        self,
+        session: Session,
+        messages: Sequence[Message],
+        recipients: Mapping[int, list[MessageRecipient]],
+        now: datetime,
+    ) -> dict[int, str]:
+        """Message id -> skip reason for those that must not go; suppressed recipients of the
+        others are marked rejected here, so only the rest are sent to."""
+        skips: dict[int, str] = {}
+        suppressed = _suppressed(session, messages, recipients)
+        invoices = _invoices(session, messages)
+        customers = customers_by_id(session, {i.customer_id for i in invoices.values()})
+        holds = active_holds(session, invoices.values(), now)
+        for message in messages:
+            mid = message.id or 0
+            owed = [
+                r
+                for r in recipients.get(mid, [])
+                if r.status in (RecipientStatus.PENDING, RecipientStatus.DEFERRED)
+            ]
+            blocked = {
+                r.address: suppressed[(message.tenant_id, r.address)]
+                for r in owed
+                if (message.tenant_id, r.address) in suppressed
+            }
+            if owed and len(blocked) == len(owed):
+                skips[mid] = "recipient suppressed: " + "; ".join(
+                    f"{a} ({why})" for a, why in sorted(blocked.items())
+                )
+                continue
+            for r in owed:
+                if r.address in blocked:
+                    r.status = RecipientStatus.REJECTED
+                    r.response = f"suppressed: {blocked[r.address]}"[:1000]
+                    r.updated_at = now
+            invoice = invoices.get(message.invoice_id or 0)
+            if invoice is None or message.kind not in INVOICE_EMAILS:
+                continue
+            reason = self._invoice_reason(session, message, invoice, customers, holds, now)
+            if reason is not None:
+                skips[mid] = reason
+        return skips
+
+    def _invoice_reason(
+        self,
+        session: Session,
+        message: Message,
+        invoice: Invoice,
+        customers: Mapping[int, Customer],
+        holds: Mapping[int, ActiveHold],
+        now: datetime,
+    ) -> str | None:
+        if invoice.status in (InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.DRAFT):
+            return f"invoice {invoice.number} is {invoice.status.value}"
+        if message.document_version is not None and invoice.version > message.document_version:
+            return self._replace(session, message, invoice, customers, now)
+        if message.manual or message.kind not in REMINDERS:
+            return None  # a person asked for it; holds and switches are for the machine
+        customer = customers[invoice.customer_id]
+        hold = holds.get(invoice.id or 0)
+        facts = facts_of(invoice, customer, hold)
+        return chase_blocker(facts, self._rules_for(invoice.tenant_id, customer), now)
+
+    def _replace(
+        self,
+        session: Session,
+        message: Message,
+        invoice: Invoice,
+        customers: Mapping[int, Customer],
+        now: datetime,
+    ) -> str:
+        """The invoice changed after this email was queued: queue the same occasion again for
+        the new version (unless a person queued it: they decide whether to send it again)."""
+        why = (
+            f"invoice {invoice.number} changed (v{message.document_version} -> v{invoice.version})"
+        )
+        if message.manual or message.occasion is None:
+            return f"{why}: send it again to send the current version"
+        try:
+            with session.begin_nested():
+                self._enqueue(
+                    session,
+                    invoice,
+                    customers[invoice.customer_id],
+                    Action(message.kind, message.occasion),
+                    now,
+                )
+        except MailerError as exc:
+            return f"{why}; the new version could not be queued: {exc}"
+        return f"{why}: replaced by the new version's email"
+
+
+def _suppressed(
+    session: Session,
+    messages: Sequence[Message],
+    recipients: Mapping[int, list[MessageRecipient]],
+) -> dict[tuple[int, str], str]:
+    addresses = {r.address for rows in recipients.values() for r in rows}
+    tenants = {m.tenant_id for m in messages}
+    if not addresses:
+        return {}
+    rows = session.exec(
+        select(Suppression).where(
+            col(Suppression.tenant_id).in_(list(tenants)),
+            col(Suppression.address).in_(list(addresses)),
+        )
+    ).all()
+    return {(s.tenant_id, s.address): s.reason for s in rows}
+
+
+def _invoices(session: Session, messages: Sequence[Message]) -> dict[int, Invoice]:
+    ids = [m.invoice_id for m in messages if m.invoice_id is not None]
+    if not ids:
+        return {}
+    rows = session.exec(select(Invoice).where(col(Invoice.id).in_(ids))).all()
+    return {i.id or 0: i for i in rows}

@@ -1,0 +1,222 @@
+"""Statements: on a schedule (monthly on day D, weekly on a weekday) and on demand.
+
+A statement is a ledger :class:`~mailer.models.Event` like a receipt: recorded with its frozen
+content, then queued by the event pass. The schedule lives in ``customer.next_statement_at``
+(indexed), so a pass reads only the customers whose statement is due, and a statement skipped
+during downtime is sent once on restart, covering the whole period since the last one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from mailer.db import session_scope
+from mailer.dunning_config import WEEKDAYS, StatementSchedule
+from mailer.models import (
+    CreditNote,
+    Customer,
+    Event,
+    EventStatus,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+)
+from mailer.statement import StatementStyle, Transaction, currencies, statement
+from scheduler.calendar import SendCalendar
+from scheduler.dunning import DunningReport
+
+log = logging.getLogger(__name__)
+
+# tenant id -> its statement schedule and send calendar (in the tenant's zone)
+StatementSettings = Callable[[int], tuple[StatementSchedule, SendCalendar]]
+
+
+def next_statement_day(schedule: StatementSchedule, after: date) -> date | None:
+    """The first scheduled statement day strictly after ``after``; None: no schedule."""
+    if schedule.every == "monthly":
+        candidate = after.replace(day=schedule.day)
+        if candidate <= after:
+            candidate = _add_month(candidate)
+        return candidate
+    if schedule.every == "weekly":
+        ahead = (WEEKDAYS.index(schedule.weekday) - after.weekday()) % 7 or 7
+        return after + timedelta(days=ahead)
+    return None
+
+
+def previous_statement_day(schedule: StatementSchedule, on: date) -> date:
+    """Where the period of the statement sent on ``on`` starts."""
+    if schedule.every == "weekly":
+        return on - timedelta(days=7)
+    month = on.month - 1 or 12
+    year = on.year - (1 if on.month == 1 else 0)
+    return date(year, month, min(schedule.day, 28))
+
+
+def _add_month(day: date) -> date:
+    return date(day.year + (day.month == 12), day.month % 12 + 1, day.day)
+
+
+def transactions(session: Session, customer: Customer) -> list[Transaction]:
+    """Every charge and credit on the customer's account, as statements read them."""
+    found: list[Transaction] = []
+    invoices = session.exec(
+        select(Invoice).where(
+            col(Invoice.customer_id) == customer.id,
+            col(Invoice.status).in_((InvoiceStatus.OPEN, InvoiceStatus.PAID)),
+        )
+    ).all()
+    for inv in invoices:
+        found.append(
+            Transaction(
+                inv.issued_at,
+                "invoice",
+                inv.number,
+                inv.currency,
+                inv.total_minor,
+                due_at=inv.due_at,
+                open_minor=inv.balance_minor if inv.status is InvoiceStatus.OPEN else 0,
+            )
+        )
+    for pay in session.exec(select(Payment).where(col(Payment.customer_id) == customer.id)):
+        found.append(
+            Transaction(
+                pay.received_at, "payment", pay.external_id, pay.currency, -pay.amount_minor
+            )
+        )
+    for note in session.exec(select(CreditNote).where(col(CreditNote.customer_id) == customer.id)):
+        found.append(
+            Transaction(
+                note.issued_at, "credit_note", note.number, note.currency, -note.amount_minor
+            )
+        )
+    return found
+
+
+def record_statements(
+    session: Session,
+    customer: Customer,
+    *,
+    style: StatementStyle,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    key: str,
+) -> list[Event]:
+    """One pending statement event per currency with something to say; none twice (``key``)."""
+    moves = transactions(session, customer)
+    events: list[Event] = []
+    for currency in currencies(moves):
+        content = statement(style, moves, currency=currency, start=start, end=end)
+        if content is None:
+            continue
+        event_key = f"statement:{customer.external_id}:{currency}:{key}"[:200]
+        exists = session.exec(
+            select(Event.id).where(
+                col(Event.tenant_id) == customer.tenant_id, col(Event.key) == event_key
+            )
+        ).first()
+        if exists is not None:
+            continue
+        event = Event(
+            tenant_id=customer.tenant_id,
+            customer_id=customer.id or 0,
+            kind="statement",
+            key=event_key,
+            document=f"statement:{customer.id}:{currency}",
+            version=int(end.timestamp()) // 60,  # minutes since 1970: fits an INTEGER
+            context=content,
+            due_at=now,
+            status=EventStatus.PENDING,
+            created_at=now,
+        )
+        session.add(event)
+        events.append(event)
+    session.flush()
+    return events
+
+
+class StatementPass:
+    """Records the statements that are due by schedule; the event pass then queues them."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        tenant_ids: Collection[int],
+        settings: StatementSettings,
+        batch_size: int = 500,
+    ) -> None:
+        self._engine = engine
+        self._tenant_ids = sorted(tenant_ids)
+        self._settings = settings
+        self._batch_size = batch_size
+
+    def run_pass(self, now: datetime, report: DunningReport) -> None:
+        for tenant_id in self._tenant_ids:
+            schedule, calendar = self._settings(tenant_id)
+            if schedule.every == "never":
+                continue
+            self._schedule_new_customers(tenant_id, schedule, calendar, now)
+            while self._batch(tenant_id, schedule, calendar, now, report):
+                pass
+
+    def _schedule_new_customers(
+        self, tenant_id: int, schedule: StatementSchedule, calendar: SendCalendar, now: datetime
+    ) -> None:
+        """Customers without a next statement get the schedule's next day (one UPDATE)."""
+        first = next_statement_day(schedule, calendar.local_date(now))
+        if first is None:
+            return
+        with session_scope(self._engine) as session:
+            session.execute(
+                sa.update(Customer)
+                .where(
+                    col(Customer.tenant_id) == tenant_id,
+                    col(Customer.next_statement_at).is_(None),
+                )
+                .values(next_statement_at=calendar.at(first))
+            )
+
+    def _batch(
+        self,
+        tenant_id: int,
+        schedule: StatementSchedule,
+        calendar: SendCalendar,
+        now: datetime,
+        report: DunningReport,
+    ) -> bool:
+        with session_scope(self._engine) as session:
+            due = session.exec(
+                select(Customer)
+                .where(
+                    col(Customer.tenant_id) == tenant_id,
+                    col(Customer.next_statement_at) <= now,
+                )
+                .order_by(col(Customer.next_statement_at))
+                .limit(self._batch_size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for customer in due:
+                report.evaluated += 1
+                scheduled = customer.next_statement_at or now
+                end_day = calendar.local_date(scheduled)
+                start = calendar.at(previous_statement_day(schedule, end_day))
+                record_statements(
+                    session,
+                    customer,
+                    style=schedule.style,
+                    start=min(start, now),
+                    end=now,
+                    now=now,
+                    key=end_day.isoformat(),
+                )
+                following = next_statement_day(schedule, calendar.local_date(now))
+                customer.next_statement_at = calendar.at(following) if following else None
+            return len(due) == self._batch_size

@@ -1,0 +1,538 @@
+"""The scheduler against real databases: grace, manual sends, holds, pre-flight, catch-up.
+
+Time moves with the injected clock; every pass is ``Services.tick`` (decide, queue, deliver),
+as ``dunmail tick`` runs it, into a MemoryTransport that parses each message it is given.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, col, select
+
+from dunmail.app import Services, build_services
+from mailer.clock import FixedClock
+from mailer.errors import MailerError
+from mailer.models import HoldReason, Invoice, Message, MessageStatus, Suppression
+from mailer.transport import MemoryTransport
+from tests.conftest import DEMO_DOC, START, make_config
+
+# DEMO_DOC's INV-1042: issued 2026-03-01, due 2026-03-31 (a Tuesday); START is Monday 2 March
+# 09:00 UTC and the customer is in UTC. The standard cadence: -3, +1, +7, +14 (repeats weekly).
+
+
+def _doc(**invoice_changes: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(DEMO_DOC)
+    doc["invoices"][0].update(invoice_changes)
+    return doc
+
+
+@pytest.fixture
+async def env(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> AsyncIterator[tuple[Services, MemoryTransport]]:
+    transport = MemoryTransport()
+    config = make_config(tmp_path, db_url, relay={"domain": "relay.example"})
+    services = build_services(config, clock, transport)
+    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    yield services, transport
+    await services.close()
+
+
+def _sent(transport: MemoryTransport) -> list[str]:
+    """Subjects of what went out, in order."""
+    return [str(message_from_bytes(m.data)["Subject"]) for m in transport.sent]
+
+
+def _kinds(services: Services) -> list[tuple[str, str | None, str]]:
+    with Session(services.engine) as session:
+        rows = session.exec(select(Message).order_by(col(Message.id))).all()
+        return [(m.kind, m.occasion, m.status.value) for m in rows]
+
+
+async def _tick_at(services: Services, clock: FixedClock, when: datetime) -> None:
+    clock.set(when)
+    await services.tick()
+
+
+async def test_new_invoice_goes_out_after_the_grace_period_and_an_edit_restarts_it(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    await _tick_at(services, clock, START + timedelta(minutes=4))
+    assert transport.sent == []
+    # Edited at minute 4: the five minutes start again.
+    edited = _doc(lines=[{"description": "Support", "quantity": "2", "unit_price": "120.00"}])
+    assert services.import_document(edited, tenant="acme").invoices.updated == 1
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    assert transport.sent == []
+    await _tick_at(services, clock, START + timedelta(minutes=9))
+    assert len(transport.sent) == 1
+    assert "INV-1042" in _sent(transport)[0]
+    assert _kinds(services) == [("new_invoice", "new", "sent")]
+    # Nothing twice: another pass in the same minute and a day later send nothing more.
+    await _tick_at(services, clock, START + timedelta(minutes=9, seconds=30))
+    await _tick_at(services, clock, START + timedelta(days=1))
+    assert len(transport.sent) == 1
+
+
+async def test_mark_sent_at_minute_three_cancels_the_automatic_email(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    clock.set(START + timedelta(minutes=3))
+    assert services.mark_sent("INV-1042", tenant="acme") == 0
+    await _tick_at(services, clock, START + timedelta(minutes=10))
+    assert transport.sent == [] and _kinds(services) == []
+
+
+async def test_several_invoices_issued_at_once_get_one_email_each(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    doc = copy.deepcopy(DEMO_DOC)
+    template = doc["invoices"][0]
+    doc["invoices"] = [
+        {**template, "id": f"i-{n}", "number": f"INV-{n}"} for n in range(2000, 2025)
+    ]
+    assert services.import_document(doc, tenant="acme").errors == []
+    await _tick_at(services, clock, START + timedelta(minutes=6))
+    await _tick_at(services, clock, START + timedelta(minutes=7))
+    assert len(transport.sent) == 26  # 25 new ones and INV-1042, each once
+    assert sorted(k for k, _, _ in _kinds(services)) == ["new_invoice"] * 26
+
+
+async def test_future_dated_invoice_waits_and_drafts_are_never_sent(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    doc = copy.deepcopy(DEMO_DOC)
+    base = doc["invoices"][0]
+    doc["invoices"] = [
+        {
+            **base,
+            "id": "i-future",
+            "number": "INV-F",
+            "issued_at": "2026-03-05",
+            "due_at": "2026-04-04",
+        },
+        {**base, "id": "i-draft", "number": "INV-D", "status": "draft"},
+    ]
+    assert services.import_document(doc, tenant="acme").errors == []
+    await _tick_at(services, clock, START + timedelta(hours=1))
+    numbers = sorted(_numbers(services))
+    assert numbers == ["INV-1042"]
+    await _tick_at(services, clock, datetime(2026, 3, 5, 0, 1, tzinfo=UTC))
+    assert sorted(_numbers(services)) == ["INV-1042", "INV-F"]
+
+
+def _numbers(services: Services) -> list[str]:
+    with Session(services.engine) as session:
+        rows = session.exec(select(Message)).all()
+        return [m.context["invoice"]["number"] for m in rows]
+
+
+async def test_reminders_follow_the_cadence_and_stop_when_paid(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    # 3 days before the due date (Saturday the 28th) moves to Monday 30 March at 08:00.
+    await _tick_at(services, clock, datetime(2026, 3, 28, 10, tzinfo=UTC))
+    assert len(transport.sent) == 1
+    await _tick_at(services, clock, datetime(2026, 3, 30, 8, tzinfo=UTC))
+    await _tick_at(services, clock, datetime(2026, 4, 1, 8, tzinfo=UTC))  # due + 1
+    assert [k for k, _, _ in _kinds(services)] == [
+        "new_invoice",
+        "invoice_reminder",
+        "late_payment_reminder",
+    ]
+    payment = {
+        "payments": [
+            {
+                "id": "p-1",
+                "customer": "C-1",
+                "amount": "120.00",
+                "currency": "EUR",
+                "received_at": "2026-04-02T12:00:00Z",
+                "invoices": [{"invoice": "i-1042", "amount": "120.00"}],
+            }
+        ]
+    }
+    clock.set(datetime(2026, 4, 2, 12, tzinfo=UTC))
+    assert services.import_document(payment, tenant="acme").errors == []
+    for day in (7, 14, 21, 28):
+        await _tick_at(services, clock, datetime(2026, 4, day, 9, tzinfo=UTC))
+    # The payment's receipt, and no reminder for a paid invoice.
+    assert [k for k, _, _ in _kinds(services)][3:] == ["payment_receipt"]
+
+
+async def test_a_payment_between_queueing_and_sending_skips_the_reminder(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
+    report = services.schedule().run_pass(clock.now())  # queued, not yet delivered
+    assert report.queued["late_payment_reminder"] == 1
+    paid = {
+        "payments": [
+            {
+                "id": "p-1",
+                "customer": "C-1",
+                "amount": "120.00",
+                "currency": "EUR",
+                "received_at": "2026-04-01T08:00:30Z",
+                "invoices": [{"invoice": "i-1042", "amount": "120.00"}],
+            }
+        ]
+    }
+    assert services.import_document(paid, tenant="acme").errors == []
+    delivered = await services.deliver()
+    assert (delivered.attempted, delivered.skipped) == (0, 1)
+    assert len(transport.sent) == 1  # only the invoice itself
+    rows = services.outbox_rows()
+    assert rows[0]["status"] == "skipped"
+    assert rows[0]["skip_reason"] == "invoice INV-1042 is paid"
+
+
+async def test_a_hold_with_an_end_date_resumes_chasing_by_itself(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    clock.set(datetime(2026, 3, 25, 9, tzinfo=UTC))
+    hold = services.place_hold(
+        tenant="acme",
+        customer=None,
+        invoice="INV-1042",
+        reason=HoldReason.DISPUTE,
+        until=datetime(2026, 4, 3, 0, tzinfo=UTC),
+        note="disputes line 1",
+        by="test",
+    )
+    assert [h["id"] for h in services.holds(tenant="acme")] == [hold.id]
+    plan = services.plan(tenant="acme", customer="C-1")
+    assert "on hold (dispute) until 2026-04-03" in plan[0].reason
+    for day in (28, 30, 31):
+        await _tick_at(services, clock, datetime(2026, 3, day, 10, tzinfo=UTC))
+    await _tick_at(services, clock, datetime(2026, 4, 1, 10, tzinfo=UTC))
+    await _tick_at(services, clock, datetime(2026, 4, 2, 10, tzinfo=UTC))
+    assert len(transport.sent) == 1  # held: only the invoice email
+    await _tick_at(services, clock, datetime(2026, 4, 3, 8, tzinfo=UTC))
+    # The hold ended at midnight; chasing resumes with one email for the steps missed.
+    assert [(k, o) for k, o, _ in _kinds(services)] == [
+        ("new_invoice", "new"),
+        ("late_payment_reminder", "step 2"),
+    ]
+
+
+async def test_a_customer_hold_lifted_by_hand_resumes_at_the_next_pass(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    hold = services.place_hold(
+        tenant="acme",
+        customer="C-1",
+        invoice=None,
+        reason=HoldReason.PROMISE_TO_PAY,
+        until=None,
+        note=None,
+        by="test",
+    )
+    await _tick_at(services, clock, datetime(2026, 4, 1, 9, tzinfo=UTC))
+    assert len(transport.sent) == 1
+    services.lift_hold(hold.id or 0, tenant="acme")
+    await _tick_at(services, clock, datetime(2026, 4, 1, 9, 1, tzinfo=UTC))
+    assert len(transport.sent) == 2
+    with pytest.raises(MailerError, match="no hold 999"):
+        services.lift_hold(999, tenant="acme")
+
+
+async def test_a_manual_reminder_counts_as_the_step_it_replaces(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    await _tick_at(services, clock, datetime(2026, 4, 1, 8, tzinfo=UTC))  # step 2 (+1)
+    clock.set(datetime(2026, 4, 6, 15, tzinfo=UTC))
+    await services.send_invoice("INV-1042", kind="late_payment_reminder", tenant="acme")
+    # The +7 step (8 April) is covered by the manual send two days earlier.
+    await _tick_at(services, clock, datetime(2026, 4, 8, 9, tzinfo=UTC))
+    await _tick_at(services, clock, datetime(2026, 4, 9, 9, tzinfo=UTC))
+    kinds = _kinds(services)
+    assert [(k, o) for k, o, _ in kinds][-2:] == [
+        ("late_payment_reminder", "step 2"),
+        ("late_payment_reminder", None),  # the manual one
+    ]
+    await _tick_at(services, clock, datetime(2026, 4, 14, 9, tzinfo=UTC))  # +14
+    assert _kinds(services)[-1][:2] == ("late_payment_reminder", "step 4")
+
+
+async def test_catch_up_after_downtime_sends_one_reminder_not_a_burst(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    # Down from March until mid-May: every step and three repeats fell due meanwhile.
+    await _tick_at(services, clock, datetime(2026, 5, 13, 10, tzinfo=UTC))
+    await _tick_at(services, clock, datetime(2026, 5, 13, 10, 5, tzinfo=UTC))
+    assert [(k, o) for k, o, _ in _kinds(services)] == [
+        ("new_invoice", "new"),
+        ("late_payment_reminder", "step 4"),
+    ]
+    plan = services.plan(tenant="acme", everything=True)
+    assert plan[0].next_at == datetime(2026, 5, 20, 8, tzinfo=UTC)
+
+
+async def test_suppressed_recipients_are_skipped_and_recorded(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    with Session(services.engine) as session:
+        for address in ("ap@globex.example", "billing@globex.example"):
+            session.add(
+                Suppression(
+                    tenant_id=services.tenant_id("acme"),
+                    address=address,
+                    reason="hard bounce 5.1.1",
+                    created_at=START,
+                )
+            )
+        session.commit()
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    assert transport.sent == []
+    row = services.outbox_rows()[0]
+    assert row["status"] == "skipped"
+    assert row["skip_reason"].startswith("recipient suppressed: ap@globex.example (hard bounce")
+
+
+async def test_one_suppressed_recipient_of_two_gets_nothing_the_other_gets_the_email(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    with Session(services.engine) as session:
+        session.add(
+            Suppression(
+                tenant_id=services.tenant_id("acme"),
+                address="ap@globex.example",
+                reason="complaint",
+                created_at=START,
+            )
+        )
+        session.commit()
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    assert [m.recipients for m in transport.sent] == [("billing@globex.example",)]
+    recipients = {r["address"]: r["status"] for r in services.outbox_rows()[0]["recipients"]}
+    assert recipients == {"ap@globex.example": "rejected", "billing@globex.example": "accepted"}
+
+
+async def test_an_edit_after_queueing_replaces_the_email_with_the_new_version(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
+    services.schedule().run_pass(clock.now())
+    edited = _doc(lines=[{"description": "Support", "quantity": "3", "unit_price": "120.00"}])
+    assert services.import_document(edited, tenant="acme").errors == []
+    await services.deliver()
+    kinds = _kinds(services)
+    assert kinds[1] == ("late_payment_reminder", "step 2", "skipped")
+    assert kinds[2] == ("late_payment_reminder", "step 2", "sent")
+    assert "360.00" in transport.sent[-1].data.decode()
+    with Session(services.engine) as session:
+        first, second = session.exec(
+            select(Message).where(col(Message.occasion) == "step 2").order_by(col(Message.id))
+        ).all()
+        assert (first.document_version, second.document_version) == (1, 2)
+        assert "replaced by the new version" in (first.skip_reason or "")
+
+
+async def test_a_customer_without_contacts_does_not_stop_the_batch(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    doc = copy.deepcopy(DEMO_DOC)
+    doc["customers"].append({"id": "C-2", "name": "Initech", "contacts": []})
+    doc["invoices"].append(
+        {**doc["invoices"][0], "id": "i-2", "number": "INV-2", "customer": "C-2"}
+    )
+    assert services.import_document(doc, tenant="acme").errors == []
+    clock.set(START + timedelta(minutes=5))
+    dunning, delivered = await services.tick()
+    assert dunning.errors == [
+        "invoice INV-2: invoice INV-2: its customer has no contact to send to"
+    ]
+    assert delivered.sent == 1
+    with Session(services.engine) as session:
+        stuck = session.exec(select(Invoice).where(col(Invoice.number) == "INV-2")).one()
+        assert stuck.next_action_at is None  # waits for a contact, not retried every tick
+    # Adding a contact puts it back in line.
+    doc["customers"][1]["contacts"] = [{"email": "ap@initech.example"}]
+    assert services.import_document(doc, tenant="acme").errors == []
+    await _tick_at(services, clock, START + timedelta(minutes=11))
+    assert len(transport.sent) == 2
+
+
+async def test_plan_explains_every_decision_without_writing(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    clock.set(START + timedelta(minutes=2))
+    [waiting] = services.plan(tenant="acme", everything=True)
+    assert waiting.action is None and "grace period" in waiting.reason
+    clock.set(START + timedelta(minutes=6))
+    [due] = services.plan(tenant="acme")
+    assert due.action is not None and due.action.kind == "new_invoice"
+    assert due.recipients == ("billing@globex.example", "ap@globex.example")
+    assert due.as_dict()["send"] == "new_invoice"
+    assert _kinds(services) == []  # planning queues nothing
+    assert services.plan(tenant="acme", customer="nobody") == []
+
+
+async def test_an_unknown_customer_cadence_is_refused_at_import(
+    env: tuple[Services, MemoryTransport],
+) -> None:
+    services, _ = env
+    doc = copy.deepcopy(DEMO_DOC)
+    doc["customers"][0]["cadence"] = "brutal"
+    report = services.import_document(doc, tenant="acme")
+    assert [(e.where, e.reason) for e in report.errors] == [
+        ("customers[0].cadence", "unknown cadence 'brutal'; this tenant has standard")
+    ]
+
+
+async def test_a_customer_cadence_and_time_zone_decide_the_send_time(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> None:
+    """A Sydney customer on a gentle cadence: reminded once, at 09:00 Sydney time."""
+    transport = MemoryTransport()
+    dunning = {
+        "window": "09:00-17:00",
+        "cadences": {
+            "standard": {"steps": [{"days": 1}]},
+            "gentle": {"steps": [{"days": 10}]},
+        },
+    }
+    config = make_config(
+        tmp_path,
+        db_url,
+        tenants={
+            "acme": {
+                "name": "Acme Supplies",
+                "email": "ar@acme.example",
+                "dunning": dunning,
+            }
+        },
+    )
+    services = build_services(config, clock, transport)
+    try:
+        doc = copy.deepcopy(DEMO_DOC)
+        doc["customers"][0].update(time_zone="Australia/Sydney", cadence="gentle")
+        assert services.import_document(doc, tenant="acme").errors == []
+        await _tick_at(services, clock, START + timedelta(minutes=5))
+        [entry] = services.plan(tenant="acme", customer="C-1")
+        # Due 31 March (Sydney) + 10 days = Friday 10 April, 09:00 AEST = 23:00 UTC on the 9th.
+        assert entry.next_at == datetime(2026, 4, 9, 23, 0, tzinfo=UTC)
+    finally:
+        await services.close()
+
+
+async def test_a_dst_change_neither_shifts_nor_duplicates_a_send(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> None:
+    """London, steps every day around the 29 March change: always 08:00 local, once each."""
+    transport = MemoryTransport()
+    dunning = {
+        "business_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "cadences": {
+            "standard": {"steps": [{"days": 0, "repeat_every_days": 1, "max_repeats": 4}]}
+        },
+    }
+    config = make_config(
+        tmp_path,
+        db_url,
+        tenants={"acme": {"name": "Acme", "email": "ar@acme.example", "dunning": dunning}},
+    )
+    services = build_services(config, clock, transport)
+    try:
+        doc = _doc(due_at="2026-03-27")
+        doc["customers"][0]["time_zone"] = "Europe/London"
+        assert services.import_document(doc, tenant="acme").errors == []
+        await _tick_at(services, clock, START + timedelta(minutes=5))
+        now = datetime(2026, 3, 26, 23, tzinfo=UTC)
+        while now < datetime(2026, 4, 2, tzinfo=UTC):  # every 30 minutes for a week
+            await _tick_at(services, clock, now)
+            now += timedelta(minutes=30)
+        with Session(services.engine) as session:
+            reminders = session.exec(
+                select(Message)
+                .where(col(Message.kind) == "late_payment_reminder")
+                .order_by(col(Message.id))
+            ).all()
+            created = [m.created_at for m in reminders]
+        assert created == [
+            datetime(2026, 3, 27, 8, 0, tzinfo=UTC),  # GMT
+            datetime(2026, 3, 28, 8, 0, tzinfo=UTC),
+            datetime(2026, 3, 29, 7, 0, tzinfo=UTC),  # BST from 01:00 UTC: 08:00 local
+            datetime(2026, 3, 30, 7, 0, tzinfo=UTC),
+            datetime(2026, 3, 31, 7, 0, tzinfo=UTC),
+        ]
+        assert all(m.status is MessageStatus.SENT for m in reminders)
+    finally:
+        await services.close()
+
+
+async def test_customer_level_chasing_sends_one_email_for_all_overdue_invoices(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> None:
+    """A per-customer cadence: the oldest overdue invoice sets the pace; one email lists all."""
+    transport = MemoryTransport()
+    dunning = {"cadences": {"standard": {"per": "customer", "steps": [{"days": 1}, {"days": 8}]}}}
+    config = make_config(
+        tmp_path,
+        db_url,
+        tenants={"acme": {"name": "Acme", "email": "ar@acme.example", "dunning": dunning}},
+    )
+    services = build_services(config, clock, transport)
+    try:
+        doc = copy.deepcopy(DEMO_DOC)
+        base = doc["invoices"][0]
+        doc["invoices"] = [
+            {**base, "id": "i-old", "number": "INV-OLD", "due_at": "2026-03-10"},
+            {**base, "id": "i-mid", "number": "INV-MID", "due_at": "2026-03-12"},
+            {**base, "id": "i-new", "number": "INV-NEW", "due_at": "2026-04-30"},
+        ]
+        assert services.import_document(doc, tenant="acme").errors == []
+        await _tick_at(services, clock, START + timedelta(minutes=5))  # three invoice emails
+        await _tick_at(services, clock, datetime(2026, 3, 11, 8, tzinfo=UTC))  # OLD +1
+        await _tick_at(services, clock, datetime(2026, 3, 13, 8, tzinfo=UTC))  # MID +1: rides
+        summaries = [m for m in _messages(services) if m.kind == "overdue_summary"]
+        assert len(summaries) == 1
+        listed = [i["number"] for i in summaries[0].context["overdue"]["items"]]
+        assert listed == ["INV-OLD"]
+        await _tick_at(services, clock, datetime(2026, 3, 18, 8, tzinfo=UTC))  # OLD +8
+        summaries = [m for m in _messages(services) if m.kind == "overdue_summary"]
+        assert len(summaries) == 2
+        assert [i["number"] for i in summaries[1].context["overdue"]["items"]] == [
+            "INV-OLD",
+            "INV-MID",
+        ]
+        assert summaries[1].context["overdue"]["balance_minor"] == 24_000
+        assert all(m.status is MessageStatus.SENT for m in summaries)
+        assert len(transport.sent) == 5  # 3 invoices + 2 summaries, nothing per invoice
+    finally:
+        await services.close()
+
+
+def _messages(services: Services) -> list[Message]:
+    with Session(services.engine) as session:
+        return list(session.exec(select(Message).order_by(col(Message.id))).all())
