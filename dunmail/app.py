@@ -25,6 +25,7 @@ from mailer.errors import ConfigError, MailerError, NotFoundError
 from mailer.identity import sender_identity
 from mailer.ledger import (
     ImportReport,
+    contacts_by_customer,
     customer_contacts,
     find_invoice,
     import_document,
@@ -174,16 +175,27 @@ class Services:
     def _invoice_email(
         self, session: Session, invoice: Invoice, customer: Customer, kind: str
     ) -> InvoiceEmail:
-        now = self.clock.now()
-        _, config = self.tenant_config(invoice.tenant_id)
         contacts = invoice_contacts(session, invoice)
         if not contacts:
             raise MailerError(f"invoice {invoice.number}: its customer has no contact to send to")
         tenant_row = session.get(Tenant, invoice.tenant_id)
         if tenant_row is None:
             raise NotFoundError(f"invoice {invoice.number}: its tenant row is missing")
+        context = self._invoice_context(session, tenant_row, invoice, customer, kind)
+        return InvoiceEmail(
+            invoice=invoice,
+            customer=customer,
+            context=context,
+            recipients=tuple(c.email for c in contacts),
+        )
+
+    def _invoice_context(
+        self, session: Session, tenant: Tenant, invoice: Invoice, customer: Customer, kind: str
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        _, config = self.tenant_config(invoice.tenant_id)
         context = invoice_context(
-            tenant=tenant_row,
+            tenant=tenant,
             customer=customer,
             invoice=invoice,
             now=now,
@@ -197,12 +209,7 @@ class Services:
                 .order_by(col(Payment.received_at).desc())
             ).first()
             context["paid_at"] = (paid_at or now).isoformat()
-        return InvoiceEmail(
-            invoice=invoice,
-            customer=customer,
-            context=context,
-            recipients=tuple(c.email for c in contacts),
-        )
+        return context
 
     def _request(
         self, email: InvoiceEmail, kind: str, *, manual: bool, occasion: str | None = None
@@ -229,6 +236,42 @@ class Services:
         request = self._request(email, action.kind, manual=False, occasion=action.occasion)
         self.outbox.enqueue(session, request, now=now)
         return email.recipients
+
+    def enqueue_batch(
+        self,
+        session: Session,
+        pending: Sequence[tuple[Invoice, Customer, Action]],
+        now: datetime,
+    ) -> dict[int, str]:
+        """Queue a dunning batch's emails together: contacts in one query, the tenant rows
+        once, the messages in one multi-row insert. Returns invoice id -> why not queued."""
+        errors: dict[int, str] = {}
+        contacts = contacts_by_customer(session, (c.id or 0 for _, c, _ in pending))
+        tenants: dict[int, Tenant] = {}
+        requests: list[EnqueueRequest] = []
+        for invoice, customer, action in pending:
+            recipients = tuple(c.email for c in contacts.get(customer.id or 0, []))
+            if not recipients:
+                errors[invoice.id or 0] = (
+                    f"invoice {invoice.number}: its customer has no contact to send to"
+                )
+                continue
+            tenant_row = tenants.get(invoice.tenant_id) or session.get(Tenant, invoice.tenant_id)
+            if tenant_row is None:
+                errors[invoice.id or 0] = f"invoice {invoice.number}: its tenant row is missing"
+                continue
+            tenants[invoice.tenant_id] = tenant_row
+            email = InvoiceEmail(
+                invoice=invoice,
+                customer=customer,
+                context=self._invoice_context(session, tenant_row, invoice, customer, action.kind),
+                recipients=recipients,
+            )
+            requests.append(
+                self._request(email, action.kind, manual=False, occasion=action.occasion)
+            )
+        self.outbox.enqueue_many(session, requests, now=now)
+        return errors
 
     def enqueue_summary(
         self,
@@ -455,13 +498,18 @@ class Services:
     def plan(
         self, *, tenant: str | None, customer: str | None = None, everything: bool = False
     ) -> list[PlanEntry]:
-        """What a pass at the clock's time would send, to whom and why (nothing is written)."""
-        return self.schedule().plan(
-            self.clock.now(),
-            tenant_id=self.tenant_id(tenant),
-            customer=customer,
-            everything=everything,
+        """What a pass at the clock's time would send, to whom and why (nothing is written):
+        the invoices' decisions, then the ledger's pending events."""
+        now = self.clock.now()
+        tenant_id = self.tenant_id(tenant)
+        entries = self.schedule().plan(
+            now, tenant_id=tenant_id, customer=customer, everything=everything
         )
+        if self.events is not None:
+            entries += self.events.plan(
+                now, tenant_id=tenant_id, customer=customer, everything=everything
+            )
+        return entries
 
     def mark_sent(self, number: str, *, tenant: str | None) -> int:
         """The invoice went out by hand (or from the ERP): no automatic new-invoice email.
@@ -718,7 +766,7 @@ def build_services(
         engine,
         tenant_ids=tenant_ids.values(),
         rules_for=services.rules_for,
-        enqueue=services.enqueue_scheduled,
+        enqueue_batch=services.enqueue_batch,
         enqueue_summary=services.enqueue_summary,
         recipients_of=lambda session, invoice: tuple(
             c.email for c in invoice_contacts(session, invoice)

@@ -231,10 +231,10 @@ def plan(
     if as_json:
         print(json.dumps([e.as_dict() for e in entries], indent=2))
         return
-    table = Table("invoice", "customer", "send", "to", "why", "next look")
+    table = Table("document", "customer", "send", "to", "why", "next look")
     for e in entries:
         table.add_row(
-            e.invoice,
+            e.document,
             e.customer,
             f"{e.action.kind} ({e.action.occasion})" if e.action else "-",
             ", ".join(e.recipients),

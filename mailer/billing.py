@@ -29,8 +29,10 @@ from mailer.eventlog import EventLog, EventSpec, assign
 from mailer.models import (
     AutopayFailure,
     Customer,
+    Estimate,
     Invoice,
     Payment,
+    PaymentPlan,
     Refund,
     Subscription,
     SubscriptionStatus,
@@ -38,7 +40,10 @@ from mailer.models import (
 from mailer.money import from_minor
 
 Outcome = Literal["created", "updated", "unchanged"]  # as in mailer.ledger
-_Row = TypeVar("_Row", Customer, Invoice, Payment, Refund, AutopayFailure, Subscription)
+# The tables the import's sections look up by external id (also ``mailer.agreements``'s).
+_Row = TypeVar(
+    "_Row", Customer, Invoice, Payment, Refund, AutopayFailure, Subscription, Estimate, PaymentPlan
+)
 
 
 class LedgerScope(Protocol):

@@ -20,14 +20,23 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ValidationError
 
 from mailer.errors import DocumentError
-from mailer.models import ContactRole, InvoiceStatus, SubscriptionInterval, SubscriptionStatus
+from mailer.models import (
+    ContactRole,
+    EstimateStatus,
+    InvoiceStatus,
+    PaymentPlanStatus,
+    SubscriptionInterval,
+    SubscriptionStatus,
+)
 from mailer.money import from_minor, round_minor, to_minor
 from mailer.record import (
     AutopayFailureRecord,
     CreditNoteRecord,
     CustomerRecord,
+    EstimateRecord,
     InvoiceRecord,
     LineRecord,
+    PaymentPlanRecord,
     PaymentRecord,
     Record,
     RefundRecord,
@@ -43,7 +52,11 @@ SECTIONS = (
     "refunds",
     "autopay_failures",
     "subscriptions",
+    "estimates",
+    "payment_plans",  # after payments and credit notes: it shows its invoices' open balances
 )
+# Sections whose documents carry a number the tenant prints (unique per tenant), and their name.
+_NUMBERED = {"invoices": "invoice", "estimates": "estimate"}
 
 
 # -- parsed records: validated, in minor units and aware UTC -------------------------------------
@@ -137,16 +150,16 @@ class ParsedInvoice:
         Only inputs go in (not the rounded totals), so a change of rounding rule would not
         re-version every invoice in the ledger.
         """
-        content = {
-            "number": self.number,
-            "customer": self.customer,
-            "currency": self.currency,
-            "issued_at": self.issued_at.isoformat(),
-            "due_at": self.due_at.isoformat(),
-            "lines": [line.content() for line in self.lines],
-        }
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return _digest(
+            {
+                "number": self.number,
+                "customer": self.customer,
+                "currency": self.currency,
+                "issued_at": self.issued_at.isoformat(),
+                "due_at": self.due_at.isoformat(),
+                "lines": [line.content() for line in self.lines],
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -229,6 +242,68 @@ class ParsedSubscription:
     ends_at: datetime | None
 
 
+@dataclass(frozen=True)
+class ParsedEstimate:
+    where: str
+    external_id: str
+    number: str
+    customer: str
+    currency: str
+    issued_at: datetime
+    valid_until: datetime
+    status: EstimateStatus
+    lines: tuple[ParsedLine, ...]
+
+    @property
+    def tax_minor(self) -> int:
+        return sum(line.tax_minor for line in self.lines)
+
+    @property
+    def total_minor(self) -> int:
+        return sum(line.total_minor for line in self.lines)
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of what the customer sees, status left out (as an invoice's ``content_hash``)."""
+        return _digest(
+            {
+                "number": self.number,
+                "customer": self.customer,
+                "currency": self.currency,
+                "issued_at": self.issued_at.isoformat(),
+                "valid_until": self.valid_until.isoformat(),
+                "lines": [line.content() for line in self.lines],
+            }
+        )
+
+
+@dataclass(frozen=True)
+class ParsedInstallment:
+    due_at: datetime
+    amount_minor: int
+
+    def as_json(self) -> dict[str, Any]:
+        """The stored installment (``PaymentPlan.installments``), as the email shows it."""
+        return {"due_at": self.due_at.isoformat(), "amount_minor": self.amount_minor}
+
+
+@dataclass(frozen=True)
+class ParsedPaymentPlan:
+    where: str
+    external_id: str
+    number: str
+    customer: str
+    currency: str
+    status: PaymentPlanStatus
+    approve_by: datetime | None
+    installments: tuple[ParsedInstallment, ...]
+    invoices: tuple[str, ...]  # external ids, in the order given
+
+    @property
+    def total_minor(self) -> int:
+        return sum(i.amount_minor for i in self.installments)
+
+
 @dataclass
 class ParsedDocument:
     """The valid records, the errors of the others, and the ids of the records refused."""
@@ -240,6 +315,8 @@ class ParsedDocument:
     refunds: list[ParsedRefund] = field(default_factory=list)
     autopay_failures: list[ParsedAutopayFailure] = field(default_factory=list)
     subscriptions: list[ParsedSubscription] = field(default_factory=list)
+    estimates: list[ParsedEstimate] = field(default_factory=list)
+    payment_plans: list[ParsedPaymentPlan] = field(default_factory=list)
     errors: list[DocumentError] = field(default_factory=list)
     rejected: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
@@ -341,6 +418,10 @@ def parse_document(
         "subscriptions": lambda r, w, d: _subscription(
             _validate(SubscriptionRecord, r, w, d), w, d, zone_of
         ),
+        "estimates": lambda r, w, d: _estimate(_validate(EstimateRecord, r, w, d), w, d, zone_of),
+        "payment_plans": lambda r, w, d: _payment_plan(
+            _validate(PaymentPlanRecord, r, w, d), w, d, zone_of
+        ),
     }
     for name, parse in parsers.items():
         target: list[Any] = getattr(doc, name)
@@ -362,14 +443,14 @@ def _reject(doc: ParsedDocument, section: str, raw: object) -> None:
 
 
 def _duplicates(sections: Mapping[str, list[Any]], doc: ParsedDocument) -> set[str]:
-    """Flag every record whose id (or invoice number) occurs twice in its section.
+    """Flag every record whose id (or invoice or estimate number) occurs twice in its section.
 
     All occurrences are refused, not just the later ones: two versions of one record in one
     export is an ERP fault, and guessing which is right would silently store the wrong one.
     """
     flagged: set[str] = set()
     for name, records in sections.items():
-        for key in ("id", "number") if name == "invoices" else ("id",):
+        for key in ("id", "number") if name in _NUMBERED else ("id",):
             seen: dict[str, list[int]] = defaultdict(list)
             for i, raw in enumerate(records):
                 if isinstance(raw, Mapping) and isinstance(raw.get(key), str):
@@ -379,7 +460,7 @@ def _duplicates(sections: Mapping[str, list[Any]], doc: ParsedDocument) -> set[s
                     continue
                 for i in positions:
                     others = ", ".join(f"{name}[{j}]" for j in positions if j != i)
-                    label = "id" if key == "id" else "invoice number"
+                    label = "id" if key == "id" else f"{_NUMBERED[name]} number"
                     where = f"{name}[{i}]"
                     doc.errors.append(
                         DocumentError(
@@ -673,6 +754,84 @@ def _subscription(
     )
 
 
+def _estimate(
+    rec: EstimateRecord, where: str, doc: ParsedDocument, zone_of: Callable[[str], ZoneInfo]
+) -> ParsedEstimate:
+    errors: list[DocumentError] = []
+    lines = _lines(rec.lines, rec.currency, where, errors)
+    zone = zone_of(rec.customer)
+    issued_at, valid_until = _instant(rec.issued_at, zone), _instant(rec.valid_until, zone)
+    if valid_until < issued_at:
+        errors.append(DocumentError(f"{where}.valid_until", "is before issued_at"))
+    if not errors and sum(line.total_minor for line in lines) < 0:
+        errors.append(DocumentError(f"{where}.lines", "the estimate total is negative"))
+    doc.errors.extend(errors)
+    if errors:
+        raise _Invalid
+    return ParsedEstimate(
+        where,
+        rec.id,
+        rec.number,
+        rec.customer,
+        rec.currency,
+        issued_at,
+        valid_until,
+        rec.status,
+        lines,
+    )
+
+
+def _payment_plan(
+    rec: PaymentPlanRecord, where: str, doc: ParsedDocument, zone_of: Callable[[str], ZoneInfo]
+) -> ParsedPaymentPlan:
+    """Installments positive and in date order, approval due by the first one, no invoice twice.
+
+    Whether the invoices exist and are the customer's, in the plan's currency, is the ledger's
+    to say (``mailer.agreements``): they may be in the ledger rather than in this document.
+    """
+    errors: list[DocumentError] = []
+    zone = zone_of(rec.customer)
+    installments: list[ParsedInstallment] = []
+    for j, item in enumerate(rec.installments):
+        at = f"{where}.installments[{j}]"
+        amount = _amount(item.amount, rec.currency, f"{at}.amount", errors)
+        due_at = _instant(item.due_at, zone)
+        if installments and due_at <= installments[-1].due_at:
+            errors.append(
+                DocumentError(f"{at}.due_at", f"is not after installments[{j - 1}].due_at")
+            )
+        installments.append(ParsedInstallment(due_at, amount))
+    approve_by = _maybe_instant(rec.approve_by, zone)
+    if approve_by is not None and installments and approve_by > installments[0].due_at:
+        errors.append(
+            DocumentError(f"{where}.approve_by", "is after the first installment's due_at")
+        )
+    seen: dict[str, int] = {}
+    for j, invoice in enumerate(rec.invoices):
+        if invoice in seen:
+            errors.append(
+                DocumentError(
+                    f"{where}.invoices[{j}]",
+                    f"invoice {invoice!r} is listed twice (also at invoices[{seen[invoice]}])",
+                )
+            )
+        seen.setdefault(invoice, j)
+    doc.errors.extend(errors)
+    if errors:
+        raise _Invalid
+    return ParsedPaymentPlan(
+        where,
+        rec.id,
+        rec.number,
+        rec.customer,
+        rec.currency,
+        rec.status,
+        approve_by,
+        tuple(installments),
+        tuple(rec.invoices),
+    )
+
+
 def _amount(
     value: Decimal,
     currency: str,
@@ -696,6 +855,12 @@ def _amount(
 
 def _maybe_instant(stamp: date | datetime | None, zone: ZoneInfo) -> datetime | None:
     return None if stamp is None else _instant(stamp, zone)
+
+
+def _digest(content: dict[str, Any]) -> str:
+    """sha256 of ``content`` as canonical JSON: sorted keys, no spaces, UTF-8."""
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _canonical(value: Decimal) -> str:

@@ -18,15 +18,20 @@ from mailer.kinds import (
     AllocationData,
     AutopayData,
     CreditNoteData,
+    EstimateData,
+    InstallmentData,
     LineData,
     PaymentData,
+    PaymentPlanData,
     RefundData,
     SubscriptionData,
 )
 from mailer.models import (
     AutopayFailure,
     CreditNote,
+    Estimate,
     Payment,
+    PaymentPlan,
     Refund,
     Subscription,
     SubscriptionStatus,
@@ -97,6 +102,38 @@ def credit_note_context(note: CreditNote, invoice_number: str | None) -> dict[st
         "lines": lines,
     }
     return {"credit_note": data}
+
+
+def estimate_context(estimate: Estimate) -> dict[str, Any]:
+    """``estimate``: the stored lines and totals of the version being sent."""
+    data: EstimateData = {
+        "number": estimate.number,
+        "version": estimate.version,
+        "currency": estimate.currency,
+        "total_minor": estimate.total_minor,
+        "tax_minor": estimate.tax_minor,
+        "issued_at": estimate.issued_at.isoformat(),
+        "valid_until": estimate.valid_until.isoformat(),
+        "lines": [_line(line) for line in estimate.lines],
+    }
+    return {"estimate": data}
+
+
+def payment_plan_context(plan: PaymentPlan, invoices: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """``payment_plan``: ``invoices`` are (number, open balance) of the invoices it covers."""
+    installments: list[InstallmentData] = [
+        {"due_at": str(item["due_at"]), "amount_minor": int(item["amount_minor"])}
+        for item in plan.installments
+    ]
+    data: PaymentPlanData = {
+        "number": plan.number,
+        "currency": plan.currency,
+        "total_minor": plan.total_minor,
+        "approve_by": _iso(plan.approve_by),
+        "installments": installments,
+        "invoices": [{"number": number, "amount_minor": open_} for number, open_ in invoices],
+    }
+    return {"payment_plan": data}
 
 
 def subscription_context(subscription: Subscription) -> dict[str, Any]:

@@ -80,7 +80,19 @@ class EventLog:
         event = self.find(spec.key)
         if event is None or event.status is not EventStatus.PENDING:
             return False
+        return self.revise(event, spec, restart=restart)
+
+    def revise(self, event: Event, spec: EventSpec, *, restart: bool = False) -> bool:
+        """Make a pending ``event`` ask for ``spec``, its key included; True if it changed.
+
+        For an occasion named by a document version (``"estimate:E-1:v2"``): an edit made
+        while the last version's email still waits replaces that email instead of adding one.
+        ``restart`` moves the due time as in :meth:`refresh`. Not for a queued or skipped event.
+        """
+        if event.status is not EventStatus.PENDING:
+            return False
         values: dict[str, Any] = {
+            "key": spec.key,
             "customer_id": spec.customer_id,
             "invoice_id": spec.invoice_id,
             "document": spec.document,

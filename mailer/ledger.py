@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from mailer.agreements import AgreementImport
 from mailer.billing import BillingImport
 from mailer.documents import (
     SECTIONS,
@@ -21,8 +22,10 @@ from mailer.documents import (
     ParsedContact,
     ParsedCreditNote,
     ParsedCustomer,
+    ParsedEstimate,
     ParsedInvoice,
     ParsedPayment,
+    ParsedPaymentPlan,
     ParsedRefund,
     ParsedSubscription,
     parse_document,
@@ -36,10 +39,12 @@ from mailer.models import (
     ContactRole,
     CreditNote,
     Customer,
+    Estimate,
     Invoice,
     InvoiceStatus,
     Payment,
     PaymentAllocation,
+    PaymentPlan,
     Refund,
     Subscription,
     Tenant,
@@ -63,7 +68,18 @@ class _Want(NamedTuple):
     amount_where: str
 
 
-_Row = TypeVar("_Row", Customer, Invoice, Payment, CreditNote, Refund, AutopayFailure, Subscription)
+_Row = TypeVar(
+    "_Row",
+    Customer,
+    Invoice,
+    Payment,
+    CreditNote,
+    Refund,
+    AutopayFailure,
+    Subscription,
+    Estimate,
+    PaymentPlan,
+)
 _Rec = TypeVar(
     "_Rec",
     ParsedCustomer,
@@ -73,6 +89,8 @@ _Rec = TypeVar(
     ParsedRefund,
     ParsedAutopayFailure,
     ParsedSubscription,
+    ParsedEstimate,
+    ParsedPaymentPlan,
 )
 
 
@@ -96,6 +114,8 @@ class ImportReport:
     refunds: RecordCounts = field(default_factory=RecordCounts)
     autopay_failures: RecordCounts = field(default_factory=RecordCounts)
     subscriptions: RecordCounts = field(default_factory=RecordCounts)
+    estimates: RecordCounts = field(default_factory=RecordCounts)
+    payment_plans: RecordCounts = field(default_factory=RecordCounts)
     events: int = 0  # Event rows recorded: the receipts and notices this import asked for
     errors: list[DocumentError] = field(default_factory=list)
 
@@ -110,7 +130,7 @@ class ImportReport:
     def summary(self) -> str:
         """One line for people: "customers 2 created, 0 updated, 1 unchanged; ...; 1 error".
 
-        Sections without a valid record are left out: with seven sections, a line of zeros
+        Sections without a valid record are left out: with nine sections, a line of zeros
         would hide the ones that matter.
         """
         parts = [
@@ -146,15 +166,18 @@ def import_document(
     """Upsert ``data`` (a decoded import document) into ``tenant_id``'s ledger.
 
     Records are keyed by (tenant, external id) and applied in dependency order: customers with
-    their contacts, invoices, credit notes, payments, refunds, autopay failures, subscriptions.
+    their contacts, invoices, credit notes, payments, refunds, autopay failures, subscriptions,
+    estimates, payment plans.
     Each runs in its own SAVEPOINT, with the events it records, so a record refused by the
     ledger or by the database is reported and rolled back alone. The caller owns the
     transaction: nothing is committed here.
 
     Events (``mailer.models.Event``) are the emails a record calls for, keyed by occasion so a
     re-import never repeats one: receipts, refunds and failed autopays are due at once; a credit
-    note waits ``grace`` after its last edit, like a new invoice; a subscription's "billed soon"
-    notice is due ``billed_soon_days`` before the bill (the tenant's ``[dunning]`` settings).
+    note, a sent estimate and a proposed payment plan wait ``grace`` after their last edit, like
+    a new invoice; a subscription's "billed soon" notice is due ``billed_soon_days`` before the
+    bill (the tenant's ``[dunning]`` settings). An active payment plan holds the dunning of the
+    invoices it covers (``mailer.agreements``).
 
     The ERP is the source of truth: a re-imported customer's contacts are replaced by the listed
     ones (unlisted contacts are deleted), except that ``chase`` and ``send_invoices`` keep the
@@ -174,6 +197,7 @@ def import_document(
     billing = BillingImport(
         importer, billed_soon=timedelta(days=billed_soon_days), tenant_zone=tenant.time_zone
     )
+    agreements = AgreementImport(importer, grace=grace)
     doc = parse_document(
         data,
         tenant_zone=tenant.time_zone,
@@ -190,6 +214,8 @@ def import_document(
         (report.refunds, doc.refunds, billing.refund),
         (report.autopay_failures, doc.autopay_failures, billing.autopay_failure),
         (report.subscriptions, doc.subscriptions, billing.subscription),
+        (report.estimates, doc.estimates, agreements.estimate),
+        (report.payment_plans, doc.payment_plans, agreements.payment_plan),
     ]
     for counts, records, apply in steps:
         for record in records:
@@ -673,7 +699,7 @@ def find_invoice(session: Session, *, tenant_id: int, number: str) -> Invoice:
 
 def invoice_contacts(session: Session, invoice: Invoice) -> list[Contact]:
     """Who receives ``invoice``: its customer's contacts (:func:`customer_contacts`)."""
-    return _contacts(session, invoice.tenant_id, invoice.customer_id)
+    return _contacts(session, invoice.customer_id)
 
 
 def customer_contacts(session: Session, customer: Customer) -> list[Contact]:
@@ -682,23 +708,40 @@ def customer_contacts(session: Session, customer: Customer) -> list[Contact]:
     Ordered billing, ap, accountant, primary (a contact ranks by its best role; none ranks
     last), then by email, so the first address is the one a single-recipient send should use.
     """
-    return _contacts(session, customer.tenant_id, customer.id or 0)
+    return _contacts(session, customer.id or 0)
 
 
-def _contacts(session: Session, tenant_id: int, customer_id: int) -> list[Contact]:
+def _contacts(session: Session, customer_id: int) -> list[Contact]:
+    # By customer alone: a customer id is unique across tenants, and a tenant_id condition
+    # invites SQLite (without statistics) to scan all of the tenant's contacts instead.
     contacts = session.exec(
         select(Contact).where(
-            col(Contact.tenant_id) == tenant_id,
             col(Contact.customer_id) == customer_id,
             col(Contact.send_invoices).is_(True),
         )
     ).all()
+    return sorted(contacts, key=_rank)
 
-    def rank(contact: Contact) -> tuple[int, str]:
-        best = min(
-            (ROLE_PRIORITY.index(ContactRole(r)) for r in contact.roles if r in ROLE_PRIORITY),
-            default=len(ROLE_PRIORITY),
+
+def contacts_by_customer(session: Session, customer_ids: Iterable[int]) -> dict[int, list[Contact]]:
+    """:func:`customer_contacts` of many customers in one query (the scheduler's batches)."""
+    wanted = sorted(set(customer_ids))
+    found: dict[int, list[Contact]] = {c: [] for c in wanted}
+    if not wanted:
+        return found
+    rows = session.exec(
+        select(Contact).where(
+            col(Contact.customer_id).in_(wanted), col(Contact.send_invoices).is_(True)
         )
-        return best, contact.email
+    ).all()
+    for contact in rows:
+        found[contact.customer_id].append(contact)
+    return {c: sorted(rows_, key=_rank) for c, rows_ in found.items()}
 
-    return sorted(contacts, key=rank)
+
+def _rank(contact: Contact) -> tuple[int, str]:
+    best = min(
+        (ROLE_PRIORITY.index(ContactRole(r)) for r in contact.roles if r in ROLE_PRIORITY),
+        default=len(ROLE_PRIORITY),
+    )
+    return best, contact.email

@@ -118,7 +118,11 @@ class Tenant(SQLModel, table=True):
 
 
 class Customer(SQLModel, table=True):
-    __table_args__ = (sa.UniqueConstraint("tenant_id", "external_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "external_id"),
+        # The statement pass: a tenant's customers whose statement is due, by an index range.
+        sa.Index("ix_customer_statement_due", "tenant_id", "next_statement_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id", index=True)
@@ -130,7 +134,7 @@ class Customer(SQLModel, table=True):
     cadence: str | None = Field(default=None, max_length=63)  # else the tenant's default
     # Statements on a schedule: when the next one is due (set by the scheduler from the
     # tenant's [dunning.statements]); NULL: none scheduled.
-    next_statement_at: datetime | None = _at(nullable=True, index=True)
+    next_statement_at: datetime | None = _at(nullable=True)
     created_at: datetime = _at()
     updated_at: datetime = _at()
 
@@ -160,6 +164,9 @@ class Invoice(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "external_id"),
         sa.UniqueConstraint("tenant_id", "number"),
+        # The dunning pass reads a tenant's due invoices as one index range; a pass with
+        # nothing due touches no table row.
+        sa.Index("ix_invoice_due", "tenant_id", "next_action_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -181,7 +188,7 @@ class Invoice(SQLModel, table=True):
     # The scheduler's bookkeeping. ``next_action_at`` is when it must look at this invoice
     # again (NULL: never, until something changes); every change to the invoice, its customer
     # or a hold sets it to "now", so a pass reads only the indexed rows that are due.
-    next_action_at: datetime | None = _at(nullable=True, index=True)
+    next_action_at: datetime | None = _at(nullable=True)  # ix_invoice_due
     dunning_step: int = 0  # how many cadence steps are done (sent, replaced or superseded)
     dunning_repeats: int = 0  # repeats sent of the last step done
     last_dunned_at: datetime | None = _at(nullable=True)  # the last reminder, by hand or not
@@ -357,6 +364,9 @@ class Hold(SQLModel, table=True):
     ends_at: datetime | None = _at(nullable=True)
     lifted_at: datetime | None = _at(nullable=True)
     created_by: str = Field(default="", max_length=200)
+    # Set on the holds an active payment plan places (one per invoice it covers), so the
+    # import finds exactly those to lift when the plan ends or drops an invoice.
+    payment_plan_id: int | None = Field(default=None, foreign_key="paymentplan.id", index=True)
 
 
 class Suppression(SQLModel, table=True):
@@ -478,5 +488,71 @@ class Subscription(SQLModel, table=True):
     next_bill_at: datetime | None = _at(nullable=True)
     cancelled_at: datetime | None = _at(nullable=True)
     ends_at: datetime | None = _at(nullable=True)  # service continues until then
+    created_at: datetime = _at()
+    updated_at: datetime = _at()
+
+
+class EstimateStatus(StrEnum):
+    DRAFT = "draft"
+    SENT = "sent"  # given to the customer: its email is due (after the grace period)
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+
+
+class Estimate(SQLModel, table=True):
+    """A quote for the customer; ``version`` rises whenever its content changes, like an
+    invoice's, and each version that is ``sent`` is emailed once (its PDF pinned by it)."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "external_id"),
+        sa.UniqueConstraint("tenant_id", "number"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    external_id: str = Field(max_length=100)
+    number: str = Field(max_length=100)
+    version: int = 1
+    content_hash: str = Field(max_length=64)
+    currency: str = Field(max_length=3)
+    total_minor: int = Field(default=0, sa_type=sa.BigInteger)
+    tax_minor: int = Field(default=0, sa_type=sa.BigInteger)
+    status: EstimateStatus = _state(EstimateStatus)
+    issued_at: datetime = _at()
+    valid_until: datetime = _at()
+    lines: list[dict[str, Any]] = _json(list)
+    created_at: datetime = _at()
+    updated_at: datetime = _at()
+
+
+class PaymentPlanStatus(StrEnum):
+    PROPOSED = "proposed"  # waiting for the customer's approval: the proposal is emailed
+    ACTIVE = "active"  # agreed: its invoices are on a dunning hold
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class PaymentPlan(SQLModel, table=True):
+    """Installments agreed (or proposed) for some of a customer's invoices.
+
+    While ``active`` each invoice it covers has a ``Hold`` (``Hold.payment_plan_id``), so it is
+    not chased; the holds are lifted when the plan ends or leaves the invoice out.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    external_id: str = Field(max_length=100)
+    number: str = Field(max_length=100)
+    currency: str = Field(max_length=3)
+    total_minor: int = Field(sa_type=sa.BigInteger)  # the installments' sum
+    status: PaymentPlanStatus = _state(PaymentPlanStatus)
+    approve_by: datetime | None = _at(nullable=True)
+    installments: list[dict[str, Any]] = _json(list)  # [{due_at (ISO 8601), amount_minor}]
+    invoice_ids: list[int] = _json(list)  # Invoice.id of the invoices it covers, as listed
     created_at: datetime = _at()
     updated_at: datetime = _at()

@@ -21,6 +21,8 @@ from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -240,6 +242,74 @@ class Outbox:
                 raise
             return found
         return message
+
+    def enqueue_many(
+        self, session: Session, requests: Sequence[EnqueueRequest], *, now: datetime
+    ) -> None:
+        """:meth:`enqueue` for a batch, in three statements instead of several per email (the
+        scheduler queues thousands at a time).
+
+        An email already in the outbox is left alone, as :meth:`enqueue` does: the insert
+        skips a row whose (tenant, idempotency key) exists (``ON CONFLICT DO NOTHING``), even
+        one another process inserted a moment ago, and its recipients with it.
+        """
+        rows: list[dict[str, Any]] = []
+        recipient_rows: list[dict[str, str]] = []
+        seen: set[str] = set()
+        for r in requests:
+            key = idempotency_key(r)
+            if key in seen:
+                continue
+            seen.add(key)
+            if not r.recipients:
+                raise MailerError(f"{r.kind} for {r.document}: no recipients")
+            uid = secrets.token_hex(10)
+            rows.append(
+                {
+                    "uid": uid,
+                    "tenant_id": r.tenant_id,
+                    "customer_id": r.customer_id,
+                    "invoice_id": r.invoice_id,
+                    "kind": r.kind,
+                    "document_version": r.version,
+                    "idempotency_key": key,
+                    "status": MessageStatus.QUEUED,
+                    "context": dict(r.context),
+                    "created_at": now,
+                    "next_attempt_at": max(now, r.not_before or now),
+                    "attempts": 0,
+                    "manual": r.manual,
+                    "occasion": r.occasion,
+                }
+            )
+            recipient_rows.extend(
+                {"uid": uid, "address": a}
+                for a in sorted({parse_addr_spec(a) for a in r.recipients})
+            )
+        if not rows:
+            return
+        message_table = Message.__table__  # type: ignore[attr-defined]
+        recipient_table = MessageRecipient.__table__  # type: ignore[attr-defined]
+        insert = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(
+            message_table
+        ).on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+        # Plain executemany, no RETURNING: the driver prepares each statement once, where a
+        # multi-row VALUES with RETURNING is re-parsed for every page (3x slower on
+        # PostgreSQL). Each recipient row finds its message by the message's uid; the rows of
+        # a message that was already there find nothing and insert nothing.
+        recipients_by_uid = sa.insert(recipient_table).from_select(
+            ["message_id", "address", "status"],
+            sa.select(
+                message_table.c.id,
+                sa.bindparam("address", type_=sa.String()),
+                sa.literal(RecipientStatus.PENDING.value),
+            ).where(message_table.c.uid == sa.bindparam("uid")),
+        )
+        # Core on the session's connection: the ORM would treat a list of rows as its own
+        # bulk insert and refuse an INSERT ... SELECT.
+        connection = session.connection()
+        connection.execute(insert, rows)
+        connection.execute(recipients_by_uid, recipient_rows)
 
     def find(self, session: Session, request: EnqueueRequest) -> Message | None:
         """The message ``request`` would be, if it is already in the outbox."""

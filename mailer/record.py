@@ -26,7 +26,14 @@ from pydantic import (
 )
 
 from mailer.address import parse_addr_spec
-from mailer.models import ContactRole, InvoiceStatus, SubscriptionInterval, SubscriptionStatus
+from mailer.models import (
+    ContactRole,
+    EstimateStatus,
+    InvoiceStatus,
+    PaymentPlanStatus,
+    SubscriptionInterval,
+    SubscriptionStatus,
+)
 from mailer.money import parse_currency, parse_decimal
 
 _DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -217,3 +224,34 @@ class SubscriptionRecord(Record):
     next_bill_at: Stamp | None = None
     cancelled_at: Stamp | None = None
     ends_at: Stamp | None = None
+
+
+class EstimateRecord(Record):
+    """A quote: its lines are priced like an invoice's; it is emailed once ``sent``."""
+
+    id: ExternalId
+    number: ExternalId
+    customer: ExternalId
+    currency: Currency
+    issued_at: Stamp
+    valid_until: Stamp
+    status: EstimateStatus
+    lines: list[LineRecord] = Field(min_length=1)
+
+
+class InstallmentRecord(Record):
+    due_at: Stamp
+    amount: Amount
+
+
+class PaymentPlanRecord(Record):
+    """Installments for some of a customer's invoices (their external ids, in ``invoices``)."""
+
+    id: ExternalId
+    number: ExternalId
+    customer: ExternalId
+    currency: Currency
+    status: PaymentPlanStatus
+    approve_by: Stamp | None = None  # when a proposed plan must be approved, if at all
+    installments: list[InstallmentRecord] = Field(min_length=1)
+    invoices: list[ExternalId] = Field(min_length=1)

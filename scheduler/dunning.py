@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -44,6 +45,10 @@ SUMMARY = "overdue_summary"
 # Queue ``action``'s email for the invoice inside the caller's transaction; return the
 # recipients, or raise MailerError (no contact, kind unknown) to leave the invoice waiting.
 Enqueue = Callable[[Session, Invoice, Customer, Action, datetime], tuple[str, ...]]
+# The same for a whole batch; returns invoice id -> why its email could not be queued.
+EnqueueBatch = Callable[
+    [Session, Sequence[tuple[Invoice, Customer, Action]], datetime], Mapping[int, str]
+]
 
 
 @dataclass
@@ -67,9 +72,12 @@ class DunningReport:
 
 @dataclass(frozen=True)
 class PlanEntry:
-    """One line of ``dunmail plan``: what the engine would do for an invoice, and why."""
+    """One line of ``dunmail plan``: what the engine would do for a document, and why.
 
-    invoice: str
+    ``document`` is an invoice number, or an event's key (``payment:p-1``, ``statement:...``).
+    """
+
+    document: str
     customer: str
     action: Action | None
     recipients: tuple[str, ...]
@@ -78,7 +86,7 @@ class PlanEntry:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "invoice": self.invoice,
+            "document": self.document,
             "customer": self.customer,
             "send": self.action.kind if self.action else None,
             "occasion": self.action.occasion if self.action else None,
@@ -97,7 +105,7 @@ class Dunning:
         *,
         tenant_ids: Collection[int],
         rules_for: RulesFor,
-        enqueue: Enqueue,
+        enqueue_batch: EnqueueBatch,
         recipients_of: Callable[[Session, Invoice], tuple[str, ...]],
         enqueue_summary: EnqueueSummary | None = None,
         batch_size: int = 500,
@@ -106,7 +114,7 @@ class Dunning:
         self._engine = engine
         self._tenant_ids = sorted(tenant_ids)
         self._rules_for = rules_for
-        self._enqueue = enqueue
+        self._enqueue_batch = enqueue_batch
         self._recipients_of = recipients_of
         self._batch_size = batch_size
 
@@ -141,28 +149,44 @@ class Dunning:
     def _decide(
         self, session: Session, invoices: list[Invoice], now: datetime, report: DunningReport
     ) -> None:
-        for decision in self._evaluate(session, invoices, now):
+        decisions = self._evaluate(session, invoices, now)
+        # Every plain email of the batch is queued in a few statements, not several per invoice.
+        plain = [
+            (d.invoice, d.customer, d.result.action)
+            for d in decisions
+            if d.result.action is not None and d.summary is None
+        ]
+        failed = dict(self._enqueue_batch(session, plain, now)) if plain else {}
+        states: list[dict[str, Any]] = []  # new state and next time, one UPDATE for the batch
+        times: list[dict[str, Any]] = []  # next time only
+        for decision in decisions:
             invoice, result = decision.invoice, decision.result
             report.evaluated += 1
+            next_at = result.next_at if result.next_at and result.next_at > now else None
             if result.action is not None:
-                try:
-                    with session.begin_nested():
-                        if decision.summary is not None:
+                error = failed.get(invoice.id or 0)
+                if error is None and decision.summary is not None:
+                    try:
+                        with session.begin_nested():
                             self._summarise(session, decision, now)
-                        else:
-                            self._enqueue(session, invoice, decision.customer, result.action, now)
-                except MailerError as exc:
+                    except MailerError as exc:
+                        error = str(exc)
+                if error is not None:
                     # One bad record never stops the batch: it waits until its data changes
                     # (an import or a contact fix sets next_action_at again).
-                    report.errors.append(f"invoice {invoice.number}: {exc}")
-                    log.warning("invoice %s: %s; not queued", invoice.number, exc)
-                    invoice.next_action_at = None
+                    report.errors.append(f"invoice {invoice.number}: {error}")
+                    log.warning("invoice %s: %s; not queued", invoice.number, error)
+                    times.append({"b_id": invoice.id, "next_action_at": None})
                     continue
                 report.queued[result.action.kind] += 1
-            if not decision.rides_along:
-                store_state(invoice, result.state)
-            next_at = result.next_at
-            invoice.next_action_at = next_at if next_at is None or next_at > now else None
+            if decision.rides_along:  # its state is written by the summary that carries it
+                times.append({"b_id": invoice.id, "next_action_at": next_at})
+            else:
+                states.append(
+                    {"b_id": invoice.id, **state_columns(result.state), "next_action_at": next_at}
+                )
+        _update_invoices(session, states)
+        _update_invoices(session, times)
 
     def _summarise(self, session: Session, decision: _Decision, now: datetime) -> None:
         """The customer-level email; every invoice on it counts as chased now."""
@@ -255,7 +279,7 @@ class Dunning:
                 recipients = self._recipients_of(session, invoice) if result.action else ()
                 entries.append(
                     PlanEntry(
-                        invoice=invoice.number,
+                        document=invoice.number,
                         customer=who.external_id,
                         action=result.action,
                         recipients=recipients,
@@ -330,6 +354,26 @@ def state_of(invoice: Invoice) -> DunningState:
         step=invoice.dunning_step,
         repeats=invoice.dunning_repeats,
         last_dunned_at=invoice.last_dunned_at,
+    )
+
+
+def state_columns(state: DunningState) -> dict[str, Any]:
+    return {
+        "sent_at": state.sent_at,
+        "dunning_step": state.step,
+        "dunning_repeats": state.repeats,
+        "last_dunned_at": state.last_dunned_at,
+    }
+
+
+def _update_invoices(session: Session, rows: list[dict[str, Any]]) -> None:
+    """One executemany UPDATE by id: thousands of invoices per pass, one prepared statement."""
+    if not rows:
+        return
+    table = Invoice.__table__  # type: ignore[attr-defined]
+    values: dict[str, Any] = {name: sa.bindparam(name) for name in rows[0] if name != "b_id"}
+    session.connection().execute(
+        sa.update(table).where(table.c.id == sa.bindparam("b_id")).values(**values), rows
     )
 
 

@@ -19,8 +19,9 @@ from sqlmodel import Session, col, select
 
 from mailer.db import session_scope
 from mailer.errors import MailerError
-from mailer.models import Event, EventStatus
-from scheduler.dunning import DunningReport
+from mailer.models import Customer, Event, EventStatus
+from scheduler.cadence import Action
+from scheduler.dunning import DunningReport, PlanEntry
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,41 @@ class EventPass:
         self._tenant_ids = sorted(tenant_ids)
         self._enqueue = enqueue
         self._batch_size = batch_size
+
+    def plan(
+        self, now: datetime, *, tenant_id: int, customer: str | None, everything: bool
+    ) -> list[PlanEntry]:
+        """The pending events a pass at ``now`` would queue (``everything``: later ones too)."""
+        with Session(self._engine) as session:
+            query = (
+                select(Event, Customer.external_id)
+                .join(Customer, col(Customer.id) == col(Event.customer_id))
+                .where(
+                    col(Event.tenant_id) == tenant_id,
+                    col(Event.status) == EventStatus.PENDING,
+                )
+                .order_by(col(Event.due_at), col(Event.id))
+            )
+            if customer is not None:
+                query = query.where(col(Customer.external_id) == customer)
+            if not everything:
+                query = query.where(col(Event.due_at) <= now)
+            entries = []
+            for event, who in session.exec(query).all():
+                due = event.due_at <= now
+                entries.append(
+                    PlanEntry(
+                        document=event.key,
+                        customer=who,
+                        action=Action(event.kind, f"event {event.id}") if due else None,
+                        recipients=(),
+                        reason="recorded by the ledger; due"
+                        if due
+                        else f"waits until {event.due_at:%Y-%m-%d %H:%M} UTC",
+                        next_at=None if due else event.due_at,
+                    )
+                )
+        return entries
 
     def run_pass(self, now: datetime, report: DunningReport) -> None:
         """Queue every event due at ``now``, batch by batch, into ``report``."""

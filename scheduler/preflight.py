@@ -24,7 +24,7 @@ from mailer.models import (
     Suppression,
 )
 from scheduler.cadence import NEW_INVOICE, Action, ActiveHold, chase_blocker
-from scheduler.dunning import Enqueue, RulesFor, active_holds, customers_by_id, facts_of
+from scheduler.dunning import SUMMARY, Enqueue, RulesFor, active_holds, customers_by_id, facts_of
 
 INVOICE_EMAILS = (NEW_INVOICE, "invoice_reminder", "late_payment_reminder")
 REMINDERS = ("invoice_reminder", "late_payment_reminder")
@@ -73,6 +73,11 @@ class Preflight:
                     r.status = RecipientStatus.REJECTED
                     r.response = f"suppressed: {blocked[r.address]}"[:1000]
                     r.updated_at = now
+            if message.kind == SUMMARY:
+                reason = self._summary_reason(session, message, now)
+                if reason is not None:
+                    skips[mid] = reason
+                continue
             invoice = invoices.get(message.invoice_id or 0)
             if invoice is None or message.kind not in INVOICE_EMAILS:
                 continue
@@ -100,6 +105,30 @@ class Preflight:
         hold = holds.get(invoice.id or 0)
         facts = facts_of(invoice, customer, hold)
         return chase_blocker(facts, self._rules_for(invoice.tenant_id, customer), now)
+
+    def _summary_reason(self, session: Session, message: Message, now: datetime) -> str | None:
+        """A customer-level reminder: is anything on it still open, and may we chase?"""
+        numbers = [i["number"] for i in message.context.get("overdue", {}).get("items", [])]
+        still_open = session.exec(
+            select(Invoice).where(
+                col(Invoice.tenant_id) == message.tenant_id,
+                col(Invoice.number).in_(numbers),
+                col(Invoice.status) == InvoiceStatus.OPEN,
+                col(Invoice.balance_minor) > 0,
+            )
+        ).all()
+        if not still_open:
+            return f"every invoice on it is settled ({', '.join(numbers)})"
+        customer = session.get(Customer, message.customer_id)
+        if message.manual or customer is None:
+            return None
+        holds = active_holds(session, still_open, now)
+        for invoice in still_open:
+            facts = facts_of(invoice, customer, holds.get(invoice.id or 0))
+            reason = chase_blocker(facts, self._rules_for(invoice.tenant_id, customer), now)
+            if reason is None:
+                return None  # at least one invoice on it may still be chased
+        return reason
 
     def _replace(
         self,

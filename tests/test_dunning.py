@@ -45,6 +45,22 @@ async def env(
     await services.close()
 
 
+def _payment(payment_id: str, amount: str, received_at: str) -> dict[str, Any]:
+    """An import document with one EUR payment of ``amount`` on INV-1042."""
+    return {
+        "payments": [
+            {
+                "id": payment_id,
+                "customer": "C-1",
+                "amount": amount,
+                "currency": "EUR",
+                "received_at": received_at,
+                "invoices": [{"invoice": "i-1042", "amount": amount}],
+            }
+        ]
+    }
+
+
 def _sent(transport: MemoryTransport) -> list[str]:
     """Subjects of what went out, in order."""
     return [str(message_from_bytes(m.data)["Subject"]) for m in transport.sent]
@@ -153,18 +169,7 @@ async def test_reminders_follow_the_cadence_and_stop_when_paid(
         "invoice_reminder",
         "late_payment_reminder",
     ]
-    payment = {
-        "payments": [
-            {
-                "id": "p-1",
-                "customer": "C-1",
-                "amount": "120.00",
-                "currency": "EUR",
-                "received_at": "2026-04-02T12:00:00Z",
-                "invoices": [{"invoice": "i-1042", "amount": "120.00"}],
-            }
-        ]
-    }
+    payment = _payment("p-1", "120.00", "2026-04-02T12:00:00Z")
     clock.set(datetime(2026, 4, 2, 12, tzinfo=UTC))
     assert services.import_document(payment, tenant="acme").errors == []
     for day in (7, 14, 21, 28):
@@ -181,18 +186,7 @@ async def test_a_payment_between_queueing_and_sending_skips_the_reminder(
     clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
     report = services.schedule().run_pass(clock.now())  # queued, not yet delivered
     assert report.queued["late_payment_reminder"] == 1
-    paid = {
-        "payments": [
-            {
-                "id": "p-1",
-                "customer": "C-1",
-                "amount": "120.00",
-                "currency": "EUR",
-                "received_at": "2026-04-01T08:00:30Z",
-                "invoices": [{"invoice": "i-1042", "amount": "120.00"}],
-            }
-        ]
-    }
+    paid = _payment("p-1", "120.00", "2026-04-01T08:00:30Z")
     assert services.import_document(paid, tenant="acme").errors == []
     delivered = await services.deliver()
     assert (delivered.attempted, delivered.skipped) == (0, 1)
@@ -536,3 +530,44 @@ async def test_customer_level_chasing_sends_one_email_for_all_overdue_invoices(
 def _messages(services: Services) -> list[Message]:
     with Session(services.engine) as session:
         return list(session.exec(select(Message).order_by(col(Message.id))).all())
+
+
+async def test_a_customer_level_email_is_skipped_when_everything_on_it_is_paid(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> None:
+    transport = MemoryTransport()
+    dunning = {"cadences": {"standard": {"per": "customer", "steps": [{"days": 1}]}}}
+    config = make_config(
+        tmp_path,
+        db_url,
+        tenants={"acme": {"name": "Acme", "email": "ar@acme.example", "dunning": dunning}},
+    )
+    services = build_services(config, clock, transport)
+    try:
+        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+        await _tick_at(services, clock, START + timedelta(minutes=5))
+        clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
+        assert services.schedule().run_pass(clock.now()).queued["overdue_summary"] == 1
+        paid = _payment("p-1", "120.00", "2026-04-01T08:00:10Z")
+        assert services.import_document(paid, tenant="acme").errors == []
+        await services.deliver()
+        summary = [m for m in _messages(services) if m.kind == "overdue_summary"][0]
+        assert summary.status is MessageStatus.SKIPPED
+        assert summary.skip_reason == "every invoice on it is settled (INV-1042)"
+    finally:
+        await services.close()
+
+
+async def test_plan_lists_the_ledgers_pending_events(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    clock.set(START + timedelta(hours=1))
+    payment = _payment("p-7", "20.00", "2026-03-02T09:30:00Z")
+    assert services.import_document(payment, tenant="acme").errors == []
+    entries = {e.document: e for e in services.plan(tenant="acme")}
+    assert entries["payment:p-7"].action is not None
+    assert entries["payment:p-7"].action.kind == "payment_receipt"
+    await services.tick()
+    assert "payment:p-7" not in {e.document for e in services.plan(tenant="acme")}
+    assert any(b"p-7" in m.data for m in transport.sent)

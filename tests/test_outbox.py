@@ -99,6 +99,49 @@ async def test_same_recipients_in_another_order_are_one_message(services: Servic
         assert a.id == b.id
 
 
+async def test_a_batch_enqueue_skips_what_is_already_queued(services: Services) -> None:
+    """``enqueue_many`` (the scheduler's path) keeps the one-email-per-key rule, recipients
+    included, whether the duplicate is in the outbox already or twice in the batch."""
+    tenant_id = services.tenant_id("acme")
+    now = services.clock.now()
+
+    def request(document: str, occasion: str) -> EnqueueRequest:
+        return EnqueueRequest(
+            tenant_id=tenant_id,
+            kind="invoice_reminder",
+            recipients=["b@x.test", "A@x.test"],
+            context={"n": document},
+            document=document,
+            version=1,
+            occasion=occasion,
+        )
+
+    with Session(services.engine) as session:
+        services.outbox.enqueue(session, request("invoice:1", "step 1"), now=now)
+        batch = [
+            request("invoice:1", "step 1"),  # already queued
+            request("invoice:1", "step 2"),  # another occasion: another email
+            request("invoice:2", "step 1"),
+            request("invoice:2", "step 1"),  # twice in the batch
+        ]
+        services.outbox.enqueue_many(session, batch, now=now)
+        services.outbox.enqueue_many(session, batch, now=now)  # a re-run changes nothing
+        session.commit()
+    with Session(services.engine) as session:
+        messages = session.exec(select(Message).order_by(Message.id)).all()
+        assert [(m.context.get("n"), m.occasion) for m in messages] == [
+            ("invoice:1", "step 1"),
+            ("invoice:1", "step 2"),
+            ("invoice:2", "step 1"),
+        ]
+        rows = session.exec(select(MessageRecipient)).all()
+        per_message: dict[int, list[str]] = {}
+        for row in rows:
+            per_message.setdefault(row.message_id, []).append(row.address)
+        assert sorted(map(sorted, per_message.values())) == [["A@x.test", "b@x.test"]] * 3
+        assert {r.status.value for r in rows} == {"pending"}
+
+
 async def test_manual_send_delivers_signed_mail_through_the_relay(
     services: Services, smtpd: RecordingServer, tmp_path: Path
 ) -> None:

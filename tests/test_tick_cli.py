@@ -45,7 +45,7 @@ def test_a_day_of_dunning_replayed_from_the_cli(tmp_path: Path, db_url: str, sin
     assert marked.returncode == 0, marked.stderr
     plan = dunmail(config, "plan", "--at", "2026-03-02T09:06:00Z", "--json")
     assert plan.returncode == 0, plan.stderr
-    decisions = {e["invoice"]: e for e in json.loads(plan.stdout)}
+    decisions = {e["document"]: e for e in json.loads(plan.stdout)}
     assert decisions["INV-1042"]["send"] == "new_invoice"
     assert decisions["INV-1042"]["to"] == ["billing@globex.example", "ap@globex.example"]
     assert decisions["INV-2"]["send"] is None
@@ -65,7 +65,7 @@ def test_a_day_of_dunning_replayed_from_the_cli(tmp_path: Path, db_url: str, sin
     listed = dunmail(config, "hold", "list", "--json", "--at", "2026-03-21T00:00:00Z")
     assert [h["invoice"] for h in json.loads(listed.stdout)] == ["INV-2"]
     why = dunmail(config, "plan", "--customer", "C-1", "--at", "2026-04-01T08:00:00Z", "--json")
-    reasons = {e["invoice"]: e["why"] for e in json.loads(why.stdout)}
+    reasons = {e["document"]: e["why"] for e in json.loads(why.stdout)}
     assert reasons["INV-2"].startswith("on hold (dispute) until 2026-04-03")
 
     tick = dunmail(config, "tick", "--at", "2026-04-01T08:00:00Z")

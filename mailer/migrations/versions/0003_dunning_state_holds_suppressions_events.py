@@ -37,6 +37,56 @@ def upgrade() -> None:
     with op.batch_alter_table('suppression', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_suppression_tenant_id'), ['tenant_id'], unique=False)
 
+    op.create_table('estimate',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('tenant_id', sa.Integer(), nullable=False),
+    sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.Column('external_id', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('number', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('content_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
+    sa.Column('total_minor', sa.BigInteger(), nullable=False),
+    sa.Column('tax_minor', sa.BigInteger(), nullable=False),
+    sa.Column('status', sa.Enum('draft', 'sent', 'accepted', 'declined', 'expired', name='estimatestatus', native_enum=False, length=20), nullable=False),
+    sa.Column('issued_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('valid_until', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('lines', sa.JSON(), nullable=False),
+    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('tenant_id', 'external_id'),
+    sa.UniqueConstraint('tenant_id', 'number')
+    )
+    with op.batch_alter_table('estimate', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_estimate_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_estimate_tenant_id'), ['tenant_id'], unique=False)
+
+    op.create_table('paymentplan',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('tenant_id', sa.Integer(), nullable=False),
+    sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.Column('external_id', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('number', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+    sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
+    sa.Column('total_minor', sa.BigInteger(), nullable=False),
+    sa.Column('status', sa.Enum('proposed', 'active', 'completed', 'cancelled', name='paymentplanstatus', native_enum=False, length=20), nullable=False),
+    sa.Column('approve_by', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('installments', sa.JSON(), nullable=False),
+    sa.Column('invoice_ids', sa.JSON(), nullable=False),
+    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('tenant_id', 'external_id')
+    )
+    with op.batch_alter_table('paymentplan', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_paymentplan_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_paymentplan_tenant_id'), ['tenant_id'], unique=False)
+
     op.create_table('subscription',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('tenant_id', sa.Integer(), nullable=False),
@@ -122,14 +172,17 @@ def upgrade() -> None:
     sa.Column('ends_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('lifted_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_by', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('payment_plan_id', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.ForeignKeyConstraint(['invoice_id'], ['invoice.id'], ),
+    sa.ForeignKeyConstraint(['payment_plan_id'], ['paymentplan.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('hold', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_hold_customer_id'), ['customer_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_hold_invoice_id'), ['invoice_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_hold_payment_plan_id'), ['payment_plan_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_hold_tenant_id'), ['tenant_id'], unique=False)
 
     op.create_table('refund',
@@ -162,14 +215,14 @@ def upgrade() -> None:
     with op.batch_alter_table('customer', schema=None) as batch_op:
         batch_op.add_column(sa.Column('cadence', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=True))
         batch_op.add_column(sa.Column('next_statement_at', mailer.models.UTCDateTime(timezone=True), nullable=True))
-        batch_op.create_index(batch_op.f('ix_customer_next_statement_at'), ['next_statement_at'], unique=False)
+        batch_op.create_index('ix_customer_statement_due', ['tenant_id', 'next_statement_at'], unique=False)
 
     with op.batch_alter_table('invoice', schema=None) as batch_op:
         batch_op.add_column(sa.Column('next_action_at', mailer.models.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('dunning_step', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('dunning_repeats', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('last_dunned_at', mailer.models.UTCDateTime(timezone=True), nullable=True))
-        batch_op.create_index(batch_op.f('ix_invoice_next_action_at'), ['next_action_at'], unique=False)
+        batch_op.create_index('ix_invoice_due', ['tenant_id', 'next_action_at'], unique=False)
     # Every open invoice is looked at by the first scheduler pass after the upgrade.
     op.execute("UPDATE invoice SET next_action_at = updated_at WHERE status = 'open'")
 
@@ -194,14 +247,14 @@ def downgrade() -> None:
         batch_op.drop_column('occasion')
 
     with op.batch_alter_table('invoice', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_invoice_next_action_at'))
+        batch_op.drop_index('ix_invoice_due')
         batch_op.drop_column('last_dunned_at')
         batch_op.drop_column('dunning_repeats')
         batch_op.drop_column('dunning_step')
         batch_op.drop_column('next_action_at')
 
     with op.batch_alter_table('customer', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_customer_next_statement_at'))
+        batch_op.drop_index('ix_customer_statement_due')
         batch_op.drop_column('next_statement_at')
         batch_op.drop_column('cadence')
 
@@ -217,6 +270,7 @@ def downgrade() -> None:
     op.drop_table('refund')
     with op.batch_alter_table('hold', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_hold_tenant_id'))
+        batch_op.drop_index(batch_op.f('ix_hold_payment_plan_id'))
         batch_op.drop_index(batch_op.f('ix_hold_invoice_id'))
         batch_op.drop_index(batch_op.f('ix_hold_customer_id'))
 
@@ -238,6 +292,16 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_subscription_customer_id'))
 
     op.drop_table('subscription')
+    with op.batch_alter_table('paymentplan', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_paymentplan_tenant_id'))
+        batch_op.drop_index(batch_op.f('ix_paymentplan_customer_id'))
+
+    op.drop_table('paymentplan')
+    with op.batch_alter_table('estimate', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_estimate_tenant_id'))
+        batch_op.drop_index(batch_op.f('ix_estimate_customer_id'))
+
+    op.drop_table('estimate')
     with op.batch_alter_table('suppression', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_suppression_tenant_id'))
 
