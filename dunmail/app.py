@@ -60,7 +60,7 @@ from mailer.render import Renderer
 from mailer.statement import StatementStyle
 from mailer.transport import SMTPTransport, Transport
 from mailer.verp import derive_key
-from scheduler.cadence import Action, Rules, manual_send
+from scheduler.cadence import NEW_INVOICE, Action, Rules, manual_send
 from scheduler.calendar import SendCalendar
 from scheduler.dunning import SUMMARY, Dunning, DunningReport, PlanEntry, state_of, store_state
 from scheduler.events import EventPass, SkipEvent
@@ -214,7 +214,12 @@ class Services:
     def _request(
         self, email: InvoiceEmail, kind: str, *, manual: bool, occasion: str | None = None
     ) -> EnqueueRequest:
+        """The outbox request for an invoice email. An invoice is sent once: a new-invoice
+        email by hand and the automatic one share one occasion, so whichever is queued first is
+        the one email (a manual send of a queued automatic one delivers that one now)."""
         invoice = email.invoice
+        if kind == NEW_INVOICE:
+            occasion = "new"
         return EnqueueRequest(
             tenant_id=invoice.tenant_id,
             kind=kind,
@@ -783,6 +788,7 @@ def build_services(
         engine,
         tenant_ids=tenant_ids.values(),
         enqueue=services.enqueue_event,
+        calendar_for=lambda customer: services.rules_for(customer.tenant_id, customer).calendar,
         batch_size=config.delivery.batch_size,
     )
     outbox.preflight = Preflight(

@@ -80,6 +80,7 @@ class ParsedCustomer:
     chase: bool | None
     contacts: tuple[ParsedContact, ...] | None
     cadence: str | None = None  # None: keep; "": the tenant's default
+    statements: str | None = None  # None: keep; "": the tenant's schedule
 
 
 @dataclass(frozen=True)
@@ -534,7 +535,15 @@ def _customer(rec: CustomerRecord, where: str, doc: ParsedDocument) -> ParsedCus
             for c in rec.contacts
         )
     return ParsedCustomer(
-        where, rec.id, rec.name, rec.locale, rec.time_zone, rec.chase, contacts, rec.cadence
+        where,
+        rec.id,
+        rec.name,
+        rec.locale,
+        rec.time_zone,
+        rec.chase,
+        contacts,
+        rec.cadence,
+        rec.statements,
     )
 
 

@@ -109,6 +109,25 @@ class StatementSchedule(_Frozen):
     style: Literal["open_item", "balance_forward"] = "open_item"
 
 
+def parse_statement_schedule(text: str, style: str = "open_item") -> StatementSchedule:
+    """A customer's own schedule as the import writes it: ``"monthly:15"``, ``"weekly:fri"``
+    or ``"never"``; the tenant's statement style applies."""
+    every, _, at = text.strip().lower().partition(":")
+    fields: dict[str, object] | None = None
+    if every == "never" and not at:
+        fields = {"every": "never"}
+    elif every == "monthly" and at.isdigit() and 1 <= int(at) <= 28:
+        fields = {"every": "monthly", "day": int(at)}
+    elif every == "weekly" and at in WEEKDAYS:
+        fields = {"every": "weekly", "weekday": at}
+    if fields is None:
+        raise ValueError(
+            f'statement schedule {text!r}: use "monthly:D" (D = 1..28), '
+            '"weekly:mon" to "weekly:sun", or "never"'
+        )
+    return StatementSchedule.model_validate({**fields, "style": style})
+
+
 class DunningConfig(_Frozen):
     """Grace period, cadences, send window, business days, holidays and minimum balances."""
 

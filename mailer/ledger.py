@@ -371,6 +371,9 @@ class _Importer:
                     f"{', '.join(sorted(self.cadences)) or 'none'}",
                 )
             values["cadence"] = rec.cadence or None
+        if rec.statements is not None and (rec.statements or None) != row.statement_schedule:
+            values["statement_schedule"] = rec.statements or None
+            values["next_statement_at"] = None  # the statement pass schedules it anew
         if assign(row, **values) and outcome == "unchanged":
             outcome = "updated"
         self.session.flush()

@@ -135,6 +135,8 @@ class Customer(SQLModel, table=True):
     # Statements on a schedule: when the next one is due (set by the scheduler from the
     # tenant's [dunning.statements]); NULL: none scheduled.
     next_statement_at: datetime | None = _at(nullable=True)
+    # Its own schedule ("monthly:15", "weekly:fri", "never"); NULL: the tenant's.
+    statement_schedule: str | None = Field(default=None, max_length=20)
     created_at: datetime = _at()
     updated_at: datetime = _at()
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from mailer.address import parse_addr_spec
+from mailer.dunning_config import parse_statement_schedule
 from mailer.models import (
     ContactRole,
     EstimateStatus,
@@ -64,6 +65,15 @@ def _zone(value: object) -> str:
             f'unknown time zone {value!r} (expected an IANA name such as "Europe/Paris")'
         )
     return value
+
+
+def _statement_schedule(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError('must be a string such as "monthly:1", "weekly:fri" or "never"')
+    if value == "":
+        return value  # back to the tenant's schedule
+    parse_statement_schedule(value)
+    return value.strip().lower()
 
 
 def _email(value: object) -> str:
@@ -133,6 +143,9 @@ class CustomerRecord(Record):
     chase: StrictBool | None = None  # absent keeps the AR team's own switch
     # A cadence named in [tenants.<slug>.dunning.cadences]; "" goes back to the tenant's default
     cadence: Annotated[str, StringConstraints(strict=True, max_length=63)] | None = None
+    # The customer's own statement schedule ("monthly:15", "weekly:fri", "never"); "" goes
+    # back to the tenant's [dunning.statements]
+    statements: Annotated[str, PlainValidator(_statement_schedule)] | None = None
     contacts: list[ContactRecord] | None = None
 
 

@@ -21,6 +21,7 @@ from mailer.db import session_scope
 from mailer.errors import MailerError
 from mailer.models import Customer, Event, EventStatus
 from scheduler.cadence import Action
+from scheduler.calendar import SendCalendar
 from scheduler.dunning import DunningReport, PlanEntry
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 # Queue the event's email in the caller's transaction; raise SkipEvent when there is nothing to
 # send (kind switched off, no contact), MailerError for anything else that is wrong with it.
 EnqueueEvent = Callable[[Session, Event, datetime], object]
+
+
+# Notices that are not an answer to something the customer just did go out inside the
+# customer's send window, like reminders; receipts, refunds and the rest go at once.
+WINDOWED = frozenset({"subscription_billed_soon"})
 
 
 class SkipEvent(MailerError):
@@ -43,8 +49,10 @@ class EventPass:
         *,
         tenant_ids: Collection[int],
         enqueue: EnqueueEvent,
+        calendar_for: Callable[[Customer], SendCalendar] | None = None,
         batch_size: int = 500,
     ) -> None:
+        self._calendar_for = calendar_for
         self._engine = engine
         self._tenant_ids = sorted(tenant_ids)
         self._enqueue = enqueue
@@ -108,6 +116,13 @@ class EventPass:
                     self._one(session, event, now, report)
 
     def _one(self, session: Session, event: Event, now: datetime, report: DunningReport) -> None:
+        if event.kind in WINDOWED and self._calendar_for is not None:
+            customer = session.get(Customer, event.customer_id)
+            if customer is not None:
+                opens = self._calendar_for(customer).next_open(now)
+                if opens > now:  # outside the window: wait for it to open
+                    event.due_at = opens
+                    return
         report.evaluated += 1
         event.handled_at = now
         try:

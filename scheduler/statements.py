@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailer.db import session_scope
-from mailer.dunning_config import WEEKDAYS, StatementSchedule
+from mailer.dunning_config import WEEKDAYS, StatementSchedule, parse_statement_schedule
 from mailer.models import (
     CreditNote,
     Customer,
@@ -161,8 +161,6 @@ class StatementPass:
     def run_pass(self, now: datetime, report: DunningReport) -> None:
         for tenant_id in self._tenant_ids:
             schedule, calendar = self._settings(tenant_id)
-            if schedule.every == "never":
-                continue
             self._schedule_new_customers(tenant_id, schedule, calendar, now)
             while self._batch(tenant_id, schedule, calendar, now, report):
                 pass
@@ -170,24 +168,36 @@ class StatementPass:
     def _schedule_new_customers(
         self, tenant_id: int, schedule: StatementSchedule, calendar: SendCalendar, now: datetime
     ) -> None:
-        """Customers without a next statement get the schedule's next day (one UPDATE)."""
+        """Customers without a next statement get their schedule's next day: those on the
+        tenant's schedule in one UPDATE, those with their own one by one (they are few)."""
         first = next_statement_day(schedule, calendar.local_date(now))
-        if first is None:
-            return
         with session_scope(self._engine) as session:
-            session.execute(
-                sa.update(Customer)
-                .where(
+            if first is not None:
+                session.execute(
+                    sa.update(Customer)
+                    .where(
+                        col(Customer.tenant_id) == tenant_id,
+                        col(Customer.next_statement_at).is_(None),
+                        col(Customer.statement_schedule).is_(None),
+                    )
+                    .values(next_statement_at=calendar.at(first))
+                )
+            own = session.exec(
+                select(Customer).where(
                     col(Customer.tenant_id) == tenant_id,
                     col(Customer.next_statement_at).is_(None),
+                    col(Customer.statement_schedule).is_not(None),
+                    col(Customer.statement_schedule) != "never",
                 )
-                .values(next_statement_at=calendar.at(first))
-            )
+            ).all()
+            for customer in own:
+                day = next_statement_day(_own(customer, schedule), calendar.local_date(now))
+                customer.next_statement_at = calendar.at(day) if day else None
 
     def _batch(
         self,
         tenant_id: int,
-        schedule: StatementSchedule,
+        tenant_schedule: StatementSchedule,
         calendar: SendCalendar,
         now: datetime,
         report: DunningReport,
@@ -204,6 +214,10 @@ class StatementPass:
                 .with_for_update(skip_locked=True)
             ).all()
             for customer in due:
+                schedule = _own(customer, tenant_schedule)
+                if schedule.every == "never":  # switched off since it was scheduled
+                    customer.next_statement_at = None
+                    continue
                 report.evaluated += 1
                 scheduled = customer.next_statement_at or now
                 end_day = calendar.local_date(scheduled)
@@ -220,3 +234,10 @@ class StatementPass:
                 following = next_statement_day(schedule, calendar.local_date(now))
                 customer.next_statement_at = calendar.at(following) if following else None
             return len(due) == self._batch_size
+
+
+def _own(customer: Customer, tenant: StatementSchedule) -> StatementSchedule:
+    """The customer's own statement schedule, else the tenant's."""
+    if customer.statement_schedule is None:
+        return tenant
+    return parse_statement_schedule(customer.statement_schedule, tenant.style)

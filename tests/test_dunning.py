@@ -571,3 +571,17 @@ async def test_plan_lists_the_ledgers_pending_events(
     await services.tick()
     assert "payment:p-7" not in {e.document for e in services.plan(tenant="acme")}
     assert any(b"p-7" in m.data for m in transport.sent)
+
+
+async def test_a_manual_send_of_a_queued_automatic_invoice_email_sends_it_once(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    """The relay was down when the automatic email was queued; the clerk presses send."""
+    services, transport = env
+    clock.set(START + timedelta(minutes=5))
+    services.schedule().run_pass(clock.now())  # queued, not delivered
+    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    assert message.status is MessageStatus.SENT
+    await _tick_at(services, clock, START + timedelta(minutes=6))
+    assert len(transport.sent) == 1
+    assert [(k, o) for k, o, _ in _kinds(services)] == [("new_invoice", "new")]

@@ -157,3 +157,69 @@ async def test_a_statement_by_hand(
         await services.send_statement("C-quiet", tenant="acme")
     with pytest.raises(MailerError, match="no customer with id 'C-nobody'"):
         await services.send_statement("C-nobody", tenant="acme")
+
+
+async def test_a_customer_on_its_own_weekly_schedule(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> None:
+    """The tenant sends no statements; one customer asked for them every Friday."""
+    transport = MemoryTransport()
+    services = build_services(make_config(tmp_path, db_url), clock, transport)
+    try:
+        doc = copy.deepcopy(DEMO_DOC)
+        doc["customers"][0]["statements"] = "weekly:fri"
+        assert services.import_document(doc, tenant="acme").errors == []
+        clock.set(START)  # Monday 2 March
+        await services.tick()
+        with Session(services.engine) as session:
+            c1 = session.exec(select(Customer)).one()
+            assert c1.next_statement_at == datetime(2026, 3, 6, 8, tzinfo=UTC)  # Friday 08:00
+        clock.set(datetime(2026, 3, 6, 8, tzinfo=UTC))
+        dunning, _ = await services.tick()
+        assert dunning.queued["statement"] == 1
+        # Back to the tenant's schedule (none): no more statements.
+        doc["customers"][0]["statements"] = ""
+        assert services.import_document(doc, tenant="acme").errors == []
+        clock.set(datetime(2026, 3, 13, 9, tzinfo=UTC))
+        dunning, _ = await services.tick()
+        assert dunning.queued["statement"] == 0
+        doc["customers"][0]["statements"] = "fortnightly"
+        report = services.import_document(doc, tenant="acme")
+        assert [e.where for e in report.errors] == ["customers[0].statements"]
+        assert "monthly:D" in report.errors[0].reason
+    finally:
+        await services.close()
+
+
+async def test_a_billed_soon_notice_waits_for_the_send_window(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> None:
+    transport = MemoryTransport()
+    config = make_config(
+        tmp_path,
+        db_url,
+        tenants={
+            "acme": {
+                "name": "Acme",
+                "email": "ar@acme.example",
+                "emails": {"subscription_billed_soon": {"enabled": True}},
+            }
+        },
+    )
+    services = build_services(config, clock, transport)
+    try:
+        clock.set(datetime(2026, 3, 2, 22, tzinfo=UTC))  # Monday night
+        doc = copy.deepcopy(DEMO_DOC)
+        doc["subscriptions"] = [
+            {"id": "sub-1", "customer": "C-1", "plan": "Business", "amount": "49.00",
+             "currency": "EUR", "interval": "month", "status": "active",
+             "started_at": "2026-02-02", "next_bill_at": "2026-03-05"}
+        ]  # fmt: skip
+        assert services.import_document(doc, tenant="acme").errors == []
+        dunning, _ = await services.tick()
+        assert dunning.queued["subscription_billed_soon"] == 0
+        clock.set(datetime(2026, 3, 3, 8, tzinfo=UTC))  # the window opens
+        dunning, _ = await services.tick()
+        assert dunning.queued["subscription_billed_soon"] == 1
+    finally:
+        await services.close()

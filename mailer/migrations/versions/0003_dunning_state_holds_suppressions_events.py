@@ -215,6 +215,7 @@ def upgrade() -> None:
     with op.batch_alter_table('customer', schema=None) as batch_op:
         batch_op.add_column(sa.Column('cadence', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=True))
         batch_op.add_column(sa.Column('next_statement_at', mailer.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('statement_schedule', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=True))
         batch_op.create_index('ix_customer_statement_due', ['tenant_id', 'next_statement_at'], unique=False)
 
     with op.batch_alter_table('invoice', schema=None) as batch_op:
@@ -255,6 +256,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table('customer', schema=None) as batch_op:
         batch_op.drop_index('ix_customer_statement_due')
+        batch_op.drop_column('statement_schedule')
         batch_op.drop_column('next_statement_at')
         batch_op.drop_column('cadence')
 
