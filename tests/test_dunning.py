@@ -45,6 +45,19 @@ async def env(
     await services.close()
 
 
+def _with_dunning(
+    tmp_path: Path, db_url: str, clock: FixedClock, dunning: dict[str, Any]
+) -> tuple[Services, MemoryTransport]:
+    """Services for the one tenant with these ``[tenants.acme.dunning]`` settings."""
+    transport = MemoryTransport()
+    config = make_config(
+        tmp_path,
+        db_url,
+        tenants={"acme": {"name": "Acme", "email": "ar@acme.example", "dunning": dunning}},
+    )
+    return build_services(config, clock, transport), transport
+
+
 def _payment(payment_id: str, amount: str, received_at: str) -> dict[str, Any]:
     """An import document with one EUR payment of ``amount`` on INV-1042."""
     return {
@@ -408,7 +421,6 @@ async def test_a_customer_cadence_and_time_zone_decide_the_send_time(
     tmp_path: Path, db_url: str, clock: FixedClock
 ) -> None:
     """A Sydney customer on a gentle cadence: reminded once, at 09:00 Sydney time."""
-    transport = MemoryTransport()
     dunning = {
         "window": "09:00-17:00",
         "cadences": {
@@ -416,18 +428,7 @@ async def test_a_customer_cadence_and_time_zone_decide_the_send_time(
             "gentle": {"steps": [{"days": 10}]},
         },
     }
-    config = make_config(
-        tmp_path,
-        db_url,
-        tenants={
-            "acme": {
-                "name": "Acme Supplies",
-                "email": "ar@acme.example",
-                "dunning": dunning,
-            }
-        },
-    )
-    services = build_services(config, clock, transport)
+    services, transport = _with_dunning(tmp_path, db_url, clock, dunning)
     try:
         doc = copy.deepcopy(DEMO_DOC)
         doc["customers"][0].update(time_zone="Australia/Sydney", cadence="gentle")
@@ -444,19 +445,13 @@ async def test_a_dst_change_neither_shifts_nor_duplicates_a_send(
     tmp_path: Path, db_url: str, clock: FixedClock
 ) -> None:
     """London, steps every day around the 29 March change: always 08:00 local, once each."""
-    transport = MemoryTransport()
     dunning = {
         "business_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
         "cadences": {
             "standard": {"steps": [{"days": 0, "repeat_every_days": 1, "max_repeats": 4}]}
         },
     }
-    config = make_config(
-        tmp_path,
-        db_url,
-        tenants={"acme": {"name": "Acme", "email": "ar@acme.example", "dunning": dunning}},
-    )
-    services = build_services(config, clock, transport)
+    services, transport = _with_dunning(tmp_path, db_url, clock, dunning)
     try:
         doc = _doc(due_at="2026-03-27")
         doc["customers"][0]["time_zone"] = "Europe/London"
@@ -489,14 +484,8 @@ async def test_customer_level_chasing_sends_one_email_for_all_overdue_invoices(
     tmp_path: Path, db_url: str, clock: FixedClock
 ) -> None:
     """A per-customer cadence: the oldest overdue invoice sets the pace; one email lists all."""
-    transport = MemoryTransport()
     dunning = {"cadences": {"standard": {"per": "customer", "steps": [{"days": 1}, {"days": 8}]}}}
-    config = make_config(
-        tmp_path,
-        db_url,
-        tenants={"acme": {"name": "Acme", "email": "ar@acme.example", "dunning": dunning}},
-    )
-    services = build_services(config, clock, transport)
+    services, transport = _with_dunning(tmp_path, db_url, clock, dunning)
     try:
         doc = copy.deepcopy(DEMO_DOC)
         base = doc["invoices"][0]
@@ -535,14 +524,8 @@ def _messages(services: Services) -> list[Message]:
 async def test_a_customer_level_email_is_skipped_when_everything_on_it_is_paid(
     tmp_path: Path, db_url: str, clock: FixedClock
 ) -> None:
-    transport = MemoryTransport()
     dunning = {"cadences": {"standard": {"per": "customer", "steps": [{"days": 1}]}}}
-    config = make_config(
-        tmp_path,
-        db_url,
-        tenants={"acme": {"name": "Acme", "email": "ar@acme.example", "dunning": dunning}},
-    )
-    services = build_services(config, clock, transport)
+    services, transport = _with_dunning(tmp_path, db_url, clock, dunning)
     try:
         assert services.import_document(DEMO_DOC, tenant="acme").errors == []
         await _tick_at(services, clock, START + timedelta(minutes=5))

@@ -91,35 +91,43 @@ def test_a_day_of_dunning_replayed_from_the_cli(tmp_path: Path, db_url: str, sin
     assert bad.returncode == 2 and "--at 'yesterday' is not an ISO 8601 time" in bad.stderr
 
 
-@pytest.mark.slow
-def test_two_tick_processes_on_postgresql_send_1000_reminders_exactly_once(
-    tmp_path: Path, db_url: str, sink: Sink
-) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SKIP LOCKED sharing is PostgreSQL's; SQLite serialises writers")
+def _reminders_only(
+    tmp_path: Path, db_url: str, sink: Sink, *, invoices: int, customers: int, extra: str = ""
+) -> Path:
+    """A config and ledger of ``invoices`` open invoices that already went out from the ERP
+    (new-invoice emails off), all due 2026-03-31: at 2026-04-01 08:00 each owes one reminder."""
     config = write_config(tmp_path, db_url, sink.port)
-    # The invoices already went out from the ERP: reminders only.
     section = "[tenants.acme.emails.new_invoice]\n"
     assert section in config.read_text()
-    config.write_text(config.read_text().replace(section, section + "enabled = false\n"))
-    customers = [
+    config.write_text(config.read_text().replace(section, section + "enabled = false\n") + extra)
+    people = [
         {"id": f"C-{c}", "name": f"Customer {c}", "contacts": [{"email": f"ap@c{c}.example"}]}
-        for c in range(100)
+        for c in range(customers)
     ]
-    invoices = [
+    rows = [
         {
             "id": f"i-{n}",
             "number": f"INV-{n}",
-            "customer": f"C-{n % 100}",
+            "customer": f"C-{n % customers}",
             "currency": "EUR",
             "issued_at": "2026-03-01",
             "due_at": "2026-03-31",
             "status": "open",
             "lines": [{"description": "Support", "quantity": "1", "unit_price": "120.00"}],
         }
-        for n in range(1000)
+        for n in range(invoices)
     ]
-    _import(config, {"customers": customers, "invoices": invoices}, "2026-03-02T09:00:00Z")
+    _import(config, {"customers": people, "invoices": rows}, "2026-03-02T09:00:00Z")
+    return config
+
+
+@pytest.mark.slow
+def test_two_tick_processes_on_postgresql_send_1000_reminders_exactly_once(
+    tmp_path: Path, db_url: str, sink: Sink
+) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SKIP LOCKED sharing is PostgreSQL's; SQLite serialises writers")
+    config = _reminders_only(tmp_path, db_url, sink, invoices=1000, customers=100)
 
     at = "2026-04-01T08:00:00Z"  # due + 1: the late-payment step for all 1,000
     command = [sys.executable, "-m", "dunmail.cli", "tick", "--config", str(config), "--at", at]
@@ -165,30 +173,9 @@ def test_a_tick_killed_mid_pass_loses_nothing_and_queues_nothing_twice(
     tmp_path: Path, db_url: str, sink: Sink
 ) -> None:
     """SIGKILL ``dunmail tick`` between two committed batches of its dunning pass."""
-    config = write_config(tmp_path, db_url, sink.port)
-    section = "[tenants.acme.emails.new_invoice]\n"
-    config.write_text(
-        config.read_text().replace(section, section + "enabled = false\n")
-        + "[delivery]\nbatch_size = 20\n"
+    config = _reminders_only(
+        tmp_path, db_url, sink, invoices=600, customers=50, extra="[delivery]\nbatch_size = 20\n"
     )
-    customers = [
-        {"id": f"C-{c}", "name": f"Customer {c}", "contacts": [{"email": f"ap@c{c}.example"}]}
-        for c in range(50)
-    ]
-    invoices = [
-        {
-            "id": f"i-{n}",
-            "number": f"INV-{n}",
-            "customer": f"C-{n % 50}",
-            "currency": "EUR",
-            "issued_at": "2026-03-01",
-            "due_at": "2026-03-31",
-            "status": "open",
-            "lines": [{"description": "Support", "quantity": "1", "unit_price": "120.00"}],
-        }
-        for n in range(600)
-    ]
-    _import(config, {"customers": customers, "invoices": invoices}, "2026-03-02T09:00:00Z")
     at = "2026-04-01T08:00:00Z"
     worker = subprocess.Popen(
         [sys.executable, "-m", "dunmail.cli", "tick", "--config", str(config), "--at", at],
