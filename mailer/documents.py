@@ -124,16 +124,9 @@ class ParsedLine:
         }
 
 
-@dataclass(frozen=True)
-class ParsedInvoice:
-    where: str
-    external_id: str
-    number: str
-    customer: str
-    currency: str
-    issued_at: datetime
-    due_at: datetime
-    status: InvoiceStatus
+class _Priced:
+    """The totals of a document made of lines (an invoice, an estimate)."""
+
     lines: tuple[ParsedLine, ...]
 
     @property
@@ -143,6 +136,19 @@ class ParsedInvoice:
     @property
     def total_minor(self) -> int:
         return sum(line.total_minor for line in self.lines)
+
+
+@dataclass(frozen=True)
+class ParsedInvoice(_Priced):
+    where: str
+    external_id: str
+    number: str
+    customer: str
+    currency: str
+    issued_at: datetime
+    due_at: datetime
+    status: InvoiceStatus
+    lines: tuple[ParsedLine, ...]
 
     @property
     def content_hash(self) -> str:
@@ -244,7 +250,7 @@ class ParsedSubscription:
 
 
 @dataclass(frozen=True)
-class ParsedEstimate:
+class ParsedEstimate(_Priced):
     where: str
     external_id: str
     number: str
@@ -254,14 +260,6 @@ class ParsedEstimate:
     valid_until: datetime
     status: EstimateStatus
     lines: tuple[ParsedLine, ...]
-
-    @property
-    def tax_minor(self) -> int:
-        return sum(line.tax_minor for line in self.lines)
-
-    @property
-    def total_minor(self) -> int:
-        return sum(line.total_minor for line in self.lines)
 
     @property
     def content_hash(self) -> str:
