@@ -146,6 +146,7 @@ class Services:
                 cadences=config.dunning.cadences.keys(),
                 grace=config.dunning.grace,
                 billed_soon_days=config.dunning.billed_soon_days,
+                notice_max_age=timedelta(days=config.dunning.notice_max_age_days),
             )
 
     def tenant_config(self, tenant_id: int) -> tuple[str, TenantConfig]:

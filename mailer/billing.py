@@ -127,6 +127,7 @@ class BillingImport:
             document=f"refund:{_id(row)}",
             context=refund_context(row, payment),
             due_at=self.now,
+            happened_at=row.refunded_at,
         )
         if created:
             self.events.record(spec)
@@ -174,6 +175,7 @@ class BillingImport:
             context=autopay_context(row, invoice.number if invoice else None),
             due_at=self.now,  # the customer should fix the card before the next attempt
             invoice_id=values["invoice_id"],
+            happened_at=row.attempted_at,
         )
         if created:
             self.events.record(spec)
@@ -236,7 +238,10 @@ class BillingImport:
             kind, occasion = "subscription_cancelled", "cancelled"
             new = was is SubscriptionStatus.ACTIVE
         key = f"subscription:{row.external_id}:{occasion}"
-        spec = EventSpec(kind, key, _id(customer), document, context, self.now)
+        happened = row.started_at if occasion == "confirmed" else row.cancelled_at
+        spec = EventSpec(
+            kind, key, _id(customer), document, context, self.now, happened_at=happened
+        )
         if new:
             self.events.record(spec)
         else:

@@ -140,6 +140,9 @@ class DunningConfig(_Frozen):
     # Smallest balance worth chasing, per currency, in major units ("5.00"); others: any > 0.
     min_balance: dict[str, str] = Field(default_factory=dict)
     billed_soon_days: Annotated[int, Field(ge=1, le=60)] = 7  # subscription_billed_soon lead
+    # A payment, refund, failed autopay, credit note or subscription change imported more than
+    # this many days after it happened is history: recorded, not emailed.
+    notice_max_age_days: Annotated[int, Field(ge=1, le=3650)] = 7
     statements: StatementSchedule = Field(default_factory=StatementSchedule)
 
     @field_validator("window")

@@ -8,7 +8,7 @@ only a pending row may still change: once queued, the email is what was sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, SQLModel, col, select
@@ -28,15 +28,27 @@ class EventSpec:
     due_at: datetime
     version: int = 1
     invoice_id: int | None = None
+    happened_at: datetime | None = None  # when the payment, refund, ... itself took place
 
 
 class EventLog:
     """One tenant's events, as one import sees them at ``now``; counts the rows it records."""
 
-    def __init__(self, session: Session, tenant_id: int, now: datetime) -> None:
+    def __init__(
+        self,
+        session: Session,
+        tenant_id: int,
+        now: datetime,
+        *,
+        max_age: timedelta | None = None,
+    ) -> None:
+        """``max_age``: an occasion that happened longer ago than this when it reaches the
+        ledger is history, not news (the first import of an ERP's past payments): it is
+        recorded as skipped, so no customer gets a receipt for last year's payment."""
         self.session = session
         self.tenant_id = tenant_id
         self.now = now
+        self.max_age = max_age
         self.recorded = 0
 
     def find(self, key: str) -> Event | None:
@@ -52,6 +64,11 @@ class EventLog:
         """
         if self.find(spec.key) is not None:
             return False
+        stale = (
+            self.max_age is not None
+            and spec.happened_at is not None
+            and spec.happened_at < self.now - self.max_age
+        )
         self.session.add(
             Event(
                 tenant_id=self.tenant_id,
@@ -63,8 +80,15 @@ class EventLog:
                 version=spec.version,
                 context=spec.context,
                 due_at=spec.due_at,
-                status=EventStatus.PENDING,
+                status=EventStatus.SKIPPED if stale else EventStatus.PENDING,
                 created_at=self.now,
+                handled_at=self.now if stale else None,
+                note=(
+                    f"happened {spec.happened_at:%Y-%m-%d}, more than {self.max_age.days} days "
+                    "before it was imported: no email"
+                    if stale and spec.happened_at and self.max_age
+                    else None
+                ),
             )
         )
         self.session.flush()

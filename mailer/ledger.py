@@ -162,6 +162,7 @@ def import_document(
     cadences: Collection[str] | None = None,
     grace: timedelta = timedelta(minutes=5),
     billed_soon_days: int = 7,
+    notice_max_age: timedelta | None = None,
 ) -> ImportReport:
     """Upsert ``data`` (a decoded import document) into ``tenant_id``'s ledger.
 
@@ -177,7 +178,9 @@ def import_document(
     note, a sent estimate and a proposed payment plan wait ``grace`` after their last edit, like
     a new invoice; a subscription's "billed soon" notice is due ``billed_soon_days`` before the
     bill (the tenant's ``[dunning]`` settings). An active payment plan holds the dunning of the
-    invoices it covers (``mailer.agreements``).
+    invoices it covers (``mailer.agreements``). A payment, refund, failed autopay, credit note
+    or subscription change that happened more than ``notice_max_age`` before ``now`` is
+    recorded but not emailed (importing an ERP's history sends nobody a receipt).
 
     The ERP is the source of truth: a re-imported customer's contacts are replaced by the listed
     ones (unlisted contacts are deleted), except that ``chase`` and ``send_invoices`` keep the
@@ -193,7 +196,9 @@ def import_document(
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:
         raise NotFoundError(f"no tenant with id {tenant_id}")
-    importer = _Importer(session, tenant_id, now, cadences, grace=grace)
+    importer = _Importer(
+        session, tenant_id, now, cadences, grace=grace, notice_max_age=notice_max_age
+    )
     billing = BillingImport(
         importer, billed_soon=timedelta(days=billed_soon_days), tenant_zone=tenant.time_zone
     )
@@ -277,13 +282,14 @@ class _Importer:
         cadences: Collection[str] | None = None,
         *,
         grace: timedelta = timedelta(minutes=5),
+        notice_max_age: timedelta | None = None,
     ) -> None:
         self.session = session
         self.tenant_id = tenant_id
         self.now = now
         self.cadences = cadences
         self.grace = grace
-        self.events = EventLog(session, tenant_id, now)
+        self.events = EventLog(session, tenant_id, now, max_age=notice_max_age)
         self.rejected: dict[str, set[str]] = {}
         self._zones: dict[str, str | None] = {}
         self._declared: dict[int, InvoiceStatus] = {}  # invoice id -> status the ERP sent now
@@ -575,6 +581,7 @@ class _Importer:
             due_at=max(row.issued_at, self.now + self.grace),
             version=row.version,
             invoice_id=_id(invoice) if invoice else None,
+            happened_at=row.issued_at,
         )
         if created:
             self.events.record(spec)
@@ -623,6 +630,7 @@ class _Importer:
             context=payment_context(row, [(w.invoice.number, w.amount_minor) for w in wanted]),
             due_at=self.now,  # a receipt goes at once
             invoice_id=_id(only) if only else None,
+            happened_at=row.received_at,
         )
         if created:
             self.events.record(spec)

@@ -19,7 +19,15 @@ from sqlmodel import Session, col, select
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.errors import MailerError
-from mailer.models import HoldReason, Invoice, Message, MessageStatus, Suppression
+from mailer.models import (
+    Event,
+    EventStatus,
+    HoldReason,
+    Invoice,
+    Message,
+    MessageStatus,
+    Suppression,
+)
 from mailer.transport import MemoryTransport
 from tests.conftest import DEMO_DOC, START, make_config
 
@@ -568,3 +576,32 @@ async def test_a_manual_send_of_a_queued_automatic_invoice_email_sends_it_once(
     await _tick_at(services, clock, START + timedelta(minutes=6))
     assert len(transport.sent) == 1
     assert [(k, o) for k, o, _ in _kinds(services)] == [("new_invoice", "new")]
+
+
+async def test_importing_old_payments_sends_no_receipts(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    """The first import of an ERP's history: last month's payment is recorded, not emailed."""
+    services, transport = env
+    clock.set(datetime(2026, 4, 20, 9, tzinfo=UTC))
+    assert (
+        services.import_document(
+            _payment("p-old", "20.00", "2026-03-10T10:00:00Z"), tenant="acme"
+        ).errors
+        == []
+    )
+    assert (
+        services.import_document(
+            _payment("p-new", "30.00", "2026-04-19T10:00:00Z"), tenant="acme"
+        ).errors
+        == []
+    )
+    with Session(services.engine) as session:
+        events = {e.key: e for e in session.exec(select(Event)).all()}
+    assert events["payment:p-old"].status is EventStatus.SKIPPED
+    assert events["payment:p-old"].note == (
+        "happened 2026-03-10, more than 7 days before it was imported: no email"
+    )
+    assert events["payment:p-new"].status is EventStatus.PENDING
+    dunning, _ = await services.tick()
+    assert dunning.queued["payment_receipt"] == 1
