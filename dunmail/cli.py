@@ -402,6 +402,44 @@ def hold_list(
     console.print(table)
 
 
+bounce_app = typer.Typer(no_args_is_help=True, help="Returned mail: decode bounces and notices.")
+app.add_typer(bounce_app, name="bounce")
+
+
+@bounce_app.command("parse")
+def bounce_parse(
+    files: Annotated[
+        list[Path], typer.Argument(help="raw messages (.eml)", exists=True, dir_okay=False)
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per file")] = False,
+) -> None:
+    """Decode returned mail: kind, failed recipients, reason, original Message-ID."""
+    from bounce import parse
+
+    reports = [(path, parse(path.read_bytes())) for path in files]
+    if as_json:
+        for path, report in reports:
+            print(json.dumps({"file": str(path), **report.as_dict()}, ensure_ascii=False))
+        return
+    table = Table("file", "kind", "recipient", "status", "code", "reason", "hard", "message-id")
+    for path, report in reports:
+        message_id = report.original_message_id or "-"
+        if not report.recipients:
+            table.add_row(path.name, report.kind.value, "-", "-", "-", "-", "-", message_id)
+        for r in report.recipients:
+            table.add_row(
+                path.name,
+                report.kind.value,
+                r.address,
+                r.status or "-",
+                str(r.reply_code or "-"),
+                r.reason,
+                "hard" if r.hard else "soft",
+                message_id,
+            )
+    console.print(table)
+
+
 @app.command()
 def outbox(
     config: ConfigOpt = None,

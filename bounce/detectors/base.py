@@ -1,0 +1,352 @@
+"""What every detector sees and returns: a read-only view of one returned message, and findings.
+
+Detectors import only the standard library and each other (relatively), so the detection code
+stays a self-contained, reusable library. Classification (reason, hard/soft) happens later, in
+``bounce.classify``, over the plain fields a detector reports.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.header import decode_header, make_header
+from email.message import Message
+from email.policy import compat32
+from typing import Protocol
+
+# Good enough for the addresses MTAs print, including simple quoted local parts ("a..b"@c).
+ADDRESS = re.compile(
+    r"(?:\"[^\"\s<>@]+\"|[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+)@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]"
+)
+# RFC 3463 enhanced status codes; the subject and detail are at most three digits.
+STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+_ATTACHED = re.compile(r"\b[245]\d\d[ -]+['\"#(]?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+# RFC 5321 s4.2 reply codes, as printed at the start of a reply or after "smtp;".
+REPLY_CODE = re.compile(r"(?<![\w.#-])([245][0-7]\d)(?:[ -]|$)(?!\s*(?:bytes|kb|mb|days|hours))")
+
+DAEMON_LOCALS = {
+    "mailer-daemon",
+    "postmaster",
+    "mail-daemon",
+    "mailerdaemon",
+    "mdaemon",
+    "mailer_daemon",
+}
+
+_ORIGINAL_MARKERS = re.compile(
+    r"^[\s>|*=_-]*(?:"
+    r"this is a copy of the message"
+    r"|below this line is a copy of the message"
+    r"|original message (?:follows|headers?)"
+    r"|-+ ?original message ?-+"
+    r"|the original message (?:headers|follows|is attached)"
+    r"|(?:returned|unsent|undelivered) message"
+    r"|message header(?:s)? follows?"
+    r"|(?:the )?headers? of the original message"
+    r"|(?:included is )?a copy of the (?:original )?message header"
+    r"|original message header"
+    r")",
+    re.IGNORECASE | re.MULTILINE,
+)
+_DAEMON_LIKE = re.compile(r"post_?master|mailer[-_]?daemon")
+_TAG = re.compile(r"<(?:script|style)\b.*?</(?:script|style)>|<[^>]+>", re.IGNORECASE | re.DOTALL)
+_BREAK = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h\d)\b[^>]*>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One recipient as a detector read it; every field but the address may be unknown."""
+
+    address: str
+    status: str | None = None
+    reply_code: int | None = None
+    action: str | None = None
+    diagnostic: str = ""
+    command: str | None = None  # the SMTP command the remote server was answering
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a detector concluded: the kind of message and the recipients it concerns."""
+
+    kind: str
+    detector: str
+    hits: tuple[Hit, ...] = ()
+    original_message_id: str | None = None
+    feedback_type: str | None = None
+
+
+class Detector(Protocol):
+    """One family of returned mail. ``detect`` returns None when the message is not its own."""
+
+    name: str
+
+    def detect(self, mail: Mail) -> Finding | None:
+        """Read ``mail``; never raise for a message of another family."""
+        ...
+
+
+@dataclass
+class Mail:
+    """A returned message split into the parts detectors care about."""
+
+    message: Message | None
+    raw: str
+    subject: str = ""
+    sender: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""  # the notification text, with any attached original cut off
+    original: str = ""  # the returned message or its headers, as text
+    reports: list[tuple[str, str]] = field(default_factory=list)  # (content type, text)
+
+    def header(self, name: str) -> str:
+        """A top-level header's value ('' when absent)."""
+        return self.headers.get(name.lower(), "")
+
+    @property
+    def from_daemon(self) -> bool:
+        """Whether the message comes from a mail system rather than a person."""
+        local = self.sender.partition("@")[0]
+        display = self.header("from").lower()
+        return (
+            local in DAEMON_LOCALS
+            or _DAEMON_LIKE.search(local) is not None
+            or "mail delivery" in display
+            or "mailer" in display
+        )
+
+
+def _decode(part: Message) -> str:
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # a broken transfer encoding: keep what is there
+        payload = None
+    if not isinstance(payload, bytes):
+        raw = part.get_payload()
+        return raw if isinstance(raw, str) else ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode("latin-1")
+
+
+def html_to_text(text: str) -> str:
+    """Just enough HTML-to-text for bounce notices: line breaks kept, tags dropped."""
+    return html.unescape(_TAG.sub("", _BREAK.sub("\n", text)))
+
+
+def _attached_text(part: Message) -> str:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return "\n\n".join(_as_text(sub) for sub in payload if isinstance(sub, Message))
+    return _decode(part)
+
+
+def _as_text(message: Message) -> str:
+    try:
+        return message.as_string()
+    except Exception:  # a part the generator cannot write back: fall back to its headers
+        return "\n".join(f"{k}: {v}" for k, v in message.items())
+
+
+def split_original(text: str) -> tuple[str, str]:
+    """Cut a text bounce at its "original message follows" line: (notification, original)."""
+    match = _ORIGINAL_MARKERS.search(text)
+    if match is None:
+        return text, ""
+    return text[: match.start()], text[match.start() :]
+
+
+def _header_block(text: str) -> tuple[dict[str, str], str]:
+    head, _, body = text.partition("\n\n")
+    headers: dict[str, str] = {}
+    name = ""
+    for line in head.split("\n"):
+        if line[:1] in (" ", "\t") and name:
+            headers[name] += " " + line.strip()
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            headers.setdefault(name, value.strip())
+    return headers, body
+
+
+def read_mail(raw: bytes) -> Mail:
+    """Parse ``raw`` into a Mail; malformed MIME degrades to the raw text instead of raising."""
+    data = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if data.startswith(b"From "):  # an mbox envelope line, not a header
+        data = data.partition(b"\n")[2]
+    text = data.decode("utf-8", errors="replace")
+    mail = Mail(message=None, raw=text)
+    try:
+        message = message_from_bytes(data, policy=compat32)
+        mail.message = message
+        for key, value in message.items():
+            mail.headers.setdefault(key.lower(), _header_text(value))
+        _walk(message, mail)
+    except Exception:  # the stdlib parser gave up: read headers and body as plain text
+        mail.headers, mail.body = _header_block(text)
+        mail.reports = []
+    if not mail.headers:
+        mail.headers, _ = _header_block(text)
+    if not mail.body.strip() and not mail.reports:
+        mail.body = _header_block(text)[1]
+    if not mail.original:
+        mail.body, mail.original = split_original(mail.body)
+    mail.subject = mail.header("subject")
+    found = ADDRESS.findall(mail.header("from"))
+    mail.sender = found[-1].lower() if found else mail.header("from").lower()
+    return mail
+
+
+def _header_text(value: object) -> str:
+    text = str(value)
+    try:
+        return str(make_header(decode_header(text)))
+    except Exception:  # undecodable encoded-words: keep them as they are
+        return text
+
+
+def _walk(message: Message, mail: Mail) -> None:
+    plain: list[str] = []
+    markup: list[str] = []
+    stack: list[Message] = [message]
+    while stack:
+        part = stack.pop(0)
+        ctype = part.get_content_type()
+        if ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
+            mail.original += _attached_text(part) + "\n"
+        elif ctype in (
+            "message/delivery-status",
+            "message/global-delivery-status",
+            "message/feedback-report",
+        ):
+            mail.reports.append((ctype, _attached_text(part)))
+        elif part.is_multipart():
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                stack[:0] = [p for p in payload if isinstance(p, Message)]
+            if part.preamble and not payload:
+                plain.append(part.preamble)
+        elif ctype == "text/html":
+            markup.append(html_to_text(_decode(part)))
+        elif part.get_content_maintype() in ("text", "message") or part is message:
+            plain.append(_decode(part))
+    mail.body = "\n".join(plain) if any(p.strip() for p in plain) else "\n".join(markup)
+
+
+def parse_fields(text: str) -> list[dict[str, str]]:
+    """RFC 3464 / RFC 5965 field blocks: groups of ``Name: value`` separated by blank lines."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    name = ""
+    for line in text.split("\n"):
+        if not line.strip():
+            if current:
+                blocks.append(current)
+            current, name = {}, ""
+        elif line[:1] in (" ", "\t") and name:
+            current[name] += " " + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            name = key.strip().lower()
+            if name == "final-recipient" and name in current:
+                # Some MTAs (AOL) run the per-recipient blocks together without a blank line.
+                blocks.append(current)
+                current = {}
+            if name and " " not in name:
+                current.setdefault(name, value.strip())
+            else:
+                name = ""
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def strip_type(value: str) -> str:
+    """``rfc822; a@b`` -> ``a@b`` (RFC 3464 s2.3.2 address-type prefix)."""
+    _, sep, rest = value.partition(";")
+    return (rest if sep else value).strip()
+
+
+def first_address(text: str) -> str | None:
+    """The first e-mail address in ``text``, lower-cased."""
+    found = ADDRESS.search(text)
+    return found.group(0).lower().strip(".") if found else None
+
+
+def find_status(text: str, *, failures_only: bool = False) -> str | None:
+    """The enhanced status code in ``text``: the one written after a reply code, else the first.
+
+    "550 5.7.1 ..." is the remote server's own answer, so it beats a code the reporting MTA
+    added in front ("5.1.0 - Unknown address error 550-'5.7.1 ...").
+    """
+    attached = _ATTACHED.search(text)
+    if attached and not (failures_only and attached.group(1) == "2"):
+        return ".".join(attached.groups())
+    for found in STATUS.finditer(text):
+        if not (failures_only and found.group(1) == "2"):
+            return ".".join(found.groups())
+    return None
+
+
+def find_reply_code(text: str) -> int | None:
+    """The first SMTP reply code in ``text``."""
+    found = REPLY_CODE.search(text)
+    return int(found.group(1)) if found else None
+
+
+def message_id(text: str) -> str | None:
+    """The Message-ID header of the first message in ``text`` (an attached original)."""
+    found = re.search(r"^message-id:[ \t]*\n?[ \t]*(<[^>\s]+>)", text, re.IGNORECASE | re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def text_about(text: str, address: str) -> str:
+    """Every line of ``text`` naming ``address``, each with the lines after it up to a blank.
+
+    Sendmail names the address once in its list and again in the session transcript; both say
+    something about the failure.
+    """
+    lines = text.split("\n")
+    said: list[str] = []
+    for index, line in enumerate(lines):
+        if address not in line.lower():
+            continue
+        out = [line.strip()]
+        for follow in lines[index + 1 : index + 8]:
+            if not follow.strip() or ADDRESS.search(follow):
+                break
+            out.append(follow.strip())
+        paragraph = " ".join(" ".join(out).split())
+        if paragraph not in said:
+            said.append(paragraph)
+    return " ".join(said)
+
+
+_COMMANDS = [
+    ("DATA", re.compile(r"end of data|\bDATA\b|after data|final data", re.IGNORECASE)),
+    ("RCPT", re.compile(r"\brcpt\b|rcpt_to|does not like recipient", re.IGNORECASE)),
+    ("MAIL", re.compile(r"\bmail from\b|\bmail_from\b", re.IGNORECASE)),
+    ("CONNECT", re.compile(r"initial connection|\bgreeting\b|\bbanner\b|\bhelo\b|\behlo\b", re.I)),
+]
+_IN_REPLY = re.compile(
+    r"(?:in reply to|after|did not like our|>>>)\s*(?:the\s*)?(end of data|data|rcpt|mail from|"
+    r"initial connection|helo|ehlo)",
+    re.IGNORECASE,
+)
+
+
+def find_command(text: str) -> str | None:
+    """The SMTP command (RFC 5321 s4.1) a failure answered: RCPT, DATA, MAIL or CONNECT."""
+    said = _IN_REPLY.search(text)
+    if said:
+        text = said.group(1)
+    for command, pattern in _COMMANDS:
+        if pattern.search(text):
+            return command
+    return None
