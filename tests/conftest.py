@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from dunmail.config import Config
 from mailer.clock import FixedClock
 from mailer.db import create_schema, make_engine
 from mailer.kinds import KINDS
+from mailer.render import Renderer
 
 pytest_plugins = ["tests.smtpd"]
 
@@ -100,6 +102,12 @@ def db_url(
         admin.dispose()
 
 
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    """One template renderer per module: its environments are costly to build."""
+    return Renderer()
+
+
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """An engine on a migrated, empty database."""
@@ -107,6 +115,13 @@ def engine(db_url: str) -> Iterator[Engine]:
     create_schema(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    """A session on a migrated, empty database whose rows stay readable after commit."""
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
 
 
 # [tenants.<slug>.emails]: every PDF switched off, so tests that are not about PDFs start no

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import types
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, is_typeddict
 
@@ -13,7 +12,6 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from mailer import kinds
@@ -42,17 +40,6 @@ SHAPES: dict[str, type] = {
 
 
 # -- fixtures and helpers ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def renderer() -> Renderer:
-    return Renderer()
-
-
-@pytest.fixture
-def session(engine: Engine) -> Iterator[Session]:
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
 
 
 def add_tenant(session: Session, slug: str) -> int:

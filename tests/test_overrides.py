@@ -25,11 +25,6 @@ from tests.test_cli import AT, Sink, dunmail, start_sink, write_config
 LAYOUT = '{% extends "_layout.html" %}\n{% block content %}\n'
 
 
-@pytest.fixture(scope="module")
-def renderer() -> Renderer:
-    return Renderer()
-
-
 def _refusal(kind: str, part: str, source: str, renderer: Renderer) -> str:
     with pytest.raises(TemplateError) as caught:
         validate_override(kind, part, source, renderer=renderer)

@@ -4,13 +4,12 @@ grace period restarted by each edit, and an active plan holds the dunning of its
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import pytest
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from dunmail.app import Services, build_services
@@ -42,17 +41,6 @@ SHAPES: dict[str, type] = {
 
 
 # -- fixtures and helpers ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def renderer() -> Renderer:
-    return Renderer()
-
-
-@pytest.fixture
-def session(engine: Engine) -> Iterator[Session]:
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
 
 
 def ledger_document() -> dict[str, Any]:

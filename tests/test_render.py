@@ -53,11 +53,6 @@ def _headline(kind: str, ctx: dict[str, Any]) -> tuple[int, str] | None:
     return doc[key], doc["currency"]
 
 
-@pytest.fixture(scope="module")
-def renderer() -> Renderer:
-    return Renderer()
-
-
 # -- the registry ----------------------------------------------------------------------------
 
 
