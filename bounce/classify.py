@@ -4,28 +4,56 @@ A few status codes are decisive (5.1.1, 5.2.2, 5.7.26 ...). Otherwise the diagno
 read first, because it is the remote server's own words, and the status code decides only when
 the text matches nothing: many servers answer 5.7.1 or 5.0.0 for anything. The SMTP command a
 reply answered (RFC 5321 s4.1) refines the reason: nothing about a recipient can be said at
-MAIL FROM or at connection time.
+MAIL FROM or at connection time, and a bare refusal word ("Rejected", "Access denied") says
+less than the stage it was said at or a specific X.7.X security code. A provider's documented
+error code (Spectrum's "AUP#In-1310") is read before any wording.
 """
 
 from __future__ import annotations
 
 import re
 
+# Bare refusal words: they say that something was refused, not why or at which stage.
+_REFUSAL_WORDS = r"blocked|block|denied|refused|not permitted|access denied|connection rejected"
+_HOST_REFUSAL_WORDS = r"client host rejected|rejected due to|banned"
+_REJECT_WORDS = r"reject|sender (?:address )?(?:rejected|denied|unknown|verify)|domain of sender"
+_BARE_REFUSALS = frozenset(
+    {_REFUSAL_WORDS, _HOST_REFUSAL_WORDS, _REJECT_WORDS, r"refused|not accepted"}
+)
+
 # Order matters: the first reason with a matching phrase wins, so the narrow ones come first.
 # A reason may take several rows; each row is a regular expression of alternatives.
 _PHRASES: list[tuple[str, str]] = [
+    # Sisimai's "speeding" (Gmail's per-recipient receiving rate; Postfix's slow-down answer).
+    ("speeding", r"receiving mail at a rate that prevents|please try again slower"),
+    ("speeding", r"temporarily rate limited"),
+    # Sisimai's "mailererror": a local delivery program (pipe, procmail) failed.
+    ("mailererror", r"pipe to \|/|mailer error|command died with status|procmail: |\|\| exit "),
+    ("expired", r"delivery failed \d+ attempts|still undelivered after"),
+    ("systemerror", r"contact ldap server"),
+    ("policyviolation", r"content presents a potential"),
+    ("policyviolation", r"denied by policy|(?:message|email) not accepted for policy reasons"),
+    ("spamdetected", r"\bofr_?506\b"),  # Orange / Wanadoo: "Mail rejete. OFR_506" (spam)
+    ("rejected", r"sending to/from an address that has been blacklisted"),
+    ("rejected", r"different address or alias using the|all recipient addresses rejected"),
+    # Exchange Online's directory-based edge blocking: the recipient is not in the directory.
+    ("userunknown", r"5\.4\.1 .{0,80}recipient address rejected: access denied"),
+    ("hostunknown", r"the account or domain may not exist"),
+    ("hostunknown", r"(?<![@\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,} does not exist"),
     ("spamdetected", r"(?:scored|classified|detected|identified|considered|rejected) as spam"),
     ("spamdetected", r"spam classification"),
     ("systemfull", r"insufficient (?:disk|system) (?:space|storage)"),
     ("hostunknown", r"domain (?:name )?(?:does not exist|not found)"),
     ("networkerror", r"name service error|not found, try again|dns query failed"),
     ("networkerror", r"(?:establish|open) an smtp connection"),
+    ("expired", r"message expired"),  # after those: Exchange's "expired, DNS query failed"
     ("rejected", r"(?:not have|no) permission to post"),
     ("rejected", r"sender (?:address )?(?:rejected|denied|unknown|verify|is not verified)"),
     ("rejected", r"domain of sender|sender was rejected|address is not verified"),
     ("rejected", r"mail from .* rejected"),
     ("notcompliantrfc", r"rfc ?5322|rfc ?2822|not (?:rfc )?compliant|multiple addresses in from"),
     ("notcompliantrfc", r"multiple \w+ headers|duplicate headers?"),
+    ("policyviolation", r"header error|headers? (?:are|is) not accepted"),  # Sisimai's table
     ("suspend", r"temporar(?:y|ily) locked"),
     ("suspend", r"account (?:is |has been )?(?:locked|disabled|suspended)"),
     ("suspend", r"recipient account is blocked|compte du destinataire est bloque"),
@@ -38,7 +66,7 @@ _PHRASES: list[tuple[str, str]] = [
     ("requireptr", r"reverse (?:dns|lookup|dns lookup)|\bptr\b|no (?:ptr|rdns)|rdns"),
     ("requireptr", r"cannot find your hostname|resolve your (?:ip|address)"),
     ("requireptr", r"client host .* (?:name )?lookup|ip name lookup failed|mismatches client ip"),
-    ("authfailure", r"\bspf\b|\bdkim\b|\bdmarc\b|authentication (?:failed|required|failure)"),
+    ("authfailure", r"\bspf\b|\bdkim\b|\bdmarc\b"),
     ("authfailure", r"not authorized to send|sender policy framework"),
     ("norelaying", r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited|not allowed)"),
     ("norelaying", r"not permitted to relay|unable to relay|we do not relay|relaying denied"),
@@ -100,19 +128,44 @@ _PHRASES: list[tuple[str, str]] = [
     ("policyviolation", r"content (?:filter|rejected)|attachment|banned"),
     ("filtered", r"filter|denied by|refused by|rejected by (?:the )?recipient|blocked by"),
     ("filtered", r"recipient .* refuses|not accepting"),
-    ("blocked", r"blocked|block|denied|refused|not permitted|access denied|connection rejected"),
-    ("blocked", r"client host rejected|rejected due to|banned"),
+    ("blocked", _REFUSAL_WORDS),
+    ("blocked", _HOST_REFUSAL_WORDS),
     ("syntaxerror", r"syntax error|command unrecognized|unrecognized command"),
     ("syntaxerror", r"bad sequence of commands|command parameter not implemented|line too long"),
+    ("syntaxerror", r"malformed address|incorrectly constructed"),  # Exim: recipient syntax
     ("contenterror", r"content|header|malformed|mime|8bit|invalid character"),
     ("systemerror", r"service (?:currently )?unavailable|transaction failed|\bldap\b"),
     ("systemerror", r"could not load|system (?:error|failure)|internal (?:server )?error"),
     ("systemerror", r"local (?:error|problem)|configuration error|mail system|server error"),
     ("systemerror", r"i/o error|temporary failure|resources|try again later"),
-    ("rejected", r"reject|sender (?:address )?(?:rejected|denied|unknown|verify)|domain of sender"),
+    ("rejected", _REJECT_WORDS),
     ("rejected", r"refused|not accepted"),
+    # Trend Micro InterScan MSS says no more than this when the recipient is refused (Sisimai).
+    ("userunknown", r"unable to deliver message to <[^<>\s]+@[^<>\s]+>"),
 ]
-_TEXT = [(reason, re.compile(pattern, re.IGNORECASE)) for reason, pattern in _PHRASES]
+_TEXT = [
+    (reason, re.compile(pattern, re.IGNORECASE), pattern in _BARE_REFUSALS)
+    for reason, pattern in _PHRASES
+]
+# Spectrum (Charter) "AUP#In-1310" codes, from its published table of e-mail error codes
+# (spectrum.net, "understanding email error codes"), as Sisimai's Rhost::Spectrum reads it.
+_SPECTRUM_AUP = re.compile(r"AUP#[-A-Za-z]*(\d{4})")
+_SPECTRUM_CODES: list[tuple[int, int, str]] = [
+    (1000, 1000, "blocked"),
+    (1010, 1080, "rejected"),
+    (1090, 1090, "systemerror"),
+    (1100, 1150, "requireptr"),
+    (1160, 1190, "policyviolation"),
+    (1200, 1250, "blocked"),
+    (1260, 1260, "networkerror"),
+    (1300, 1340, "toomanyconn"),
+    (1350, 1490, "speeding"),
+    (1500, 1520, "rejected"),
+    (1530, 1530, "mesgtoobig"),
+    (1540, 1550, "speeding"),
+    (1560, 1560, "policyviolation"),
+    (1580, 1580, "speeding"),
+]
 # RFC 3463 subject.detail codes with one clear meaning.
 _STATUS: dict[str, str] = {
     "1.1": "userunknown",
@@ -204,7 +257,17 @@ def classify_reason(
     # "550-5.7.1 first line 550-5.7.1 second line": drop the repeated prefixes so that
     # phrases broken across reply lines (RFC 5321 s4.2.1) still match.
     text = _CONTINUATION.sub(" ", diagnostic)
-    reason = next((r for r, pattern in _TEXT if pattern.search(text)), None)
+    provider = _provider_reason(text)
+    if provider:
+        return provider
+    reason, bare = next(((r, b) for r, pattern, b in _TEXT if pattern.search(text)), (None, False))
+    if bare and command == "MAIL":
+        return "rejected"  # "Access denied" at MAIL FROM: the sender was refused (Sisimai)
+    if bare and command == "CONNECT":
+        return "blocked"  # "Rejected" at connection or EHLO: the sending host was refused
+    if bare and detail.startswith("7.") and detail in _STATUS and detail not in ("7.0", "7.1"):
+        # A bare "Rejected" says less than a specific security code (5.7.9: mechanism too weak).
+        return _STATUS[detail]
     if reason == "userunknown" and command != "RCPT" and _USER_UNKNOWN.search(text):
         # "User unknown" said after the message was sent is a content filter speaking in the
         # recipient's name (Sisimai's "filtered"), not proof the address is bad; so is a bare
@@ -224,6 +287,15 @@ def classify_reason(
     if status and status.startswith("4."):
         return "expired" if action == "failed" else "undefined"
     return "onhold" if not diagnostic else "undefined"  # Sisimai: no evidence / unreadable
+
+
+def _provider_reason(text: str) -> str | None:
+    """A provider's own documented error code, which names the reason outright."""
+    found = _SPECTRUM_AUP.search(text)
+    if found:
+        code = int(found.group(1))
+        return next((r for low, high, r in _SPECTRUM_CODES if low <= code <= high), None)
+    return None
 
 
 def classify_hard(reason: str, status: str | None) -> bool:

@@ -151,9 +151,10 @@ def test_print_figures(corpus_run: Run, capsys: pytest.CaptureFixture[str]) -> N
         print("\n" + "\n".join(_lines(corpus_run)))  # noqa: T201
 
 
-# The targets. Reason and hard/soft are still below theirs: those assertions hold the
-# level reached (rounded down) so that they guard against regressions; the comment names the
-# target.
+# The targets. Hard/soft is still below its target: that assertion holds the level
+# reached (rounded down) so that it guards against regressions; the comment names the target.
+# The remaining hard/soft misses are mostly labels that contradict each other for the same
+# evidence (a bare "550 <a@b>: User unknown" is "filtered" in some files, "userunknown" in others).
 def test_bounces_are_detected(corpus_run: Run) -> None:
     assert corpus_run.detection.percent >= 99, corpus_run.detection.misses
 
@@ -171,7 +172,7 @@ def test_original_message_id(corpus_run: Run) -> None:
 
 
 def test_reason_where_not_disputed(corpus_run: Run) -> None:
-    assert corpus_run.reason.percent >= 85, corpus_run.reason.misses  # issue's target: >= 90 %
+    assert corpus_run.reason.percent >= 90, corpus_run.reason.misses
 
 
 def test_hard_or_soft(corpus_run: Run) -> None:
