@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -13,6 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from bounce.ingest import Outcome, reprocess
+from bounce.ingest import process as process_inbound
+from bounce.ingest import store as store_inbound
 from dunmail.config import Config
 from mailer.assemble import Assembler
 from mailer.clock import Clock
@@ -38,6 +41,7 @@ from mailer.models import (
     EventStatus,
     Hold,
     HoldReason,
+    InboundStatus,
     Invoice,
     InvoiceStatus,
     Message,
@@ -45,6 +49,7 @@ from mailer.models import (
     MessageStatus,
     Payment,
     PaymentAllocation,
+    Suppression,
     TemplateOverride,
     Tenant,
 )
@@ -106,6 +111,7 @@ class Services:
     events: EventPass | None = None
     statements: StatementPass | None = None
     _rules: dict[tuple[int, str, str], Rules] = field(default_factory=dict, repr=False)
+    verp_key: bytes = field(default=b"", repr=False)  # checks the VERP token of returned mail
 
     async def close(self) -> None:
         for transport in self.transports:
@@ -647,6 +653,68 @@ class Services:
             by_message.setdefault(r.message_id, []).append(r)
         return [_row(m, slugs, by_message.get(m.id or 0, [])) for m in messages]
 
+    # -- returned mail -----------------------------------------------------------------------
+
+    def ingest_inbound(self, messages: Iterable[tuple[str, bytes]]) -> IngestSummary:
+        """Store each (source, raw) message, then decode, match and suppress (bounce/ingest.py)."""
+        summary = IngestSummary()
+        for source, raw in messages:
+            with session_scope(self.engine) as session:
+                inbound, new = store_inbound(session, raw, source=source, now=self.clock.now())
+                if new:
+                    summary.stored += 1
+                else:
+                    summary.duplicates += 1
+                if not new and inbound.status is not InboundStatus.STORED:
+                    continue  # already decoded; ``dunmail bounce reprocess`` decodes again
+                summary.add(
+                    process_inbound(session, inbound, verp_key=self.verp_key, now=self.clock.now())
+                )
+        return summary
+
+    def reprocess_inbound(self) -> IngestSummary:
+        """Decode, match and suppress again over every stored inbound message."""
+        summary = IngestSummary()
+        for outcome in reprocess(self.engine, verp_key=self.verp_key, now=self.clock.now()):
+            summary.add(outcome)
+        return summary
+
+    def suppressions(self, *, tenant: str | None) -> list[dict[str, Any]]:
+        """The tenant's suppressed addresses, oldest first."""
+        tenant_id = self.tenant_id(tenant)
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(Suppression)
+                .where(Suppression.tenant_id == tenant_id)
+                .order_by(col(Suppression.created_at), col(Suppression.id))
+            ).all()
+        return [
+            {"address": r.address, "reason": r.reason, "created_at": r.created_at.isoformat()}
+            for r in rows
+        ]
+
+
+@dataclass
+class IngestSummary:
+    """Counts for ``dunmail bounce ingest`` and ``reprocess``."""
+
+    stored: int = 0
+    duplicates: int = 0
+    matched: int = 0
+    unmatched: int = 0
+    errors: int = 0
+    suppressed: list[str] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        """Count one processed message."""
+        if outcome.status is InboundStatus.PROCESSED:
+            self.matched += 1
+        elif outcome.status is InboundStatus.UNMATCHED:
+            self.unmatched += 1
+        elif outcome.status is InboundStatus.ERROR:
+            self.errors += 1
+        self.suppressed.extend(outcome.suppressed)
+
 
 def _row(m: Message, slugs: dict[int | None, str], rcpts: list[MessageRecipient]) -> dict[str, Any]:
     def iso(value: datetime | None) -> str | None:
@@ -792,6 +860,7 @@ def build_services(
         calendar_for=lambda customer: services.rules_for(customer.tenant_id, customer).calendar,
         batch_size=config.delivery.batch_size,
     )
+    services.verp_key = verp_key
     outbox.preflight = Preflight(
         rules_for=services.rules_for, enqueue=services.enqueue_scheduled
     ).check

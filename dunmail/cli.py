@@ -440,6 +440,67 @@ def bounce_parse(
     console.print(table)
 
 
+@bounce_app.command("ingest")
+def bounce_ingest(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="message files (.eml), Maildir directories or mbox files", exists=True),
+    ],
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Store returned mail, match it to the emails sent, suppress hard-bounced addresses."""
+    from bounce.ingest import read_paths
+
+    async def body(services: Services) -> Any:
+        return services.ingest_inbound(read_paths(paths))
+
+    summary = _with_services(config, at, body)
+    _print_ingest(summary)
+
+
+@bounce_app.command("reprocess")
+def bounce_reprocess(config: ConfigOpt = None, at: AtOpt = None) -> None:
+    """Decode, match and suppress again over all stored inbound mail (after a decoder fix)."""
+
+    async def body(services: Services) -> Any:
+        return services.reprocess_inbound()
+
+    _print_ingest(_with_services(config, at, body))
+
+
+def _print_ingest(summary: Any) -> None:
+    console.print(
+        f"stored {summary.stored}, duplicates {summary.duplicates}, matched {summary.matched}, "
+        f"unmatched {summary.unmatched}, errors {summary.errors}, "
+        f"suppressed {len(summary.suppressed)}",
+        highlight=False,
+    )
+    for address in summary.suppressed:
+        console.print(f"  suppressed {address}", highlight=False)
+
+
+@app.command()
+def suppressions(
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The tenant's suppressed addresses: its emails are not sent to them."""
+
+    async def body(services: Services) -> list[dict[str, Any]]:
+        return services.suppressions(tenant=tenant)
+
+    rows = _with_services(config, None, body)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("address", "reason", "since")
+    for r in rows:
+        table.add_row(r["address"], r["reason"], r["created_at"][:19])
+    console.print(table)
+
+
 @app.command()
 def outbox(
     config: ConfigOpt = None,

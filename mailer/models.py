@@ -558,3 +558,51 @@ class PaymentPlan(SQLModel, table=True):
     invoice_ids: list[int] = _json(list)  # Invoice.id of the invoices it covers, as listed
     created_at: datetime = _at()
     updated_at: datetime = _at()
+
+
+class InboundStatus(StrEnum):
+    """Life of a stored inbound message: stored first, then decoded and matched."""
+
+    STORED = "stored"  # raw bytes kept, not yet decoded
+    PROCESSED = "processed"  # decoded and matched to an outbound message
+    UNMATCHED = "unmatched"  # decoded, but no outbound message of ours could be verified
+    ERROR = "error"  # the decoder failed; ``error`` says why, ``reprocess`` retries
+
+
+class InboundMail(SQLModel, table=True):
+    """One raw inbound message (a bounce, notice or reply), stored before it is decoded.
+
+    ``sha256`` of the raw bytes is unique, so ingesting the same message twice stores it once;
+    ``tenant_id`` and ``message_id`` stay NULL until a verified match names the outbound email.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int | None = Field(default=None, foreign_key="tenant.id", index=True)
+    received_at: datetime = _at()
+    source: str = Field(max_length=300)  # "file:<name>", "maildir:<key>", "mbox:<n>"
+    sha256: str = Field(unique=True, max_length=64)
+    raw: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))
+    kind: str | None = Field(default=None, max_length=20)  # bounce.Kind value once decoded
+    message_id: int | None = Field(default=None, foreign_key="message.id", index=True)
+    matched_by: str | None = Field(default=None, max_length=20)  # verp, header, message-id
+    status: InboundStatus = _state(InboundStatus, InboundStatus.STORED, index=True)
+    error: str | None = Field(default=None, max_length=1000)
+    processed_at: datetime | None = _at(nullable=True)
+
+
+class DeliveryEvent(SQLModel, table=True):
+    """What an inbound report said about one recipient of a matched outbound message."""
+
+    __table_args__ = (sa.UniqueConstraint("inbound_id", "address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    inbound_id: int = Field(foreign_key="inboundmail.id", index=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    address: str = Field(max_length=320, index=True)
+    kind: str = Field(max_length=20)  # bounce.Kind value: bounce, delayed, complaint ...
+    status: str | None = Field(default=None, max_length=20)  # RFC 3463, e.g. "5.1.1"
+    reply_code: int | None = None
+    reason: str = Field(default="", max_length=63)
+    hard: bool = False
+    diagnostic: str = Field(default="", max_length=1000)
+    created_at: datetime = _at()
