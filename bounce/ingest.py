@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bounce import Kind, Recipient, Report, parse
+from bounce.threads import record_thread
 from mailer.db import session_scope
 from mailer.errors import LinkInvalid
 from mailer.models import (
@@ -84,6 +85,8 @@ def process(session: Session, inbound: InboundMail, *, verp_key: bytes, now: dat
     Idempotent: events are unique per (inbound, address) and suppressions per (tenant, address),
     so processing the same message again adds nothing. The caller commits.
     """
+    # Already attached to this message by an earlier run: a reprocess must not reopen its thread.
+    attached = inbound.message_id if inbound.status is InboundStatus.PROCESSED else None
     try:
         report = parse(inbound.raw)
     except Exception as exc:  # parse promises not to raise; if it does, keep the mail for later
@@ -110,6 +113,7 @@ def process(session: Session, inbound: InboundMail, *, verp_key: bytes, now: dat
     session.add(inbound)
     session.flush()
     outcome = Outcome(status=InboundStatus.PROCESSED, kind=report.kind.value, matched_by=matched_by)
+    record_thread(session, message, kind=report.kind, new=attached != message.id, now=now)
     sent_to = {
         r.address.lower(): r.address
         for r in session.exec(

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from bounce.ingest import Outcome, reprocess
 from bounce.ingest import process as process_inbound
 from bounce.ingest import store as store_inbound
+from bounce.threads import add_note, fetch_thread, list_threads, list_unmatched, show_thread
 from dunmail.config import Config
 from mailer.assemble import Assembler
 from mailer.clock import Clock
@@ -52,6 +53,7 @@ from mailer.models import (
     Suppression,
     TemplateOverride,
     Tenant,
+    ThreadStatus,
 )
 from mailer.outbox import EnqueueRequest, Outbox, PassReport, SendingProfile
 from mailer.overrides import (
@@ -692,6 +694,56 @@ class Services:
             {"address": r.address, "reason": r.reason, "created_at": r.created_at.isoformat()}
             for r in rows
         ]
+
+    # -- AR inbox (bounce/threads.py) --------------------------------------------------------
+
+    def inbox(self, *, tenant: str | None, status: ThreadStatus | None) -> list[dict[str, Any]]:
+        """The tenant's threads (all, or those in ``status``), newest activity first."""
+        tenant_id = self.tenant_id(tenant)
+        with Session(self.engine) as session:
+            return list_threads(session, tenant_id=tenant_id, status=status)
+
+    def inbox_thread(self, thread_id: int, *, tenant: str | None) -> dict[str, Any]:
+        """One of the tenant's threads with its timeline; NotFoundError for any other."""
+        tenant_id = self.tenant_id(tenant)
+        with Session(self.engine) as session:
+            return show_thread(session, fetch_thread(session, thread_id, tenant_id=tenant_id))
+
+    def inbox_unmatched(self) -> list[dict[str, Any]]:
+        """Inbound mail that matched no email of ours (it belongs to no tenant, so to none)."""
+        with Session(self.engine) as session:
+            return list_unmatched(session)
+
+    def inbox_note(
+        self, thread_id: int, text: str, *, tenant: str | None, author: str
+    ) -> dict[str, Any]:
+        """Leave a note on a thread; returns the thread."""
+        tenant_id = self.tenant_id(tenant)
+        with session_scope(self.engine) as session:
+            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
+            add_note(session, thread, text=text, author=author, now=self.clock.now())
+            return show_thread(session, thread)
+
+    def inbox_update(
+        self,
+        thread_id: int,
+        *,
+        tenant: str | None,
+        status: ThreadStatus | None = None,
+        assignee: str | None = None,
+    ) -> dict[str, Any]:
+        """Resolve (or reopen) a thread, or assign it; returns the thread."""
+        tenant_id = self.tenant_id(tenant)
+        with session_scope(self.engine) as session:
+            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
+            if status is not None:
+                thread.status = status
+            if assignee is not None:
+                thread.assignee = assignee[:200]
+            thread.updated_at = self.clock.now()
+            session.add(thread)
+            session.flush()
+            return show_thread(session, thread)
 
 
 @dataclass

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -22,7 +23,7 @@ from dunmail.config import Config, load_config
 from mailer.clock import Clock, FixedClock, SystemClock, as_utc
 from mailer.errors import MailerError, TemplateError
 from mailer.kinds import KINDS
-from mailer.models import HoldReason
+from mailer.models import HoldReason, ThreadStatus
 from mailer.render import PARTS
 from mailer.statement import StatementStyle
 
@@ -478,6 +479,155 @@ def _print_ingest(summary: Any) -> None:
     )
     for address in summary.suppressed:
         console.print(f"  suppressed {address}", highlight=False)
+
+
+inbox_app = typer.Typer(
+    help="The AR inbox: a thread per customer document with its emails, bounces and replies."
+)
+app.add_typer(inbox_app, name="inbox")
+
+
+class StatusFilter(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+    ALL = "all"
+
+
+ThreadArg = Annotated[int, typer.Argument(help="the thread's id (dunmail inbox)")]
+
+
+def _plain(text: str) -> None:
+    """Print text that may come from mail: no Rich markup, emoji codes or highlighting, so
+    "[red]" or "<script>" in a diagnostic is shown as the characters it is."""
+    console.print(text, markup=False, emoji=False, highlight=False)
+
+
+@inbox_app.callback(invoke_without_command=True)
+def inbox(
+    ctx: typer.Context,
+    status: Annotated[StatusFilter, typer.Option("--status", help="open, resolved or all")] = (
+        StatusFilter.OPEN
+    ),
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One line per thread: id, customer, document, status, assignee, last event, time."""
+    if ctx.invoked_subcommand is not None:
+        return
+    wanted = None if status is StatusFilter.ALL else ThreadStatus(status.value)
+
+    async def body(services: Services) -> list[dict[str, Any]]:
+        return services.inbox(tenant=tenant, status=wanted)
+
+    rows = _with_services(config, None, body)
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        _plain(f"no {status.value} threads" if wanted else "no threads")
+    for r in rows:
+        _plain(
+            f"{r['id']}  {r['customer'] or '-'}  {r['document']}  {r['status']}  "
+            f"{r['assignee'] or '-'}  {r['last_event']}  {r['last_event_at'][:19]}"
+        )
+
+
+def _print_thread(thread: dict[str, Any]) -> None:
+    _plain(
+        f"thread {thread['id']}: {thread['document']} of {thread['customer'] or '-'} "
+        f"({thread['customer_name'] or '-'}), {thread['status']}, "
+        f"assigned to {thread['assignee'] or 'nobody'}"
+    )
+    for entry in thread["timeline"]:
+        _plain(f"{entry['at'][:19]}  {entry['type']:<9}  {entry['summary']}")
+        if entry["detail"] and entry["type"] != "note":
+            _plain(f"{'':30}{entry['detail']}")
+
+
+@inbox_app.command("show")
+def inbox_show(
+    thread: ThreadArg, tenant: TenantOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
+    """A thread's timeline: emails sent, attempt results, bounces, replies and notes."""
+
+    async def body(services: Services) -> dict[str, Any]:
+        return services.inbox_thread(thread, tenant=tenant)
+
+    found = _with_services(config, None, body)
+    if as_json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    _print_thread(found)
+
+
+@inbox_app.command("unmatched")
+def inbox_unmatched(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Inbound mail that matched no email sent (forged, or not about our mail)."""
+
+    async def body(services: Services) -> list[dict[str, Any]]:
+        return services.inbox_unmatched()
+
+    rows = _with_services(config, None, body)
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        _plain("no unmatched mail")
+    for r in rows:
+        _plain(
+            f"{r['id']}  {r['received_at'][:19]}  {r['kind'] or '-'}  from {r['from'] or '-'}  "
+            f"{r['subject']}  ({r['why'] or ''}; {r['source']})"
+        )
+
+
+@inbox_app.command("note")
+def inbox_note(
+    thread: ThreadArg,
+    text: Annotated[str, typer.Argument(help="the note")],
+    author: Annotated[str | None, typer.Option("--author", help="default: cli:<user>")] = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Leave a note on a thread."""
+
+    async def body(services: Services) -> dict[str, Any]:
+        by = author or f"cli:{getpass.getuser()}"
+        return services.inbox_note(thread, text, tenant=tenant, author=by)
+
+    _with_services(config, at, body)
+    _plain(f"thread {thread}: note added")
+
+
+@inbox_app.command("resolve")
+def inbox_resolve(
+    thread: ThreadArg, tenant: TenantOpt = None, config: ConfigOpt = None, at: AtOpt = None
+) -> None:
+    """Mark a thread resolved; the next bounce or reply reopens it."""
+
+    async def body(services: Services) -> dict[str, Any]:
+        return services.inbox_update(thread, tenant=tenant, status=ThreadStatus.RESOLVED)
+
+    _with_services(config, at, body)
+    _plain(f"thread {thread}: resolved")
+
+
+@inbox_app.command("assign")
+def inbox_assign(
+    thread: ThreadArg,
+    user: Annotated[str, typer.Argument(help="who handles it")],
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Give a thread to someone."""
+
+    async def body(services: Services) -> dict[str, Any]:
+        return services.inbox_update(thread, tenant=tenant, assignee=user)
+
+    _with_services(config, at, body)
+    _plain(f"thread {thread}: assigned to {user}")
 
 
 @app.command()

@@ -606,3 +606,39 @@ class DeliveryEvent(SQLModel, table=True):
     hard: bool = False
     diagnostic: str = Field(default="", max_length=1000)
     created_at: datetime = _at()
+
+
+class ThreadStatus(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class Thread(SQLModel, table=True):
+    """The AR inbox's conversation about one customer document (``"invoice:42"``).
+
+    Only its state lives here (status, assignee); its timeline is derived on read from the
+    document's messages, attempts, delivery events and matched inbound mail, plus its notes.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "document"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    # "invoice:<Invoice.id>", "customer:<Customer.id>", or "message:<Message.id>" for neither
+    document: str = Field(max_length=100)
+    status: ThreadStatus = _state(ThreadStatus, ThreadStatus.OPEN, index=True)
+    assignee: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _at()
+    updated_at: datetime = _at()
+    last_event_at: datetime = _at()  # the newest bounce or reply attached: the inbox order
+
+
+class ThreadNote(SQLModel, table=True):
+    """A note an AR person left on a thread."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    thread_id: int = Field(foreign_key="thread.id", index=True)
+    author: str = Field(max_length=200)
+    text: str = Field(sa_column=Column(sa.Text, nullable=False))
+    created_at: datetime = _at()

@@ -1,0 +1,332 @@
+"""SERVICE: the AR inbox, one thread per customer document, with a timeline derived on read.
+
+A thread stores only its own state (status, assignee, notes). What happened (the emails sent,
+each delivery attempt, the bounces, complaints and replies) is read from the ledger rows each
+time, so the inbox can never disagree with the outbox or the inbound store.
+"""
+
+from __future__ import annotations
+
+import email.errors
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from bounce.report import Kind
+from mailer.errors import NotFoundError
+from mailer.models import (
+    AttemptOutcome,
+    Customer,
+    DeliveryAttempt,
+    DeliveryEvent,
+    InboundMail,
+    InboundStatus,
+    Message,
+    Thread,
+    ThreadNote,
+    ThreadStatus,
+)
+
+# Inbound kinds that are a person's (or their autoresponder's) answer rather than a report
+# about delivery: shown as one "reply" entry each.
+REPLY_KINDS = (Kind.AUTO_REPLY.value, Kind.NOT_BOUNCE.value)
+# What a thread must see again even after it was resolved (the issue's "a bounce or reply
+# reopens a resolved thread"); a delay notice or a delivery report does not.
+REOPENING_KINDS = (Kind.BOUNCE, Kind.COMPLAINT, Kind.AUTO_REPLY, Kind.NOT_BOUNCE)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of a thread's timeline. Every text field may come from mail: show it as text."""
+
+    at: datetime
+    type: str  # queued, sent, attempt, bounce, delayed, complaint, delivered, reply, note
+    summary: str
+    detail: str = ""
+    address: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    author: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the time as ISO 8601."""
+        return {**asdict(self), "at": self.at.isoformat()}
+
+
+def document_key(message: Message) -> str:
+    """The document a message is about: its invoice, else its customer, else itself."""
+    if message.invoice_id is not None:
+        return f"invoice:{message.invoice_id}"
+    if message.customer_id is not None:
+        return f"customer:{message.customer_id}"
+    return f"message:{message.id}"
+
+
+def record_thread(
+    session: Session, message: Message, *, kind: Kind, new: bool, now: datetime
+) -> Thread:
+    """Attach a matched inbound report to its document's thread, creating the thread.
+
+    ``new`` is False when the same inbound message was already attached (a reprocess run):
+    then a thread resolved since is left resolved. The caller commits.
+    """
+    key = document_key(message)
+    thread = session.exec(
+        select(Thread).where(Thread.tenant_id == message.tenant_id, Thread.document == key)
+    ).first()
+    if thread is None:
+        thread = Thread(
+            tenant_id=message.tenant_id,
+            customer_id=message.customer_id,
+            document=key,
+            created_at=now,
+            updated_at=now,
+            last_event_at=now,
+        )
+    elif new:
+        thread.last_event_at = now
+        if kind in REOPENING_KINDS and thread.status is ThreadStatus.RESOLVED:
+            thread.status = ThreadStatus.OPEN
+            thread.updated_at = now
+    session.add(thread)
+    session.flush()
+    return thread
+
+
+def fetch_thread(session: Session, thread_id: int, *, tenant_id: int) -> Thread:
+    """The tenant's thread ``thread_id``; another tenant's thread does not exist for it."""
+    thread = session.get(Thread, thread_id)
+    if thread is None or thread.tenant_id != tenant_id:
+        raise NotFoundError(f"no thread {thread_id}")
+    return thread
+
+
+def list_threads(
+    session: Session, *, tenant_id: int, status: ThreadStatus | None
+) -> list[dict[str, Any]]:
+    """The tenant's threads, newest activity first, each with its last event's summary."""
+    query = select(Thread).where(Thread.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Thread.status == status)
+    rows = []
+    for thread in session.exec(
+        query.order_by(col(Thread.last_event_at).desc(), col(Thread.id).desc())
+    ).all():
+        timeline = build_timeline(session, thread)
+        last = next((e for e in reversed(timeline) if e.type != "note"), None)
+        rows.append(
+            {
+                **_thread_fields(session, thread),
+                "last_event": last.summary if last else "",
+                "last_event_at": (last.at if last else thread.last_event_at).isoformat(),
+            }
+        )
+    return rows
+
+
+def show_thread(session: Session, thread: Thread) -> dict[str, Any]:
+    """A thread's fields and its ordered timeline."""
+    return {
+        **_thread_fields(session, thread),
+        "timeline": [e.as_dict() for e in build_timeline(session, thread)],
+    }
+
+
+def _thread_fields(session: Session, thread: Thread) -> dict[str, Any]:
+    customer = session.get(Customer, thread.customer_id) if thread.customer_id else None
+    messages = _messages(session, thread)
+    return {
+        "id": thread.id,
+        "customer": customer.external_id if customer else None,
+        "customer_name": customer.name if customer else None,
+        "document": _document_label(messages[-1]) if messages else thread.document,
+        "key": thread.document,
+        "status": thread.status.value,
+        "assignee": thread.assignee,
+        "updated_at": thread.updated_at.isoformat(),
+    }
+
+
+def _messages(session: Session, thread: Thread) -> list[Message]:
+    kind, _, raw_id = thread.document.partition(":")
+    query = select(Message).where(Message.tenant_id == thread.tenant_id)
+    if kind == "invoice":
+        query = query.where(Message.invoice_id == int(raw_id))
+    elif kind == "customer":
+        query = query.where(Message.customer_id == int(raw_id), col(Message.invoice_id).is_(None))
+    else:
+        query = query.where(Message.id == int(raw_id))
+    return list(session.exec(query.order_by(col(Message.created_at), col(Message.id))).all())
+
+
+def _document_label(message: Message) -> str:
+    invoice = message.context.get("invoice")
+    if isinstance(invoice, dict) and invoice.get("number"):
+        return str(invoice["number"])
+    return message.kind
+
+
+def build_timeline(session: Session, thread: Thread) -> list[Entry]:
+    """Everything that happened to the thread's document, oldest first."""
+    messages = _messages(session, thread)
+    by_id = {m.id: m for m in messages}
+    ids = list(by_id)
+    # (entry, tie-break): at one instant, the send comes before what came back about it, and
+    # inbound mail keeps its arrival order.
+    entries: list[tuple[Entry, tuple[int, int]]] = []
+    attempts = session.exec(
+        select(DeliveryAttempt).where(col(DeliveryAttempt.message_id).in_(ids))
+    ).all()
+    attempted = {a.message_id for a in attempts}
+    for m in messages:
+        if m.id not in attempted:
+            queued = Entry(
+                at=m.created_at,
+                type="queued",
+                summary=f"{_document_label(m)} {m.kind} {m.status.value}",
+                detail=m.skip_reason or m.last_error or "",
+            )
+            entries.append((queued, (0, m.id or 0)))
+    for a in attempts:
+        entries.append((_attempt_entry(a, by_id[a.message_id]), (1, a.id or 0)))
+    inbound = {
+        i.id: i
+        for i in session.exec(
+            select(InboundMail).where(
+                col(InboundMail.message_id).in_(ids),
+                InboundMail.status == InboundStatus.PROCESSED,
+            )
+        ).all()
+    }
+    for i in inbound.values():
+        if i.kind in REPLY_KINDS and i.message_id is not None:
+            entries.append((_reply_entry(i, by_id[i.message_id]), (2, i.id or 0)))
+    for e in session.exec(select(DeliveryEvent).where(col(DeliveryEvent.message_id).in_(ids))):
+        source = inbound.get(e.inbound_id)
+        if source is None or source.kind in REPLY_KINDS:
+            continue  # a reply is one entry; a report no longer matched is not shown
+        entries.append((_event_entry(e, by_id[e.message_id]), (2, e.inbound_id)))
+    for n in session.exec(select(ThreadNote).where(ThreadNote.thread_id == thread.id)):
+        note = Entry(
+            at=n.created_at,
+            type="note",
+            summary=f"note by {n.author}: {n.text}",
+            detail=n.text,
+            author=n.author,
+        )
+        entries.append((note, (3, n.id or 0)))
+    return [e for e, _ in sorted(entries, key=lambda pair: (pair[0].at, pair[1]))]
+
+
+def _attempt_entry(attempt: DeliveryAttempt, message: Message) -> Entry:
+    label = _document_label(message)
+    accepted = [r["address"] for r in attempt.recipients if r.get("status") == "accepted"]
+    code = f" {attempt.code}" if attempt.code else ""
+    if attempt.outcome in (AttemptOutcome.ACCEPTED, AttemptOutcome.PARTIAL):
+        summary = f"{label} {message.kind} sent to {', '.join(accepted) or '-'}"
+        if attempt.outcome is AttemptOutcome.PARTIAL:
+            refused = [r["address"] for r in attempt.recipients if r.get("status") != "accepted"]
+            summary += f" (not to {', '.join(refused)})"
+        return Entry(
+            at=attempt.finished_at,
+            type="sent",
+            summary=summary,
+            detail=f"attempt {attempt.number} via {attempt.endpoint}:{code} "
+            f"{attempt.response or ''}".rstrip(),
+            status=attempt.outcome.value,
+        )
+    return Entry(
+        at=attempt.finished_at,
+        type="attempt",
+        summary=f"{label} {message.kind} attempt {attempt.number} {attempt.outcome.value}{code}",
+        detail=attempt.response or "",
+        status=attempt.outcome.value,
+    )
+
+
+_VERBS = {"bounce": "bounced", "delayed": "delayed", "delivered": "delivered"}
+
+
+def _event_entry(event: DeliveryEvent, message: Message) -> Entry:
+    label = _document_label(message)
+    status = f" ({event.status})" if event.status else ""
+    if event.kind == Kind.COMPLAINT.value:
+        summary = f"{label} to {event.address}: complaint ({event.reason})"
+    else:
+        verb = _VERBS.get(event.kind, event.kind)
+        summary = f"{label} to {event.address} {verb}: {event.reason}{status}"
+    return Entry(
+        at=event.created_at,
+        type=event.kind,
+        summary=summary,
+        detail=event.diagnostic,
+        address=event.address,
+        status=event.status,
+        reason=event.reason,
+    )
+
+
+def _reply_entry(inbound: InboundMail, message: Message) -> Entry:
+    sender, subject = _from_and_subject(inbound.raw)
+    what = "auto-reply" if inbound.kind == Kind.AUTO_REPLY.value else "reply"
+    return Entry(
+        at=inbound.received_at,
+        type="reply",
+        summary=f"{_document_label(message)}: {what} from {sender or '?'}: {subject}",
+        address=sender or None,
+    )
+
+
+def _from_and_subject(raw: bytes) -> tuple[str, str]:
+    headers = BytesHeaderParser().parsebytes(raw)
+    return _header(headers.get("From")), _header(headers.get("Subject"))
+
+
+def _header(value: object) -> str:
+    if value is None:
+        return ""
+    try:
+        text = str(make_header(decode_header(str(value))))
+    except (email.errors.HeaderParseError, UnicodeError, LookupError, ValueError):
+        text = str(value)
+    return " ".join(text.split())[:300]
+
+
+def list_unmatched(session: Session, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Inbound mail no outbound email of ours could be verified for, newest first."""
+    rows = session.exec(
+        select(InboundMail)
+        .where(InboundMail.status == InboundStatus.UNMATCHED)
+        .order_by(col(InboundMail.received_at).desc(), col(InboundMail.id).desc())
+        .limit(limit)
+    ).all()
+    result = []
+    for row in rows:
+        sender, subject = _from_and_subject(row.raw)
+        result.append(
+            {
+                "id": row.id,
+                "received_at": row.received_at.isoformat(),
+                "source": row.source,
+                "kind": row.kind,
+                "from": sender,
+                "subject": subject,
+                "why": row.error,
+            }
+        )
+    return result
+
+
+def add_note(
+    session: Session, thread: Thread, *, text: str, author: str, now: datetime
+) -> ThreadNote:
+    """Leave a note on a thread. The caller commits."""
+    note = ThreadNote(thread_id=thread.id or 0, author=author[:200], text=text, created_at=now)
+    thread.updated_at = now
+    session.add_all([note, thread])
+    session.flush()
+    return note

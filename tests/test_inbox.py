@@ -1,0 +1,253 @@
+"""The AR inbox: bounces and replies land on their document's thread, on SQLite and PostgreSQL.
+
+The flow is test_bounce_ingest.py's: send an invoice email through the outbox (MemoryTransport),
+bounce it with a DSN addressed to its VERP sender, ingest it, then read the thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from dunmail.app import Services, build_services
+from mailer.clock import FixedClock
+from mailer.errors import NotFoundError
+from mailer.models import ThreadStatus
+from mailer.transport import MemoryTransport, SentMail
+from tests.conftest import DEMO_DOC, make_config
+from tests.test_bounce_ingest import dsn
+from tests.test_cli import dunmail, write_config
+
+HOSTILE = "<script>alert(1)</script> [bold]x[/bold] :smile:"
+
+
+@pytest.fixture
+async def env(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> AsyncIterator[tuple[Services, MemoryTransport]]:
+    """Two tenants on one database: acme sends INV-1042, beta must never see its thread."""
+    transport = MemoryTransport()
+    beta = {
+        "name": "Beta Ltd",
+        "email": "ar@beta.example",
+        "dkim": [
+            {"domain": "beta.example", "selector": "b1", "key_file": str(tmp_path / "b1.pem")}
+        ],
+    }
+    config = make_config(
+        tmp_path, db_url, relay={"domain": "relay.example"}, tenants={"beta": beta}
+    )
+    services = build_services(config, clock, transport)
+    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    yield services, transport
+    await services.close()
+
+
+async def _sent(services: Services, transport: MemoryTransport) -> SentMail:
+    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    return transport.sent[-1]
+
+
+def _auto_reply(sent: SentMail) -> bytes:
+    """An RFC 3834 out-of-office answer, sent to the Return-Path (the VERP address)."""
+    return (
+        f"From: AP <ap@globex.example>\r\n"
+        f"To: {sent.sender}\r\n"
+        f"Subject: Out of office: back on Monday [red]soon[/red]\r\n"
+        f"Auto-Submitted: auto-replied\r\n"
+        f"Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
+        f"Message-ID: <ooo-1@globex.example>\r\n"
+        f"\r\n"
+        f"I am away until Monday.\r\n"
+    ).encode()
+
+
+def _types(thread: dict[str, object]) -> list[str]:
+    timeline = thread["timeline"]
+    assert isinstance(timeline, list)
+    return [entry["type"] for entry in timeline]
+
+
+async def test_a_bounce_opens_a_thread_with_a_derived_timeline(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    sent = await _sent(services, transport)
+    clock.advance(timedelta(minutes=5))
+    assert services.ingest_inbound([("file:b.eml", dsn(sent))]).matched == 1
+
+    (row,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
+    assert (row["customer"], row["document"], row["status"], row["assignee"]) == (
+        "C-1",
+        "INV-1042",
+        "open",
+        None,
+    )
+    assert row["last_event"] == "INV-1042 to ap@globex.example bounced: userunknown (5.1.1)"
+    thread = services.inbox_thread(row["id"], tenant="acme")
+    assert _types(thread) == ["sent", "bounce"]
+    sent_entry, bounce = thread["timeline"]
+    assert "ap@globex.example" in sent_entry["summary"]
+    assert bounce["detail"].startswith("550 5.1.1 <ap@globex.example>: Recipient")
+    assert (bounce["address"], bounce["status"], bounce["reason"]) == (
+        "ap@globex.example",
+        "5.1.1",
+        "userunknown",
+    )
+    assert sent_entry["at"] < bounce["at"]
+
+    # Processing again does not add a second thread or a second bounce.
+    services.reprocess_inbound()
+    assert len(services.inbox(tenant="acme", status=None)) == 1
+    assert _types(services.inbox_thread(row["id"], tenant="acme")) == ["sent", "bounce"]
+
+    # At the same instant, inbound mail keeps its arrival order.
+    assert services.ingest_inbound([("file:ooo.eml", _auto_reply(sent))]).matched == 1
+    assert _types(services.inbox_thread(row["id"], tenant="acme")) == ["sent", "bounce", "reply"]
+    (row,) = services.inbox(tenant="acme", status=None)
+    assert row["last_event"].startswith("INV-1042: auto-reply from AP <ap@globex.example>")
+
+
+async def test_resolve_then_a_bounce_or_a_reply_reopens(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    sent = await _sent(services, transport)
+    services.ingest_inbound([("file:b.eml", dsn(sent))])
+    (row,) = services.inbox(tenant="acme", status=None)
+    thread_id = row["id"]
+
+    assert services.inbox_update(thread_id, tenant="acme", status=ThreadStatus.RESOLVED)[
+        "status"
+    ] == ("resolved")
+    assert services.inbox(tenant="acme", status=ThreadStatus.OPEN) == []
+    # A reprocess run re-attaches the same bounce: that is not news, the thread stays resolved.
+    services.reprocess_inbound()
+    assert services.inbox(tenant="acme", status=ThreadStatus.OPEN) == []
+
+    clock.advance(timedelta(hours=1))
+    other = dsn(sent, recipient="billing@globex.example", diagnostic="smtp; 550 5.1.1 no such user")
+    assert services.ingest_inbound([("file:b2.eml", other)]).matched == 1
+    (reopened,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
+    assert reopened["id"] == thread_id
+    assert reopened["last_event"].startswith("INV-1042 to billing@globex.example bounced:")
+
+    services.inbox_update(thread_id, tenant="acme", status=ThreadStatus.RESOLVED)
+    clock.advance(timedelta(hours=1))
+    assert services.ingest_inbound([("file:ooo.eml", _auto_reply(sent))]).matched == 1
+    (again,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
+    thread = services.inbox_thread(again["id"], tenant="acme")
+    assert _types(thread) == ["sent", "bounce", "bounce", "reply"]
+    assert again["last_event"] == (
+        "INV-1042: auto-reply from AP <ap@globex.example>: "
+        "Out of office: back on Monday [red]soon[/red]"
+    )
+
+
+async def test_notes_and_assignee(env: tuple[Services, MemoryTransport], clock: FixedClock) -> None:
+    services, transport = env
+    services.ingest_inbound([("file:b.eml", dsn(await _sent(services, transport)))])
+    (row,) = services.inbox(tenant="acme", status=None)
+    clock.advance(timedelta(minutes=10))
+    thread = services.inbox_note(
+        row["id"], "called Globex, new AP address coming", tenant="acme", author="mia"
+    )
+    assert _types(thread) == ["sent", "bounce", "note"]
+    note = thread["timeline"][-1]
+    assert (note["author"], note["detail"]) == ("mia", "called Globex, new AP address coming")
+    assert services.inbox_update(row["id"], tenant="acme", assignee="mia")["assignee"] == "mia"
+    (listed,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
+    assert listed["assignee"] == "mia"
+    # A note is not an event: the line still shows the bounce.
+    assert "bounced" in listed["last_event"]
+
+
+async def test_another_tenant_cannot_see_or_touch_the_thread(
+    env: tuple[Services, MemoryTransport],
+) -> None:
+    services, transport = env
+    services.ingest_inbound([("file:b.eml", dsn(await _sent(services, transport)))])
+    (row,) = services.inbox(tenant="acme", status=None)
+    assert services.inbox(tenant="beta", status=None) == []
+    with pytest.raises(NotFoundError, match=f"no thread {row['id']}"):
+        services.inbox_thread(row["id"], tenant="beta")
+    with pytest.raises(NotFoundError):
+        services.inbox_note(row["id"], "x", tenant="beta", author="eve")
+    with pytest.raises(NotFoundError):
+        services.inbox_update(row["id"], tenant="beta", status=ThreadStatus.RESOLVED)
+    assert services.inbox_thread(row["id"], tenant="acme")["status"] == "open"
+
+
+async def test_an_unmatched_bounce_is_listed_and_has_no_thread(
+    env: tuple[Services, MemoryTransport],
+) -> None:
+    services, transport = env
+    sent = await _sent(services, transport)
+    local, _, domain = sent.sender.partition("@")
+    prefix, _, mac = local.rpartition("-")
+    forged = dsn(sent, envelope_to=f"{prefix}-{'a' * len(mac)}@{domain}")
+    assert services.ingest_inbound([("file:forged.eml", forged)]).unmatched == 1
+    assert services.inbox(tenant="acme", status=None) == []
+    (row,) = services.inbox_unmatched()
+    assert (row["kind"], row["source"]) == ("bounce", "file:forged.eml")
+    assert row["subject"] == "Undelivered Mail Returned to Sender"
+    assert "VERP" in row["why"]
+
+
+async def test_cli_shows_mail_text_verbatim(tmp_path: Path, db_url: str, clock: FixedClock) -> None:
+    transport = MemoryTransport()
+    services = build_services(
+        make_config(tmp_path, db_url, relay={"domain": "relay.example"}), clock, transport
+    )
+    try:
+        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+        sent = await _sent(services, transport)
+        hostile = dsn(sent, diagnostic=f"smtp; 550 5.1.1 <ap@globex.example>: {HOSTILE}")
+        assert services.ingest_inbound([("file:b.eml", hostile)]).matched == 1
+    finally:
+        await services.close()
+    config = write_config(tmp_path, db_url, 2525)
+
+    listed = dunmail(config, "inbox", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["last_event"].startswith("INV-1042 to ap@globex.example bounced: ")
+
+    shown = dunmail(config, "inbox", "show", str(row["id"]), "--json")
+    assert shown.returncode == 0, shown.stderr
+    bounce = json.loads(shown.stdout)["timeline"][-1]
+    assert bounce["detail"] == f"550 5.1.1 <ap@globex.example>: {HOSTILE}"
+
+    text = dunmail(config, "inbox", "show", str(row["id"]))
+    assert text.returncode == 0, text.stderr
+    assert HOSTILE in text.stdout  # not styled, not swallowed as markup, no emoji
+    assert "INV-1042 to ap@globex.example bounced: " in text.stdout
+
+    table = dunmail(config, "inbox")
+    assert table.returncode == 0, table.stderr
+    assert "INV-1042 to ap@globex.example bounced: " in table.stdout
+    assert "C-1" in table.stdout and "open" in table.stdout
+
+    for args in (
+        ("inbox", "note", str(row["id"]), "[red]call[/red] them"),
+        ("inbox", "assign", str(row["id"]), "mia"),
+        ("inbox", "resolve", str(row["id"])),
+    ):
+        result = dunmail(config, *args)
+        assert result.returncode == 0, result.stderr
+    assert dunmail(config, "inbox").stdout.strip() == "no open threads"
+    resolved = dunmail(config, "inbox", "--status", "resolved")
+    assert "mia" in resolved.stdout and "resolved" in resolved.stdout
+    shown = dunmail(config, "inbox", "show", str(row["id"]))
+    assert "note by " in shown.stdout and "[red]call[/red] them" in shown.stdout
+
+    missing = dunmail(config, "inbox", "show", "999")
+    assert missing.returncode == 2
+    assert "no thread 999" in missing.stderr
+
+    unmatched = dunmail(config, "inbox", "unmatched", "--json")
+    assert unmatched.returncode == 0 and json.loads(unmatched.stdout) == []
