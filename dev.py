@@ -52,7 +52,10 @@ def main(argv: list[str]) -> int:
     elif command == "dunmail":
         args = [str(BIN / "dunmail"), *rest]
     elif command == "test":
-        args = [str(BIN / "python"), "-m", "pytest", *rest]
+        # Every test has its own database (a SQLite file or a PostgreSQL schema) and its own
+        # ports, so the suite runs on all cores; "-n 0" runs it in one process.
+        parallel = [] if any(a.startswith("-n") for a in rest) else ["-n", "auto"]
+        args = [str(BIN / "python"), "-m", "pytest", *parallel, *rest]
     elif command == "bench":
         args = [str(BIN / "python"), "bench/run_all.py", *rest]
     else:

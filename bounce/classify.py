@@ -13,6 +13,12 @@ from __future__ import annotations
 
 import re
 
+try:  # the stdlib's own regex parser (private, 3.11+): only to find needles, never to match
+    from re import _constants, _parser  # type: ignore[attr-defined]
+except ImportError:  # a later Python moved it: every pattern simply goes ungated
+    _parser = None
+from typing import Any
+
 # Bare refusal words: they say that something was refused, not why or at which stage.
 _REFUSAL_WORDS = r"blocked|block|denied|refused|not permitted|access denied|connection rejected"
 _HOST_REFUSAL_WORDS = r"client host rejected|rejected due to|banned"
@@ -48,6 +54,7 @@ _PHRASES: list[tuple[str, str]] = [
     ("networkerror", r"(?:establish|open) an smtp connection"),
     ("expired", r"message expired"),  # after those: Exchange's "expired, DNS query failed"
     ("rejected", r"(?:not have|no) permission to post"),
+    ("rejected", r"not a member of this (?:mailing )?list"),  # a list refusing the sender
     ("rejected", r"sender (?:address )?(?:rejected|denied|unknown|verify|is not verified)"),
     ("rejected", r"domain of sender|sender was rejected|address is not verified"),
     ("rejected", r"mail from .* rejected"),
@@ -147,6 +154,56 @@ _TEXT = [
     (reason, re.compile(pattern, re.IGNORECASE), pattern in _BARE_REFUSALS)
     for reason, pattern in _PHRASES
 ]
+
+
+def _lowered(pattern: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    """``pattern`` for lower-cased ASCII text, and the needles that gate it.
+
+    IGNORECASE turns off the regex engine's literal-prefix scan, so the pattern is tried at every
+    position. On ASCII text, lower-casing the text and matching case-sensitively finds exactly
+    what IGNORECASE finds (Unicode case folding differs only beyond ASCII). A pattern naming an
+    upper-case letter keeps IGNORECASE and goes ungated.
+    """
+    if any(c.isupper() for c in re.sub(r"\\.", "", pattern)):  # escapes (\S, \W) aren't letters
+        return re.compile(pattern, re.IGNORECASE), ()
+    if _parser is None:
+        return re.compile(pattern), ()
+    return re.compile(pattern), tuple(sorted(_needles(_parser.parse(pattern).data) or ()))
+
+
+def _needles(items: list[tuple[Any, Any]]) -> frozenset[str] | None:
+    """Literal strings of which every match of the parsed pattern ``items`` holds one, or None.
+
+    A run of literal characters in a sequence is required; so is a group or an alternation
+    whose every branch yields needles. Of those, the set whose shortest needle is longest wins.
+    Anything else (classes, repeats, look-arounds, anchors) only breaks a run: skipping it errs
+    on the side of searching.
+    """
+    candidates: list[frozenset[str]] = []
+    run: list[str] = []
+    for op, av in [*items, (None, None)]:
+        if op is _constants.LITERAL:
+            run.append(chr(av))
+            continue
+        if run:
+            candidates.append(frozenset({"".join(run)}))
+            run = []
+        if op is _constants.SUBPATTERN and not av[1] and not av[2]:  # no inline flags
+            group = _needles(av[3].data)
+            if group:
+                candidates.append(group)
+        elif op is _constants.BRANCH:
+            branches = [_needles(branch.data) for branch in av[1]]
+            if all(branches):
+                candidates.append(frozenset().union(*(b for b in branches if b)))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda needles: min(map(len, needles)))
+
+
+# The same rows for lower-cased ASCII text, each with its needles: a row whose needles are all
+# absent from the text cannot match, and a substring test is far cheaper than a regex search.
+_ASCII_TEXT = [(reason, *_lowered(pattern.pattern), bare) for reason, pattern, bare in _TEXT]
 # Spectrum (Charter) "AUP#In-1310" codes, from its published table of e-mail error codes
 # (spectrum.net, "understanding email error codes"), as Sisimai's Rhost::Spectrum reads it.
 _SPECTRUM_AUP = re.compile(r"AUP#[-A-Za-z]*(\d{4})")
@@ -228,11 +285,22 @@ _STATUS: dict[str, str] = {
 }
 # Codes that say more than any wording around them.
 _DECISIVE = frozenset({"1.1", "1.2", "1.6", "2.2", "2.3", "7.23", "7.24", "7.25", "7.26", "7.27"})
-_USER_UNKNOWN = re.compile(r"\b(?:user unknown|unknown user|no such user)\b", re.IGNORECASE)
-# Postfix's RCPT-time answer names the recipient: "550 <a@b>: User unknown".
-_RCPT_FORM = re.compile(
-    r"<[^<>\s]+@[^<>\s]+>:\s*(?:recipient address rejected: )?user unknown", re.I
+# RFC 3463 X.1.X codes that say the mailbox address itself is unknown or invalid.
+_ADDRESS_STATUS = frozenset({"1.1", "1.3", "1.4", "1.5", "1.10"})
+# The plain "no such recipient" answers that a content filter also gives in a recipient's name.
+_USER_UNKNOWN = re.compile(
+    r"\b(?:user unknown|unknown user|no such user|recipient not found)\b"
+    r"|email account that you tried to reach does not exist",
+    re.IGNORECASE,
 )
+# au by KDDI (ezweb.ne.jp, au.com), as Sisimai's Rhost::KDDI reads it: "550 <a@b>: User
+# unknown" names an unknown address; "550 : User unknown", with the address left out, is what
+# its filter answers for a recipient that refuses the sender.
+_KDDI_DOMAINS = ("ezweb.ne.jp", "au.com")
+_KDDI_REASONS = [
+    ("userunknown", re.compile(r">: user unknown", re.IGNORECASE)),
+    ("filtered", re.compile(r"\b550 : user unknown", re.IGNORECASE)),
+]
 _CONTINUATION = re.compile(r"(?<=\S)\s+[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}\s)?")
 # Reasons about one recipient, which cannot be the answer before a recipient was named.
 _RECIPIENT_REASONS = frozenset(
@@ -243,11 +311,17 @@ HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
 
 
 def classify_reason(
-    status: str | None, diagnostic: str, *, action: str | None = None, command: str | None = None
+    status: str | None,
+    diagnostic: str,
+    *,
+    action: str | None = None,
+    command: str | None = None,
+    domain: str = "",
 ) -> str:
     """Sisimai's reason for one recipient's failure.
 
-    ``command`` is the SMTP command the remote server was answering, where the report says.
+    ``command`` is the SMTP command the remote server was answering, where the report says;
+    ``domain`` is the recipient's domain, for the providers whose answers have their own meaning.
     """
     if action == "delivered":
         return "delivered"
@@ -257,10 +331,10 @@ def classify_reason(
     # "550-5.7.1 first line 550-5.7.1 second line": drop the repeated prefixes so that
     # phrases broken across reply lines (RFC 5321 s4.2.1) still match.
     text = _CONTINUATION.sub(" ", diagnostic)
-    provider = _provider_reason(text)
+    provider = _provider_reason(text, domain.lower())
     if provider:
         return provider
-    reason, bare = next(((r, b) for r, pattern, b in _TEXT if pattern.search(text)), (None, False))
+    reason, bare = _phrase_reason(text)
     if bare and command == "MAIL":
         return "rejected"  # "Access denied" at MAIL FROM: the sender was refused (Sisimai)
     if bare and command == "CONNECT":
@@ -271,8 +345,9 @@ def classify_reason(
     if reason == "userunknown" and command != "RCPT" and _USER_UNKNOWN.search(text):
         # "User unknown" said after the message was sent is a content filter speaking in the
         # recipient's name (Sisimai's "filtered"), not proof the address is bad; so is a bare
-        # "user unknown" with no address-status (X.1.X) code and no RCPT-time form.
-        if command == "DATA" or not (detail.startswith("1.") or _RCPT_FORM.search(text)):
+        # "user unknown" backed neither by an address-status code (X.1.1) nor by the RCPT
+        # command it answered: nothing shows the server judged the address itself.
+        if command == "DATA" or detail not in _ADDRESS_STATUS:
             return "filtered"
     if command == "MAIL" and (reason is None or reason in _RECIPIENT_REASONS):
         return "rejected"  # refused at MAIL FROM: the sender, not the recipient, was refused
@@ -289,12 +364,31 @@ def classify_reason(
     return "onhold" if not diagnostic else "undefined"  # Sisimai: no evidence / unreadable
 
 
-def _provider_reason(text: str) -> str | None:
-    """A provider's own documented error code, which names the reason outright."""
+def _phrase_reason(text: str) -> tuple[str | None, bool]:
+    """The first ``_PHRASES`` row matching ``text``: (reason, bare refusal), or (None, False)."""
+    if not text.isascii():
+        return next(((r, b) for r, pattern, b in _TEXT if pattern.search(text)), (None, False))
+    text = text.lower()
+    for reason, pattern, needles, bare in _ASCII_TEXT:
+        if needles:
+            for needle in needles:
+                if needle in text:
+                    break
+            else:
+                continue  # no needle: the pattern cannot match
+        if pattern.search(text):
+            return reason, bare
+    return None, False
+
+
+def _provider_reason(text: str, domain: str) -> str | None:
+    """A provider's own documented error code or wording, which names the reason outright."""
     found = _SPECTRUM_AUP.search(text)
     if found:
         code = int(found.group(1))
         return next((r for low, high, r in _SPECTRUM_CODES if low <= code <= high), None)
+    if domain.endswith(_KDDI_DOMAINS):
+        return next((reason for reason, said in _KDDI_REASONS if said.search(text)), None)
     return None
 
 

@@ -8,13 +8,19 @@ import re
 from bounce.addresses import normalize_address
 from bounce.classify import classify_hard, classify_reason
 from bounce.detectors.base import Finding, Mail, read_mail
+from bounce.detectors.phrase import Phrase
 from bounce.registry import DETECTORS
 from bounce.report import Kind, Recipient, Report
 
 log = logging.getLogger(__name__)
 
-_MESSAGE_ID = re.compile(r"^[> \t]*message-id:[ \t]*\n?[ \t]*(<[^>\s]+>)", re.I | re.M)
-_DUNMAIL_ID = re.compile(r"^x-dunmail-message:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
+# Matched on lower-cased text (see Phrase): the values are sliced from the text by position.
+_MESSAGE_ID = Phrase(
+    r"^[> \t]*message-id:[ \t]*\n?[ \t]*(<[^>\s]+>)", re.M, needles=("message-id:",)
+)
+_DUNMAIL_ID = Phrase(
+    r"^x-dunmail-message:[ \t]*(\S+)", re.MULTILINE, needles=("x-dunmail-message:",)
+)
 # mailer/verp.py: bounces+<uid>-<mac>@<domain>; verifying the MAC is the threading step's job.
 _VERP = re.compile(r"[a-z0-9.-]+\+[0-9a-f]{8,32}-[a-z2-7]{16}@[a-z0-9.-]+", re.IGNORECASE)
 
@@ -52,7 +58,11 @@ def _report(mail: Mail, finding: Finding) -> Report:
             reason = "vacation"
         else:
             reason = classify_reason(
-                hit.status, hit.diagnostic, action=hit.action, command=hit.command
+                hit.status,
+                hit.diagnostic,
+                action=hit.action,
+                command=hit.command,
+                domain=address.rpartition("@")[2],
             )
         recipients.append(
             Recipient(
@@ -84,22 +94,26 @@ def _original_message_id(mail: Mail) -> str | None:
     """
     found = _MESSAGE_ID.search(mail.original)
     if found:
-        return found.group(1)
+        return mail.original[found.start(1) : found.end(1)]
     for text in (mail.body, mail.raw.partition("\n\n")[2]):
-        ids = _MESSAGE_ID.findall(text)
+        ids = _MESSAGE_ID.matches(text)
         if ids:
-            return str(ids[-1])
+            return text[ids[-1].start(1) : ids[-1].end(1)]
     return None
 
 
 def _dunmail_id(mail: Mail) -> str | None:
-    found = _DUNMAIL_ID.search(mail.original) or _DUNMAIL_ID.search(mail.body)
-    return found.group(1) if found else None
+    for text in (mail.original, mail.body):
+        found = _DUNMAIL_ID.search(text)
+        if found:
+            return text[found.start(1) : found.end(1)]
+    return None
 
 
 def _verp(mail: Mail) -> str | None:
     for name in ("to", "delivered-to", "x-original-to", "envelope-to"):
-        found = _VERP.search(mail.header(name))
+        value = mail.header(name)
+        found = _VERP.search(value) if "+" in value else None
         if found:
             return found.group(0).lower()
     return None

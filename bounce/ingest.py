@@ -8,13 +8,15 @@ only an address the matched email was actually sent to: a forged bounce suppress
 
 from __future__ import annotations
 
+import email.errors
 import hashlib
 import logging
 import mailbox
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -22,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bounce import Kind, Recipient, Report, parse
+from bounce.recovery import Enqueue, react_to_bounce
 from bounce.threads import record_thread
 from mailer.db import session_scope
 from mailer.errors import LinkInvalid
@@ -31,8 +34,9 @@ from mailer.models import (
     InboundStatus,
     Message,
     MessageRecipient,
-    Suppression,
+    RecipientStatus,
 )
+from mailer.suppression import SoftBouncePolicy, SuppressionKind, soft_bounces_reached, suppress
 from mailer.verp import verify_verp
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,8 @@ class Outcome:
     matched_by: str | None = None
     events: int = 0
     suppressed: list[str] = field(default_factory=list)
+    rerouted_to: str | None = None  # the bounced email went to this contact instead
+    paused: bool = False  # nobody left to send to: escalation waits for a fixed contact
 
 
 def store(session: Session, raw: bytes, *, source: str, now: datetime) -> tuple[InboundMail, bool]:
@@ -79,11 +85,21 @@ def _by_sha(session: Session, digest: str) -> InboundMail | None:
     return session.exec(select(InboundMail).where(InboundMail.sha256 == digest)).first()
 
 
-def process(session: Session, inbound: InboundMail, *, verp_key: bytes, now: datetime) -> Outcome:
-    """Decode ``inbound``, match it, record its delivery events and suppressions.
+def process(
+    session: Session,
+    inbound: InboundMail,
+    *,
+    verp_key: bytes,
+    now: datetime,
+    policy_for: Callable[[int], SoftBouncePolicy] | None = None,
+    enqueue: Enqueue | None = None,
+) -> Outcome:
+    """Decode ``inbound``, match it, record its delivery events and suppressions, and (given
+    ``enqueue``) let dunning react to a bounce (bounce/recovery.py).
 
     Idempotent: events are unique per (inbound, address) and suppressions per (tenant, address),
-    so processing the same message again adds nothing. The caller commits.
+    so processing the same message again adds nothing; the reaction runs only the first time a
+    report is attached to its email. The caller commits.
     """
     # Already attached to this message by an earlier run: a reprocess must not reopen its thread.
     attached = inbound.message_id if inbound.status is InboundStatus.PROCESSED else None
@@ -99,7 +115,7 @@ def process(session: Session, inbound: InboundMail, *, verp_key: bytes, now: dat
     inbound.kind = report.kind.value
     inbound.error = None
     inbound.processed_at = now
-    message, matched_by, why = _match(session, report, verp_key=verp_key)
+    message, matched_by, why = _match(session, report, inbound.raw, verp_key=verp_key)
     if message is None or message.id is None:
         inbound.status = InboundStatus.UNMATCHED
         inbound.error = why
@@ -113,35 +129,51 @@ def process(session: Session, inbound: InboundMail, *, verp_key: bytes, now: dat
     session.add(inbound)
     session.flush()
     outcome = Outcome(status=InboundStatus.PROCESSED, kind=report.kind.value, matched_by=matched_by)
-    record_thread(session, message, kind=report.kind, new=attached != message.id, now=now)
-    sent_to = {
-        r.address.lower(): r.address
+    first_time = attached != message.id
+    thread = record_thread(session, message, kind=report.kind, new=first_time, now=now)
+    policy = policy_for(message.tenant_id) if policy_for else SoftBouncePolicy()
+    rows = {
+        r.address.lower(): r
         for r in session.exec(
             select(MessageRecipient).where(MessageRecipient.message_id == message.id)
         ).all()
     }
+    sent_to = {key: r.address for key, r in rows.items()}
     for recipient in _recipients(report, sent_to):
         address = recipient.address.lower()
         if address not in sent_to:
             # Not an address this email went to: record nothing against it, suppress nothing.
             continue
         outcome.events += _record_event(session, inbound, message, report.kind, recipient, now)
-        reason = _suppression_reason(report.kind, recipient)
-        if reason and _suppress(session, message.tenant_id, sent_to[address], reason, now):
+        if report.kind is Kind.BOUNCE:
+            _mark_bounced(rows[address], recipient, now)
+            session.add(rows[address])
+        session.flush()
+        if _suppress_for(session, message.tenant_id, report.kind, recipient, policy, now):
             outcome.suppressed.append(sent_to[address])
+    if report.kind is Kind.BOUNCE and first_time and enqueue is not None:
+        reaction = react_to_bounce(session, message, thread, enqueue=enqueue, now=now)
+        outcome.rerouted_to, outcome.paused = reaction.rerouted_to, reaction.paused
     return outcome
 
 
 def _match(
-    session: Session, report: Report, *, verp_key: bytes
+    session: Session, report: Report, raw: bytes, *, verp_key: bytes
 ) -> tuple[Message | None, str | None, str | None]:
     """The outbound message a report is about, how it was found, and why not when it wasn't.
 
     RFC 3464 s2.3.1 leaves the original recipient optional, so the envelope (VERP) is the most
     reliable handle; a VERP token that fails its HMAC is a forgery and ends the search.
     """
-    if report.kind is Kind.NOT_BOUNCE:
-        return None, None, "not a bounce or notice"
+    if report.kind in (Kind.NOT_BOUNCE, Kind.AUTO_REPLY):
+        # A person's (or their autoresponder's) answer names our email in its threading
+        # headers (RFC 5322 s3.6.4); it has no VERP token and suppresses nothing.
+        for candidate in _thread_references(raw):
+            found = _by_uid(session, candidate)
+            if found is not None:
+                return found, "in-reply-to", None
+        if report.kind is Kind.NOT_BOUNCE:
+            return None, None, "not a bounce, and not a reply to an email of ours"
     if report.verp:
         try:
             uid = verify_verp(report.verp, key=verp_key)
@@ -161,6 +193,23 @@ def _match(
             if found is not None:
                 return found, "message-id", None
     return None, None, "no outbound message of ours matches"
+
+
+def _thread_references(raw: bytes) -> list[str]:
+    """Our uids named in In-Reply-To and References, the direct parent first."""
+    try:
+        headers = BytesHeaderParser().parsebytes(raw)
+        named = [str(headers.get("In-Reply-To") or "")]
+        named += reversed(str(headers.get("References") or "").split())
+    except (email.errors.MessageError, ValueError, TypeError):
+        return []
+    uids = []
+    for value in named:
+        for token in re.findall(r"<[^<>\s]+>", value):
+            ours = _OUR_MESSAGE_ID.match(token)
+            if ours and ours["uid"].lower() not in uids:
+                uids.append(ours["uid"].lower())
+    return uids
 
 
 def _by_uid(session: Session, uid: str) -> Message | None:
@@ -186,14 +235,53 @@ def _recipients(report: Report, sent_to: dict[str, str]) -> list[Recipient]:
     ]
 
 
-def _suppression_reason(kind: Kind, recipient: Recipient) -> str | None:
-    """Why the address must not be mailed again, or None: only hard bounces and complaints."""
+def _suppress_for(
+    session: Session,
+    tenant_id: int,
+    kind: Kind,
+    recipient: Recipient,
+    policy: SoftBouncePolicy,
+    now: datetime,
+) -> bool:
+    """Block the address if the report calls for it; returns whether it is newly blocked.
+
+    Hard bounces and complaints block until unblocked. A soft bounce (a full mailbox, a server
+    refusing for now) blocks only once it repeats ``policy.limit`` times within the window, and
+    then for ``policy.period``; a delay notice is not a failure and blocks nothing.
+    """
+    status = f" {recipient.status}" if recipient.status else ""
+    until = None
     if kind is Kind.COMPLAINT:
-        return "complaint"
-    if kind is Kind.BOUNCE and recipient.hard:
-        status = f" {recipient.status}" if recipient.status else ""
-        return f"hard bounce{status}: {recipient.reason}"[:300]
-    return None
+        block, reason = SuppressionKind.COMPLAINT, "complaint"
+    elif kind is not Kind.BOUNCE:
+        return False
+    elif recipient.hard:
+        block, reason = SuppressionKind.HARD, f"hard bounce{status}: {recipient.reason}"
+    else:
+        count = soft_bounces_reached(
+            session, tenant_id=tenant_id, address=recipient.address, policy=policy, now=now
+        )
+        if count is None:
+            return False
+        block, until = SuppressionKind.SOFT, now + policy.period
+        reason = f"{count} soft bounces in {policy.window.days} days{status}: {recipient.reason}"
+    return suppress(
+        session,
+        tenant_id=tenant_id,
+        address=recipient.address,
+        kind=block,
+        reason=reason,
+        now=now,
+        until=until,
+    )
+
+
+def _mark_bounced(row: MessageRecipient, recipient: Recipient, now: datetime) -> None:
+    """The server accepted it, then the mail came back: for the outbox, a final failure."""
+    status = f" {recipient.status}" if recipient.status else ""
+    row.status = RecipientStatus.BOUNCED
+    row.response = f"bounced{status}: {recipient.reason}: {recipient.diagnostic}"[:1000]
+    row.updated_at = now
 
 
 def _record_event(
@@ -229,26 +317,14 @@ def _record_event(
     return 1
 
 
-def _suppress(session: Session, tenant_id: int, address: str, reason: str, now: datetime) -> bool:
-    existing = session.exec(
-        select(Suppression).where(
-            Suppression.tenant_id == tenant_id, Suppression.address == address
-        )
-    ).first()
-    if existing is not None:
-        return False
-    session.add(Suppression(tenant_id=tenant_id, address=address, reason=reason, created_at=now))
-    session.flush()
-    log.info("bounce: suppressed an address of tenant %s (%s)", tenant_id, reason)
-    return True
-
-
 def reprocess(
     engine: Engine,
     *,
     verp_key: bytes,
     now: datetime,
     statuses: Iterable[InboundStatus] | None = None,
+    policy_for: Callable[[int], SoftBouncePolicy] | None = None,
+    enqueue: Enqueue | None = None,
 ) -> list[Outcome]:
     """Run the decoder again over stored mail (all of it, or the rows in ``statuses``).
 
@@ -264,7 +340,16 @@ def reprocess(
         with session_scope(engine) as session:
             inbound = session.get(InboundMail, inbound_id)
             if inbound is not None:
-                outcomes.append(process(session, inbound, verp_key=verp_key, now=now))
+                outcomes.append(
+                    process(
+                        session,
+                        inbound,
+                        verp_key=verp_key,
+                        now=now,
+                        policy_for=policy_for,
+                        enqueue=enqueue,
+                    )
+                )
     return outcomes
 
 
@@ -286,6 +371,22 @@ def read_paths(paths: Iterable[Path]) -> Iterator[tuple[str, bytes]]:
                 yield f"mbox:{path.name}#{number}", box.get_bytes(key)
         else:
             yield f"file:{path.name}", path.read_bytes()
+
+
+def count_messages(paths: Iterable[Path]) -> int | None:
+    """How many messages :func:`read_paths` will yield (for a progress bar), or None when
+    that would mean reading an mbox twice."""
+    total = 0
+    for path in paths:
+        if path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir():
+            total += sum(1 for sub in ("cur", "new") for p in (path / sub).iterdir() if p.is_file())
+        elif path.is_dir():
+            total += sum(1 for p in path.iterdir() if p.is_file())
+        elif _is_mbox(path):
+            return None
+        else:
+            total += 1
+    return total
 
 
 def _is_mbox(path: Path) -> bool:

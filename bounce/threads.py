@@ -10,10 +10,13 @@ from __future__ import annotations
 import email.errors
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from email import policy
 from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser, BytesParser
 from typing import Any
 
+from inscriptis import get_text
 from sqlmodel import Session, col, select
 
 from bounce.report import Kind
@@ -138,7 +141,7 @@ def show_thread(session: Session, thread: Thread) -> dict[str, Any]:
 
 def _thread_fields(session: Session, thread: Thread) -> dict[str, Any]:
     customer = session.get(Customer, thread.customer_id) if thread.customer_id else None
-    messages = _messages(session, thread)
+    messages = thread_messages(session, thread)
     return {
         "id": thread.id,
         "customer": customer.external_id if customer else None,
@@ -147,11 +150,13 @@ def _thread_fields(session: Session, thread: Thread) -> dict[str, Any]:
         "key": thread.document,
         "status": thread.status.value,
         "assignee": thread.assignee,
+        "task": thread.task,
         "updated_at": thread.updated_at.isoformat(),
     }
 
 
-def _messages(session: Session, thread: Thread) -> list[Message]:
+def thread_messages(session: Session, thread: Thread) -> list[Message]:
+    """The outbound emails about the thread's document, oldest first."""
     kind, _, raw_id = thread.document.partition(":")
     query = select(Message).where(Message.tenant_id == thread.tenant_id)
     if kind == "invoice":
@@ -172,7 +177,7 @@ def _document_label(message: Message) -> str:
 
 def build_timeline(session: Session, thread: Thread) -> list[Entry]:
     """Everything that happened to the thread's document, oldest first."""
-    messages = _messages(session, thread)
+    messages = thread_messages(session, thread)
     by_id = {m.id: m for m in messages}
     ids = list(by_id)
     # (entry, tie-break): at one instant, the send comes before what came back about it, and
@@ -277,8 +282,31 @@ def _reply_entry(inbound: InboundMail, message: Message) -> Entry:
         at=inbound.received_at,
         type="reply",
         summary=f"{_document_label(message)}: {what} from {sender or '?'}: {subject}",
+        detail=reply_text(inbound.raw),
         address=sender or None,
     )
+
+
+REPLY_TEXT_CHARS = 4000
+
+
+def reply_text(raw: bytes) -> str:
+    """What the person wrote, as plain text: the text part, else the HTML part's text (an
+    HTML body is never shown as HTML: no script from mail may run in the inbox)."""
+    try:
+        parsed = BytesParser(policy=policy.default).parsebytes(raw)
+        assert isinstance(parsed, EmailMessage)
+        part = parsed.get_body(preferencelist=("plain", "html"))
+        if part is None:
+            return ""
+        content = part.get_content()
+    except Exception:  # malformed MIME from a stranger: show nothing rather than fail
+        return ""
+    if not isinstance(content, str):
+        return ""
+    if part.get_content_subtype() == "html":
+        content = str(get_text(content))
+    return content.strip()[:REPLY_TEXT_CHARS]
 
 
 def _from_and_subject(raw: bytes) -> tuple[str, str]:

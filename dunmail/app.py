@@ -16,8 +16,11 @@ from sqlmodel import Session, col, select
 from bounce.ingest import Outcome, reprocess
 from bounce.ingest import process as process_inbound
 from bounce.ingest import store as store_inbound
+from bounce.recovery import resend
+from bounce.reporting import bounce_rows
 from bounce.threads import add_note, fetch_thread, list_threads, list_unmatched, show_thread
 from dunmail.config import Config
+from mailer.address import parse_addr_spec
 from mailer.assemble import Assembler
 from mailer.clock import Clock
 from mailer.config import DeliveryMode, SMTPEndpoint, TenantConfig
@@ -42,6 +45,7 @@ from mailer.models import (
     EventStatus,
     Hold,
     HoldReason,
+    InboundMail,
     InboundStatus,
     Invoice,
     InvoiceStatus,
@@ -65,6 +69,8 @@ from mailer.overrides import (
 )
 from mailer.render import Renderer
 from mailer.statement import StatementStyle
+from mailer.suppression import SoftBouncePolicy, SuppressionKind, suppress, unblock
+from mailer.suppression import is_active as is_suppressed
 from mailer.transport import SMTPTransport, Transport
 from mailer.verp import derive_key
 from scheduler.cadence import NEW_INVOICE, Action, Rules, manual_send
@@ -184,7 +190,7 @@ class Services:
     def _invoice_email(
         self, session: Session, invoice: Invoice, customer: Customer, kind: str
     ) -> InvoiceEmail:
-        contacts = invoice_contacts(session, invoice)
+        contacts = invoice_contacts(session, invoice, now=self.clock.now())
         if not contacts:
             raise MailerError(f"invoice {invoice.number}: its customer has no contact to send to")
         tenant_row = session.get(Tenant, invoice.tenant_id)
@@ -260,7 +266,7 @@ class Services:
         """Queue a dunning batch's emails together: contacts in one query, the tenant rows
         once, the messages in one multi-row insert. Returns invoice id -> why not queued."""
         errors: dict[int, str] = {}
-        contacts = contacts_by_customer(session, (c.id or 0 for _, c, _ in pending))
+        contacts = contacts_by_customer(session, (c.id or 0 for _, c, _ in pending), now=now)
         tenants: dict[int, Tenant] = {}
         requests: list[EnqueueRequest] = []
         for invoice, customer, action in pending:
@@ -303,7 +309,7 @@ class Services:
         tenant_row = session.get(Tenant, customer.tenant_id)
         if tenant_row is None:
             raise NotFoundError(f"customer {customer.external_id}: its tenant row is missing")
-        recipients = tuple(c.email for c in customer_contacts(session, customer))
+        recipients = tuple(c.email for c in customer_contacts(session, customer, now=now))
         if not recipients:
             raise MailerError(f"customer {customer.external_id} has no contact to send to")
         currency = invoices[0].currency
@@ -353,7 +359,7 @@ class Services:
         customer = session.get(Customer, event.customer_id)
         if tenant_row is None or customer is None:
             raise NotFoundError(f"event {event.key}: its tenant or customer row is missing")
-        recipients = tuple(c.email for c in customer_contacts(session, customer))
+        recipients = tuple(c.email for c in customer_contacts(session, customer, now=now))
         if not recipients:
             raise SkipEvent(f"customer {customer.external_id} has no contact to send to")
         context = {
@@ -657,6 +663,30 @@ class Services:
 
     # -- returned mail -----------------------------------------------------------------------
 
+    def process_inbound(self, session: Session, inbound: InboundMail) -> Outcome:
+        """Decode, match, suppress and let dunning react (bounce/ingest.py), in the caller's
+        transaction, with the tenant's soft-bounce policy."""
+        return process_inbound(
+            session,
+            inbound,
+            verp_key=self.verp_key,
+            now=self.clock.now(),
+            policy_for=self.soft_bounce_policy,
+            enqueue=self._enqueue_request,
+        )
+
+    def soft_bounce_policy(self, tenant_id: int) -> SoftBouncePolicy:
+        """The tenant's ``[tenants.<slug>.bounces]`` as the suppression module's policy."""
+        bounces = self.tenant_config(tenant_id)[1].bounces
+        return SoftBouncePolicy(
+            limit=bounces.soft_limit,
+            window=timedelta(days=bounces.soft_window_days),
+            period=timedelta(days=bounces.soft_suppress_days),
+        )
+
+    def _enqueue_request(self, session: Session, request: EnqueueRequest, now: datetime) -> Message:
+        return self.outbox.enqueue(session, request, now=now)
+
     def ingest_inbound(self, messages: Iterable[tuple[str, bytes]]) -> IngestSummary:
         """Store each (source, raw) message, then decode, match and suppress (bounce/ingest.py)."""
         summary = IngestSummary()
@@ -669,21 +699,89 @@ class Services:
                     summary.duplicates += 1
                 if not new and inbound.status is not InboundStatus.STORED:
                     continue  # already decoded; ``dunmail bounce reprocess`` decodes again
-                summary.add(
-                    process_inbound(session, inbound, verp_key=self.verp_key, now=self.clock.now())
-                )
+                summary.add(self.process_inbound(session, inbound))
         return summary
+
+    def receive_inbound(
+        self, source: str, raw: bytes, *, summary: IngestSummary | None = None
+    ) -> IngestSummary:
+        """Store one message and commit (raises if it could not be stored: the caller must not
+        acknowledge it), then decode, match and suppress. A failure after the commit is logged
+        and leaves the mail stored for ``dunmail bounce reprocess``: it never raises."""
+        summary = summary if summary is not None else IngestSummary()
+        with Session(self.engine, expire_on_commit=False) as session:
+            inbound, new = store_inbound(session, raw, source=source, now=self.clock.now())
+            if new:
+                summary.stored += 1
+            else:
+                summary.duplicates += 1
+            if not new and inbound.status is not InboundStatus.STORED:
+                return summary
+            try:
+                outcome = self.process_inbound(session, inbound)
+                session.commit()
+            except Exception:  # the raw mail is committed; a later reprocess decodes it
+                session.rollback()
+                log.exception("bounce: processing inbound %s failed; it stays stored", inbound.id)
+                summary.errors += 1
+                return summary
+        summary.add(outcome)
+        return summary
+
+    def imap_tenants(self) -> list[str]:
+        """The tenants with a ``[tenants.<slug>.imap]`` mailbox to poll."""
+        return sorted(slug for slug, t in self.config.tenants.items() if t.imap is not None)
+
+    def poll_mailbox(self, slug: str, *, summary: IngestSummary | None = None) -> IngestSummary:
+        """One IMAP poll of tenant ``slug``'s mailbox (blocking: run it in a thread)."""
+        from bounce.imap import poll_mailbox
+
+        tenant = self.config.tenants.get(slug)
+        if tenant is None or tenant.imap is None:
+            raise ConfigError(f"tenant {slug!r} has no [tenants.{slug}.imap] table")
+        summary = summary if summary is not None else IngestSummary()
+
+        def deliver(source: str, raw: bytes) -> None:
+            self.receive_inbound(source, raw, summary=summary)
+
+        poll_mailbox(tenant.imap, tenant=slug, deliver=deliver)
+        return summary
+
+    def poll_mailboxes(self, *, tenant: str | None = None) -> tuple[IngestSummary, dict[str, str]]:
+        """Poll ``tenant``'s mailbox, or every configured one; returns the ingest summary and
+        slug -> error for the mailboxes that failed (one failure never stops the others)."""
+        slugs = [tenant] if tenant is not None else self.imap_tenants()
+        if not slugs:
+            raise ConfigError("no tenant has a [tenants.<slug>.imap] table")
+        if tenant is not None and tenant not in self.imap_tenants():
+            raise ConfigError(f"tenant {tenant!r} has no [tenants.{tenant}.imap] table")
+        summary, failed = IngestSummary(), {}
+        for slug in slugs:
+            try:
+                self.poll_mailbox(slug, summary=summary)
+            except MailerError as exc:
+                log.error("imap: polling %s failed: %s", slug, exc)
+                failed[slug] = str(exc)
+        return summary, failed
 
     def reprocess_inbound(self) -> IngestSummary:
         """Decode, match and suppress again over every stored inbound message."""
         summary = IngestSummary()
-        for outcome in reprocess(self.engine, verp_key=self.verp_key, now=self.clock.now()):
+        for outcome in reprocess(
+            self.engine,
+            verp_key=self.verp_key,
+            now=self.clock.now(),
+            policy_for=self.soft_bounce_policy,
+            enqueue=self._enqueue_request,
+        ):
             summary.add(outcome)
         return summary
 
-    def suppressions(self, *, tenant: str | None) -> list[dict[str, Any]]:
-        """The tenant's suppressed addresses, oldest first."""
+    def suppressions(self, *, tenant: str | None, everything: bool = False) -> list[dict[str, Any]]:
+        """The tenant's blocked addresses (``everything``: lifted and expired ones too), oldest
+        first."""
         tenant_id = self.tenant_id(tenant)
+        now = self.clock.now()
         with Session(self.engine) as session:
             rows = session.exec(
                 select(Suppression)
@@ -691,9 +789,49 @@ class Services:
                 .order_by(col(Suppression.created_at), col(Suppression.id))
             ).all()
         return [
-            {"address": r.address, "reason": r.reason, "created_at": r.created_at.isoformat()}
+            {
+                "address": r.address,
+                "kind": r.kind,
+                "reason": r.reason,
+                "created_at": r.created_at.isoformat(),
+                "created_by": r.created_by,
+                "expires_at": r.expires_at.isoformat() if r.expires_at else None,
+                "active": is_suppressed(r, now),
+                "lifted_at": r.lifted_at.isoformat() if r.lifted_at else None,
+                "lifted_by": r.lifted_by,
+                "lift_reason": r.lift_reason,
+            }
             for r in rows
+            if everything or is_suppressed(r, now)
         ]
+
+    def suppress(self, address: str, *, tenant: str | None, reason: str, by: str) -> bool:
+        """Block an address by hand (until unblocked); False if it was blocked already."""
+        tenant_id = self.tenant_id(tenant)
+        with session_scope(self.engine) as session:
+            return suppress(
+                session,
+                tenant_id=tenant_id,
+                address=parse_addr_spec(address),
+                kind=SuppressionKind.MANUAL,
+                reason=reason,
+                now=self.clock.now(),
+                by=by,
+            )
+
+    def unblock(self, address: str, *, tenant: str | None, by: str, why: str) -> None:
+        """Let mail go to a blocked address again, recording who, when and why."""
+        tenant_id = self.tenant_id(tenant)
+        with session_scope(self.engine) as session:
+            unblock(
+                session, tenant_id=tenant_id, address=address, by=by, why=why, now=self.clock.now()
+            )
+
+    def bounce_report(self, *, tenant: str | None, since: datetime) -> list[dict[str, Any]]:
+        """The tenant's bounces and complaints since ``since`` (bounce/reporting.py)."""
+        tenant_id = self.tenant_id(tenant)
+        with Session(self.engine) as session:
+            return bounce_rows(session, tenant_id=tenant_id, since=since, now=self.clock.now())
 
     # -- AR inbox (bounce/threads.py) --------------------------------------------------------
 
@@ -708,6 +846,25 @@ class Services:
         tenant_id = self.tenant_id(tenant)
         with Session(self.engine) as session:
             return show_thread(session, fetch_thread(session, thread_id, tenant_id=tenant_id))
+
+    async def inbox_resend(
+        self, thread_id: int, *, tenant: str | None, by: str
+    ) -> tuple[Message, list[str]]:
+        """Send a thread's bounced email again to the customer's contacts as they are now,
+        lift the pause the bounce caused, and deliver it at once (bounce/recovery.py)."""
+        tenant_id = self.tenant_id(tenant)
+        with session_scope(self.engine) as session:
+            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
+            message, addresses = resend(
+                session, thread, by=by, enqueue=self._enqueue_request, now=self.clock.now()
+            )
+            session.flush()
+            message_id = message.id or 0
+        await self.outbox.deliver_due(only=[message_id])
+        with Session(self.engine) as session:
+            refreshed = session.get(Message, message_id)
+        assert refreshed is not None
+        return refreshed, addresses
 
     def inbox_unmatched(self) -> list[dict[str, Any]]:
         """Inbound mail that matched no email of ours (it belongs to no tenant, so to none)."""
@@ -756,9 +913,14 @@ class IngestSummary:
     unmatched: int = 0
     errors: int = 0
     suppressed: list[str] = field(default_factory=list)
+    rerouted: list[str] = field(default_factory=list)  # bounced emails sent to another contact
+    paused: int = 0  # bounces that left no contact: chasing waits for a fixed contact
 
     def add(self, outcome: Outcome) -> None:
         """Count one processed message."""
+        if outcome.rerouted_to:
+            self.rerouted.append(outcome.rerouted_to)
+        self.paused += outcome.paused
         if outcome.status is InboundStatus.PROCESSED:
             self.matched += 1
         elif outcome.status is InboundStatus.UNMATCHED:
@@ -895,7 +1057,7 @@ def build_services(
         enqueue_batch=services.enqueue_batch,
         enqueue_summary=services.enqueue_summary,
         recipients_of=lambda session, invoice: tuple(
-            c.email for c in invoice_contacts(session, invoice)
+            c.email for c in invoice_contacts(session, invoice, now=services.clock.now())
         ),
         batch_size=config.delivery.batch_size,
     )

@@ -16,6 +16,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from dunmail.app import INVOICE_KINDS, Services, build_services
@@ -451,13 +453,66 @@ def bounce_ingest(
     at: AtOpt = None,
 ) -> None:
     """Store returned mail, match it to the emails sent, suppress hard-bounced addresses."""
-    from bounce.ingest import read_paths
+    from bounce.ingest import count_messages, read_paths
 
     async def body(services: Services) -> Any:
-        return services.ingest_inbound(read_paths(paths))
+        with Progress(
+            TextColumn("ingesting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as progress:
+            task = progress.add_task("ingest", total=count_messages(paths))
+
+            def counted() -> Iterator[tuple[str, bytes]]:
+                for item in read_paths(paths):
+                    yield item
+                    progress.advance(task)
+
+            return services.ingest_inbound(counted())
 
     summary = _with_services(config, at, body)
     _print_ingest(summary)
+
+
+@bounce_app.command("report")
+def bounce_report(
+    since: Annotated[str, typer.Option("--since", help="from this ISO 8601 date or time")],
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header line")] = False,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bounces and complaints since a date: document, address, reason, suppressed or not."""
+    from bounce.reporting import by_reason, to_csv
+
+    start = _when(since, "--since")
+    assert start is not None
+
+    async def body(services: Services) -> list[dict[str, Any]]:
+        return services.bounce_report(tenant=tenant, since=start)
+
+    rows = _with_services(config, at, body)
+    if as_csv:
+        sys.stdout.write(to_csv(rows))
+        return
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "suppressed" if row["suppressed"] else "not suppressed"
+        _plain(
+            f"{row['at'][:16]}  {row['document']} to {row['address']} {row['event']}: "
+            f"{row['reason']} ({row['status'] or '-'}, {'hard' if row['hard'] else 'soft'}, "
+            f"{state})"
+        )
+    _plain(f"{len(rows)} bounces and complaints since {start.isoformat()}")
+    for reason, count in by_reason(rows):
+        _plain(f"  {count:6d}  {reason}")
 
 
 @bounce_app.command("reprocess")
@@ -470,6 +525,21 @@ def bounce_reprocess(config: ConfigOpt = None, at: AtOpt = None) -> None:
     _print_ingest(_with_services(config, at, body))
 
 
+@bounce_app.command("poll")
+def bounce_poll(tenant: TenantOpt = None, config: ConfigOpt = None, at: AtOpt = None) -> None:
+    """Poll the tenants' IMAP mailboxes once: store, match and suppress what arrived."""
+
+    async def body(services: Services) -> Any:
+        return await asyncio.to_thread(services.poll_mailboxes, tenant=tenant)
+
+    summary, failed = _with_services(config, at, body)
+    _print_ingest(summary)
+    for slug, error in sorted(failed.items()):
+        err.print(f"[red]error:[/red] {slug}: {error}", highlight=False)
+    if failed:
+        raise typer.Exit(3)
+
+
 def _print_ingest(summary: Any) -> None:
     console.print(
         f"stored {summary.stored}, duplicates {summary.duplicates}, matched {summary.matched}, "
@@ -479,6 +549,14 @@ def _print_ingest(summary: Any) -> None:
     )
     for address in summary.suppressed:
         console.print(f"  suppressed {address}", highlight=False)
+    for address in summary.rerouted:
+        console.print(f"  bounced email sent to the next contact: {address}", highlight=False)
+    if summary.paused:
+        console.print(
+            f"  {summary.paused} bounced with no other contact: chasing paused "
+            "(dunmail inbox shows the threads to fix)",
+            highlight=False,
+        )
 
 
 inbox_app = typer.Typer(
@@ -630,25 +708,110 @@ def inbox_assign(
     _plain(f"thread {thread}: assigned to {user}")
 
 
-@app.command()
-def suppressions(
+@inbox_app.command("resend")
+def inbox_resend(
+    thread: ThreadArg,
+    by: Annotated[str | None, typer.Option("--by", help="default: cli:<user>")] = None,
     tenant: TenantOpt = None,
     config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """After fixing the contact: send the thread's bounced email again and resume chasing."""
+
+    async def body(services: Services) -> tuple[Any, list[str]]:
+        return await services.inbox_resend(
+            thread, tenant=tenant, by=by or f"cli:{getpass.getuser()}"
+        )
+
+    message, addresses = _with_services(config, at, body)
+    _plain(
+        f"thread {thread}: {message.kind} resent to {', '.join(addresses)} ({message.status.value})"
+    )
+
+
+suppressions_app = typer.Typer(
+    help="Addresses the tenant's emails must not go to: list, block by hand, unblock."
+)
+app.add_typer(suppressions_app, name="suppressions")
+ByOpt = Annotated[str | None, typer.Option("--by", help="who does it (default: cli:<user>)")]
+
+
+@suppressions_app.callback(invoke_without_command=True)
+def suppressions(
+    ctx: typer.Context,
+    everything: Annotated[
+        bool, typer.Option("--all", help="also lifted and expired blocks")
+    ] = False,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The tenant's suppressed addresses: its emails are not sent to them."""
+    if ctx.invoked_subcommand is not None:
+        return
 
     async def body(services: Services) -> list[dict[str, Any]]:
-        return services.suppressions(tenant=tenant)
+        return services.suppressions(tenant=tenant, everything=everything)
 
-    rows = _with_services(config, None, body)
+    rows = _with_services(config, at, body)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("address", "reason", "since")
+    table = Table("address", "kind", "reason", "since", "until", "lifted")
     for r in rows:
-        table.add_row(r["address"], r["reason"], r["created_at"][:19])
+        lifted = (
+            f"{r['lifted_at'][:16]} by {r['lifted_by']}: {r['lift_reason']}"
+            if r["lifted_at"]
+            else ""
+        )
+        table.add_row(
+            escape(r["address"]),
+            r["kind"],
+            escape(r["reason"]),
+            r["created_at"][:16],
+            (r["expires_at"] or "")[:16],
+            escape(lifted),
+        )
     console.print(table)
+
+
+@suppressions_app.command("add")
+def suppressions_add(
+    address: Annotated[str, typer.Argument(help="the address to block")],
+    reason: Annotated[str, typer.Option("--reason", help="why, for whoever unblocks it")],
+    by: ByOpt = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Block an address by hand until someone unblocks it."""
+
+    async def body(services: Services) -> bool:
+        return services.suppress(
+            address, tenant=tenant, reason=reason, by=by or f"cli:{getpass.getuser()}"
+        )
+
+    new = _with_services(config, at, body)
+    _plain(f"{address}: {'suppressed' if new else 'was already suppressed'}")
+
+
+@suppressions_app.command("unblock")
+def suppressions_unblock(
+    address: Annotated[str, typer.Argument(help="the suppressed address")],
+    reason: Annotated[str, typer.Option("--reason", help="why it may be mailed again")],
+    by: ByOpt = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Let the tenant's emails go to a suppressed address again (who, when and why are kept)."""
+
+    async def body(services: Services) -> None:
+        services.unblock(address, tenant=tenant, by=by or f"cli:{getpass.getuser()}", why=reason)
+
+    _with_services(config, at, body)
+    _plain(f"{address}: unblocked")
 
 
 @app.command()

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from mailer.config import (
     DatabaseConfig,
     DeliveryConfig,
+    InboundConfig,
     RelayConfig,
     TenantConfig,
     check_slug,
@@ -68,6 +69,7 @@ class Config(BaseSettings):
     relay: RelayConfig = RelayConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     capture: CaptureConfig = CaptureConfig()
+    inbound: InboundConfig = InboundConfig()
     demo: DemoConfig = DemoConfig()
     log: LogConfig = LogConfig()
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)

@@ -1,16 +1,20 @@
-"""``dunmail run``: the long-running engine (dunning and delivery ticks, capture server, demo)."""
+"""``dunmail run``: the long-running engine (dunning and delivery ticks, capture server, inbound
+SMTP server, IMAP polls, demo)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
-from dunmail.app import build_services
+from bounce.inbound_smtp import build_inbound_addresses, start_inbound
+from dunmail.app import Services, build_services
 from dunmail.capture import start_capture
 from dunmail.config import Config
 from dunmail.demo import seed_demo
 from mailer.clock import Clock
+from mailer.errors import MailerError
 from scheduler.runner import Tick, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -37,7 +41,9 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
             config.capture.maildir,
         )
     services = build_services(config, clock)
+    inbound: asyncio.Server | None = None
     try:
+        inbound = await _start_inbound(config, services)
         if config.demo.seed and services.tenant_ids:
             queued = seed_demo(services, tenant=sorted(services.tenant_ids)[0])
             if queued:
@@ -49,7 +55,9 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
         # Catch up at once rather than after the first interval: everything that fell due
         # while the engine was down is evaluated once, here.
         await services.tick()
-        scheduler = build_scheduler([Tick("tick", config.delivery.poll_seconds, services.tick)])
+        ticks = [Tick("tick", config.delivery.poll_seconds, services.tick)]
+        ticks += mailbox_ticks(services)
+        scheduler = build_scheduler(ticks)
         scheduler.start()
         log.info(
             "dunmail running (database %s); Ctrl-C stops it",
@@ -58,7 +66,47 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
         await stop.wait()
         scheduler.shutdown(wait=False)
     finally:
+        if inbound is not None:
+            inbound.close()
+            await inbound.wait_closed()
         await services.close()
         if capture is not None:
             capture.close()
             await capture.wait_closed()
+
+
+async def _start_inbound(config: Config, services: Services) -> asyncio.Server | None:
+    settings = config.inbound
+    if not settings.enabled:
+        return None
+    addresses = build_inbound_addresses(config.tenants, config.relay)
+    server = await start_inbound(settings, addresses, services.receive_inbound)
+    log.info(
+        "inbound SMTP server on %s:%d for %s and %d AR inbox address(es)",
+        settings.host,
+        settings.port,
+        ", ".join(sorted(addresses.bounce_domains)) or "no bounce domain",
+        len(addresses.inboxes),
+    )
+    return server
+
+
+def mailbox_ticks(services: Services) -> list[Tick]:
+    """One periodic IMAP poll per tenant with a mailbox: a failure is logged (never with the
+    password) and the next interval tries again; one tenant's failure never stops another."""
+
+    def poll(slug: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            try:
+                # imaplib blocks: the poll runs in a thread, the event loop keeps serving.
+                await asyncio.to_thread(services.poll_mailbox, slug)
+            except MailerError as exc:
+                log.warning("imap: polling %s failed, retrying next interval: %s", slug, exc)
+
+        return run
+
+    return [
+        Tick(f"imap-{slug}", imap.poll_seconds, poll(slug))
+        for slug in services.imap_tenants()
+        if (imap := services.config.tenants[slug].imap) is not None
+    ]

@@ -12,7 +12,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from mailer.dunning_config import DunningConfig
 from mailer.errors import ConfigError
@@ -20,6 +27,16 @@ from mailer.kinds import KINDS
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
+
+
+def _host_name(value: str) -> str:
+    if not _HOST.match(value):
+        raise ValueError(f"not a host name or [address]: {value!r}")
+    return value
+
+
+# A server to connect to or listen on: a DNS name or a bracketed address literal.
+HostName = Annotated[str, AfterValidator(_host_name)]
 _HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}")
 _NOT_IN_URL = re.compile(r"[\s\x00-\x1f\x7f\"'<>\\]")
 
@@ -55,7 +72,7 @@ class DKIMAlgorithm(StrEnum):
 class SMTPEndpoint(_Frozen):
     """One SMTP server: where it is, how to secure it, how to log in, how hard to push it."""
 
-    host: str = "127.0.0.1"
+    host: HostName = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 25
     tls: TLSMode = TLSMode.NONE
     verify_certificate: bool = True  # own-SMTP tenants must opt out explicitly
@@ -70,13 +87,6 @@ class SMTPEndpoint(_Frozen):
     max_message_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
     local_hostname: str | None = None  # EHLO name; the machine's FQDN when unset
     allow_plaintext_auth: bool = False  # AUTH without TLS to a host beyond loopback
-
-    @field_validator("host")
-    @classmethod
-    def _host_is_a_name(cls, value: str) -> str:
-        if not _HOST.match(value):
-            raise ValueError(f"not a host name or [address]: {value!r}")
-        return value
 
     @model_validator(mode="after")
     def _no_cleartext_credentials(self) -> SMTPEndpoint:
@@ -206,6 +216,77 @@ def _kind_settings(value: object) -> object:
     return merged
 
 
+def _is_loopback(host: str) -> bool:
+    return host in {"localhost", "[::1]", "::1"} or host.startswith("127.")
+
+
+class IMAPAfter(StrEnum):
+    """What happens on the server to a message once dunmail has stored it."""
+
+    FLAG = "flag"  # \Seen plus the $DunmailStored keyword: the mailbox keeps its history
+    DELETE = "delete"  # \Deleted and expunged
+
+
+class IMAPConfig(_Frozen):
+    """A tenant's own mailbox, where its SMTP server returns bounces, polled over IMAP."""
+
+    host: HostName
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None  # 993 implicit TLS, else 143
+    tls: TLSMode = TLSMode.IMPLICIT
+    verify_certificate: bool = True
+    ca_file: Path | None = None  # extra CA bundle, e.g. a private CA
+    username: Annotated[str, Field(min_length=1, max_length=320)]
+    password_env: str  # name of the env var holding the password, never the value
+    mailbox: Annotated[str, Field(min_length=1, max_length=200)] = "INBOX"
+    poll_seconds: Annotated[float, Field(gt=0)] = 60.0
+    after: IMAPAfter = IMAPAfter.FLAG
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    allow_plaintext_auth: bool = False  # LOGIN without TLS to a host beyond loopback
+
+    @field_validator("mailbox")
+    @classmethod
+    def _printable_mailbox(cls, value: str) -> str:
+        # Non-ASCII names need RFC 3501 s5.1.3 modified UTF-7, which imaplib does not do.
+        if not all(" " <= ch <= "~" for ch in value):
+            raise ValueError(f"mailbox must be printable ASCII, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _no_cleartext_login(self) -> IMAPConfig:
+        # LOGIN over an unencrypted connection hands the password to anyone on the path
+        # (RFC 9051 s11.1 requires TLS for it); only loopback or an explicit opt-in may do so.
+        if (
+            self.tls is TLSMode.NONE
+            and not _is_loopback(self.host)
+            and not self.allow_plaintext_auth
+        ):
+            raise ValueError(
+                f"imap.tls = 'none' for {self.host}: the password would travel in clear text; "
+                "use tls = 'implicit' or 'starttls' (or imap.allow_plaintext_auth = true)"
+            )
+        return self
+
+    @property
+    def server_port(self) -> int:
+        """The configured port, else IMAP's standard one for the TLS mode (RFC 8314)."""
+        if self.port is not None:
+            return self.port
+        return 993 if self.tls is TLSMode.IMPLICIT else 143
+
+    def password(self) -> str | None:
+        """Read the password from the environment at the moment it is needed."""
+        return _read_env(self.password_env, "imap.password_env")
+
+
+class BounceConfig(_Frozen):
+    """How soft bounces suppress: ``soft_limit`` of them within ``soft_window_days`` block the
+    address for ``soft_suppress_days`` (hard bounces and complaints block until unblocked)."""
+
+    soft_limit: Annotated[int, Field(ge=1, le=100)] = 3
+    soft_window_days: Annotated[int, Field(ge=1, le=365)] = 7
+    soft_suppress_days: Annotated[int, Field(ge=1, le=3650)] = 14
+
+
 class TenantConfig(_Frozen):
     """A business that sends its invoices through dunmail."""
 
@@ -223,6 +304,8 @@ class TenantConfig(_Frozen):
     # One entry per kind in mailer.kinds.KINDS, defaults filled in: [tenants.<slug>.emails.<kind>]
     emails: dict[str, EmailKindConfig] = Field(default_factory=dict, validate_default=True)
     dunning: DunningConfig = Field(default_factory=DunningConfig)
+    imap: IMAPConfig | None = None  # the tenant's own mailbox, polled for returned mail
+    bounces: BounceConfig = Field(default_factory=lambda: BounceConfig())
 
     @field_validator("emails", mode="before")
     @classmethod
@@ -269,6 +352,16 @@ class DeliveryConfig(_Frozen):
     poll_seconds: Annotated[float, Field(gt=0)] = 2.0
     domain_rate_per_minute: Annotated[int, Field(ge=1)] = 600
     domain_backoff: timedelta = timedelta(minutes=5)  # after a 421 / 4.7.x from a domain
+
+
+class InboundConfig(_Frozen):
+    """The inbound SMTP server: bounces at the VERP addresses, replies at the AR inboxes."""
+
+    enabled: bool = False
+    host: HostName = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 2526
+    hostname: str | None = None  # greeting and EHLO name; the machine's FQDN when unset
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024  # SIZE (RFC 1870)
 
 
 class DatabaseConfig(_Frozen):

@@ -89,6 +89,7 @@ class RecipientStatus(StrEnum):
     ACCEPTED = "accepted"  # the server answered 250 to DATA for this RCPT
     DEFERRED = "deferred"  # 4xx for this RCPT; retried with the message
     REJECTED = "rejected"  # 5xx for this RCPT, or expired: final
+    BOUNCED = "bounced"  # accepted, then returned as a final failure (bounce/ingest.py)
 
 
 class AttemptOutcome(StrEnum):
@@ -347,6 +348,8 @@ class HoldReason(StrEnum):
     PROMISE_TO_PAY = "promise_to_pay"
     PAYMENT_PLAN = "payment_plan"
     MANUAL = "manual"
+    # Every contact of the customer bounced: escalation waits for a fixed contact and a resend.
+    CONTACT_BOUNCED = "contact_bounced"
 
 
 class Hold(SQLModel, table=True):
@@ -372,15 +375,23 @@ class Hold(SQLModel, table=True):
 
 
 class Suppression(SQLModel, table=True):
-    """An address the tenant's emails must not go to (a hard bounce, a complaint, by hand)."""
+    """An address the tenant's emails must not go to (a hard bounce, a complaint, repeated soft
+    bounces for a while, by hand); one row per address holding its current state."""
 
     __table_args__ = (sa.UniqueConstraint("tenant_id", "address"),)
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id", index=True)
-    address: str = Field(max_length=320)
+    address: str = Field(max_length=320)  # lower case (mailer/suppression.py::normal)
+    kind: str = Field(default="hard", max_length=20)  # mailer.suppression.SuppressionKind
     reason: str = Field(max_length=300)
     created_at: datetime = _at()
+    created_by: str = Field(default="bounce", max_length=200)
+    expires_at: datetime | None = _at(nullable=True)  # a soft-bounce block ends by itself
+    # A person lifted the block: who, when and why (mailer/suppression.py::unblock).
+    lifted_at: datetime | None = _at(nullable=True)
+    lifted_by: str | None = Field(default=None, max_length=200)
+    lift_reason: str | None = Field(default=None, max_length=300)
 
 
 class StoredPDF(SQLModel, table=True):
@@ -629,6 +640,8 @@ class Thread(SQLModel, table=True):
     document: str = Field(max_length=100)
     status: ThreadStatus = _state(ThreadStatus, ThreadStatus.OPEN, index=True)
     assignee: str | None = Field(default=None, max_length=200)
+    # What a person must do before chasing goes on: "fix_contact" when every contact bounced.
+    task: str | None = Field(default=None, max_length=50)
     created_at: datetime = _at()
     updated_at: datetime = _at()
     last_event_at: datetime = _at()  # the newest bounce or reply attached: the inbox order

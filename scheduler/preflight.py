@@ -21,8 +21,9 @@ from mailer.models import (
     Message,
     MessageRecipient,
     RecipientStatus,
-    Suppression,
 )
+from mailer.suppression import active as active_suppressions
+from mailer.suppression import normal
 from scheduler.cadence import NEW_INVOICE, Action, ActiveHold, chase_blocker
 from scheduler.dunning import SUMMARY, Enqueue, RulesFor, active_holds, customers_by_id, facts_of
 
@@ -47,7 +48,7 @@ class Preflight:
         """Message id -> skip reason for those that must not go; suppressed recipients of the
         others are marked rejected here, so only the rest are sent to."""
         skips: dict[int, str] = {}
-        suppressed = _suppressed(session, messages, recipients)
+        suppressed = _suppressed(session, messages, recipients, now)
         invoices = _invoices(session, messages)
         customers = customers_by_id(session, {i.customer_id for i in invoices.values()})
         holds = active_holds(session, invoices.values(), now)
@@ -59,9 +60,9 @@ class Preflight:
                 if r.status in (RecipientStatus.PENDING, RecipientStatus.DEFERRED)
             ]
             blocked = {
-                r.address: suppressed[(message.tenant_id, r.address)]
+                r.address: suppressed[(message.tenant_id, normal(r.address))]
                 for r in owed
-                if (message.tenant_id, r.address) in suppressed
+                if (message.tenant_id, normal(r.address)) in suppressed
             }
             if owed and len(blocked) == len(owed):
                 skips[mid] = "recipient suppressed: " + "; ".join(
@@ -163,18 +164,15 @@ def _suppressed(
     session: Session,
     messages: Sequence[Message],
     recipients: Mapping[int, list[MessageRecipient]],
+    now: datetime,
 ) -> dict[tuple[int, str], str]:
-    addresses = {r.address for rows in recipients.values() for r in rows}
-    tenants = {m.tenant_id for m in messages}
-    if not addresses:
-        return {}
-    rows = session.exec(
-        select(Suppression).where(
-            col(Suppression.tenant_id).in_(list(tenants)),
-            col(Suppression.address).in_(list(addresses)),
-        )
-    ).all()
-    return {(s.tenant_id, s.address): s.reason for s in rows}
+    rows = active_suppressions(
+        session,
+        {m.tenant_id for m in messages},
+        {r.address for rows in recipients.values() for r in rows},
+        now,
+    )
+    return {key: row.reason for key, row in rows.items()}
 
 
 def _invoices(session: Session, messages: Sequence[Message]) -> dict[int, Invoice]:

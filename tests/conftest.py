@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from dunmail.app import Services, build_services
 from dunmail.config import Config
 from mailer.clock import FixedClock
 from mailer.db import create_schema, make_engine
 from mailer.kinds import KINDS
 from mailer.render import Renderer
+from mailer.transport import MemoryTransport
 
 pytest_plugins = ["tests.smtpd"]
 
@@ -195,3 +197,25 @@ DEMO_DOC: dict[str, Any] = {
         },
     ],
 }
+
+
+@pytest.fixture
+def postfix() -> Iterator[Any]:
+    """A private Postfix on 127.0.0.1 (tests/postfix.py), or a skip that says why."""
+    from tests.postfix import postfix_fixture
+
+    yield from postfix_fixture()
+
+
+@pytest.fixture
+async def relay_env(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> AsyncIterator[tuple[Services, MemoryTransport]]:
+    """Services for the demo tenant ("acme", relay mode, DEMO_DOC imported) on ``db_url``,
+    sending into memory: what the bounce and inbox tests start from."""
+    transport = MemoryTransport()
+    config = make_config(tmp_path, db_url, relay={"domain": "relay.example"})
+    services = build_services(config, clock, transport)
+    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    yield services, transport
+    await services.close()

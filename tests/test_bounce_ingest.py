@@ -8,33 +8,18 @@ from __future__ import annotations
 
 import json
 import mailbox
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email import message_from_bytes
 from pathlib import Path
 
-import pytest
 from sqlmodel import Session, select
 
 from bounce.ingest import read_paths
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.models import DeliveryEvent, InboundMail, InboundStatus, Message, Suppression
 from mailer.transport import MemoryTransport, SentMail
-from tests.conftest import DEMO_DOC, make_config
 from tests.test_cli import dunmail, write_config
-
-
-@pytest.fixture
-async def env(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
-    transport = MemoryTransport()
-    config = make_config(tmp_path, db_url, relay={"domain": "relay.example"})
-    services = build_services(config, clock, transport)
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-    yield services, transport
-    await services.close()
 
 
 def dsn(
@@ -112,9 +97,9 @@ def _rows(services: Services) -> tuple[list[InboundMail], list[DeliveryEvent], l
 
 
 async def test_hard_bounce_suppresses_and_the_next_reminder_skips_the_address(
-    env: tuple[Services, MemoryTransport], clock: FixedClock
+    relay_env: tuple[Services, MemoryTransport], clock: FixedClock
 ) -> None:
-    services, transport = env
+    services, transport = relay_env
     sent = await _sent(services, transport)
     assert sent.sender.startswith("bounces+")
     assert set(sent.recipients) == {"ap@globex.example", "billing@globex.example"}
@@ -153,9 +138,9 @@ async def test_hard_bounce_suppresses_and_the_next_reminder_skips_the_address(
 
 
 async def test_matched_by_header_and_by_message_id_without_verp(
-    env: tuple[Services, MemoryTransport],
+    relay_env: tuple[Services, MemoryTransport],
 ) -> None:
-    services, transport = env
+    services, transport = relay_env
     sent = await _sent(services, transport)
     tenant_inbox = "ar@acme.example"  # the tenant's own server returned it: no VERP token
     by_header = dsn(sent, envelope_to=tenant_inbox)
@@ -173,9 +158,9 @@ async def test_matched_by_header_and_by_message_id_without_verp(
 
 
 async def test_forged_bounces_are_unmatched_and_suppress_nothing(
-    env: tuple[Services, MemoryTransport],
+    relay_env: tuple[Services, MemoryTransport],
 ) -> None:
-    services, transport = env
+    services, transport = relay_env
     sent = await _sent(services, transport)
     local, _, domain = sent.sender.partition("@")
     prefix, _, mac = local.rpartition("-")
@@ -201,9 +186,9 @@ async def test_forged_bounces_are_unmatched_and_suppress_nothing(
 
 
 async def test_delay_notice_is_recorded_but_suppresses_nothing(
-    env: tuple[Services, MemoryTransport],
+    relay_env: tuple[Services, MemoryTransport],
 ) -> None:
-    services, transport = env
+    services, transport = relay_env
     sent = await _sent(services, transport)
     notice = dsn(
         sent,
@@ -222,9 +207,9 @@ async def test_delay_notice_is_recorded_but_suppresses_nothing(
 
 
 async def test_the_same_message_twice_is_stored_once(
-    env: tuple[Services, MemoryTransport],
+    relay_env: tuple[Services, MemoryTransport],
 ) -> None:
-    services, transport = env
+    services, transport = relay_env
     raw = dsn(await _sent(services, transport))
     first = services.ingest_inbound([("file:a.eml", raw)])
     second = services.ingest_inbound([("file:a-copy.eml", raw)])
@@ -233,8 +218,10 @@ async def test_the_same_message_twice_is_stored_once(
     assert [len(rows) for rows in _rows(services)] == [1, 1, 1]
 
 
-async def test_garbage_is_stored_without_raising(env: tuple[Services, MemoryTransport]) -> None:
-    services, _ = env
+async def test_garbage_is_stored_without_raising(
+    relay_env: tuple[Services, MemoryTransport],
+) -> None:
+    services, _ = relay_env
     summary = services.ingest_inbound([("file:junk", b"\x00\xff\xfe not mail at all \x80" * 50)])
     assert summary.stored == 1
     inbound, events, suppressions = _rows(services)
@@ -264,9 +251,9 @@ def test_read_paths_reads_files_maildir_and_mbox(tmp_path: Path) -> None:
 
 
 async def test_cli_ingests_a_maildir_and_an_mbox(
-    tmp_path: Path, db_url: str, env: tuple[Services, MemoryTransport]
+    tmp_path: Path, db_url: str, relay_env: tuple[Services, MemoryTransport]
 ) -> None:
-    services, transport = env
+    services, transport = relay_env
     sent = await _sent(services, transport)
     config = write_config(tmp_path, db_url, 2525)
     maildir = mailbox.Maildir(tmp_path / "bounces", create=True)
@@ -298,9 +285,9 @@ async def test_cli_ingests_a_maildir_and_an_mbox(
 
 
 async def test_complaint_suppresses_the_complainer(
-    env: tuple[Services, MemoryTransport],
+    relay_env: tuple[Services, MemoryTransport],
 ) -> None:
-    services, transport = env
+    services, transport = relay_env
     sent = await _sent(services, transport)
     headers = sent.data.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
     arf = (  # RFC 5965 s2: multipart/report; report-type=feedback-report

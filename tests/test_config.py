@@ -191,3 +191,90 @@ def test_the_commented_branding_and_emails_examples_load(
     assert tenant.branding.brand_color == "#0b5cad" and len(tenant.branding.address) == 3
     assert tenant.sends("thank_you") and not tenant.attaches_pdf("thank_you")
     assert not tenant.sends("statement")
+
+
+IMAP = """
+[tenants.acme.imap]
+host = "imap.acme.example"
+username = "bounces@acme.example"
+password_env = "ACME_IMAP_PASSWORD"
+"""
+
+
+def test_imap_mailbox_defaults_and_ports(tmp_path: Path) -> None:
+    imap = load_config(_write(tmp_path, BASE + IMAP)).tenants["acme"].imap
+    assert imap is not None
+    assert (imap.tls.value, imap.server_port, imap.mailbox, imap.after.value) == (
+        "implicit",
+        993,
+        "INBOX",
+        "flag",
+    )
+    assert imap.verify_certificate and imap.poll_seconds == 60
+    starttls = load_config(_write(tmp_path, BASE + IMAP + 'tls = "starttls"\n'))
+    assert starttls.tenants["acme"].imap is not None
+    assert starttls.tenants["acme"].imap.server_port == 143
+    assert load_config(_write(tmp_path, BASE)).tenants["acme"].imap is None
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ('tls = "none"\n', "tenants.acme.imap: Value error, imap.tls = 'none' for imap.acme"),
+        ('pasword_env = "X"\n', "tenants.acme.imap.pasword_env"),
+        ('after = "archive"\n', "tenants.acme.imap.after"),
+        ('mailbox = "Boîte"\n', "tenants.acme.imap.mailbox"),
+        ("poll_seconds = 0\n", "tenants.acme.imap.poll_seconds"),
+    ],
+)
+def test_imap_mistakes_are_named(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, BASE + IMAP + extra))
+    assert message in str(caught.value)
+
+
+def test_imap_password_never_travels_in_clear_text_unless_asked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="clear text.*allow_plaintext_auth"):
+        load_config(_write(tmp_path, BASE + IMAP + 'tls = "none"\n'))
+    loopback = IMAP.replace("imap.acme.example", "127.0.0.1") + 'tls = "none"\n'
+    assert load_config(_write(tmp_path, BASE + loopback)).tenants["acme"].imap is not None
+    opted_in = IMAP + 'tls = "none"\nallow_plaintext_auth = true\n'
+    assert load_config(_write(tmp_path, BASE + opted_in)).tenants["acme"].imap is not None
+
+
+def test_imap_password_is_read_from_the_environment_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(_write(tmp_path, BASE + IMAP))
+    imap = config.tenants["acme"].imap
+    assert imap is not None
+    monkeypatch.delenv("ACME_IMAP_PASSWORD", raising=False)
+    with pytest.raises(ConfigError, match="imap.password_env names \\$ACME_IMAP_PASSWORD"):
+        imap.password()
+    monkeypatch.setenv("ACME_IMAP_PASSWORD", "hunter2")
+    assert imap.password() == "hunter2"
+    assert "hunter2" not in repr(config)
+
+
+def _uncomment_block(example: str, header: str) -> str:
+    """The commented ``header`` table of the example, uncommented (settings only, no prose)."""
+    block = example[example.index(header) :].split("\n\n", 1)[0]
+    settings = re.compile(r"# (\[|[a-z_]+ = )")
+    return "\n".join(line[2:] for line in block.splitlines() if settings.match(line)) + "\n"
+
+
+def test_the_example_inbound_and_commented_imap_tables_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example's [inbound] table and, uncommented, its [tenants.acme.imap] are valid."""
+    example = (Path(__file__).parent.parent / "config.example.toml").read_text()
+    imap_block = _uncomment_block(example, "# [tenants.acme.imap]")
+    monkeypatch.setenv("DUNMAIL_SECRET_KEY", "x" * 32)
+    imap = load_config(_write(tmp_path, example + imap_block)).tenants["acme"].imap
+    assert imap is not None and imap.password_env == "ACME_IMAP_PASSWORD"
+    inbound = load_config(_write(tmp_path, example)).inbound
+    assert (inbound.enabled, inbound.port, inbound.max_message_bytes) == (
+        False,
+        2526,
+        25 * 1024 * 1024,
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -141,7 +141,9 @@ async def test_resolve_then_a_bounce_or_a_reply_reopens(
     assert services.ingest_inbound([("file:ooo.eml", _auto_reply(sent))]).matched == 1
     (again,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
     thread = services.inbox_thread(again["id"], tenant="acme")
-    assert _types(thread) == ["sent", "bounce", "bounce", "reply"]
+    # Both contacts bounced and there is no third: chasing pauses, and the thread says so.
+    assert _types(thread) == ["sent", "bounce", "bounce", "note", "reply"]
+    assert thread["task"] == "fix_contact"
     assert again["last_event"] == (
         "INV-1042: auto-reply from AP <ap@globex.example>: "
         "Out of office: back on Monday [red]soon[/red]"
@@ -179,6 +181,14 @@ async def test_another_tenant_cannot_see_or_touch_the_thread(
         services.inbox_note(row["id"], "x", tenant="beta", author="eve")
     with pytest.raises(NotFoundError):
         services.inbox_update(row["id"], tenant="beta", status=ThreadStatus.RESOLVED)
+    with pytest.raises(NotFoundError):
+        await services.inbox_resend(row["id"], tenant="beta", by="eve")
+    # Suppression lists are per tenant: beta neither sees nor lifts acme's block.
+    assert services.suppressions(tenant="beta") == []
+    with pytest.raises(NotFoundError):
+        services.unblock("ap@globex.example", tenant="beta", by="eve", why="x")
+    assert [r["address"] for r in services.suppressions(tenant="acme")] == ["ap@globex.example"]
+    assert services.bounce_report(tenant="beta", since=datetime(2026, 1, 1, tzinfo=UTC)) == []
     assert services.inbox_thread(row["id"], tenant="acme")["status"] == "open"
 
 

@@ -14,7 +14,10 @@ from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
+from functools import lru_cache
 from typing import Protocol
+
+from .phrase import Phrase
 
 # Good enough for the addresses MTAs print, including simple quoted local parts ("a..b"@c).
 ADDRESS = re.compile(
@@ -23,9 +26,17 @@ ADDRESS = re.compile(
 )
 # RFC 3463 enhanced status codes; the subject and detail are at most three digits.
 STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-_ATTACHED = re.compile(r"\b[245]\d\d[ -]+['\"#(]?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+# Each look-behind follows the first digit rather than preceding it ("\b[245]" is written
+# "[245](?<!\w[245])"): the same match, but a pattern opening on a character class lets the
+# regex engine skip ahead instead of trying every position.
+_ATTACHED = re.compile(
+    r"[245](?<!\w[245])\d\d[ -]+['\"#(]?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)"
+)
 # RFC 5321 s4.2 reply codes, as printed at the start of a reply or after "smtp;".
-REPLY_CODE = re.compile(r"(?<![\w.#-])([245][0-7]\d)(?:[ -]|$)(?!\s*(?:bytes|kb|mb|days|hours))")
+REPLY_CODE = re.compile(
+    r"([245](?<![\w.#-][245])[0-7]\d)(?:[ -]|$)(?!\s*(?:bytes|kb|mb|days|hours))"
+)
+
 
 DAEMON_LOCALS = {
     "mailer-daemon",
@@ -36,7 +47,7 @@ DAEMON_LOCALS = {
     "mailer_daemon",
 }
 
-_ORIGINAL_MARKERS = re.compile(
+_ORIGINAL_MARKERS = Phrase(
     r"^[\s>|*=_-]*(?:"
     r"this is a copy of the message"
     r"|below this line is a copy of the message"
@@ -49,7 +60,8 @@ _ORIGINAL_MARKERS = re.compile(
     r"|(?:included is )?a copy of the (?:original )?message header"
     r"|original message header"
     r")",
-    re.IGNORECASE | re.MULTILINE,
+    re.MULTILINE,
+    needles=("message",),  # every one of these headings names the message
 )
 _DAEMON_LIKE = re.compile(r"post_?master|mailer[-_]?daemon")
 _TAG = re.compile(r"<(?:script|style)\b.*?</(?:script|style)>|<[^>]+>", re.IGNORECASE | re.DOTALL)
@@ -147,10 +159,22 @@ def _attached_text(part: Message) -> str:
 
 
 def _as_text(message: Message) -> str:
-    try:
-        return message.as_string()
-    except Exception:  # a part the generator cannot write back: fall back to its headers
-        return "\n".join(f"{k}: {v}" for k, v in message.items())
+    """An attached message as text: its headers as received, then its body.
+
+    Written out by hand rather than by ``as_string()``: the generator re-folds every header
+    (a third of a parse's time) and detectors only search this text, they never send it.
+    """
+    fetch = message.policy.header_fetch_parse  # what items() applies; plain ASCII it keeps as is
+    head = "\n".join(
+        f"{k}: {v if isinstance(v, str) and v.isascii() else fetch(k, v)}"
+        for k, v in message.raw_items()
+    )
+    payload = message.get_payload()
+    if isinstance(payload, list):
+        body = "\n\n".join(_as_text(sub) for sub in payload if isinstance(sub, Message))
+    else:
+        body = payload if isinstance(payload, str) else ""
+    return f"{head}\n\n{body}"
 
 
 def split_original(text: str) -> tuple[str, str]:
@@ -185,8 +209,16 @@ def read_mail(raw: bytes) -> Mail:
     try:
         message = message_from_bytes(data, policy=compat32)
         mail.message = message
-        for key, value in message.items():
-            mail.headers.setdefault(key.lower(), _header_text(value))
+        for key, value in message.raw_items():
+            name = key.lower()
+            if name in mail.headers:
+                continue
+            if isinstance(value, str) and value.isascii() and "=?" not in value:
+                # Plain ASCII with no RFC 2047 encoded-word (they open with "=?"): compat32's
+                # header_fetch_parse and make_header(decode_header()) both give it back as is.
+                mail.headers[name] = value
+            else:
+                mail.headers[name] = _header_text(message.policy.header_fetch_parse(key, value))
         _walk(message, mail)
     except Exception:  # the stdlib parser gave up: read headers and body as plain text
         mail.headers, mail.body = _header_block(text)
@@ -234,7 +266,7 @@ def _walk(message: Message, mail: Mail) -> None:
                 plain.append(part.preamble)
         elif ctype == "text/html":
             markup.append(html_to_text(_decode(part)))
-        elif part.get_content_maintype() in ("text", "message") or part is message:
+        elif ctype.partition("/")[0] in ("text", "message") or part is message:
             plain.append(_decode(part))
     mail.body = "\n".join(plain) if any(p.strip() for p in plain) else "\n".join(markup)
 
@@ -328,25 +360,37 @@ def text_about(text: str, address: str) -> str:
     return " ".join(said)
 
 
+# "\bword\b" is written "word\b(?<!\wword)", which means the same: a pattern opening on a
+# literal lets the regex engine skip ahead to it instead of trying every position.
 _COMMANDS = [
-    ("DATA", re.compile(r"end of data|\bDATA\b|after data|final data", re.IGNORECASE)),
-    ("RCPT", re.compile(r"\brcpt\b|rcpt_to|does not like recipient", re.IGNORECASE)),
-    ("MAIL", re.compile(r"\bmail from\b|\bmail_from\b", re.IGNORECASE)),
-    ("CONNECT", re.compile(r"initial connection|\bgreeting\b|\bbanner\b|\bhelo\b|\behlo\b", re.I)),
+    ("DATA", Phrase(r"end of data|data\b(?<!\wdata)|after data|final data")),
+    ("RCPT", Phrase(r"rcpt\b(?<!\wrcpt)|rcpt_to|does not like recipient")),
+    ("MAIL", Phrase(r"mail from\b(?<!\wmail from)|mail_from\b(?<!\wmail_from)")),
+    (
+        "CONNECT",
+        Phrase(
+            r"initial connection|greeting\b(?<!\wgreeting)|banner\b(?<!\wbanner)"
+            r"|helo\b(?<!\whelo)|ehlo\b(?<!\wehlo)"
+        ),
+    ),
 ]
-_IN_REPLY = re.compile(
+_IN_REPLY = Phrase(
     r"(?:in reply to|after|did not like our|>>>)\s*(?:the\s*)?(end of data|data|rcpt|mail from|"
     r"initial connection|helo|ehlo)",
-    re.IGNORECASE,
+    needles=("data", "rcpt", "mail from", "initial connection", "helo", "ehlo"),
 )
 
 
+@lru_cache(maxsize=64)
 def find_command(text: str) -> str | None:
-    """The SMTP command (RFC 5321 s4.1) a failure answered: RCPT, DATA, MAIL or CONNECT."""
+    """The SMTP command (RFC 5321 s4.1) a failure answered: RCPT, DATA, MAIL or CONNECT.
+
+    Cached: detectors ask it of the whole notice once per recipient, the costliest search here.
+    """
     said = _IN_REPLY.search(text)
     if said:
         text = said.group(1)
     for command, pattern in _COMMANDS:
-        if pattern.search(text):
+        if pattern.found(text):
             return command
     return None

@@ -20,8 +20,9 @@ from .base import (
     strip_type,
     text_about,
 )
+from .phrase import Phrase
 
-_FIELDS_IN_TEXT = re.compile(r"^(?:final|original)-recipient:", re.IGNORECASE | re.MULTILINE)
+_FIELDS_IN_TEXT = Phrase(r"^(?:final|original)-recipient:", re.MULTILINE, needles=("-recipient:",))
 _FAILED = {"failed", "failure", "fail"}
 _DELAYED = {"delayed", "delay"}
 _DELIVERED = {"delivered", "relayed", "expanded"}

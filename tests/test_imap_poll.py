@@ -1,0 +1,297 @@
+"""IMAP polling against a real, private Dovecot on loopback (tests/dovecot.py).
+
+Bounces of emails the engine really sent are put into a tenant's mailbox, polled, stored before
+they are marked on the server, matched, and never fetched twice; on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, col, select
+
+from bounce.imap import STORED_KEYWORD, MailboxError, poll_mailbox
+from dunmail.app import Services, build_services
+from dunmail.runner import mailbox_ticks
+from mailer.clock import FixedClock
+from mailer.config import IMAPConfig
+from mailer.errors import ConfigError
+from mailer.models import InboundMail, InboundStatus
+from mailer.transport import MemoryTransport, SentMail
+from tests.conftest import DEMO_DOC, make_config
+from tests.dovecot import PASSWORD, DovecotServer, dovecot  # noqa: F401  (the fixture)
+from tests.test_bounce_ingest import dsn
+from tests.test_cli import dunmail, write_config
+
+PASSWORD_ENV = "DUNMAIL_TEST_IMAP_PASSWORD"
+ORDINARY = (
+    b"From: Jane <jane@globex.example>\r\nTo: ar@acme.example\r\nSubject: Question about "
+    b"INV-1042\r\nMessage-ID: <q1@globex.example>\r\n\r\nCan you send a copy?\r\n"
+)
+
+
+def _imap(server: DovecotServer, user: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "tls": "none",
+        "username": user,
+        "password_env": PASSWORD_ENV,
+        **extra,
+    }
+
+
+def _tenant(tmp_path: Path, imap: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "acme": {
+            "name": "Acme Supplies",
+            "email": "ar@acme.example",
+            "dkim": [
+                {
+                    "domain": "acme.example",
+                    "selector": "s1",
+                    "key_file": str(tmp_path / "keys" / "s1.pem"),
+                }
+            ],
+            "imap": imap,
+        }
+    }
+
+
+Build = Callable[..., Services]
+
+
+@pytest.fixture
+async def build(
+    tmp_path: Path, db_url: str, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Build]:
+    """Services for a tenant whose mailbox is ``imap``; each test's ledger is fresh."""
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    made: list[Services] = []
+
+    def make(imap: dict[str, Any]) -> Services:
+        config = make_config(tmp_path, db_url, tenants=_tenant(tmp_path, imap))
+        services = build_services(config, clock, MemoryTransport())
+        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+        made.append(services)
+        return services
+
+    yield make
+    for services in made:
+        await services.close()
+
+
+async def _two_bounces(services: Services) -> list[bytes]:
+    transport = services.transports[0]
+    assert isinstance(transport, MemoryTransport)
+    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.send_invoice("INV-1042", kind="invoice_reminder", tenant="acme")
+    sent: list[SentMail] = transport.sent
+    assert len(sent) == 2
+    return [dsn(sent[0]), dsn(sent[1], recipient="billing@globex.example")]
+
+
+def _inbound(services: Services) -> list[InboundMail]:
+    with Session(services.engine) as session:
+        return list(session.exec(select(InboundMail).order_by(col(InboundMail.id))).all())
+
+
+async def test_poll_stores_matches_and_flags_then_fetches_nothing_twice(
+    dovecot: DovecotServer,  # noqa: F811
+    build: Build,
+) -> None:
+    user = dovecot.user()
+    services = build(_imap(dovecot, user))
+    dovecot.append(user, *await _two_bounces(services), ORDINARY)
+
+    summary, failed = services.poll_mailboxes(tenant="acme")
+
+    assert failed == {}
+    assert (summary.stored, summary.matched, summary.unmatched) == (3, 2, 1)
+    assert sorted(summary.suppressed) == ["ap@globex.example", "billing@globex.example"]
+    rows = _inbound(services)
+    assert [r.status for r in rows] == [
+        InboundStatus.PROCESSED,
+        InboundStatus.PROCESSED,
+        InboundStatus.UNMATCHED,
+    ]
+    assert all(r.source.startswith("imap:acme/INBOX/") for r in rows)
+    assert [r.source.rsplit(":", 1)[1] for r in rows] == ["1", "2", "3"]
+    flags = dovecot.flags(user)
+    assert all({"\\Seen", STORED_KEYWORD} <= f for f in flags.values()), flags
+
+    again, failed = services.poll_mailboxes()
+    assert failed == {}
+    assert (again.stored, again.duplicates, again.matched) == (0, 0, 0)
+    assert len(_inbound(services)) == 3
+
+
+async def test_a_read_message_is_still_fetched_and_one_not_stored_is_left_for_next_time(
+    dovecot: DovecotServer,  # noqa: F811
+    build: Build,
+) -> None:
+    user = dovecot.user()
+    services = build(_imap(dovecot, user))
+    bounces = await _two_bounces(services)
+    dovecot.append(user, *bounces)
+    # A person opened the first bounce in their mail client: \Seen alone must not hide it.
+    conn = dovecot.connect(user)
+    conn.select("INBOX")
+    conn.uid("STORE", "1", "+FLAGS", "(\\Seen)")
+    conn.logout()
+    imap = services.config.tenants["acme"].imap
+    assert imap is not None
+
+    def flaky(source: str, raw: bytes) -> None:
+        # The database refusing one message, as a broken connection would mid-poll.
+        if raw == bounces[1]:
+            raise OSError("database went away")
+        services.receive_inbound(source, raw)
+
+    result = poll_mailbox(imap, tenant="acme", deliver=flaky)
+
+    assert (result.found, result.done, result.failed) == (2, 1, 1)
+    flags = dovecot.flags(user)
+    assert STORED_KEYWORD in flags[1]
+    assert STORED_KEYWORD not in flags[2] and "\\Seen" not in flags[2]
+    assert [r.status for r in _inbound(services)] == [InboundStatus.PROCESSED]
+
+    summary = services.poll_mailbox("acme")  # the next poll picks up the one left behind
+
+    assert (summary.stored, summary.matched) == (1, 1)
+    assert STORED_KEYWORD in dovecot.flags(user)[2]
+    assert len(_inbound(services)) == 2
+
+
+async def test_a_crash_after_storing_refetches_and_dedup_keeps_it_once(
+    dovecot: DovecotServer,  # noqa: F811
+    build: Build,
+) -> None:
+    user = dovecot.user()
+    services = build(_imap(dovecot, user))
+    dovecot.append(user, ORDINARY)
+    # Stored by an earlier poll that died before it could flag the message on the server.
+    services.receive_inbound("imap:acme/INBOX/1:1", ORDINARY)
+
+    summary = services.poll_mailbox("acme")
+
+    assert (summary.stored, summary.duplicates) == (0, 1)
+    assert len(_inbound(services)) == 1
+    assert STORED_KEYWORD in dovecot.flags(user)[1]
+
+
+async def test_after_delete_removes_stored_messages(
+    dovecot: DovecotServer,  # noqa: F811
+    build: Build,
+) -> None:
+    user = dovecot.user()
+    services = build(_imap(dovecot, user, after="delete"))
+    dovecot.append(user, *await _two_bounces(services), ORDINARY)
+
+    summary = services.poll_mailbox("acme")
+
+    assert (summary.stored, summary.matched) == (3, 2)
+    assert dovecot.flags(user) == {}
+
+
+async def test_the_password_never_reaches_logs_or_errors(
+    dovecot: DovecotServer,  # noqa: F811
+    build: Build,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    user = dovecot.user()
+    services = build(_imap(dovecot, user))
+    dovecot.append(user, ORDINARY)
+    assert services.poll_mailbox("acme").stored == 1
+
+    wrong = PASSWORD + "-wrong"
+    monkeypatch.setenv(PASSWORD_ENV, wrong)
+    with pytest.raises(MailboxError, match="login refused") as refused:
+        services.poll_mailbox("acme")
+    summary, failed = services.poll_mailboxes()
+
+    assert summary.stored == 0 and set(failed) == {"acme"}
+    for secret in (PASSWORD, wrong):
+        assert secret not in caplog.text
+        assert secret not in str(refused.value)
+        assert secret not in failed["acme"]
+
+
+async def test_implicit_tls_verifies_the_server_certificate(
+    dovecot: DovecotServer,  # noqa: F811
+    build: Build,
+) -> None:
+    user = dovecot.user()
+    imap = _imap(dovecot, user, tls="implicit", port=dovecot.tls_port)
+    services = build({**imap, "ca_file": str(dovecot.ca_file)})
+    dovecot.append(user, ORDINARY)
+
+    assert services.poll_mailbox("acme").stored == 1
+
+    untrusted = IMAPConfig.model_validate(imap)  # the system CAs do not know the test CA
+    with pytest.raises(MailboxError, match="CERTIFICATE_VERIFY_FAILED"):
+        poll_mailbox(untrusted, tenant="acme", deliver=services.receive_inbound)
+
+
+async def test_the_engine_polls_each_mailbox_on_its_own_tick(
+    dovecot: DovecotServer,  # noqa: F811
+    build: Build,
+) -> None:
+    user = dovecot.user()
+    services = build(_imap(dovecot, user, poll_seconds=30))
+    dovecot.append(user, ORDINARY)
+
+    (tick,) = mailbox_ticks(services)
+    await tick.run()
+
+    assert (tick.id, tick.every_seconds) == ("imap-acme", 30)
+    assert len(_inbound(services)) == 1
+
+
+async def test_a_failing_mailbox_tick_logs_and_returns(
+    build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Port 9 on loopback (discard) is closed here: the connection is refused at once.
+    services = build(
+        {
+            "host": "127.0.0.1",
+            "port": 9,
+            "tls": "none",
+            "username": "u",
+            "password_env": PASSWORD_ENV,
+        }
+    )
+    (tick,) = mailbox_ticks(services)
+
+    await tick.run()  # logs; the scheduler tries again next interval
+
+    assert "polling acme failed" in caplog.text
+    assert PASSWORD not in caplog.text
+    with pytest.raises(ConfigError, match="'nope' has no"):
+        services.poll_mailboxes(tenant="nope")  # bad input, not a mailbox failure
+
+
+def test_cli_bounce_poll_prints_the_summary(
+    dovecot: DovecotServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    user = dovecot.user()
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'cli.db'}", 2525)
+    with config.open("a") as handle:
+        handle.write(
+            f'[tenants.acme.imap]\nhost = "127.0.0.1"\nport = {dovecot.port}\ntls = "none"\n'
+            f'username = "{user}"\npassword_env = "{PASSWORD_ENV}"\n'
+        )
+    dovecot.append(user, ORDINARY)
+
+    result = dunmail(config, "bounce", "poll", "--tenant", "acme", **{PASSWORD_ENV: PASSWORD})
+
+    assert result.returncode == 0, result.stderr
+    assert "stored 1, duplicates 0, matched 0, unmatched 1" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
