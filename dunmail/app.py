@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ from mailer.ledger import (
     import_document,
     invoice_contacts,
 )
-from mailer.links import DownloadLinks
+from mailer.links import DownloadLinks, LinkMinter
 from mailer.models import (
     Customer,
     Event,
@@ -120,6 +121,8 @@ class Services:
     statements: StatementPass | None = None
     _rules: dict[tuple[int, str, str], Rules] = field(default_factory=dict, repr=False)
     verp_key: bytes = field(default=b"", repr=False)  # checks the VERP token of returned mail
+    # Keys that verify a link token, the signing one first (then old ones, during rotation).
+    link_keys: list[bytes] = field(default_factory=list, repr=False)
 
     async def close(self) -> None:
         for transport in self.transports:
@@ -1018,11 +1021,13 @@ def build_services(
 
         pdf_renderer = pdf_renderer or PDFRenderer()
         pdf_store = PDFStore(engine, renderer=pdf_renderer, clock=clock)
-    # Placeholder base until the web app's public URL is configurable: the relay's domain,
-    # where dunmail/web will serve /d/<token> after verify_link(purpose="download").
-    links = DownloadLinks(
-        key=derive_key(config.secret_key(), "links"),
-        base_url=f"https://{config.relay.domain}/d/",
+    link_key = derive_key(config.secret_key(), "links")
+    links = DownloadLinks(key=link_key, base_url=f"{config.web.public_url}/l/")
+    minter = LinkMinter(
+        key=link_key,
+        base_url=config.web.public_url,
+        days_after_due=config.web.link_days_after_due,
+        days=config.web.link_days,
     )
     overrides = stored_overrides(engine)
     renderer = Renderer()
@@ -1032,6 +1037,8 @@ def build_services(
         attach_pdf=attach_pdf or _configured_attach_pdf(config, tenant_ids),
         download_links=links,
         overrides=overrides,
+        links=minter,
+        link_purposes=_link_purposes(config, tenant_ids),
     )
     outbox = Outbox(
         engine, clock=clock, profiles=profiles, assembler=assembler, policy=config.delivery
@@ -1075,10 +1082,48 @@ def build_services(
         batch_size=config.delivery.batch_size,
     )
     services.verp_key = verp_key
+    services.link_keys = [link_key, *_previous_link_keys(config)]
     outbox.preflight = Preflight(
         rules_for=services.rules_for, enqueue=services.enqueue_scheduled
     ).check
     return services
+
+
+def _previous_link_keys(config: Config) -> list[bytes]:
+    """Link keys retired by a rotation that still verify (``[web] previous_link_keys_env``):
+    each env var holds an old master secret, and the link key is derived from it as before."""
+    keys = []
+    for name in config.web.previous_link_keys_env:
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigError(f"web.previous_link_keys_env: ${name} is not set")
+        keys.append(derive_key(value.encode(), "links"))
+    return keys
+
+
+def _link_purposes(
+    config: Config, tenant_ids: Mapping[str, int]
+) -> Callable[[int], frozenset[str]]:
+    """Which buttons each tenant's emails carry: View and Download always; Pay, Update payment
+    and Manage only where ``[tenants.<slug>.payments]`` says where they lead."""
+    offered: dict[int, frozenset[str]] = {}
+    for slug, tenant in config.tenants.items():
+        payments = tenant.payments
+        extra = {
+            purpose
+            for purpose, url in (
+                ("pay", payments.pay_url),
+                ("update_payment", payments.update_payment_url),
+                ("manage", payments.manage_url),
+            )
+            if url
+        }
+        offered[tenant_ids[slug]] = frozenset({"view", "download", *extra})
+
+    def purposes(tenant_id: int) -> frozenset[str]:
+        return offered.get(tenant_id, frozenset({"view", "download"}))
+
+    return purposes
 
 
 def _configured_attach_pdf(

@@ -21,6 +21,7 @@ from mailer.config import (
     InboundConfig,
     RelayConfig,
     TenantConfig,
+    WebConfig,
     check_slug,
 )
 from mailer.errors import ConfigError
@@ -70,6 +71,7 @@ class Config(BaseSettings):
     delivery: DeliveryConfig = DeliveryConfig()
     capture: CaptureConfig = CaptureConfig()
     inbound: InboundConfig = InboundConfig()
+    web: WebConfig = WebConfig()
     demo: DemoConfig = DemoConfig()
     log: LogConfig = LogConfig()
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)

@@ -4,9 +4,12 @@ SMTP server, IMAP polls, demo)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+
+import uvicorn
 
 from bounce.inbound_smtp import build_inbound_addresses, start_inbound
 from dunmail.app import Services, build_services
@@ -63,8 +66,11 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
             "dunmail running (database %s); Ctrl-C stops it",
             services.engine.url.render_as_string(hide_password=True),
         )
+        web = await _start_web(config, services)
         await stop.wait()
         scheduler.shutdown(wait=False)
+        if web is not None:
+            await web.stop()
     finally:
         if inbound is not None:
             inbound.close()
@@ -110,3 +116,55 @@ def mailbox_ticks(services: Services) -> list[Tick]:
         for slug in services.imap_tenants()
         if (imap := services.config.tenants[slug].imap) is not None
     ]
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: ``dunmail run`` owns SIGINT and SIGTERM and
+    stops the web server with everything else."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class _WebServer:
+    """uvicorn serving the web app on the engine's event loop (so the app and the engine share
+    the outbox and its SMTP connections)."""
+
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+        self._server = server
+        self._task = task
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        await self._task
+
+
+async def _start_web(config: Config, services: Services) -> _WebServer | None:
+    settings = config.web
+    if not settings.enabled:
+        return None
+    from dunmail.web import create_app
+
+    server = _QuietServer(
+        uvicorn.Config(
+            create_app(services),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,  # request lines carry link tokens: never logged
+            lifespan="off",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    if task.done():
+        task.result()  # the port was taken or the app failed: say so now
+    log.info(
+        "web app on http://%s:%d/ (public URL %s)",
+        settings.host,
+        settings.port,
+        settings.public_url,
+    )
+    return _WebServer(server, task)

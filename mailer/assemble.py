@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -19,7 +19,8 @@ from typing import Any, Protocol
 from mailer.address import make_address
 from mailer.attachment import PDFTarget, plan_pdf, with_download_notice
 from mailer.compose import Attachment, Draft, Envelope, build_message, to_bytes
-from mailer.links import DownloadLinks
+from mailer.kinds import KINDS
+from mailer.links import DownloadLinks, LinkMinter
 from mailer.render import Renderer
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,22 @@ class Assembled:
     pdf_linked: bool = False  # too large: the body says where to download it instead
 
 
+def link_document(snapshot: Snapshot) -> tuple[str, int]:
+    """The document (and version) a message's links name: its PDF's document when the kind has
+    one (so a download serves exactly that file), else its invoice, else the message itself."""
+    target = plan_pdf(
+        snapshot.kind,
+        snapshot.context,
+        invoice_id=snapshot.invoice_id,
+        version=snapshot.document_version,
+    )
+    if target is not None:
+        return target.document, target.version
+    if snapshot.invoice_id is not None:
+        return f"invoice:{snapshot.invoice_id}", snapshot.document_version or 0
+    return f"message:{snapshot.uid}", snapshot.document_version or 0
+
+
 class Assembler:
     """Builds messages for every tenant; one instance per outbox (or preview)."""
 
@@ -109,6 +126,8 @@ class Assembler:
         attach_pdf: Callable[[int, str], bool] | None = None,
         download_links: DownloadLinks | None = None,
         overrides: Callable[[int, str], Mapping[str, str]] | None = None,
+        links: LinkMinter | None = None,
+        link_purposes: Callable[[int], Collection[str]] | None = None,
     ) -> None:
         """``pdfs`` turns on PDF attachments: every kind with a PDF (``KINDS[kind].pdf``) gets
         one, unless ``attach_pdf(tenant_id, kind)`` says no. ``download_links`` makes the link
@@ -117,6 +136,9 @@ class Assembler:
         ``overrides(tenant_id, kind)`` gives the tenant's own templates (part -> source,
         :func:`mailer.overrides.stored_overrides`); it is asked once per tenant and kind until
         :meth:`forget_overrides`, in a worker thread.
+
+        ``links`` signs the kind's buttons (View, Pay, ...) into the email; ``link_purposes``
+        says which a tenant offers (no Pay button without a payment page to send people to).
         """
         if pdfs is not None and download_links is None:
             raise ValueError("PDF attachments need download_links, for PDFs too large to attach")
@@ -126,6 +148,8 @@ class Assembler:
         self._links = download_links
         self._overrides = overrides
         self._override_cache: dict[tuple[int, str], Mapping[str, str]] = {}
+        self._minter = links
+        self._link_purposes = link_purposes
 
     def with_pdfs(self, pdfs: PDFSource | None) -> Assembler:
         """This assembler with another PDF source (None: no PDFs), e.g. one that stores nothing.
@@ -171,7 +195,8 @@ class Assembler:
         """
         pdf = await self._fetch_pdf(snapshot)
         overrides = await self._tenant_overrides(snapshot)
-        rendered = self.renderer.render(snapshot.kind, snapshot.context, overrides=overrides)
+        context = self.with_links(snapshot)
+        rendered = self.renderer.render(snapshot.kind, context, overrides=overrides)
         draft = Draft(
             uid=snapshot.uid,
             message_id_domain=sender.message_id_domain,
@@ -201,6 +226,26 @@ class Assembler:
         linked = with_download_notice(rendered, text=text, html=html)
         data = sender.signer.sign(to_bytes(build_message(linked, draft)))
         return Assembled(data, file.sha256, target.filename, pdf_linked=True)
+
+    def with_links(self, snapshot: Snapshot) -> dict[str, Any]:
+        """The snapshot's context with its buttons' links signed in (unchanged without a
+        minter): each names the tenant, the document and version, the purpose and this email."""
+        spec = KINDS.get(snapshot.kind)
+        if self._minter is None or spec is None or not spec.buttons:
+            return snapshot.context
+        offered = self._link_purposes(snapshot.tenant_id) if self._link_purposes else None
+        buttons = [b for b in spec.buttons if offered is None or b in offered]
+        document, version = link_document(snapshot)
+        links = self._minter.links(
+            buttons,
+            tenant_id=snapshot.tenant_id,
+            message=snapshot.uid,
+            document=document,
+            version=version,
+            context=snapshot.context,
+            created_at=snapshot.created_at,
+        )
+        return {**snapshot.context, "links": {b: links.get(b) for b in spec.buttons}}
 
     async def _tenant_overrides(self, snapshot: Snapshot) -> Mapping[str, str] | None:
         """The tenant's templates for this kind, read once (and off the loop)."""

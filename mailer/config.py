@@ -278,6 +278,48 @@ class IMAPConfig(_Frozen):
         return _read_env(self.password_env, "imap.password_env")
 
 
+class PaymentsConfig(_Frozen):
+    """Where the tenant's payment provider takes the customer. ``{number}``, ``{document}`` and
+    ``{customer}`` are filled in (URL-encoded); each must be an https URL (http on loopback)."""
+
+    pay_url: str | None = None  # "https://pay.acme.example/invoice/{number}"
+    update_payment_url: str | None = None  # "https://pay.acme.example/customer/{customer}/card"
+    manage_url: str | None = None  # subscriptions: "https://billing.acme.example/{customer}"
+
+    @field_validator("pay_url", "update_payment_url", "manage_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        loopback = parts.hostname is not None and _is_loopback(parts.hostname)
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError(f"must be an https URL, not {value!r}")
+        if not parts.hostname or "@" in parts.netloc:
+            raise ValueError(f"must name a host and no credentials: {value!r}")
+        for field_name in re.findall(r"{([^{}]*)}", value):
+            if field_name not in ("number", "document", "customer"):
+                raise ValueError(f"unknown placeholder {{{field_name}}} in {value!r}")
+        return value
+
+
+class WebhookConfig(_Frozen):
+    """One endpoint that receives the tenant's events, signed with the secret in ``secret_env``."""
+
+    url: str
+    secret_env: str  # env var holding the signing secret, never the value
+    events: list[str] = Field(default_factory=lambda: ["*"])  # "*" or event names
+
+    @field_validator("url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        parts = urlsplit(value)
+        loopback = parts.hostname is not None and _is_loopback(parts.hostname)
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError(f"a webhook endpoint must be https (http only on loopback): {value!r}")
+        return value
+
+
 class BounceConfig(_Frozen):
     """How soft bounces suppress: ``soft_limit`` of them within ``soft_window_days`` block the
     address for ``soft_suppress_days`` (hard bounces and complaints block until unblocked)."""
@@ -306,6 +348,8 @@ class TenantConfig(_Frozen):
     dunning: DunningConfig = Field(default_factory=DunningConfig)
     imap: IMAPConfig | None = None  # the tenant's own mailbox, polled for returned mail
     bounces: BounceConfig = Field(default_factory=lambda: BounceConfig())
+    payments: PaymentsConfig = Field(default_factory=lambda: PaymentsConfig())
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @field_validator("emails", mode="before")
     @classmethod
@@ -362,6 +406,35 @@ class InboundConfig(_Frozen):
     port: Annotated[int, Field(ge=0, le=65535)] = 2526
     hostname: str | None = None  # greeting and EHLO name; the machine's FQDN when unset
     max_message_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024  # SIZE (RFC 1870)
+
+
+class WebConfig(_Frozen):
+    """The web app: customers' links and hosted pages, the AR inbox UI, the JSON API."""
+
+    enabled: bool = True
+    host: HostName = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8025
+    # Where customers reach it: the links in emails start with this.
+    public_url: str = "http://127.0.0.1:8025"
+    link_days_after_due: Annotated[int, Field(ge=1, le=3650)] = 90  # View/Pay links expire
+    link_days: Annotated[int, Field(ge=1, le=3650)] = 90  # documents without a due date
+    # Old link keys' env vars: links they signed still verify while listed (key rotation).
+    previous_link_keys_env: list[str] = Field(default_factory=list)
+    session_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 12
+    fresh_links_per_day: Annotated[int, Field(ge=1, le=100)] = 3  # per document
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ValueError(f"public_url must be an http(s) URL without a query: {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies carry the Secure flag whenever the public URL is https."""
+        return self.public_url.startswith("https://")
 
 
 class DatabaseConfig(_Frozen):

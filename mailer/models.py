@@ -655,3 +655,112 @@ class ThreadNote(SQLModel, table=True):
     author: str = Field(max_length=200)
     text: str = Field(sa_column=Column(sa.Text, nullable=False))
     created_at: datetime = _at()
+
+
+# -- web: users, sessions, API keys, links, webhooks (dunmail/web) ------------------------------
+
+
+class User(SQLModel, table=True):
+    """A person who works one tenant's AR inbox. An email address belongs to one tenant."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    email: str = Field(max_length=320, unique=True)  # lower case
+    name: str = Field(default="", max_length=200)
+    password_hash: str = Field(max_length=200)  # argon2id (argon2-cffi's PasswordHasher)
+    created_at: datetime = _at()
+    disabled_at: datetime | None = _at(nullable=True)
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored, so a
+    leaked database does not sign anyone in."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = _at()
+    expires_at: datetime = _at()
+    revoked_at: datetime | None = _at(nullable=True)
+
+
+class ApiKey(SQLModel, table=True):
+    """A tenant's key to the JSON API: ``dm_<prefix>_<secret>``; only the SHA-256 is kept."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    name: str = Field(max_length=200)
+    prefix: str = Field(max_length=16, unique=True)  # shown in lists and logs instead of the key
+    key_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _at()
+    last_used_at: datetime | None = _at(nullable=True)
+    revoked_at: datetime | None = _at(nullable=True)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The answer to a POST with an ``Idempotency-Key``: the same key again gets the same answer
+    without doing the work twice; the same key with another body is refused."""
+
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    key: str = Field(max_length=200)
+    request_hash: str = Field(max_length=64)  # method, path and body
+    status_code: int
+    response: str = Field(sa_column=Column(sa.Text, nullable=False))
+    created_at: datetime = _at()
+
+
+class LinkEvent(SQLModel, table=True):
+    """A customer opened a link from an email: a view, a click on Pay, a download, a request for
+    a fresh link. Shown in the AR inbox thread of the document."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    message_id: int | None = Field(default=None, foreign_key="message.id", index=True)
+    document: str = Field(max_length=100, index=True)
+    purpose: str = Field(max_length=20)  # view, pay, update_payment, manage, download
+    action: str = Field(max_length=20)  # opened, redirected, downloaded, refused, refreshed
+    at: datetime = _at()
+    user_agent: str = Field(default="", max_length=500)
+
+
+class LinkRevocation(SQLModel, table=True):
+    """Links that no longer work before they expire: one token (by its SHA-256), or every link
+    to a document."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    token_hash: str | None = Field(default=None, max_length=64, index=True)
+    document: str | None = Field(default=None, max_length=100, index=True)
+    reason: str = Field(default="", max_length=300)
+    created_by: str = Field(default="", max_length=200)
+    created_at: datetime = _at()
+
+
+class WebhookStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # gave up after the retry schedule
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint, queued in the transaction that caused it and sent (signed,
+    retried with backoff) by the webhook worker: nothing is lost if the endpoint is down."""
+
+    __table_args__ = (sa.Index("ix_webhook_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    event_id: str = Field(max_length=64, unique=True)  # also the receiver's dedup key
+    event: str = Field(max_length=50)  # message.sent, message.bounced, link.clicked, ...
+    url: str = Field(max_length=1000)
+    payload: dict[str, Any] = _json(dict)
+    status: WebhookStatus = _state(WebhookStatus, WebhookStatus.PENDING)
+    attempts: int = 0
+    created_at: datetime = _at()
+    next_attempt_at: datetime = _at()
+    delivered_at: datetime | None = _at(nullable=True)
+    last_error: str | None = Field(default=None, max_length=1000)

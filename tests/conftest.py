@@ -142,6 +142,7 @@ def make_config(tmp_path: Path, db_url: str, *, pdfs: bool = False, **overrides:
         "env": "dev",
         "database": {"url": db_url},
         "relay": {"host": "127.0.0.1", "port": 2525, "domain": "relay.example"},
+        "web": {"port": 0},  # dunmail run in a test: any free port
         "tenants": {
             "acme": {
                 "name": "Acme Supplies",
@@ -219,3 +220,32 @@ async def relay_env(
     assert services.import_document(DEMO_DOC, tenant="acme").errors == []
     yield services, transport
     await services.close()
+
+
+@pytest.fixture
+async def web_server(relay_env: tuple[Services, MemoryTransport]) -> AsyncIterator[str]:
+    """The web app of ``relay_env``'s services served by a real uvicorn on a free loopback
+    port, on the test's event loop; yields its base URL ("http://127.0.0.1:PORT")."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    from dunmail.web import create_app
+
+    services, _ = relay_env
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(services), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task

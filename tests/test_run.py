@@ -26,7 +26,12 @@ def test_demo_engine_delivers_into_the_capture_maildir_and_stops_cleanly(tmp_pat
     engine = subprocess.Popen(
         [sys.executable, "-m", "dunmail.cli", "run"],
         cwd=tmp_path,  # no config.toml here: the embedded defaults apply
-        env=_env(PYTHONPATH=str(ROOT), DUNMAIL_CAPTURE__PORT=port, DUNMAIL_RELAY__PORT=port),
+        env=_env(
+            PYTHONPATH=str(ROOT),
+            DUNMAIL_CAPTURE__PORT=port,
+            DUNMAIL_RELAY__PORT=port,
+            DUNMAIL_WEB__PORT=str(_free_port()),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
