@@ -74,6 +74,7 @@ from mailer.suppression import SoftBouncePolicy, SuppressionKind, suppress, unbl
 from mailer.suppression import is_active as is_suppressed
 from mailer.transport import SMTPTransport, Transport
 from mailer.verp import derive_key
+from mailer.webhooks import Webhooks
 from scheduler.cadence import NEW_INVOICE, Action, Rules, manual_send
 from scheduler.calendar import SendCalendar
 from scheduler.dunning import SUMMARY, Dunning, DunningReport, PlanEntry, state_of, store_state
@@ -123,6 +124,7 @@ class Services:
     verp_key: bytes = field(default=b"", repr=False)  # checks the VERP token of returned mail
     # Keys that verify a link token, the signing one first (then old ones, during rotation).
     link_keys: list[bytes] = field(default_factory=list, repr=False)
+    webhooks: Webhooks = field(default_factory=Webhooks)  # mailer/webhooks.py
 
     async def close(self) -> None:
         for transport in self.transports:
@@ -165,6 +167,13 @@ class Services:
                 billed_soon_days=config.dunning.billed_soon_days,
                 notice_max_age=timedelta(days=config.dunning.notice_max_age_days),
             )
+
+    def tenant_slug(self, tenant_id: int) -> str:
+        """The configured slug of tenant ``tenant_id`` (the web app signs users in by id)."""
+        for slug, found in self.tenant_ids.items():
+            if found == tenant_id:
+                return slug
+        raise NotFoundError(f"no tenant {tenant_id}")
 
     def tenant_config(self, tenant_id: int) -> tuple[str, TenantConfig]:
         """The slug and ``[tenants.<slug>]`` table of the tenant with ``tenant_id``."""
