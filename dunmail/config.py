@@ -51,6 +51,7 @@ class DemoConfig(_Frozen):
 
 class LogConfig(_Frozen):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers
 
 
 class Config(BaseSettings):

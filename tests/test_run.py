@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from email import policy
 from pathlib import Path
 
@@ -21,8 +22,21 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _get(url: str) -> str:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_demo_engine_delivers_into_the_capture_maildir_and_stops_cleanly(tmp_path: Path) -> None:
     port = str(_free_port())
+    web = _free_port()
     engine = subprocess.Popen(
         [sys.executable, "-m", "dunmail.cli", "run"],
         cwd=tmp_path,  # no config.toml here: the embedded defaults apply
@@ -30,7 +44,7 @@ def test_demo_engine_delivers_into_the_capture_maildir_and_stops_cleanly(tmp_pat
             PYTHONPATH=str(ROOT),
             DUNMAIL_CAPTURE__PORT=port,
             DUNMAIL_RELAY__PORT=port,
-            DUNMAIL_WEB__PORT=str(_free_port()),
+            DUNMAIL_WEB__PORT=str(web),
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -43,6 +57,10 @@ def test_demo_engine_delivers_into_the_capture_maildir_and_stops_cleanly(tmp_pat
             assert engine.poll() is None, engine.communicate()[0]
             assert time.monotonic() < deadline, "the demo emails never arrived"
             time.sleep(0.2)
+        # The web app serves the demo's start page: outbox, captured mail, inbox.
+        start = _get(f"http://127.0.0.1:{web}/")
+        assert "Captured mail" in start and "Overdue: invoice INV-1040" in start, start[:2000]
+        assert _get(f"http://127.0.0.1:{web}/healthz") == '{"status":"ok"}'
         engine.send_signal(signal.SIGTERM)
         output, _ = engine.communicate(timeout=30)
     finally:
