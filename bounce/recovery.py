@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -167,10 +168,10 @@ def _tried(session: Session, message: Message) -> set[str]:
     siblings = select(Message.id).where(
         Message.tenant_id == message.tenant_id,
         Message.kind == message.kind,
-        Message.customer_id == message.customer_id,
-        Message.invoice_id == message.invoice_id,
-        Message.document_version == message.document_version,
-        Message.occasion == message.occasion,
+        _same(col(Message.customer_id), message.customer_id),
+        _same(col(Message.invoice_id), message.invoice_id),
+        _same(col(Message.document_version), message.document_version),
+        _same(col(Message.occasion), message.occasion),
     )
     rows = session.exec(
         select(MessageRecipient.address).where(col(MessageRecipient.message_id).in_(siblings))
@@ -181,6 +182,11 @@ def _tried(session: Session, message: Message) -> set[str]:
             select(MessageRecipient.address).where(MessageRecipient.message_id == message.id)
         )
     }
+
+
+def _same(column: Any, value: object) -> Any:
+    """``column = value``, where NULL equals NULL (a customer-level email has no invoice)."""
+    return column.is_(None) if value is None else column == value
 
 
 def _all_contacts(session: Session, customer_id: int, now: datetime) -> list[Contact]:
