@@ -93,9 +93,14 @@ def process(
     now: datetime,
     policy_for: Callable[[int], SoftBouncePolicy] | None = None,
     enqueue: Enqueue | None = None,
+    emit: Callable[..., object] | None = None,
 ) -> Outcome:
     """Decode ``inbound``, match it, record its delivery events and suppressions, and (given
     ``enqueue``) let dunning react to a bounce (bounce/recovery.py).
+
+    ``emit`` (``Webhooks.emit``) queues ``message.bounced`` / ``message.complained`` for each
+    newly recorded recipient event and ``thread.replied`` for a reply or auto-reply the first
+    time it is attached, in the caller's transaction.
 
     Idempotent: events are unique per (inbound, address) and suppressions per (tenant, address),
     so processing the same message again adds nothing; the reaction runs only the first time a
@@ -144,17 +149,56 @@ def process(
         if address not in sent_to:
             # Not an address this email went to: record nothing against it, suppress nothing.
             continue
-        outcome.events += _record_event(session, inbound, message, report.kind, recipient, now)
+        added = _record_event(session, inbound, message, report.kind, recipient, now)
+        outcome.events += added
+        if added and emit is not None and report.kind in _WEBHOOK_EVENTS:
+            emit(
+                session,
+                tenant_id=message.tenant_id,
+                event=_WEBHOOK_EVENTS[report.kind],
+                data=_event_data(message, thread.id, recipient),
+                now=now,
+            )
         if report.kind is Kind.BOUNCE:
             _mark_bounced(rows[address], recipient, now)
             session.add(rows[address])
         session.flush()
         if _suppress_for(session, message.tenant_id, report.kind, recipient, policy, now):
             outcome.suppressed.append(sent_to[address])
+    if emit is not None and first_time and report.kind in (Kind.NOT_BOUNCE, Kind.AUTO_REPLY):
+        emit(
+            session,
+            tenant_id=message.tenant_id,
+            event="thread.replied",
+            data={
+                "thread": thread.id,
+                "message": message.uid,
+                "kind": message.kind,
+                "auto_reply": report.kind is Kind.AUTO_REPLY,
+            },
+            now=now,
+        )
     if report.kind is Kind.BOUNCE and first_time and enqueue is not None:
         reaction = react_to_bounce(session, message, thread, enqueue=enqueue, now=now)
         outcome.rerouted_to, outcome.paused = reaction.rerouted_to, reaction.paused
     return outcome
+
+
+_WEBHOOK_EVENTS = {Kind.BOUNCE: "message.bounced", Kind.COMPLAINT: "message.complained"}
+
+
+def _event_data(message: Message, thread_id: int | None, recipient: Recipient) -> dict[str, object]:
+    """A bounce or complaint webhook's ``data``: the email, the address and the reason."""
+    return {
+        "message": message.uid,
+        "kind": message.kind,
+        "thread": thread_id,
+        "address": recipient.address.lower(),
+        "status": recipient.status,
+        "reason": recipient.reason,
+        "hard": recipient.hard,
+        "diagnostic": recipient.diagnostic[:300],
+    }
 
 
 def _match(

@@ -28,6 +28,7 @@ from mailer.models import (
     DeliveryEvent,
     InboundMail,
     InboundStatus,
+    LinkEvent,
     Message,
     Thread,
     ThreadNote,
@@ -47,7 +48,7 @@ class Entry:
     """One line of a thread's timeline. Every text field may come from mail: show it as text."""
 
     at: datetime
-    type: str  # queued, sent, attempt, bounce, delayed, complaint, delivered, reply, note
+    type: str  # queued, sent, attempt, bounce, delayed, complaint, delivered, reply, click, note
     summary: str
     detail: str = ""
     address: str | None = None
@@ -215,6 +216,8 @@ def build_timeline(session: Session, thread: Thread) -> list[Entry]:
         if source is None or source.kind in REPLY_KINDS:
             continue  # a reply is one entry; a report no longer matched is not shown
         entries.append((_event_entry(e, by_id[e.message_id]), (2, e.inbound_id)))
+    for c in session.exec(select(LinkEvent).where(col(LinkEvent.message_id).in_(ids))):
+        entries.append((_click_entry(c, by_id[c.message_id]), (2, c.id or 0)))
     for n in session.exec(select(ThreadNote).where(ThreadNote.thread_id == thread.id)):
         note = Entry(
             at=n.created_at,
@@ -272,6 +275,34 @@ def _event_entry(event: DeliveryEvent, message: Message) -> Entry:
         address=event.address,
         status=event.status,
         reason=event.reason,
+    )
+
+
+# What a customer did with a link from the email (dunmail/web/links.py): (purpose, action).
+_CLICKS = {
+    ("view", "opened"): "viewed",
+    ("pay", "redirected"): "Pay clicked",
+    ("update_payment", "redirected"): "Update payment clicked",
+    ("manage", "redirected"): "Manage clicked",
+    ("download", "downloaded"): "PDF downloaded",
+    ("view", "downloaded"): "PDF downloaded",
+}
+
+
+def _click_entry(event: LinkEvent, message: Message) -> Entry:
+    """A link opened from the email; the user agent is text from a stranger's browser."""
+    if event.action == "refreshed":
+        what = "fresh link requested"
+    elif event.action == "refused":
+        what = f"expired, revoked or unusable {event.purpose} link opened"
+    else:
+        what = _CLICKS.get((event.purpose, event.action), f"{event.purpose} {event.action}")
+    return Entry(
+        at=event.at,
+        type="click",
+        summary=f"{_document_label(message)}: {what}",
+        detail=event.user_agent,
+        status=event.action,
     )
 
 

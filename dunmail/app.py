@@ -155,18 +155,23 @@ class Services:
     def import_document(self, data: object, *, tenant: str | None) -> ImportReport:
         """Upsert a JSON import document; invalid records are reported, the rest applied."""
         tenant_id = self.tenant_id(tenant)
-        _, config = self.tenant_config(tenant_id)
         with session_scope(self.engine) as session:
-            return import_document(
-                session,
-                tenant_id=tenant_id,
-                data=data,
-                now=self.clock.now(),
-                cadences=config.dunning.cadences.keys(),
-                grace=config.dunning.grace,
-                billed_soon_days=config.dunning.billed_soon_days,
-                notice_max_age=timedelta(days=config.dunning.notice_max_age_days),
-            )
+            return self.import_into(session, data, tenant_id=tenant_id)
+
+    def import_into(self, session: Session, data: object, *, tenant_id: int) -> ImportReport:
+        """:meth:`import_document` in the caller's transaction (the JSON API stores its
+        Idempotency-Key answer in the same one); nothing is committed here."""
+        _, config = self.tenant_config(tenant_id)
+        return import_document(
+            session,
+            tenant_id=tenant_id,
+            data=data,
+            now=self.clock.now(),
+            cadences=config.dunning.cadences.keys(),
+            grace=config.dunning.grace,
+            billed_soon_days=config.dunning.billed_soon_days,
+            notice_max_age=timedelta(days=config.dunning.notice_max_age_days),
+        )
 
     def tenant_slug(self, tenant_id: int) -> str:
         """The configured slug of tenant ``tenant_id`` (the web app signs users in by id)."""
@@ -478,7 +483,24 @@ class Services:
         if self.events is not None:
             await asyncio.to_thread(self.events.run_pass, now, dunning)
         delivered = await self.outbox.deliver_due()
+        await self.deliver_webhooks()
         return dunning, delivered
+
+    async def deliver_webhooks(self) -> None:
+        """One pass of the webhook queue at the clock's time (mailer/webhooks.py); a failure
+        is logged, never raised: the rows stay queued for the next tick."""
+        try:
+            report = await self.webhooks.deliver_due(self.engine, self.clock.now())
+        except Exception:  # job boundary: webhooks must never stop mail delivery
+            log.exception("webhooks: the delivery pass failed")
+            return
+        if report.delivered or report.retrying or report.failed:
+            log.info(
+                "webhooks: %d delivered, %d to retry, %d given up",
+                report.delivered,
+                report.retrying,
+                report.failed,
+            )
 
     def statement_settings(self, tenant_id: int) -> tuple[StatementSchedule, SendCalendar]:
         """The tenant's statement schedule and its send calendar (in the tenant's zone)."""
@@ -685,6 +707,7 @@ class Services:
             now=self.clock.now(),
             policy_for=self.soft_bounce_policy,
             enqueue=self._enqueue_request,
+            emit=self.webhooks.emit,
         )
 
     def soft_bounce_policy(self, tenant_id: int) -> SoftBouncePolicy:
@@ -882,6 +905,100 @@ class Services:
         """Inbound mail that matched no email of ours (it belongs to no tenant, so to none)."""
         with Session(self.engine) as session:
             return list_unmatched(session)
+
+    def inbox_context(self, thread_id: int, *, tenant: str | None) -> dict[str, Any]:
+        """What a thread's page offers actions on: its customer, its invoice (with the reminder
+        kind a send now would be), and the customer's contacts, each with whether it is
+        blocked. NotFoundError for another tenant's thread."""
+        tenant_id = self.tenant_id(tenant)
+        now = self.clock.now()
+        with Session(self.engine) as session:
+            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
+            customer = session.get(Customer, thread.customer_id) if thread.customer_id else None
+            kind, _, ref = thread.document.partition(":")
+            invoice = (
+                session.get(Invoice, int(ref)) if kind == "invoice" and ref.isdigit() else None
+            )
+            contacts = customer_contacts(session, customer) if customer is not None else []
+            blocked = {
+                r.address
+                for r in session.exec(
+                    select(Suppression).where(
+                        Suppression.tenant_id == tenant_id,
+                        col(Suppression.address).in_([c.email.lower() for c in contacts]),
+                    )
+                )
+                if is_suppressed(r, now)
+            }
+        return {
+            "customer": customer.external_id if customer else None,
+            "invoice": None
+            if invoice is None
+            else {
+                "number": invoice.number,
+                "due_at": invoice.due_at.isoformat(),
+                "status": invoice.status.value,
+                "reminder_kind": "late_payment_reminder"
+                if invoice.due_at < now
+                else "invoice_reminder",
+            },
+            "contacts": [
+                {
+                    "email": c.email,
+                    "name": c.name,
+                    "roles": list(c.roles),
+                    "blocked": c.email.lower() in blocked,
+                }
+                for c in contacts
+            ],
+        }
+
+    def inbox_fix_contact(
+        self, thread_id: int, *, tenant: str | None, old: str, new: str, by: str
+    ) -> str:
+        """Correct the address of one of the thread's customer's contacts (then ``inbox_resend``
+        sends the bounced email there); noted on the thread. Returns the stored address."""
+        from mailer.ledger import replace_contact_email  # added beside the import block
+
+        tenant_id = self.tenant_id(tenant)
+        now = self.clock.now()
+        with session_scope(self.engine) as session:
+            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
+            if thread.customer_id is None:
+                raise MailerError(f"thread {thread_id} belongs to no customer")
+            row = replace_contact_email(
+                session,
+                tenant_id=tenant_id,
+                customer_id=thread.customer_id,
+                old=old,
+                new=new,
+                now=now,
+            )
+            add_note(
+                session, thread, text=f"contact corrected: {old} -> {row.email}", author=by, now=now
+            )
+            return row.email
+
+    def tenant_outbox(self, *, tenant: str | None, limit: int = 200) -> list[dict[str, Any]]:
+        """:meth:`outbox_rows` of one tenant only (the AR inbox's outbox page)."""
+        tenant_id = self.tenant_id(tenant)
+        with Session(self.engine) as session:
+            messages = session.exec(
+                select(Message)
+                .where(col(Message.tenant_id) == tenant_id)
+                .order_by(col(Message.id).desc())
+                .limit(limit)
+            ).all()
+            recipients = session.exec(
+                select(MessageRecipient).where(
+                    col(MessageRecipient.message_id).in_([m.id for m in messages])
+                )
+            ).all()
+        slugs: dict[int | None, str] = {tenant_id: tenant or self.tenant_slug(tenant_id)}
+        by_message: dict[int, list[MessageRecipient]] = {}
+        for r in recipients:
+            by_message.setdefault(r.message_id, []).append(r)
+        return [_row(m, slugs, by_message.get(m.id or 0, [])) for m in messages]
 
     def inbox_note(
         self, thread_id: int, text: str, *, tenant: str | None, author: str
@@ -1092,6 +1209,10 @@ def build_services(
     )
     services.verp_key = verp_key
     services.link_keys = [link_key, *_previous_link_keys(config)]
+    services.webhooks = Webhooks(config.tenants, tenant_ids, batch_size=config.delivery.batch_size)
+    for name in services.webhooks.missing_secrets():
+        log.warning("webhooks: $%s is not set; deliveries signed with it wait until it is", name)
+    outbox.webhooks = services.webhooks
     outbox.preflight = Preflight(
         rules_for=services.rules_for, enqueue=services.enqueue_scheduled
     ).check

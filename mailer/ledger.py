@@ -782,3 +782,35 @@ def _rank(contact: Contact) -> tuple[int, str]:
         default=len(ROLE_PRIORITY),
     )
     return best, contact.email
+
+
+def replace_contact_email(
+    session: Session, *, tenant_id: int, customer_id: int, old: str, new: str, now: datetime
+) -> Contact:
+    """Correct one contact's address by hand (the AR inbox's "fix the contact" after every
+    address bounced): the same contact, name and roles, at ``new``. The caller commits.
+
+    The next import from the ERP still wins: if it lists the old address again, the old
+    address comes back, so the fix belongs in the ERP too.
+    """
+    from mailer.address import parse_addr_spec  # appended function: the module's imports stay
+
+    address = parse_addr_spec(new.strip())
+    contacts = {
+        c.email: c
+        for c in session.exec(
+            select(Contact).where(
+                col(Contact.tenant_id) == tenant_id, col(Contact.customer_id) == customer_id
+            )
+        )
+    }
+    row = contacts.get(old)
+    if row is None:
+        raise NotFoundError(f"the customer has no contact {old!r}")
+    if address != old and address in contacts:
+        raise DocumentError("new address", f"the customer already has a contact {address}")
+    row.email = address
+    session.add(row)
+    session.flush()
+    touch_customer_invoices(session, customer_id, now)  # the scheduler looks again
+    return row

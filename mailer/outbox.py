@@ -51,6 +51,7 @@ from mailer.models import (
 )
 from mailer.ratelimit import Throttle, enhanced_status, should_back_off
 from mailer.transport import SendResult, Transport
+from mailer.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,8 @@ class Outbox:
         claimed message in the claiming transaction (it is then ``skipped`` with a reason)."""
         self._engine = engine
         self.preflight = preflight  # the composition root may set it once services exist
+        # message.sent / failed / skipped webhooks, queued with the result (mailer/webhooks.py)
+        self.webhooks: Webhooks | None = None
         self.skipped = 0  # by pre-flight, over this outbox's life
         self._clock = clock
         self._profiles = profiles
@@ -392,6 +395,15 @@ class Outbox:
             message.finished_at = now
             message.claimed_until = None
             log.info("message %s (%s) skipped: %s", message.uid, message.kind, reason)
+            if self.webhooks is not None:
+                data = _event_data(message.uid, message.kind, message.context, "skipped")
+                self.webhooks.emit(
+                    session,
+                    tenant_id=message.tenant_id,
+                    event="message.skipped",
+                    data={**data, "skip_reason": message.skip_reason},
+                    now=now,
+                )
         self.skipped += len(skips)
         session.flush()
         return skips
@@ -530,6 +542,25 @@ class Outbox:
                 if decision is None:
                     continue
                 attempt_rows.append(_attempt_row(attempt, decision, number=row.attempts + 1))
+                if self.webhooks is not None and decision.status in (
+                    MessageStatus.SENT,
+                    MessageStatus.FAILED,
+                ):
+                    claimed = attempt.claimed
+                    data = _event_data(
+                        claimed.uid, claimed.kind, claimed.context, decision.status.value
+                    )
+                    data["recipients"] = [
+                        {"address": u.address, "status": u.status.value, "code": u.code}
+                        for u in decision.recipients
+                    ]
+                    self.webhooks.emit(
+                        session,
+                        tenant_id=claimed.tenant_id,
+                        event=f"message.{decision.status.value}",
+                        data=data,
+                        now=attempt.finished_at,
+                    )
                 for update in decision.recipients:
                     rid = recipient_ids.get((attempt.claimed.id, update.address))
                     if rid is not None:
@@ -618,6 +649,19 @@ def _attempt_row(attempt: _Attempt, decision: Decision, *, number: int) -> dict[
             {"address": u.address, "status": u.status.value, "code": u.code, "response": u.response}
             for u in decision.recipients
         ],
+    }
+
+
+def _event_data(uid: str, kind: str, context: Mapping[str, Any], status: str) -> dict[str, Any]:
+    """A message webhook's ``data``: which email, about which document, and how it ended."""
+    invoice = context.get("invoice")
+    customer = context.get("customer")
+    return {
+        "message": uid,
+        "kind": kind,
+        "status": status,
+        "invoice": invoice.get("number") if isinstance(invoice, Mapping) else None,
+        "customer": customer.get("id") if isinstance(customer, Mapping) else None,
     }
 
 

@@ -45,6 +45,7 @@ def test_demo_engine_delivers_into_the_capture_maildir_and_stops_cleanly(tmp_pat
             DUNMAIL_CAPTURE__PORT=port,
             DUNMAIL_RELAY__PORT=port,
             DUNMAIL_WEB__PORT=str(web),
+            DUNMAIL_INBOUND__PORT=str(_free_port()),
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

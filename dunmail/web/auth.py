@@ -1,0 +1,303 @@
+"""AR users: argon2id passwords, server-side sessions behind an HttpOnly cookie, CSRF tokens.
+
+The cookie holds a random 32-byte token; the database keeps only its SHA-256
+(``WebSession.token_hash``), so a leaked database signs nobody in. Each session has its own
+CSRF token, embedded in every form of its pages and compared in constant time on every POST.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
+from urllib.parse import quote, urlsplit
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import HTTPException, Request
+from sqlmodel import Session, col, select
+
+from dunmail.web.deps import services_of
+from mailer.address import parse_addr_spec
+from mailer.errors import AddressError, MailerError, NotFoundError
+from mailer.models import User, WebSession
+
+COOKIE = "dunmail_session"
+LOGIN_COOKIE = "dunmail_login"  # the login form's own CSRF token (double submit: no session yet)
+MIN_PASSWORD = 12
+MAX_PASSWORD = 1024  # argon2 would hash a megabyte happily; a login form need not let it
+
+# argon2-cffi's defaults are argon2id with RFC 9106's "low memory" parameters. A hash made with
+# other parameters still verifies and is replaced at the next sign-in (check_needs_rehash).
+HASHER = PasswordHasher()
+
+
+class AuthError(MailerError):
+    """A user cannot be created or changed as asked (bad password, taken email)."""
+
+
+@cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the email is unknown, so that costs as long as a real
+    check and the response time does not tell which emails have accounts."""
+    return HASHER.hash(secrets.token_urlsafe(16))
+
+
+def normal_email(value: str) -> str:
+    """The stored form of a user's email: a bare address, lower case."""
+    return parse_addr_spec(value.strip()).lower()
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of a password long enough to be one."""
+    if len(password) < MIN_PASSWORD:
+        raise AuthError(f"a password needs at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise AuthError(f"a password has at most {MAX_PASSWORD} characters")
+    return HASHER.hash(password)
+
+
+def create_user(
+    session: Session, *, tenant_id: int, email: str, name: str, password: str, now: datetime
+) -> User:
+    """A new user of one tenant. The caller commits."""
+    address = normal_email(email)
+    if session.exec(select(User).where(col(User.email) == address)).first() is not None:
+        raise AuthError(f"there is already a user {address}")
+    user = User(
+        tenant_id=tenant_id,
+        email=address,
+        name=name.strip()[:200],
+        password_hash=hash_password(password),
+        created_at=now,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def list_users(session: Session, *, tenant_id: int | None = None) -> list[User]:
+    """Users by email, of one tenant or of all."""
+    query = select(User).order_by(col(User.email))
+    if tenant_id is not None:
+        query = query.where(col(User.tenant_id) == tenant_id)
+    return list(session.exec(query).all())
+
+
+def disable_user(session: Session, email: str, *, now: datetime) -> User:
+    """Sign a user out everywhere and refuse their sign-in from now on. The caller commits."""
+    user = session.exec(select(User).where(col(User.email) == normal_email(email))).first()
+    if user is None:
+        raise NotFoundError(f"no user {email}")
+    user.disabled_at = user.disabled_at or now
+    for web in session.exec(
+        select(WebSession).where(
+            col(WebSession.user_id) == user.id, col(WebSession.revoked_at).is_(None)
+        )
+    ):
+        web.revoked_at = now
+        session.add(web)
+    session.add(user)
+    return user
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The enabled user with this email and password, else None.
+
+    Unknown emails, disabled users and malformed input cost one argon2 verification like a
+    real attempt. A hash made with older parameters is replaced (the caller commits).
+    """
+    try:
+        address: str | None = normal_email(email)
+    except AddressError:
+        address = None
+    user = session.exec(select(User).where(col(User.email) == address)).first() if address else None
+    if user is None or user.disabled_at is not None or len(password) > MAX_PASSWORD:
+        _verify(_dummy_hash(), password[:MAX_PASSWORD])
+        return None
+    if not _verify(user.password_hash, password):
+        return None
+    if HASHER.check_needs_rehash(user.password_hash):
+        user.password_hash = HASHER.hash(password)
+        session.add(user)
+    return user
+
+
+def _verify(hashed: str, password: str) -> bool:
+    try:
+        return HASHER.verify(hashed, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def token_hash(token: str) -> str:
+    """What the database keeps of a session cookie."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_session(session: Session, user: User, *, now: datetime, hours: int) -> str:
+    """A new signed-in session; returns the cookie token (never stored). The caller commits."""
+    token = secrets.token_urlsafe(32)
+    session.add(
+        WebSession(
+            token_hash=token_hash(token),
+            user_id=user.id or 0,
+            csrf_token=secrets.token_urlsafe(32),
+            created_at=now,
+            expires_at=now + timedelta(hours=hours),
+        )
+    )
+    session.flush()
+    return token
+
+
+def end_session(session: Session, token: str, *, now: datetime) -> None:
+    """Revoke the session of this cookie token (logout). The caller commits."""
+    web = session.exec(select(WebSession).where(col(WebSession.token_hash) == token_hash(token)))
+    for row in web:
+        row.revoked_at = row.revoked_at or now
+        session.add(row)
+
+
+@dataclass(frozen=True)
+class Clerk:
+    """The signed-in user of a request, and the one tenant they see."""
+
+    user_id: int
+    email: str
+    name: str
+    tenant_id: int
+    tenant: str  # the tenant's slug: every services call passes it
+    csrf: str
+
+
+def find_clerk(request: Request) -> Clerk | None:
+    """The signed-in user of this request's cookie, if the session is live."""
+    token = request.cookies.get(COOKIE)
+    if not token or len(token) > 100:
+        return None
+    services = services_of(request)
+    now = services.clock.now()
+    with Session(services.engine) as session:
+        found = session.exec(
+            select(WebSession, User)
+            .join(User, col(User.id) == col(WebSession.user_id))
+            .where(col(WebSession.token_hash) == token_hash(token))
+        ).first()
+    if found is None:
+        return None
+    web, user = found
+    if web.revoked_at is not None or web.expires_at <= now or user.disabled_at is not None:
+        return None
+    try:
+        slug = services.tenant_slug(user.tenant_id)
+    except NotFoundError:  # the tenant left the configuration: its users see nothing
+        return None
+    return Clerk(
+        user_id=user.id or 0,
+        email=user.email,
+        name=user.name,
+        tenant_id=user.tenant_id,
+        tenant=slug,
+        csrf=web.csrf_token,
+    )
+
+
+def local_path(value: str | None, default: str = "/inbox") -> str:
+    """``value`` if it is a path on this site, else ``default`` (no open redirect)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return default
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or any(ord(ch) < 32 for ch in value):
+        return default
+    return value
+
+
+async def signed_in(request: Request) -> Clerk:
+    """Dependency of every inbox page: the clerk, else a 303 to the login page."""
+    clerk = find_clerk(request)
+    if clerk is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        location = f"/login?next={quote(target, safe='/')}"
+        raise HTTPException(303, "sign in first", headers={"Location": location})
+    return clerk
+
+
+def same_origin(request: Request) -> bool:
+    """False when the browser says the request came from another site.
+
+    ``Sec-Fetch-Site`` (sent by current browsers) must be ``same-origin`` or ``none`` (typed by
+    the user). An ``Origin`` header must name this host or the configured public URL; ``null``
+    says nothing (our own pages send it: their ``Referrer-Policy: no-referrer`` hides the
+    origin too), so the CSRF token alone decides then.
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return True
+    parts = urlsplit(origin)
+    host = request.headers.get("host", "")
+    public = urlsplit(services_of(request).config.web.public_url)
+    return bool(parts.netloc) and (
+        parts.netloc == host or (parts.scheme, parts.netloc) == (public.scheme, public.netloc)
+    )
+
+
+def tokens_match(expected: str, given: object) -> bool:
+    """Constant-time comparison of a CSRF token with a form field."""
+    return (
+        isinstance(given, str)
+        and bool(expected)
+        and hmac.compare_digest(expected.encode(), given.encode())
+    )
+
+
+async def csrf_checked(request: Request) -> Clerk:
+    """Dependency of every state-changing POST: a signed-in clerk (else 303 to login), a
+    same-origin request and the session's CSRF token in the form (else 403)."""
+    clerk = await signed_in(request)
+    form = await request.form()
+    if not same_origin(request) or not tokens_match(clerk.csrf, form.get("csrf")):
+        raise HTTPException(403, "the form has expired or came from another site: reload")
+    return clerk
+
+
+@dataclass
+class LoginThrottle:
+    """At most ``limit`` failed sign-ins per email and client address per ``window``.
+
+    In memory, per process: enough to stop guessing through one server; a multi-node setup
+    would need the count in the database.
+    """
+
+    limit: int = 5
+    window: timedelta = timedelta(minutes=15)
+    _failures: dict[tuple[str, str], deque[datetime]] = field(default_factory=dict)
+
+    def blocked(self, email: str, client: str, now: datetime) -> bool:
+        """Whether this email and client must wait before trying again."""
+        recent = self._recent(email, client, now)
+        return len(recent) >= self.limit
+
+    def failed(self, email: str, client: str, now: datetime) -> None:
+        """Count one failed sign-in."""
+        self._recent(email, client, now).append(now)
+        if len(self._failures) > 10_000:  # bounded: drop keys whose failures have all aged
+            for key in [k for k, v in self._failures.items() if not v or v[-1] < now - self.window]:
+                del self._failures[key]
+
+    def succeeded(self, email: str, client: str) -> None:
+        """Forget the failures of a pair that signed in."""
+        self._failures.pop((email.strip().lower(), client), None)
+
+    def _recent(self, email: str, client: str, now: datetime) -> deque[datetime]:
+        recent = self._failures.setdefault((email.strip().lower()[:320], client), deque())
+        while recent and recent[0] <= now - self.window:
+            recent.popleft()
+        return recent
