@@ -72,7 +72,7 @@ def react_to_bounce(
     candidates = _all_contacts(session, message.customer_id, now)
     fallback = next((c for c in candidates if normal(c.email) not in tried), None)
     if fallback is not None:
-        enqueue(session, _copy(message, [fallback.email], occasion=message.occasion), now)
+        enqueue(session, copy_request(message, [fallback.email], occasion=message.occasion), now)
         add_note(
             session,
             thread,
@@ -104,7 +104,8 @@ def resend(
     addresses = [c.email for c in contacts]
     number = 1 + _resends(session, thread)
     occasion = f"{original.occasion or original.kind} resend {number}"
-    message = enqueue(session, _copy(original, addresses, occasion=occasion, manual=True), now)
+    request = copy_request(original, addresses, occasion=occasion, manual=True)
+    message = enqueue(session, request, now)
     for hold in session.exec(
         select(Hold).where(
             Hold.tenant_id == thread.tenant_id,
@@ -254,7 +255,7 @@ def _resends(session: Session, thread: Thread) -> int:
     return sum(1 for m in thread_messages(session, thread) if " resend " in (m.occasion or ""))
 
 
-def _copy(
+def copy_request(
     message: Message, recipients: list[str], *, occasion: str | None, manual: bool = False
 ) -> EnqueueRequest:
     """The same email (its frozen context, document and version) to other recipients: the

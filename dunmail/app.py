@@ -38,6 +38,7 @@ from mailer.ledger import (
     find_invoice,
     import_document,
     invoice_contacts,
+    replace_contact_email,
 )
 from mailer.links import DownloadLinks, LinkMinter
 from mailer.models import (
@@ -958,8 +959,6 @@ class Services:
     ) -> str:
         """Correct the address of one of the thread's customer's contacts (then ``inbox_resend``
         sends the bounced email there); noted on the thread. Returns the stored address."""
-        from mailer.ledger import replace_contact_email  # added beside the import block
-
         tenant_id = self.tenant_id(tenant)
         now = self.clock.now()
         with session_scope(self.engine) as session:

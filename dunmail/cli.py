@@ -999,7 +999,7 @@ def link_revoke(
 ) -> None:
     """Make one link, or every link to an invoice, stop working before it expires (the
     customer sees a page where they can ask for a fresh link, unless the invoice was revoked)."""
-    from dunmail.web.links import revoke_links
+    from dunmail.web.link_service import revoke_links
 
     async def body(services: Services) -> str:
         return revoke_links(

@@ -9,6 +9,8 @@ from typing import Any
 from sqlmodel import Session, select
 
 from dunmail.app import Services
+from dunmail.web.auth import create_user
+from mailer.db import session_scope
 from mailer.models import Invoice, InvoiceStatus
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,11 @@ def demo_document(now: datetime) -> dict[str, Any]:
     }
 
 
+# The demo's AR clerk: only ever created with env = "dev", which refuses real secrets.
+DEMO_USER = "clerk@acme.example"
+DEMO_PASSWORD = "demo-password-1"
+
+
 def seed_demo(services: Services, *, tenant: str) -> int:
     """Import the demo data into an empty ledger and queue its emails; returns messages queued."""
     now = services.clock.now()
@@ -74,6 +81,22 @@ def seed_demo(services: Services, *, tenant: str) -> int:
             return 0
     report = services.import_document(demo_document(now), tenant=tenant)
     log.info("demo data: %s", report.summary())
+    if services.config.env == "dev":
+        with session_scope(services.engine) as session:
+            create_user(
+                session,
+                tenant_id=services.tenant_id(tenant),
+                email=DEMO_USER,
+                name="Demo clerk",
+                password=DEMO_PASSWORD,
+                now=now,
+            )
+        log.info(
+            "demo: the AR inbox at %s/login takes %s / %s (a dev-only account)",
+            services.config.web.public_url,
+            DEMO_USER,
+            DEMO_PASSWORD,
+        )
     queued = 0
     with Session(services.engine) as session:
         invoices = session.exec(select(Invoice).order_by(Invoice.number)).all()

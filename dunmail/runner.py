@@ -144,7 +144,7 @@ async def _start_web(config: Config, services: Services) -> _WebServer | None:
     settings = config.web
     if not settings.enabled:
         return None
-    from dunmail.web import create_app
+    from dunmail.web.app import create_app
 
     server = _QuietServer(
         uvicorn.Config(
@@ -153,6 +153,7 @@ async def _start_web(config: Config, services: Services) -> _WebServer | None:
             port=settings.port,
             log_level="warning",
             access_log=False,  # request lines carry link tokens: never logged
+            log_config=None,  # uvicorn's records go through our handler (dunmail/logs.py)
             lifespan="off",
         )
     )

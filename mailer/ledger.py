@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from mailer.address import parse_addr_spec
 from mailer.agreements import AgreementImport
 from mailer.billing import BillingImport
 from mailer.documents import (
@@ -793,8 +794,6 @@ def replace_contact_email(
     The next import from the ERP still wins: if it lists the old address again, the old
     address comes back, so the fix belongs in the ERP too.
     """
-    from mailer.address import parse_addr_spec  # appended function: the module's imports stay
-
     address = parse_addr_spec(new.strip())
     contacts = {
         c.email: c

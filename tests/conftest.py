@@ -231,7 +231,7 @@ async def web_server(relay_env: tuple[Services, MemoryTransport]) -> AsyncIterat
 
     import uvicorn
 
-    from dunmail.web import create_app
+    from dunmail.web.app import create_app
 
     services, _ = relay_env
     with socket.socket() as sock:

@@ -23,7 +23,8 @@ import pytest
 from sqlmodel import Session, col, select
 
 from dunmail.app import Services, build_services
-from dunmail.web.links import RedactLinkTokens, revoke_links
+from dunmail.logs import ScrubFilter
+from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
 from mailer.links import issue_link, verify_link
 from mailer.models import LinkEvent, Message, WebhookDelivery
@@ -342,5 +343,5 @@ def test_the_access_log_never_shows_a_token() -> None:
         ("127.0.0.1:5000", "GET", "/l/eyJwIjoi.c2lnbmF0dXJl/pdf?x=1", "1.1", 200),
         None,
     )
-    assert RedactLinkTokens().filter(record)
-    assert record.getMessage() == '127.0.0.1:5000 - "GET /l/<token>/pdf?x=1 HTTP/1.1" 200'
+    assert ScrubFilter().filter(record)
+    assert record.getMessage() == '127.0.0.1:5000 - "GET /l/[token]/pdf?x=1 HTTP/1.1" 200'

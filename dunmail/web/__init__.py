@@ -1,6 +1,3 @@
 """The web app (FastAPI): customers' links and hosted pages, the AR inbox UI, the JSON API,
-health and metrics. ``create_app(services)`` builds it; ``dunmail run`` serves it."""
-
-from dunmail.web.app import create_app
-
-__all__ = ["create_app"]
+health and metrics. ``dunmail.web.app.create_app(services)`` builds it; ``dunmail run`` serves
+it. (Nothing is imported here, so ``dunmail.web.auth`` loads without the whole app.)"""

@@ -14,108 +14,34 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, select
 
-from dunmail.app import INVOICE_KINDS, Services
+from dunmail.app import INVOICE_KINDS
 from dunmail.web import idempotency
-from dunmail.web.apikeys import authenticate
-from dunmail.web.deps import services_of
+from dunmail.web.api_reads import message_json
+from dunmail.web.apikeys import ERRORS, Api, Call
 from dunmail.web.idempotency import Answer, IdempotencyError
 from mailer.clock import as_utc
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
 from mailer.ledger import ImportReport, find_invoice
 from mailer.models import (
-    Customer,
-    DeliveryAttempt,
     HoldReason,
     Invoice,
-    Message,
-    MessageRecipient,
-    ThreadStatus,
 )
 from mailer.record import CreditNoteRecord, CustomerRecord, InvoiceRecord, PaymentRecord
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
-bearer = HTTPBearer(auto_error=False, description="an API key: `dunmail apikey create NAME`")
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing, unknown or revoked API key"},
-    404: {"description": "no such record for this tenant"},
-    409: {"description": "the same Idempotency-Key is still being worked on"},
-    422: {
-        "description": "invalid request (``detail`` or ``errors`` name the field), or an "
-        "Idempotency-Key reused with a different request"
-    },
-}
-
-
-@dataclass(frozen=True)
-class Call:
-    """An authenticated API call: the tenant, the key's prefix, and its Idempotency-Key."""
-
-    services: Services
-    tenant_id: int
-    slug: str
-    key_prefix: str
-    idempotency_key: str | None
-    digest: str
-    body: bytes
-
-    @property
-    def by(self) -> str:
-        """Who did it, as holds and notes record it."""
-        return f"api:{self.key_prefix}"
-
-
-async def api_call(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            max_length=200,
-            description="POST only: the same key and request get the stored answer again",
-        ),
-    ] = None,
-) -> Call:
-    """Authenticate ``Authorization: Bearer dm_...`` (401 otherwise; the key is never logged)."""
-    services = services_of(request)
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise _unauthorized("missing API key: send Authorization: Bearer <key>")
-    row = authenticate(services.engine, credentials.credentials, now=services.clock.now())
-    if row is None:
-        raise _unauthorized("invalid or revoked API key")
-    body = await request.body()
-    return Call(
-        services=services,
-        tenant_id=row.tenant_id,
-        slug=services.tenant_slug(row.tenant_id),
-        key_prefix=row.prefix,
-        idempotency_key=idempotency_key,
-        digest=idempotency.request_hash(request.method, request.url.path, body),
-        body=body,
-    )
-
-
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
-
-
-Api = Annotated[Call, Depends(api_call)]
 
 
 def _respond(answer: Answer) -> JSONResponse:
@@ -339,7 +265,7 @@ async def send_invoice(number: str, body: SendRequest, call: Api) -> JSONRespons
 
     async def work() -> Answer:
         message = await call.services.send_invoice(number, kind=body.kind, tenant=call.slug)
-        return Answer(200, _message_json(call, message.uid, attempts=True))
+        return Answer(200, message_json(call, message.uid, attempts=True))
 
     return await _action(call, work)
 
@@ -402,134 +328,3 @@ def _hold(call: Call, hold_id: int) -> dict[str, Any]:
         if row["id"] == hold_id:
             return row
     raise NotFoundError(f"no hold {hold_id}")
-
-
-# -- reads ---------------------------------------------------------------------------------------
-
-
-@router.get("/messages", responses=ERRORS)
-def list_messages(
-    call: Api,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    status: str | None = None,
-) -> dict[str, Any]:
-    """The tenant's emails, newest first, with status and per-recipient results."""
-    with Session(call.services.engine) as session:
-        query = select(Message).where(Message.tenant_id == call.tenant_id)
-        if status is not None:
-            query = query.where(col(Message.status) == status)
-        total = session.exec(select(func.count()).select_from(query.subquery())).one()
-        messages = session.exec(
-            query.order_by(col(Message.id).desc()).limit(limit).offset(offset)
-        ).all()
-        recipients = _recipients(session, [m.id or 0 for m in messages])
-        items = [_message(session, m, recipients.get(m.id or 0, [])) for m in messages]
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
-
-
-@router.get("/messages/{uid}", responses=ERRORS)
-def get_message(uid: str, call: Api) -> dict[str, Any]:
-    """One email with its recipients and delivery attempts."""
-    try:
-        return _message_json(call, uid, attempts=True)
-    except NotFoundError as exc:
-        raise HTTPException(404, detail=str(exc)) from None
-
-
-def _message_json(call: Call, uid: str, *, attempts: bool) -> dict[str, Any]:
-    with Session(call.services.engine) as session:
-        message = session.exec(
-            select(Message).where(Message.uid == uid, Message.tenant_id == call.tenant_id)
-        ).first()
-        if message is None:
-            raise NotFoundError(f"no message {uid}")
-        row = _message(
-            session, message, _recipients(session, [message.id or 0]).get(message.id or 0, [])
-        )
-        if attempts:
-            row["attempt_log"] = [
-                {
-                    "number": a.number,
-                    "started_at": a.started_at.isoformat(),
-                    "finished_at": a.finished_at.isoformat(),
-                    "outcome": a.outcome.value,
-                    "code": a.code,
-                    "response": a.response,
-                    "recipients": a.recipients,
-                }
-                for a in session.exec(
-                    select(DeliveryAttempt)
-                    .where(DeliveryAttempt.message_id == message.id)
-                    .order_by(col(DeliveryAttempt.number))
-                ).all()
-            ]
-        return row
-
-
-def _recipients(session: Session, ids: list[int]) -> dict[int, list[MessageRecipient]]:
-    found: dict[int, list[MessageRecipient]] = {}
-    rows = session.exec(
-        select(MessageRecipient)
-        .where(col(MessageRecipient.message_id).in_(ids))
-        .order_by(col(MessageRecipient.address))
-    ).all()
-    for r in rows:
-        found.setdefault(r.message_id, []).append(r)
-    return found
-
-
-def _message(session: Session, m: Message, recipients: list[MessageRecipient]) -> dict[str, Any]:
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value else None
-
-    customer = session.get(Customer, m.customer_id) if m.customer_id else None
-    invoice = m.context.get("invoice", {}) if isinstance(m.context, dict) else {}
-    return {
-        "uid": m.uid,
-        "kind": m.kind,
-        "status": m.status.value,
-        "customer": customer.external_id if customer else None,
-        "invoice": invoice.get("number") if isinstance(invoice, dict) else None,
-        "document_version": m.document_version,
-        "manual": m.manual,
-        "occasion": m.occasion,
-        "attempts": m.attempts,
-        "created_at": iso(m.created_at),
-        "next_attempt_at": iso(m.next_attempt_at),
-        "finished_at": iso(m.finished_at),
-        "last_error": m.last_error,
-        "skip_reason": m.skip_reason,
-        "recipients": [
-            {"address": r.address, "status": r.status.value, "code": r.code, "response": r.response}
-            for r in recipients
-        ],
-    }
-
-
-@router.get("/threads", responses=ERRORS)
-def list_threads(call: Api, status: ThreadStatus | None = None) -> list[dict[str, Any]]:
-    """The tenant's AR inbox threads (bounces, replies), newest activity first."""
-    result: list[dict[str, Any]] = jsonable_encoder(
-        call.services.inbox(tenant=call.slug, status=status)
-    )
-    return result
-
-
-@router.get("/threads/{thread_id}", responses=ERRORS)
-def get_thread(thread_id: int, call: Api) -> dict[str, Any]:
-    """One thread with its timeline: emails, attempts, bounces, replies, clicks, notes."""
-    try:
-        thread = call.services.inbox_thread(thread_id, tenant=call.slug)
-    except NotFoundError as exc:
-        raise HTTPException(404, detail=str(exc)) from None
-    result: dict[str, Any] = jsonable_encoder(thread)
-    return result
-
-
-@router.get("/suppressions", responses=ERRORS)
-def list_suppressions(
-    call: Api, everything: bool = Query(False, alias="all")
-) -> list[dict[str, Any]]:
-    """The tenant's blocked addresses (``?all=true``: lifted and expired ones too)."""
-    return call.services.suppressions(tenant=call.slug, everything=everything)

@@ -14,13 +14,19 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
+from fastapi import Depends, Header, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from dunmail.app import Services
+from dunmail.web import idempotency
+from dunmail.web.deps import services_of
 from mailer.errors import NotFoundError
 from mailer.models import ApiKey
 
@@ -112,3 +118,74 @@ def authenticate(engine: Engine, key: str, *, now: datetime) -> ApiKey | None:
             session.commit()
         session.expunge(row)
         return row
+
+
+# -- the FastAPI side: who is calling --------------------------------------------------------
+
+bearer = HTTPBearer(auto_error=False, description="an API key: `dunmail apikey create NAME`")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing, unknown or revoked API key"},
+    404: {"description": "no such record for this tenant"},
+    409: {"description": "the same Idempotency-Key is still being worked on"},
+    422: {
+        "description": "invalid request (``detail`` or ``errors`` name the field), or an "
+        "Idempotency-Key reused with a different request"
+    },
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    """An authenticated API call: the tenant, the key's prefix, and its Idempotency-Key."""
+
+    services: Services
+    tenant_id: int
+    slug: str
+    key_prefix: str
+    idempotency_key: str | None
+    digest: str
+    body: bytes
+
+    @property
+    def by(self) -> str:
+        """Who did it, as holds and notes record it."""
+        return f"api:{self.key_prefix}"
+
+
+async def api_call(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=200,
+            description="POST only: the same key and request get the stored answer again",
+        ),
+    ] = None,
+) -> Call:
+    """Authenticate ``Authorization: Bearer dm_...`` (401 otherwise; the key is never logged)."""
+    services = services_of(request)
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("missing API key: send Authorization: Bearer <key>")
+    row = authenticate(services.engine, credentials.credentials, now=services.clock.now())
+    if row is None:
+        raise _unauthorized("invalid or revoked API key")
+    body = await request.body()
+    return Call(
+        services=services,
+        tenant_id=row.tenant_id,
+        slug=services.tenant_slug(row.tenant_id),
+        key_prefix=row.prefix,
+        idempotency_key=idempotency_key,
+        digest=idempotency.request_hash(request.method, request.url.path, body),
+        body=body,
+    )
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+Api = Annotated[Call, Depends(api_call)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from dunmail.app import Services
-from dunmail.web import api, links, ops, ui
+from dunmail.web import api, api_reads, links, login, ops, ui, ui_lists
 
 
 def create_app(services: Services) -> FastAPI:
@@ -25,6 +25,9 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.include_router(ops.router)
     app.include_router(links.router)
+    app.include_router(login.router)
     app.include_router(ui.router)
+    app.include_router(ui_lists.router)
     app.include_router(api.router)
+    app.include_router(api_reads.router)
     return app

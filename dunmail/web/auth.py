@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from urllib.parse import quote, urlsplit
 
+import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
@@ -140,7 +141,19 @@ def token_hash(token: str) -> str:
 
 
 def start_session(session: Session, user: User, *, now: datetime, hours: int) -> str:
-    """A new signed-in session; returns the cookie token (never stored). The caller commits."""
+    """A new signed-in session; returns the cookie token (never stored). The caller commits.
+
+    Sessions that ended (expired or signed out) a day ago or more are deleted here, so the
+    table holds roughly the sessions of the last day without a separate cleanup job.
+    """
+    session.execute(
+        sa.delete(WebSession).where(
+            sa.or_(
+                col(WebSession.expires_at) < now - timedelta(days=1),
+                col(WebSession.revoked_at) < now - timedelta(days=1),
+            )
+        )
+    )
     token = secrets.token_urlsafe(32)
     session.add(
         WebSession(

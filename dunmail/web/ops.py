@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from sqlmodel import Session, col, select
 
 from dunmail.app import Services
+from dunmail.demo import DEMO_PASSWORD, DEMO_USER
 from dunmail.web.deps import SECURITY_HEADERS, page, services_of
 from mailer.models import (
     DeliveryAttempt,
@@ -152,6 +153,8 @@ def start(request: Request) -> Response:
             "outbox": outbox,
             "captured": captured,
             "threads": threads,
+            "demo_user": DEMO_USER,
+            "demo_password": DEMO_PASSWORD,
         },
     )
 
