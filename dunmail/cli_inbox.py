@@ -1,0 +1,435 @@
+"""``dunmail bounce``, ``inbox`` and ``suppressions``: returned mail, the AR inbox, blocked
+addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dunmail.app import Services
+from dunmail.cli_common import (
+    AtOpt,
+    ByOpt,
+    ConfigOpt,
+    JsonOpt,
+    TenantOpt,
+    app,
+    console,
+    err,
+    parse_when,
+    plain,
+    with_services,
+)
+from mailer.models import ThreadStatus
+
+bounce_app = typer.Typer(no_args_is_help=True, help="Returned mail: decode bounces and notices.")
+app.add_typer(bounce_app, name="bounce")
+
+
+@bounce_app.command("parse")
+def bounce_parse(
+    files: Annotated[
+        list[Path], typer.Argument(help="raw messages (.eml)", exists=True, dir_okay=False)
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per file")] = False,
+) -> None:
+    """Decode returned mail: kind, failed recipients, reason, original Message-ID."""
+    from bounce import parse
+
+    reports = [(path, parse(path.read_bytes())) for path in files]
+    if as_json:
+        for path, report in reports:
+            print(json.dumps({"file": str(path), **report.as_dict()}, ensure_ascii=False))
+        return
+    table = Table("file", "kind", "recipient", "status", "code", "reason", "hard", "message-id")
+    for path, report in reports:
+        message_id = report.original_message_id or "-"
+        if not report.recipients:
+            table.add_row(path.name, report.kind.value, "-", "-", "-", "-", "-", message_id)
+        for r in report.recipients:
+            table.add_row(
+                path.name,
+                report.kind.value,
+                r.address,
+                r.status or "-",
+                str(r.reply_code or "-"),
+                r.reason,
+                "hard" if r.hard else "soft",
+                message_id,
+            )
+    console.print(table)
+
+
+@bounce_app.command("ingest")
+def bounce_ingest(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="message files (.eml), Maildir directories or mbox files", exists=True),
+    ],
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Store returned mail, match it to the emails sent, suppress hard-bounced addresses."""
+    from bounce.ingest import count_messages, read_paths
+
+    async def body(services: Services) -> Any:
+        with Progress(
+            TextColumn("ingesting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as progress:
+            task = progress.add_task("ingest", total=count_messages(paths))
+
+            def counted() -> Iterator[tuple[str, bytes]]:
+                for item in read_paths(paths):
+                    yield item
+                    progress.advance(task)
+
+            return services.ingest_inbound(counted())
+
+    summary = with_services(config, at, body)
+    _print_ingest(summary)
+
+
+@bounce_app.command("report")
+def bounce_report(
+    since: Annotated[str, typer.Option("--since", help="from this ISO 8601 date or time")],
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header line")] = False,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bounces and complaints since a date: document, address, reason, suppressed or not."""
+    from bounce.reporting import by_reason, to_csv
+
+    start = parse_when(since, "--since")
+    assert start is not None
+
+    async def body(services: Services) -> list[dict[str, Any]]:
+        return services.bounce_report(tenant=tenant, since=start)
+
+    rows = with_services(config, at, body)
+    if as_csv:
+        sys.stdout.write(to_csv(rows))
+        return
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "suppressed" if row["suppressed"] else "not suppressed"
+        plain(
+            f"{row['at'][:16]}  {row['document']} to {row['address']} {row['event']}: "
+            f"{row['reason']} ({row['status'] or '-'}, {'hard' if row['hard'] else 'soft'}, "
+            f"{state})"
+        )
+    plain(f"{len(rows)} bounces and complaints since {start.isoformat()}")
+    for reason, count in by_reason(rows):
+        plain(f"  {count:6d}  {reason}")
+
+
+@bounce_app.command("reprocess")
+def bounce_reprocess(config: ConfigOpt = None, at: AtOpt = None) -> None:
+    """Decode, match and suppress again over all stored inbound mail (after a decoder fix)."""
+
+    async def body(services: Services) -> Any:
+        return services.reprocess_inbound()
+
+    _print_ingest(with_services(config, at, body))
+
+
+@bounce_app.command("poll")
+def bounce_poll(tenant: TenantOpt = None, config: ConfigOpt = None, at: AtOpt = None) -> None:
+    """Poll the tenants' IMAP mailboxes once: store, match and suppress what arrived."""
+
+    async def body(services: Services) -> Any:
+        return await asyncio.to_thread(services.poll_mailboxes, tenant=tenant)
+
+    summary, failed = with_services(config, at, body)
+    _print_ingest(summary)
+    for slug, error in sorted(failed.items()):
+        err.print(f"[red]error:[/red] {slug}: {error}", highlight=False)
+    if failed:
+        raise typer.Exit(3)
+
+
+def _print_ingest(summary: Any) -> None:
+    console.print(
+        f"stored {summary.stored}, duplicates {summary.duplicates}, matched {summary.matched}, "
+        f"unmatched {summary.unmatched}, errors {summary.errors}, "
+        f"suppressed {len(summary.suppressed)}",
+        highlight=False,
+    )
+    for address in summary.suppressed:
+        console.print(f"  suppressed {address}", highlight=False)
+    for address in summary.rerouted:
+        console.print(f"  bounced email sent to the next contact: {address}", highlight=False)
+    if summary.paused:
+        console.print(
+            f"  {summary.paused} bounced with no other contact: chasing paused "
+            "(dunmail inbox shows the threads to fix)",
+            highlight=False,
+        )
+
+
+inbox_app = typer.Typer(
+    help="The AR inbox: a thread per customer document with its emails, bounces and replies."
+)
+app.add_typer(inbox_app, name="inbox")
+
+
+class StatusFilter(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+    ALL = "all"
+
+
+ThreadArg = Annotated[int, typer.Argument(help="the thread's id (dunmail inbox)")]
+
+
+@inbox_app.callback(invoke_without_command=True)
+def inbox(
+    ctx: typer.Context,
+    status: Annotated[StatusFilter, typer.Option("--status", help="open, resolved or all")] = (
+        StatusFilter.OPEN
+    ),
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One line per thread: id, customer, document, status, assignee, last event, time."""
+    if ctx.invoked_subcommand is not None:
+        return
+    wanted = None if status is StatusFilter.ALL else ThreadStatus(status.value)
+
+    async def body(services: Services) -> list[dict[str, Any]]:
+        return services.inbox(tenant=tenant, status=wanted)
+
+    rows = with_services(config, None, body)
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        plain(f"no {status.value} threads" if wanted else "no threads")
+    for r in rows:
+        plain(
+            f"{r['id']}  {r['customer'] or '-'}  {r['document']}  {r['status']}  "
+            f"{r['assignee'] or '-'}  {r['last_event']}  {r['last_event_at'][:19]}"
+        )
+
+
+def _print_thread(thread: dict[str, Any]) -> None:
+    plain(
+        f"thread {thread['id']}: {thread['document']} of {thread['customer'] or '-'} "
+        f"({thread['customer_name'] or '-'}), {thread['status']}, "
+        f"assigned to {thread['assignee'] or 'nobody'}"
+    )
+    for entry in thread["timeline"]:
+        plain(f"{entry['at'][:19]}  {entry['type']:<9}  {entry['summary']}")
+        if entry["detail"] and entry["type"] != "note":
+            plain(f"{'':30}{entry['detail']}")
+
+
+@inbox_app.command("show")
+def inbox_show(
+    thread: ThreadArg, tenant: TenantOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
+    """A thread's timeline: emails sent, attempt results, bounces, replies and notes."""
+
+    async def body(services: Services) -> dict[str, Any]:
+        return services.inbox_thread(thread, tenant=tenant)
+
+    found = with_services(config, None, body)
+    if as_json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    _print_thread(found)
+
+
+@inbox_app.command("unmatched")
+def inbox_unmatched(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Inbound mail that matched no email sent (forged, or not about our mail)."""
+
+    async def body(services: Services) -> list[dict[str, Any]]:
+        return services.inbox_unmatched()
+
+    rows = with_services(config, None, body)
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        plain("no unmatched mail")
+    for r in rows:
+        plain(
+            f"{r['id']}  {r['received_at'][:19]}  {r['kind'] or '-'}  from {r['from'] or '-'}  "
+            f"{r['subject']}  ({r['why'] or ''}; {r['source']})"
+        )
+
+
+@inbox_app.command("note")
+def inbox_note(
+    thread: ThreadArg,
+    text: Annotated[str, typer.Argument(help="the note")],
+    author: Annotated[str | None, typer.Option("--author", help="default: cli:<user>")] = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Leave a note on a thread."""
+
+    async def body(services: Services) -> dict[str, Any]:
+        by = author or f"cli:{getpass.getuser()}"
+        return services.inbox_note(thread, text, tenant=tenant, author=by)
+
+    with_services(config, at, body)
+    plain(f"thread {thread}: note added")
+
+
+@inbox_app.command("resolve")
+def inbox_resolve(
+    thread: ThreadArg, tenant: TenantOpt = None, config: ConfigOpt = None, at: AtOpt = None
+) -> None:
+    """Mark a thread resolved; the next bounce or reply reopens it."""
+
+    async def body(services: Services) -> dict[str, Any]:
+        return services.inbox_update(thread, tenant=tenant, status=ThreadStatus.RESOLVED)
+
+    with_services(config, at, body)
+    plain(f"thread {thread}: resolved")
+
+
+@inbox_app.command("assign")
+def inbox_assign(
+    thread: ThreadArg,
+    user: Annotated[str, typer.Argument(help="who handles it")],
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Give a thread to someone."""
+
+    async def body(services: Services) -> dict[str, Any]:
+        return services.inbox_update(thread, tenant=tenant, assignee=user)
+
+    with_services(config, at, body)
+    plain(f"thread {thread}: assigned to {user}")
+
+
+@inbox_app.command("resend")
+def inbox_resend(
+    thread: ThreadArg,
+    by: Annotated[str | None, typer.Option("--by", help="default: cli:<user>")] = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """After fixing the contact: send the thread's bounced email again and resume chasing."""
+
+    async def body(services: Services) -> tuple[Any, list[str]]:
+        return await services.inbox_resend(
+            thread, tenant=tenant, by=by or f"cli:{getpass.getuser()}"
+        )
+
+    message, addresses = with_services(config, at, body)
+    plain(
+        f"thread {thread}: {message.kind} resent to {', '.join(addresses)} ({message.status.value})"
+    )
+
+
+suppressions_app = typer.Typer(
+    help="Addresses the tenant's emails must not go to: list, block by hand, unblock."
+)
+app.add_typer(suppressions_app, name="suppressions")
+
+
+@suppressions_app.callback(invoke_without_command=True)
+def suppressions(
+    ctx: typer.Context,
+    everything: Annotated[
+        bool, typer.Option("--all", help="also lifted and expired blocks")
+    ] = False,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The tenant's suppressed addresses: its emails are not sent to them."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    async def body(services: Services) -> list[dict[str, Any]]:
+        return services.suppressions(tenant=tenant, everything=everything)
+
+    rows = with_services(config, at, body)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("address", "kind", "reason", "since", "until", "lifted")
+    for r in rows:
+        lifted = (
+            f"{r['lifted_at'][:16]} by {r['lifted_by']}: {r['lift_reason']}"
+            if r["lifted_at"]
+            else ""
+        )
+        table.add_row(
+            escape(r["address"]),
+            r["kind"],
+            escape(r["reason"]),
+            r["created_at"][:16],
+            (r["expires_at"] or "")[:16],
+            escape(lifted),
+        )
+    console.print(table)
+
+
+@suppressions_app.command("add")
+def suppressions_add(
+    address: Annotated[str, typer.Argument(help="the address to block")],
+    reason: Annotated[str, typer.Option("--reason", help="why, for whoever unblocks it")],
+    by: ByOpt = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Block an address by hand until someone unblocks it."""
+
+    async def body(services: Services) -> bool:
+        return services.suppress(
+            address, tenant=tenant, reason=reason, by=by or f"cli:{getpass.getuser()}"
+        )
+
+    new = with_services(config, at, body)
+    plain(f"{address}: {'suppressed' if new else 'was already suppressed'}")
+
+
+@suppressions_app.command("unblock")
+def suppressions_unblock(
+    address: Annotated[str, typer.Argument(help="the suppressed address")],
+    reason: Annotated[str, typer.Option("--reason", help="why it may be mailed again")],
+    by: ByOpt = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Let the tenant's emails go to a suppressed address again (who, when and why are kept)."""
+
+    async def body(services: Services) -> None:
+        services.unblock(address, tenant=tenant, by=by or f"cli:{getpass.getuser()}", why=reason)
+
+    with_services(config, at, body)
+    plain(f"{address}: unblocked")
