@@ -101,6 +101,31 @@ def record_thread(
     return thread
 
 
+def note_activity(session: Session, message: Message, *, now: datetime) -> Thread:
+    """The thread of ``message``'s document, for a customer's activity that needs no answer (a
+    view or a click on Pay): created resolved when there is none, never reopened, so the click
+    is on the document's timeline without putting work in anyone's inbox. The caller commits."""
+    key = document_key(message)
+    thread = session.exec(
+        select(Thread).where(Thread.tenant_id == message.tenant_id, Thread.document == key)
+    ).first()
+    if thread is None:
+        thread = Thread(
+            tenant_id=message.tenant_id,
+            customer_id=message.customer_id,
+            document=key,
+            status=ThreadStatus.RESOLVED,
+            created_at=now,
+            updated_at=now,
+            last_event_at=now,
+        )
+    else:
+        thread.last_event_at = max(thread.last_event_at, now)
+    session.add(thread)
+    session.flush()
+    return thread
+
+
 def fetch_thread(session: Session, thread_id: int, *, tenant_id: int) -> Thread:
     """The tenant's thread ``thread_id``; another tenant's thread does not exist for it."""
     thread = session.get(Thread, thread_id)

@@ -27,7 +27,7 @@ from dunmail.logs import ScrubFilter
 from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
 from mailer.links import issue_link, verify_link
-from mailer.models import LinkEvent, Message, WebhookDelivery
+from mailer.models import LinkEvent, Message, ThreadStatus, WebhookDelivery
 from mailer.transport import MemoryTransport, SentMail
 from mailer.verp import derive_key
 from tests.conftest import DEMO_DOC, WEASYPRINT_SKIP, make_config
@@ -345,3 +345,23 @@ def test_the_access_log_never_shows_a_token() -> None:
     )
     assert ScrubFilter().filter(record)
     assert record.getMessage() == '127.0.0.1:5000 - "GET /l/[token]/pdf?x=1 HTTP/1.1" 200'
+
+
+async def test_a_click_without_a_thread_files_a_resolved_one_that_a_bounce_reopens(
+    relay_env: tuple[Services, MemoryTransport], web_server: str, clock: FixedClock
+) -> None:
+    services, transport = relay_env
+    sent = await _send(services, transport)
+    links = _links(sent, services)
+    async with _client(web_server) as client:
+        await client.get(f"/l/{links['view']}")
+    # The view is on the document's timeline, but it is nobody's work: no open thread.
+    assert services.inbox(tenant="acme", status=ThreadStatus.OPEN) == []
+    (thread,) = services.inbox(tenant="acme", status=None)
+    assert thread["status"] == "resolved"
+    timeline = services.inbox_thread(thread["id"], tenant="acme")["timeline"]
+    assert [e["summary"] for e in timeline if e["type"] == "click"] == ["INV-1042: viewed"]
+    clock.advance(timedelta(minutes=5))
+    services.ingest_inbound([("file:bounce.eml", dsn(sent))])
+    (reopened,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
+    assert reopened["id"] == thread["id"]

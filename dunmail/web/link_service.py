@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from bounce.recovery import copy_request
+from bounce.threads import note_activity
 from dunmail.app import Services
 from dunmail.web.deps import SECURITY_HEADERS
 from mailer.attachment import file_stem, plan_pdf
@@ -120,6 +121,8 @@ def _record(
             user_agent=_CONTROL.sub(" ", user_agent)[:_AGENT_CHARS],
         )
     )
+    if action in CLICKS and message is not None:
+        note_activity(session, message, now=now)
     if action in CLICKS:
         data = {
             "message": message.uid if message is not None else None,
