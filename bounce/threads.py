@@ -78,20 +78,8 @@ def record_thread(
     ``new`` is False when the same inbound message was already attached (a reprocess run):
     then a thread resolved since is left resolved. The caller commits.
     """
-    key = document_key(message)
-    thread = session.exec(
-        select(Thread).where(Thread.tenant_id == message.tenant_id, Thread.document == key)
-    ).first()
-    if thread is None:
-        thread = Thread(
-            tenant_id=message.tenant_id,
-            customer_id=message.customer_id,
-            document=key,
-            created_at=now,
-            updated_at=now,
-            last_event_at=now,
-        )
-    elif new:
+    thread, created = _thread_of(session, message, now=now, status=ThreadStatus.OPEN)
+    if new and not created:
         thread.last_event_at = now
         if kind in REOPENING_KINDS and thread.status is ThreadStatus.RESOLVED:
             thread.status = ThreadStatus.OPEN
@@ -105,25 +93,34 @@ def note_activity(session: Session, message: Message, *, now: datetime) -> Threa
     """The thread of ``message``'s document, for a customer's activity that needs no answer (a
     view or a click on Pay): created resolved when there is none, never reopened, so the click
     is on the document's timeline without putting work in anyone's inbox. The caller commits."""
-    key = document_key(message)
-    thread = session.exec(
-        select(Thread).where(Thread.tenant_id == message.tenant_id, Thread.document == key)
-    ).first()
-    if thread is None:
-        thread = Thread(
-            tenant_id=message.tenant_id,
-            customer_id=message.customer_id,
-            document=key,
-            status=ThreadStatus.RESOLVED,
-            created_at=now,
-            updated_at=now,
-            last_event_at=now,
-        )
-    else:
+    thread, created = _thread_of(session, message, now=now, status=ThreadStatus.RESOLVED)
+    if not created:
         thread.last_event_at = max(thread.last_event_at, now)
     session.add(thread)
     session.flush()
     return thread
+
+
+def _thread_of(
+    session: Session, message: Message, *, now: datetime, status: ThreadStatus
+) -> tuple[Thread, bool]:
+    """The thread of ``message``'s document, or a new one in ``status``; and whether it is new."""
+    key = document_key(message)
+    thread = session.exec(
+        select(Thread).where(Thread.tenant_id == message.tenant_id, Thread.document == key)
+    ).first()
+    if thread is not None:
+        return thread, False
+    thread = Thread(
+        tenant_id=message.tenant_id,
+        customer_id=message.customer_id,
+        document=key,
+        status=status,
+        created_at=now,
+        updated_at=now,
+        last_event_at=now,
+    )
+    return thread, True
 
 
 def fetch_thread(session: Session, thread_id: int, *, tenant_id: int) -> Thread:

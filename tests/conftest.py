@@ -208,18 +208,41 @@ def postfix() -> Iterator[Any]:
     yield from postfix_fixture()
 
 
+async def _demo_services(
+    tmp_path: Path, db_url: str, clock: FixedClock, **tenants: dict[str, Any]
+) -> AsyncIterator[tuple[Services, MemoryTransport]]:
+    transport = MemoryTransport()
+    config = make_config(tmp_path, db_url, relay={"domain": "relay.example"}, tenants=tenants)
+    services = build_services(config, clock, transport)
+    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    yield services, transport
+    await services.close()
+
+
 @pytest.fixture
 async def relay_env(
     tmp_path: Path, db_url: str, clock: FixedClock
 ) -> AsyncIterator[tuple[Services, MemoryTransport]]:
     """Services for the demo tenant ("acme", relay mode, DEMO_DOC imported) on ``db_url``,
     sending into memory: what the bounce and inbox tests start from."""
-    transport = MemoryTransport()
-    config = make_config(tmp_path, db_url, relay={"domain": "relay.example"})
-    services = build_services(config, clock, transport)
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-    yield services, transport
-    await services.close()
+    async for pair in _demo_services(tmp_path, db_url, clock):
+        yield pair
+
+
+@pytest.fixture
+async def two_tenant_env(
+    tmp_path: Path, db_url: str, clock: FixedClock
+) -> AsyncIterator[tuple[Services, MemoryTransport]]:
+    """``relay_env`` plus a second tenant, "beta", which must never see anything of acme's."""
+    beta = {
+        "name": "Beta Ltd",
+        "email": "ar@beta.example",
+        "dkim": [
+            {"domain": "beta.example", "selector": "b1", "key_file": str(tmp_path / "b1.pem")}
+        ],
+    }
+    async for pair in _demo_services(tmp_path, db_url, clock, beta=beta):
+        yield pair
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ bounce it with a DSN addressed to its VERP sender, ingest it, then read the thre
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,25 +25,11 @@ HOSTILE = "<script>alert(1)</script> [bold]x[/bold] :smile:"
 
 
 @pytest.fixture
-async def env(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
+def env(
+    two_tenant_env: tuple[Services, MemoryTransport],
+) -> tuple[Services, MemoryTransport]:
     """Two tenants on one database: acme sends INV-1042, beta must never see its thread."""
-    transport = MemoryTransport()
-    beta = {
-        "name": "Beta Ltd",
-        "email": "ar@beta.example",
-        "dkim": [
-            {"domain": "beta.example", "selector": "b1", "key_file": str(tmp_path / "b1.pem")}
-        ],
-    }
-    config = make_config(
-        tmp_path, db_url, relay={"domain": "relay.example"}, tenants={"beta": beta}
-    )
-    services = build_services(config, clock, transport)
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-    yield services, transport
-    await services.close()
+    return two_tenant_env
 
 
 async def _sent(services: Services, transport: MemoryTransport) -> SentMail:

@@ -16,36 +16,20 @@ from typing import Any
 import httpx
 import pytest
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.web.apikeys import create_key, revoke_key
-from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.transport import MemoryTransport
-from tests.conftest import DEMO_DOC, make_config
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import write_config
 
 
 @pytest.fixture
-async def relay_env(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
+def relay_env(
+    two_tenant_env: tuple[Services, MemoryTransport],
+) -> tuple[Services, MemoryTransport]:
     """conftest's ``relay_env`` plus a second tenant, beta (``web_server`` serves this one)."""
-    transport = MemoryTransport()
-    beta = {
-        "name": "Beta Ltd",
-        "email": "ar@beta.example",
-        "dkim": [
-            {"domain": "beta.example", "selector": "b1", "key_file": str(tmp_path / "b1.pem")}
-        ],
-    }
-    config = make_config(
-        tmp_path, db_url, relay={"domain": "relay.example"}, tenants={"beta": beta}
-    )
-    services = build_services(config, clock, transport)
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-    yield services, transport
-    await services.close()
+    return two_tenant_env
 
 
 def _key(services: Services, slug: str) -> str:

@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.cli import app as cli
 from dunmail.web import auth
 from mailer.clock import FixedClock
@@ -25,7 +25,6 @@ from mailer.db import session_scope
 from mailer.errors import AddressError
 from mailer.models import Tenant, User, WebSession
 from mailer.transport import MemoryTransport, SentMail
-from tests.conftest import DEMO_DOC, make_config
 from tests.test_bounce_ingest import dsn
 
 PASSWORD = "correct horse battery"
@@ -46,26 +45,12 @@ def fast_argon2(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-async def relay_env(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
+def relay_env(
+    two_tenant_env: tuple[Services, MemoryTransport],
+) -> tuple[Services, MemoryTransport]:
     """conftest's ``relay_env`` plus a second tenant, "beta", whose clerks must see nothing of
     acme's (``web_server`` serves these services)."""
-    transport = MemoryTransport()
-    beta = {
-        "name": "Beta Ltd",
-        "email": "ar@beta.example",
-        "dkim": [
-            {"domain": "beta.example", "selector": "b1", "key_file": str(tmp_path / "b1.pem")}
-        ],
-    }
-    config = make_config(
-        tmp_path, db_url, relay={"domain": "relay.example"}, tenants={"beta": beta}
-    )
-    services = build_services(config, clock, transport)
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-    yield services, transport
-    await services.close()
+    return two_tenant_env
 
 
 def add_user(services: Services, email: str, tenant: str = "acme") -> None:
