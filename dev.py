@@ -25,9 +25,13 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".dunmail-installed"
 
 
-def ensure_venv() -> None:
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == wanted:
+def ensure_venv(extras: str = "test") -> None:
+    """The venv with the project and its ``extras`` installed (again when pyproject.toml or
+    the extras asked for change)."""
+    wanted = _stamp(extras)
+    # A venv made for the benchmarks (test and bench extras) serves the tests too.
+    enough = {wanted, _stamp("test,bench")} if extras == "test" else {wanted}
+    if STAMP.exists() and STAMP.read_text() in enough:
         return
     if not (BIN / "python").exists():
         print("creating .venv ...", flush=True)
@@ -35,8 +39,12 @@ def ensure_venv() -> None:
     print("installing dunmail and its dependencies into .venv ...", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[{extras}]"], check=True)
     STAMP.write_text(wanted)
+
+
+def _stamp(extras: str) -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
 
 
 def main(argv: list[str]) -> int:
@@ -44,7 +52,7 @@ def main(argv: list[str]) -> int:
     if command not in {"run", "test", "check", "bench", "dunmail"}:
         print(__doc__)
         return 0 if command in {"help", "-h", "--help"} else 2
-    ensure_venv()
+    ensure_venv("test,bench" if command == "bench" else "test")
     os.chdir(ROOT)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if command == "run":
