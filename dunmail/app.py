@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -14,14 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from bounce.ingest import Outcome, reprocess
-from bounce.ingest import process as process_inbound
-from bounce.ingest import store as store_inbound
-from bounce.recovery import resend
-from bounce.reporting import bounce_rows
-from bounce.threads import add_note, fetch_thread, list_threads, list_unmatched, show_thread
 from dunmail.config import Config
-from mailer.address import parse_addr_spec
+from dunmail.inbox_services import InboxServices
 from mailer.assemble import Assembler
 from mailer.clock import Clock
 from mailer.config import DeliveryMode, SMTPEndpoint, TenantConfig
@@ -38,7 +32,6 @@ from mailer.ledger import (
     find_invoice,
     import_document,
     invoice_contacts,
-    replace_contact_email,
 )
 from mailer.links import DownloadLinks, LinkMinter
 from mailer.models import (
@@ -47,8 +40,6 @@ from mailer.models import (
     EventStatus,
     Hold,
     HoldReason,
-    InboundMail,
-    InboundStatus,
     Invoice,
     InvoiceStatus,
     Message,
@@ -56,10 +47,8 @@ from mailer.models import (
     MessageStatus,
     Payment,
     PaymentAllocation,
-    Suppression,
     TemplateOverride,
     Tenant,
-    ThreadStatus,
 )
 from mailer.outbox import EnqueueRequest, Outbox, PassReport, SendingProfile
 from mailer.overrides import (
@@ -71,8 +60,6 @@ from mailer.overrides import (
 )
 from mailer.render import Renderer
 from mailer.statement import StatementStyle
-from mailer.suppression import SoftBouncePolicy, SuppressionKind, suppress, unblock
-from mailer.suppression import is_active as is_suppressed
 from mailer.transport import SMTPTransport, Transport
 from mailer.verp import derive_key
 from mailer.webhooks import Webhooks
@@ -103,7 +90,7 @@ class InvoiceEmail:
 
 
 @dataclass
-class Services:
+class Services(InboxServices):
     """Everything a command needs, built once from the config."""
 
     config: Config
@@ -696,288 +683,6 @@ class Services:
             by_message.setdefault(r.message_id, []).append(r)
         return [_row(m, slugs, by_message.get(m.id or 0, [])) for m in messages]
 
-    # -- returned mail -----------------------------------------------------------------------
-
-    def process_inbound(self, session: Session, inbound: InboundMail) -> Outcome:
-        """Decode, match, suppress and let dunning react (bounce/ingest.py), in the caller's
-        transaction, with the tenant's soft-bounce policy."""
-        return process_inbound(
-            session,
-            inbound,
-            verp_key=self.verp_key,
-            now=self.clock.now(),
-            policy_for=self.soft_bounce_policy,
-            enqueue=self._enqueue_request,
-            emit=self.webhooks.emit,
-        )
-
-    def soft_bounce_policy(self, tenant_id: int) -> SoftBouncePolicy:
-        """The tenant's ``[tenants.<slug>.bounces]`` as the suppression module's policy."""
-        bounces = self.tenant_config(tenant_id)[1].bounces
-        return SoftBouncePolicy(
-            limit=bounces.soft_limit,
-            window=timedelta(days=bounces.soft_window_days),
-            period=timedelta(days=bounces.soft_suppress_days),
-        )
-
-    def _enqueue_request(self, session: Session, request: EnqueueRequest, now: datetime) -> Message:
-        return self.outbox.enqueue(session, request, now=now)
-
-    def ingest_inbound(self, messages: Iterable[tuple[str, bytes]]) -> IngestSummary:
-        """Store each (source, raw) message, then decode, match and suppress (bounce/ingest.py)."""
-        summary = IngestSummary()
-        for source, raw in messages:
-            with session_scope(self.engine) as session:
-                inbound, new = store_inbound(session, raw, source=source, now=self.clock.now())
-                if new:
-                    summary.stored += 1
-                else:
-                    summary.duplicates += 1
-                if not new and inbound.status is not InboundStatus.STORED:
-                    continue  # already decoded; ``dunmail bounce reprocess`` decodes again
-                summary.add(self.process_inbound(session, inbound))
-        return summary
-
-    def receive_inbound(
-        self, source: str, raw: bytes, *, summary: IngestSummary | None = None
-    ) -> IngestSummary:
-        """Store one message and commit (raises if it could not be stored: the caller must not
-        acknowledge it), then decode, match and suppress. A failure after the commit is logged
-        and leaves the mail stored for ``dunmail bounce reprocess``: it never raises."""
-        summary = summary if summary is not None else IngestSummary()
-        with Session(self.engine, expire_on_commit=False) as session:
-            inbound, new = store_inbound(session, raw, source=source, now=self.clock.now())
-            if new:
-                summary.stored += 1
-            else:
-                summary.duplicates += 1
-            if not new and inbound.status is not InboundStatus.STORED:
-                return summary
-            try:
-                outcome = self.process_inbound(session, inbound)
-                session.commit()
-            except Exception:  # the raw mail is committed; a later reprocess decodes it
-                session.rollback()
-                log.exception("bounce: processing inbound %s failed; it stays stored", inbound.id)
-                summary.errors += 1
-                return summary
-        summary.add(outcome)
-        return summary
-
-    def imap_tenants(self) -> list[str]:
-        """The tenants with a ``[tenants.<slug>.imap]`` mailbox to poll."""
-        return sorted(slug for slug, t in self.config.tenants.items() if t.imap is not None)
-
-    def poll_mailbox(self, slug: str, *, summary: IngestSummary | None = None) -> IngestSummary:
-        """One IMAP poll of tenant ``slug``'s mailbox (blocking: run it in a thread)."""
-        from bounce.imap import poll_mailbox
-
-        tenant = self.config.tenants.get(slug)
-        if tenant is None or tenant.imap is None:
-            raise ConfigError(f"tenant {slug!r} has no [tenants.{slug}.imap] table")
-        summary = summary if summary is not None else IngestSummary()
-
-        def deliver(source: str, raw: bytes) -> None:
-            self.receive_inbound(source, raw, summary=summary)
-
-        poll_mailbox(tenant.imap, tenant=slug, deliver=deliver)
-        return summary
-
-    def poll_mailboxes(self, *, tenant: str | None = None) -> tuple[IngestSummary, dict[str, str]]:
-        """Poll ``tenant``'s mailbox, or every configured one; returns the ingest summary and
-        slug -> error for the mailboxes that failed (one failure never stops the others)."""
-        slugs = [tenant] if tenant is not None else self.imap_tenants()
-        if not slugs:
-            raise ConfigError("no tenant has a [tenants.<slug>.imap] table")
-        if tenant is not None and tenant not in self.imap_tenants():
-            raise ConfigError(f"tenant {tenant!r} has no [tenants.{tenant}.imap] table")
-        summary, failed = IngestSummary(), {}
-        for slug in slugs:
-            try:
-                self.poll_mailbox(slug, summary=summary)
-            except MailerError as exc:
-                log.error("imap: polling %s failed: %s", slug, exc)
-                failed[slug] = str(exc)
-        return summary, failed
-
-    def reprocess_inbound(self) -> IngestSummary:
-        """Decode, match and suppress again over every stored inbound message."""
-        summary = IngestSummary()
-        for outcome in reprocess(
-            self.engine,
-            verp_key=self.verp_key,
-            now=self.clock.now(),
-            policy_for=self.soft_bounce_policy,
-            enqueue=self._enqueue_request,
-        ):
-            summary.add(outcome)
-        return summary
-
-    def suppressions(self, *, tenant: str | None, everything: bool = False) -> list[dict[str, Any]]:
-        """The tenant's blocked addresses (``everything``: lifted and expired ones too), oldest
-        first."""
-        tenant_id = self.tenant_id(tenant)
-        now = self.clock.now()
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(Suppression)
-                .where(Suppression.tenant_id == tenant_id)
-                .order_by(col(Suppression.created_at), col(Suppression.id))
-            ).all()
-        return [
-            {
-                "address": r.address,
-                "kind": r.kind,
-                "reason": r.reason,
-                "created_at": r.created_at.isoformat(),
-                "created_by": r.created_by,
-                "expires_at": r.expires_at.isoformat() if r.expires_at else None,
-                "active": is_suppressed(r, now),
-                "lifted_at": r.lifted_at.isoformat() if r.lifted_at else None,
-                "lifted_by": r.lifted_by,
-                "lift_reason": r.lift_reason,
-            }
-            for r in rows
-            if everything or is_suppressed(r, now)
-        ]
-
-    def suppress(self, address: str, *, tenant: str | None, reason: str, by: str) -> bool:
-        """Block an address by hand (until unblocked); False if it was blocked already."""
-        tenant_id = self.tenant_id(tenant)
-        with session_scope(self.engine) as session:
-            return suppress(
-                session,
-                tenant_id=tenant_id,
-                address=parse_addr_spec(address),
-                kind=SuppressionKind.MANUAL,
-                reason=reason,
-                now=self.clock.now(),
-                by=by,
-            )
-
-    def unblock(self, address: str, *, tenant: str | None, by: str, why: str) -> None:
-        """Let mail go to a blocked address again, recording who, when and why."""
-        tenant_id = self.tenant_id(tenant)
-        with session_scope(self.engine) as session:
-            unblock(
-                session, tenant_id=tenant_id, address=address, by=by, why=why, now=self.clock.now()
-            )
-
-    def bounce_report(self, *, tenant: str | None, since: datetime) -> list[dict[str, Any]]:
-        """The tenant's bounces and complaints since ``since`` (bounce/reporting.py)."""
-        tenant_id = self.tenant_id(tenant)
-        with Session(self.engine) as session:
-            return bounce_rows(session, tenant_id=tenant_id, since=since, now=self.clock.now())
-
-    # -- AR inbox (bounce/threads.py) --------------------------------------------------------
-
-    def inbox(self, *, tenant: str | None, status: ThreadStatus | None) -> list[dict[str, Any]]:
-        """The tenant's threads (all, or those in ``status``), newest activity first."""
-        tenant_id = self.tenant_id(tenant)
-        with Session(self.engine) as session:
-            return list_threads(session, tenant_id=tenant_id, status=status)
-
-    def inbox_thread(self, thread_id: int, *, tenant: str | None) -> dict[str, Any]:
-        """One of the tenant's threads with its timeline; NotFoundError for any other."""
-        tenant_id = self.tenant_id(tenant)
-        with Session(self.engine) as session:
-            return show_thread(session, fetch_thread(session, thread_id, tenant_id=tenant_id))
-
-    async def inbox_resend(
-        self, thread_id: int, *, tenant: str | None, by: str
-    ) -> tuple[Message, list[str]]:
-        """Send a thread's bounced email again to the customer's contacts as they are now,
-        lift the pause the bounce caused, and deliver it at once (bounce/recovery.py)."""
-        tenant_id = self.tenant_id(tenant)
-        with session_scope(self.engine) as session:
-            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
-            message, addresses = resend(
-                session, thread, by=by, enqueue=self._enqueue_request, now=self.clock.now()
-            )
-            session.flush()
-            message_id = message.id or 0
-        await self.outbox.deliver_due(only=[message_id])
-        with Session(self.engine) as session:
-            refreshed = session.get(Message, message_id)
-        assert refreshed is not None
-        return refreshed, addresses
-
-    def inbox_unmatched(self) -> list[dict[str, Any]]:
-        """Inbound mail that matched no email of ours (it belongs to no tenant, so to none)."""
-        with Session(self.engine) as session:
-            return list_unmatched(session)
-
-    def inbox_context(self, thread_id: int, *, tenant: str | None) -> dict[str, Any]:
-        """What a thread's page offers actions on: its customer, its invoice (with the reminder
-        kind a send now would be), and the customer's contacts, each with whether it is
-        blocked. NotFoundError for another tenant's thread."""
-        tenant_id = self.tenant_id(tenant)
-        now = self.clock.now()
-        with Session(self.engine) as session:
-            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
-            customer = session.get(Customer, thread.customer_id) if thread.customer_id else None
-            kind, _, ref = thread.document.partition(":")
-            invoice = (
-                session.get(Invoice, int(ref)) if kind == "invoice" and ref.isdigit() else None
-            )
-            contacts = customer_contacts(session, customer) if customer is not None else []
-            blocked = {
-                r.address
-                for r in session.exec(
-                    select(Suppression).where(
-                        Suppression.tenant_id == tenant_id,
-                        col(Suppression.address).in_([c.email.lower() for c in contacts]),
-                    )
-                )
-                if is_suppressed(r, now)
-            }
-        return {
-            "customer": customer.external_id if customer else None,
-            "invoice": None
-            if invoice is None
-            else {
-                "number": invoice.number,
-                "due_at": invoice.due_at.isoformat(),
-                "status": invoice.status.value,
-                "reminder_kind": "late_payment_reminder"
-                if invoice.due_at < now
-                else "invoice_reminder",
-            },
-            "contacts": [
-                {
-                    "email": c.email,
-                    "name": c.name,
-                    "roles": list(c.roles),
-                    "blocked": c.email.lower() in blocked,
-                }
-                for c in contacts
-            ],
-        }
-
-    def inbox_fix_contact(
-        self, thread_id: int, *, tenant: str | None, old: str, new: str, by: str
-    ) -> str:
-        """Correct the address of one of the thread's customer's contacts (then ``inbox_resend``
-        sends the bounced email there); noted on the thread. Returns the stored address."""
-        tenant_id = self.tenant_id(tenant)
-        now = self.clock.now()
-        with session_scope(self.engine) as session:
-            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
-            if thread.customer_id is None:
-                raise MailerError(f"thread {thread_id} belongs to no customer")
-            row = replace_contact_email(
-                session,
-                tenant_id=tenant_id,
-                customer_id=thread.customer_id,
-                old=old,
-                new=new,
-                now=now,
-            )
-            add_note(
-                session, thread, text=f"contact corrected: {old} -> {row.email}", author=by, now=now
-            )
-            return row.email
-
     def tenant_outbox(self, *, tenant: str | None, limit: int = 200) -> list[dict[str, Any]]:
         """:meth:`outbox_rows` of one tenant only (the AR inbox's outbox page)."""
         tenant_id = self.tenant_id(tenant)
@@ -998,64 +703,6 @@ class Services:
         for r in recipients:
             by_message.setdefault(r.message_id, []).append(r)
         return [_row(m, slugs, by_message.get(m.id or 0, [])) for m in messages]
-
-    def inbox_note(
-        self, thread_id: int, text: str, *, tenant: str | None, author: str
-    ) -> dict[str, Any]:
-        """Leave a note on a thread; returns the thread."""
-        tenant_id = self.tenant_id(tenant)
-        with session_scope(self.engine) as session:
-            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
-            add_note(session, thread, text=text, author=author, now=self.clock.now())
-            return show_thread(session, thread)
-
-    def inbox_update(
-        self,
-        thread_id: int,
-        *,
-        tenant: str | None,
-        status: ThreadStatus | None = None,
-        assignee: str | None = None,
-    ) -> dict[str, Any]:
-        """Resolve (or reopen) a thread, or assign it; returns the thread."""
-        tenant_id = self.tenant_id(tenant)
-        with session_scope(self.engine) as session:
-            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
-            if status is not None:
-                thread.status = status
-            if assignee is not None:
-                thread.assignee = assignee[:200]
-            thread.updated_at = self.clock.now()
-            session.add(thread)
-            session.flush()
-            return show_thread(session, thread)
-
-
-@dataclass
-class IngestSummary:
-    """Counts for ``dunmail bounce ingest`` and ``reprocess``."""
-
-    stored: int = 0
-    duplicates: int = 0
-    matched: int = 0
-    unmatched: int = 0
-    errors: int = 0
-    suppressed: list[str] = field(default_factory=list)
-    rerouted: list[str] = field(default_factory=list)  # bounced emails sent to another contact
-    paused: int = 0  # bounces that left no contact: chasing waits for a fixed contact
-
-    def add(self, outcome: Outcome) -> None:
-        """Count one processed message."""
-        if outcome.rerouted_to:
-            self.rerouted.append(outcome.rerouted_to)
-        self.paused += outcome.paused
-        if outcome.status is InboundStatus.PROCESSED:
-            self.matched += 1
-        elif outcome.status is InboundStatus.UNMATCHED:
-            self.unmatched += 1
-        elif outcome.status is InboundStatus.ERROR:
-            self.errors += 1
-        self.suppressed.extend(outcome.suppressed)
 
 
 def _row(m: Message, slugs: dict[int | None, str], rcpts: list[MessageRecipient]) -> dict[str, Any]:
