@@ -424,7 +424,8 @@ class Services(InboxServices):
     async def send_invoice(self, number: str, *, kind: str, tenant: str | None) -> Message:
         """A manual send: enqueue, then deliver that one message now."""
         message = self.enqueue_invoice_email(number, kind=kind, tenant=tenant, manual=True)
-        assert message is not None  # a manual send of a switched-off kind raises instead
+        if message is None:  # a manual send of a switched-off kind raises before this
+            raise MailerError(f"{kind} for {number} was not queued")
         await self.outbox.deliver_due(only=[message.id or 0])
         with Session(self.engine) as session:
             refreshed = session.get(Message, message.id)

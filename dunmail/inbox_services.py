@@ -295,7 +295,8 @@ class InboxServices:
         await self.outbox.deliver_due(only=[message_id])
         with Session(self.engine) as session:
             refreshed = session.get(Message, message_id)
-        assert refreshed is not None
+        if refreshed is None:  # the row was committed above; only a wiped database loses it
+            raise MailerError(f"resent message {message_id} is gone")
         return refreshed, addresses
 
     def inbox_unmatched(self) -> list[dict[str, Any]]:
