@@ -1,6 +1,6 @@
 """PURE: render an email's subject, text and HTML parts from ``templates/email/<kind>/``.
 
-Templates run in Jinja2's ``SandboxedEnvironment`` with ``StrictUndefined``: a tenant-edited
+Templates run in Jinja2's ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: a tenant-edited
 template cannot reach Python internals, and a misspelt variable is an error at render time
 instead of a silently empty invoice number. HTML is autoescaped; its text goes through gettext
 (``mailer/i18n.py``) in the language chosen for the customer, and money and dates through Babel
@@ -46,7 +46,8 @@ from babel.numbers import format_currency, format_decimal
 from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
 from jinja2 import meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup, escape
 
@@ -322,10 +323,30 @@ class _TranslateLiterals(NodeTransformer):
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
-class _Environment(SandboxedEnvironment):
-    """A sandbox bound to one language: its templates are compiled already translated."""
+# The largest string or list a template may build with ``*`` (a page of text is ~10 kB).
+_MAX_PRODUCT = 100_000
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """A sandbox bound to one language: its templates are compiled already translated.
+
+    Immutable: a tenant's template cannot change the data it renders (``invoice.update(...)``).
+    ``*`` and ``**`` are checked, so ``'x' * 10**9`` is refused rather than eating the memory
+    of the engine that renders every tenant's email.
+    """
 
     translations: NullTranslations = NullTranslations()
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise SecurityError("exponent too large in a template")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    if len(seq) * times > _MAX_PRODUCT:
+                        raise SecurityError("a template may not build text this large")
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """``invoice.number`` on a context dict, without the AttributeError Jinja goes through.
@@ -663,12 +684,15 @@ def _describe(exc: Exception) -> str:
 
 
 # Whitespace that may not survive into a header, but not the no-break spaces that CLDR puts in
-# "7 345,62 €" and French typography puts before ":".
-_BREAKING_SPACE = re.compile(r"[^\S\u00a0\u202f\u2007]+")
+# "7 345,62 €" and French typography puts before ":"; and the C0/C1 controls and DEL, which a
+# header may not carry either (RFC 5322 s2.2): a NUL from an imported invoice number would
+# otherwise make compose refuse the email on every retry, and ESC reach the recipient's header.
+_BREAKING_SPACE = re.compile(r"(?:[^\S\u00a0\u202f\u2007]|[\x00-\x1f\x7f-\x9f])+")
 
 
 def one_line(subject: str) -> str:
-    """A subject on one line: CR, LF, tabs and runs of spaces become one space."""
+    """A subject on one line: CR, LF, tabs, other control characters and runs of spaces
+    become one space."""
     return _BREAKING_SPACE.sub(" ", subject).strip()
 
 

@@ -16,6 +16,10 @@ create the queue's subdirectories with the right owners). It routes three test d
 
 Postfix's own ``maillog_file`` (postlogd) keeps the log in the instance directory, so a timeout
 can show what Postfix did without syslog.
+
+``private_postfix(milter=...)`` also hands every message received over SMTP to a milter
+(``smtpd_milters``, such as the verifying OpenDKIM of tests/opendkim.py), with
+``milter_default_action = tempfail`` so that a milter that is down shows up as a 4xx.
 """
 
 from __future__ import annotations
@@ -72,7 +76,9 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-def _main_cf(root: Path, *, dead_port: int, queue_lifetime: str, delay_warning: str) -> str:
+def _main_cf(
+    root: Path, *, dead_port: int, queue_lifetime: str, delay_warning: str, milter: str | None
+) -> str:
     uid = pwd.getpwnam(MAIL_USER)
     return f"""\
 compatibility_level = 3.6
@@ -110,6 +116,16 @@ delay_warning_time = {delay_warning}
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
+""" + (_milter_cf(milter) if milter else "")
+
+
+def _milter_cf(milter: str) -> str:
+    # tempfail rather than the default accept: a milter that is down or crashes must show up
+    # as a 4xx to the sender, not as mail that was silently never checked.
+    return f"""\
+smtpd_milters = {milter}
+milter_default_action = tempfail
+milter_connect_timeout = 5s
 """
 
 
@@ -259,9 +275,12 @@ def _postfix(
 
 @contextmanager
 def private_postfix(
-    *, queue_lifetime: str = "4s", delay_warning: str = "1s"
+    *, queue_lifetime: str = "4s", delay_warning: str = "1s", milter: str | None = None
 ) -> Iterator[PrivatePostfix]:
     """Start a private Postfix on 127.0.0.1; stop it and remove its directory afterwards.
+
+    ``milter`` (such as ``inet:127.0.0.1:8891``) is passed every message received over SMTP
+    (``smtpd_milters``); when it cannot be reached the message is refused with a 4xx.
 
     Raises :class:`PostfixError` when it cannot run here or does not start.
     """
@@ -295,6 +314,7 @@ def private_postfix(
                 dead_port=dead.getsockname()[1],
                 queue_lifetime=queue_lifetime,
                 delay_warning=delay_warning,
+                milter=milter,
             )
         )
         _postfix(server.config_dir, str(POSTFIX), "start")
