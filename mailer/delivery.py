@@ -75,6 +75,14 @@ def decide(
             else:
                 status = RecipientStatus.REJECTED
             updates.append(RecipientUpdate(r.address, status, r.code, _short(r.message)))
+        if result.code is None:
+            # No recipient was accepted, so DATA was never sent and there is no transaction
+            # reply: the RCPT refusal that decides the state stands for it. Without this, a
+            # message whose every RCPT got a 4xx or 5xx recorded an empty last_error.
+            lead = next((u for u in updates if u.status is RecipientStatus.DEFERRED), None)
+            lead = lead or next((u for u in updates if u.status is RecipientStatus.REJECTED), None)
+            if lead is not None:
+                code, response = lead.code, lead.response
     else:
         permanent = isinstance(error, PermanentDeliveryError)
         if isinstance(error, DeliveryError):

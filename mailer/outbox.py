@@ -458,9 +458,14 @@ class Outbox:
             attempt.error = TransientDeliveryError(0, "tenant has no sending profile configured")
             return attempt
         attempt.endpoint = profile.transport.key
-        keys = [f"tenant:{profile.tenant_id}", f"endpoint:{profile.transport.key}"]
+        # The server is only paused (after a 421 or 4.7.x from it), never metered: the rate
+        # limits are the tenant's and each recipient domain's. Metering the endpoint too gave
+        # it a bucket of domain_rate_per_minute, which capped everything sent through one
+        # relay, over all its tenants and domains, at a single domain's rate.
+        keys = [f"tenant:{profile.tenant_id}"]
         keys += sorted({f"domain:{a.rpartition('@')[2]}" for a in claimed.recipients})
-        wait = self._throttle.delay(keys, started)
+        endpoint = f"endpoint:{profile.transport.key}"
+        wait = self._throttle.paused_for(endpoint, started) or self._throttle.delay(keys, started)
         if wait > timedelta(0):
             attempt.throttled_until = started + wait
             return attempt

@@ -99,15 +99,18 @@ class Throttle:
         until = self._closed_until.get(key)
         return until is not None and until > now
 
+    def paused_for(self, key: str, now: datetime) -> timedelta:
+        """How long ``back_off`` still holds ``key`` closed; zero if open. Makes no bucket."""
+        until = self._closed_until.get(key)
+        return until - now if until is not None and until > now else ZERO
+
     def prune(self, now: datetime) -> None:
         """Forget full buckets and past back-offs, so one-off keys do not pile up."""
         self._closed_until = {k: t for k, t in self._closed_until.items() if t > now}
         self._buckets = {k: b for k, b in self._buckets.items() if not b.is_full(now)}
 
     def _wait(self, key: str, now: datetime) -> timedelta:
-        until = self._closed_until.get(key)
-        closed = until - now if until is not None and until > now else ZERO
-        return max(closed, self._bucket(key).available_in(now))
+        return max(self.paused_for(key, now), self._bucket(key).available_in(now))
 
     def _bucket(self, key: str) -> TokenBucket:
         bucket = self._buckets.get(key)

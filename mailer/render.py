@@ -1,7 +1,7 @@
 """PURE: render an email's subject, text and HTML parts from ``templates/email/<kind>/``.
 
-Templates run in Jinja2's ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: a tenant-edited
-template cannot reach Python internals, and a misspelt variable is an error at render time
+Templates run in Jinja2's ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: a
+tenant-edited template cannot reach Python internals, and a misspelt variable is an error at render time
 instead of a silently empty invoice number. HTML is autoescaped; its text goes through gettext
 (``mailer/i18n.py``) in the language chosen for the customer, and money and dates through Babel
 in that same locale.

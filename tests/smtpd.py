@@ -60,6 +60,9 @@ class SMTPDOptions:
     oauth: Mapping[str, str] | None = None  # username -> bearer token for AUTH XOAUTH2
     auth_mechanisms: Sequence[str] | None = None  # advertised subset, e.g. ("LOGIN",)
     size_limit: int | None = 33_554_432  # advertised SIZE (RFC 1870); None: no SIZE at all
+    # RCPTs taken per transaction; the rest get 452 4.5.3 (RFC 5321 s4.5.3.1.10)
+    max_recipients: int | None = None
+    tls_broken: bool = False  # STARTTLS: say 220, then answer the handshake in plain text
 
     def rcpt_reply(self, address: str) -> str | None:
         if isinstance(self.rcpt, Mapping):
@@ -210,9 +213,12 @@ class _Handler:
     async def handle_RCPT(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        reply = self._server.options.rcpt_reply(address)
+        opts = self._server.options
+        reply = opts.rcpt_reply(address)
         if reply:
             return reply
+        if opts.max_recipients is not None and len(envelope.rcpt_tos) >= opts.max_recipients:
+            return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 OK"
@@ -313,6 +319,11 @@ class _ScriptedSMTP(SMTP):
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         await self._command("STARTTLS")
+        if self._server.options.tls_broken and self.tls_context is not None:
+            # A broken TLS stack: the client's ClientHello gets a text line, not a ServerHello.
+            await self.push("220 Ready to start TLS")
+            await self.push("421 4.7.0 this is not a TLS handshake")
+            return
         await super().smtp_STARTTLS(arg)
 
     async def smtp_AUTH(self, arg: str) -> None:
