@@ -1,10 +1,10 @@
 """PURE: render an email's subject, text and HTML parts from ``templates/email/<kind>/``.
 
 Templates run in Jinja2's ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: a
-tenant-edited template cannot reach Python internals, and a misspelt variable is an error at render time
-instead of a silently empty invoice number. HTML is autoescaped; its text goes through gettext
-(``mailer/i18n.py``) in the language chosen for the customer, and money and dates through Babel
-in that same locale.
+tenant-edited template cannot reach Python internals nor change its data, and a misspelt
+variable is an error at render time instead of a silently empty invoice number. HTML is
+autoescaped; its text goes through gettext (``mailer/i18n.py``) in the language chosen for the
+customer, and money and dates through Babel in that same locale.
 
 Mail clients disagree about CSS: Gmail and Outlook drop or ignore much of a ``<style>`` block,
 so after rendering every rule is copied onto the elements it matches (``css_inline``); the
