@@ -14,7 +14,7 @@ import hashlib
 import logging
 import random
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -346,7 +346,9 @@ class Outbox:
                             col(Message.claimed_until).is_(None), col(Message.claimed_until) < now
                         ),
                     )
-                    .order_by(col(Message.next_attempt_at))
+                    # Oldest first, then by id: rows queued in one transaction share their
+                    # time, and a dead worker's claimed rows (the lowest ids) come back first.
+                    .order_by(col(Message.next_attempt_at), col(Message.id))
                     .limit(limit)
                     .with_for_update(skip_locked=True)
                 )
@@ -433,7 +435,9 @@ class Outbox:
     async def deliver_due(self, *, only: Sequence[int] = ()) -> PassReport:
         """One pass: deliver every message due now, then return (``dunmail deliver``)."""
         report = PassReport()
-        recorder = _Recorder(self._record, report)
+        in_flight: set[int] = set()  # claimed by this pass and not yet recorded
+        recorder = _Recorder(self._record, report, done=in_flight.difference_update)
+        heartbeat = asyncio.create_task(self._keep_leases(in_flight))
         self._assembler.forget_overrides()  # a template saved since the last pass applies now
         skipped_before = self.skipped
         try:
@@ -444,11 +448,34 @@ class Outbox:
                 )
                 if not batch:
                     break
+                in_flight.update(c.id for c in batch)
                 await asyncio.gather(*(recorder.put(self._attempt(c)) for c in batch))
         finally:
             await recorder.close()
+            heartbeat.cancel()
             report.skipped = self.skipped - skipped_before
         return report
+
+    async def _keep_leases(self, in_flight: set[int]) -> None:
+        """Renew the lease of every message this pass holds and has not recorded yet, every
+        third of the lease: a batch slower than ``lease_seconds`` (a server answering slowly)
+        must not let another worker, or this one's next claim, send the same message again.
+        Only a worker that stops renewing (a crash, a frozen process) loses its claims."""
+        period = max(self._policy.lease_seconds / 3, 0.5)
+        while True:
+            await asyncio.sleep(period)
+            held = sorted(in_flight)
+            if held:
+                await asyncio.to_thread(self._renew, held)
+
+    def _renew(self, ids: Sequence[int]) -> None:
+        until = self._clock.now() + timedelta(seconds=self._policy.lease_seconds)
+        with session_scope(self._engine) as session:
+            session.execute(
+                sa.update(Message)
+                .where(col(Message.id).in_(list(ids)), col(Message.claimed_by) == self.worker_id)
+                .values(claimed_until=until)
+            )
 
     async def _attempt(self, claimed: Claimed) -> _Attempt:
         started = self._clock.now()
@@ -682,10 +709,15 @@ class _Recorder:
     """
 
     def __init__(
-        self, record: Callable[[Sequence[_Attempt], PassReport], None], report: PassReport
+        self,
+        record: Callable[[Sequence[_Attempt], PassReport], None],
+        report: PassReport,
+        *,
+        done: Callable[[Iterable[int]], None] = lambda ids: None,
     ) -> None:
         self._record = record
         self._report = report
+        self._done = done  # told the ids of each committed batch
         self._queue: asyncio.Queue[_Attempt | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._run())
 
@@ -702,6 +734,7 @@ class _Recorder:
             items = [a for a in batch if a is not None]
             if items:
                 await asyncio.to_thread(self._record, items, self._report)
+                self._done(a.claimed.id for a in items)
 
     async def close(self) -> None:
         self._queue.put_nowait(None)

@@ -9,6 +9,7 @@ from datetime import timedelta
 from email import policy
 from pathlib import Path
 
+import pytest
 from sqlmodel import Session, select
 
 from dunmail.app import Services, build_services
@@ -21,13 +22,18 @@ from tests.test_outbox import _context
 
 
 def _build(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer, **tenant: object
+    tmp_path: Path,
+    db_url: str,
+    clock: FixedClock,
+    smtpd: RecordingServer,
+    relay: dict[str, object] | None = None,
+    **tenant: object,
 ) -> Services:
     tenants = {"acme": {"name": "Acme Supplies", "email": "ar@acme.example", **tenant}}
     config = make_config(
         tmp_path,
         db_url,
-        relay={"host": smtpd.host, "port": smtpd.port},
+        relay={"host": smtpd.host, "port": smtpd.port, **(relay or {})},
         tenants=tenants,
         delivery={"batch_size": 25},
     )
@@ -137,3 +143,30 @@ async def test_a_421_pauses_the_server_for_the_rest_of_the_pass(
     finally:
         await services.close()
     assert _statuses(services) == {"sent": 30}
+
+
+@pytest.mark.smtpd_options(data_delay=0.3)
+async def test_a_batch_slower_than_its_lease_keeps_its_claims(
+    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+) -> None:
+    """Worker one's batch outlasts the lease (the clock jumps past it mid-batch): it renews
+    its claims, so worker two, claiming then, finds nothing and nothing is sent twice."""
+    one = _build(tmp_path, db_url, clock, smtpd, relay={"max_connections": 1})  # 8 x 0.3 s
+    two = _build(tmp_path, db_url, clock, smtpd)
+    # A 3 s lease (below what config allows), so the heartbeat renews every second.
+    one.outbox._policy = one.outbox._policy.model_copy(update={"lease_seconds": 3})
+    try:
+        _enqueue(one, 8)
+        first = asyncio.create_task(one.outbox.deliver_due())
+        await asyncio.sleep(0.2)
+        clock.advance(timedelta(seconds=10))  # every claim of worker one has now lapsed ...
+        await asyncio.sleep(1.3)  # ... until its heartbeat renews them
+        stolen = await asyncio.to_thread(two.outbox.claim_due, clock.now(), limit=25)
+        await first
+        assert stolen == []
+        ids = Counter(email.message_from_bytes(e.content)["Message-ID"] for e in smtpd.envelopes)
+        assert len(ids) == 8 and set(ids.values()) == {1}
+        assert _statuses(one) == Counter({"sent": 8})
+    finally:
+        await one.close()
+        await two.close()
