@@ -90,15 +90,26 @@ def _code(value: object) -> str:
     return value
 
 
+# Stamps outside these years are refused: near year 1 or 9999 the move to UTC (or a grace,
+# a link's expiry, a cadence step added later) leaves datetime's range with an OverflowError.
+STAMP_YEARS = (1900, 9000)
+
+
 def _stamp(value: object) -> date | datetime:
     """An ISO 8601 date or date-time; naive ones are placed in a zone later."""
     if isinstance(value, str):
         try:
             if _DATE_ONLY.fullmatch(value):
-                return date.fromisoformat(value)
-            return datetime.fromisoformat(value)
+                stamp: date | datetime = date.fromisoformat(value)
+            else:
+                stamp = datetime.fromisoformat(value)
         except ValueError:
             pass
+        else:
+            if not STAMP_YEARS[0] <= stamp.year <= STAMP_YEARS[1]:
+                low, high = STAMP_YEARS
+                raise ValueError(f"year {stamp.year} is out of range ({low} to {high})")
+            return stamp
     raise ValueError(f'must be an ISO 8601 date or date-time such as "2026-03-01", got {value!r}')
 
 

@@ -26,7 +26,7 @@ from sqlmodel import Session, select
 
 from dunmail.app import INVOICE_KINDS
 from dunmail.web import idempotency
-from dunmail.web.api_reads import message_json
+from dunmail.web.api_reads import RowId, message_json
 from dunmail.web.apikeys import ERRORS, Api, Call
 from dunmail.web.idempotency import Answer, IdempotencyError
 from mailer.clock import as_utc
@@ -301,7 +301,7 @@ async def place_hold(body: HoldRequest, call: Api) -> JSONResponse:
 
 
 @router.post("/holds/{hold_id}/lift", responses=ERRORS)
-async def lift_hold(hold_id: int, call: Api) -> JSONResponse:
+async def lift_hold(hold_id: RowId, call: Api) -> JSONResponse:
     """End a hold now; chasing resumes at the next pass."""
 
     def work() -> dict[str, Any]:
@@ -312,7 +312,7 @@ async def lift_hold(hold_id: int, call: Api) -> JSONResponse:
 
 
 @router.delete("/holds/{hold_id}", responses=ERRORS)
-async def delete_hold(hold_id: int, call: Api) -> JSONResponse:
+async def delete_hold(hold_id: RowId, call: Api) -> JSONResponse:
     """The same as ``POST /holds/{id}/lift``."""
     return await lift_hold(hold_id, call)
 

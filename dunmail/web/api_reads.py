@@ -6,15 +6,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.encoders import jsonable_encoder
 from sqlmodel import Session, col, func, select
 
 from dunmail.web.apikeys import ERRORS, Api, Call
 from mailer.errors import NotFoundError
-from mailer.models import Customer, DeliveryAttempt, Message, MessageRecipient, ThreadStatus
+from mailer.models import (
+    Customer,
+    DeliveryAttempt,
+    Message,
+    MessageRecipient,
+    MessageStatus,
+    ThreadStatus,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
+# A row id in a path: past a signed 64-bit integer the database driver raises (a 500), so such
+# an id is refused as invalid (422) before it reaches a query.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 # -- reads ---------------------------------------------------------------------------------------
@@ -25,7 +35,7 @@ def list_messages(
     call: Api,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-    status: str | None = None,
+    status: MessageStatus | None = None,  # validated: an unknown state is a 422, not a 500
 ) -> dict[str, Any]:
     """The tenant's emails, newest first, with status and per-recipient results."""
     with Session(call.services.engine) as session:
@@ -130,7 +140,7 @@ def list_threads(call: Api, status: ThreadStatus | None = None) -> list[dict[str
 
 
 @router.get("/threads/{thread_id}", responses=ERRORS)
-def get_thread(thread_id: int, call: Api) -> dict[str, Any]:
+def get_thread(thread_id: RowId, call: Api) -> dict[str, Any]:
     """One thread with its timeline: emails, attempts, bounces, replies, clicks, notes."""
     try:
         thread = call.services.inbox_thread(thread_id, tenant=call.slug)
