@@ -50,13 +50,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
+
+from bench._workload import database, postgres_reason
 
 # Run as a script, this file's folder is sys.path[0], where bench/bounce.py would shadow the
 # bounce package the engine imports: take the folder off the path (as bench/bounce.py does).
@@ -562,41 +563,6 @@ class _Row:
 
 
 # --- databases ---------------------------------------------------------------------------------
-
-
-PG_ADMIN_URL = os.environ.get(
-    "DUNMAIL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-def postgres_reason() -> str | None:
-    """Why the PostgreSQL run cannot happen, or None when it can."""
-    try:
-        engine = sa.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-        engine.dispose()
-    except Exception as exc:  # any failure means "not here"; the reason is reported
-        return f"not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
-    return None
-
-
-@contextmanager
-def database(backend: str, workdir: Path) -> Iterator[str]:
-    """A fresh, empty database URL: a new SQLite file, or a private PostgreSQL schema."""
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir / 'crash.db'}"
-        return
-    schema = f"crash_{os.getpid()}_{int(time.time())}"
-    admin = sa.create_engine(PG_ADMIN_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 # --- report ------------------------------------------------------------------------------------
