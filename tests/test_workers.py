@@ -145,22 +145,39 @@ async def test_a_421_pauses_the_server_for_the_rest_of_the_pass(
     assert _statuses(services) == {"sent": 30}
 
 
-@pytest.mark.smtpd_options(data_delay=0.3)
+def _claimed(services: Services) -> bool:
+    with Session(services.engine) as session:
+        return any(m.claimed_until is not None for m in session.exec(select(Message)))
+
+
+def _renewed(services: Services) -> bool:
+    """Whether some claim runs past the (advanced) clock again."""
+    now = services.clock.now()
+    with Session(services.engine) as session:
+        held = [m.claimed_until for m in session.exec(select(Message)) if m.claimed_until]
+    return any(until > now for until in held)
+
+
+@pytest.mark.smtpd_options(data_delay=0.5)
 async def test_a_batch_slower_than_its_lease_keeps_its_claims(
     tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
 ) -> None:
     """Worker one's batch outlasts the lease (the clock jumps past it mid-batch): it renews
     its claims, so worker two, claiming then, finds nothing and nothing is sent twice."""
-    one = _build(tmp_path, db_url, clock, smtpd, relay={"max_connections": 1})  # 8 x 0.3 s
+    one = _build(tmp_path, db_url, clock, smtpd, relay={"max_connections": 1})  # 8 x 0.5 s
     two = _build(tmp_path, db_url, clock, smtpd)
     # A 3 s lease (below what config allows), so the heartbeat renews every second.
     one.outbox._policy = one.outbox._policy.model_copy(update={"lease_seconds": 3})
     try:
         _enqueue(one, 8)
         first = asyncio.create_task(one.outbox.deliver_due())
-        await asyncio.sleep(0.2)
+        while not await asyncio.to_thread(_claimed, one):  # worker one holds the batch
+            await asyncio.sleep(0.05)
         clock.advance(timedelta(seconds=10))  # every claim of worker one has now lapsed ...
-        await asyncio.sleep(1.3)  # ... until its heartbeat renews them
+        deadline = asyncio.get_running_loop().time() + 5
+        while not await asyncio.to_thread(_renewed, one):  # ... until its heartbeat renews them
+            assert asyncio.get_running_loop().time() < deadline, "no lease was renewed"
+            await asyncio.sleep(0.05)
         stolen = await asyncio.to_thread(two.outbox.claim_due, clock.now(), limit=25)
         await first
         assert stolen == []
