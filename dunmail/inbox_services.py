@@ -346,6 +346,7 @@ class InboxServices:
                     "name": c.name,
                     "roles": list(c.roles),
                     "blocked": c.email.lower() in blocked,
+                    "erp_email": c.erp_email,  # set while the ERP still lists the old address
                 }
                 for c in contacts
             ],
@@ -369,6 +370,7 @@ class InboxServices:
                 old=old,
                 new=new,
                 now=now,
+                by=by,
             )
             add_note(
                 session, thread, text=f"contact corrected: {old} -> {row.email}", author=by, now=now

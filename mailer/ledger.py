@@ -106,6 +106,15 @@ class RecordCounts:
     unchanged: int = 0
 
 
+@dataclass(frozen=True)
+class KeptCorrection:
+    """An address the ERP still lists that the import left as a clerk corrected it."""
+
+    customer: str  # the customer's external id
+    erp_email: str
+    email: str
+
+
 @dataclass
 class ImportReport:
     """Counts per record type, and every refused record with its position in the document."""
@@ -121,6 +130,7 @@ class ImportReport:
     payment_plans: RecordCounts = field(default_factory=RecordCounts)
     events: int = 0  # Event rows recorded: the receipts and notices this import asked for
     errors: list[DocumentError] = field(default_factory=list)
+    corrections_kept: list[KeptCorrection] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -144,6 +154,10 @@ class ImportReport:
         ]
         if self.events:
             parts.append(f"{self.events} event{'s' if self.events != 1 else ''} recorded")
+        if kept := len(self.corrections_kept):
+            parts.append(
+                f"{kept} contact correction{'s' if kept != 1 else ''} kept over the ERP's address"
+            )
         errors = len(self.errors)
         return "; ".join([*parts, f"{errors} invalid record{'s' if errors != 1 else ''}"])
 
@@ -153,6 +167,7 @@ class ImportReport:
             **{name: asdict(c) for name, c in self.counts().items()},
             "events": self.events,
             "errors": [{"where": e.where, "reason": e.reason} for e in self.errors],
+            "corrections_kept": [asdict(k) for k in self.corrections_kept],
         }
 
 
@@ -231,6 +246,7 @@ def import_document(
             if outcome:
                 setattr(counts, outcome, getattr(counts, outcome) + 1)
     report.events = importer.events.recorded
+    report.corrections_kept = importer.corrections_kept
     report.errors.sort(key=lambda e: _position(e.where))
     return report
 
@@ -296,6 +312,7 @@ class _Importer:
         self.rejected: dict[str, set[str]] = {}
         self._zones: dict[str, str | None] = {}
         self._declared: dict[int, InvoiceStatus] = {}  # invoice id -> status the ERP sent now
+        self.corrections_kept: list[KeptCorrection] = []
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -395,7 +412,14 @@ class _Importer:
         return outcome
 
     def _sync_contacts(self, customer: Customer, contacts: tuple[ParsedContact, ...]) -> bool:
-        """Make the customer's contacts exactly the listed ones, matched by email."""
+        """Make the customer's contacts exactly the listed ones, matched by email.
+
+        A clerk's correction (``Contact.erp_email``) stands in for the address it replaced while
+        the ERP still lists that address, so a bounced address does not come back with the next
+        import; it is reported in ``ImportReport.corrections_kept``, because the fix belongs in
+        the ERP too. When the ERP lists the corrected address itself, or no longer lists the
+        old one, the ERP has caught up and the correction is done.
+        """
         existing = {
             c.email: c
             for c in self.session.exec(
@@ -405,9 +429,19 @@ class _Importer:
                 )
             )
         }
+        listed = {parsed.email for parsed in contacts}
+        standing_in = {
+            c.erp_email: c for c in existing.values() if c.erp_email and c.email not in listed
+        }
         changed = False
         for parsed in contacts:
             row = existing.pop(parsed.email, None)
+            if row is None and (fix := standing_in.get(parsed.email)) is not None:
+                row = existing.pop(fix.email, None)
+                if row is not None:
+                    self.corrections_kept.append(
+                        KeptCorrection(customer.external_id, parsed.email, row.email)
+                    )
             if row is None:
                 row = Contact(
                     tenant_id=self.tenant_id, customer_id=_id(customer), email=parsed.email
@@ -415,6 +449,8 @@ class _Importer:
                 self.session.add(row)
                 changed = True
             values: dict[str, Any] = {"name": parsed.name, "roles": [r.value for r in parsed.roles]}
+            if row.email == parsed.email:  # the ERP lists this very address: nothing to stand in
+                values.update(erp_email=None, corrected_by=None, corrected_at=None)
             if parsed.send_invoices is not None:
                 values["send_invoices"] = parsed.send_invoices
             changed |= assign(row, **values)
@@ -786,13 +822,20 @@ def _rank(contact: Contact) -> tuple[int, str]:
 
 
 def replace_contact_email(
-    session: Session, *, tenant_id: int, customer_id: int, old: str, new: str, now: datetime
+    session: Session,
+    *,
+    tenant_id: int,
+    customer_id: int,
+    old: str,
+    new: str,
+    now: datetime,
+    by: str,
 ) -> Contact:
     """Correct one contact's address by hand (the AR inbox's "fix the contact" after every
     address bounced): the same contact, name and roles, at ``new``. The caller commits.
 
-    The next import from the ERP still wins: if it lists the old address again, the old
-    address comes back, so the fix belongs in the ERP too.
+    The row remembers the ERP's address (``erp_email``): an import that still lists it keeps
+    the correction and says so in its report, until the ERP is fixed too.
     """
     address = parse_addr_spec(new.strip())
     contacts = {
@@ -808,7 +851,12 @@ def replace_contact_email(
         raise NotFoundError(f"the customer has no contact {old!r}")
     if address != old and address in contacts:
         raise DocumentError("new address", f"the customer already has a contact {address}")
+    erp_email = row.erp_email or row.email
     row.email = address
+    if address == erp_email:  # corrected back to what the ERP says: nothing stands in
+        row.erp_email, row.corrected_by, row.corrected_at = None, None, None
+    else:
+        row.erp_email, row.corrected_by, row.corrected_at = erp_email, by[:200], now
     session.add(row)
     session.flush()
     touch_customer_invoices(session, customer_id, now)  # the scheduler looks again

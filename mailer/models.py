@@ -159,6 +159,12 @@ class Contact(SQLModel, table=True):
     name: str | None = Field(default=None, max_length=300)
     roles: list[str] = _json(list)
     send_invoices: bool = True
+    # A clerk's correction of an address the ERP still holds (the inbox's "fix the contact"):
+    # the ERP's address this row stands in for. While the ERP keeps listing that address, an
+    # import keeps the correction; once it lists something else, the ERP has been fixed.
+    erp_email: str | None = Field(default=None, max_length=320)
+    corrected_by: str | None = Field(default=None, max_length=200)
+    corrected_at: datetime | None = _at(nullable=True)
 
 
 class Invoice(SQLModel, table=True):

@@ -22,7 +22,8 @@ from bounce.reporting import to_csv
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.errors import MailerError, NotFoundError
-from mailer.models import Hold, HoldReason, Message
+from mailer.ledger import ImportReport, KeptCorrection
+from mailer.models import Contact, Hold, HoldReason, Message
 from mailer.transport import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config
 from tests.test_bounce_ingest import _sent, dsn
@@ -197,6 +198,95 @@ async def test_no_contact_left_pauses_chasing_until_the_contact_is_fixed_and_res
     # A second resend is a new email, not a no-op on the first one's key.
     second, _ = await services.inbox_resend(row["id"], tenant="acme", by="ana")
     assert second.id != message.id
+
+
+def _contacts(services: Services) -> list[tuple[str, str | None, str | None]]:
+    with Session(services.engine) as session:
+        rows = session.exec(select(Contact).order_by(col(Contact.email))).all()
+        return [(c.email, c.erp_email, c.corrected_by) for c in rows]
+
+
+def _erp_lists(services: Services, *emails: str) -> ImportReport:
+    doc = copy.deepcopy(DEMO_DOC)
+    doc["customers"][0]["contacts"] = [{"email": e, "name": "AP", "roles": ["ap"]} for e in emails]
+    report = services.import_document(doc, tenant="acme")
+    assert report.errors == []
+    return report
+
+
+async def test_a_contact_fixed_in_the_inbox_survives_imports_until_the_erp_is_fixed(
+    relay_env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    """The ERP is the source of truth, but an import that still lists the bounced address must
+    not undo the clerk's fix: the correction stands in for it, and the report says so."""
+    services, transport = relay_env
+    _only_ap(services)
+    sent = await _sent(services, transport)
+    services.ingest_inbound([("file:b.eml", dsn(sent))])
+    (row,) = services.inbox(tenant="acme", status=None)
+    fixed = services.inbox_fix_contact(
+        row["id"], tenant="acme", old="ap@globex.example", new=" payables@globex.example", by="ana"
+    )
+    assert fixed == "payables@globex.example"
+    assert _contacts(services) == [("payables@globex.example", "ap@globex.example", "ana")]
+    about = services.inbox_context(row["id"], tenant="acme")
+    assert [c["erp_email"] for c in about["contacts"]] == ["ap@globex.example"]
+
+    # The ERP still says ap@: the fix is kept, the import reports it, and the held reminder
+    # goes to the corrected address.
+    report = _erp_lists(services, "ap@globex.example")
+    assert report.corrections_kept == [
+        KeptCorrection("C-1", "ap@globex.example", "payables@globex.example")
+    ]
+    assert "1 contact correction kept over the ERP's address" in report.summary()
+    assert report.as_dict()["corrections_kept"] == [
+        {"customer": "C-1", "erp_email": "ap@globex.example", "email": "payables@globex.example"}
+    ]
+    assert _contacts(services) == [("payables@globex.example", "ap@globex.example", "ana")]
+    message, addresses = await services.inbox_resend(row["id"], tenant="acme", by="ana")
+    assert addresses == ["payables@globex.example"] and message.status.value == "sent"
+
+    # The ERP catches up: the same row, no longer standing in for anything.
+    assert _erp_lists(services, "payables@globex.example").corrections_kept == []
+    assert _contacts(services) == [("payables@globex.example", None, None)]
+
+
+async def test_an_erp_that_changes_the_contact_itself_replaces_the_correction(
+    relay_env: tuple[Services, MemoryTransport],
+) -> None:
+    services, transport = relay_env
+    _only_ap(services)
+    services.ingest_inbound([("file:b.eml", dsn(await _sent(services, transport)))])
+    (row,) = services.inbox(tenant="acme", status=None)
+    services.inbox_fix_contact(
+        row["id"], tenant="acme", old="ap@globex.example", new="payables@globex.example", by="ana"
+    )
+    # Correcting the correction keeps the ERP's original address; back to it, nothing stands in.
+    services.inbox_fix_contact(
+        row["id"], tenant="acme", old="payables@globex.example", new="ap2@globex.example", by="bo"
+    )
+    assert _contacts(services) == [("ap2@globex.example", "ap@globex.example", "bo")]
+    services.inbox_fix_contact(
+        row["id"], tenant="acme", old="ap2@globex.example", new="ap@globex.example", by="bo"
+    )
+    assert _contacts(services) == [("ap@globex.example", None, None)]
+    services.inbox_fix_contact(
+        row["id"], tenant="acme", old="ap@globex.example", new="payables@globex.example", by="ana"
+    )
+    # The ERP now lists someone else: that is news from the source of truth, and it wins.
+    report = _erp_lists(services, "finance@globex.example")
+    assert report.corrections_kept == []
+    assert _contacts(services) == [("finance@globex.example", None, None)]
+    # Listing both the old and the corrected address: each is its own contact.
+    services.inbox_fix_contact(
+        row["id"], tenant="acme", old="finance@globex.example", new="fin@globex.example", by="ana"
+    )
+    report = _erp_lists(services, "finance@globex.example", "fin@globex.example")
+    assert report.corrections_kept == []
+    assert _contacts(services) == [
+        ("fin@globex.example", None, None),
+        ("finance@globex.example", None, None),
+    ]
 
 
 def _reply(sent: SentMail, *, in_reply_to: str, html: bool = False) -> bytes:

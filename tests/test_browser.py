@@ -93,6 +93,7 @@ async def test_fix_the_contact_resend_and_see_the_new_attempt(
     await page.click("form.fix-contact button")
     await page.wait_for_selector("text=is now payables@globex.example")
     assert await page.inner_text("#contacts .contact-email") == "payables@globex.example"
+    assert "the ERP still lists ap@globex.example" in await page.inner_text("#contacts .erp-email")
 
     await page.click("#resend button")
     await page.wait_for_selector("text=resent to payables@globex.example")
