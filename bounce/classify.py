@@ -310,6 +310,11 @@ _RECIPIENT_REASONS = frozenset(
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
 
 
+# A server's answer is a few reply lines; a megabyte "diagnostic" is a broken or hostile
+# notice, and scanning all of it with every pattern took seconds.
+_MAX_DIAGNOSTIC = 10_000
+
+
 def classify_reason(
     status: str | None,
     diagnostic: str,
@@ -330,7 +335,7 @@ def classify_reason(
         return _STATUS[detail]
     # "550-5.7.1 first line 550-5.7.1 second line": drop the repeated prefixes so that
     # phrases broken across reply lines (RFC 5321 s4.2.1) still match.
-    text = _CONTINUATION.sub(" ", diagnostic)
+    text = _CONTINUATION.sub(" ", diagnostic[:_MAX_DIAGNOSTIC])
     provider = _provider_reason(text, domain.lower())
     if provider:
         return provider

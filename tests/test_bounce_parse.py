@@ -412,3 +412,56 @@ def test_cli_prints_one_json_object_per_file() -> None:
     }
     assert recipient["status"].startswith("5.")
     assert "original_message_id" in rows[0]
+
+
+def test_an_over_long_boundary_counts_as_none_and_the_text_is_still_read() -> None:
+    """RFC 2046 caps a boundary at 70 characters; the stdlib compiles each one into a regex, so
+    a megabyte of boundary would stall the decoder. Past 200 the part is read as text."""
+    boundary = "x" * 5000
+    message = dsn(action="failed", status="5.1.1").replace(
+        b'boundary="B"', f'boundary="{boundary}"'.encode()
+    )
+    mail = read_mail(message)
+    assert mail.message is not None and not mail.message.is_multipart()
+    assert mail.message.get_boundary() is None
+    report = parse(message)
+    assert [r.address for r in report.recipients] == ["ap@customer.test"]
+    assert report.recipients[0].status == "5.1.1"
+    # Within the limit, the same message is multipart as ever.
+    fine = dsn(action="failed", status="5.1.1").replace(
+        b'boundary="B"', b'boundary="' + b"y" * 70 + b'"'
+    )
+    fine = fine.replace(b"--B", b"--" + b"y" * 70)
+    assert read_mail(fine).message.is_multipart()  # type: ignore[union-attr]
+
+
+def test_a_recipient_block_repeated_a_thousand_times_is_one_recipient() -> None:
+    block = b"Final-Recipient: rfc822; ap@customer.test\n"
+    message = dsn(action="failed", status="5.1.1").replace(block, block * 1000, 1)
+    report = parse(message)
+    assert [(r.address, r.status) for r in report.recipients] == [("ap@customer.test", "5.1.1")]
+
+
+def test_parts_nested_past_fifty_boundaries_read_as_text_and_still_decode() -> None:
+    """The stdlib parser checks each line against every open boundary; a thousand nested parts
+    cost depth x lines. Past 50 boundaries the rest are renamed and read as text."""
+    inner = dsn(action="failed", status="5.1.1").split(b"\n\n", 1)[1]  # the body: --B parts
+    body = b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n' + inner
+    for depth in range(60):
+        body = (
+            f'Content-Type: multipart/mixed; boundary="n{depth}"\n\n--n{depth}\n'.encode()
+            + body
+            + f"\n--n{depth}--\n".encode()
+        )
+    message = (
+        b"From: MAILER-DAEMON@mx.acme.test\nSubject: Undelivered Mail\nMIME-Version: 1.0\n" + body
+    )
+    mail = read_mail(message)
+    depth = 0
+    part = mail.message
+    while part is not None and part.is_multipart():
+        depth += 1
+        part = part.get_payload(0)  # type: ignore[assignment]
+    assert depth == 50
+    report = parse(message)
+    assert [(r.address, r.status) for r in report.recipients] == [("ap@customer.test", "5.1.1")]

@@ -15,7 +15,7 @@ from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from .phrase import Phrase
 
@@ -202,6 +202,42 @@ def _header_block(text: str) -> tuple[dict[str, str], str]:
     return headers, body
 
 
+# RFC 2046 s5.1.1 allows 70 characters; some MTAs go a little over. The stdlib parser compiles
+# each boundary into a regex, so a megabyte-long one (hostile or corrupt) cost seconds.
+_MAX_BOUNDARY = 200
+
+
+class _BoundedMessage(Message):
+    """A compat32 message whose over-long boundary counts as none: the part reads as text."""
+
+    def get_boundary(self, failobj: Any = None) -> Any:
+        boundary = super().get_boundary(failobj)
+        if isinstance(boundary, str) and len(boundary) > _MAX_BOUNDARY:
+            return failobj
+        return boundary
+
+
+# The stdlib parser checks every line against every open boundary, so parts nested a thousand
+# deep cost depth x lines. Real notices nest a handful; past this many boundary parameters the
+# rest are renamed (``x-nested-boundary=``), and those parts read as text.
+_MAX_BOUNDARIES = 50
+_BOUNDARY_PARAM = re.compile(rb"boundary[ \t]*=", re.IGNORECASE)
+
+
+def _few_boundaries(data: bytes) -> bytes:
+    first = zip(range(_MAX_BOUNDARIES + 1), _BOUNDARY_PARAM.finditer(data), strict=False)
+    if sum(1 for _ in first) <= _MAX_BOUNDARIES:
+        return data
+    count = 0
+
+    def rename(match: re.Match[bytes]) -> bytes:
+        nonlocal count
+        count += 1
+        return match.group(0) if count <= _MAX_BOUNDARIES else b"x-nested-" + match.group(0)
+
+    return _BOUNDARY_PARAM.sub(rename, data)
+
+
 def read_mail(raw: bytes) -> Mail:
     """Parse ``raw`` into a Mail; malformed MIME degrades to the raw text instead of raising."""
     data = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -210,7 +246,7 @@ def read_mail(raw: bytes) -> Mail:
     text = data.decode("utf-8", errors="replace")
     mail = Mail(message=None, raw=text)
     try:
-        message = message_from_bytes(data, policy=compat32)
+        message = message_from_bytes(_few_boundaries(data), _BoundedMessage, policy=compat32)
         mail.message = message
         for key, value in message.raw_items():
             name = key.lower()
@@ -341,11 +377,13 @@ def message_id(text: str) -> str | None:
     return found.group(1) if found else None
 
 
+@lru_cache(maxsize=8)
 def text_about(text: str, address: str) -> str:
     """Every line of ``text`` naming ``address``, each with the lines after it up to a blank.
 
     Sendmail names the address once in its list and again in the session transcript; both say
-    something about the failure.
+    something about the failure. Cached: a notice repeating one recipient's block a thousand
+    times asked the same question of the same text a thousand times.
     """
     lines = text.split("\n")
     said: list[str] = []
@@ -384,7 +422,7 @@ _IN_REPLY = Phrase(
 )
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=8)
 def find_command(text: str) -> str | None:
     """The SMTP command (RFC 5321 s4.1) a failure answered: RCPT, DATA, MAIL or CONNECT.
 

@@ -42,12 +42,18 @@ class DSNDetector:
             if start is None:
                 return None
             texts = [text[start.start() :]]
-        hits: list[Hit] = []
+        by_address: dict[str, Hit] = {}
         for text in texts:
             for block in parse_fields(text):
                 hit = _hit(block, mail.body)
-                if hit is not None and hit.address not in {h.address for h in hits}:
-                    hits.append(hit)
+                if hit is None:
+                    continue
+                seen = by_address.get(hit.address)
+                # One block per recipient; if a recipient has several (a broken or hostile
+                # notice), the first that says how it ended counts.
+                if seen is None or (seen.status is None and hit.status is not None):
+                    by_address[hit.address] = hit
+        hits = list(by_address.values())
         if not hits:
             return None
         actions = {h.action for h in hits}
