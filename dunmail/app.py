@@ -18,13 +18,13 @@ from dunmail.config import Config
 from dunmail.inbox_services import InboxServices
 from mailer.assemble import Assembler
 from mailer.clock import Clock
-from mailer.config import DeliveryMode, SMTPEndpoint, TenantConfig
+from mailer.config import DeliveryMode, DKIMConfig, SMTPEndpoint, TenantConfig
 from mailer.context import invoice_context, party_context
 from mailer.db import create_schema, make_engine, session_scope
 from mailer.dkim import DKIMSigner, generate_key
 from mailer.dunning_config import StatementSchedule
 from mailer.errors import ConfigError, MailerError, NotFoundError
-from mailer.identity import sender_identity
+from mailer.identity import alignment_problem, sender_identity, signing_keys
 from mailer.ledger import (
     ImportReport,
     contacts_by_customer,
@@ -770,13 +770,16 @@ def build_services(
         endpoint = tenant.smtp if tenant.delivery is DeliveryMode.SMTP else config.relay
         if endpoint is None:  # the TenantConfig validator already refuses this
             raise ConfigError(f"tenants.{slug}: delivery = 'smtp' needs an smtp table")
+        keys = signing_keys(tenant, config.relay)
         if config.env == "dev":
-            _ensure_dev_keys(tenant)
+            _ensure_dev_keys(keys)
+        if (problem := alignment_problem(tenant, config.relay)) is not None:
+            log.warning("tenants.%s: %s", slug, problem)
         profiles[tenant_ids[slug]] = SendingProfile(
             tenant_id=tenant_ids[slug],
             slug=slug,
             transport=transport_for(endpoint),
-            signer=DKIMSigner(tenant.dkim),
+            signer=DKIMSigner(keys),
             identity=sender_identity(tenant, config.relay, verp_key=verp_key),
             rate_per_minute=tenant.rate_per_minute,
             max_message_bytes=endpoint.max_message_bytes,
@@ -916,9 +919,9 @@ def _configured_attach_pdf(
     return attach_pdf
 
 
-def _ensure_dev_keys(tenant: TenantConfig) -> None:
+def _ensure_dev_keys(keys: Sequence[DKIMConfig]) -> None:
     """In ``env = "dev"`` a missing DKIM key is generated, so the demo signs out of the box."""
-    for key in tenant.dkim:
+    for key in keys:
         if not key.key_file.exists():
             record = generate_key(key.key_file, key.algorithm)
             log.info(

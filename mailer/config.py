@@ -119,17 +119,6 @@ class SMTPEndpoint(_Frozen):
         return f"{self.host}:{self.port}/{self.tls.value}/{self.username or ''}"
 
 
-class RelayConfig(SMTPEndpoint):
-    """The engine's own relay: sends as ``noreply-invoice@<domain>`` for tenants in relay mode."""
-
-    domain: str = "dunmail.localhost"
-    sender_local_part: str = "noreply-invoice"
-
-    @property
-    def sender(self) -> str:
-        return f"{self.sender_local_part}@{self.domain}"
-
-
 class DKIMConfig(_Frozen):
     """One DKIM signing key (RFC 6376), read from a file so the key never sits in config."""
 
@@ -144,6 +133,25 @@ class DKIMConfig(_Frozen):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
             raise ValueError(f"not a DNS label: {value!r}")
         return value
+
+
+class RelayConfig(SMTPEndpoint):
+    """The engine's own relay: sends as ``noreply-invoice@<domain>`` for tenants in relay mode."""
+
+    domain: str = "dunmail.localhost"
+    sender_local_part: str = "noreply-invoice"
+    # The relay's own keys (d= its domain): relay-mode mail says From: noreply-invoice@<domain>,
+    # so only a signature for that domain aligns with From for DMARC (RFC 7489 s3.1.1).
+    dkim: list[DKIMConfig] = Field(default_factory=list)
+
+    @field_validator("dkim", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, dict) else value
+
+    @property
+    def sender(self) -> str:
+        return f"{self.sender_local_part}@{self.domain}"
 
 
 class BrandingConfig(_Frozen):

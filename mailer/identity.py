@@ -7,7 +7,7 @@ from email.headerregistry import Address
 
 from mailer.address import make_address
 from mailer.compose import Envelope
-from mailer.config import DeliveryMode, RelayConfig, TenantConfig
+from mailer.config import DeliveryMode, DKIMConfig, RelayConfig, TenantConfig
 from mailer.verp import issue_verp
 
 
@@ -30,6 +30,49 @@ class SenderIdentity:
 def bounce_domain(tenant: TenantConfig, relay: RelayConfig) -> str:
     """The VERP domain: the tenant's own if it set one, else the relay's."""
     return tenant.bounce_domain or relay.domain
+
+
+def from_domain(tenant: TenantConfig, relay: RelayConfig) -> str:
+    """The domain of the tenant's From address: the relay's in relay mode, else its own."""
+    if tenant.delivery is DeliveryMode.RELAY:
+        return relay.domain.lower()
+    return tenant.email.rpartition("@")[2].lower()
+
+
+def signing_keys(tenant: TenantConfig, relay: RelayConfig) -> list[DKIMConfig]:
+    """The DKIM keys that sign the tenant's mail, each once: in relay mode the relay's keys
+    first (their d= is the From domain), then the tenant's own, which add its reputation."""
+    keys = [*relay.dkim, *tenant.dkim] if tenant.delivery is DeliveryMode.RELAY else tenant.dkim
+    unique: dict[tuple[str, str], DKIMConfig] = {}
+    for key in keys:
+        unique.setdefault((key.domain.lower(), key.selector), key)
+    return list(unique.values())
+
+
+def aligned(from_dom: str, signing_domain: str) -> bool:
+    """DMARC relaxed alignment (RFC 7489 s3.1.1), short of the Public Suffix List: the same
+    domain, or one a subdomain of the other. Two sibling subdomains of one organisation align
+    in DMARC but not here, so this errs towards a warning, never towards silence."""
+    a, b = from_dom.lower().rstrip("."), signing_domain.lower().rstrip(".")
+    return a == b or a.endswith(f".{b}") or b.endswith(f".{a}")
+
+
+def alignment_problem(tenant: TenantConfig, relay: RelayConfig) -> str | None:
+    """Why the tenant's mail will not pass DMARC by DKIM, or None when a key aligns with From.
+
+    Not an error: a domain without a DMARC policy, or one aligned by SPF, still delivers. But a
+    receiver enforcing ``p=reject`` drops mail whose only aligned identifier is missing.
+    """
+    domain = from_domain(tenant, relay)
+    keys = signing_keys(tenant, relay)
+    if any(aligned(domain, key.domain) for key in keys):
+        return None
+    where = "[[relay.dkim]]" if tenant.delivery is DeliveryMode.RELAY else "its [[dkim]] table"
+    signed = ", ".join(dict.fromkeys(key.domain for key in keys)) or "no key at all"
+    return (
+        f"mail from @{domain} is signed for {signed}: DKIM does not align with From for "
+        f"DMARC; add a key for {domain} in {where}"
+    )
 
 
 def message_id_domain(tenant: TenantConfig, relay: RelayConfig) -> str:
