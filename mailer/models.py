@@ -678,6 +678,18 @@ class User(SQLModel, table=True):
     disabled_at: datetime | None = _at(nullable=True)
 
 
+class LoginFailure(SQLModel, table=True):
+    """One failed sign-in, kept for the throttle's window. In the database, not in a process:
+    every engine process serving the web app sees the same count, and a restart forgets none."""
+
+    __table_args__ = (sa.Index("ix_loginfailure_email_at", "email", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320)  # as typed, lower-cased: unknown addresses count too
+    client: str = Field(max_length=64)
+    at: datetime = _at(index=True)
+
+
 class WebSession(SQLModel, table=True):
     """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored, so a
     leaked database does not sign anyone in."""

@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from urllib.parse import quote, urlsplit
@@ -20,12 +19,14 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from dunmail.web.deps import services_of
 from mailer.address import parse_addr_spec
+from mailer.db import session_scope
 from mailer.errors import AddressError, MailerError, NotFoundError
-from mailer.models import User, WebSession
+from mailer.models import LoginFailure, User, WebSession
 
 COOKIE = "dunmail_session"
 LOGIN_COOKIE = "dunmail_login"  # the login form's own CSRF token (double submit: no session yet)
@@ -281,36 +282,52 @@ async def csrf_checked(request: Request) -> Clerk:
     return clerk
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoginThrottle:
-    """At most ``limit`` failed sign-ins per email and client address per ``window``.
+    """Failed sign-ins counted in the database (``LoginFailure``), over ``window``:
 
-    In memory, per process: enough to stop guessing through one server; a multi-node setup
-    would need the count in the database.
+    * ``per_client`` failures for one email from one client address lock that pair out;
+    * ``per_email`` failures for one email from anywhere lock the email out, so guessing spread
+      over many addresses meets a limit too (the owner waits out the window like the guesser).
+
+    A success clears its pair's failures. Rows older than the window are deleted as new ones
+    arrive, so the table holds one window of failures at most.
     """
 
-    limit: int = 5
+    engine: Engine
+    per_client: int = 5
+    per_email: int = 20
     window: timedelta = timedelta(minutes=15)
-    _failures: dict[tuple[str, str], deque[datetime]] = field(default_factory=dict)
 
     def blocked(self, email: str, client: str, now: datetime) -> bool:
-        """Whether this email and client must wait before trying again."""
-        recent = self._recent(email, client, now)
-        return len(recent) >= self.limit
+        """Whether this email, from this client, must wait before trying again."""
+        key, since = _email_key(email), now - self.window
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(LoginFailure.client).where(
+                    LoginFailure.email == key, col(LoginFailure.at) > since
+                )
+            ).all()
+        return len(rows) >= self.per_email or rows.count(client[:64]) >= self.per_client
 
     def failed(self, email: str, client: str, now: datetime) -> None:
-        """Count one failed sign-in."""
-        self._recent(email, client, now).append(now)
-        if len(self._failures) > 10_000:  # bounded: drop keys whose failures have all aged
-            for key in [k for k, v in self._failures.items() if not v or v[-1] < now - self.window]:
-                del self._failures[key]
+        """Count one failed sign-in (and drop the failures that have aged out)."""
+        with session_scope(self.engine) as session:
+            session.execute(
+                sa.delete(LoginFailure).where(col(LoginFailure.at) <= now - self.window)
+            )
+            session.add(LoginFailure(email=_email_key(email), client=client[:64], at=now))
 
     def succeeded(self, email: str, client: str) -> None:
         """Forget the failures of a pair that signed in."""
-        self._failures.pop((email.strip().lower(), client), None)
+        with session_scope(self.engine) as session:
+            session.execute(
+                sa.delete(LoginFailure).where(
+                    col(LoginFailure.email) == _email_key(email),
+                    col(LoginFailure.client) == client[:64],
+                )
+            )
 
-    def _recent(self, email: str, client: str, now: datetime) -> deque[datetime]:
-        recent = self._failures.setdefault((email.strip().lower()[:320], client), deque())
-        while recent and recent[0] <= now - self.window:
-            recent.popleft()
-        return recent
+
+def _email_key(email: str) -> str:
+    return email.strip().lower()[:320]

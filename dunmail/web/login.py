@@ -25,12 +25,8 @@ router = APIRouter()
 
 
 def _throttle(request: Request) -> auth.LoginThrottle:
-    """The app's in-memory login throttle, made on first use (see auth.LoginThrottle)."""
-    throttle = getattr(request.app.state, "login_throttle", None)
-    if not isinstance(throttle, auth.LoginThrottle):
-        throttle = auth.LoginThrottle()
-        request.app.state.login_throttle = throttle
-    return throttle
+    """The login throttle (see auth.LoginThrottle); its counts live in the database."""
+    return auth.LoginThrottle(services_of(request).engine)
 
 
 def _login_page(
@@ -84,7 +80,7 @@ async def login(
         )
     client = request.client.host if request.client else "-"
     throttle = _throttle(request)
-    if throttle.blocked(email, client, services.clock.now()):
+    if await asyncio.to_thread(throttle.blocked, email, client, services.clock.now()):
         return _login_page(
             request,
             next_url=target,
@@ -110,7 +106,7 @@ async def login(
 
     token = await asyncio.to_thread(check)  # argon2 takes tens of milliseconds of CPU
     if token is None:
-        throttle.failed(email, client, services.clock.now())
+        await asyncio.to_thread(throttle.failed, email, client, services.clock.now())
         return _login_page(
             request,
             next_url=target,
@@ -118,7 +114,7 @@ async def login(
             status_code=401,
             error="Wrong email or password.",
         )
-    throttle.succeeded(email, client)
+    await asyncio.to_thread(throttle.succeeded, email, client)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         auth.COOKIE,
