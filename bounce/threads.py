@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from typing import Any
 
+import sqlalchemy as sa
 from inscriptis import get_text
 from sqlmodel import Session, col, select
 
@@ -131,17 +132,45 @@ def fetch_thread(session: Session, thread_id: int, *, tenant_id: int) -> Thread:
     return thread
 
 
+# The inbox's narrower views: the threads with a bounce or complaint, with a person's reply, or
+# waiting for someone to fix the customer's contact.
+THREAD_FILTERS = ("bounced", "replied", "fix_contact")
+
+
 def list_threads(
-    session: Session, *, tenant_id: int, status: ThreadStatus | None
+    session: Session,
+    *,
+    tenant_id: int,
+    status: ThreadStatus | None,
+    only: str | None = None,
+    limit: int | None = None,
+    before: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The tenant's threads, newest activity first, each with its last event's summary."""
+    """The tenant's threads, newest activity first, each with its last event's summary.
+
+    ``only`` narrows to one of ``THREAD_FILTERS``, in SQL. ``limit`` and ``before`` page
+    through: each row carries its ``cursor``; pass the last one shown as ``before`` for the
+    next page. Only the threads of the page have their timeline built, so a page costs the
+    same however many threads the tenant has. A malformed cursor is a ValueError.
+    """
     query = select(Thread).where(Thread.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Thread.status == status)
+    if only is not None:
+        query = query.where(_only(only))
+    if before is not None:
+        at, thread_id = parse_cursor(before)
+        query = query.where(
+            sa.or_(
+                col(Thread.last_event_at) < at,
+                sa.and_(col(Thread.last_event_at) == at, col(Thread.id) < thread_id),
+            )
+        )
+    query = query.order_by(col(Thread.last_event_at).desc(), col(Thread.id).desc())
+    if limit is not None:
+        query = query.limit(limit)
     rows = []
-    for thread in session.exec(
-        query.order_by(col(Thread.last_event_at).desc(), col(Thread.id).desc())
-    ).all():
+    for thread in session.exec(query).all():
         timeline = build_timeline(session, thread)
         last = next((e for e in reversed(timeline) if e.type != "note"), None)
         rows.append(
@@ -149,9 +178,68 @@ def list_threads(
                 **_thread_fields(session, thread),
                 "last_event": last.summary if last else "",
                 "last_event_at": (last.at if last else thread.last_event_at).isoformat(),
+                "cursor": f"{thread.last_event_at.isoformat()}~{thread.id}",
             }
         )
     return rows
+
+
+def parse_cursor(cursor: str) -> tuple[datetime, int]:
+    """A row's ``cursor`` back into (last_event_at, id); ValueError for anything else."""
+    at, sep, raw_id = cursor.rpartition("~")
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None or not raw_id.isdigit() or len(raw_id) > 18:
+        raise ValueError(f"not a thread cursor: {cursor[:80]!r}")
+    return when, int(raw_id)
+
+
+def _only(name: str) -> sa.ColumnElement[bool]:
+    """The SQL condition of an inbox filter; the same rows the timeline would show."""
+    if name == "fix_contact":
+        return col(Thread.task) == "fix_contact"
+    if name not in THREAD_FILTERS:
+        raise ValueError(f"unknown thread filter {name!r}: one of {', '.join(THREAD_FILTERS)}")
+    about = sa.and_(
+        col(Message.tenant_id) == col(Thread.tenant_id), _document_sql() == col(Thread.document)
+    )
+    processed = col(InboundMail.status) == InboundStatus.PROCESSED
+    if name == "replied":
+        return sa.exists(
+            sa.select(1)
+            .select_from(InboundMail)
+            .join(Message, col(InboundMail.message_id) == col(Message.id))
+            .where(about, processed, col(InboundMail.kind).in_(REPLY_KINDS))
+        )
+    return sa.exists(
+        sa.select(1)
+        .select_from(DeliveryEvent)
+        .join(Message, col(DeliveryEvent.message_id) == col(Message.id))
+        .join(InboundMail, col(DeliveryEvent.inbound_id) == col(InboundMail.id))
+        .where(
+            about,
+            processed,
+            col(InboundMail.kind).not_in(REPLY_KINDS),
+            col(DeliveryEvent.kind).in_((Kind.BOUNCE.value, Kind.COMPLAINT.value)),
+        )
+    )
+
+
+def _document_sql() -> sa.ColumnElement[str]:
+    """``document_key`` in SQL: the key of the thread a message belongs to."""
+    return sa.case(
+        (
+            col(Message.invoice_id).is_not(None),
+            sa.literal("invoice:") + sa.cast(col(Message.invoice_id), sa.String),
+        ),
+        (
+            col(Message.customer_id).is_not(None),
+            sa.literal("customer:") + sa.cast(col(Message.customer_id), sa.String),
+        ),
+        else_=sa.literal("message:") + sa.cast(col(Message.id), sa.String),
+    )
 
 
 def show_thread(session: Session, thread: Thread) -> dict[str, Any]:

@@ -267,11 +267,31 @@ class InboxServices:
 
     # -- AR inbox (bounce/threads.py) --------------------------------------------------------
 
-    def inbox(self, *, tenant: str | None, status: ThreadStatus | None) -> list[dict[str, Any]]:
-        """The tenant's threads (all, or those in ``status``), newest activity first."""
+    def inbox(
+        self,
+        *,
+        tenant: str | None,
+        status: ThreadStatus | None,
+        only: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The tenant's threads (all, or those in ``status``; ``only`` one of
+        ``THREAD_FILTERS``), newest activity first, a page of ``limit`` after ``before`` (a
+        row's ``cursor``). A bad filter or cursor is a MailerError."""
         tenant_id = self.tenant_id(tenant)
         with Session(self.engine) as session:
-            return list_threads(session, tenant_id=tenant_id, status=status)
+            try:
+                return list_threads(
+                    session,
+                    tenant_id=tenant_id,
+                    status=status,
+                    only=only,
+                    limit=limit,
+                    before=before,
+                )
+            except ValueError as exc:
+                raise MailerError(str(exc)) from None
 
     def inbox_thread(self, thread_id: int, *, tenant: str | None) -> dict[str, Any]:
         """One of the tenant's threads with its timeline; NotFoundError for any other."""

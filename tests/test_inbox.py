@@ -6,6 +6,7 @@ bounce it with a DSN addressed to its VERP sender, ingest it, then read the thre
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
-from mailer.errors import NotFoundError
+from mailer.errors import MailerError, NotFoundError
 from mailer.models import ThreadStatus
 from mailer.transport import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config
@@ -246,3 +247,65 @@ async def test_cli_shows_mail_text_verbatim(tmp_path: Path, db_url: str, clock: 
 
     unmatched = dunmail(config, "inbox", "unmatched", "--json")
     assert unmatched.returncode == 0 and json.loads(unmatched.stdout) == []
+
+
+async def _three_threads(
+    services: Services, transport: MemoryTransport, clock: FixedClock
+) -> dict[str, int]:
+    """INV-1 bounced, INV-2 answered by an autoresponder, INV-3 only delayed; newest last."""
+    doc = copy.deepcopy(DEMO_DOC)
+    template = doc["invoices"][0]
+    doc["invoices"] = [{**template, "id": f"i-{n}", "number": f"INV-{n}"} for n in (1, 2, 3)]
+    assert services.import_document(doc, tenant="acme").errors == []
+    reports = {
+        "INV-1": lambda sent: dsn(sent),
+        "INV-2": _auto_reply,
+        "INV-3": lambda sent: dsn(sent, action="delayed", status="4.4.1", diagnostic=""),
+    }
+    for number, report in reports.items():
+        await services.send_invoice(number, kind="new_invoice", tenant="acme")
+        clock.advance(timedelta(minutes=1))
+        assert services.ingest_inbound([(f"file:{number}.eml", report(transport.sent[-1]))]).matched
+    return {r["document"]: r["id"] for r in services.inbox(tenant="acme", status=None)}
+
+
+async def test_filters_run_in_sql_and_agree_with_the_timelines(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    ids = await _three_threads(services, transport, clock)
+    assert list(ids) == ["INV-3", "INV-2", "INV-1"]
+
+    def listed(only: str) -> list[str]:
+        return [r["document"] for r in services.inbox(tenant="acme", status=None, only=only)]
+
+    assert listed("bounced") == ["INV-1"]
+    assert listed("replied") == ["INV-2"]
+    assert listed("fix_contact") == []  # INV-1's billing contact is still there
+    for document, thread_id in ids.items():
+        types = set(_types(services.inbox_thread(thread_id, tenant="acme")))
+        assert ("bounce" in types) == (document in listed("bounced"))
+        assert ("reply" in types) == (document in listed("replied"))
+    assert services.inbox(tenant="beta", status=None, only="bounced") == []
+    with pytest.raises(MailerError, match="unknown thread filter"):
+        services.inbox(tenant="acme", status=None, only="everything")
+
+
+async def test_threads_page_by_cursor_newest_first(
+    env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = env
+    await _three_threads(services, transport, clock)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = services.inbox(tenant="acme", status=None, limit=2, before=cursor)
+        if not page:
+            break
+        assert len(page) <= 2
+        seen += [r["document"] for r in page]
+        cursor = page[-1]["cursor"]
+    assert seen == ["INV-3", "INV-2", "INV-1"]
+    for bad in ("yesterday~1", "2026-03-01T10:00:00~x", "2026-03-01T10:00:00~1", "~"):
+        with pytest.raises(MailerError, match="cursor"):
+            services.inbox(tenant="acme", status=None, before=bad)

@@ -18,10 +18,12 @@ import pytest
 
 from dunmail.app import Services
 from dunmail.web.apikeys import create_key, revoke_key
+from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.transport import MemoryTransport
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import write_config
+from tests.test_inbox import _three_threads
 
 
 @pytest.fixture
@@ -277,3 +279,20 @@ def test_cli_creates_lists_and_revokes_keys(tmp_path: Path) -> None:
     (row,) = json.loads(dunmail("apikey", "list", "--json").stdout)
     assert row["revoked_at"] is not None
     assert dunmail("apikey", "revoke", "00000000").exit_code == 2
+
+
+async def test_threads_page_by_cursor_and_filter(
+    api: httpx.AsyncClient, relay_env: tuple[Services, MemoryTransport], clock: FixedClock
+) -> None:
+    services, transport = relay_env
+    await _three_threads(services, transport, clock)
+    first = (await api.get("/threads", params={"limit": 2})).json()
+    assert [t["document"] for t in first] == ["INV-3", "INV-2"]
+    rest = (await api.get("/threads", params={"limit": 2, "before": first[-1]["cursor"]})).json()
+    assert [t["document"] for t in rest] == ["INV-1"]
+    replied = (await api.get("/threads", params={"only": "replied"})).json()
+    assert [t["document"] for t in replied] == ["INV-2"]
+    bad = await api.get("/threads", params={"before": "not-a-cursor"})
+    assert bad.status_code == 400 and "not a thread cursor" in bad.json()["detail"]
+    assert (await api.get("/threads", params={"only": "all"})).status_code == 422
+    assert (await api.get("/threads", params={"limit": 501})).status_code == 422

@@ -19,13 +19,14 @@ from typer.testing import CliRunner
 
 from dunmail.app import Services
 from dunmail.cli import app as cli
-from dunmail.web import auth
+from dunmail.web import auth, ui
 from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.errors import AddressError
 from mailer.models import Tenant, User, WebSession
 from mailer.transport import MemoryTransport, SentMail
 from tests.test_bounce_ingest import dsn
+from tests.test_inbox import _three_threads
 
 PASSWORD = "correct horse battery"
 SCRIPT = "<script>alert(1)</script>"
@@ -380,3 +381,30 @@ def test_passwords_are_argon2id_and_rehashed_when_parameters_change(
     assert stored.password_hash != old and not auth.HASHER.check_needs_rehash(stored.password_hash)
     assert auth.authenticate(session, "ana@acme.example", "wrong password!!") is None
     assert auth.authenticate(session, "not an address", PASSWORD) is None
+
+
+async def test_the_inbox_pages_through_threads_and_filters_in_sql(
+    relay_env: tuple[Services, MemoryTransport],
+    client: httpx.AsyncClient,
+    clock: FixedClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services, transport = relay_env
+    await _three_threads(services, transport, clock)
+    monkeypatch.setattr(ui, "PAGE", 2)
+    add_user(services, "ana@acme.example")
+    await login(client, "ana@acme.example")
+
+    first = await client.get("/inbox", params={"filter": "all"})
+    assert re.findall(r">(INV-\d)</a>", first.text) == ["INV-3", "INV-2"]
+    older = re.search(r'id="older" href="([^"]+)"', first.text)
+    assert older is not None
+    second = await client.get(older.group(1).replace("&amp;", "&"))
+    assert re.findall(r">(INV-\d)</a>", second.text) == ["INV-1"]
+    assert 'id="older"' not in second.text
+    bounced_only = await client.get("/inbox", params={"filter": "bounced"})
+    assert re.findall(r">(INV-\d)</a>", bounced_only.text) == ["INV-1"]
+    # A cursor edited by hand shows the first page, not an error.
+    edited = await client.get("/inbox", params={"filter": "all", "before": "<script>~1"})
+    assert edited.status_code == 200 and "&lt;script&gt;" not in edited.text
+    assert re.findall(r">(INV-\d)</a>", edited.text) == ["INV-3", "INV-2"]

@@ -4,14 +4,14 @@ attempts, AR inbox threads, suppressions. Scoped to the API key's tenant like ev
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.encoders import jsonable_encoder
 from sqlmodel import Session, col, func, select
 
 from dunmail.web.apikeys import ERRORS, Api, Call
-from mailer.errors import NotFoundError
+from mailer.errors import MailerError, NotFoundError
 from mailer.models import (
     Customer,
     DeliveryAttempt,
@@ -131,11 +131,22 @@ def _message(session: Session, m: Message, recipients: list[MessageRecipient]) -
 
 
 @router.get("/threads", responses=ERRORS)
-def list_threads(call: Api, status: ThreadStatus | None = None) -> list[dict[str, Any]]:
-    """The tenant's AR inbox threads (bounces, replies), newest activity first."""
-    result: list[dict[str, Any]] = jsonable_encoder(
-        call.services.inbox(tenant=call.slug, status=status)
-    )
+def list_threads(
+    call: Api,
+    status: ThreadStatus | None = None,
+    only: Literal["bounced", "replied", "fix_contact"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: Annotated[str | None, Query(max_length=100)] = None,
+) -> list[dict[str, Any]]:
+    """The tenant's AR inbox threads (bounces, replies), newest activity first, ``limit`` at
+    a time: pass the last row's ``cursor`` as ``before`` for the next page."""
+    try:
+        rows = call.services.inbox(
+            tenant=call.slug, status=status, only=only, limit=limit, before=before
+        )
+    except MailerError as exc:
+        raise HTTPException(400, detail=str(exc)) from None
+    result: list[dict[str, Any]] = jsonable_encoder(rows)
     return result
 
 

@@ -143,7 +143,7 @@ def start(request: Request) -> Response:
     tenant_id = services.tenant_ids[slug] if slug else None
     outbox = [r for r in services.outbox_rows(limit=50) if r.get("tenant") == slug]
     captured = _captured(services)
-    threads = services.inbox(tenant=slug, status=None) if slug else []
+    threads = services.inbox(tenant=slug, status=None, limit=50) if slug else []
     return page(
         request,
         "demo.html",

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
-from dunmail.app import Services
+from bounce.threads import THREAD_FILTERS
 from dunmail.web import auth
 from dunmail.web.deps import services_of
 from dunmail.web.ui_common import (
@@ -40,27 +40,29 @@ router = APIRouter()
 # -- threads -----------------------------------------------------------------------------------
 
 
-def _types(services: Services, thread_id: int, tenant: str) -> set[str]:
-    return {e["type"] for e in services.inbox_thread(thread_id, tenant=tenant)["timeline"]}
+PAGE = 100  # threads per inbox page
 
 
 @router.get("/inbox", response_class=HTMLResponse)
-def inbox(request: Request, clerk: SignedIn, filter: str = "open") -> Response:
-    """The tenant's threads, newest activity first, by filter."""
+def inbox(
+    request: Request, clerk: SignedIn, filter: str = "open", before: str | None = None
+) -> Response:
+    """The tenant's threads, newest activity first, by filter, a page at a time."""
     services = services_of(request)
     chosen = filter if filter in FILTERS else "open"
     rows: list[dict[str, Any]] = []
-    if chosen in ("open", "resolved"):
-        rows = services.inbox(tenant=clerk.tenant, status=ThreadStatus(chosen))
-    elif chosen != "unmatched":
-        rows = services.inbox(tenant=clerk.tenant, status=None)
-    if chosen == "fix_contact":
-        rows = [r for r in rows if r["task"] == "fix_contact"]
-    elif chosen in ("bounced", "replied"):
-        # The list carries only the last event; these need the whole timeline of each thread.
-        wanted = {"bounced": {"bounce", "complaint"}, "replied": {"reply"}}[chosen]
-        rows = [r for r in rows if wanted & _types(services, r["id"], clerk.tenant)]
-    context = {"rows": rows, "filters": FILTERS, "chosen": chosen}
+    if chosen != "unmatched":
+        status = ThreadStatus(chosen) if chosen in ("open", "resolved") else None
+        only = chosen if chosen in THREAD_FILTERS else None
+        try:
+            rows = services.inbox(
+                tenant=clerk.tenant, status=status, only=only, limit=PAGE + 1, before=before
+            )
+        except MailerError:  # a cursor edited by hand: the first page instead
+            rows = services.inbox(tenant=clerk.tenant, status=status, only=only, limit=PAGE + 1)
+    older = rows[PAGE - 1]["cursor"] if len(rows) > PAGE else None
+    rows = rows[:PAGE]
+    context = {"rows": rows, "filters": FILTERS, "chosen": chosen, "older": older}
     return render(request, clerk, "inbox.html", context)
 
 
