@@ -101,7 +101,7 @@ def make_config(
         relay={
             "host": sink.host if sink else "127.0.0.1",
             "port": sink.port if sink else 25,
-            "domain": "relay.example",
+            "domain": "bench.example",  # From's domain: the tenant's key aligns with it
             "max_connections": connections,
             "local_hostname": "bench.localhost",
         },

@@ -150,7 +150,7 @@ url = "{db_url}"
 [relay]
 host = "127.0.0.1"
 port = {port}
-domain = "relay.example"
+domain = "{DOMAIN}"  # From's domain too, so the tenant's key (d={DOMAIN}) aligns
 max_connections = 8
 local_hostname = "crash.localhost"
 timeout_seconds = 10

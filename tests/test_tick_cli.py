@@ -131,13 +131,29 @@ def test_two_tick_processes_on_postgresql_send_1000_reminders_exactly_once(
 
     at = "2026-04-01T08:00:00Z"  # due + 1: the late-payment step for all 1,000
     command = [sys.executable, "-m", "dunmail.cli", "tick", "--config", str(config), "--at", at]
-    workers = [
-        subprocess.Popen(
-            command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
+    # A start gate: the table is locked until both processes wait on it, so a slow start of
+    # one (imports on a loaded machine) cannot leave all the work to the other.
+    gate = sa.create_engine(db_url)
+    with gate.connect() as held, gate.connect() as watch:
+        held.execute(sa.text("LOCK TABLE invoice IN EXCLUSIVE MODE"))
+        workers = [
+            subprocess.Popen(
+                command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True,
+            )
+            for _ in range(2)
+        ]  # fmt: skip
+        waiting = sa.text(
+            "select count(distinct pid) from pg_locks "
+            "where relation = 'invoice'::regclass and not granted"
         )
-        for _ in range(2)
-    ]  # fmt: skip
+        deadline = time.monotonic() + 120
+        while watch.execute(waiting).scalar() != 2:
+            assert time.monotonic() < deadline, "the two processes never reached the table"
+            assert all(w.poll() is None for w in workers), "a process ended before the gate"
+            time.sleep(0.05)
+        held.rollback()  # both released at once
+    gate.dispose()
     outputs = [w.communicate(timeout=240) for w in workers]
     for worker, (_, errors) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, errors
