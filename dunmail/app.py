@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from dunmail.config import Config
+from dunmail.desk_services import DeskServices
 from dunmail.inbox_services import InboxServices
 from mailer.assemble import Assembler
 from mailer.clock import Clock
@@ -38,24 +39,16 @@ from mailer.models import (
     Customer,
     Event,
     EventStatus,
-    Hold,
-    HoldReason,
     Invoice,
     InvoiceStatus,
     Message,
-    MessageRecipient,
     MessageStatus,
     Payment,
     PaymentAllocation,
-    TemplateOverride,
     Tenant,
 )
 from mailer.outbox import EnqueueRequest, Outbox, PassReport, SendingProfile
 from mailer.overrides import (
-    fetch_overrides,
-    list_overrides,
-    reset_overrides,
-    store_override,
     stored_overrides,
 )
 from mailer.render import Renderer
@@ -67,7 +60,6 @@ from scheduler.cadence import NEW_INVOICE, Action, Rules, manual_send
 from scheduler.calendar import SendCalendar
 from scheduler.dunning import SUMMARY, Dunning, DunningReport, PlanEntry, state_of, store_state
 from scheduler.events import EventPass, SkipEvent
-from scheduler.holds import lift_hold, list_holds, place_hold
 from scheduler.preflight import Preflight
 from scheduler.statements import StatementPass, record_statements
 
@@ -90,7 +82,7 @@ class InvoiceEmail:
 
 
 @dataclass
-class Services(InboxServices):
+class Services(DeskServices, InboxServices):
     """Everything a command needs, built once from the config."""
 
     config: Config
@@ -582,151 +574,6 @@ class Services(InboxServices):
                 )
             )
             return int(getattr(result, "rowcount", 0) or 0)
-
-    def place_hold(
-        self,
-        *,
-        tenant: str | None,
-        customer: str | None,
-        invoice: str | None,
-        reason: HoldReason,
-        until: datetime | None,
-        note: str | None,
-        by: str,
-    ) -> Hold:
-        """Pause chasing an invoice or a whole customer, until ``until`` or until lifted."""
-        tenant_id = self.tenant_id(tenant)
-        with session_scope(self.engine) as session:
-            hold = place_hold(
-                session,
-                tenant_id=tenant_id,
-                customer=customer,
-                invoice=invoice,
-                reason=reason,
-                ends_at=until,
-                note=note,
-                by=by,
-                now=self.clock.now(),
-            )
-            session.expunge(hold)
-            return hold
-
-    def lift_hold(self, hold_id: int, *, tenant: str | None) -> Hold:
-        """End a hold now; chasing resumes on the next pass."""
-        tenant_id = self.tenant_id(tenant)
-        with session_scope(self.engine) as session:
-            hold = lift_hold(session, tenant_id=tenant_id, hold_id=hold_id, now=self.clock.now())
-            session.expunge(hold)
-            return hold
-
-    def holds(self, *, tenant: str | None, active_only: bool = True) -> list[dict[str, Any]]:
-        """The tenant's holds, newest first."""
-        tenant_id = self.tenant_id(tenant)
-        with Session(self.engine) as session:
-            return list_holds(
-                session, tenant_id=tenant_id, now=self.clock.now(), active_only=active_only
-            )
-
-    # -- template overrides ------------------------------------------------------------------
-
-    def save_template(
-        self, kind: str, part: str, source: str, *, tenant: str | None, updated_by: str
-    ) -> TemplateOverride:
-        """Validate and store a tenant's template; a refusal (TemplateError) stores nothing."""
-        tenant_id = self.tenant_id(tenant)
-        with session_scope(self.engine) as session:
-            row = store_override(
-                session,
-                tenant_id=tenant_id,
-                kind=kind,
-                part=part,
-                source=source,
-                updated_by=updated_by,
-                now=self.clock.now(),
-                renderer=self.renderer,
-            )
-            session.expunge(row)
-            return row
-
-    def reset_template(self, kind: str, *, tenant: str | None, part: str | None = None) -> int:
-        """Go back to the built-in template(s) of ``kind``; returns how many were removed."""
-        tenant_id = self.tenant_id(tenant)
-        with session_scope(self.engine) as session:
-            return reset_overrides(session, tenant_id=tenant_id, kind=kind, part=part)
-
-    def template_overrides(self, kind: str, *, tenant: str | None) -> dict[str, str]:
-        """The tenant's overrides of ``kind``: part -> source."""
-        tenant_id = self.tenant_id(tenant)
-        with Session(self.engine) as session:
-            return fetch_overrides(session, tenant_id=tenant_id, kind=kind)
-
-    def template_list(self, *, tenant: str | None) -> list[TemplateOverride]:
-        """Every override the tenant has."""
-        tenant_id = self.tenant_id(tenant)
-        with Session(self.engine) as session:
-            rows = list_overrides(session, tenant_id=tenant_id)
-            session.expunge_all()
-            return rows
-
-    def outbox_rows(self, *, limit: int = 200) -> list[dict[str, Any]]:
-        """The newest outbox messages with their recipients, for ``dunmail outbox``."""
-        with Session(self.engine) as session:
-            messages = session.exec(
-                select(Message).order_by(col(Message.id).desc()).limit(limit)
-            ).all()
-            ids = [m.id for m in messages]
-            recipients = session.exec(
-                select(MessageRecipient).where(col(MessageRecipient.message_id).in_(ids))
-            ).all()
-            slugs = {t.id: t.slug for t in session.exec(select(Tenant)).all()}
-        by_message: dict[int, list[MessageRecipient]] = {}
-        for r in recipients:
-            by_message.setdefault(r.message_id, []).append(r)
-        return [_row(m, slugs, by_message.get(m.id or 0, [])) for m in messages]
-
-    def tenant_outbox(self, *, tenant: str | None, limit: int = 200) -> list[dict[str, Any]]:
-        """:meth:`outbox_rows` of one tenant only (the AR inbox's outbox page)."""
-        tenant_id = self.tenant_id(tenant)
-        with Session(self.engine) as session:
-            messages = session.exec(
-                select(Message)
-                .where(col(Message.tenant_id) == tenant_id)
-                .order_by(col(Message.id).desc())
-                .limit(limit)
-            ).all()
-            recipients = session.exec(
-                select(MessageRecipient).where(
-                    col(MessageRecipient.message_id).in_([m.id for m in messages])
-                )
-            ).all()
-        slugs: dict[int | None, str] = {tenant_id: tenant or self.tenant_slug(tenant_id)}
-        by_message: dict[int, list[MessageRecipient]] = {}
-        for r in recipients:
-            by_message.setdefault(r.message_id, []).append(r)
-        return [_row(m, slugs, by_message.get(m.id or 0, [])) for m in messages]
-
-
-def _row(m: Message, slugs: dict[int | None, str], rcpts: list[MessageRecipient]) -> dict[str, Any]:
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value else None
-
-    return {
-        "id": m.id,
-        "uid": m.uid,
-        "tenant": slugs.get(m.tenant_id),
-        "kind": m.kind,
-        "document": m.context.get("invoice", {}).get("number"),
-        "status": m.status.value,
-        "attempts": m.attempts,
-        "created_at": iso(m.created_at),
-        "next_attempt_at": iso(m.next_attempt_at),
-        "finished_at": iso(m.finished_at),
-        "last_error": m.last_error,
-        "skip_reason": m.skip_reason,
-        "recipients": [
-            {"address": r.address, "status": r.status.value, "code": r.code} for r in rcpts
-        ],
-    }
 
 
 def build_services(
