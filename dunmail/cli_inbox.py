@@ -199,6 +199,14 @@ class StatusFilter(StrEnum):
     ALL = "all"
 
 
+class OnlyFilter(StrEnum):
+    """bounce.threads.THREAD_FILTERS, as the CLI's choices."""
+
+    BOUNCED = "bounced"
+    REPLIED = "replied"
+    FIX_CONTACT = "fix_contact"
+
+
 ThreadArg = Annotated[int, typer.Argument(help="the thread's id (dunmail inbox)")]
 
 
@@ -208,6 +216,10 @@ def inbox(
     status: Annotated[StatusFilter, typer.Option("--status", help="open, resolved or all")] = (
         StatusFilter.OPEN
     ),
+    only: Annotated[
+        OnlyFilter | None, typer.Option("--only", help="only threads that bounced, ...")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="at most N threads")] = None,
     tenant: TenantOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -218,7 +230,9 @@ def inbox(
     wanted = None if status is StatusFilter.ALL else ThreadStatus(status.value)
 
     async def body(services: Services) -> list[dict[str, Any]]:
-        return services.inbox(tenant=tenant, status=wanted)
+        return services.inbox(
+            tenant=tenant, status=wanted, only=only.value if only else None, limit=limit
+        )
 
     rows = with_services(config, None, body)
     if as_json:
