@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.headerregistry import Address
+from functools import lru_cache
+
+from tld import get_fld
 
 from mailer.address import make_address
 from mailer.compose import Envelope
@@ -50,11 +53,24 @@ def signing_keys(tenant: TenantConfig, relay: RelayConfig) -> list[DKIMConfig]:
 
 
 def aligned(from_dom: str, signing_domain: str) -> bool:
-    """DMARC relaxed alignment (RFC 7489 s3.1.1), short of the Public Suffix List: the same
-    domain, or one a subdomain of the other. Two sibling subdomains of one organisation align
-    in DMARC but not here, so this errs towards a warning, never towards silence."""
+    """DMARC relaxed alignment (RFC 7489 s3.1.1): both domains share an organisational domain,
+    found with the Public Suffix List (``mail.acme.co.uk`` and ``acme.co.uk`` align,
+    ``acme.co.uk`` and ``other.co.uk`` do not). Names under no public suffix (``.example``,
+    ``.localhost``) align when equal or when one is a subdomain of the other."""
     a, b = from_dom.lower().rstrip("."), signing_domain.lower().rstrip(".")
-    return a == b or a.endswith(f".{b}") or b.endswith(f".{a}")
+    if a == b:
+        return True
+    org_a, org_b = _organisational(a), _organisational(b)
+    if org_a is not None or org_b is not None:
+        return org_a == org_b
+    return a.endswith(f".{b}") or b.endswith(f".{a}")
+
+
+@lru_cache(maxsize=256)
+def _organisational(domain: str) -> str | None:
+    """The registrable domain under the Public Suffix List (tld's bundled copy: no network)."""
+    found = get_fld(domain, fix_protocol=True, fail_silently=True)
+    return found.lower() if isinstance(found, str) else None
 
 
 def alignment_problem(tenant: TenantConfig, relay: RelayConfig) -> str | None:

@@ -43,7 +43,13 @@ def _tenant(delivery: DeliveryMode = DeliveryMode.RELAY, **extra: Any) -> Tenant
         ("relay.example", "bounces.relay.example", True),
         ("relay.example", "acme.example", False),
         ("relay.example", "xrelay.example", False),  # a suffix, not a subdomain
-        ("a.relay.example", "b.relay.example", False),  # siblings: warned about, see aligned()
+        ("a.relay.example", "b.relay.example", False),  # no public suffix: no organisation known
+        # Under the Public Suffix List, the organisational domain decides (RFC 7489 s3.2).
+        ("billing.acme.co.uk", "mail.acme.co.uk", True),
+        ("acme.co.uk", "other.co.uk", False),
+        ("acme.co.uk", "co.uk", False),  # a public suffix is nobody's organisation
+        ("invoices.acme.com", "acme.com", True),
+        ("acme.com", "acme.com.evil.example", False),
     ],
 )
 def test_relaxed_alignment(from_dom: str, signing: str, expected: bool) -> None:
