@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bounce import Kind, Recipient, Report, parse
-from bounce.recovery import Enqueue, react_to_bounce
+from bounce.recovery import Enqueue, react_to_return
 from bounce.threads import record_thread
 from mailer.db import session_scope
 from mailer.errors import LinkInvalid
@@ -96,7 +96,7 @@ def process(
     emit: Callable[..., object] | None = None,
 ) -> Outcome:
     """Decode ``inbound``, match it, record its delivery events and suppressions, and (given
-    ``enqueue``) let dunning react to a bounce (bounce/recovery.py).
+    ``enqueue``) let dunning react to a bounce or complaint (bounce/recovery.py).
 
     ``emit`` (``Webhooks.emit``) queues ``message.bounced`` / ``message.complained`` for each
     newly recorded recipient event and ``thread.replied`` for a reply or auto-reply the first
@@ -178,8 +178,18 @@ def process(
             },
             now=now,
         )
-    if report.kind is Kind.BOUNCE and first_time and enqueue is not None:
-        reaction = react_to_bounce(session, message, thread, enqueue=enqueue, now=now)
+    if report.kind in (Kind.BOUNCE, Kind.COMPLAINT) and first_time and enqueue is not None:
+        # One reaction for every kind of return: a complaint that blocks a customer's only
+        # contact pauses chasing exactly as a hard bounce does (bounce/recovery.py).
+        reaction = react_to_return(
+            session,
+            message,
+            thread,
+            kind=report.kind,
+            suppressed=outcome.suppressed,
+            enqueue=enqueue,
+            now=now,
+        )
         outcome.rerouted_to, outcome.paused = reaction.rerouted_to, reaction.paused
     return outcome
 

@@ -1,4 +1,4 @@
-"""SERVICE: what dunning does when an email bounces, and the AR clerk's resend after a fix.
+"""SERVICE: what dunning does when mail comes back, and the AR clerk's resend after a fix.
 
 A bounced email did not reach the customer, so the step it carried is not "sent". If another
 contact of the customer can take it (by role: billing, AP, accountant, primary, and not
@@ -6,18 +6,25 @@ suppressed), the same email goes to that contact. If nobody can, escalation paus
 ``contact_bounced`` hold stops further reminders (a louder reminder to the same dead mailbox
 helps nobody) and the thread carries a ``fix_contact`` task until a person corrects the contact
 and runs ``dunmail inbox resend``.
+
+Every return that blocks an address (a hard bounce, repeated soft bounces, a complaint, a
+person's ``dunmail suppressions add``) ends in the same check, :func:`pause_unreachable`: each
+customer of the tenant who has that address and no other reachable contact is paused the same
+way, so no kind of return can leave a customer that nobody can be sent to without a hold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from bounce.threads import add_note, document_key, thread_messages
+from bounce.report import Kind
+from bounce.threads import add_note, document_key, reopen_thread, thread_messages
 from mailer.errors import MailerError
 from mailer.ledger import contacts_by_customer, rank_contacts, touch_customer_invoices
 from mailer.models import (
@@ -47,6 +54,94 @@ class Reaction:
 
     rerouted_to: str | None = None
     paused: bool = False
+
+
+def react_to_return(
+    session: Session,
+    message: Message,
+    thread: Thread,
+    *,
+    kind: Kind,
+    suppressed: Iterable[str],
+    enqueue: Enqueue,
+    now: datetime,
+) -> Reaction:
+    """The one reaction to returned mail about ``message`` (a bounce or a complaint), after its
+    events and suppressions were recorded. A bounce first tries the next contact
+    (:func:`react_to_bounce`); then, whatever the kind, every customer the return left without
+    a reachable contact is paused: ``message``'s customer on ``thread``, and any other customer
+    of the tenant that listed a newly ``suppressed`` address. The caller commits."""
+    reaction = Reaction()
+    if kind is Kind.BOUNCE:
+        reaction = react_to_bounce(session, message, thread, enqueue=enqueue, now=now)
+    elif kind is not Kind.COMPLAINT:
+        return reaction
+    what = "bounced" if kind is Kind.BOUNCE else "drew a complaint"
+    paused = reaction.paused
+    if message.customer_id is not None and not paused:
+        paused = _pause_if_unreachable(
+            session,
+            tenant_id=message.tenant_id,
+            customer_id=message.customer_id,
+            thread=thread,
+            why=f"{message.kind} {what}",
+            now=now,
+        )
+    pause_unreachable(
+        session,
+        tenant_id=message.tenant_id,
+        addresses=suppressed,
+        why=f"{what} (on another customer's email)",
+        now=now,
+        skip=message.customer_id,
+    )
+    return Reaction(rerouted_to=reaction.rerouted_to, paused=paused)
+
+
+def pause_unreachable(
+    session: Session,
+    *,
+    tenant_id: int,
+    addresses: Iterable[str],
+    why: str,
+    now: datetime,
+    skip: int | None = None,
+) -> list[int]:
+    """Pause every customer of the tenant with a contact at one of ``addresses`` (just blocked)
+    that no contact can be reached at any more: a ``contact_bounced`` hold and a
+    ``fix_contact`` task on the thread of its latest email. Returns the customers paused now.
+    One address is often the contact of several customers (a bookkeeper's shared mailbox), and
+    the suppression blocks it for all of them. The caller commits."""
+    wanted = sorted({normal(a) for a in addresses})
+    if not wanted:
+        return []
+    customers = session.exec(
+        select(Contact.customer_id)
+        .where(
+            Contact.tenant_id == tenant_id,
+            sa.func.lower(col(Contact.email)).in_(wanted),
+        )
+        .distinct()
+    ).all()
+    paused = []
+    for customer_id in sorted(set(customers) - {skip}):
+        latest = session.exec(
+            select(Message)
+            .where(Message.tenant_id == tenant_id, Message.customer_id == customer_id)
+            .order_by(col(Message.created_at).desc(), col(Message.id).desc())
+        ).first()
+        thread = reopen_thread(session, latest, now=now) if latest is not None else None
+        blocked = ", ".join(wanted)
+        if _pause_if_unreachable(
+            session,
+            tenant_id=tenant_id,
+            customer_id=customer_id,
+            thread=thread,
+            why=f"{blocked} {why}",
+            now=now,
+        ):
+            paused.append(customer_id)
+    return paused
 
 
 def react_to_bounce(
@@ -81,7 +176,14 @@ def react_to_bounce(
             now=now,
         )
         return Reaction(rerouted_to=fallback.email)
-    _pause(session, message, thread, now)
+    _pause(
+        session,
+        tenant_id=message.tenant_id,
+        customer_id=message.customer_id,
+        thread=thread,
+        why=f"{message.kind} bounced and no other contact can take it",
+        now=now,
+    )
     return Reaction(paused=True)
 
 
@@ -205,49 +307,94 @@ def _all_contacts(session: Session, customer_id: int, now: datetime) -> list[Con
     return [c for c in everyone if normal(c.email) not in blocked]
 
 
-def _pause(session: Session, message: Message, thread: Thread, now: datetime) -> None:
+def unreachable(session: Session, customer_id: int, now: datetime) -> bool:
+    """Whether the customer has contacts for AR email and every one of them (and every
+    stand-in by role) is blocked: nobody can be sent to until a person fixes the contact. A
+    customer whose contacts all opted out of AR email is not unreachable: it asked for none."""
+    if contacts_by_customer(session, [customer_id], now=now)[customer_id]:
+        return False
+    return bool(contacts_by_customer(session, [customer_id])[customer_id])
+
+
+def _pause_if_unreachable(
+    session: Session,
+    *,
+    tenant_id: int,
+    customer_id: int,
+    thread: Thread | None,
+    why: str,
+    now: datetime,
+) -> bool:
+    if not unreachable(session, customer_id, now):
+        return False
+    _pause(
+        session,
+        tenant_id=tenant_id,
+        customer_id=customer_id,
+        thread=thread,
+        why=f"{why} and no contact of the customer can be reached",
+        now=now,
+    )
+    return True
+
+
+def _pause(
+    session: Session,
+    *,
+    tenant_id: int,
+    customer_id: int,
+    thread: Thread | None,
+    why: str,
+    now: datetime,
+) -> None:
+    """The one pause: a ``contact_bounced`` hold (once) and a ``fix_contact`` task (once)."""
     existing = session.exec(
         select(Hold).where(
-            Hold.tenant_id == message.tenant_id,
-            Hold.customer_id == message.customer_id,
+            Hold.tenant_id == tenant_id,
+            Hold.customer_id == customer_id,
             Hold.reason == HoldReason.CONTACT_BOUNCED,
             col(Hold.lifted_at).is_(None),
         )
     ).first()
-    if existing is None and message.customer_id is not None:
+    if existing is None:
         session.add(
             Hold(
-                tenant_id=message.tenant_id,
-                customer_id=message.customer_id,
+                tenant_id=tenant_id,
+                customer_id=customer_id,
                 reason=HoldReason.CONTACT_BOUNCED,
-                note="every contact bounced: correct the contact, then dunmail inbox resend",
+                note=f"{why}: correct the contact, then dunmail inbox resend"[:500],
                 created_at=now,
                 created_by=BOUNCE_AUTHOR,
             )
         )
-        touch_customer_invoices(session, message.customer_id, now)
-    if thread.task != FIX_CONTACT:
+        touch_customer_invoices(session, customer_id, now)
+    if thread is not None and thread.task != FIX_CONTACT:
         thread.task = FIX_CONTACT
         add_note(
             session,
             thread,
-            text=f"{message.kind} bounced and no other contact can take it: "
-            "chasing is paused until the contact is fixed and the email resent",
+            text=f"{why}: chasing is paused until the contact is fixed and the email resent",
             author=BOUNCE_AUTHOR,
             now=now,
         )
 
 
 def _last_bounced(session: Session, thread: Thread) -> Message | None:
-    """The newest message on the thread's document with a bounce recorded against it."""
-    for message in reversed(thread_messages(session, thread)):
+    """The newest message on the thread's document with a bounce or complaint recorded
+    against it; on a thread paused because a contact shared with another customer was blocked
+    (nothing came back about its own emails), its newest message."""
+    messages = thread_messages(session, thread)
+    for message in reversed(messages):
         hit = session.exec(
             select(DeliveryEvent.id).where(
-                DeliveryEvent.message_id == message.id, DeliveryEvent.kind == "bounce"
+                DeliveryEvent.message_id == message.id,
+                col(DeliveryEvent.kind).in_((Kind.BOUNCE.value, Kind.COMPLAINT.value)),
             )
         ).first()
         if hit is not None:
             return message
+    if thread.task == FIX_CONTACT and messages:
+        return messages[-1]
     return None
 
 

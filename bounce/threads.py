@@ -90,6 +90,20 @@ def record_thread(
     return thread
 
 
+def reopen_thread(session: Session, message: Message, *, now: datetime) -> Thread:
+    """The thread of ``message``'s document, created or reopened, for news about it that
+    came from elsewhere (its customer's only contact was blocked on another email's
+    return): like :func:`record_thread` for a new report. The caller commits."""
+    thread, created = _thread_of(session, message, now=now, status=ThreadStatus.OPEN)
+    if not created:
+        thread.status = ThreadStatus.OPEN
+        thread.last_event_at = max(thread.last_event_at, now)
+        thread.updated_at = now
+    session.add(thread)
+    session.flush()
+    return thread
+
+
 def note_activity(session: Session, message: Message, *, now: datetime) -> Thread:
     """The thread of ``message``'s document, for a customer's activity that needs no answer (a
     view or a click on Pay): created resolved when there is none, never reopened, so the click

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from bounce.ingest import Outcome, reprocess
 from bounce.ingest import process as process_inbound
 from bounce.ingest import store as store_inbound
-from bounce.recovery import resend
+from bounce.recovery import pause_unreachable, resend
 from bounce.reporting import bounce_rows
 from bounce.threads import add_note, fetch_thread, list_threads, list_unmatched, show_thread
 from dunmail.config import Config
@@ -238,18 +238,31 @@ class InboxServices:
         ]
 
     def suppress(self, address: str, *, tenant: str | None, reason: str, by: str) -> bool:
-        """Block an address by hand (until unblocked); False if it was blocked already."""
+        """Block an address by hand (until unblocked); False if it was blocked already. A
+        customer left with no reachable contact is paused as a bounce would pause it
+        (bounce/recovery.py), so its chasing waits visibly for a fixed contact."""
         tenant_id = self.tenant_id(tenant)
+        now = self.clock.now()
         with session_scope(self.engine) as session:
-            return suppress(
+            blocked = parse_addr_spec(address)
+            new = suppress(
                 session,
                 tenant_id=tenant_id,
-                address=parse_addr_spec(address),
+                address=blocked,
                 kind=SuppressionKind.MANUAL,
                 reason=reason,
-                now=self.clock.now(),
+                now=now,
                 by=by,
             )
+            if new:
+                pause_unreachable(
+                    session,
+                    tenant_id=tenant_id,
+                    addresses=[blocked],
+                    why=f"blocked by {by} ({reason})",
+                    now=now,
+                )
+            return new
 
     def unblock(self, address: str, *, tenant: str | None, by: str, why: str) -> None:
         """Let mail go to a blocked address again, recording who, when and why."""

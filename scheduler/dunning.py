@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 
 from mailer.db import session_scope
 from mailer.errors import MailerError
-from mailer.models import Customer, Hold, Invoice, InvoiceStatus
+from mailer.models import Customer, Hold, HoldReason, Invoice, InvoiceStatus, PaymentAllocation
 from scheduler.cadence import (
     Action,
     ActiveHold,
@@ -173,10 +173,17 @@ class Dunning:
                         error = str(exc)
                 if error is not None:
                     # One bad record never stops the batch: it waits until its data changes
-                    # (an import or a contact fix sets next_action_at again).
+                    # (an import or a contact fix sets next_action_at again). A customer
+                    # already paused for a contact nobody can reach is known, and shown in
+                    # the inbox: an error on every pass would only bury the real ones.
+                    times.append({"b_id": invoice.id, "next_action_at": None})
+                    if _waits_for_contact(decision):
+                        log.debug(
+                            "invoice %s: %s; waits for the contact fix", invoice.number, error
+                        )
+                        continue
                     report.errors.append(f"invoice {invoice.number}: {error}")
                     log.warning("invoice %s: %s; not queued", invoice.number, error)
-                    times.append({"b_id": invoice.id, "next_action_at": None})
                     continue
                 report.queued[result.action.kind] += 1
             if decision.rides_along:  # its state is written by the summary that carries it
@@ -207,14 +214,20 @@ class Dunning:
         overdue invoice (per currency) drives the reminders, as one email listing them all."""
         customers = customers_by_id(session, {i.customer_id for i in invoices})
         holds = active_holds(session, invoices, now)
+        credited = closed_by_credit(session, invoices)
         decisions = []
         drivers: dict[tuple[int, str], Invoice | None] = {}
         for invoice in invoices:
             customer = customers[invoice.customer_id]
             rules = self._rules_for(invoice.tenant_id, customer)
-            facts = facts_of(invoice, customer, holds.get(invoice.id or 0))
+            facts = facts_of(
+                invoice,
+                customer,
+                holds.get(invoice.id or 0),
+                closed_by_credit=(invoice.id or 0) in credited,
+            )
             result = evaluate(facts, rules, now)
-            decision = _Decision(invoice, customer, result)
+            decision = _Decision(invoice, customer, result, hold=facts.hold)
             action = result.action
             if rules.cadence.per == "customer" and action is not None and action.kind in REMINDERS:
                 group = (invoice.customer_id, invoice.currency)
@@ -299,6 +312,13 @@ class _Decision:
     summary: list[Invoice] | None = None  # a customer-level email listing these invoices
     # Chased by the customer's oldest invoice: its state is written by that one's summary.
     rides_along: bool = False
+    hold: ActiveHold | None = None  # the hold in force for the invoice, if any
+
+
+def _waits_for_contact(decision: _Decision) -> bool:
+    """Whether the invoice's customer is paused because nobody can be reached (a return
+    blocked its last contact): its email could not be queued for that known reason."""
+    return decision.hold is not None and decision.hold.reason is HoldReason.CONTACT_BOUNCED
 
 
 def _oldest_open(session: Session, invoice: Invoice, minimum: int) -> Invoice | None:
@@ -333,8 +353,15 @@ def _overdue(session: Session, invoice: Invoice, now: datetime) -> list[Invoice]
     return found if any(i.id == invoice.id for i in found) else [invoice, *found]
 
 
-def facts_of(invoice: Invoice, customer: Customer, hold: ActiveHold | None) -> InvoiceFacts:
+def facts_of(
+    invoice: Invoice,
+    customer: Customer,
+    hold: ActiveHold | None,
+    *,
+    closed_by_credit: bool = False,
+) -> InvoiceFacts:
     return InvoiceFacts(
+        closed_by_credit=closed_by_credit,
         number=invoice.number,
         status=invoice.status,
         balance_minor=invoice.balance_minor,
@@ -346,6 +373,34 @@ def facts_of(invoice: Invoice, customer: Customer, hold: ActiveHold | None) -> I
         state=state_of(invoice),
         hold=hold,
     )
+
+
+def closed_by_credit(session: Session, invoices: Iterable[Invoice]) -> set[int]:
+    """The paid invoices among ``invoices`` whose balance a credit note closed: their newest
+    settlement (allocation) is a credit note's, not a payment's.
+
+    An import replaces a payment's or a credit note's allocations whenever they change, so the
+    newest allocation of an invoice is the settlement that last moved its balance, the one
+    that made it paid. A paid invoice with no allocation was paid in the ERP: a payment.
+    """
+    paid = [i.id for i in invoices if i.status is InvoiceStatus.PAID and i.id is not None]
+    if not paid:
+        return set()
+    newest = (
+        sa.select(
+            col(PaymentAllocation.invoice_id),
+            sa.func.max(col(PaymentAllocation.id)).label("newest"),
+        )
+        .where(col(PaymentAllocation.invoice_id).in_(paid))
+        .group_by(col(PaymentAllocation.invoice_id))
+        .subquery()
+    )
+    rows = session.execute(
+        sa.select(col(PaymentAllocation.invoice_id))
+        .join(newest, newest.c.newest == col(PaymentAllocation.id))
+        .where(col(PaymentAllocation.credit_note_id).is_not(None))
+    )
+    return {int(invoice_id) for invoice_id in rows.scalars()}
 
 
 def state_of(invoice: Invoice) -> DunningState:
