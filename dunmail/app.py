@@ -589,7 +589,8 @@ def build_services(
     """Wire config, clock and transport into services.
 
     ``transport`` replaces every tenant's SMTP transport (tests, dry runs); otherwise tenants in
-    relay mode share one pooled relay transport and own-SMTP tenants get one per endpoint.
+    relay mode share one pooled relay transport and each own-SMTP tenant gets its own, even
+    when its server shares the relay's host and port.
 
     ``pdfs`` switches PDF attachments on (True) or off (False); by default they are on when any
     tenant sends a kind with its PDF attached, so a config without PDFs starts no process pool.
@@ -605,12 +606,16 @@ def build_services(
     verp_key = derive_key(config.secret_key(), "verp")
     transports: dict[str, Transport] = {}
 
-    def transport_for(endpoint: SMTPEndpoint) -> Transport:
+    def transport_for(owner: str, endpoint: SMTPEndpoint) -> Transport:
+        """One pool per endpoint identity: the relay's (shared by every relay-mode tenant) and
+        one per own-SMTP tenant, keyed by who owns it and not by host:port, so a tenant whose
+        server shares the relay's host and port still has its own connections, limits,
+        credentials and size budget (mailer/transport.py::SMTPTransport)."""
         if transport is not None:
             return transport
-        if endpoint.key not in transports:
-            transports[endpoint.key] = SMTPTransport(endpoint)
-        return transports[endpoint.key]
+        if owner not in transports:
+            transports[owner] = SMTPTransport(endpoint, owner=owner)
+        return transports[owner]
 
     profiles: dict[int, SendingProfile] = {}
     for slug, tenant in config.tenants.items():
@@ -625,7 +630,9 @@ def build_services(
         profiles[tenant_ids[slug]] = SendingProfile(
             tenant_id=tenant_ids[slug],
             slug=slug,
-            transport=transport_for(endpoint),
+            transport=transport_for(
+                f"tenant:{slug}" if tenant.delivery is DeliveryMode.SMTP else "relay", endpoint
+            ),
             signer=DKIMSigner(keys),
             identity=sender_identity(tenant, config.relay, verp_key=verp_key),
             rate_per_minute=tenant.rate_per_minute,
