@@ -29,6 +29,7 @@ from mailer.models import (
     DeliveryEvent,
     InboundMail,
     InboundStatus,
+    Invoice,
     LinkEvent,
     Message,
     Thread,
@@ -271,7 +272,7 @@ def _thread_fields(session: Session, thread: Thread) -> dict[str, Any]:
         "id": thread.id,
         "customer": customer.external_id if customer else None,
         "customer_name": customer.name if customer else None,
-        "document": _document_label(messages[-1]) if messages else thread.document,
+        "document": _thread_label(session, thread, messages),
         "key": thread.document,
         "status": thread.status.value,
         "assignee": thread.assignee,
@@ -291,6 +292,17 @@ def thread_messages(session: Session, thread: Thread) -> list[Message]:
     else:
         query = query.where(Message.id == int(raw_id))
     return list(session.exec(query.order_by(col(Message.created_at), col(Message.id))).all())
+
+
+def _thread_label(session: Session, thread: Thread, messages: list[Message]) -> str:
+    """What the clerk knows the thread by: an invoice thread is its invoice's number even when
+    its latest email is a receipt or a thank-you about it, whose context names no invoice."""
+    kind, _, raw_id = thread.document.partition(":")
+    if kind == "invoice":
+        invoice = session.get(Invoice, int(raw_id))
+        if invoice is not None:
+            return invoice.number
+    return _document_label(messages[-1]) if messages else thread.document
 
 
 def _document_label(message: Message) -> str:
