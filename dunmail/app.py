@@ -35,6 +35,7 @@ from mailer.ledger import (
     invoice_contacts,
 )
 from mailer.links import DownloadLinks, LinkMinter
+from mailer.localtime import customer_zone, days_between
 from mailer.models import (
     Customer,
     Event,
@@ -310,7 +311,9 @@ class Services(DeskServices, InboxServices):
         if not recipients:
             raise MailerError(f"customer {customer.external_id} has no contact to send to")
         currency = invoices[0].currency
-        overdue_days = [max(0, (now.date() - i.due_at.date()).days) for i in invoices]
+        # Calendar days where the customer is, as the reminder for each invoice counts them.
+        zone = customer_zone(customer.time_zone, tenant_row.time_zone)
+        overdue_days = [max(0, days_between(i.due_at, now, zone)) for i in invoices]
         items = [
             {
                 "number": i.number,
@@ -434,7 +437,7 @@ class Services(DeskServices, InboxServices):
         _, config = self.tenant_config(tenant_id)
         dunning = config.dunning
         cadence = customer.cadence if customer.cadence in dunning.cadences else dunning.cadence
-        zone = customer.time_zone or config.time_zone
+        zone = customer_zone(customer.time_zone, config.time_zone)
         key = (tenant_id, cadence, zone)
         cached = self._rules.get(key)
         if cached is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, TypeVar
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col
@@ -26,6 +25,7 @@ from mailer.event_context import (
     subscription_context,
 )
 from mailer.eventlog import EventLog, EventSpec, assign
+from mailer.localtime import customer_zone, local_date
 from mailer.models import (
     AutopayFailure,
     Customer,
@@ -259,13 +259,14 @@ class BillingImport:
         bill_at = row.next_bill_at if row.status is SubscriptionStatus.ACTIVE else None
         due = billed_soon_due(bill_at, now=self.now, lead=self.billed_soon) if bill_at else None
         if bill_at is not None and due is not None:
-            day = bill_at.astimezone(ZoneInfo(customer.time_zone or self.tenant_zone)).date()
+            zone = customer_zone(customer.time_zone, self.tenant_zone)
+            day = local_date(bill_at, zone)
             wanted = EventSpec(
                 kind="subscription_billed_soon",
                 key=f"subscription:{row.external_id}:billed:{day.isoformat()}",
                 customer_id=_id(customer),
                 document=document,
-                context=billed_soon_context(row, due_at=due),
+                context=billed_soon_context(row, due_at=due, zone=zone),
                 due_at=due,
             )
         for event in self.events.pending(kind="subscription_billed_soon", document=document):

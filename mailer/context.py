@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from mailer.localtime import customer_zone, days_between
 from mailer.models import Customer, Invoice, Tenant
 from mailer.render import normalise_locale
 
@@ -23,6 +24,9 @@ def party_context(
     """What every email shows of sender and recipient: language, tenant with its branding,
     customer, and the (not yet signed) links. The kind's own part is added beside it.
 
+    ``time_zone`` (the customer's, else the tenant's) is where the customer reads its dates:
+    every date filter, PDF and hosted page prints an instant as the day it is there.
+
     ``branding`` is the tenant's ``BrandingConfig.as_context()``: it lives in the config, not
     in the ledger, so the caller passes it in. The tenant's locale is the fallback language.
     """
@@ -34,6 +38,7 @@ def party_context(
     return {
         "locale": normalise_locale(customer.locale, tenant.locale),
         "fallback_locale": normalise_locale(tenant.locale),
+        "time_zone": customer_zone(customer.time_zone, tenant.time_zone),
         "tenant": tenant_data,
         "customer": {"name": customer.name, "id": customer.external_id},
         "links": {"view": None, "pay": None},
@@ -48,8 +53,13 @@ def invoice_context(
     now: datetime,
     branding: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the invoice templates may show, as JSON-safe data."""
-    overdue = (now.date() - invoice.due_at.date()).days
+    """Everything the invoice templates may show, as JSON-safe data.
+
+    ``days_overdue`` counts calendar days in the customer's zone: due 31 March, it is one day
+    overdue all through 1 April there, whatever the date in UTC.
+    """
+    zone = customer_zone(customer.time_zone, tenant.time_zone)
+    overdue = days_between(invoice.due_at, now, zone)
     return {
         **party_context(tenant=tenant, customer=customer, branding=branding),
         "invoice": {

@@ -9,7 +9,6 @@ ISO 8601 strings, as in ``mailer/context.py``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +25,7 @@ from mailer.kinds import (
     RefundData,
     SubscriptionData,
 )
+from mailer.localtime import days_between
 from mailer.models import (
     AutopayFailure,
     CreditNote,
@@ -36,8 +36,6 @@ from mailer.models import (
     Subscription,
     SubscriptionStatus,
 )
-
-_DAY = timedelta(days=1)
 
 
 def payment_context(payment: Payment, allocations: Sequence[tuple[str, int]]) -> dict[str, Any]:
@@ -145,8 +143,11 @@ def subscription_context(subscription: Subscription) -> dict[str, Any]:
     return {"subscription": _subscription(subscription)}
 
 
-def billed_soon_context(subscription: Subscription, *, due_at: datetime) -> dict[str, Any]:
-    """``subscription_billed_soon``, with ``days_until_bill`` as seen when it is sent (``due_at``).
+def billed_soon_context(
+    subscription: Subscription, *, due_at: datetime, zone: str
+) -> dict[str, Any]:
+    """``subscription_billed_soon``, with ``days_until_bill`` as seen when it is sent (``due_at``)
+    in the customer's ``zone``.
 
     The subscription must have a ``next_bill_at`` (:func:`billed_soon_due` said when).
     """
@@ -154,7 +155,7 @@ def billed_soon_context(subscription: Subscription, *, due_at: datetime) -> dict
         raise ValueError("a subscription without next_bill_at is not billed soon")
     return {
         "subscription": _subscription(subscription),
-        "days_until_bill": days_until(subscription.next_bill_at, now=due_at),
+        "days_until_bill": days_until(subscription.next_bill_at, now=due_at, zone=zone),
     }
 
 
@@ -169,13 +170,15 @@ def billed_soon_due(next_bill_at: datetime, *, now: datetime, lead: timedelta) -
     return max(next_bill_at - lead, now)
 
 
-def days_until(moment: datetime, *, now: datetime) -> int:
-    """Whole days from ``now`` to ``moment``, a part day counting as one (never below 1).
+def days_until(moment: datetime, *, now: datetime, zone: str) -> int:
+    """Calendar days from ``now``'s day to ``moment``'s in the customer's ``zone`` (never below 1).
 
-    "Renews in 7 days" must hold when sent exactly seven days ahead, and a bill 36 hours away
-    is "in 2 days", not "in 1 day", which would read as tomorrow.
+    The email says "renews in N days" beside "renews on <date>": both count the customer's
+    calendar, so a bill on the 9th announced on the 2nd is "in 7 days" at any hour, a bill
+    tomorrow evening is "in 1 day", and one the day after tomorrow "in 2 days". A bill later
+    today (a late notice) still reads "in 1 day": the templates have no "today".
     """
-    return max(1, math.ceil((moment - now) / _DAY))
+    return max(1, days_between(now, moment, zone))
 
 
 def _subscription(subscription: Subscription) -> SubscriptionData:

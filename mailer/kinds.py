@@ -5,9 +5,11 @@ renders with is a JSON-safe snapshot taken when the email is enqueued (see ``mai
 and is typed below as one ``TypedDict`` per document, so the shapes live in one place:
 
 * every kind: ``locale``, ``tenant`` (:class:`TenantData`), ``customer`` (:class:`CustomerData`),
-  ``links`` (purpose -> URL or None; a button is shown only for a URL) and optionally
-  ``fallback_locale`` (the tenant's default language, used when the customer's has no
-  translation);
+  ``links`` (purpose -> URL or None; a button is shown only for a URL), ``time_zone`` (the
+  customer's IANA zone, else the tenant's: the ``date`` filters print each instant as the day
+  it is there; a context queued before it existed has none and prints UTC days) and
+  optionally ``fallback_locale`` (the tenant's default language, used when the customer's has
+  no translation);
 * ``new_invoice``, ``invoice_reminder``, ``late_payment_reminder``: ``invoice`` and
   ``days_overdue``; ``thank_you``: ``invoice`` and ``paid_at``;
 * ``overdue_summary``: ``overdue`` (all of a customer's overdue invoices in one currency) and
@@ -19,7 +21,9 @@ and is typed below as one ``TypedDict`` per document, so the shapes live in one 
 * ``subscription_confirmation``, ``subscription_cancelled``: ``subscription``;
   ``subscription_billed_soon``: ``subscription`` and ``days_until_bill``.
 
-Money is integer minor units plus an ISO 4217 ``currency``; times are ISO 8601 strings.
+Money is integer minor units plus an ISO 4217 ``currency``; times are ISO 8601 strings of UTC
+instants (a date imported without a time is midnight in ``time_zone``), printed and counted in
+days only through ``mailer.localtime``.
 ``KindSpec.variables`` is derived from these types, so the check of a tenant's template override
 ("may it use ``payment``?") cannot drift from what the engine actually passes.
 """
@@ -217,6 +221,7 @@ class BaseEmail(TypedDict):
     tenant: TenantData
     customer: CustomerData
     links: dict[str, str | None]
+    time_zone: NotRequired[str]  # IANA name; absent in contexts queued before it (UTC)
     fallback_locale: NotRequired[str]
 
 
@@ -536,6 +541,9 @@ def sample_context(kind: str, *, locale: str) -> dict[str, Any]:
         "tenant": _TENANT,
         "customer": {"name": "Globex Corporation", "id": "C-1001"},
         "links": links,
+        # The sample tenant's zone (its address is in Bucharest); every sample time falls on
+        # the same day there as in UTC, so previews print the dates written above.
+        "time_zone": "Europe/Bucharest",
         **_documents()[kind],
     }
     return copy.deepcopy(context)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +21,7 @@ from babel.numbers import format_decimal, format_percent
 from jinja2.sandbox import SandboxedEnvironment
 
 from mailer.errors import MailerError, TemplateError
-from mailer.render import TEMPLATES, format_day, format_money
+from mailer.render import TEMPLATES, format_day, format_money, template_day
 
 PDF_TEMPLATES = TEMPLATES / "pdf"
 # The document kinds, each with the context key that holds its data.
@@ -60,9 +60,8 @@ def _money(ctx: jinja2.runtime.Context, amount_minor: int, currency: str) -> str
 
 @jinja2.pass_context
 def _date(ctx: jinja2.runtime.Context, value: str | date, fmt: str = "medium") -> str:
-    day = datetime.fromisoformat(value) if isinstance(value, str) else value
-    formatted = format_day(day.date() if isinstance(day, datetime) else day, fmt, ctx["locale"])
-    return _isolated(formatted)
+    # The customer's calendar day, as the email prints it.
+    return _isolated(format_day(template_day(ctx, value), fmt, ctx["locale"]))
 
 
 @jinja2.pass_context

@@ -65,6 +65,8 @@ def build_pdf_context(pdf: str, context: Mapping[str, Any]) -> tuple[dict[str, A
         "customer": context.get("customer", {}),
         key: context[key],
     }
+    if "time_zone" in context:  # a context queued before contexts had one prints UTC days
+        pdf_context["time_zone"] = context["time_zone"]
     return pdf_context, css if isinstance(css, str) and css else None
 
 

@@ -54,6 +54,7 @@ from markupsafe import Markup, escape
 from mailer.compose import Rendered
 from mailer.errors import TemplateError
 from mailer.i18n import choose_language
+from mailer.localtime import local_date
 from mailer.money import from_minor
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -92,13 +93,21 @@ def _money(ctx: jinja2.runtime.Context, amount_minor: int, currency: str) -> str
     return format_money(amount_minor, currency, ctx.get("locale", "en"))
 
 
+def template_day(ctx: jinja2.runtime.Context, value: object) -> date:
+    """The day ``value`` (an instant, its ISO text, or a date) is where the customer is.
+
+    The zone is the context's ``time_zone``; a context queued before contexts carried a zone
+    has none, and its dates print as they always did, in UTC. A missing variable is reported
+    as Jinja reports it ("'dict object' has no attribute 'due_at'"), not as a type error.
+    """
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # Jinja's documented hook for undefined values
+    return local_date(cast(str | date | datetime, value), ctx.get("time_zone"))
+
+
 @jinja2.pass_context
 def _date(ctx: jinja2.runtime.Context, value: str | date | datetime, fmt: str = "medium") -> str:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if isinstance(value, datetime):
-        value = value.date()
-    return format_day(value, fmt, ctx.get("locale", "en"))
+    return format_day(template_day(ctx, value), fmt, ctx.get("locale", "en"))
 
 
 @jinja2.pass_context

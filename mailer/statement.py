@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from mailer.localtime import days_between
+
 StatementStyle = Literal["open_item", "balance_forward"]
 TransactionType = Literal["invoice", "payment", "credit_note", "refund", "adjustment"]
 
@@ -41,12 +43,21 @@ def statement(
     currency: str,
     start: datetime,
     end: datetime,
+    zone: str | None = None,
 ) -> dict[str, Any] | None:
     """The ``statement`` context for ``currency`` over ``[start, end)``; None when there is
-    nothing to say (no open item, or no balance and no activity)."""
+    nothing to say (no open item, or no balance and no activity).
+
+    An invoice is overdue when its due day is before ``end``'s day in the customer's ``zone``
+    (None: UTC): one due today is not overdue yet, whatever the hour.
+    """
     mine = sorted((t for t in transactions if t.currency == currency), key=_order)
     invoices = [t for t in mine if t.type == "invoice"]
-    overdue = sum(t.open_minor for t in invoices if t.due_at is not None and t.due_at < end)
+    overdue = sum(
+        t.open_minor
+        for t in invoices
+        if t.due_at is not None and days_between(t.due_at, end, zone) > 0
+    )
     if style == "open_item":
         open_items = [t for t in invoices if t.open_minor > 0 and t.at < end]
         if not open_items:

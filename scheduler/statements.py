@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from mailer.db import session_scope
 from mailer.dunning_config import WEEKDAYS, StatementSchedule, parse_statement_schedule
+from mailer.localtime import customer_zone
 from mailer.models import (
     CreditNote,
     Customer,
@@ -26,6 +27,7 @@ from mailer.models import (
     Invoice,
     InvoiceStatus,
     Payment,
+    Tenant,
 )
 from mailer.statement import StatementStyle, Transaction, currencies, statement
 from scheduler.calendar import SendCalendar
@@ -111,9 +113,11 @@ def record_statements(
 ) -> list[Event]:
     """One pending statement event per currency with something to say; none twice (``key``)."""
     moves = transactions(session, customer)
+    tenant = session.get(Tenant, customer.tenant_id)
+    zone = customer_zone(customer.time_zone, tenant.time_zone if tenant else None)
     events: list[Event] = []
     for currency in currencies(moves):
-        content = statement(style, moves, currency=currency, start=start, end=end)
+        content = statement(style, moves, currency=currency, start=start, end=end, zone=zone)
         if content is None:
             continue
         event_key = f"statement:{customer.external_id}:{currency}:{key}"[:200]

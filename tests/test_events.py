@@ -26,7 +26,8 @@ from mailer.render import Renderer
 from tests.conftest import START
 
 GRACE = timedelta(minutes=5)
-BASE_KEYS = {"locale", "fallback_locale", "tenant", "customer", "links"}
+# What the pass adds to every event's own part (kinds.BaseEmail: language, parties, zone, links).
+BASE_KEYS = kinds.BaseEmail.__required_keys__ | kinds.BaseEmail.__optional_keys__
 # The TypedDict each kind renders with (mailer.kinds); the event holds its non-base part.
 SHAPES: dict[str, type] = {
     "payment_receipt": kinds.PaymentReceiptEmail,
@@ -577,7 +578,8 @@ def test_a_new_subscription_is_confirmed_and_announced_before_its_bill(
     ("next_bill_at", "due", "days"),
     [
         ("2026-03-05T09:00:00Z", START, 3),  # inside the lead: due now
-        ("2026-03-03T21:00:00Z", START, 2),  # 36 hours: "in 2 days", not "tomorrow"
+        ("2026-03-03T21:00:00Z", START, 1),  # tomorrow evening in Paris: "in 1 day"
+        ("2026-03-03T23:30:00Z", START, 2),  # already the 4th in Paris: "in 2 days"
         ("2026-03-02T08:00:00Z", None, None),  # the bill has passed: nothing to announce
     ],
 )
@@ -784,11 +786,23 @@ def test_tenants_have_their_own_events(session: Session, tenant_id: int, clock: 
 
 
 @pytest.mark.parametrize(
-    ("hours_ahead", "expected"),
-    [(7 * 24, 7), (7 * 24 - 1, 7), (36, 2), (24, 1), (1, 1)],
+    ("hours_ahead", "zone", "expected"),
+    [
+        (7 * 24, "UTC", 7),
+        (7 * 24 - 1, "UTC", 7),
+        (36, "UTC", 1),  # 21:00 tomorrow: the date beside it says tomorrow
+        (39, "UTC", 2),  # midnight the day after
+        (24, "UTC", 1),
+        (1, "UTC", 1),
+        (1, "Pacific/Kiritimati", 1),  # 23:00 -> 00:00 there: tomorrow, though 1 hour away
+        (14, "Pacific/Kiritimati", 1),  # the same UTC day, but tomorrow in UTC+14
+        (14, "Pacific/Pago_Pago", 1),  # 22:00 -> 12:00 the next day in UTC-11
+    ],
 )
-def test_days_until_counts_part_days_as_whole(hours_ahead: int, expected: int) -> None:
-    assert days_until(START + timedelta(hours=hours_ahead), now=START) == expected
+def test_days_until_counts_calendar_days_in_the_customers_zone(
+    hours_ahead: int, zone: str, expected: int
+) -> None:
+    assert days_until(START + timedelta(hours=hours_ahead), now=START, zone=zone) == expected
 
 
 def test_billed_soon_due() -> None:

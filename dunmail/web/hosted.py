@@ -3,8 +3,9 @@
 The page is built from the email's frozen context (``Message.context``), so it shows the
 document version that was emailed, never one edited since. Amounts and dates go through the
 emails' own Babel formatters (``mailer.render.format_money``/``format_day``) in the customer's
-locale, so the page says "1.234,50 €" where the email did. The page's own words are English:
-the email catalogs translate whole email sentences, not these labels.
+locale, so the page says "1.234,50 €" where the email did, and every date is the customer's local
+day (``mailer.localtime``), so the page and the email name the same due date. The page's own
+words are English: the email catalogs translate whole email sentences, not these labels.
 
 Everything here returns plain strings; the page templates (autoescaped) show them as text.
 """
@@ -14,10 +15,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from mailer.localtime import DEFAULT_ZONE, days_between, local_date
 from mailer.render import format_day, format_money, normalise_locale
 
 # The emails' default, and the only shape a colour may have: it goes into a <style> block.
@@ -129,10 +131,12 @@ def payment_target(template: str | None, **values: str) -> str | None:
 
 
 class _Format:
-    """Money and dates in the customer's locale, the way the emails format them."""
+    """Money and dates in the customer's locale, the way the emails format them; dates are the
+    day it is in the customer's zone (``time_zone``; UTC for an email queued without one)."""
 
-    def __init__(self, locale: object) -> None:
+    def __init__(self, locale: object, zone: object = None) -> None:
         self.locale = normalise_locale(locale if isinstance(locale, str) else None)
+        self.zone = zone if isinstance(zone, str) and zone else DEFAULT_ZONE
 
     def money(self, amount_minor: object, currency: object) -> str:
         if not isinstance(amount_minor, int) or not isinstance(currency, str):
@@ -142,7 +146,7 @@ class _Format:
     def day(self, value: object) -> str:
         if not isinstance(value, str) or not value:
             return ""
-        return format_day(datetime.fromisoformat(value).date(), "medium", self.locale)
+        return format_day(local_date(value, self.zone), "medium", self.locale)
 
 
 def build_document(
@@ -151,7 +155,7 @@ def build_document(
     """The hosted page of an email of ``kind``: invoice, credit note, statement, estimate,
     payment plan, overdue summary, receipt; a short generic page for any other kind (or for
     a context of an unexpected shape)."""
-    fmt = _Format(context.get("locale"))
+    fmt = _Format(context.get("locale"), context.get("time_zone"))
     try:
         if kind in INVOICE_KINDS and isinstance(context.get("invoice"), Mapping):
             return _invoice(kind, context["invoice"], fmt, sent_at=sent_at, now=now)
@@ -202,7 +206,7 @@ def _invoice(
         (f"Balance due (as of {fmt.day(sent_at.isoformat())})", fmt.money(balance, currency)),
     ]
     overdue = None
-    days = (now.date() - _day(invoice["due_at"])).days
+    days = days_between(invoice["due_at"], now, fmt.zone)
     if kind in REMINDER_KINDS and balance > 0 and days > 0:
         overdue = f"{days} day{'s' if days != 1 else ''} overdue"
     notes = ["This invoice has been paid. Thank you."] if kind == "thank_you" else []
@@ -213,10 +217,6 @@ def _invoice(
         notes=notes,
         overdue=overdue,
     )
-
-
-def _day(value: str) -> date:
-    return datetime.fromisoformat(value).date()
 
 
 def _credit_note(note: Mapping[str, Any], fmt: _Format) -> HostedDocument:
