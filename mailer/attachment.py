@@ -19,6 +19,7 @@ PDF_CONTEXT_KEYS = {
     "credit_note": "credit_note",
     "estimate": "estimate",
     "receipt": "payment",
+    "refund": "refund",
     "statement": "statement",
 }
 
@@ -44,8 +45,8 @@ def plan_pdf(
 
     None too when the context lacks the document. An invoice is named by its row
     (``invoice:42``), as its emails are enqueued; any other document by the number (or a
-    receipt's reference) in the context (``credit_note:CN-7``). ``version`` is the message's
-    ``document_version``, else the context's, else 0.
+    receipt's ``receipt_number``) in the context (``credit_note:CN-7``, ``refund:RF-310``).
+    ``version`` is the message's ``document_version``, else the context's, else 0.
     """
     spec = KINDS.get(kind)
     if spec is None or spec.pdf is None:
@@ -53,7 +54,7 @@ def plan_pdf(
     body = context.get(PDF_CONTEXT_KEYS.get(spec.pdf, spec.pdf))
     if not isinstance(body, Mapping):
         return None
-    number = str(body.get("number") or body.get("reference") or spec.pdf)
+    number = str(body.get("number") or body.get("receipt_number") or spec.pdf)
     if spec.pdf == "invoice" and invoice_id is not None:
         document = f"invoice:{invoice_id}"
     else:

@@ -14,12 +14,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mailer.kinds import (
-    AllocationData,
     AutopayData,
     CreditNoteData,
     EstimateData,
     InstallmentData,
+    InvoiceData,
     LineData,
+    PaidInvoiceData,
     PaymentData,
     PaymentPlanData,
     RefundData,
@@ -30,6 +31,7 @@ from mailer.models import (
     AutopayFailure,
     CreditNote,
     Estimate,
+    Invoice,
     Payment,
     PaymentPlan,
     Refund,
@@ -38,13 +40,16 @@ from mailer.models import (
 )
 
 
-def payment_context(payment: Payment, allocations: Sequence[tuple[str, int]]) -> dict[str, Any]:
-    """``payment_receipt``: ``allocations`` are (invoice number, amount) in the order given.
+def payment_context(payment: Payment, allocations: Sequence[tuple[Invoice, int]]) -> dict[str, Any]:
+    """``payment_receipt``: ``allocations`` are (invoice, amount) in the order given, each
+    invoice as the payment left it (its balance after it): the receipt PDF shows each on a
+    page of its own, so the snapshot carries the whole invoice, not only its number.
 
     What the allocations leave over is ``unapplied_minor``: kept on account, and said so.
     """
-    invoices: list[AllocationData] = [
-        {"number": number, "amount_minor": amount} for number, amount in allocations
+    invoices: list[PaidInvoiceData] = [
+        {"number": invoice.number, "amount_minor": amount, "invoice": invoice_data(invoice)}
+        for invoice, amount in allocations
     ]
     data: PaymentData = {
         "receipt_number": payment.receipt_number or payment.external_id,
@@ -91,6 +96,7 @@ def credit_note_context(note: CreditNote, invoice_number: str | None) -> dict[st
     lines: list[LineData] = [_line(line) for line in note.lines]
     data: CreditNoteData = {
         "number": note.number,
+        "version": note.version,
         "currency": note.currency,
         "amount_minor": note.amount_minor,
         "tax_minor": sum(line["tax_minor"] for line in lines),
@@ -100,6 +106,25 @@ def credit_note_context(note: CreditNote, invoice_number: str | None) -> dict[st
         "lines": lines,
     }
     return {"credit_note": data}
+
+
+def invoice_data(invoice: Invoice) -> InvoiceData:
+    """An invoice version as every template reads it (``mailer.kinds.InvoiceData``).
+
+    ``lines`` are passed on as stored (``ParsedLine.as_json()``), so the PDF render key of an
+    unchanged version stays the same whichever email carries it.
+    """
+    return {
+        "number": invoice.number,
+        "version": invoice.version,
+        "currency": invoice.currency,
+        "total_minor": invoice.total_minor,
+        "tax_minor": invoice.tax_minor,
+        "balance_minor": invoice.balance_minor,
+        "issued_at": invoice.issued_at.isoformat(),
+        "due_at": invoice.due_at.isoformat(),
+        "lines": invoice.lines,  # type: ignore[typeddict-item]  # stored as LineData
+    }
 
 
 def estimate_context(estimate: Estimate) -> dict[str, Any]:

@@ -38,7 +38,9 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from mailer.errors import TemplateError
 
-Pdf = Literal["invoice", "credit_note", "receipt", "statement", "estimate"]
+# A PDF document: a template in ``templates/pdf/`` reading one key of its kind's context
+# (``mailer.pdf_html.DOCUMENTS``): a refund's receipt reads ``refund``, a payment's ``payment``.
+Pdf = Literal["invoice", "credit_note", "receipt", "refund", "statement", "estimate"]
 Button = Literal["view", "pay", "update_payment", "manage", "download"]
 
 
@@ -85,6 +87,9 @@ class InvoiceData(TypedDict):
 
 class CreditNoteData(TypedDict):
     number: str
+    # Rises with every change, like an invoice's; absent from contexts queued before the PDF
+    # showed it (the template reads it as 1).
+    version: NotRequired[int]
     currency: str
     amount_minor: int  # the credit, tax included
     tax_minor: int
@@ -99,13 +104,21 @@ class AllocationData(TypedDict):
     amount_minor: int
 
 
+class PaidInvoiceData(AllocationData):
+    """What a payment applied to one invoice, and that invoice as the payment left it: the
+    receipt PDF gives it a page of its own. ``invoice`` is absent from receipts queued before
+    it was recorded; their PDF lists the allocation alone."""
+
+    invoice: NotRequired[InvoiceData]
+
+
 class PaymentData(TypedDict):
     receipt_number: str
     amount_minor: int
     currency: str
     received_at: str
     method: str | None  # a label such as "Visa •••• 4242", shown as given
-    invoices: list[AllocationData]  # what it paid
+    invoices: list[PaidInvoiceData]  # what it paid
     unapplied_minor: int  # left on account
 
 
@@ -303,7 +316,7 @@ _SPECS = (
     _spec("payment_plan", PaymentPlanEmail, on=False, pdf=None, buttons=("view",)),
     _spec("credit_note", CreditNoteEmail, on=True, pdf="credit_note", buttons=("view",)),
     _spec("payment_receipt", PaymentReceiptEmail, on=True, pdf="receipt", buttons=()),
-    _spec("refund", RefundEmail, on=True, pdf="receipt", buttons=()),
+    _spec("refund", RefundEmail, on=True, pdf="refund", buttons=()),
     _spec("autopay_failed", AutopayFailedEmail, on=True, pdf=None, buttons=("update_payment",)),
     _spec("statement", StatementEmail, on=True, pdf="statement", buttons=("view",)),
     _spec("estimate", EstimateEmail, on=True, pdf="estimate", buttons=("view",)),
@@ -434,6 +447,7 @@ def _documents() -> dict[str, dict[str, Any]]:
         "credit_note": {
             "credit_note": {
                 "number": "CN-88",
+                "version": 1,
                 "currency": "EUR",
                 "amount_minor": 247100,
                 "tax_minor": 39453,
@@ -450,7 +464,13 @@ def _documents() -> dict[str, dict[str, Any]]:
                 "currency": "EUR",
                 "received_at": "2026-03-25T08:30:00+00:00",
                 "method": "Visa •••• 4242",
-                "invoices": [{"number": "INV-1042", "amount_minor": 500000}],
+                "invoices": [
+                    {
+                        "number": "INV-1042",
+                        "amount_minor": 500000,
+                        "invoice": {**_INVOICE, "balance_minor": 734562},
+                    }
+                ],
                 "unapplied_minor": 0,
             }
         },

@@ -666,7 +666,7 @@ class _Importer:
             key=f"payment:{row.external_id}",
             customer_id=_id(customer),
             document=f"payment:{_id(row)}",
-            context=payment_context(row, [(w.invoice.number, w.amount_minor) for w in wanted]),
+            context=payment_context(row, [(w.invoice, w.amount_minor) for w in wanted]),
             due_at=self.now,  # a receipt goes at once
             invoice_id=_id(only) if only else None,
             happened_at=row.received_at,

@@ -24,12 +24,14 @@ from mailer.errors import MailerError, TemplateError
 from mailer.render import TEMPLATES, format_day, format_money, template_day
 
 PDF_TEMPLATES = TEMPLATES / "pdf"
-# The document kinds, each with the context key that holds its data.
+# The document kinds (``mailer.kinds.Pdf``), each with the context key that holds its data:
+# each template reads exactly that key's TypedDict in mailer/kinds.py, as the outbox builds it.
 DOCUMENTS = {
     "invoice": "invoice",
     "credit_note": "credit_note",
     "estimate": "estimate",
     "receipt": "payment",
+    "refund": "refund",
     "statement": "statement",
 }
 STATEMENT_MODES = ("open_item", "balance_forward")

@@ -18,7 +18,7 @@ from mailer import kinds
 from mailer.clock import FixedClock
 from mailer.compose import Rendered
 from mailer.db import MIGRATIONS, create_schema, make_engine
-from mailer.event_context import billed_soon_due, days_until
+from mailer.event_context import billed_soon_due, days_until, invoice_data
 from mailer.kinds import sample_context
 from mailer.ledger import ImportReport, RecordCounts, import_document
 from mailer.models import CreditNote, Event, EventStatus, Invoice, Payment, Subscription, Tenant
@@ -212,6 +212,7 @@ def test_a_new_payment_records_its_receipt_once(
     assert (
         event.customer_id == session.get_one(Payment, row_id(session, Payment, "P-1")).customer_id
     )
+    paid = event.context["payment"]["invoices"]
     assert event.context == {
         "payment": {
             "receipt_number": "RCPT-1",
@@ -219,10 +220,15 @@ def test_a_new_payment_records_its_receipt_once(
             "currency": "EUR",
             "received_at": "2026-03-02T10:00:00+00:00",
             "method": "Visa •••• 4242",
-            "invoices": [{"number": "F-001", "amount_minor": 12000}],
+            "invoices": paid,
             "unapplied_minor": 3000,
         }
     }
+    assert [(p["number"], p["amount_minor"]) for p in paid] == [("F-001", 12000)]
+    # The invoice as the payment left it, for its page of the receipt PDF: paid in full.
+    invoice = session.get_one(Invoice, row_id(session, Invoice, "I-1"))
+    assert paid[0]["invoice"] == invoice_data(invoice)
+    assert paid[0]["invoice"]["balance_minor"] == 0
     rendered = render(renderer, event)
     assert "RCPT-1" in rendered.subject
     assert "F-001" in rendered.text
@@ -265,9 +271,10 @@ def test_a_payment_split_over_invoices_names_each(
     run(session, tenant_id, clock, {"payments": [split]})
     event = events(session, tenant_id)["payment:P-1"]
     assert event.invoice_id is None  # one event, no single invoice
-    assert event.context["payment"]["invoices"] == [
-        {"number": "F-003", "amount_minor": 10000},
-        {"number": "F-001", "amount_minor": 5000},
+    paid = event.context["payment"]["invoices"]
+    assert [(p["number"], p["amount_minor"], p["invoice"]["balance_minor"]) for p in paid] == [
+        ("F-003", 10000, 2000),  # each invoice with what is still open on it after the payment
+        ("F-001", 5000, 7000),
     ]
     assert event.context["payment"]["unapplied_minor"] == 0
 
@@ -461,6 +468,7 @@ def test_a_credit_note_waits_a_grace_period_restarted_by_each_edit(
     assert event.context == {
         "credit_note": {
             "number": "A-001",
+            "version": 1,
             "currency": "EUR",
             "amount_minor": 2400,
             "tax_minor": 400,
@@ -497,6 +505,7 @@ def test_a_credit_note_waits_a_grace_period_restarted_by_each_edit(
     assert (event.due_at, event.version) == (clock.now() + GRACE, 2)
     assert session.get_one(CreditNote, note_id).version == 2  # the event pins this version
     assert event.context["credit_note"]["amount_minor"] == 4800
+    assert event.context["credit_note"]["version"] == 2  # the PDF shows the version it pins
     assert event.context["credit_note"]["reason"] == "Damaged in transit (two boxes)"
     assert len(events(session, tenant_id)) == 1
 

@@ -39,10 +39,19 @@ DOCUMENTS = [
     ("credit_note", {}),
     ("estimate", {}),
     ("receipt", {}),
+    ("refund", {}),
     ("statement", {"mode": "open_item"}),
     ("statement", {"mode": "balance_forward"}),
 ]
-IDS = ["invoice", "credit_note", "estimate", "receipt", "statement-open", "statement-forward"]
+IDS = [
+    "invoice",
+    "credit_note",
+    "estimate",
+    "receipt",
+    "refund",
+    "statement-open",
+    "statement-forward",
+]
 
 
 def norm(text: str) -> str:
@@ -70,10 +79,11 @@ def expected_texts(document: str, context: dict[str, Any]) -> list[str]:
     money = format_money
     if document in ("invoice", "credit_note", "estimate"):
         doc = context[document]
+        total = doc["amount_minor"] if document == "credit_note" else doc["total_minor"]
         found = [
             doc["number"],
             day(doc["issued_at"]),
-            money(doc["total_minor"], doc["currency"], "en"),
+            money(total, doc["currency"], "en"),
         ]
         found.append(money(doc["tax_minor"], doc["currency"], "en"))
         if document == "invoice":
@@ -83,11 +93,18 @@ def expected_texts(document: str, context: dict[str, Any]) -> list[str]:
         return found
     if document == "receipt":
         payment = context["payment"]
-        found = [money(payment["amount_minor"], payment["currency"], "en")]
+        found = [
+            payment["receipt_number"],
+            money(payment["amount_minor"], payment["currency"], "en"),
+        ]
         found.append(day(payment["received_at"]))
-        for invoice in payment["invoices"]:
-            found += [invoice["number"], day(invoice["due_at"])]
+        for paid in payment["invoices"]:
+            found += [paid["number"], day(paid["invoice"]["due_at"])]
         return found
+    if document == "refund":
+        refund = context["refund"]
+        found = [refund["receipt_number"], money(refund["amount_minor"], refund["currency"], "en")]
+        return found + [day(refund["refunded_at"]), day(refund["payment_received_at"])]
     statement = context["statement"]
     found = [day(statement["period_start"]), day(statement["period_end"])]
     found.append(money(statement["closing_balance_minor"], statement["currency"], "en"))
