@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from mailer.event_context import invoice_data
 from mailer.localtime import customer_zone, days_between
 from mailer.models import Customer, Invoice, Tenant
 from mailer.render import normalise_locale
@@ -62,16 +63,6 @@ def invoice_context(
     overdue = days_between(invoice.due_at, now, zone)
     return {
         **party_context(tenant=tenant, customer=customer, branding=branding),
-        "invoice": {
-            "number": invoice.number,
-            "version": invoice.version,
-            "currency": invoice.currency,
-            "total_minor": invoice.total_minor,
-            "tax_minor": invoice.tax_minor,
-            "balance_minor": invoice.balance_minor,
-            "issued_at": invoice.issued_at.isoformat(),
-            "due_at": invoice.due_at.isoformat(),
-            "lines": invoice.lines,
-        },
+        "invoice": invoice_data(invoice),  # the one InvoiceData builder: receipts use it too
         "days_overdue": max(0, overdue),
     }
