@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from dunmail.config import Config
 from dunmail.desk_services import DeskServices
 from dunmail.inbox_services import InboxServices
+from dunmail.send_services import SendServices
 from mailer.assemble import Assembler
 from mailer.clock import Clock
 from mailer.config import DeliveryMode, DKIMConfig, SMTPEndpoint, TenantConfig
@@ -57,7 +58,7 @@ from mailer.statement import StatementStyle
 from mailer.transport import SMTPTransport, Transport
 from mailer.verp import derive_key
 from mailer.webhooks import Webhooks
-from scheduler.cadence import NEW_INVOICE, Action, Rules, manual_send
+from scheduler.cadence import NEW_INVOICE, THANK_YOU, Action, Rules, manual_send
 from scheduler.calendar import SendCalendar
 from scheduler.dunning import SUMMARY, Dunning, DunningReport, PlanEntry, state_of, store_state
 from scheduler.events import EventPass, SkipEvent
@@ -83,7 +84,7 @@ class InvoiceEmail:
 
 
 @dataclass
-class Services(DeskServices, InboxServices):
+class Services(SendServices, DeskServices, InboxServices):
     """Everything a command needs, built once from the config."""
 
     config: Config
@@ -298,9 +299,11 @@ class Services(DeskServices, InboxServices):
         invoices: list[Invoice],
         occasion: str,
         now: datetime,
+        *,
+        manual: bool = False,
     ) -> tuple[str, ...]:
         """Queue customer-level chasing: one ``overdue_summary`` for all the overdue invoices
-        of one customer in one currency (a per-customer cadence)."""
+        of one customer in one currency (a per-customer cadence, or ``manual``: by hand)."""
         slug, config = self.tenant_config(customer.tenant_id)
         if not config.sends(SUMMARY):
             raise MailerError(f"{SUMMARY} emails are switched off for tenant {slug}")
@@ -344,14 +347,25 @@ class Services(DeskServices, InboxServices):
             document=f"customer:{customer.id}:{currency}",
             customer_id=customer.id,
             occasion=occasion,
+            manual=manual,
         )
         self.outbox.enqueue(session, request, now=now)
         return recipients
 
-    def enqueue_event(self, session: Session, event: Event, now: datetime) -> Message:
+    def enqueue_event(
+        self,
+        session: Session,
+        event: Event,
+        now: datetime,
+        *,
+        manual: bool = False,
+        occasion: str | None = None,
+    ) -> Message:
         """Queue a due ledger event's email (receipt, refund, ...) in the event pass's
         transaction: the kind's frozen part plus sender, recipient and branding as they are
-        now, to the customer's invoice contacts."""
+        now, to the customer's invoice contacts. ``manual``: a person asked for it now (a
+        statement by hand). ``occasion`` names the email instead of the event (``dunmail
+        send``: the one email by hand about it)."""
         slug, config = self.tenant_config(event.tenant_id)
         if not config.sends(event.kind):
             raise SkipEvent(f"{event.kind} emails are switched off for tenant {slug}")
@@ -377,7 +391,8 @@ class Services(DeskServices, InboxServices):
             version=event.version,
             customer_id=customer.id,
             invoice_id=event.invoice_id,
-            occasion=f"event {event.id}",
+            occasion=occasion or f"event {event.id}",
+            manual=manual,
         )
         return self.outbox.enqueue(session, request, now=now)
 
@@ -390,8 +405,10 @@ class Services(DeskServices, InboxServices):
         send it by itself, and refused when a person asks for it: they should know why
         nothing went out rather than find out from the customer.
         """
-        if kind not in INVOICE_KINDS:
-            raise MailerError(f"unknown invoice email kind {kind!r}: use one of {INVOICE_KINDS}")
+        if kind not in (*INVOICE_KINDS, THANK_YOU):
+            raise MailerError(
+                f"unknown invoice email kind {kind!r}: use one of {(*INVOICE_KINDS, THANK_YOU)}"
+            )
         tenant_id = self.tenant_id(tenant)
         slug, config = self.tenant_config(tenant_id)
         if not config.sends(kind):
@@ -406,6 +423,8 @@ class Services(DeskServices, InboxServices):
         with session_scope(self.engine) as session:
             email = self.invoice_email(session, tenant_id=tenant_id, number=number, kind=kind)
             invoice = email.invoice
+            if kind == THANK_YOU and invoice.status is not InvoiceStatus.PAID:
+                raise MailerError(f"invoice {number} is {invoice.status.value}: not paid yet")
             request = self._request(email, kind, manual=manual)
             known = self.outbox.find(session, request)
             message = self.outbox.enqueue(session, request, now=now)
@@ -520,15 +539,20 @@ class Services(DeskServices, InboxServices):
                 now=now,
                 key=f"by hand {now.isoformat()}",
             )
-            if not events:
-                raise MailerError(f"customer {customer} has nothing to put on a statement")
             messages = []
             for event in events:
-                messages.append(self.enqueue_event(session, event, now))
+                messages.append(self.enqueue_event(session, event, now, manual=True))
                 event.status = EventStatus.QUEUED
                 event.handled_at = now
             session.flush()
-            ids = [m.id or 0 for m in messages]
+            # Asked again for the same moment (the same --at): the statements made then.
+            ids = [m.id or 0 for m in messages] or _statements_by_hand(session, row, now)
+            if not ids:
+                raise MailerError(f"customer {customer} has nothing to put on a statement")
+        return await self._delivered(ids)
+
+    async def _delivered(self, ids: list[int]) -> list[Message]:
+        """Deliver these messages now (those still due) and return them as they ended."""
         await self.outbox.deliver_due(only=ids)
         with Session(self.engine) as session:
             return [session.get_one(Message, i) for i in ids]
@@ -724,6 +748,33 @@ def build_services(
         rules_for=services.rules_for, enqueue=services.enqueue_scheduled
     ).check
     return services
+
+
+def _statements_by_hand(session: Session, customer: Customer, now: datetime) -> list[int]:
+    """The messages of the statements made by hand for ``customer`` at ``now`` (one per
+    currency): ``record_statements`` names them by that moment and makes each once."""
+    events = session.exec(
+        select(Event.id).where(
+            col(Event.tenant_id) == customer.tenant_id,
+            col(Event.customer_id) == customer.id,
+            col(Event.kind) == "statement",
+            col(Event.key).endswith(f":by hand {now.isoformat()}"),
+        )
+    ).all()
+    if not events:
+        return []
+    return [
+        m.id or 0
+        for m in session.exec(
+            select(Message)
+            .where(
+                col(Message.tenant_id) == customer.tenant_id,
+                col(Message.kind) == "statement",
+                col(Message.occasion).in_([f"event {i}" for i in events]),
+            )
+            .order_by(col(Message.id))
+        )
+    ]
 
 
 def _previous_link_keys(config: Config) -> list[bytes]:

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from dunmail import cli_inbox, cli_web  # noqa: F401  (they add their command groups to app)
-from dunmail.app import INVOICE_KINDS, Services
+from dunmail.app import Services
 from dunmail.cli_common import (
     AtOpt,
     ConfigOpt,
@@ -31,8 +31,9 @@ from dunmail.cli_common import (
 from dunmail.config import load_config
 from mailer.clock import SystemClock
 from mailer.errors import MailerError, TemplateError
+from mailer.i18n import fallback_note
 from mailer.kinds import KINDS
-from mailer.models import HoldReason
+from mailer.models import HoldReason, Message
 from mailer.render import PARTS
 from mailer.statement import StatementStyle
 
@@ -82,32 +83,109 @@ def import_(
     raise typer.Exit(code)
 
 
+DocOpt = typer.Option  # each names the document the email is about; give exactly one
+
+
 @app.command()
 def send(
-    invoice: Annotated[str, typer.Option("--invoice", help="invoice number")],
-    kind: Annotated[str, typer.Option("--kind", help=f"one of {', '.join(INVOICE_KINDS)}")] = (
-        "new_invoice"
-    ),
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="the email: "
+            + ", ".join(KINDS)
+            + " (default: the document's own email, new_invoice for an invoice)",
+        ),
+    ] = None,
+    invoice: Annotated[str | None, DocOpt("--invoice", help="invoice number")] = None,
+    payment: Annotated[
+        str | None, DocOpt("--payment", help="payment: receipt number or id")
+    ] = None,
+    credit_note: Annotated[
+        str | None, DocOpt("--credit-note", help="credit note: number or id")
+    ] = None,
+    refund: Annotated[str | None, DocOpt("--refund", help="refund: receipt number or id")] = None,
+    autopay: Annotated[str | None, DocOpt("--autopay", help="failed autopay: its id")] = None,
+    estimate: Annotated[str | None, DocOpt("--estimate", help="estimate: number or id")] = None,
+    payment_plan: Annotated[
+        str | None, DocOpt("--payment-plan", help="payment plan: number or id")
+    ] = None,
+    subscription: Annotated[
+        str | None, DocOpt("--subscription", help="subscription: its id")
+    ] = None,
+    customer: Annotated[
+        str | None, DocOpt("--customer", help="customer id (statement, overdue_summary)")
+    ] = None,
+    currency: Annotated[
+        str | None, typer.Option("--currency", help="overdue_summary: which currency")
+    ] = None,
     tenant: TenantOpt = None,
     config: ConfigOpt = None,
     at: AtOpt = None,
 ) -> None:
-    """Send an invoice email now, by hand. Sending the same email again does nothing."""
+    """Send any email now, by hand, about the document it concerns. Sending the same email
+    again does nothing (a failed one: dunmail outbox retry ID)."""
+    named = {
+        "invoice": invoice,
+        "payment": payment,
+        "credit_note": credit_note,
+        "refund": refund,
+        "autopay": autopay,
+        "estimate": estimate,
+        "payment_plan": payment_plan,
+        "subscription": subscription,
+        "customer": customer,
+    }
+    given = [(document, ref) for document, ref in named.items() if ref is not None]
+    if len(given) != 1:
+        with cli_errors():
+            raise MailerError(
+                "name the one document the email is about: --invoice, --payment, "
+                "--credit-note, --refund, --autopay, --estimate, --payment-plan, "
+                "--subscription or --customer"
+            )
+    document, ref = given[0]
 
-    async def body(services: Services) -> dict[str, Any]:
-        message = await services.send_invoice(invoice, kind=kind, tenant=tenant)
-        return {"uid": message.uid, "status": message.status.value, "error": message.last_error}
+    async def body(services: Services) -> tuple[str, list[dict[str, Any]]]:
+        sent = await services.send_email(
+            kind, document=document, ref=ref, tenant=tenant, currency=currency
+        )
+        return sent.kind, [_sent_row(m) for m in sent.messages]
 
-    result = with_services(config, at, body)
+    chosen, rows = with_services(config, at, body)
+    code = 0
+    for row in rows:
+        _print_sent(f"{chosen} for {ref}", row)
+        if row["status"] == "failed":
+            code = 4
+        elif row["status"] == "deferred" and code == 0:
+            code = 5  # not sent yet: the server is unreachable or said "try later"
+    if code:
+        raise typer.Exit(code)
+
+
+def _sent_row(message: Message) -> dict[str, Any]:
+    """What the CLI says of a message it sent, with the language note when it fell back."""
+    locale = message.context.get("locale")
+    note = fallback_note(locale, message.language) if message.language else None
+    return {
+        "id": message.id,
+        "uid": message.uid,
+        "status": message.status.value,
+        "error": message.last_error,
+        "language": message.language,
+        "note": note,
+    }
+
+
+def _print_sent(what: str, row: dict[str, Any]) -> None:
     console.print(
-        f"{kind} for {invoice}: {result['status']} (message {result['uid']})"
-        + (f" - {result['error']}" if result["error"] else ""),
+        f"{what}: {row['status']} (message {row['id']}, {row['uid']})"
+        + (f" - {row['error']}" if row["error"] else ""),
         highlight=False,
     )
-    if result["status"] == "failed":
-        raise typer.Exit(4)
-    if result["status"] == "deferred":
-        raise typer.Exit(5)  # not sent yet: the server is unreachable or said "try later"
+    if row["note"]:
+        err.print(f"[yellow]note:[/yellow] {row['note']}", highlight=False)
 
 
 @app.command()
@@ -329,13 +407,22 @@ def hold_list(
     console.print(table)
 
 
-@app.command()
+outbox_app = typer.Typer(
+    help="The outbox: list messages (the default), retry a failed one.",
+)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.callback(invoke_without_command=True)
 def outbox(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     limit: Annotated[int, typer.Option(help="newest N messages")] = 200,
 ) -> None:
-    """List outbox messages with their state, attempts and per-recipient results."""
+    """List outbox messages with their state, attempts, language and per-recipient results."""
+    if ctx.invoked_subcommand is not None:
+        return
 
     async def body(services: Services) -> list[dict[str, Any]]:
         return services.outbox_rows(limit=limit)
@@ -350,6 +437,7 @@ def outbox(
         "kind",
         "document",
         "status",
+        "lang",
         "tries",
         "next / done",
         "recipients",
@@ -362,12 +450,35 @@ def outbox(
             r["kind"],
             r["document"] or "",
             r["status"],
+            r["language"] or "",
             str(r["attempts"]),
             (r["finished_at"] or r["next_attempt_at"] or "")[:19],
             "\n".join(f"{x['address']} {x['status']}" for x in r["recipients"]),
             (r["skip_reason"] or r["last_error"] or "")[:60],
         )
     console.print(table)
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    message_id: Annotated[int, typer.Argument(help="the failed message's id (dunmail outbox)")],
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Try a failed message again now, once its cause is fixed: the same email (Message-ID,
+    links, content); refused for a message that is not failed."""
+
+    async def body(services: Services) -> dict[str, Any]:
+        message = await services.retry_message(message_id, tenant=tenant)
+        return {**_sent_row(message), "kind": message.kind}
+
+    row = with_services(config, at, body)
+    _print_sent(f"{row['kind']} retried", row)
+    if row["status"] == "failed":
+        raise typer.Exit(4)
+    if row["status"] == "deferred":
+        raise typer.Exit(5)
 
 
 @app.command()
@@ -407,6 +518,8 @@ def preview(
         )
     if result.pdf_skipped:
         err.print(f"[yellow]no PDF attached:[/yellow] {result.pdf_skipped}", highlight=False)
+    if result.language_note:
+        err.print(f"[yellow]note:[/yellow] {result.language_note}", highlight=False)
     if out is None:
         sys.stdout.buffer.write(result.data)
         sys.stdout.flush()

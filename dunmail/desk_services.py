@@ -164,6 +164,7 @@ def _row(m: Message, slugs: dict[int | None, str], rcpts: list[MessageRecipient]
         "kind": m.kind,
         "document": m.context.get("invoice", {}).get("number"),
         "status": m.status.value,
+        "language": m.language,  # what it is rendered in, which may not be the customer's
         "attempts": m.attempts,
         "created_at": iso(m.created_at),
         "next_attempt_at": iso(m.next_attempt_at),

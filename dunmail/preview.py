@@ -20,6 +20,7 @@ from dunmail.app import INVOICE_KINDS, Services
 from mailer.assemble import Assembler, PDFFile
 from mailer.config import TenantConfig
 from mailer.errors import MailerError
+from mailer.i18n import fallback_note
 from mailer.kinds import KINDS, sample_context
 from mailer.outbox import Claimed
 from mailer.render import normalise_locale
@@ -39,12 +40,16 @@ class Preview:
     pdf: str | None  # the attached PDF's file name, if any
     pdf_skipped: str | None = None  # why a kind with a PDF has none attached
     enabled: bool = True  # False: the tenant's config switches this kind off
+    language: str = "en"  # the language it is rendered in (the outbox records the same)
+    language_note: str | None = None  # set when that is not the language asked for
 
 
 @dataclass(frozen=True)
 class _Source:
     context: dict[str, Any]
     recipients: tuple[str, ...]
+    invoice_id: int | None = None  # as the outbox row would have it: links name invoice:<id>
+    version: int | None = None
 
 
 async def build_preview(
@@ -85,23 +90,38 @@ async def build_preview(
         attempts=0,
         recipients=source.recipients,
         previously_accepted=0,
+        invoice_id=source.invoice_id,
+        document_version=source.version,
     )
     envelope = profile.identity.envelope(uid)
-    skipped = _no_pdf_reason(services.assembler, snapshot, config)
+    language = services.renderer.language_of(source.context)
+    asked = locale or source.context.get("locale")
+    note = fallback_note(asked if isinstance(asked, str) else None, language)
+    assembler = services.assembler.previewing()
+    skipped = _no_pdf_reason(assembler, snapshot, config)
     if skipped is None:
         try:
-            built = await services.assembler.with_pdfs(_RenderHere()).assemble(
+            built = await assembler.with_pdfs(_RenderHere()).assemble(
                 snapshot, profile.sender, envelope, now=snapshot.created_at
             )
             return Preview(
-                kind, source.recipients, built.data, built.pdf_filename, None, config.sends(kind)
+                kind,
+                source.recipients,
+                built.data,
+                built.pdf_filename,
+                None,
+                config.sends(kind),
+                language,
+                note,
             )
         except _PDFFailed as exc:  # the outbox would fail this message: show why, keep the email
             skipped = str(exc)
-    built = await services.assembler.with_pdfs(None).assemble(
+    built = await assembler.with_pdfs(None).assemble(
         snapshot, profile.sender, envelope, now=snapshot.created_at
     )
-    return Preview(kind, source.recipients, built.data, None, skipped, config.sends(kind))
+    return Preview(
+        kind, source.recipients, built.data, None, skipped, config.sends(kind), language, note
+    )
 
 
 def _sample(kind: str, config: TenantConfig, locale: str | None) -> _Source:
@@ -125,7 +145,8 @@ def _from_ledger(
     if locale is not None:
         _, config = services.tenant_config(tenant_id)
         context["locale"] = normalise_locale(locale, config.locale)
-    return _Source(context, email.recipients)
+    invoice = email.invoice
+    return _Source(context, email.recipients, invoice.id, invoice.version)
 
 
 def _no_pdf_reason(assembler: Assembler, snapshot: Claimed, config: TenantConfig) -> str | None:

@@ -150,6 +150,14 @@ class Assembler:
         self._override_cache: dict[tuple[int, str], Mapping[str, str]] = {}
         self._minter = links
         self._link_purposes = link_purposes
+        self._links_name_message = True
+
+    def previewing(self) -> Assembler:
+        """This assembler for a preview: its links name no email (none is stored under a
+        preview's uid), so they open the document as the ledger has it instead of a 404."""
+        other = copy.copy(self)
+        other._links_name_message = False
+        return other
 
     def with_pdfs(self, pdfs: PDFSource | None) -> Assembler:
         """This assembler with another PDF source (None: no PDFs), e.g. one that stores nothing.
@@ -239,7 +247,7 @@ class Assembler:
         links = self._minter.links(
             buttons,
             tenant_id=snapshot.tenant_id,
-            message=snapshot.uid,
+            message=snapshot.uid if self._links_name_message else None,
             document=document,
             version=version,
             context=snapshot.context,

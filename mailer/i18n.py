@@ -51,6 +51,12 @@ class Language:
     translations: NullTranslations
     catalogs: tuple[str, ...] = ()  # the chain behind ``translations``, e.g. ("es", "fr")
 
+    @property
+    def language(self) -> str:
+        """The language the text is in: the first catalog of the chain ("es" for es_MX), or
+        the English source when none applies. What the outbox records as rendered."""
+        return self.catalogs[0] if self.catalogs else SOURCE_LANGUAGE
+
 
 def parse_locale(value: str | None) -> Locale | None:
     """A Babel locale for ``value`` ("es-MX", "es_MX", "fr"), or None for junk and unknowns."""
@@ -110,6 +116,23 @@ def choose_language(root: Path, locale: str | None, fallback: str | None) -> Lan
     for catalog in chain[1:]:
         chain[0].add_fallback(catalog)
     return Language(chosen or SOURCE_LANGUAGE, chain[0], tuple(names))
+
+
+def fallback_note(wanted: str | None, language: str) -> str | None:
+    """What to tell a person who asked for ``wanted`` when the email is in ``language``
+    ("no German templates; rendered in English (en)"), or None when it speaks what was asked
+    (its language, or a regional variant of it: es_MX is rendered from the es catalog)."""
+    if not wanted:
+        return None
+    parsed = parse_locale(wanted)
+    if parsed is not None and parsed.language == language.split("_")[0]:
+        return None
+    used = parse_locale(language)
+    used_name = used.get_display_name(SOURCE_LANGUAGE) if used is not None else language
+    if parsed is None:
+        return f"{wanted!r} is not a language; rendered in {used_name} ({language})"
+    asked = parsed.get_display_name(SOURCE_LANGUAGE)
+    return f"no {asked} templates; rendered in {used_name} ({language})"
 
 
 def available_languages(root: Path) -> list[str]:

@@ -3,7 +3,8 @@ compact JSON payload.
 
 A token is ``<payload>.<mac>``, both base64url without padding: the payload is the JSON
 ``{"p": purpose, "t": tenant_id, "d": document, "v": version, "e": expiry (Unix seconds),
-"m": message uid, "k": key id}`` and the MAC is HMAC-SHA256 of the payload's text. The key id
+"m": message uid, "k": key id}`` and the MAC is HMAC-SHA256 of the payload's text. "m" is
+absent from download links and from a preview's links, which name no stored email. The key id
 names which of the link keys signed it, so keys can rotate: the newest signs, the older ones
 still verify while they are configured. Nothing is stored per link; expiry is checked against
 the ``now`` passed in, and revocation is the web layer's (a token's SHA-256, or a document).
@@ -183,13 +184,14 @@ class LinkMinter:
         buttons: Sequence[str],
         *,
         tenant_id: int,
-        message: str,
+        message: str | None,
         document: str,
         version: int,
         context: Mapping[str, Any],
         created_at: datetime,
     ) -> dict[str, str | None]:
-        """purpose -> URL for each of the kind's buttons."""
+        """purpose -> URL for each of the kind's buttons. ``message`` None: links that name
+        no stored email (a preview's), which show the document as the ledger has it."""
         expires_at = self.expiry(context, created_at)
         return {
             purpose: f"{self.base_url}/l/"

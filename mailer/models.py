@@ -282,6 +282,10 @@ class Message(SQLModel, table=True):
     # SHA-256 of the PDF this message carries (or links to): the bytes in StoredPDF, so the
     # email, its attachment and the hosted download show the same document version.
     pdf_sha256: str | None = Field(default=None, max_length=64)
+    # The language its text is rendered in ("es" for a customer in es_MX, "en" when the
+    # customer's language has no templates): Language.language in mailer/i18n.py, set when queued.
+    # NULL only on rows queued before it was recorded.
+    language: str | None = Field(default=None, max_length=35)
 
 
 class MessageRecipient(SQLModel, table=True):

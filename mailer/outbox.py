@@ -229,6 +229,7 @@ class Outbox:
             next_attempt_at=max(now, request.not_before or now),
             manual=request.manual,
             occasion=request.occasion,
+            language=self._assembler.renderer.language_of(request.context),
         )
         try:
             with session.begin_nested():
@@ -283,6 +284,7 @@ class Outbox:
                     "attempts": 0,
                     "manual": r.manual,
                     "occasion": r.occasion,
+                    "language": self._assembler.renderer.language_of(r.context),
                 }
             )
             recipient_rows.extend(

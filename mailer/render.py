@@ -541,6 +541,14 @@ class Renderer:
         html = self._render(name, compiled, compiled.html, f"_{name}.html", {**html_vars, **values})
         return text, html
 
+    def language_of(self, context: Mapping[str, Any]) -> str:
+        """The language :meth:`render` writes ``context`` in (``Language.language``: "es" for
+        a customer in es_MX, "en" when neither the customer's language nor the tenant's has
+        templates), chosen exactly as a render chooses it. The outbox records it on the row,
+        and the CLI tells a person when it is not the language they asked for."""
+        fallback = context.get("fallback_locale") or self._default_locale
+        return choose_language(self._locales, context.get("locale"), fallback).language
+
     def builtin_source(self, kind: str, part: str) -> str | None:
         """The built-in template source of ``kind``'s ``part``, or None if it has none."""
         file = PARTS[part][0]

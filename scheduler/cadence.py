@@ -62,6 +62,9 @@ class InvoiceFacts:
     chase: bool  # the customer's switch
     state: DunningState
     hold: ActiveHold | None = None  # the hold in force now, if any
+    # The settlement that closed it was a credit note, not a payment: nothing to thank for
+    # (the customer gets the credit note's own email). See scheduler.dunning.closed_by_credit.
+    closed_by_credit: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,12 @@ def evaluate(facts: InvoiceFacts, rules: Rules, now: datetime) -> Evaluation:
 
 def _owes_thanks(facts: InvoiceFacts, rules: Rules) -> bool:
     """A thank-you goes once, for an invoice the customer got from us, when it became paid
-    (``updated_at``) after our last email about it."""
+    (``updated_at``) after our last email about it, by a payment: "thank you for your
+    payment" is wrong when a credit note closed it."""
     last = facts.state.last_email_at
     return (
         rules.sends(THANK_YOU)
+        and not facts.closed_by_credit
         and facts.state.sent_at is not None
         and last is not None
         and last <= facts.updated_at

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -22,7 +23,15 @@ from mailer.db import session_scope
 from mailer.errors import LinkInvalid, MailerError, NotFoundError
 from mailer.ledger import customer_contacts, find_invoice
 from mailer.links import PURPOSES, LinkClaims, token_hash, verify_link
-from mailer.models import Customer, LinkEvent, LinkRevocation, Message, StoredPDF
+from mailer.models import (
+    Customer,
+    Invoice,
+    InvoiceStatus,
+    LinkEvent,
+    LinkRevocation,
+    Message,
+    StoredPDF,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +48,31 @@ class Opened:
 
     token: str
     claims: LinkClaims
-    message: Message | None  # None only for a download link made without one (DownloadLinks)
+    # None for a download link made without one (DownloadLinks), and for a preview's links
+    # (``dunmail preview`` stores nothing): those show the document as the ledger has it now.
+    message: Message | None
     revoked: str | None = None  # "token" or "document"
 
     @property
     def blocked(self) -> bool:
         """Expired or revoked: the document is not shown."""
         return self.claims.expired or self.revoked is not None
+
+    @property
+    def preview(self) -> bool:
+        """A link from a preview: no customer got it, so opening it is recorded nowhere."""
+        return self.message is None and self.claims.purpose != "download"
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a link shows: an email's kind and frozen context, and when it was sent."""
+
+    kind: str
+    context: dict[str, Any]
+    sent_at: datetime
+    invoice_id: int | None = None
+
 
 
 class FreshLink(StrEnum):
@@ -82,7 +109,7 @@ def open_link(services: Services, token: str) -> Opened:
             ).first()
             if message is None:
                 raise LinkInvalid("link names no email of its tenant")
-        elif claims.purpose != "download":
+        elif claims.purpose not in ("download", "view", "pay"):
             raise LinkInvalid("link names no email")
         revoked = session.exec(
             select(LinkRevocation.document).where(
@@ -99,8 +126,39 @@ def open_link(services: Services, token: str) -> Opened:
     return Opened(token=token, claims=claims, message=message, revoked=how)
 
 
+def shown(services: Services, opened: Opened) -> Shown | None:
+    """What the link shows: its email's kind and frozen context; for a preview's link, the
+    invoice it names as the ledger has it now, through the builder the outbox stores a
+    context with (``Services.invoice_email``), while that version is current. None: nothing
+    to show (a preview's link to an invoice changed since, or to no invoice)."""
+    message, claims = opened.message, opened.claims
+    if message is not None:
+        return Shown(message.kind, message.context, message.created_at, message.invoice_id)
+    prefix, _, raw_id = claims.document.partition(":")
+    if prefix != "invoice" or not raw_id.isdigit():
+        return None
+    with Session(services.engine) as session:
+        invoice = session.get(Invoice, int(raw_id))
+        if invoice is None or invoice.tenant_id != claims.tenant_id:
+            return None
+        if invoice.version != claims.version:
+            return None
+        # The page of a paid invoice thanks; of an open one, says how overdue it is.
+        kind = "thank_you" if invoice.status is InvoiceStatus.PAID else "invoice_reminder"
+        try:
+            email = services.invoice_email(
+                session, tenant_id=claims.tenant_id, number=invoice.number, kind=kind, sending=False
+            )
+        except MailerError:
+            return None
+        return Shown(kind, email.context, services.clock.now(), invoice.id)
+
+
 def record_click(services: Services, opened: Opened, *, action: str, user_agent: str) -> None:
-    """Store the open as a :class:`LinkEvent` (and queue its webhook) in its own transaction."""
+    """Store the open as a :class:`LinkEvent` (and queue its webhook) in its own transaction;
+    a preview's link is nobody's click and is not recorded."""
+    if opened.preview:
+        return
     with session_scope(services.engine) as session:
         _record(session, services, opened, action=action, user_agent=user_agent)
 

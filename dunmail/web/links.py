@@ -39,6 +39,7 @@ from dunmail.web.link_service import (
     open_link,
     record_click,
     request_fresh_link,
+    shown,
 )
 from mailer.attachment import plan_pdf
 from mailer.errors import LinkInvalid, MailerError
@@ -209,10 +210,11 @@ async def refresh_link(token: str, request: Request) -> Response:
 
 
 def _payment_target(services: Services, opened: Opened) -> str | None:
-    claims, message = opened.claims, opened.message
+    claims = opened.claims
     _, config = services.tenant_config(claims.tenant_id)
     template = getattr(config.payments, _PAYMENT_URLS.get(claims.purpose, ""), None)
-    context = message.context if message is not None else {}
+    found = shown(services, opened)
+    context = found.context if found is not None else {}
     customer = context.get("customer")
     return hosted.payment_target(
         template,
@@ -225,14 +227,15 @@ def _payment_target(services: Services, opened: Opened) -> str | None:
 def _document_page(request: Request, opened: Opened) -> Response:
     services = services_of(request)
     message, claims = opened.message, opened.claims
-    if message is None:  # open_link lets only download links through without an email
+    found = shown(services, opened)
+    if found is None:
         return _invalid(request)
     _, config = services.tenant_config(claims.tenant_id)
     document = hosted.build_document(
-        message.kind, message.context, sent_at=message.created_at, now=services.clock.now()
+        found.kind, found.context, sent_at=found.sent_at, now=services.clock.now()
     )
     pay_url = None
-    if config.payments.pay_url and _offers_pay(message.kind):
+    if config.payments.pay_url and _offers_pay(found.kind):
         pay = issue_link(
             "pay",
             claims.tenant_id,
@@ -240,12 +243,12 @@ def _document_page(request: Request, opened: Opened) -> Response:
             claims.version,
             key=services.link_keys[0],
             expires_at=claims.expires_at,
-            message=message.uid,
+            message=message.uid if message is not None else None,
         )
         pay_url = f"/l/{pay}"
-    has_pdf = plan_pdf(message.kind, message.context, invoice_id=message.invoice_id) is not None
+    has_pdf = plan_pdf(found.kind, found.context, invoice_id=found.invoice_id) is not None
     branding = _branding(request, opened)
-    customer = message.context.get("customer")
+    customer = found.context.get("customer")
     context = {
         "doc": document,
         "brand": branding,
@@ -253,7 +256,9 @@ def _document_page(request: Request, opened: Opened) -> Response:
         "customer_name": str(customer.get("name", "")) if isinstance(customer, dict) else "",
         "pay_url": pay_url,
         "pdf_url": f"/l/{opened.token}/pdf"
-        if has_pdf and (services.pdf_store is not None or message.pdf_sha256)
+        if has_pdf
+        and message is not None
+        and (services.pdf_store is not None or message.pdf_sha256)
         else None,
     }
     response = page(request, "link_document.html", context)
