@@ -20,6 +20,7 @@ from dunmail.app import Services
 from dunmail.config import Config
 from mailer.context import invoice_context
 from mailer.db import session_scope
+from mailer.dunning_config import WEEKDAYS
 from mailer.kinds import KINDS
 from mailer.ledger import invoice_contacts
 from mailer.models import (
@@ -111,6 +112,8 @@ def make_config(
                 "name": "Bench Supplies Ltd",
                 "email": "ar@bench.example",
                 "rate_per_minute": UNLIMITED,
+                # The queued reminders go whenever the bench runs, not in office hours only.
+                "dunning": {"window": "00:00-24:00", "business_days": list(WEEKDAYS)},
                 "emails": emails,
                 "dkim": [
                     {

@@ -169,6 +169,9 @@ enabled = false
 name = "Crash Test Supplies"
 email = "ar@{DOMAIN}"
 rate_per_minute = {UNLIMITED}
+[tenants.{TENANT}.dunning]  # the queued reminders go at any hour, not in office hours only
+window = "00:00-24:00"
+business_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 {no_pdfs}[[tenants.{TENANT}.dkim]]
 domain = "{DOMAIN}"
 selector = "s1"

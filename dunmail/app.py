@@ -364,8 +364,8 @@ class Services(SendServices, DeskServices, InboxServices):
         """Queue a due ledger event's email (receipt, refund, ...) in the event pass's
         transaction: the kind's frozen part plus sender, recipient and branding as they are
         now, to the customer's invoice contacts. ``manual``: a person asked for it now (a
-        statement by hand). ``occasion`` names the email instead of the event (``dunmail
-        send``: the one email by hand about it)."""
+        statement by hand), so it is not held for the send window. ``occasion`` names the
+        email instead of the event (``dunmail send``: the one email by hand about it)."""
         slug, config = self.tenant_config(event.tenant_id)
         if not config.sends(event.kind):
             raise SkipEvent(f"{event.kind} emails are switched off for tenant {slug}")
@@ -506,7 +506,8 @@ class Services(SendServices, DeskServices, InboxServices):
             )
 
     def statement_settings(self, tenant_id: int) -> tuple[StatementSchedule, SendCalendar]:
-        """The tenant's statement schedule and its send calendar (in the tenant's zone)."""
+        """The tenant's statement schedule and its send calendar in the tenant's zone (the
+        statement pass moves it to each customer's own zone)."""
         _, config = self.tenant_config(tenant_id)
         return config.dunning.statements, SendCalendar.of(config.dunning, config.time_zone)
 
@@ -744,9 +745,9 @@ def build_services(
     for name in services.webhooks.missing_secrets():
         log.warning("webhooks: $%s is not set; deliveries signed with it wait until it is", name)
     outbox.webhooks = services.webhooks
-    outbox.preflight = Preflight(
-        rules_for=services.rules_for, enqueue=services.enqueue_scheduled
-    ).check
+    preflight = Preflight(rules_for=services.rules_for, enqueue=services.enqueue_scheduled)
+    outbox.preflight = preflight.check
+    outbox.window = preflight.window
     return services
 
 

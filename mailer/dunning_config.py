@@ -134,7 +134,8 @@ class DunningConfig(_Frozen):
     grace_minutes: Annotated[int, Field(ge=0, le=7 * 24 * 60)] = 5
     cadence: str = "standard"  # the tenant's default; a customer may name another
     cadences: dict[str, Cadence] = Field(default_factory=_standard)
-    window: str = "08:00-18:00"  # local time in the customer's zone (else the tenant's)
+    # Local time in the customer's zone (else the tenant's); "00:00-24:00": the whole day.
+    window: str = "08:00-18:00"
     business_days: list[Weekday] = Field(default_factory=_monday_to_friday)
     holidays: list[date] = Field(default_factory=list)
     # Smallest balance worth chasing, per currency, in major units ("5.00"); others: any > 0.
@@ -196,9 +197,12 @@ class DunningConfig(_Frozen):
 
 
 def _parse_window(value: str) -> tuple[time, time]:
+    """``"08:00-18:00"``: start included, end excluded; an end of ``24:00`` is midnight, so
+    ``"00:00-24:00"`` on all seven business days sends around the clock."""
     try:
         start_text, end_text = value.split("-")
-        start, end = time.fromisoformat(start_text.strip()), time.fromisoformat(end_text.strip())
+        start = time.fromisoformat(start_text.strip())
+        end = time.max if end_text.strip() == "24:00" else time.fromisoformat(end_text.strip())
     except ValueError:
         raise ValueError(f"window {value!r}: expected 'HH:MM-HH:MM', e.g. '08:00-18:00'") from None
     if end <= start:

@@ -291,46 +291,119 @@ class SubscriptionBilledSoonEmail(SubscriptionEmail):
 
 @dataclass(frozen=True)
 class KindSpec:
-    """One email kind: whether tenants get it unless they opt out, its PDF and its buttons."""
+    """One email kind: whether tenants get it unless they opt out, its PDF, its buttons, and
+    whether the engine sends it only inside the customer's send window.
+
+    ``windowed`` kinds are the ones the engine sends on its own schedule (reminders, statements,
+    the billed-soon notice): each goes out only at a moment inside the window on a business day
+    in the customer's zone, whenever the engine decides (a pass, catch-up after downtime, the
+    delivery of a queued or retried message). The others answer something that just happened
+    (an invoice issued, a payment, a refund, a failed autopay, a credit note, a subscription
+    change) and go at once, as does any email a person sends by hand.
+    """
 
     name: str
     default_on: bool
     pdf: Pdf | None
     buttons: tuple[Button, ...]
     variables: frozenset[str]  # top-level context names its templates may use
+    windowed: bool = False
 
 
 def _spec(
-    name: str, shape: type, *, on: bool, pdf: Pdf | None, buttons: tuple[Button, ...]
+    name: str,
+    shape: type,
+    *,
+    on: bool,
+    pdf: Pdf | None,
+    buttons: tuple[Button, ...],
+    windowed: bool,
 ) -> KindSpec:
     keys = shape.__required_keys__ | shape.__optional_keys__  # type: ignore[attr-defined]
-    return KindSpec(name, on, pdf, buttons, frozenset(keys))
+    return KindSpec(name, on, pdf, buttons, frozenset(keys), windowed)
 
 
+# windowed=True: sent only inside the customer's send window (see KindSpec).
 _SPECS = (
-    _spec("new_invoice", InvoiceEmail, on=True, pdf="invoice", buttons=("view", "pay")),
-    _spec("invoice_reminder", InvoiceEmail, on=True, pdf="invoice", buttons=("view", "pay")),
-    _spec("late_payment_reminder", InvoiceEmail, on=True, pdf="invoice", buttons=("view", "pay")),
-    _spec("overdue_summary", OverdueSummaryEmail, on=True, pdf=None, buttons=("pay",)),
-    _spec("thank_you", ThankYouEmail, on=False, pdf="invoice", buttons=()),
-    _spec("payment_plan", PaymentPlanEmail, on=False, pdf=None, buttons=("view",)),
-    _spec("credit_note", CreditNoteEmail, on=True, pdf="credit_note", buttons=("view",)),
-    _spec("payment_receipt", PaymentReceiptEmail, on=True, pdf="receipt", buttons=()),
-    _spec("refund", RefundEmail, on=True, pdf="refund", buttons=()),
-    _spec("autopay_failed", AutopayFailedEmail, on=True, pdf=None, buttons=("update_payment",)),
-    _spec("statement", StatementEmail, on=True, pdf="statement", buttons=("view",)),
-    _spec("estimate", EstimateEmail, on=True, pdf="estimate", buttons=("view",)),
-    _spec("subscription_confirmation", SubscriptionEmail, on=False, pdf=None, buttons=("manage",)),
+    _spec(
+        "new_invoice", InvoiceEmail, on=True, pdf="invoice", buttons=("view", "pay"), windowed=False
+    ),
+    _spec(
+        "invoice_reminder",
+        InvoiceEmail,
+        on=True,
+        pdf="invoice",
+        buttons=("view", "pay"),
+        windowed=True,
+    ),
+    _spec(
+        "late_payment_reminder",
+        InvoiceEmail,
+        on=True,
+        pdf="invoice",
+        buttons=("view", "pay"),
+        windowed=True,
+    ),
+    _spec(
+        "overdue_summary", OverdueSummaryEmail, on=True, pdf=None, buttons=("pay",), windowed=True
+    ),
+    _spec("thank_you", ThankYouEmail, on=False, pdf="invoice", buttons=(), windowed=False),
+    _spec("payment_plan", PaymentPlanEmail, on=False, pdf=None, buttons=("view",), windowed=False),
+    _spec(
+        "credit_note",
+        CreditNoteEmail,
+        on=True,
+        pdf="credit_note",
+        buttons=("view",),
+        windowed=False,
+    ),
+    _spec(
+        "payment_receipt", PaymentReceiptEmail, on=True, pdf="receipt", buttons=(), windowed=False
+    ),
+    _spec("refund", RefundEmail, on=True, pdf="refund", buttons=(), windowed=False),
+    _spec(
+        "autopay_failed",
+        AutopayFailedEmail,
+        on=True,
+        pdf=None,
+        buttons=("update_payment",),
+        windowed=False,
+    ),
+    _spec("statement", StatementEmail, on=True, pdf="statement", buttons=("view",), windowed=True),
+    _spec("estimate", EstimateEmail, on=True, pdf="estimate", buttons=("view",), windowed=False),
+    _spec(
+        "subscription_confirmation",
+        SubscriptionEmail,
+        on=False,
+        pdf=None,
+        buttons=("manage",),
+        windowed=False,
+    ),
     _spec(
         "subscription_billed_soon",
         SubscriptionBilledSoonEmail,
         on=False,
         pdf=None,
         buttons=("manage",),
+        windowed=True,
     ),
-    _spec("subscription_cancelled", SubscriptionEmail, on=False, pdf=None, buttons=("manage",)),
+    _spec(
+        "subscription_cancelled",
+        SubscriptionEmail,
+        on=False,
+        pdf=None,
+        buttons=("manage",),
+        windowed=False,
+    ),
 )
 KINDS: Mapping[str, KindSpec] = MappingProxyType({s.name: s for s in _SPECS})
+
+
+def waits_for_window(kind: str) -> bool:
+    """Whether the engine sends ``kind`` only inside the customer's send window (an unknown
+    kind is not one the engine schedules, so it is not held back)."""
+    spec = KINDS.get(kind)
+    return spec is not None and spec.windowed
 
 
 # -- sample contexts ---------------------------------------------------------------------------

@@ -105,6 +105,9 @@ PreflightCheck = Callable[
     [Session, Sequence[Message], Mapping[int, list[MessageRecipient]], datetime],
     Mapping[int, str],
 ]
+# Right before sending: message id -> when the customer's send window next opens, for the
+# messages that may go only inside it and are outside it now (scheduler/preflight.py).
+WindowCheck = Callable[[Session, Sequence[Message], datetime], Mapping[int, datetime]]
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,10 @@ class Outbox:
         claimed message in the claiming transaction (it is then ``skipped`` with a reason)."""
         self._engine = engine
         self.preflight = preflight  # the composition root may set it once services exist
+        # Holds back a windowed email (a reminder, a statement) that is due outside the
+        # customer's send window: queued before a downtime, retried after 18:00, ... It waits,
+        # unclaimed and unattempted, for the window's opening.
+        self.window: WindowCheck | None = None
         # message.sent / failed / skipped webhooks, queued with the result (mailer/webhooks.py)
         self.webhooks: Webhooks | None = None
         self.skipped = 0  # by pre-flight, over this outbox's life
@@ -368,6 +375,7 @@ class Outbox:
                     by_message.setdefault(row.message_id, []).append(row)
                 skips = self._skip(session, messages, by_message, now)
                 kept = [m for m in messages if (m.id or 0) not in skips]
+                kept = self._hold_for_window(session, kept, now)
                 if kept:
                     session.execute(
                         sa.update(Message)
@@ -411,6 +419,34 @@ class Outbox:
         self.skipped += len(skips)
         session.flush()
         return skips
+
+    def _hold_for_window(
+        self, session: Session, messages: list[Message], now: datetime
+    ) -> list[Message]:
+        """The messages that may go now; the others are put back until their window opens.
+
+        Only their due time moves: status, attempts and recipients stay as they are, so a
+        held message is neither lost nor sent twice, and counts no attempt while it waits.
+        """
+        if self.window is None or not messages:
+            return messages
+        waits = self.window(session, messages, now)
+        held = set()
+        for message in messages:
+            opens = waits.get(message.id or 0)
+            if opens is not None and opens > now:
+                held.add(message.id)
+                message.next_attempt_at = opens
+                log.info(
+                    "message %s (%s) waits for the send window: %s",
+                    message.uid,
+                    message.kind,
+                    opens.isoformat(),
+                )
+        if not held:
+            return messages
+        session.flush()
+        return [m for m in messages if m.id not in held]
 
     @staticmethod
     def _snapshot(message: Message, recipients: list[MessageRecipient]) -> Claimed:

@@ -9,6 +9,10 @@ The state an evaluation moves forward is three numbers on the invoice: ``dunning
 done), ``dunning_repeats`` (repeats of the last step done) and ``last_dunned_at``. A step is done
 when its email is queued, when a person sent that email by hand, or when a later step fell due
 at the same time (after downtime only the latest due step is sent: one email, not a burst).
+
+A reminder is sent only at a moment inside the customer's send window: a step's time is the
+window's opening on its day, and a pass that finds a step due outside the window (catch-up after
+downtime, a first pass at night) sends nothing and looks again when the window next opens.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from mailer.dunning_config import Cadence, CadenceStep
+from mailer.kinds import waits_for_window
 from mailer.models import HoldReason, InvoiceStatus
 from mailer.money import from_minor
 from scheduler.calendar import SendCalendar
@@ -197,6 +202,9 @@ def _chase(facts: InvoiceFacts, state: DunningState, rules: Rules, now: datetime
         why = _step_words(step) + (f"; {skipped} earlier step(s) folded into it" if skipped else "")
         if not rules.sends(step.email_kind):
             return _next(facts, after, rules, times, now, f"{why}: {step.email_kind} is off")
+        closed = _window_closed(state, rules, step.email_kind, now, why)
+        if closed is not None:
+            return closed
         return _next(facts, after, rules, times, now, why, Action(step.email_kind, f"step {j + 1}"))
     if fallen_due:  # every one of them covered by a later email
         after = replace(state, step=fallen_due[-1] + 1, repeats=0)
@@ -210,8 +218,27 @@ def _chase(facts: InvoiceFacts, state: DunningState, rules: Rules, now: datetime
         why = f"{_step_words(step)}, repeat {after.repeats} of {step.max_repeats}"
         if not rules.sends(step.email_kind):
             return _next(facts, after, rules, times, now, f"{why}: {step.email_kind} is off")
+        closed = _window_closed(state, rules, step.email_kind, now, why)
+        if closed is not None:
+            return closed
         return _next(facts, after, rules, times, now, why, Action(step.email_kind, occasion))
     return _next(facts, state, rules, times, now, "")
+
+
+def _window_closed(
+    state: DunningState, rules: Rules, kind: str, now: datetime, why: str
+) -> Evaluation | None:
+    """A reminder that has fallen due waits for the customer's send window when ``now`` is
+    outside it (after downtime, or a first pass at 21:00): nothing is sent or marked done, and
+    the invoice is looked at again when the window opens, where the same rules decide anew."""
+    if not waits_for_window(kind):
+        return None
+    opens = rules.calendar.next_open(now)
+    if opens <= now:
+        return None
+    return Evaluation(
+        None, state, opens, f"{why}: waits for the send window ({opens:%Y-%m-%d %H:%M} UTC)"
+    )
 
 
 def _next(

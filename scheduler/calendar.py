@@ -7,7 +7,7 @@ change, never 07:00 or 09:00, and never twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,10 @@ class SendCalendar:
         start, end = config.window_times
         return cls(ZoneInfo(zone), start, end, config.weekdays, frozenset(config.holidays))
 
+    def in_zone(self, zone: str | None) -> SendCalendar:
+        """The same window, business days and holidays where ``zone`` is (None: here)."""
+        return self if not zone else replace(self, zone=ZoneInfo(zone))
+
     def local_date(self, moment: datetime) -> date:
         """The calendar day ``moment`` falls on where the customer is: the day its emails print
         (``mailer.localtime.local_date``, the one definition of "the customer's day")."""
@@ -38,34 +42,53 @@ class SendCalendar:
     def is_business_day(self, day: date) -> bool:
         return day.weekday() in self.weekdays and day not in self.holidays
 
-    def opening(self, day: date) -> datetime:
-        """The window's start on ``day`` (local), as UTC.
+    def is_open(self, moment: datetime) -> bool:
+        """Whether ``moment`` is inside the window on a business day, where the customer is."""
+        local = moment.astimezone(self.zone)
+        wall = local.time()
+        # An end of 24:00 is time.max: the day's last microsecond is inside too.
+        inside = self.start <= wall and (wall < self.end or self.end == time.max)
+        return inside and self.is_business_day(local.date())
+
+    def opening(self, day: date) -> datetime | None:
+        """The window's start on ``day`` (local), as UTC; None when the window does not exist
+        that day.
 
         A start that does not exist that day (inside a spring-forward gap) resolves with the
         offset in force before the change, i.e. one hour later on the wall clock: still once.
+        If that is already past the window's end, the whole window fell into the gap.
         """
-        return datetime.combine(day, self.start, tzinfo=self.zone).astimezone(UTC)
+        moment = datetime.combine(day, self.start, tzinfo=self.zone).astimezone(UTC)
+        return moment if self.is_open(moment) and self.local_date(moment) == day else None
 
     def next_open(self, moment: datetime) -> datetime:
         """The first instant at or after ``moment`` that is inside the send window."""
+        if self.is_open(moment):
+            return moment
         local = moment.astimezone(self.zone)
         day = local.date()
-        if self.is_business_day(day):
-            if local.time() < self.start:
-                return self.opening(day)
-            if local.time() < self.end:
-                return moment
-        return self.opening(self._next_business_day(day))
+        if self.is_business_day(day) and local.time() < self.start:
+            opening = self.at(day)
+            # Not so in the second pass of an autumn hour: the first 01:30 came an hour ago.
+            if opening > moment:
+                return opening
+        return self.at(self._next_business_day(day))
 
     def at(self, day: date) -> datetime:
         """The first send time on or after local ``day``: its opening, or the next day's."""
-        if self.is_business_day(day):
-            return self.opening(day)
-        return self.opening(self._next_business_day(day))
+        if not self.is_business_day(day):
+            day = self._next_business_day(day)
+        for _ in range(3):  # a window swallowed by a DST gap is one day a year, not two running
+            opening = self.opening(day)
+            if opening is not None:
+                return opening
+            day = self._next_business_day(day)
+        raise ValueError("the send window never opens: check window and business_days")
 
     def _next_business_day(self, day: date) -> date:
-        # Bounded: a week of weekdays plus every holiday is as far as the next open day can be.
-        for _ in range(8 + len(self.holidays)):
+        # Bounded: each holiday can cost a whole week (one business day a week, a holiday on
+        # it), so a week per holiday and one more is as far as the next open day can be.
+        for _ in range(7 * (len(self.holidays) + 1)):
             day += timedelta(days=1)
             if self.is_business_day(day):
                 return day

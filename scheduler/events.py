@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from mailer.db import session_scope
 from mailer.errors import MailerError
+from mailer.kinds import waits_for_window
 from mailer.models import Customer, Event, EventStatus
 from scheduler.cadence import Action
 from scheduler.calendar import SendCalendar
@@ -29,11 +30,6 @@ log = logging.getLogger(__name__)
 # Queue the event's email in the caller's transaction; raise SkipEvent when there is nothing to
 # send (kind switched off, no contact), MailerError for anything else that is wrong with it.
 EnqueueEvent = Callable[[Session, Event, datetime], object]
-
-
-# Notices that are not an answer to something the customer just did go out inside the
-# customer's send window, like reminders; receipts, refunds and the rest go at once.
-WINDOWED = frozenset({"subscription_billed_soon"})
 
 
 class SkipEvent(MailerError):
@@ -78,17 +74,20 @@ class EventPass:
                 query = query.where(col(Event.due_at) <= now)
             entries = []
             for event, who in session.exec(query).all():
-                due = event.due_at <= now
+                wait = (
+                    event.due_at if event.due_at > now else self._window_opens(session, event, now)
+                )
                 entries.append(
                     PlanEntry(
                         document=event.key,
                         customer=who,
-                        action=Action(event.kind, f"event {event.id}") if due else None,
+                        action=Action(event.kind, f"event {event.id}") if wait is None else None,
                         recipients=(),
                         reason="recorded by the ledger; due"
-                        if due
-                        else f"waits until {event.due_at:%Y-%m-%d %H:%M} UTC",
-                        next_at=None if due else event.due_at,
+                        if wait is None
+                        else f"waits until {wait:%Y-%m-%d %H:%M} UTC"
+                        + (" (the send window)" if wait != event.due_at else ""),
+                        next_at=wait,
                     )
                 )
         return entries
@@ -115,14 +114,25 @@ class EventPass:
                 for event in events:
                     self._one(session, event, now, report)
 
+    def _window_opens(self, session: Session, event: Event, now: datetime) -> datetime | None:
+        """When the customer's send window next opens, if ``event`` must wait for it.
+
+        Notices the engine sends on its own schedule (statements, billed-soon) wait for the
+        window, like reminders; receipts, refunds and the rest go at once (the per-kind table
+        is ``KindSpec.windowed`` in mailer/kinds.py)."""
+        if not waits_for_window(event.kind) or self._calendar_for is None:
+            return None
+        customer = session.get(Customer, event.customer_id)
+        if customer is None:
+            return None
+        opens = self._calendar_for(customer).next_open(now)
+        return opens if opens > now else None
+
     def _one(self, session: Session, event: Event, now: datetime, report: DunningReport) -> None:
-        if event.kind in WINDOWED and self._calendar_for is not None:
-            customer = session.get(Customer, event.customer_id)
-            if customer is not None:
-                opens = self._calendar_for(customer).next_open(now)
-                if opens > now:  # outside the window: wait for it to open
-                    event.due_at = opens
-                    return
+        opens = self._window_opens(session, event, now)
+        if opens is not None:  # outside the window: wait for it to open
+            event.due_at = opens
+            return
         report.evaluated += 1
         event.handled_at = now
         try:

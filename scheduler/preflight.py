@@ -3,7 +3,8 @@
 Between queueing and sending, a payment can arrive, a dispute can be logged, the invoice can be
 edited, an address can bounce. The outbox calls :meth:`Preflight.check` in the transaction that
 claims the messages, so the decision and the claim are one write: a skipped message is never
-sent, and its reason is on the row for ``dunmail outbox``.
+sent, and its reason is on the row for ``dunmail outbox``. It also holds back, until the
+customer's send window opens, a windowed email that would otherwise go outside it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from mailer.errors import MailerError
+from mailer.kinds import waits_for_window
 from mailer.models import (
     Customer,
     Invoice,
@@ -86,6 +88,35 @@ class Preflight:
             if reason is not None:
                 skips[mid] = reason
         return skips
+
+    def window(
+        self, session: Session, messages: Sequence[Message], now: datetime
+    ) -> dict[int, datetime]:
+        """Message id -> when its customer's send window next opens, for the windowed emails
+        (``KindSpec.windowed``: reminders, statements, billed-soon) that are outside it now.
+
+        The passes queue these only inside the window, but the window can close before the
+        message is delivered: the engine stopped in between, a 4xx retry fell at 19:00, the
+        rate limit held it. Checked here, at the claim, it holds at the moment of sending,
+        whatever happened between. A message a person sent by hand is not held back.
+        """
+        windowed = [
+            m
+            for m in messages
+            if waits_for_window(m.kind) and not m.manual and m.customer_id is not None
+        ]
+        if not windowed:
+            return {}
+        customers = customers_by_id(session, {m.customer_id or 0 for m in windowed})
+        waits: dict[int, datetime] = {}
+        for message in windowed:
+            customer = customers.get(message.customer_id or 0)
+            if customer is None:
+                continue
+            opens = self._rules_for(message.tenant_id, customer).calendar.next_open(now)
+            if opens > now:
+                waits[message.id or 0] = opens
+        return waits
 
     def _invoice_reason(
         self,

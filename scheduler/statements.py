@@ -4,6 +4,8 @@ A statement is a ledger :class:`~mailer.models.Event` like a receipt: recorded w
 content, then queued by the event pass. The schedule lives in ``customer.next_statement_at``
 (indexed), so a pass reads only the customers whose statement is due, and a statement skipped
 during downtime is sent once on restart, covering the whole period since the last one.
+Statements go out at the window's opening in the customer's zone (else the tenant's), and
+only inside the window on a business day: one found due at night or on a weekend waits.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from scheduler.dunning import DunningReport
 
 log = logging.getLogger(__name__)
 
-# tenant id -> its statement schedule and send calendar (in the tenant's zone)
+# tenant id -> its statement schedule and send calendar (in the tenant's zone; each customer
+# with a zone of its own gets the same window and business days in that zone)
 StatementSettings = Callable[[int], tuple[StatementSchedule, SendCalendar]]
 
 
@@ -172,20 +175,30 @@ class StatementPass:
     def _schedule_new_customers(
         self, tenant_id: int, schedule: StatementSchedule, calendar: SendCalendar, now: datetime
     ) -> None:
-        """Customers without a next statement get their schedule's next day: those on the
-        tenant's schedule in one UPDATE, those with their own one by one (they are few)."""
-        first = next_statement_day(schedule, calendar.local_date(now))
+        """Customers without a next statement get their schedule's next day, at the window's
+        opening in their own zone: those on the tenant's schedule in one UPDATE per zone,
+        those with their own schedule one by one (they are few)."""
         with session_scope(self._engine) as session:
-            if first is not None:
-                session.execute(
-                    sa.update(Customer)
-                    .where(
-                        col(Customer.tenant_id) == tenant_id,
-                        col(Customer.next_statement_at).is_(None),
-                        col(Customer.statement_schedule).is_(None),
-                    )
-                    .values(next_statement_at=calendar.at(first))
+            if schedule.every != "never":
+                waiting = (
+                    col(Customer.tenant_id) == tenant_id,
+                    col(Customer.next_statement_at).is_(None),
+                    col(Customer.statement_schedule).is_(None),
                 )
+                zones = session.exec(select(Customer.time_zone).where(*waiting).distinct()).all()
+                for zone in zones:
+                    local = calendar.in_zone(zone)
+                    first = next_statement_day(schedule, local.local_date(now))
+                    same_zone = (
+                        col(Customer.time_zone).is_(None)
+                        if zone is None
+                        else col(Customer.time_zone) == zone
+                    )
+                    session.execute(
+                        sa.update(Customer)
+                        .where(*waiting, same_zone)
+                        .values(next_statement_at=local.at(first) if first else None)
+                    )
             own = session.exec(
                 select(Customer).where(
                     col(Customer.tenant_id) == tenant_id,
@@ -195,8 +208,9 @@ class StatementPass:
                 )
             ).all()
             for customer in own:
-                day = next_statement_day(_own(customer, schedule), calendar.local_date(now))
-                customer.next_statement_at = calendar.at(day) if day else None
+                local = calendar.in_zone(customer.time_zone)
+                day = next_statement_day(_own(customer, schedule), local.local_date(now))
+                customer.next_statement_at = local.at(day) if day else None
 
     def _batch(
         self,
@@ -222,10 +236,17 @@ class StatementPass:
                 if schedule.every == "never":  # switched off since it was scheduled
                     customer.next_statement_at = None
                     continue
+                local = calendar.in_zone(customer.time_zone)
+                opens = local.next_open(now)
+                if opens > now:
+                    # Due while the engine was down, or found at night: the statement waits
+                    # for the customer's window, and says what is true when it goes.
+                    customer.next_statement_at = opens
+                    continue
                 report.evaluated += 1
                 scheduled = customer.next_statement_at or now
-                end_day = calendar.local_date(scheduled)
-                start = calendar.at(previous_statement_day(schedule, end_day))
+                end_day = local.local_date(scheduled)
+                start = local.at(previous_statement_day(schedule, end_day))
                 record_statements(
                     session,
                     customer,
@@ -235,8 +256,8 @@ class StatementPass:
                     now=now,
                     key=end_day.isoformat(),
                 )
-                following = next_statement_day(schedule, calendar.local_date(now))
-                customer.next_statement_at = calendar.at(following) if following else None
+                following = next_statement_day(schedule, local.local_date(now))
+                customer.next_statement_at = local.at(following) if following else None
             return len(due) == self._batch_size
 
 

@@ -135,8 +135,12 @@ async def test_monthly_statements_go_out_once_and_catch_up_after_downtime(
         assert message.context["statement"]["items"][0]["reference"] == "INV-1042"
         assert message.context["customer"]["name"] == "Globex"
         assert message.status.value == "sent"
-    # Down from 2 April to 20 June: May's and June's statements fell due; one goes out.
+    # Down from 2 April to Saturday 20 June: May's and June's statements fell due; one goes
+    # out, on Monday morning, not on the Saturday the engine came back.
     clock.set(datetime(2026, 6, 20, 9, tzinfo=UTC))
+    dunning, _ = await services.tick()
+    assert dunning.queued["statement"] == 0
+    clock.set(datetime(2026, 6, 22, 8, tzinfo=UTC))
     dunning, _ = await services.tick()
     assert dunning.queued["statement"] == 1
     with Session(services.engine) as session:
