@@ -188,7 +188,13 @@ class Assembler:
         )
 
     async def assemble(
-        self, snapshot: Snapshot, sender: Sender, envelope: Envelope, *, now: datetime
+        self,
+        snapshot: Snapshot,
+        sender: Sender,
+        envelope: Envelope,
+        *,
+        now: datetime,
+        link_pdf: bool = False,
     ) -> Assembled:
         """Render, attach, compose and DKIM-sign one message.
 
@@ -200,6 +206,9 @@ class Assembler:
         A PDF that would take the message over the endpoint's ``max_message_bytes`` is not
         attached: the email says where to download it instead. Never a silent drop, and
         never a message the server is bound to refuse.
+
+        ``link_pdf`` links the PDF whatever its size: the server refused the message with it
+        attached as too big (a limit below our budget), so the outbox sends this version.
         """
         pdf = await self._fetch_pdf(snapshot)
         overrides = await self._tenant_overrides(snapshot)
@@ -215,19 +224,21 @@ class Assembler:
         if pdf is None:
             return Assembled(sender.signer.sign(to_bytes(build_message(rendered, draft))))
         target, file = pdf
-        attachment = Attachment(filename=target.filename, content=file.data)
-        attached = replace(draft, attachments=[attachment])
-        signed = sender.signer.sign(to_bytes(build_message(rendered, attached)))
-        limit = sender.max_message_bytes
-        if limit is None or len(signed) <= limit or self._links is None:
-            return Assembled(signed, file.sha256, target.filename)
-        log.info(
-            "message %s: its PDF would make it %d bytes (limit %d); linking it instead",
-            snapshot.uid,
-            len(signed),
-            limit,
-        )
-        url = self._links.url(snapshot.tenant_id, target.document, target.version, now=now)
+        links = self._links
+        if not link_pdf or links is None:
+            attachment = Attachment(filename=target.filename, content=file.data)
+            attached = replace(draft, attachments=[attachment])
+            signed = sender.signer.sign(to_bytes(build_message(rendered, attached)))
+            limit = sender.max_message_bytes
+            if limit is None or len(signed) <= limit or links is None:
+                return Assembled(signed, file.sha256, target.filename)
+            log.info(
+                "message %s: its PDF would make it %d bytes (limit %d); linking it instead",
+                snapshot.uid,
+                len(signed),
+                limit,
+            )
+        url = links.url(snapshot.tenant_id, target.document, target.version, now=now)
         text, html = self.renderer.snippet(
             "download_notice", snapshot.context, url=url, filename=target.filename
         )

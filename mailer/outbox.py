@@ -538,9 +538,30 @@ class Outbox:
             envelope = profile.identity.envelope(claimed.uid)
             built = await self._assembler.assemble(claimed, profile.sender, envelope, now=started)
             attempt.pdf_sha256 = built.pdf_sha256
-            attempt.result = await profile.transport.send(
-                built.data, sender=envelope.mail_from, recipients=claimed.recipients
-            )
+            try:
+                attempt.result = await profile.transport.send(
+                    built.data, sender=envelope.mail_from, recipients=claimed.recipients
+                )
+            except PermanentDeliveryError as exc:
+                attached = built.pdf_filename is not None and not built.pdf_linked
+                if not attached or not _too_big(exc):
+                    raise
+                # The server's limit is below our budget (an advertised SIZE, or Postfix's
+                # 10,240,000 under our 10 MiB): nobody took this message, so the same email,
+                # same Message-ID, goes now with the PDF linked. Once: a refusal of that
+                # version too is the attempt's result.
+                log.info(
+                    "message %s: %s refused it with its PDF (%s); sending the download link",
+                    claimed.uid,
+                    profile.transport.key,
+                    exc,
+                )
+                built = await self._assembler.assemble(
+                    claimed, profile.sender, envelope, now=started, link_pdf=True
+                )
+                attempt.result = await profile.transport.send(
+                    built.data, sender=envelope.mail_from, recipients=claimed.recipients
+                )
             self._note_backoff(attempt.result, started)
         except DeliveryError as exc:
             attempt.error = exc
@@ -733,6 +754,12 @@ def _event_data(uid: str, kind: str, context: Mapping[str, Any], status: str) ->
         "invoice": invoice.get("number") if isinstance(invoice, Mapping) else None,
         "customer": customer.get("id") if isinstance(customer, Mapping) else None,
     }
+
+
+def _too_big(exc: DeliveryError) -> bool:
+    """A refusal of the message for its size, at MAIL FROM SIZE= or at the end of DATA: 552
+    (RFC 5321 "exceeded storage allocation", RFC 1870 s6.3) or 5.3.4 / 5.2.3 (RFC 3463)."""
+    return exc.code == 552 or enhanced_status(exc.message) in ("5.3.4", "5.2.3")
 
 
 def _permanent_from(exc: MailerError) -> DeliveryError:

@@ -1,0 +1,147 @@
+"""A server that refuses a message with its PDF as too big gets the download-link version.
+
+The configured ``max_message_bytes`` (10 MiB by default) is only our budget: a server may
+advertise a smaller SIZE (RFC 1870) or enforce a limit it never advertised (Postfix's default
+``message_size_limit`` is 10,240,000 bytes, just under 10 MiB). Its 552 / 5.3.4 refusal must
+not leave the email ``failed``: the outbox sends the same email, same Message-ID, with the PDF
+linked instead, in the same attempt. Real loopback SMTP, real WeasyPrint, SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import email
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlmodel import Session as DBSession
+from sqlmodel import col, select
+
+from tests.conftest import WEASYPRINT_SKIP
+
+if WEASYPRINT_SKIP:
+    pytest.skip(WEASYPRINT_SKIP, allow_module_level=True)
+
+from dunmail.app import Services, build_services  # noqa: E402  (after the skip)
+from mailer.clock import FixedClock
+from mailer.compose import message_id
+from mailer.models import DeliveryAttempt, Message, MessageStatus
+from mailer.pdf import PDFRenderer
+from tests.conftest import DEMO_DOC, make_config
+from tests.smtpd import RecordingServer
+
+# The email alone is about 10 KB; with the invoice PDF it is well over 20 KB.
+SERVER_LIMIT = 20_000
+
+
+async def _send(
+    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+) -> tuple[Services, Message]:
+    config = make_config(
+        tmp_path,
+        db_url,
+        pdfs=True,
+        relay={"domain": "relay.example", "host": smtpd.host, "port": smtpd.port},
+    )
+    services = build_services(config, clock, pdf_renderer=PDFRenderer(workers=0))
+    try:
+        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+        message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    except BaseException:
+        await services.close()
+        raise
+    return services, message
+
+
+def _parsed(raw: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def _attempts(services: Services, message: Message) -> list[DeliveryAttempt]:
+    with DBSession(services.engine) as session:
+        query = select(DeliveryAttempt).where(DeliveryAttempt.message_id == message.id)
+        return list(session.exec(query.order_by(col(DeliveryAttempt.number))).all())
+
+
+def _assert_linked(services: Services, smtpd: RecordingServer, message: Message) -> None:
+    """Delivered once, in one attempt, with the link instead of the PDF and the row's own
+    Message-ID; the message still records the PDF the link serves."""
+    assert message.status is MessageStatus.SENT, message.last_error
+    assert message.attempts == 1
+    [attempt] = _attempts(services, message)
+    assert attempt.code == 250
+    [received] = smtpd.envelopes
+    assert len(received.content) <= SERVER_LIMIT
+    parsed = _parsed(received.content)
+    assert list(parsed.iter_attachments()) == []
+    text = parsed.get_body(preferencelist=("plain",))
+    assert text is not None
+    body = text.get_content()
+    assert "INV-1042.pdf" in body and "too large to attach" in body and "/l/" in body
+    domain = str(parsed["Message-ID"]).strip("<>").rpartition("@")[2]
+    assert str(parsed["Message-ID"]) == message_id(message.uid, domain)
+    assert message.pdf_sha256 is not None
+
+
+@pytest.mark.smtpd_options(size_limit=SERVER_LIMIT)
+async def test_a_server_advertising_a_smaller_size_gets_the_link_version(
+    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+) -> None:
+    services, message = await _send(tmp_path, db_url, clock, smtpd)
+    try:
+        _assert_linked(services, smtpd, message)
+        # The advertised SIZE is checked before MAIL: the too-big version never went out.
+        assert smtpd.commands.count("MAIL") == 1
+        [sent] = smtpd.envelopes
+        assert f"SIZE={len(sent.content)}" in sent.mail_options
+    finally:
+        await services.close()
+
+
+@pytest.mark.smtpd_options(size_limit=None)
+async def test_a_552_at_end_of_data_without_advertised_size_gets_the_link_version(
+    tmp_path: Path,
+    db_url: str,
+    clock: FixedClock,
+    smtpd: RecordingServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A server that advertises no SIZE yet refuses, after the whole body, what is over its limit.
+    accept = smtpd.handler.handle_DATA
+    refused: list[int] = []
+
+    async def refuse_big(smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        size = len(envelope.original_content or b"")
+        if size > SERVER_LIMIT:
+            refused.append(size)
+            return "552 5.3.4 Message too big"
+        return await accept(smtp, session, envelope)
+
+    monkeypatch.setattr(smtpd.handler, "handle_DATA", refuse_big)
+    services, message = await _send(tmp_path, db_url, clock, smtpd)
+    try:
+        _assert_linked(services, smtpd, message)
+        assert len(refused) == 1 and refused[0] > SERVER_LIMIT  # the PDF version, once
+        assert smtpd.commands.count("DATA") == 2
+    finally:
+        await services.close()
+
+
+@pytest.mark.smtpd_options(size_limit=None, data="552 5.3.4 Message too big")
+async def test_a_server_refusing_the_link_version_too_fails_after_one_fallback(
+    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+) -> None:
+    services, message = await _send(tmp_path, db_url, clock, smtpd)
+    try:
+        assert message.status is MessageStatus.FAILED
+        assert message.last_error is not None and "5.3.4" in message.last_error
+        assert smtpd.envelopes == []
+        # The PDF version, then the link version; never a third try or a loop.
+        assert smtpd.commands.count("DATA") == 2
+        assert len(_attempts(services, message)) == 1
+    finally:
+        await services.close()
