@@ -54,8 +54,10 @@ def test_plan_pdf_names_the_document_version_and_file() -> None:
     assert (target.pdf, target.document, target.version) == ("invoice", "invoice:42", 4)
     assert target.filename == "INV-2026-7.pdf"
     assert plan_pdf("new_invoice", context) == replace(target, document="invoice:INV/2026/7")
-    receipt = plan_pdf("payment_receipt", {"payment": {"reference": "PAY-1"}})
+    # a receipt is named by its receipt number, as the real payment context carries it
+    receipt = plan_pdf("payment_receipt", {"payment": {"receipt_number": "PAY-1"}})
     assert receipt is not None and receipt.document == "receipt:PAY-1" and receipt.version == 0
+    assert receipt.filename == "PAY-1.pdf"
     assert plan_pdf("autopay_failed", context) is None  # the kind has no PDF
     assert plan_pdf("new_invoice", {"days_overdue": 3}) is None  # no document in the context
     assert plan_pdf("no_such_kind", context) is None
