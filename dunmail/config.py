@@ -28,6 +28,10 @@ from mailer.errors import ConfigError
 
 DEFAULT_PATH = Path("config.toml")
 DEV_SECRET = "dev-only-secret-change-me"
+# The master key signs VERP addresses and customers' links (HMAC-SHA256): anyone who guesses it
+# can forge both. 32 bytes is SHA-256's own size (RFC 2104 s3: a key shorter than the hash's
+# output weakens the MAC); `openssl rand -base64 32` gives 44 characters.
+MIN_SECRET_BYTES = 32
 
 
 class _Frozen(BaseModel):
@@ -93,9 +97,23 @@ class Config(BaseSettings):
     def _check(self) -> Config:
         for slug in self.tenants:
             check_slug(slug)
-        if self.env != "dev" and not os.environ.get(self.secret_key_env):
-            raise ValueError(f"${self.secret_key_env} must hold the secret key outside env = 'dev'")
+        if self.env != "dev":
+            value = os.environ.get(self.secret_key_env)
+            if not value:
+                raise ValueError(
+                    f"${self.secret_key_env} must hold the secret key outside env = 'dev'"
+                )
+            if value != DEV_SECRET:  # that one has its own error, from secret_key()
+                self._check_secret_length(value)
         return self
+
+    def _check_secret_length(self, value: str) -> None:
+        size = len(value.encode("utf-8"))
+        if size < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"${self.secret_key_env} is {size} byte(s); outside env = 'dev' the secret key "
+                f"needs at least {MIN_SECRET_BYTES} (e.g. `openssl rand -base64 32`)"
+            )
 
     def secret_key(self) -> bytes:
         """The master HMAC key; a fixed development key only when ``env = "dev"``."""
@@ -103,6 +121,11 @@ class Config(BaseSettings):
         if value:
             if value == DEV_SECRET and self.env != "dev":
                 raise ConfigError("the development secret key cannot be used outside env = 'dev'")
+            if self.env != "dev":
+                try:
+                    self._check_secret_length(value)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
             return value.encode()
         if self.env == "dev":
             return DEV_SECRET.encode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,11 +34,27 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         raise ConfigError(f"[database] url is not usable: {exc}") from exc
     if engine.dialect.name == "sqlite":
         database = engine.url.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _create_private(Path(database))
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600) before SQLite opens it.
+
+    It holds customers' addresses, password hashes and session hashes; SQLite would create it
+    0644 (less the umask), readable by every local account. SQLite gives the ``-wal`` and
+    ``-shm`` files it makes beside it the database file's own mode, so they are 0600 too. An
+    existing file keeps the mode its owner gave it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
