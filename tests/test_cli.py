@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -108,18 +112,67 @@ key_file = "{tmp_path / "keys" / "s1.pem"}"
     return path
 
 
-def dunmail(config: Path | None, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "dunmail.cli", *args]
+def dunmail(
+    config: Path | None, *args: str, isolated: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``dunmail ARGS --config CONFIG`` as a user would, in the config's folder.
+
+    By default the real CLI parses and runs the command in this process (in a thread of its
+    own, as it runs its own event loop): a fresh interpreter per call cost about a second of
+    start-up and imports, over a hundred times in the suite. ``isolated=True`` runs it as its
+    own process, for what only a process shows (environment read at start-up, being killed).
+    """
+    command = [*args]
     if config is not None:
         command += ["--config", str(config)]
-    return subprocess.run(
-        command,
-        cwd=config.parent if config else ROOT,
-        capture_output=True,
-        text=True,
-        env=_env(**env),
-        timeout=120,
-    )
+    cwd = config.parent if config else ROOT
+    if isolated:
+        return subprocess.run(
+            [sys.executable, "-m", "dunmail.cli", *command],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env=_env(**env),
+            timeout=120,
+        )
+    return in_process(command, cwd=cwd, env=env)
+
+
+def in_process(
+    argv: list[str], *, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The CLI's ``app`` on ``argv`` through Typer's runner, with what a process would have
+    had: the caller's environment without ``DUNMAIL_*`` plus ``env``, ``cwd`` as the working
+    folder, and the root logger's handlers as they were (the CLI installs its own)."""
+    from typer.testing import CliRunner
+
+    from dunmail.cli import app
+
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DUNMAIL_")}
+    runner = CliRunner(env={**unset, **env})
+    handlers = list(logging.root.handlers)
+    level = logging.root.level
+    here = Path.cwd()
+    box: list[Any] = []
+
+    def invoke() -> None:
+        box.append(runner.invoke(app, argv, catch_exceptions=True))
+
+    os.chdir(cwd)
+    try:
+        # A thread of its own: the command may call asyncio.run, which a running loop forbids.
+        worker = threading.Thread(target=invoke)
+        worker.start()
+        worker.join()
+    finally:
+        os.chdir(here)
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+    [result] = box
+    stderr = result.stderr
+    if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, stderr)
 
 
 @pytest.fixture
