@@ -62,7 +62,10 @@ def main(argv: list[str]) -> int:
     elif command == "test":
         # Every test has its own database (a SQLite file or a PostgreSQL schema) and its own
         # ports, so the suite runs on all cores; "-n 0" runs it in one process.
+        # worksteal: a worker that runs out takes queued tests from the other, so the few
+        # long tests (the matrix, the quarter) do not leave one core idle at the end.
         parallel = [] if any(a.startswith("-n") for a in rest) else ["-n", "auto"]
+        parallel += [] if any(a.startswith("--dist") for a in rest) else ["--dist", "worksteal"]
         args = [str(BIN / "python"), "-m", "pytest", *parallel, *rest]
     elif command == "bench":
         args = [str(BIN / "python"), "bench/run_all.py", *rest]
