@@ -68,3 +68,19 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """A 5xx reply: retrying cannot help (RFC 5321 s4.2.1)."""
+
+
+class PDFPending(MailerError):
+    """A message's PDF is still rendering, off the delivery pass (mailer/pdfstore.py): the
+    email is not attempted now but looked at again after ``retry_after`` seconds, so one slow
+    document never holds the pass (and every other tenant's mail) while it renders."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BusyError(MailerError):
+    """The work cannot start now because other work holds what it needs (another import of
+    the tenant, a database locked past its busy timeout or not answering): nothing was changed
+    by the refused attempt, and trying again later is the remedy (the CLI's exit 3)."""

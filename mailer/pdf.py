@@ -22,6 +22,7 @@ also keeps one FontConfiguration, the parsed stylesheet and the compiled templat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,11 +31,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from multiprocessing import get_context
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +143,15 @@ def render_document(
     *,
     assets: Mapping[str, bytes | tuple[bytes, str]] | None = None,
     tenant_css: str | None = None,
+    max_pages: int | None = None,
 ) -> RenderedPDF:
     """Template -> HTML -> WeasyPrint, synchronously, in this process (callers in async code use
     :class:`PDFRenderer`). ``assets`` are the only URLs the document may load; ``tenant_css`` is
     applied after ours, without ``@font-face`` (fonts would outlive the render in the shared
     FontConfiguration and reach another tenant's PDFs) and with every URL in it refused.
+
+    A document laid out to more than ``max_pages`` pages fails with a :class:`PDFError`
+    before it is written (writing is a third of the time of a long document).
     """
     if tenant_css is not None and len(tenant_css) > MAX_TENANT_CSS:
         raise PDFError(
@@ -168,7 +172,15 @@ def render_document(
             page_set = HTML(string=html, url_fetcher=fetcher).render(
                 font_config=engine.font_config, stylesheets=stylesheets
             )
+            pages = len(page_set.pages)
+            if max_pages is not None and pages > max_pages:
+                raise PDFError(
+                    f"the {document} PDF runs to {pages:,} pages; the limit is {max_pages:,} "
+                    "(the [pdf] max_pages setting)"
+                )
             data: bytes = page_set.write_pdf(full_fonts=full_fonts)
+        except PDFError:
+            raise
         except Exception as exc:  # WeasyPrint has no error hierarchy: any failure is its own
             raise PDFError(
                 f"WeasyPrint could not render {document}: {type(exc).__name__}: {exc}"
@@ -270,54 +282,158 @@ def _exit_with(parent: int, every: float = 1.0) -> None:
     os._exit(0)
 
 
-def _pid() -> int:
-    return os.getpid()
+def resident_bytes() -> int:
+    """This process's resident set size now (``/proc/self/statm``; 0 where there is none)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+# A job: document, context, assets, tenant CSS, page limit. A reply: ("ok", RenderedPDF, rss)
+# or ("error", text, rss); the first message of a worker is ("ready", pid, rss).
+_Job = tuple[str, dict[str, Any], dict[str, bytes | tuple[bytes, str]], str | None, int | None]
+_Reply = tuple[str, Any, int]
+
+
+def _serve(conn: Connection, parent: int) -> None:
+    """A worker process: warm up, then render one job at a time until told to stop."""
+    _init_worker(parent)
+    conn.send(("ready", os.getpid(), resident_bytes()))
+    while True:
+        try:
+            job: _Job | None = conn.recv()
+        except (EOFError, OSError):  # the engine closed its end: nothing more will come
+            return
+        if job is None:
+            return
+        document, context, assets, tenant_css, max_pages = job
+        try:
+            result = render_document(
+                document, context, assets=assets, tenant_css=tenant_css, max_pages=max_pages
+            )
+            reply: _Reply = ("ok", result, resident_bytes())
+        except Exception as exc:  # job boundary: the engine turns it into a PDFError
+            text = str(exc) if isinstance(exc, PDFError) else f"{type(exc).__name__}: {exc}"
+            reply = ("error", text, resident_bytes())
+        conn.send(reply)
+
+
+class _Worker:
+    """One render process and our end of its pipe. It runs one job at a time, so the engine
+    always knows which process holds which render, and can kill exactly that one."""
+
+    def __init__(self, parent: int) -> None:
+        ours, theirs = _SPAWN.Pipe()
+        # spawn: the worker inherits none of the engine's threads, sockets or connections.
+        self.process = _SPAWN.Process(
+            target=_serve, args=(theirs, parent), name="dunmail-pdf", daemon=True
+        )
+        self.process.start()
+        theirs.close()  # only the child holds that end now: its death is our EOF
+        self.conn = ours
+        self.pid: int = self.process.pid or 0
+        self.ready = False
+        self.rss = 0
+
+    def wait_ready(self) -> None:
+        """Block until the worker has warmed up (fonts, templates: about a second)."""
+        if not self.ready:
+            _, self.pid, self.rss = self.conn.recv()
+            self.ready = True
+
+    def call(self, job: _Job) -> _Reply:
+        """Send one job and block for its reply (in a thread: the event loop never waits)."""
+        self.conn.send(job)
+        reply: _Reply = self.conn.recv()
+        self.rss = reply[2]
+        return reply
+
+    def kill(self) -> None:
+        """SIGKILL: WeasyPrint cannot be interrupted inside a render, a process can."""
+        self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Ask the worker to leave, and make sure it did."""
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send(None)
+        self.process.join(5)
+        if self.process.is_alive():
+            self.kill()
+        else:
+            self.conn.close()
+
+
+_SPAWN = get_context("spawn")
 
 
 class PDFRenderer:
     """Renders PDFs off the event loop, in warm worker processes; equal input renders once.
 
-    ``workers`` processes (default: one per CPU) are started with the spawn method, so no
-    worker inherits the parent's threads, sockets or database connections; each builds its
-    fonts and templates once (:func:`warm`). ``workers=0`` renders in a thread of this process
-    instead (tests, tools). Results are kept in a small LRU keyed by :func:`render_key`, and
-    concurrent requests for the same key share one render.
+    ``workers`` processes (default: one per CPU) are started with the spawn method and each
+    renders one document at a time; each builds its fonts and templates once (:func:`warm`).
+    ``workers=0`` renders in a thread of this process instead (tests, tools; there the time
+    budget cannot be enforced). Results are kept in a small LRU keyed by :func:`render_key`,
+    and concurrent requests for the same key share one render.
+
+    Limits, so that one document cannot starve the others (bench/fairness.py measures them):
+
+    * ``render_seconds``: a render still running after this long has its worker killed
+      (SIGKILL; a fresh one replaces it) and fails with a :class:`PDFError` saying so;
+    * ``max_pages``: a document laid out to more pages fails before it is written;
+    * ``max_worker_mb``: a worker whose resident memory grew past this after a render is
+      retired and replaced, so one large document does not leave a process holding it.
+
+    A document that failed so (or any other way) fails again at once for ``failure_seconds``:
+    each of its emails, each pass and each download does not burn another worker for it.
     """
 
-    def __init__(self, *, workers: int | None = None, cache_size: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int | None = None,
+        cache_size: int = 64,
+        render_seconds: float | None = 60.0,
+        max_pages: int | None = 50,
+        max_worker_mb: int | None = 512,
+        failure_seconds: float = 3600.0,
+    ) -> None:
         count = (os.cpu_count() or 1) if workers is None else workers
         if count < 0:
             raise ValueError("workers must be 0 (in this process) or more")
         self.workers = count
-        self._pool: Executor | None = self._new_pool()
+        self.render_seconds = render_seconds
+        self.max_pages = max_pages
+        self.max_worker_mb = max_worker_mb
+        self._failure_seconds = failure_seconds
+        self._pool: list[_Worker] = []  # every live worker, busy or idle
+        self._idle: list[_Worker] = []
+        self._freed = asyncio.Condition()
         self._cache: OrderedDict[str, RenderedPDF] = OrderedDict()
+        self._failed: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._cache_size = cache_size
         self._pending: dict[str, asyncio.Future[RenderedPDF]] = {}
         self._closed = False
 
-    def _new_pool(self) -> Executor | None:
-        if self.workers == 0:
-            return None
-        return ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(os.getpid(),),
-        )
+    def worker_pids(self) -> list[int]:
+        """The process ids of the live workers (bench/fairness.py reads their memory)."""
+        return sorted(w.pid for w in self._pool)
 
     async def start(self) -> list[int]:
         """Start and warm every worker now, so that the first renders do not wait for it.
 
-        Returns the process ids that answered (at most one per worker; none without a pool).
+        Returns the process ids that answered (one per worker; none without a pool).
         """
-        if self._pool is None:
+        if self.workers == 0:
             await asyncio.to_thread(warm)
             return []
-        loop = asyncio.get_running_loop()
-        pids = await asyncio.gather(
-            *(loop.run_in_executor(self._pool, _pid) for _ in range(self.workers))
-        )
-        return sorted(set(pids))
+        while len(self._pool) < self.workers:
+            self._idle.append(self._spawn())
+        await asyncio.gather(*(asyncio.to_thread(w.wait_ready) for w in self._pool))
+        return self.worker_pids()
 
     async def render(
         self,
@@ -335,6 +451,10 @@ class PDFRenderer:
         if (hit := self._cache.get(key)) is not None:
             self._cache.move_to_end(key)
             return hit
+        if (failed := self._failed.get(key)) is not None:
+            if time.monotonic() < failed[0]:
+                raise PDFError(failed[1])
+            del self._failed[key]
         pending = self._pending.get(key)
         if pending is None:
             pending = asyncio.ensure_future(
@@ -351,20 +471,25 @@ class PDFRenderer:
         assets: dict[str, bytes | tuple[bytes, str]],
         tenant_css: str | None,
     ) -> RenderedPDF:
-        call = partial(render_document, document, context, assets=assets, tenant_css=tenant_css)
-        pool = self._pool
         try:
-            if pool is None:
-                result = await asyncio.to_thread(call)
+            if self.workers == 0:
+                result = await asyncio.to_thread(
+                    partial(
+                        render_document,
+                        document,
+                        context,
+                        assets=assets,
+                        tenant_css=tenant_css,
+                        max_pages=self.max_pages,
+                    )
+                )
             else:
-                result = await asyncio.get_running_loop().run_in_executor(pool, call)
-        except BrokenProcessPool as exc:
-            # A worker died (out of memory, a crash in a C library) and took the pool with it.
-            # The first render to notice starts a fresh pool, so later renders can succeed.
-            if pool is not None and pool is self._pool and not self._closed:
-                self._pool = self._new_pool()
-                pool.shutdown(wait=False, cancel_futures=True)
-            raise PDFError(f"a PDF worker process died while rendering {document}") from exc
+                result = await self._in_worker(document, (document, context, assets, tenant_css))
+        except PDFError as exc:
+            self._failed[key] = (time.monotonic() + self._failure_seconds, str(exc))
+            while len(self._failed) > self._cache_size:
+                self._failed.popitem(last=False)
+            raise
         finally:
             self._pending.pop(key, None)
         self._cache[key] = result
@@ -372,9 +497,89 @@ class PDFRenderer:
             self._cache.popitem(last=False)
         return result
 
+    async def _in_worker(
+        self,
+        document: str,
+        job: tuple[str, dict[str, Any], dict[str, bytes | tuple[bytes, str]], str | None],
+    ) -> RenderedPDF:
+        worker = await self._acquire()
+        keep = False
+        try:
+            try:
+                await asyncio.to_thread(worker.wait_ready)  # warming is not the document's time
+                call = asyncio.to_thread(worker.call, (*job, self.max_pages))
+                status, value, _ = await asyncio.wait_for(call, self.render_seconds)
+            except TimeoutError:
+                await asyncio.to_thread(worker.kill)
+                log.warning(
+                    "PDF worker %d killed: %s took longer than %gs",
+                    worker.pid,
+                    document,
+                    self.render_seconds or 0,
+                )
+                raise PDFError(
+                    f"rendering the {document} PDF took longer than {self.render_seconds:g} s "
+                    "(the [pdf] render_seconds budget); its worker process was stopped"
+                ) from None
+            except (EOFError, OSError) as exc:
+                # The worker died (out of memory, a crash in a C library); a fresh one replaces it.
+                raise PDFError(f"a PDF worker process died while rendering {document}") from exc
+            keep = self._fits(worker)
+            if status != "ok":
+                raise PDFError(str(value))
+            result: RenderedPDF = value
+            return result
+        finally:
+            await self._release(worker, keep=keep)
+
+    def _fits(self, worker: _Worker) -> bool:
+        limit = self.max_worker_mb
+        if limit is None or worker.rss <= limit * 1024 * 1024:
+            return True
+        log.info(
+            "PDF worker %d holds %d MB after a render (limit %d MB); replacing it",
+            worker.pid,
+            worker.rss // (1024 * 1024),
+            limit,
+        )
+        return False
+
+    def _spawn(self) -> _Worker:
+        worker = _Worker(os.getpid())
+        self._pool.append(worker)
+        return worker
+
+    async def _acquire(self) -> _Worker:
+        """An idle live worker, a new one while there are fewer than ``workers``, else wait."""
+        async with self._freed:
+            while True:
+                if self._closed:
+                    raise PDFError("the PDF renderer is closed")
+                # One killed while idle (the OOM killer) is replaced; no document notices.
+                for dead in [w for w in self._idle if not w.process.is_alive()]:
+                    self._idle.remove(dead)
+                    self._pool.remove(dead)
+                    await asyncio.to_thread(dead.stop)
+                if self._idle:
+                    return self._idle.pop()
+                if len(self._pool) < self.workers:
+                    return self._spawn()
+                await self._freed.wait()
+
+    async def _release(self, worker: _Worker, *, keep: bool) -> None:
+        if keep and not self._closed and worker.process.is_alive():
+            self._idle.append(worker)
+        else:
+            if worker in self._pool:
+                self._pool.remove(worker)
+            await asyncio.to_thread(worker.stop)
+        async with self._freed:
+            self._freed.notify()
+
     async def close(self) -> None:
-        """Stop the workers; renders still queued are cancelled."""
+        """Stop the workers; a render still running fails."""
         self._closed = True
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        workers, self._pool, self._idle = self._pool, [], []
+        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
+        async with self._freed:
+            self._freed.notify_all()

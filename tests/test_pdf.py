@@ -133,16 +133,24 @@ async def test_every_document_renders_through_the_pool_to_the_same_bytes() -> No
     try:
         await renderer.start()
         pooled = await asyncio.gather(*(renderer.render(d, c) for d, c in contexts))
-        # A worker dies (the OOM killer, a crash in C): that render fails with a clear error,
-        # and the renderer starts a fresh pool for the next one.
-        pool = renderer._pool
-        pid = (await renderer.start())[0]
-        os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(1)  # let the executor notice
-        with pytest.raises(PDFError, match="worker process died"):
-            await renderer.render("invoice", sample_pdf_context("invoice", lines=1))
+        # A worker dies while idle (the OOM killer): a fresh one takes its place unnoticed.
+        first = await renderer.start()
+        os.kill(first[0], signal.SIGKILL)
+        await asyncio.sleep(0.2)
         again = await renderer.render("invoice", sample_pdf_context("invoice", lines=2))
-        assert again.data.startswith(b"%PDF-") and renderer._pool is not pool
+        assert again.data.startswith(b"%PDF-") and first[0] not in renderer.worker_pids()
+        # A worker dies during a render (a crash in C): that render fails with a clear error,
+        # and the next one gets a fresh worker.
+        busy = asyncio.ensure_future(
+            renderer.render("invoice", sample_pdf_context("invoice", lines=400))
+        )
+        await asyncio.sleep(0.3)
+        for pid in renderer.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(PDFError, match="worker process died"):
+            await busy
+        after = await renderer.render("invoice", sample_pdf_context("invoice", lines=3))
+        assert after.data.startswith(b"%PDF-")
     finally:
         await renderer.close()
     for (document, context), result in zip(contexts, pooled, strict=True):
