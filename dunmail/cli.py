@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from dunmail import cli_inbox, cli_web  # noqa: F401  (they add their command groups to app)
@@ -34,6 +35,7 @@ from mailer.errors import MailerError, TemplateError
 from mailer.i18n import fallback_note
 from mailer.kinds import KINDS
 from mailer.models import HoldReason, Message
+from mailer.outbox import PassReport
 from mailer.render import PARTS
 from mailer.statement import StatementStyle
 
@@ -58,8 +60,21 @@ def import_(
     config: ConfigOpt = None,
     at: AtOpt = None,
     as_json: JsonOpt = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            help="seconds to wait for another import of the tenant to finish (default: "
+            "none, exit 3 at once)",
+        ),
+    ] = 0.0,
 ) -> None:
-    """Upsert customers, contacts, invoices, payments and credit notes by external id."""
+    """Upsert customers, contacts, invoices, payments and credit notes by external id.
+
+    Commits in short batches while the engine keeps running; one import per tenant at a time.
+    Exit 1 when some records were invalid (the rest are applied), 3 when another import of the
+    tenant is running or the database is unavailable."""
 
     async def body(services: Services) -> int:
         try:
@@ -68,14 +83,16 @@ def import_(
             raise MailerError(
                 f"{file}: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}"
             ) from None
-        report = services.import_document(data, tenant=tenant)
+        report = services.import_document(data, tenant=tenant, wait=wait)
         if as_json:
             console.print_json(json.dumps(report.as_dict()))
         else:
             console.print(report.summary(), highlight=False)
             for error in report.errors:
                 err.print(
-                    f"[yellow]invalid[/yellow] {error.where}: {error.reason}", highlight=False
+                    f"[yellow]invalid[/yellow] {escape(str(error.where))}: "
+                    f"{escape(str(error.reason))}",
+                    highlight=False,
                 )
         return 1 if report.errors else 0
 
@@ -180,8 +197,8 @@ def _sent_row(message: Message) -> dict[str, Any]:
 
 def _print_sent(what: str, row: dict[str, Any]) -> None:
     console.print(
-        f"{what}: {row['status']} (message {row['id']}, {row['uid']})"
-        + (f" - {row['error']}" if row["error"] else ""),
+        f"{escape(what)}: {row['status']} (message {row['id']}, {row['uid']})"
+        + (f" - {escape(row['error'])}" if row["error"] else ""),
         highlight=False,
     )
     if row["note"]:
@@ -201,7 +218,7 @@ def deliver(config: ConfigOpt = None, at: AtOpt = None) -> None:
         f"failed {report.failed}; throttled {report.throttled}",
         highlight=False,
     )
-    if report.attempted and not report.sent and report.deferred:
+    if _nothing_got_through(report):
         raise typer.Exit(5)  # nothing got through: the server is unreachable or busy
 
 
@@ -215,12 +232,20 @@ def tick(config: ConfigOpt = None, at: AtOpt = None) -> None:
     dunning, delivered = with_services(config, at, body)
     console.print(dunning.summary(), highlight=False)
     for error in dunning.errors:
-        err.print(f"[yellow]not queued[/yellow] {error}", highlight=False)
+        err.print(f"[yellow]not queued[/yellow] {escape(str(error))}", highlight=False)
     console.print(
         f"delivered: attempted {delivered.attempted}, sent {delivered.sent}, deferred "
         f"{delivered.deferred}, failed {delivered.failed}, skipped {delivered.skipped}",
         highlight=False,
     )
+    if _nothing_got_through(delivered):
+        raise typer.Exit(5)  # as deliver: the server is unreachable or said "try later"
+
+
+def _nothing_got_through(report: PassReport) -> bool:
+    """The delivery pass of ``deliver`` and ``tick`` tried and every attempt was deferred (the
+    README's exit 5: queued, retried later)."""
+    return bool(report.attempted and not report.sent and report.deferred)
 
 
 @app.command()
@@ -248,11 +273,11 @@ def plan(
     table = Table("document", "customer", "send", "to", "why", "next look")
     for e in entries:
         table.add_row(
-            e.document,
-            e.customer,
-            f"{e.action.kind} ({e.action.occasion})" if e.action else "-",
-            ", ".join(e.recipients),
-            e.reason,
+            escape(e.document),
+            escape(e.customer),
+            escape(f"{e.action.kind} ({e.action.occasion})") if e.action else "-",
+            escape(", ".join(e.recipients)),
+            escape(e.reason),
             e.next_at.isoformat(timespec="minutes") if e.next_at else "-",
         )
     console.print(table)
@@ -294,8 +319,9 @@ def statement(
     for message in messages:
         currency = message.context["statement"]["currency"]
         console.print(
-            f"statement {currency} for {customer}: {message.status.value} "
-            f"(message {message.uid})" + (f" - {message.last_error}" if message.last_error else ""),
+            f"statement {currency} for {escape(customer)}: {message.status.value} "
+            f"(message {message.uid})"
+            + (f" - {escape(message.last_error)}" if message.last_error else ""),
             highlight=False,
         )
 
@@ -397,12 +423,12 @@ def hold_list(
     for r in rows:
         table.add_row(
             str(r["id"]),
-            r["customer"],
-            r["invoice"] or "(all)",
+            escape(r["customer"] or ""),
+            escape(r["invoice"] or "(all)"),
             r["reason"],
             r["until"] or "-",
             r["lifted_at"] or "-",
-            r["note"] or "",
+            escape(r["note"] or ""),
         )
     console.print(table)
 
@@ -448,13 +474,13 @@ def outbox(
             str(r["id"]),
             r["tenant"] or "",
             r["kind"],
-            r["document"] or "",
+            escape(r["document"] or ""),
             r["status"],
             r["language"] or "",
             str(r["attempts"]),
             (r["finished_at"] or r["next_attempt_at"] or "")[:19],
-            "\n".join(f"{x['address']} {x['status']}" for x in r["recipients"]),
-            (r["skip_reason"] or r["last_error"] or "")[:60],
+            escape("\n".join(f"{x['address']} {x['status']}" for x in r["recipients"])),
+            escape((r["skip_reason"] or r["last_error"] or "")[:60]),
         )
     console.print(table)
 

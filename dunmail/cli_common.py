@@ -4,28 +4,56 @@ of ``--at``, one-line errors with exit codes, and building the services."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import sqlalchemy as sa
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.markup import escape
+from rich.segment import Segment
 
 from dunmail.app import Services, build_services
 from dunmail.config import Config, load_config
 from dunmail.logs import setup_logging
+from dunmail.terminal import has_unsafe, json_printable, printable
 from mailer.clock import Clock, FixedClock, SystemClock, as_utc
-from mailer.errors import MailerError
+from mailer.errors import BusyError, MailerError
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="dunmail: invoice email delivery and dunning for AR teams.",
 )
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+
+
+class SafeConsole(Console):
+    """A Rich console that never lets text act on the terminal (dunmail/terminal.py).
+
+    Every command prints through one of these two consoles, whatever it prints (tables, plain
+    lines, errors, rules): each piece of text is escaped after Rich has laid it out and before
+    it is written, so a control character from mail in any field of any printer is shown, not
+    obeyed. Rich's own control segments (cursor moves of a progress bar) and its styles (the
+    colours it writes itself) pass untouched.
+    """
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control or not has_unsafe(segment.text):
+                yield segment
+            else:
+                yield Segment(printable(segment.text), segment.style, segment.control)
+
+
+console = SafeConsole(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 ConfigOpt = Annotated[
@@ -56,14 +84,27 @@ def setup_cli_logging(config: Config) -> None:
 
 @contextmanager
 def cli_errors() -> Iterator[None]:
-    """Turn expected failures into one clear line and a non-zero exit code."""
+    """Turn expected failures into one clear line and a non-zero exit code (the README's
+    table): 2 for bad config or input, 3 for I/O failures and for work that cannot start now
+    (another import of the tenant, a database locked or not answering)."""
     try:
         yield
+    except BusyError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(3) from None
+    except (sa.exc.OperationalError, sa.exc.TimeoutError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        err.print(
+            f"[red]error:[/red] the database is busy or unavailable ({escape(reason)}); "
+            "try again later",
+            highlight=False,
+        )
+        raise typer.Exit(3) from None
     except MailerError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except OSError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(3) from None
 
 
@@ -95,5 +136,20 @@ def parse_when(value: str | None, option: str) -> datetime | None:
 
 def plain(text: str) -> None:
     """Print text that may come from mail: no Rich markup, emoji codes or highlighting, so
-    "[red]" or "<script>" in a diagnostic is shown as the characters it is."""
-    console.print(text, markup=False, emoji=False, highlight=False)
+    "[red]" or "<script>" in a diagnostic is shown as the characters it is, and no control
+    character or bidi override (escaped before Rich wraps the line, so widths stay right)."""
+    console.print(printable(text), markup=False, emoji=False, highlight=False)
+
+
+def one_line(text: object) -> str:
+    """A field that must stay on its line in a one-line-per-row listing (a subject, a name):
+    its line breaks and tabs are escaped too, so it cannot fake a row of its own."""
+    return printable(str(text), one_line=True)
+
+
+def print_json(data: Any, *, indent: int | None = 2, ensure_ascii: bool = False) -> None:
+    """Print ``data`` as JSON on stdout, for scripts: the same data, with every terminal
+    control and bidi override as a ``\\uXXXX`` escape (JSON decodes it back)."""
+    text = json.dumps(data, indent=indent, ensure_ascii=ensure_ascii)
+    sys.stdout.write(json_printable(text) + "\n")
+

@@ -27,10 +27,13 @@ from dunmail.cli_common import (
     app,
     console,
     err,
+    one_line,
     parse_when,
     plain,
+    print_json,
     with_services,
 )
+from dunmail.terminal import printable
 from mailer.models import ThreadStatus
 
 bounce_app = typer.Typer(no_args_is_help=True, help="Returned mail: decode bounces and notices.")
@@ -50,21 +53,21 @@ def bounce_parse(
     reports = [(path, parse(path.read_bytes())) for path in files]
     if as_json:
         for path, report in reports:
-            print(json.dumps({"file": str(path), **report.as_dict()}, ensure_ascii=False))
+            print_json({"file": str(path), **report.as_dict()}, indent=None)
         return
     table = Table("file", "kind", "recipient", "status", "code", "reason", "hard", "message-id")
     for path, report in reports:
-        message_id = report.original_message_id or "-"
+        message_id = escape(report.original_message_id or "-")
         if not report.recipients:
-            table.add_row(path.name, report.kind.value, "-", "-", "-", "-", "-", message_id)
+            table.add_row(escape(path.name), report.kind.value, "-", "-", "-", "-", "-", message_id)
         for r in report.recipients:
             table.add_row(
-                path.name,
+                escape(path.name),
                 report.kind.value,
-                r.address,
-                r.status or "-",
+                escape(r.address),
+                escape(r.status or "-"),
                 str(r.reply_code or "-"),
-                r.reason,
+                escape(r.reason),
                 "hard" if r.hard else "soft",
                 message_id,
             )
@@ -126,7 +129,7 @@ def bounce_report(
 
     rows = with_services(config, at, body)
     if as_csv:
-        sys.stdout.write(to_csv(rows))
+        sys.stdout.write(printable(to_csv(rows)))
         return
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -134,13 +137,13 @@ def bounce_report(
     for row in rows:
         state = "suppressed" if row["suppressed"] else "not suppressed"
         plain(
-            f"{row['at'][:16]}  {row['document']} to {row['address']} {row['event']}: "
-            f"{row['reason']} ({row['status'] or '-'}, {'hard' if row['hard'] else 'soft'}, "
-            f"{state})"
+            f"{row['at'][:16]}  {one_line(row['document'])} to {one_line(row['address'])} "
+            f"{row['event']}: {one_line(row['reason'])} ({one_line(row['status'] or '-')}, "
+            f"{'hard' if row['hard'] else 'soft'}, {state})"
         )
     plain(f"{len(rows)} bounces and complaints since {start.isoformat()}")
     for reason, count in by_reason(rows):
-        plain(f"  {count:6d}  {reason}")
+        plain(f"  {count:6d}  {one_line(reason)}")
 
 
 @bounce_app.command("reprocess")
@@ -176,9 +179,11 @@ def _print_ingest(summary: Any) -> None:
         highlight=False,
     )
     for address in summary.suppressed:
-        console.print(f"  suppressed {address}", highlight=False)
+        console.print(f"  suppressed {escape(address)}", highlight=False)
     for address in summary.rerouted:
-        console.print(f"  bounced email sent to the next contact: {address}", highlight=False)
+        console.print(
+            f"  bounced email sent to the next contact: {escape(address)}", highlight=False
+        )
     if summary.paused:
         console.print(
             f"  {summary.paused} bounced with no other contact: chasing paused "
@@ -236,25 +241,26 @@ def inbox(
 
     rows = with_services(config, None, body)
     if as_json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        print_json(rows)
         return
     if not rows:
         plain(f"no {status.value} threads" if wanted else "no threads")
     for r in rows:
         plain(
-            f"{r['id']}  {r['customer'] or '-'}  {r['document']}  {r['status']}  "
-            f"{r['assignee'] or '-'}  {r['last_event']}  {r['last_event_at'][:19]}"
+            f"{r['id']}  {one_line(r['customer'] or '-')}  {one_line(r['document'])}  "
+            f"{r['status']}  {one_line(r['assignee'] or '-')}  {one_line(r['last_event'])}  "
+            f"{r['last_event_at'][:19]}"
         )
 
 
 def _print_thread(thread: dict[str, Any]) -> None:
     plain(
-        f"thread {thread['id']}: {thread['document']} of {thread['customer'] or '-'} "
-        f"({thread['customer_name'] or '-'}), {thread['status']}, "
-        f"assigned to {thread['assignee'] or 'nobody'}"
+        f"thread {thread['id']}: {one_line(thread['document'])} of "
+        f"{one_line(thread['customer'] or '-')} ({one_line(thread['customer_name'] or '-')}), "
+        f"{thread['status']}, assigned to {one_line(thread['assignee'] or 'nobody')}"
     )
     for entry in thread["timeline"]:
-        plain(f"{entry['at'][:19]}  {entry['type']:<9}  {entry['summary']}")
+        plain(f"{entry['at'][:19]}  {entry['type']:<9}  {one_line(entry['summary'])}")
         if entry["detail"] and entry["type"] != "note":
             plain(f"{'':30}{entry['detail']}")
 
@@ -270,7 +276,7 @@ def inbox_show(
 
     found = with_services(config, None, body)
     if as_json:
-        print(json.dumps(found, indent=2, ensure_ascii=False))
+        print_json(found)
         return
     _print_thread(found)
 
@@ -284,14 +290,15 @@ def inbox_unmatched(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
     rows = with_services(config, None, body)
     if as_json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        print_json(rows)
         return
     if not rows:
         plain("no unmatched mail")
     for r in rows:
         plain(
-            f"{r['id']}  {r['received_at'][:19]}  {r['kind'] or '-'}  from {r['from'] or '-'}  "
-            f"{r['subject']}  ({r['why'] or ''}; {r['source']})"
+            f"{r['id']}  {r['received_at'][:19]}  {r['kind'] or '-'}  "
+            f"from {one_line(r['from'] or '-')}  {one_line(r['subject'])}  "
+            f"({one_line(r['why'] or '')}; {one_line(r['source'])})"
         )
 
 

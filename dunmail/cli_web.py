@@ -21,6 +21,7 @@ from dunmail.cli_common import (
     console,
     err,
     plain,
+    print_json,
     with_services,
 )
 
@@ -133,7 +134,7 @@ def user_list(tenant: TenantOpt = None, config: ConfigOpt = None, as_json: JsonO
 
     rows = with_services(config, None, body)
     if as_json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        print_json(rows)
         return
     if not rows:
         plain("no users")

@@ -37,6 +37,7 @@ from mailer.models import (
     Message,
     Suppression,
     ThreadStatus,
+    User,
 )
 from mailer.outbox import EnqueueRequest, Outbox
 from mailer.suppression import SoftBouncePolicy, SuppressionKind, suppress, unblock
@@ -428,15 +429,46 @@ class InboxServices:
         status: ThreadStatus | None = None,
         assignee: str | None = None,
     ) -> dict[str, Any]:
-        """Resolve (or reopen) a thread, or assign it; returns the thread."""
+        """Resolve (or reopen) a thread, or assign it (to a user of the tenant, or to nobody
+        with ""); returns the thread."""
         tenant_id = self.tenant_id(tenant)
         with session_scope(self.engine) as session:
             thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
             if status is not None:
                 thread.status = status
             if assignee is not None:
-                thread.assignee = assignee[:200]
+                thread.assignee = _assignable(session, tenant_id, assignee, thread_id=thread_id)
             thread.updated_at = self.clock.now()
             session.add(thread)
             session.flush()
             return show_thread(session, thread)
+
+
+def _assignable(session: Session, tenant_id: int, name: str, *, thread_id: int) -> str | None:
+    """The stored email of the tenant's enabled user named ``name`` (None for "": nobody).
+
+    Refused (MailerError) for anyone else, another tenant's user included: the assignee is
+    who the thread's page and ``dunmail inbox`` say handles it, so it must be someone who can
+    sign in to this tenant's inbox, not free text naming a person elsewhere.
+    """
+    wanted = name.strip()
+    if not wanted:
+        return None
+    users = session.exec(
+        select(User)
+        .where(User.tenant_id == tenant_id, col(User.disabled_at).is_(None))
+        .order_by(col(User.email))
+    ).all()
+    try:
+        address = parse_addr_spec(wanted).lower()
+    except MailerError:
+        address = None
+    for user in users:
+        if user.email == address:
+            return user.email
+    known = ", ".join(u.email for u in users[:10]) + (", ..." if len(users) > 10 else "")
+    raise MailerError(
+        f"thread {thread_id}: cannot assign it to {wanted[:80]!r}: not a user of this tenant "
+        f"({'its users: ' + known if known else 'it has no users yet: dunmail user add'})"
+    )
+

@@ -16,7 +16,8 @@ import pytest
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.errors import MailerError, NotFoundError
-from mailer.models import ThreadStatus
+from mailer.db import session_scope
+from mailer.models import ThreadStatus, User
 from mailer.transport import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config
 from tests.test_bounce_ingest import dsn
@@ -50,6 +51,20 @@ def _auto_reply(sent: SentMail) -> bytes:
         f"\r\n"
         f"I am away until Monday.\r\n"
     ).encode()
+
+
+def add_clerk(services: Services, email: str, tenant: str = "acme") -> None:
+    """A user of ``tenant``'s inbox, someone a thread may be assigned to (no password: the
+    tests that assign never sign in, and hashing one costs tens of milliseconds)."""
+    with session_scope(services.engine) as session:
+        session.add(
+            User(
+                tenant_id=services.tenant_id(tenant),
+                email=email,
+                password_hash="-",
+                created_at=services.clock.now(),
+            )
+        )
 
 
 def _types(thread: dict[str, object]) -> list[str]:
@@ -147,9 +162,11 @@ async def test_notes_and_assignee(env: tuple[Services, MemoryTransport], clock: 
     assert _types(thread) == ["sent", "bounce", "note"]
     note = thread["timeline"][-1]
     assert (note["author"], note["detail"]) == ("mia", "called Globex, new AP address coming")
-    assert services.inbox_update(row["id"], tenant="acme", assignee="mia")["assignee"] == "mia"
+    add_clerk(services, "mia@acme.example")
+    mia = services.inbox_update(row["id"], tenant="acme", assignee=" MIA@acme.example ")
+    assert mia["assignee"] == "mia@acme.example"
     (listed,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
-    assert listed["assignee"] == "mia"
+    assert listed["assignee"] == "mia@acme.example"
     # A note is not an event: the line still shows the bounce.
     assert "bounced" in listed["last_event"]
 
@@ -204,6 +221,7 @@ async def test_cli_shows_mail_text_verbatim(tmp_path: Path, db_url: str, clock: 
         sent = await _sent(services, transport)
         hostile = dsn(sent, diagnostic=f"smtp; 550 5.1.1 <ap@globex.example>: {HOSTILE}")
         assert services.ingest_inbound([("file:b.eml", hostile)]).matched == 1
+        add_clerk(services, "mia@acme.example")
     finally:
         await services.close()
     config = write_config(tmp_path, db_url, 2525)
@@ -233,7 +251,7 @@ async def test_cli_shows_mail_text_verbatim(tmp_path: Path, db_url: str, clock: 
 
     for args in (
         ("inbox", "note", str(row["id"]), "[red]call[/red] them"),
-        ("inbox", "assign", str(row["id"]), "mia"),
+        ("inbox", "assign", str(row["id"]), "mia@acme.example"),
         ("inbox", "resolve", str(row["id"])),
     ):
         result = dunmail(config, *args)

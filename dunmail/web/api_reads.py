@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.encoders import jsonable_encoder
 from sqlmodel import Session, col, func, select
 
 from dunmail.web.apikeys import ERRORS, Api, Call
+from dunmail.web.deps import MAX_ROW_ID, RowId
 from mailer.errors import MailerError, NotFoundError
 from mailer.models import (
     Customer,
@@ -22,9 +23,6 @@ from mailer.models import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
-# A row id in a path: past a signed 64-bit integer the database driver raises (a 500), so such
-# an id is refused as invalid (422) before it reaches a query.
-RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 # -- reads ---------------------------------------------------------------------------------------
@@ -34,7 +32,7 @@ RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 def list_messages(
     call: Api,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ROW_ID)] = 0,
     status: MessageStatus | None = None,  # validated: an unknown state is a 422, not a 500
 ) -> dict[str, Any]:
     """The tenant's emails, newest first, with status and per-recipient results."""

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path as PathParam
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.responses import HTMLResponse
 
 from dunmail.app import Services
+
+# A row id in a path, for every route that takes one (pages and API alike). The id columns are
+# INTEGER, a signed 32-bit number on PostgreSQL: past it the driver raises (a 500), so such an
+# id is refused as invalid (422) before it reaches a query. SQLite's are 64-bit; the stricter
+# bound serves both, and no table comes near two billion rows.
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, PathParam(ge=1, le=MAX_ROW_ID)]
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "web"
 # Autoescaped everywhere: every page shows text that came from mail or from an ERP.

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from bounce.threads import THREAD_FILTERS
 from dunmail.web import auth
-from dunmail.web.deps import services_of
+from dunmail.web.deps import RowId, services_of
 from dunmail.web.ui_common import (
     FILTERS,
     HOLD_REASONS,
@@ -67,7 +67,7 @@ def inbox(
 
 
 @router.get("/inbox/threads/{thread_id}", response_class=HTMLResponse)
-def thread_page(request: Request, thread_id: int, clerk: SignedIn) -> Response:
+def thread_page(request: Request, thread_id: RowId, clerk: SignedIn) -> Response:
     """One thread: its timeline and what can be done about it."""
     services = services_of(request)
     try:
@@ -103,7 +103,7 @@ def _act(thread_id: int, done: str, action: Callable[[], object]) -> RedirectRes
 
 
 @router.post("/inbox/threads/{thread_id}/assign")
-def assign(request: Request, thread_id: int, clerk: Checked, assignee: Text = "") -> Response:
+def assign(request: Request, thread_id: RowId, clerk: Checked, assignee: Text = "") -> Response:
     """Give the thread to a clerk (empty: to nobody)."""
     services = services_of(request)
     who = assignee.strip()
@@ -119,7 +119,7 @@ def assign(request: Request, thread_id: int, clerk: Checked, assignee: Text = ""
 
 @router.post("/inbox/threads/{thread_id}/status")
 def set_status(
-    request: Request, thread_id: int, clerk: Checked, status: Annotated[str, Form()]
+    request: Request, thread_id: RowId, clerk: Checked, status: Annotated[str, Form()]
 ) -> Response:
     """Resolve or reopen the thread."""
     services = services_of(request)
@@ -137,7 +137,7 @@ def set_status(
 
 
 @router.post("/inbox/threads/{thread_id}/note")
-def note(request: Request, thread_id: int, clerk: Checked, text: Text) -> Response:
+def note(request: Request, thread_id: RowId, clerk: Checked, text: Text) -> Response:
     """Leave a note on the thread."""
     services = services_of(request)
     if not text.strip():
@@ -157,7 +157,7 @@ def note(request: Request, thread_id: int, clerk: Checked, text: Text) -> Respon
 @router.post("/inbox/threads/{thread_id}/contact")
 def fix_contact(
     request: Request,
-    thread_id: int,
+    thread_id: RowId,
     clerk: Checked,
     old: Annotated[str, Form(max_length=320)],
     new: Annotated[str, Form(max_length=320)],
@@ -177,7 +177,7 @@ def fix_contact(
 
 
 @router.post("/inbox/threads/{thread_id}/resend")
-async def resend(request: Request, thread_id: int, clerk: Checked) -> Response:
+async def resend(request: Request, thread_id: RowId, clerk: Checked) -> Response:
     """Send the bounced email again to the customer's contacts as they are now."""
     services = services_of(request)
     try:
@@ -203,7 +203,7 @@ def _outcome(message: Message, done: str) -> tuple[str, str]:
 
 @router.post("/inbox/threads/{thread_id}/send")
 async def send_now(
-    request: Request, thread_id: int, clerk: Checked, what: Annotated[str, Form()]
+    request: Request, thread_id: RowId, clerk: Checked, what: Annotated[str, Form()]
 ) -> Response:
     """A reminder of the thread's invoice, or a statement of its customer, now."""
     services = services_of(request)
@@ -244,7 +244,7 @@ def _until(value: str) -> datetime | None:
 @router.post("/inbox/threads/{thread_id}/hold")
 def hold(
     request: Request,
-    thread_id: int,
+    thread_id: RowId,
     clerk: Checked,
     reason: Annotated[str, Form()],
     scope: Annotated[str, Form()] = "invoice",
@@ -279,7 +279,7 @@ def hold(
 
 @router.post("/inbox/holds/{hold_id}/lift")
 def lift(
-    request: Request, hold_id: int, clerk: Checked, back: Annotated[str, Form()] = ""
+    request: Request, hold_id: RowId, clerk: Checked, back: Annotated[str, Form()] = ""
 ) -> Response:
     """End a hold now; chasing resumes at the next pass."""
     services = services_of(request)
