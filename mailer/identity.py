@@ -29,6 +29,11 @@ class SenderIdentity:
         mail_from = issue_verp(uid, key=self.verp_key, domain=self.bounce_domain)
         return Envelope(from_addr=self.from_addr, reply_to=self.reply_to, mail_from=mail_from)
 
+    def return_path(self, uid: str, recipient: str) -> str:
+        """The VERP envelope sender of message ``uid``'s transaction to ``recipient``: its
+        token proves both, so a bounce to it can act on that recipient and no other."""
+        return issue_verp(uid, key=self.verp_key, domain=self.bounce_domain, recipient=recipient)
+
 
 def bounce_domain(tenant: TenantConfig, relay: RelayConfig) -> str:
     """The VERP domain: the tenant's own if it set one, else the relay's."""

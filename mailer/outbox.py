@@ -33,9 +33,11 @@ from mailer.clock import Clock
 from mailer.config import DeliveryConfig
 from mailer.db import session_scope
 from mailer.delivery import Decision, decide
+from mailer.envelopes import send_each
 from mailer.errors import (
     DeliveryError,
     MailerError,
+    PDFPending,
     PermanentDeliveryError,
     TemplateError,
     TransientDeliveryError,
@@ -138,6 +140,7 @@ class _Attempt:
     error: BaseException | None = None
     throttled_until: datetime | None = None
     pdf_sha256: str | None = None
+    pdf_note: str | None = None  # why the kind's PDF is not attached (Assembled.pdf_note)
 
 
 @dataclass
@@ -538,10 +541,14 @@ class Outbox:
             envelope = profile.identity.envelope(claimed.uid)
             built = await self._assembler.assemble(claimed, profile.sender, envelope, now=started)
             attempt.pdf_sha256 = built.pdf_sha256
+            attempt.pdf_note = built.pdf_note
+            # One transaction per recipient, each with its own VERP return path: a bounce
+            # then proves whom it is about (mailer/envelopes.py, mailer/verp.py).
+            envelopes = [
+                (r, profile.identity.return_path(claimed.uid, r)) for r in claimed.recipients
+            ]
             try:
-                attempt.result = await profile.transport.send(
-                    built.data, sender=envelope.mail_from, recipients=claimed.recipients
-                )
+                attempt.result = await send_each(profile.transport, built.data, envelopes=envelopes)
             except PermanentDeliveryError as exc:
                 attached = built.pdf_filename is not None and not built.pdf_linked
                 if not attached or not _too_big(exc):
@@ -559,10 +566,12 @@ class Outbox:
                 built = await self._assembler.assemble(
                     claimed, profile.sender, envelope, now=started, link_pdf=True
                 )
-                attempt.result = await profile.transport.send(
-                    built.data, sender=envelope.mail_from, recipients=claimed.recipients
-                )
+                attempt.result = await send_each(profile.transport, built.data, envelopes=envelopes)
             self._note_backoff(attempt.result, started)
+        except PDFPending as exc:
+            # Its PDF renders off the pass (mailer/pdfstore.py): not an attempt, just later,
+            # so a slow document never holds up this pass and every other tenant's mail.
+            attempt.throttled_until = started + timedelta(seconds=exc.retry_after)
         except DeliveryError as exc:
             attempt.error = exc
             if should_back_off(exc.code, enhanced_status(exc.message)):
@@ -723,6 +732,8 @@ def _message_row(current: Any, attempt: _Attempt, decision: Decision | None) -> 
         row["finished_at"] = attempt.finished_at
     if decision.code is None or decision.code >= 400 or attempt.error is not None:
         row["last_error"] = (f"{decision.code or ''} {decision.response}").strip()[:1000]
+    elif attempt.pdf_note is not None:
+        row["last_error"] = attempt.pdf_note[:1000]  # sent, but without its PDF: say why
     return row
 
 

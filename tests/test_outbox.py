@@ -147,13 +147,21 @@ async def test_manual_send_delivers_signed_mail_through_the_relay(
 ) -> None:
     message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.SENT
-    assert len(smtpd.envelopes) == 1
-    envelope = smtpd.envelopes[0]
-    assert sorted(envelope.rcpt_tos) == ["ap@globex.example", "billing@globex.example"]
-    # VERP: the envelope sender names this message and verifies with the engine's key.
+    # One envelope per recipient, each with its own VERP return path (mailer/envelopes.py).
+    assert len(smtpd.envelopes) == 2
+    assert sorted(e.rcpt_tos for e in smtpd.envelopes) == [
+        ("ap@globex.example",),
+        ("billing@globex.example",),
+    ]
+    assert len({e.content for e in smtpd.envelopes}) == 1  # the same bytes, one DKIM signature
+    # VERP: each envelope sender names this message and its one recipient.
     key = derive_key(services.config.secret_key(), "verp")
-    assert verify_verp(envelope.mail_from, key=key) == message.uid
-    assert envelope.mail_from.endswith("@relay.example")
+    sent_to = ["ap@globex.example", "billing@globex.example"]
+    for each in smtpd.envelopes:
+        match = verify_verp(each.mail_from, key=key, recipients=sent_to)
+        assert (match.uid, match.recipient) == (message.uid, each.rcpt_tos[0])
+        assert each.mail_from.endswith("@relay.example")
+    envelope = smtpd.envelopes[0]
     msg = email.message_from_bytes(envelope.content, policy=policy.default)
     assert msg["From"] == "Acme Supplies <noreply-invoice@relay.example>"
     assert msg["Reply-To"] == "Acme Supplies <ar@acme.example>"
@@ -176,7 +184,7 @@ async def test_send_marks_invoice_sent_and_is_idempotent(
 ) -> None:
     await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-    assert len(smtpd.envelopes) == 1
+    assert len(smtpd.envelopes) == 2  # one envelope for each of the two recipients
 
 
 @pytest.mark.smtpd_options(rcpt={"billing@globex.example": "451 4.2.0 Mailbox busy"})
@@ -263,7 +271,7 @@ async def test_connection_dropped_mid_data_is_retried_not_sent(
     smtpd.script(drop=None)
     clock.advance(timedelta(hours=1))
     assert (await services.deliver()).sent == 1
-    assert len(smtpd.envelopes) == 1
+    assert len(smtpd.envelopes) == 2  # one envelope for each of the two recipients
 
 
 async def test_lease_blocks_other_workers_until_it_expires(
@@ -278,7 +286,7 @@ async def test_lease_blocks_other_workers_until_it_expires(
     assert (await services.deliver()).attempted == 0  # leased: nobody else takes it
     clock.advance(timedelta(seconds=services.config.delivery.lease_seconds + 1))
     assert (await services.deliver()).sent == 1
-    assert len(smtpd.envelopes) == 1
+    assert len(smtpd.envelopes) == 2  # one envelope for each of the two recipients
 
 
 async def test_own_smtp_mode_sends_as_the_tenant(
@@ -438,4 +446,4 @@ async def test_a_switched_off_kind_is_skipped_automatically_and_refused_by_hand(
     finally:
         await services.close()
     assert [m.kind for m in _messages(services)] == ["new_invoice"]
-    assert sent.status is MessageStatus.SENT and len(smtpd.envelopes) == 1
+    assert sent.status is MessageStatus.SENT and len(smtpd.envelopes) == 2
