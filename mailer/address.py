@@ -2,13 +2,18 @@
 
 Imported contacts, tenant and relay addresses and outbox recipients all go through
 :func:`parse_addr_spec`, so an address the ledger accepted is always one compose can send to.
+Sign-in names go through :func:`canonical_login`, the one spelling the login throttle counts
+under and the user lookup searches for.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from email.headerregistry import Address
 from email.utils import parseaddr
+
+import idna
 
 from mailer.compose import safe_header
 from mailer.errors import AddressError
@@ -72,3 +77,45 @@ def make_address(addr_spec: str, display_name: str = "") -> Address:
         return Address(display_name=display_name, username=local, domain=domain)
     except (ValueError, IndexError) as exc:
         raise AddressError(f"not an email address: {addr_spec!r} ({exc})") from exc
+
+
+# Default_Ignorable_Code_Point (Unicode 14.0, the version of Python 3.11's unicodedata), from
+# DerivedCoreProperties.txt: invisible in every rendering (soft hyphen, zero-width space and
+# joiners, bidi marks and isolates, variation selectors, tag characters, fillers), so a name with
+# them looks exactly like one without. Python has no lookup of this property; hence the table.
+_IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
+# UTS #46 section 2.3: the ideographic full stop and its fullwidth and halfwidth forms separate
+# labels like "." does. (NFKC already turns U+FF0E into "." and U+FF61 into U+3002.)
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
+
+def canonical_login(value: str) -> str:
+    """The one spelling of a sign-in name: what users are stored under, looked up by and
+    throttled by. Total: any text has one (a malformed name is throttled all the same).
+
+    Invisible (default-ignorable) code points are removed, then NFKC (fullwidth and other
+    compatibility forms become their plain letters), lower case, dot variants as ".", and the
+    domain as IDNA A-labels (UTS #46, the ``idna`` package). A name that differs only in what a
+    reader cannot see, or in what sign-in treats as equal, has the same spelling: the throttle
+    must never count apart two names that reach the same account.
+    """
+    text = value.strip()
+    for _ in range(3):  # NFKC and lower case can each undo the other's work, in rare letters
+        mapped = _IGNORABLE.sub("", text)
+        mapped = unicodedata.normalize("NFKC", mapped).lower()
+        mapped = unicodedata.normalize("NFKC", mapped).translate(_DOTS).strip()
+        if mapped == text:
+            break
+        text = mapped
+    local, at, domain = text.rpartition("@")
+    if not at or domain.isascii():
+        return text
+    try:
+        domain = idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        pass  # not a valid IDN: no account has it, but its guesses still count under this text
+    return f"{local}@{domain}"

@@ -406,6 +406,26 @@ class DeliveryConfig(_Frozen):
     domain_backoff: timedelta = timedelta(minutes=5)  # after a 421 / 4.7.x from a domain
 
 
+class PDFConfig(_Frozen):
+    """Limits that keep one tenant's documents from starving everyone else's mail.
+
+    A document with more than ``max_lines`` lines is refused at import (the PDF would run to
+    hundreds of pages); a PDF laid out to more than ``max_pages`` pages, or still rendering
+    after ``render_seconds`` (its worker process is killed), is not attached: the email goes
+    without it, its View link shows the document, and the message's last_error says why.
+    A delivery pass waits at most ``pass_wait_seconds`` for a PDF; a slower one finishes off
+    the pass and its email goes at a later pass. ``workers`` render processes (default: one
+    per CPU); one tenant renders in at most ``workers - 1`` of them at once.
+    """
+
+    max_lines: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    max_pages: Annotated[int, Field(ge=1, le=10_000)] = 50
+    render_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    pass_wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 2.0
+    workers: Annotated[int, Field(ge=0, le=64)] | None = None
+    max_worker_mb: Annotated[int, Field(ge=64)] = 512
+
+
 class InboundConfig(_Frozen):
     """The inbound SMTP server: bounces at the VERP addresses, replies at the AR inboxes."""
 
@@ -414,6 +434,49 @@ class InboundConfig(_Frozen):
     port: Annotated[int, Field(ge=0, le=65535)] = 2526
     hostname: str | None = None  # greeting and EHLO name; the machine's FQDN when unset
     max_message_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024  # SIZE (RFC 1870)
+    # Abuse limits (bounce/smtp_limits.py), after Postfix's smtpd settings in postconf(5).
+    # Recipients per transaction (smtpd_recipient_limit, 1000 there): a bounce or a reply names
+    # one; RFC 5321 s4.5.3.1.8 asks a server to take at least 100. More get 452 4.5.3.
+    max_recipients: Annotated[int, Field(ge=1, le=100_000)] = 100
+    # Open connections overall and per client (smtpd_client_connection_count_limit, 50 there);
+    # past either, 421 4.7.0 and closed. IPv6 clients count per network of this many bits.
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 200
+    max_connections_per_client: Annotated[int, Field(ge=1, le=100_000)] = 20
+    client_ipv6_prefix: Annotated[int, Field(ge=1, le=128)] = 64
+    # Idle time between commands (smtpd_timeout, RFC 5321 s4.5.3.2.7's 5 minutes) and a whole
+    # session's time, however busy: past either, 421 4.4.2 and closed.
+    idle_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    session_timeout_seconds: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    max_errors_per_session: Annotated[int, Field(ge=1, le=10_000)] = 20  # smtpd_hard_error_limit
+    log_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0  # one line per kind
+
+    @model_validator(mode="after")
+    def _limits_fit(self) -> InboundConfig:
+        if self.max_connections_per_client > self.max_connections:
+            raise ValueError(
+                f"max_connections_per_client ({self.max_connections_per_client}) is more than "
+                f"max_connections ({self.max_connections})"
+            )
+        if self.idle_timeout_seconds > self.session_timeout_seconds:
+            raise ValueError(
+                f"idle_timeout_seconds ({self.idle_timeout_seconds:g}) is more than "
+                f"session_timeout_seconds ({self.session_timeout_seconds:g})"
+            )
+        return self
+
+
+class LoginConfig(_Frozen):
+    """The sign-in throttle ([web.login], dunmail/web/throttle.py): attempts per fixed window.
+
+    Each attempt counts against four limits before its password is checked; one already spent
+    answers 429 with Retry-After (the right password too). A sign-in that succeeds is taken back.
+    """
+
+    window_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 15
+    per_address_and_client: Annotated[int, Field(ge=1, le=100_000)] = 5  # one name, one client
+    per_address: Annotated[int, Field(ge=1, le=100_000)] = 20  # one name, every client
+    per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 50  # one client, every name
+    overall: Annotated[int, Field(ge=1, le=10_000_000)] = 1000  # every name, every client
 
 
 class WebConfig(_Frozen):
@@ -430,6 +493,12 @@ class WebConfig(_Frozen):
     previous_link_keys_env: list[str] = Field(default_factory=list)
     session_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 12
     fresh_links_per_day: Annotated[int, Field(ge=1, le=100)] = 3  # per document
+    login: LoginConfig = Field(default_factory=lambda: LoginConfig())  # [web.login]
+    # Request bodies (dunmail/web/limits.py), refused with 413 while being read: the API's
+    # record upserts (an invoice with all its lines) may carry max_body_bytes; everything else
+    # (HTML forms, API actions) is what a person types or a few fields: max_form_bytes.
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    max_form_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
 
     @field_validator("public_url")
     @classmethod
@@ -446,9 +515,19 @@ class WebConfig(_Frozen):
 
 
 class DatabaseConfig(_Frozen):
-    """Where the ledger lives."""
+    """Where the ledger lives, and how a long ``dunmail import`` shares it (mailer/importlock.py)."""
 
     url: str = "sqlite:///var/dunmail.db"
+    # An import commits every import_batch_records records or import_batch_seconds, whichever
+    # comes first, so the engine's own writes wait at most about one batch.
+    import_batch_records: Annotated[int, Field(ge=1, le=100_000)] = 200
+    import_batch_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
+    # SQLite only: after each batch the import pauses this times the batch's duration (at most
+    # 1 s), so writers waiting on SQLite's busy back-off find the lock free.
+    import_pause_ratio: Annotated[float, Field(ge=0, le=10)] = 1.0
+    # One import per tenant: the lock's lease, renewed by every batch; the lock of an import
+    # that died is taken over after it (at once when it ran on this host).
+    import_lock_lease_seconds: Annotated[int, Field(ge=10, le=86_400)] = 300
 
 
 def check_slug(slug: str) -> str:

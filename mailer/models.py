@@ -602,6 +602,11 @@ class InboundMail(SQLModel, table=True):
     received_at: datetime = _at()
     source: str = Field(max_length=300)  # "file:<name>", "maildir:<key>", "mbox:<n>"
     sha256: str = Field(unique=True, max_length=64)
+    # The SMTP envelope's recipients (RFC 5321 RCPT TO), one stored copy for all of them; NULL
+    # for mail from a file or IMAP, whose Delivered-To / X-Original-To headers say it instead.
+    recipients: list[str] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
+    )
     raw: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))
     kind: str | None = Field(default=None, max_length=20)  # bounce.Kind value once decoded
     message_id: int | None = Field(default=None, foreign_key="message.id", index=True)
@@ -682,16 +687,16 @@ class User(SQLModel, table=True):
     disabled_at: datetime | None = _at(nullable=True)
 
 
-class LoginFailure(SQLModel, table=True):
-    """One failed sign-in, kept for the throttle's window. In the database, not in a process:
-    every engine process serving the web app sees the same count, and a restart forgets none."""
+class LoginCounter(SQLModel, table=True):
+    """Sign-in attempts counted for one throttle key over one fixed window (dunmail/web/
+    throttle.py). In the database, not in a process: every engine process serving the web app
+    sees the same count, a restart forgets none, and one upsert both checks and counts."""
 
-    __table_args__ = (sa.Index("ix_loginfailure_email_at", "email", "at"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    email: str = Field(max_length=320)  # as typed, lower-cased: unknown addresses count too
-    client: str = Field(max_length=64)
-    at: datetime = _at(index=True)
+    # "a:<address>", "c:<client>", "p:<client> <address>" or "*" (every sign-in); the address
+    # is mailer.address.canonical_login's spelling, so unknown addresses count too
+    key: str = Field(max_length=400, primary_key=True)
+    window_start: datetime = _at(index=True)
+    count: int = 0
 
 
 class WebSession(SQLModel, table=True):
@@ -786,3 +791,18 @@ class WebhookDelivery(SQLModel, table=True):
     next_attempt_at: datetime = _at()
     delivered_at: datetime | None = _at(nullable=True)
     last_error: str | None = Field(default=None, max_length=1000)
+
+
+class ImportLock(SQLModel, table=True):
+    """The one import running for a tenant (mailer/importlock.py). A row, not a transaction:
+    an import commits in short batches, so no transaction spans it, and the engine's passes
+    read this row to leave a half-imported ledger alone. ``expires_at`` is a lease on the wall
+    clock that every batch renews; a row past it belongs to an import that died."""
+
+    __tablename__ = "import_lock"
+
+    tenant_id: int = Field(foreign_key="tenant.id", primary_key=True)
+    token: str = Field(max_length=64)  # the holder's own proof, checked at every renewal
+    holder: str = Field(max_length=300)  # "host pid N": who, for the busy message
+    started_at: datetime = _at()
+    expires_at: datetime = _at()

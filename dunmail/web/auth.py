@@ -19,14 +19,12 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from dunmail.web.deps import services_of
-from mailer.address import parse_addr_spec
-from mailer.db import session_scope
+from mailer.address import canonical_login, parse_addr_spec
 from mailer.errors import AddressError, MailerError, NotFoundError
-from mailer.models import LoginFailure, User, WebSession
+from mailer.models import User, WebSession
 
 COOKIE = "dunmail_session"
 LOGIN_COOKIE = "dunmail_login"  # the login form's own CSRF token (double submit: no session yet)
@@ -50,8 +48,12 @@ def _dummy_hash() -> str:
 
 
 def normal_email(value: str) -> str:
-    """The stored form of a user's email: a bare address, lower case."""
-    return parse_addr_spec(value.strip()).lower()
+    """The stored form of a user's email: its sign-in spelling (``canonical_login``: what the
+    lookup and the throttle use), which must also be a bare address we could send to."""
+    address = canonical_login(value)
+    if parse_addr_spec(address) != address:
+        raise AddressError(f"not an email address one can sign in with: {value!r}")
+    return address
 
 
 def hash_password(password: str) -> str:
@@ -107,24 +109,60 @@ def disable_user(session: Session, email: str, *, now: datetime) -> User:
     return user
 
 
-def authenticate(session: Session, email: str, password: str) -> User | None:
-    """The enabled user with this email and password, else None.
+@dataclass(frozen=True)
+class Credentials:
+    """What a sign-in checks a password against, read before argon2 runs."""
 
-    Unknown emails, disabled users and malformed input cost one argon2 verification like a
-    real attempt. A hash made with older parameters is replaced (the caller commits).
+    user_id: int | None  # None: unknown, disabled or malformed (checked against a dummy hash)
+    password_hash: str
+
+
+def read_credentials(session: Session, email: str) -> Credentials:
+    """The stored hash of the enabled user who signs in as ``email`` (any spelling that
+    :func:`~mailer.address.canonical_login` takes to theirs), else a dummy one.
+
+    Read-only and short: end the transaction before :func:`check_password`, so argon2's tens
+    of milliseconds never hold a database lock (on SQLite they held the write lock, and a flood
+    of sign-ins made every other writer time out).
     """
-    try:
-        address: str | None = normal_email(email)
-    except AddressError:
-        address = None
-    user = session.exec(select(User).where(col(User.email) == address)).first() if address else None
-    if user is None or user.disabled_at is not None or len(password) > MAX_PASSWORD:
-        _verify(_dummy_hash(), password[:MAX_PASSWORD])
+    address = canonical_login(email)
+    user = session.exec(select(User).where(col(User.email) == address)).first()
+    if user is None or user.disabled_at is not None:
+        return Credentials(None, _dummy_hash())
+    return Credentials(user.id, user.password_hash)
+
+
+def check_password(credentials: Credentials, password: str) -> bool:
+    """argon2: whether ``password`` is the user's. Unknown users, disabled ones and
+    over-long passwords cost one verification like a real attempt, and are never right."""
+    if len(password) > MAX_PASSWORD:
+        _verify(credentials.password_hash, password[:MAX_PASSWORD])
+        return False
+    right = _verify(credentials.password_hash, password)
+    return right and credentials.user_id is not None
+
+
+def rehashed(credentials: Credentials, password: str) -> str | None:
+    """A new hash of a right password whose stored hash used older parameters, else None.
+    (argon2 again: compute it outside any transaction too.)"""
+    if HASHER.check_needs_rehash(credentials.password_hash):
+        return HASHER.hash(password)
+    return None
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The enabled user with this email and password, else None (a hash made with older
+    parameters is replaced; the caller commits). For callers without a flood to fear: the web
+    sign-in runs the steps apart, argon2 outside the transaction."""
+    credentials = read_credentials(session, email)
+    if credentials.user_id is None or not check_password(credentials, password):
         return None
-    if not _verify(user.password_hash, password):
+    user = session.get(User, credentials.user_id)
+    if user is None:
         return None
-    if HASHER.check_needs_rehash(user.password_hash):
-        user.password_hash = HASHER.hash(password)
+    new_hash = rehashed(credentials, password)
+    if new_hash is not None:
+        user.password_hash = new_hash
         session.add(user)
     return user
 
@@ -167,6 +205,29 @@ def start_session(session: Session, user: User, *, now: datetime, hours: int) ->
     )
     session.flush()
     return token
+
+
+def sign_in(
+    session: Session,
+    user_id: int,
+    *,
+    now: datetime,
+    hours: int,
+    previous: str | None = None,
+    new_hash: str | None = None,
+) -> str | None:
+    """After a right password: a new session's cookie token (None when the user was disabled
+    meanwhile). The browser's previous session ends, never reused; a fresh hash from
+    :func:`rehashed` is stored. All short writes: the caller commits at once."""
+    user = session.get(User, user_id)
+    if user is None or user.disabled_at is not None:
+        return None
+    if new_hash is not None:
+        user.password_hash = new_hash
+        session.add(user)
+    if previous:
+        end_session(session, previous, now=now)
+    return start_session(session, user, now=now, hours=hours)
 
 
 def end_session(session: Session, token: str, *, now: datetime) -> None:
@@ -280,54 +341,3 @@ async def csrf_checked(request: Request) -> Clerk:
     if not same_origin(request) or not tokens_match(clerk.csrf, form.get("csrf")):
         raise HTTPException(403, "the form has expired or came from another site: reload")
     return clerk
-
-
-@dataclass(frozen=True)
-class LoginThrottle:
-    """Failed sign-ins counted in the database (``LoginFailure``), over ``window``:
-
-    * ``per_client`` failures for one email from one client address lock that pair out;
-    * ``per_email`` failures for one email from anywhere lock the email out, so guessing spread
-      over many addresses meets a limit too (the owner waits out the window like the guesser).
-
-    A success clears its pair's failures. Rows older than the window are deleted as new ones
-    arrive, so the table holds one window of failures at most.
-    """
-
-    engine: Engine
-    per_client: int = 5
-    per_email: int = 20
-    window: timedelta = timedelta(minutes=15)
-
-    def blocked(self, email: str, client: str, now: datetime) -> bool:
-        """Whether this email, from this client, must wait before trying again."""
-        key, since = _email_key(email), now - self.window
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(LoginFailure.client).where(
-                    LoginFailure.email == key, col(LoginFailure.at) > since
-                )
-            ).all()
-        return len(rows) >= self.per_email or rows.count(client[:64]) >= self.per_client
-
-    def failed(self, email: str, client: str, now: datetime) -> None:
-        """Count one failed sign-in (and drop the failures that have aged out)."""
-        with session_scope(self.engine) as session:
-            session.execute(
-                sa.delete(LoginFailure).where(col(LoginFailure.at) <= now - self.window)
-            )
-            session.add(LoginFailure(email=_email_key(email), client=client[:64], at=now))
-
-    def succeeded(self, email: str, client: str) -> None:
-        """Forget the failures of a pair that signed in."""
-        with session_scope(self.engine) as session:
-            session.execute(
-                sa.delete(LoginFailure).where(
-                    col(LoginFailure.email) == _email_key(email),
-                    col(LoginFailure.client) == client[:64],
-                )
-            )
-
-
-def _email_key(email: str) -> str:
-    return email.strip().lower()[:320]

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import re
 import secrets
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
 from dunmail.web import auth
 from dunmail.web.deps import services_of
+from dunmail.web.throttle import LoginThrottle, ThrottleUnavailable
 from dunmail.web.ui_common import (
     Checked,
     render,
 )
+from mailer.db import session_scope
 
 router = APIRouter()
 
@@ -24,13 +29,20 @@ router = APIRouter()
 # -- sign in and out ---------------------------------------------------------------------------
 
 
-def _throttle(request: Request) -> auth.LoginThrottle:
-    """The login throttle (see auth.LoginThrottle); its counts live in the database."""
-    return auth.LoginThrottle(services_of(request).engine)
+def _throttle(request: Request) -> LoginThrottle:
+    """The sign-in throttle (dunmail/web/throttle.py); its counts live in the database."""
+    services = services_of(request)
+    return LoginThrottle(services.engine, services.config.web.login)
 
 
 def _login_page(
-    request: Request, *, next_url: str, email: str = "", error: str = "", status_code: int = 200
+    request: Request,
+    *,
+    next_url: str,
+    email: str = "",
+    error: str = "",
+    status_code: int = 200,
+    retry_after: int | None = None,
 ) -> HTMLResponse:
     token = request.cookies.get(auth.LOGIN_COOKIE) or ""
     if not re.fullmatch(r"[A-Za-z0-9_-]{32,64}", token):
@@ -46,7 +58,21 @@ def _login_page(
         secure=services_of(request).config.web.secure_cookies,
         path="/login",
     )
+    if retry_after is not None:  # RFC 9110 s10.2.3, with 429 (RFC 6585 s4) or 503
+        response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+def _busy(request: Request, target: str, email: str) -> HTMLResponse:
+    """503 with Retry-After: the database is too busy to count or check a sign-in now."""
+    return _login_page(
+        request,
+        next_url=target,
+        email=email,
+        status_code=503,
+        retry_after=5,
+        error="Sign-in is busy: try again in a few seconds.",
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -78,35 +104,53 @@ async def login(
             error="The form expired: try again.",
             status_code=403,
         )
+    # The peer, or X-Forwarded-For's client when uvicorn trusts the proxy that sent it.
     client = request.client.host if request.client else "-"
     throttle = _throttle(request)
-    if await asyncio.to_thread(throttle.blocked, email, client, services.clock.now()):
+    now = services.clock.now()
+    try:
+        # Counted before the password is checked, in one statement: no burst gets past the
+        # limit, and a locked name refuses the right password too.
+        refused = await asyncio.to_thread(throttle.claim, email, client, now)
+    except ThrottleUnavailable:
+        return _busy(request, target, email)
+    if refused is not None:
+        minutes = math.ceil(refused.retry_after / 60)
         return _login_page(
             request,
             next_url=target,
             email=email,
             status_code=429,
-            error="Too many failed sign-ins: wait a few minutes and try again.",
+            retry_after=refused.retry_after,
+            error=f"Too many sign-in attempts: try again in {minutes} minute(s).",
         )
+
+    def check() -> tuple[int | None, str | None]:
+        with Session(services.engine) as session:  # read, and the transaction ends...
+            credentials = auth.read_credentials(session, email)
+        if not auth.check_password(credentials, password):  # ...before argon2 runs
+            return None, None
+        return credentials.user_id, auth.rehashed(credentials, password)
 
     previous = request.cookies.get(auth.COOKIE)
 
-    def check() -> str | None:
-        with Session(services.engine) as session:
-            user = auth.authenticate(session, email, password)
-            if user is None:
-                return None
-            if previous:  # a new sign-in replaces the browser's old session, never reuses it
-                auth.end_session(session, previous, now=services.clock.now())
-            token = auth.start_session(
-                session, user, now=services.clock.now(), hours=services.config.web.session_hours
+    def start(user_id: int, new_hash: str | None) -> str | None:
+        with session_scope(services.engine) as session:
+            return auth.sign_in(
+                session,
+                user_id,
+                now=services.clock.now(),
+                hours=services.config.web.session_hours,
+                previous=previous,
+                new_hash=new_hash,
             )
-            session.commit()
-            return token
 
-    token = await asyncio.to_thread(check)  # argon2 takes tens of milliseconds of CPU
-    if token is None:
-        await asyncio.to_thread(throttle.failed, email, client, services.clock.now())
+    try:
+        user_id, new_hash = await asyncio.to_thread(check)
+        token = None if user_id is None else await asyncio.to_thread(start, user_id, new_hash)
+    except sa.exc.OperationalError:  # the database stayed locked past its busy timeout
+        return _busy(request, target, email)
+    if token is None:  # the attempt stays counted
         return _login_page(
             request,
             next_url=target,
@@ -114,7 +158,8 @@ async def login(
             status_code=401,
             error="Wrong email or password.",
         )
-    await asyncio.to_thread(throttle.succeeded, email, client)
+    with contextlib.suppress(ThrottleUnavailable):  # signed in; the attempt stays counted
+        await asyncio.to_thread(throttle.succeeded, email, client)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         auth.COOKIE,
