@@ -27,7 +27,9 @@ from mailer.dkim import DKIMSigner, generate_key
 from mailer.dunning_config import StatementSchedule
 from mailer.errors import ConfigError, MailerError, NotFoundError
 from mailer.identity import alignment_problem, sender_identity, signing_keys
+from mailer.importlock import BatchCommits, ImportLocks
 from mailer.ledger import (
+    Commits,
     ImportReport,
     contacts_by_customer,
     customer_contacts,
@@ -97,6 +99,7 @@ class Services(SendServices, DeskServices, InboxServices):
     transports: list[Transport]
     pdf_store: PDFStore | None = None
     pdf_renderer: PDFRendering | None = None  # closed with the services when it has close()
+    pdf_passes: PDFStore | None = None  # the outbox's view of pdf_store (start_pdfs)
     # (tenant_id, kind) -> {part: source}: the tenant's own templates (mailer/overrides.py)
     overrides: Callable[[int, str], Mapping[str, str]] | None = None
     dunning: Dunning | None = None
@@ -107,6 +110,18 @@ class Services(SendServices, DeskServices, InboxServices):
     # Keys that verify a link token, the signing one first (then old ones, during rotation).
     link_keys: list[bytes] = field(default_factory=list, repr=False)
     webhooks: Webhooks = field(default_factory=Webhooks)  # mailer/webhooks.py
+
+    async def start_pdfs(self) -> None:
+        """For ``dunmail run``: warm the PDF workers now, and let each delivery pass wait at
+        most ``[pdf] pass_wait_seconds`` for a PDF; a slower one finishes rendering off the
+        pass and its email goes at a later pass, so no tenant's document holds up the others.
+        One-shot commands keep waiting for their PDFs: nothing would finish a render after
+        they exit."""
+        start = getattr(self.pdf_renderer, "start", None)
+        if start is not None:
+            await start()
+        if self.pdf_passes is not None:
+            self.pdf_passes.pass_wait = self.config.pdf.pass_wait_seconds
 
     async def close(self) -> None:
         for transport in self.transports:
@@ -134,15 +149,37 @@ class Services(SendServices, DeskServices, InboxServices):
 
     # -- commands ----------------------------------------------------------------------------
 
-    def import_document(self, data: object, *, tenant: str | None) -> ImportReport:
-        """Upsert a JSON import document; invalid records are reported, the rest applied."""
-        tenant_id = self.tenant_id(tenant)
-        with session_scope(self.engine) as session:
-            return self.import_into(session, data, tenant_id=tenant_id)
+    def import_document(
+        self, data: object, *, tenant: str | None, wait: float = 0.0
+    ) -> ImportReport:
+        """Upsert a JSON import document; invalid records are reported, the rest applied.
 
-    def import_into(self, session: Session, data: object, *, tenant_id: int) -> ImportReport:
+        Holds the tenant's import lock (another import waits up to ``wait`` seconds, then gets
+        a BusyError) and commits in short batches, so the running engine keeps answering; an
+        import that dies leaves its committed batches, and running it again completes it
+        (mailer/importlock.py).
+        """
+        tenant_id = self.tenant_id(tenant)
+        db = self.config.database
+        locks = ImportLocks(self.engine, lease=timedelta(seconds=db.import_lock_lease_seconds))
+        with locks.held(tenant_id, wait=wait) as lease, session_scope(self.engine) as session:
+            commits = BatchCommits(
+                session,
+                renew=lambda: locks.renew(session, lease),
+                records=db.import_batch_records,
+                seconds=db.import_batch_seconds,
+                pause_ratio=db.import_pause_ratio if self.engine.dialect.name == "sqlite" else 0,
+            )
+            report = self.import_into(session, data, tenant_id=tenant_id, commits=commits)
+            commits.commit()
+            return report
+
+    def import_into(
+        self, session: Session, data: object, *, tenant_id: int, commits: Commits | None = None
+    ) -> ImportReport:
         """:meth:`import_document` in the caller's transaction (the JSON API stores its
-        Idempotency-Key answer in the same one); nothing is committed here."""
+        Idempotency-Key answer in the same one); nothing is committed here unless ``commits``
+        says where."""
         _, config = self.tenant_config(tenant_id)
         return import_document(
             session,
@@ -153,6 +190,8 @@ class Services(SendServices, DeskServices, InboxServices):
             grace=config.dunning.grace,
             billed_soon_days=config.dunning.billed_soon_days,
             notice_max_age=timedelta(days=config.dunning.notice_max_age_days),
+            commits=commits,
+            max_lines=self.config.pdf.max_lines,
         )
 
     def tenant_slug(self, tenant_id: int) -> str:
@@ -667,6 +706,7 @@ def build_services(
             max_message_bytes=endpoint.max_message_bytes,
         )
     pdf_store: PDFStore | None = None
+    pdf_passes: PDFStore | None = None
     if pdfs is None:
         pdfs = any(
             tenant.sends(kind) and tenant.attaches_pdf(kind)
@@ -677,8 +717,19 @@ def build_services(
         from mailer.pdf import PDFRenderer
         from mailer.pdfstore import PDFStore
 
-        pdf_renderer = pdf_renderer or PDFRenderer()
-        pdf_store = PDFStore(engine, renderer=pdf_renderer, clock=clock)
+        limits = config.pdf
+        pdf_renderer = pdf_renderer or PDFRenderer(
+            workers=limits.workers,
+            render_seconds=limits.render_seconds,
+            max_pages=limits.max_pages,
+            max_worker_mb=limits.max_worker_mb,
+        )
+        # One tenant renders in at most workers - 1 processes: another tenant finds one free.
+        count = getattr(pdf_renderer, "workers", 0)
+        pdf_store = PDFStore(
+            engine, renderer=pdf_renderer, clock=clock, tenant_slots=max(1, count - 1)
+        )
+        pdf_passes = pdf_store.for_passes(None)  # patient until start_pdfs (dunmail run)
     link_key = derive_key(config.secret_key(), "links")
     links = DownloadLinks(key=link_key, base_url=f"{config.web.public_url}/l/")
     minter = LinkMinter(
@@ -691,7 +742,7 @@ def build_services(
     renderer = Renderer()
     assembler = Assembler(
         renderer,
-        pdfs=pdf_store,
+        pdfs=pdf_passes,
         attach_pdf=attach_pdf or _configured_attach_pdf(config, tenant_ids),
         download_links=links,
         overrides=overrides,
@@ -713,6 +764,7 @@ def build_services(
         transports=list(used),
         pdf_store=pdf_store,
         pdf_renderer=pdf_renderer,
+        pdf_passes=pdf_passes,
         overrides=overrides,
     )
     services.dunning = Dunning(

@@ -19,6 +19,7 @@ from mailer.config import (
     DatabaseConfig,
     DeliveryConfig,
     InboundConfig,
+    PDFConfig,
     RelayConfig,
     TenantConfig,
     WebConfig,
@@ -77,6 +78,7 @@ class Config(BaseSettings):
     capture: CaptureConfig = CaptureConfig()
     inbound: InboundConfig = InboundConfig()
     web: WebConfig = WebConfig()
+    pdf: PDFConfig = PDFConfig()
     demo: DemoConfig = DemoConfig()
     log: LogConfig = LogConfig()
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)

@@ -55,6 +55,9 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
                     queued,
                     config.capture.maildir,
                 )
+        # Warm PDF workers, and renders slower than [pdf] pass_wait_seconds finish off the
+        # pass: one tenant's long document never makes the scheduler skip everyone's passes.
+        await services.start_pdfs()
         # Catch up at once rather than after the first interval: everything that fell due
         # while the engine was down is evaluated once, here.
         await services.tick()

@@ -21,6 +21,7 @@ from mailer.attachment import PDFTarget, plan_pdf, with_download_notice
 from mailer.compose import Attachment, Draft, Envelope, build_message, to_bytes
 from mailer.kinds import KINDS
 from mailer.links import DownloadLinks, LinkMinter
+from mailer.pdf_html import PDFError
 from mailer.render import Renderer
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,9 @@ class Assembled:
     pdf_sha256: str | None = None
     pdf_filename: str | None = None
     pdf_linked: bool = False  # too large: the body says where to download it instead
+    # Why the kind's PDF is not in it (over the page limit or the render time budget): the
+    # email went without it, its View link shows the document; the outbox records this text.
+    pdf_note: str | None = None
 
 
 def link_document(snapshot: Snapshot) -> tuple[str, int]:
@@ -210,7 +214,14 @@ class Assembler:
         ``link_pdf`` links the PDF whatever its size: the server refused the message with it
         attached as too big (a limit below our budget), so the outbox sends this version.
         """
-        pdf = await self._fetch_pdf(snapshot)
+        try:
+            pdf = await self._fetch_pdf(snapshot)
+            note = None
+        except PDFError as exc:
+            # Nothing lost: the email still goes, on time, and its View link shows the document.
+            note = f"PDF not attached: {exc}"
+            log.warning("message %s: %s", snapshot.uid, note)
+            pdf = None
         overrides = await self._tenant_overrides(snapshot)
         context = self.with_links(snapshot)
         rendered = self.renderer.render(snapshot.kind, context, overrides=overrides)
@@ -222,7 +233,8 @@ class Assembler:
             envelope=envelope,
         )
         if pdf is None:
-            return Assembled(sender.signer.sign(to_bytes(build_message(rendered, draft))))
+            signed = sender.signer.sign(to_bytes(build_message(rendered, draft)))
+            return Assembled(signed, pdf_note=note)
         target, file = pdf
         links = self._links
         if not link_pdf or links is None:

@@ -57,6 +57,9 @@ SECTIONS = (
 )
 # Sections whose documents carry a number the tenant prints (unique per tenant), and their name.
 _NUMBERED = {"invoices": "invoice", "estimates": "estimate"}
+# Sections whose records have lines, and how many one may have (PDFConfig.max_lines' default).
+_LINED = frozenset({"invoices", "credit_notes", "estimates"})
+MAX_LINES = 1000
 
 
 # -- parsed records: validated, in minor units and aware UTC -------------------------------------
@@ -348,6 +351,7 @@ def parse_document(
     tenant_zone: str,
     customer_zone: Callable[[str], str | None] | None = None,
     payment_customer: Callable[[str], str | None] | None = None,
+    max_lines: int = MAX_LINES,
 ) -> ParsedDocument:
     """Validate ``data`` (the decoded JSON) record by record.
 
@@ -357,6 +361,10 @@ def parse_document(
     this document, else ``customer_zone(external_id)`` (the ledger's, for customers not in the
     document), else ``tenant_zone``. A refund has no customer of its own: its payment's is
     used, from this document, else ``payment_customer(payment external id)`` (the ledger's).
+
+    An invoice, credit note or estimate with more than ``max_lines`` lines is refused before
+    it is validated (``[pdf] max_lines``): its PDF would take minutes and a gigabyte to render,
+    and hold up every other tenant's mail meanwhile.
     """
     doc = ParsedDocument()
     if not isinstance(data, Mapping):
@@ -426,6 +434,10 @@ def parse_document(
         target: list[Any] = getattr(doc, name)
         for i, raw in enumerate(sections[name]):
             where = f"{name}[{i}]"
+            if (too_long := _too_many_lines(name, raw, max_lines)) is not None:
+                doc.errors.append(DocumentError(f"{where}.lines", too_long))
+                _reject(doc, name, raw)
+                continue
             try:
                 record = parse(raw, where, doc)
             except _Invalid:
@@ -434,6 +446,19 @@ def parse_document(
             if where not in duplicates:
                 target.append(record)
     return doc
+
+
+def _too_many_lines(section: str, raw: object, limit: int) -> str | None:
+    """Why a document's lines are refused before validation, or None: too many of them."""
+    if section not in _LINED or not isinstance(raw, Mapping):
+        return None
+    lines = raw.get("lines")
+    if not isinstance(lines, list) or len(lines) <= limit:
+        return None
+    return (
+        f"{len(lines):,} lines; at most {limit:,} are accepted per document ([pdf] max_lines): "
+        "split it into several documents"
+    )
 
 
 def _reject(doc: ParsedDocument, section: str, raw: object) -> None:

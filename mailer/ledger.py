@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,6 +18,7 @@ from mailer.address import parse_addr_spec
 from mailer.agreements import AgreementImport
 from mailer.billing import BillingImport
 from mailer.documents import (
+    MAX_LINES,
     SECTIONS,
     ParsedAutopayFailure,
     ParsedContact,
@@ -181,6 +182,8 @@ def import_document(
     grace: timedelta = timedelta(minutes=5),
     billed_soon_days: int = 7,
     notice_max_age: timedelta | None = None,
+    commits: Commits | None = None,
+    max_lines: int = MAX_LINES,
 ) -> ImportReport:
     """Upsert ``data`` (a decoded import document) into ``tenant_id``'s ledger.
 
@@ -189,7 +192,9 @@ def import_document(
     estimates, payment plans.
     Each runs in its own SAVEPOINT, with the events it records, so a record refused by the
     ledger or by the database is reported and rolled back alone. The caller owns the
-    transaction: nothing is committed here.
+    transaction: nothing is committed here, except where ``commits`` (the CLI's batched import,
+    mailer/importlock.py) is given the chance between records and after each ledger lookup of
+    the parse, so a long import never holds SQLite's one write lock for long.
 
     Events (``mailer.models.Event``) are the emails a record calls for, keyed by occasion so a
     re-import never repeats one: receipts, refunds and failed autopays are due at once; a credit
@@ -221,12 +226,17 @@ def import_document(
         importer, billed_soon=timedelta(days=billed_soon_days), tenant_zone=tenant.time_zone
     )
     agreements = AgreementImport(importer, grace=grace)
+    if commits is not None:
+        commits.commit()  # the tenant is read; parsing writes nothing
     doc = parse_document(
         data,
         tenant_zone=tenant.time_zone,
-        customer_zone=importer.zone_of,
-        payment_customer=importer.payment_customer,
+        customer_zone=_then_commit(importer.zone_of, commits),
+        payment_customer=_then_commit(importer.payment_customer, commits),
+        max_lines=max_lines,
     )
+    if commits is not None:
+        commits.commit()
     importer.rejected = doc.rejected
     report = ImportReport(errors=list(doc.errors))
     steps: list[tuple[RecordCounts, Iterable[Any], Callable[[Any], Outcome]]] = [
@@ -245,10 +255,40 @@ def import_document(
             outcome = _in_savepoint(session, importer, apply, record, report=report)
             if outcome:
                 setattr(counts, outcome, getattr(counts, outcome) + 1)
+            if commits is not None:
+                commits.step()
     report.events = importer.events.recorded
     report.corrections_kept = importer.corrections_kept
     report.errors.sort(key=lambda e: _position(e.where))
     return report
+
+
+class Commits(Protocol):
+    """Where a long import may end its transaction. No SAVEPOINT is open at either call, and
+    nothing the importer keeps between records (ids, external ids, counts) goes stale by a
+    commit: every row it acts on is looked up again by the record that needs it."""
+
+    def step(self) -> None:
+        """A record is done: commit if the batch is full."""
+
+    def commit(self) -> None:
+        """Commit now: what follows for a while writes nothing."""
+
+
+def _then_commit(
+    lookup: Callable[[str], str | None], commits: Commits | None
+) -> Callable[[str], str | None]:
+    """``lookup``, ending the read transaction it opened: the parse between two lookups may
+    run for seconds, and on SQLite even a read holds the write lock (mailer/db.py)."""
+    if commits is None:
+        return lookup
+
+    def looked_up(key: str) -> str | None:
+        found = lookup(key)
+        commits.commit()
+        return found
+
+    return looked_up
 
 
 def _in_savepoint(

@@ -4,11 +4,19 @@ An unchanged document version is rendered once and its bytes reused by every ema
 (a new invoice and each of its reminders), so the attachment, the message's recorded SHA-256
 and the hosted download are the same bytes. Rendering happens in :class:`~mailer.pdf.PDFRenderer`'s
 worker processes; the database work runs in a thread: nothing here blocks the event loop.
+
+Fairness. A render is a job of its own, which renders and stores even when nobody waits for
+it any more. The delivery pass waits for it at most ``pass_wait`` seconds (:meth:`for_passes`),
+then raises :class:`~mailer.errors.PDFPending`: the outbox looks at that email again at a
+later pass, which finds the PDF stored. So a slow document never holds the pass, and with it
+every other tenant's mail. One tenant renders at most ``tenant_slots`` documents at once, so
+the other workers stay free for the other tenants.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -19,7 +27,7 @@ from sqlmodel import Session, select
 
 from mailer.clock import Clock
 from mailer.db import session_scope
-from mailer.errors import TemplateError
+from mailer.errors import PDFPending, TemplateError
 from mailer.models import StoredPDF
 from mailer.pdf import RenderedPDF, render_key
 from mailer.pdf_html import DOCUMENTS
@@ -73,10 +81,30 @@ def build_pdf_context(pdf: str, context: Mapping[str, Any]) -> tuple[dict[str, A
 class PDFStore:
     """Rendered PDFs in the database, one row per (tenant, document, version, render key)."""
 
-    def __init__(self, engine: Engine, *, renderer: PDFRendering, clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        renderer: PDFRendering,
+        clock: Clock,
+        tenant_slots: int | None = None,
+    ) -> None:
+        """``tenant_slots``: how many renders one tenant may have running at once (None: no
+        limit); the rest of its documents wait their turn here, not in the workers' queue."""
         self._engine = engine
         self._renderer = renderer
         self._clock = clock
+        self._slots = tenant_slots
+        self._tenants: dict[int, asyncio.Semaphore] = {}
+        self._jobs: dict[tuple[int, str, int, str], asyncio.Task[StoredPDF]] = {}
+        self.pass_wait: float | None = None  # None: wait for the PDF however long it takes
+
+    def for_passes(self, wait: float | None) -> PDFStore:
+        """This store (the same jobs and slots) for the delivery pass: it waits at most
+        ``wait`` seconds for a PDF, then raises :class:`PDFPending` while the render goes on."""
+        other = copy.copy(self)
+        other.pass_wait = wait
+        return other
 
     async def fetch_pdf(
         self,
@@ -103,7 +131,47 @@ class PDFStore:
         found = await asyncio.to_thread(self._find, tenant_id, document, version, key)
         if found is not None:
             return found
-        rendered = await self._renderer.render(pdf, pdf_context, tenant_css=css)
+        job_key = (tenant_id, document, version, key)
+        job = self._jobs.get(job_key)
+        ongoing = job is not None
+        if job is None:
+            job = asyncio.create_task(
+                self._render(tenant_id, document, version, pdf, key, pdf_context, css)
+            )
+            self._jobs[job_key] = job
+            job.add_done_callback(lambda _: self._jobs.pop(job_key, None))
+        if self.pass_wait is None:
+            return await asyncio.shield(job)
+        # A render an earlier pass started is not waited for again: the pass moves on.
+        done, _ = await asyncio.wait({job}, timeout=0 if ongoing else self.pass_wait)
+        if job in done:
+            return job.result()
+        log.info(
+            "PDF of %s v%d is still rendering; its email goes at a later pass", document, version
+        )
+        raise PDFPending(
+            f"the PDF of {document} v{version} is still rendering; the email waits for it",
+            retry_after=max(self.pass_wait, 1.0),
+        )
+
+    async def _render(
+        self,
+        tenant_id: int,
+        document: str,
+        version: int,
+        pdf: str,
+        key: str,
+        pdf_context: dict[str, Any],
+        css: str | None,
+    ) -> StoredPDF:
+        """Render (in one of the tenant's slots) and store: runs to the end, awaited or not."""
+        slots = self._slots
+        if slots is None:
+            rendered = await self._renderer.render(pdf, pdf_context, tenant_css=css)
+        else:
+            slot = self._tenants.setdefault(tenant_id, asyncio.Semaphore(slots))
+            async with slot:
+                rendered = await self._renderer.render(pdf, pdf_context, tenant_css=css)
         row = StoredPDF(
             tenant_id=tenant_id,
             document=document,

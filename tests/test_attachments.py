@@ -31,7 +31,7 @@ from mailer.links import verify_link
 from mailer.models import Invoice, Message, MessageStatus, StoredPDF
 from mailer.pdf import PDFRenderer, RenderedPDF
 from mailer.pdf_html import DOCUMENTS
-from mailer.pdfstore import build_pdf_context
+from mailer.pdfstore import PDFStore, build_pdf_context
 from mailer.verp import derive_key
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer
@@ -212,8 +212,10 @@ async def test_concurrent_first_renders_store_one_pdf(
         "pdf": "invoice",
         "context": message_context,
     }
+    # A second engine process has its own store object (one process shares one render).
+    other = PDFStore(services.engine, renderer=renderer, clock=services.clock)
     first, second = await asyncio.gather(
-        services.pdf_store.fetch_pdf(**fetch), services.pdf_store.fetch_pdf(**fetch)
+        services.pdf_store.fetch_pdf(**fetch), other.fetch_pdf(**fetch)
     )
     assert renderer.calls == ["invoice", "invoice"]  # both missed the store
     assert first.id == second.id and first.sha256 == second.sha256
