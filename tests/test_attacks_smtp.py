@@ -21,6 +21,7 @@ import pytest
 from sqlmodel import Session, select
 
 from bounce.inbound_smtp import build_inbound_addresses, start_inbound
+from bounce.smtp_limits import ConnectionGate, LogThrottle, client_key
 from dunmail.app import Services, build_services
 from dunmail.config import load_config
 from mailer.clock import FixedClock
@@ -350,3 +351,43 @@ async def test_more_connections_than_open_files_is_refused_at_start(
     too_many = min(100_000, soft)
     with pytest.raises(ConfigError, match=r"inbound\.max_connections = \d+ needs"):
         await serve(max_connections=too_many, max_connections_per_client=1)
+
+
+def test_clients_are_counted_per_ipv4_address_and_per_ipv6_network() -> None:
+    key = client_key
+    assert key(("192.0.2.7", 2525), ipv6_prefix=64) == "192.0.2.7"
+    assert key(("::ffff:192.0.2.7", 2525, 0, 0), ipv6_prefix=64) == "192.0.2.7"
+    # One host commonly holds a /64: every address in it is the same client.
+    a = key(("2001:db8:1:2::1", 25, 0, 0), ipv6_prefix=64)
+    b = key(("2001:db8:1:2:ffff:ffff:ffff:fffe", 25, 0, 0), ipv6_prefix=64)
+    c = key(("2001:db8:1:3::1", 25, 0, 0), ipv6_prefix=64)
+    assert a == b == "2001:db8:1:2::/64" and c != a
+    assert key(("fe80::1%eth0", 25, 0, 2), ipv6_prefix=128) == "fe80::1/128"
+
+    gate = ConnectionGate(max_total=3, max_per_client=2, ipv6_prefix=64)
+    assert gate.admit(("2001:db8::1", 1))[0] == "2001:db8::/64"
+    assert gate.admit(("2001:db8::2", 1))[0] == "2001:db8::/64"
+    refused, why = gate.admit(("2001:db8::3", 1))
+    assert refused is None and "2 connections open from 2001:db8::/64" in why
+    assert gate.admit(("192.0.2.1", 1))[0] == "192.0.2.1"
+    refused, why = gate.admit(("192.0.2.2", 1))
+    assert refused is None and "3 connections open, the limit is 3" in why
+    gate.release("2001:db8::/64")
+    assert gate.admit(("192.0.2.2", 1))[0] == "192.0.2.2"
+    for released in ("2001:db8::/64", "192.0.2.1", "192.0.2.2"):
+        gate.release(released)
+    assert (gate.total, gate.per_client) == (0, {})
+
+
+def test_the_log_throttle_passes_one_line_per_interval_and_counts_the_rest() -> None:
+    throttle = LogThrottle(interval=5)
+    assert throttle.admit("refused", 0.0) == (True, 0)
+    assert [throttle.admit("refused", t, f"line {t}") for t in (1.0, 2.0, 3.0)] == [(False, 0)] * 3
+    assert throttle.admit("other", 3.0) == (True, 0)  # each kind has its own interval
+    assert throttle.pending_flush("refused", 3.0) == 2.0  # the summary is due at 5 s
+    assert throttle.pending_flush("refused", 3.5) is None  # ... and scheduled once
+    assert throttle.take("refused", 5.0) == (3, "line 3.0")
+    assert throttle.take("refused", 5.0) == (0, "")
+    # Without a summary timer the count rides on the next line let through.
+    assert throttle.admit("other", 4.0) == (False, 0)
+    assert throttle.admit("other", 8.5) == (True, 1)
