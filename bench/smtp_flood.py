@@ -8,14 +8,15 @@ own process. An attacker process, also separate, then:
 * held: opens ``--held`` connections spread over 60 loopback addresses (127.0.1.x, 20 each, the
   per-client default) and keeps them idle, with ``max_connections`` raised so that all of them
   are admitted: the worst case of idle sessions the server carries at once;
-* refused: from one address, opens connection after connection as fast as it can for
+* refused: from one address, 20 loops open connection after connection as fast as they can for
   ``--churn-seconds``; past its 20 each is answered 421 and closed.
 
 Meanwhile this process delivers ``--deliveries`` replies to the AR inbox from another address
 (127.0.0.250), one after the other, each timed from connect to the 250 after DATA (the message
 committed to the database). A baseline with no attacker comes first. Figures go to stdout and
 ``bench/results/smtp_flood.json`` (a ``table`` for bench/run_all.py); the log the server wrote
-during the run is measured too (bytes), to show the throttle at work.
+during the run is measured too (bytes), to show the throttle at work, and kept beside it
+(``smtp_flood.log``).
 """
 
 from __future__ import annotations
@@ -145,20 +146,25 @@ async def hold(port: int, count: int) -> None:
         writer.close()
 
 
-async def churn(port: int, seconds: float) -> None:
-    """From one address, connect again and again for ``seconds``; report the greetings."""
+async def churn(port: int, seconds: float, workers: int = 20) -> None:
+    """From one address, ``workers`` loops connecting again and again for ``seconds``; report
+    the greetings."""
     held: list[asyncio.StreamWriter] = []
     greetings = {"220": 0, "421": 0, "other": 0}
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        line = (await reader.readline()).decode()
-        key = line[:3] if line[:3] in greetings else "other"
-        greetings[key] += 1
-        if key == "220":
-            held.append(writer)  # keep the admitted ones: the rest must be refused
-        else:
-            writer.close()
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            line = (await reader.readline()).decode()
+            key = line[:3] if line[:3] in greetings else "other"
+            greetings[key] += 1
+            if key == "220":
+                held.append(writer)  # keep the admitted ones: the rest must be refused
+            else:
+                writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
     print(json.dumps(greetings), flush=True)
     for writer in held:
         writer.close()
@@ -227,6 +233,8 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             server.kill()
     result["server_log_bytes"] = log_path.stat().st_size
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "smtp_flood.log").write_bytes(log_path.read_bytes())  # what the throttle let by
     return result
 
 
