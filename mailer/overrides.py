@@ -25,7 +25,7 @@ from sqlmodel import Session, col, delete, select
 from mailer.errors import TemplateError
 from mailer.kinds import KINDS, sample_context
 from mailer.models import TemplateOverride
-from mailer.render import PARTS, Renderer, describe_error, error_line
+from mailer.render import PARTS, SAVE_BUDGET, Renderer, describe_error, error_line, metered
 
 MAX_SOURCE_BYTES = 64 * 1024
 # Jinja's `attr` filter reads an attribute by name, like a dot does.
@@ -50,6 +50,12 @@ def validate_override(
     if size > MAX_SOURCE_BYTES:
         raise TemplateError(f"template is {size:,} bytes; the limit is {MAX_SOURCE_BYTES:,}")
     renderer = renderer or _default_renderer()
+    with metered(SAVE_BUDGET):  # analysing it folds constants: ``'x' | center(10**9)``
+        _check_source(kind, part, source, renderer)
+
+
+def _check_source(kind: str, part: str, source: str, renderer: Renderer) -> None:
+    spec = KINDS[kind]
     tree = renderer.parse(source)  # syntax errors: "line N: reason"
     _check_attributes(tree)
     allowed = spec.variables | renderer.global_names()
@@ -135,7 +141,7 @@ def _check_render(
 ) -> None:
     """Render the email with the override once, in the sandbox, against the sample context."""
     try:
-        renderer.render(kind, dict(context), overrides={part: source})
+        renderer.render(kind, dict(context), overrides={part: source}, budget=SAVE_BUDGET)
     except TemplateError as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else None
         line = error_line(cause or exc)
@@ -146,7 +152,8 @@ def _check_render(
 
 
 def _check_subject(renderer: Renderer, source: str, context: dict[str, object]) -> None:
-    subject = renderer.render_string(source, dict(context), html=False).strip()
+    subject = renderer.render_string(source, dict(context), html=False, budget=SAVE_BUDGET)
+    subject = subject.strip()
     if not subject:
         raise TemplateError("line 1: the subject renders empty")
     if "\n" in subject or "\r" in subject:

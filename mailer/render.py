@@ -26,8 +26,11 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -47,6 +50,7 @@ from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
 from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup, escape
@@ -332,6 +336,156 @@ class _TranslateLiterals(NodeTransformer):
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
+# -- the budget of a tenant's template ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderBudget:
+    """How long a tenant's template may render and how much it may write, per part.
+
+    The sandbox keeps a template from Python's internals, but not from work: two nested
+    ``range(100000)`` loops are ten billion turns with no output at all, a macro calling
+    itself twice per level doubles at each one, and ``ns.s ~ ns.s`` in a loop doubles a
+    string until the memory is gone. Every loop turn, call, concatenation and ``+`` checks the
+    clock and sizes against this budget, and the output is counted as it is written, so such a
+    template is stopped with a clear error instead of holding the engine (or ``template set``).
+    """
+
+    seconds: float
+    max_chars: int
+
+
+# At send time: a legitimate override renders in milliseconds, a large invoice in well under
+# a second; the email's HTML part is far below 5 MB (Gmail clips past 102 kB).
+RENDER_BUDGET = RenderBudget(seconds=5.0, max_chars=5_000_000)
+# When an override is saved, against the kind's small sample context.
+SAVE_BUDGET = RenderBudget(seconds=2.0, max_chars=1_000_000)
+
+
+class BudgetExceeded(SecurityError):
+    """A tenant's template went past its :class:`RenderBudget` (a Jinja ``SecurityError``:
+    reported like the sandbox's other refusals, with the template's line)."""
+
+
+class _Meter:
+    """One render's running budget: its deadline and limits."""
+
+    def __init__(self, budget: RenderBudget) -> None:
+        self.budget = budget
+        self.deadline = time.monotonic() + budget.seconds
+
+    def tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise BudgetExceeded(
+                f"rendering took longer than {self.budget.seconds:g} s "
+                "(a loop or a call that runs too long)"
+            )
+
+    def size(self, chars: int) -> None:
+        if chars > self.budget.max_chars:
+            raise BudgetExceeded(
+                f"the template would write more than {self.budget.max_chars:,} characters"
+            )
+
+
+# The meter of the render running in this thread (renders run in worker threads): None while
+# a built-in template renders, which is not metered.
+_METER: ContextVar[_Meter | None] = ContextVar("dunmail_render_meter", default=None)
+
+
+@contextmanager
+def metered(budget: RenderBudget) -> Iterator[_Meter]:
+    """Meter what runs inside against ``budget``: a render, and also compiling or analysing a
+    tenant's template (Jinja's code generator folds filters on constants as it goes)."""
+    meter = _Meter(budget)
+    token = _METER.set(meter)
+    try:
+        yield meter
+    finally:
+        _METER.reset(token)
+
+
+def _loop(iterable: Iterable[Any]) -> Iterable[Any]:
+    """Every ``{% for %}`` iterates through this (see :class:`_MeterLoops`)."""
+    meter = _METER.get()
+    if meter is None:
+        return iterable
+    return _metered_loop(iterable, meter)
+
+
+def _metered_loop(iterable: Iterable[Any], meter: _Meter) -> Iterator[Any]:
+    for item in iterable:
+        meter.tick()
+        yield item
+
+
+@jinja2.pass_eval_context
+def _concat(eval_ctx: nodes.EvalContext, parts: list[Any]) -> str:
+    """``a ~ b``, as Jinja joins it, with the result's size checked."""
+    joined = markup_join(parts) if eval_ctx.autoescape else str_join(parts)
+    meter = _METER.get()
+    if meter is not None:
+        meter.tick()
+        meter.size(len(joined))
+    return joined
+
+
+class _MeterLoops(NodeTransformer):
+    """Route every loop's iterable and every ``~`` through the budget's filters."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:  # noqa: N802  # NodeTransformer API
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, "_budget_loop", [], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:  # noqa: N802
+        self.generic_visit(node)
+        parts = nodes.List(list(node.nodes), lineno=node.lineno)
+        return nodes.Filter(parts, "_budget_concat", [], [], None, None, lineno=node.lineno)
+
+
+# A width or count in a format string ("%999999999s", "{:>999999999}"): seven digits and more
+# would pad the output past any budget before it could be counted.
+_HUGE_WIDTH = re.compile(r"\d{7,}")
+# String methods and filters whose integer arguments are the size of what they build.
+_SIZED = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs", "indent", "wordwrap"})
+
+
+def _check_sizes(name: str, subject: object, args: tuple[Any, ...], limit: int) -> None:
+    """Refuse, before it runs, a string operation that would build more than ``limit``."""
+    if name in _SIZED and any(isinstance(a, int) and abs(a) > limit for a in args):
+        raise BudgetExceeded(f"{name}() with a size over {limit:,} characters")
+    if name in ("format", "format_map") and isinstance(subject, str):
+        if _HUGE_WIDTH.search(subject):
+            raise BudgetExceeded("a format with a width of a million characters or more")
+    if name == "replace" and isinstance(subject, str) and len(args) >= 2:
+        old, new = str(args[0]), str(args[1])
+        count = len(subject) + 1 if not old else subject.count(old)
+        if len(subject) + count * (len(new) - len(old)) > limit:
+            raise BudgetExceeded(f"replace() would build more than {limit:,} characters")
+
+
+def _sized_filter(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """A built-in filter that checks its sizes first while a tenant's template renders."""
+
+    # Jinja passes a context, eval context or environment first to a filter marked so
+    # (``replace`` is @pass_eval_context, ``wordwrap`` @pass_environment).
+    skip = 1 if hasattr(original, "jinja_pass_arg") else 0
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        meter = _METER.get()
+        if meter is not None and len(args) > skip:
+            meter.tick()
+            value, rest = args[skip], args[skip + 1 :]
+            subject = str(value) if name == "format" else value
+            _check_sizes(name, subject, (*rest, *kwargs.values()), meter.budget.max_chars)
+        return original(*args, **kwargs)
+
+    if skip:
+        checked.jinja_pass_arg = original.jinja_pass_arg  # type: ignore[attr-defined]
+    return checked
+
+
 # The largest string or list a template may build with ``*`` (a page of text is ~10 kB).
 _MAX_PRODUCT = 100_000
 
@@ -345,7 +499,7 @@ class _Environment(ImmutableSandboxedEnvironment):
     """
 
     translations: NullTranslations = NullTranslations()
-    intercepted_binops = frozenset(["*", "**"])
+    intercepted_binops = frozenset(["*", "**", "+", "%"])
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int) and abs(right) > 64:
@@ -355,7 +509,44 @@ class _Environment(ImmutableSandboxedEnvironment):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int):
                     if len(seq) * times > _MAX_PRODUCT:
                         raise SecurityError("a template may not build text this large")
-        return super().call_binop(context, operator, left, right)
+        meter = _METER.get()
+        if meter is not None:
+            meter.tick()
+            if operator == "%" and isinstance(left, str) and _HUGE_WIDTH.search(left):
+                raise BudgetExceeded("a format with a width of a million characters or more")
+        result = super().call_binop(context, operator, left, right)
+        if meter is not None and operator == "+" and isinstance(result, str | list | tuple):
+            meter.size(len(result))
+        return result
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        """Every call a template makes (a function, a macro, a method) first checks the
+        budget, and a string method that would build text past it is refused before it runs."""
+        meter = _METER.get()
+        if meter is not None:
+            meter.tick()
+            subject = getattr(__obj, "__self__", None)
+            if isinstance(subject, str):
+                name = getattr(__obj, "__name__", "")
+                _check_sizes(name, subject, (*args, *kwargs.values()), meter.budget.max_chars)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """``'{:>9}'.format(x)``, which the sandbox runs through its own formatter: refused,
+        before it runs, with a width that would pad past the budget."""
+        wrapped = super().wrap_str_format(value)
+        subject = getattr(value, "__self__", None)
+        if wrapped is None or not isinstance(subject, str):
+            return wrapped
+        run: Callable[..., str] = wrapped
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            meter = _METER.get()
+            if meter is not None:
+                _check_sizes("format", subject, (), meter.budget.max_chars)
+            return run(*args, **kwargs)
+
+        return checked
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """``invoice.number`` on a context dict, without the AttributeError Jinja goes through.
@@ -372,7 +563,7 @@ class _Environment(ImmutableSandboxedEnvironment):
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = super()._parse(source, name, filename)
         folder = _TranslateLiterals(self.translations, autoescape=bool(self.autoescape))
-        return cast(nodes.Template, folder.visit(tree))
+        return cast(nodes.Template, _MeterLoops().visit(folder.visit(tree)))
 
 
 @dataclass(frozen=True)
@@ -426,8 +617,12 @@ def _environment(
         link=_link,
         direction=_direction,
         tenant_css=_tenant_css,
+        _budget_loop=_loop,
+        _budget_concat=_concat,
         **_fill_filters(translations, html=autoescape),
     )
+    for name in ("center", "indent", "wordwrap", "format", "replace"):
+        env.filters[name] = _sized_filter(name, env.filters[name])
     return env
 
 
@@ -478,7 +673,14 @@ class Renderer:
     text already translated (:class:`_TranslateLiterals`): a render does no catalog lookups.
     """
 
-    def __init__(self, root: Path = TEMPLATES, *, default_locale: str = "en") -> None:
+    def __init__(
+        self,
+        root: Path = TEMPLATES,
+        *,
+        default_locale: str = "en",
+        budget: RenderBudget = RENDER_BUDGET,
+    ) -> None:
+        self.budget = budget  # what a tenant's override may spend at send time
         self._loader = jinja2.FileSystemLoader(str(root / "email"))
         self._locales = root / "locale"
         self._default_locale = default_locale
@@ -499,15 +701,18 @@ class Renderer:
         *,
         fallback_locale: str | None = None,
         overrides: Mapping[str, str] | None = None,
+        budget: RenderBudget | None = None,
     ) -> Rendered:
         """Render ``kind`` with ``context``; any template problem becomes a TemplateError.
 
         ``context["locale"]`` is the customer's; ``fallback_locale`` (or
         ``context["fallback_locale"]``) is the tenant's default, used when the customer's
         language has no translation. ``overrides`` maps a part (``subject``, ``text``,
-        ``html``) to the tenant's template source, used instead of the built-in one.
+        ``html``) to the tenant's template source, used instead of the built-in one; each
+        renders within ``budget`` (default: the renderer's), past which it is a TemplateError.
         """
         overrides = overrides or {}
+        spend = budget or self.budget
         chosen, text_vars, html_vars = self._variables(context, fallback_locale)
         compiled = self._language(chosen.translations, chosen.catalogs)
 
@@ -516,7 +721,9 @@ class Renderer:
             source = overrides.get(name)
             if source is None:
                 return self._render(kind, compiled, env, file, variables)
-            return self._render_override(compiled, env, f"{file} (override)", source, variables)
+            return self._render_override(
+                compiled, env, f"{file} (override)", source, variables, budget=spend
+            )
 
         subject = part("subject", compiled.text, text_vars)
         html = part("html", compiled.html, html_vars)
@@ -565,14 +772,18 @@ class Renderer:
         *,
         html: bool = True,
         fallback_locale: str | None = None,
+        budget: RenderBudget | None = None,
     ) -> str:
-        """Render template ``source`` in the same sandbox: for previews and override checks."""
+        """Render template ``source`` in the same sandbox and budget: for previews and
+        override checks."""
         chosen, text_vars, html_vars = self._variables(context, fallback_locale)
         compiled = self._language(chosen.translations, chosen.catalogs)
         env = compiled.html if html else compiled.text
         variables = html_vars if html else text_vars
         try:
-            return env.from_string(source).render(variables)
+            return _render_metered(
+                lambda: env.from_string(source), variables, budget or self.budget
+            )
         except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
             raise TemplateError(f"template: {_describe(exc)}") from exc
 
@@ -622,10 +833,16 @@ class Renderer:
 
     @staticmethod
     def _render_override(
-        compiled: _Compiled, env: _Environment, name: str, source: str, variables: dict[str, Any]
+        compiled: _Compiled,
+        env: _Environment,
+        name: str,
+        source: str,
+        variables: dict[str, Any],
+        *,
+        budget: RenderBudget,
     ) -> str:
         try:
-            return compiled.override(env, source).render(variables)
+            return _render_metered(lambda: compiled.override(env, source), variables, budget)
         except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
             line = error_line(exc)
             where = f"{name}:{line}" if line is not None else name
@@ -663,6 +880,25 @@ class Renderer:
             return self._inliner.inline(html)
         except ValueError as exc:  # css_inline.InlineError
             raise TemplateError(f"could not inline the email's CSS: {exc}") from exc
+
+
+def _render_metered(
+    compile_template: Callable[[], jinja2.Template],
+    variables: dict[str, Any],
+    budget: RenderBudget,
+) -> str:
+    """Compile and render a tenant's template within ``budget``; its output is counted as it
+    is written. Compiling is metered too: Jinja folds a filter on constants while compiling
+    (``'x' | center(10**9)``), and a refused fold is left for the render, which reports it."""
+    with metered(budget) as meter:
+        template = compile_template()
+        chunks: list[str] = []
+        written = 0
+        for chunk in template.generate(variables):
+            written += len(chunk)
+            meter.size(written)
+            chunks.append(chunk)
+        return "".join(chunks)
 
 
 def error_line(exc: BaseException) -> int | None:
