@@ -133,7 +133,7 @@ async def test_a_thousand_connections_from_one_client_are_refused_past_its_limit
     # Another client delivers while the attacker holds its twenty.
     started = time.monotonic()
     await _deliver(port, source="127.0.0.2")
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5
     for attacker in attackers:
         attacker.close()
     await asyncio.sleep(0.1)
@@ -215,23 +215,23 @@ async def test_an_idle_connection_is_closed_at_the_idle_timeout(
 async def test_a_slow_drip_session_is_closed_at_the_session_limit(
     services: Services, serve: Serve
 ) -> None:
-    port = await serve(idle_timeout_seconds=0.5, session_timeout_seconds=1.5)
+    port = await serve(idle_timeout_seconds=1, session_timeout_seconds=2)
     client = await Raw.open(port)
     assert (await client.line()).startswith("220 ")
     started = time.monotonic()
     replies: list[str] = []
-    # A command just before each idle timeout: the idle timer never fires.
+    # A command well before each idle timeout: the idle timer never fires.
     while time.monotonic() - started < 5:
         client.send("NOOP\r\n")
         line = await client.line()
         replies.append(line)
         if not line.startswith("250"):
             break
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.2)
     elapsed = time.monotonic() - started
     assert replies[-1].startswith("421 4.4.2") and "session" in replies[-1]
     assert len(replies) > 3  # it was served until then
-    assert 1.3 < elapsed < 3
+    assert 1.8 < elapsed < 4
     assert await client.closed()
     client.close()
 
