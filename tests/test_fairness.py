@@ -29,7 +29,7 @@ from tests.smtpd import RecordingServer
 needs_weasyprint = pytest.mark.skipif(bool(WEASYPRINT_SKIP), reason=WEASYPRINT_SKIP or "")
 
 # About 3 s of WeasyPrint on this machine's class (bench/fairness.py): slow, but quick to test.
-SLOW_LINES = 250
+SLOW_LINES = 150
 
 
 def _invoice(number: str, customer: str, lines: int) -> dict[str, Any]:
