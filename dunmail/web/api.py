@@ -7,27 +7,35 @@ ledger, whose refusals come back as 422 ``{"errors": [{"loc": "invoices[0].lines
 "msg": ...}]}``. Every POST honours ``Idempotency-Key`` (see ``dunmail/web/idempotency.py`` for
 when the answer is kept in the work's own transaction). Everything is scoped to the key's
 tenant: another tenant's message, thread or hold is a 404, as if it did not exist.
+
+Bodies: the key is checked before the body is read (``apikeys.ApiRoute``), and the size is
+bounded while it is read (``limits.BodyLimit``): the upserts (:data:`LARGE_BODY_PATHS`) take
+up to ``web.max_body_bytes``, every other route ``web.max_form_bytes``. The upserts parse,
+validate and import their body themselves, in a worker thread (``Call.in_thread``, one large
+body at a time); FastAPI would parse and validate it on the event loop before the route runs.
+Their body models are added to the OpenAPI document by :func:`document_bodies`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from dunmail.app import INVOICE_KINDS
 from dunmail.web import idempotency
-from dunmail.web.api_reads import RowId, message_json
-from dunmail.web.apikeys import ERRORS, Api, Call
+from dunmail.web.api_reads import message_json
+from dunmail.web.apikeys import ERRORS, Api, ApiRoute, Call
+from dunmail.web.deps import RowId
 from dunmail.web.idempotency import Answer, IdempotencyError
 from mailer.clock import as_utc
 from mailer.db import session_scope
@@ -40,8 +48,37 @@ from mailer.models import (
 from mailer.record import CreditNoteRecord, CustomerRecord, InvoiceRecord, PaymentRecord
 
 log = logging.getLogger(__name__)
+Record = TypeVar("Record", bound=BaseModel)
 
-router = APIRouter(prefix="/api/v1", tags=["api"])
+router = APIRouter(prefix="/api/v1", tags=["api"], route_class=ApiRoute)
+
+# The upserts, whose body is a whole record (an invoice with all its lines): they alone may
+# send up to web.max_body_bytes. Every other route of the app takes web.max_form_bytes.
+UPSERTS: dict[str, type[BaseModel]] = {
+    "/customers": CustomerRecord,
+    "/invoices": InvoiceRecord,
+    "/payments": PaymentRecord,
+    "/credit-notes": CreditNoteRecord,
+}
+LARGE_BODY_PATHS = frozenset(f"{router.prefix}{path}" for path in UPSERTS)
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI requestBody of a route that reads its body itself (see the module doc)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def document_bodies(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Add the upserts' body models (and the models they use) to the OpenAPI components."""
+    _, schemas = models_json_schema(
+        [(model, "validation") for model in UPSERTS.values()],
+        ref_template="#/components/schemas/{model}",
+    )
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in schemas.get("$defs", {}).items():
+        components.setdefault(name, schema)
+    return openapi
 
 
 def _respond(answer: Answer) -> JSONResponse:
@@ -61,7 +98,7 @@ def _import(
 ) -> JSONResponse:
     """Import the body as ``{section: [body]}`` and store the answer in the same transaction."""
     services = call.services
-    document = {section: [json.loads(call.body)]}
+    document = {section: [call.document]}
     try:
         with session_scope(services.engine) as session:
             if call.idempotency_key is not None:
@@ -132,39 +169,70 @@ class UpsertResult(BaseModel):
     invoice: dict[str, Any] | None = None
 
 
-@router.post("/customers", response_model=UpsertResult, responses=ERRORS)
-def upsert_customer(body: CustomerRecord, call: Api) -> JSONResponse:
+async def _upsert(
+    call: Call,
+    section: str,
+    model: type[Record],
+    describe: Callable[[Record], Callable[[Session, ImportReport], dict[str, Any]]],
+) -> JSONResponse:
+    """Validate the body as ``model`` and import it, in a worker thread (``Call.in_thread``)."""
+
+    def work() -> JSONResponse:
+        return _import(call, section, describe(call.record(model)))
+
+    return await call.in_thread(work)
+
+
+@router.post(
+    "/customers",
+    response_model=UpsertResult,
+    responses=ERRORS,
+    openapi_extra=_body(CustomerRecord),
+)
+async def upsert_customer(call: Api) -> JSONResponse:
     """Create or update a customer by its ERP id; a listed ``contacts`` array replaces its
     contacts (omit it to leave them alone)."""
-    return _import(call, "customers", _record(body))
+    return await _upsert(call, "customers", CustomerRecord, _record)
 
 
-@router.post("/invoices", response_model=UpsertResult, responses=ERRORS)
-def upsert_invoice(body: InvoiceRecord, call: Api) -> JSONResponse:
+@router.post(
+    "/invoices", response_model=UpsertResult, responses=ERRORS, openapi_extra=_body(InvoiceRecord)
+)
+async def upsert_invoice(call: Api) -> JSONResponse:
     """Create or update an invoice with its lines. A change of number, customer, currency,
     dates or lines raises its ``version``; a status change alone does not."""
 
-    def describe(session: Session, report: ImportReport) -> dict[str, Any]:
-        invoice = session.exec(
-            select(Invoice).where(
-                Invoice.tenant_id == call.tenant_id, Invoice.external_id == body.id
-            )
-        ).one()
-        return {"id": body.id, "invoice": _invoice(invoice)}
+    def described(body: InvoiceRecord) -> Callable[[Session, ImportReport], dict[str, Any]]:
+        def describe(session: Session, report: ImportReport) -> dict[str, Any]:
+            invoice = session.exec(
+                select(Invoice).where(
+                    Invoice.tenant_id == call.tenant_id, Invoice.external_id == body.id
+                )
+            ).one()
+            return {"id": body.id, "invoice": _invoice(invoice)}
 
-    return _import(call, "invoices", describe)
+        return describe
+
+    return await _upsert(call, "invoices", InvoiceRecord, described)
 
 
-@router.post("/payments", response_model=UpsertResult, responses=ERRORS)
-def upsert_payment(body: PaymentRecord, call: Api) -> JSONResponse:
+@router.post(
+    "/payments", response_model=UpsertResult, responses=ERRORS, openapi_extra=_body(PaymentRecord)
+)
+async def upsert_payment(call: Api) -> JSONResponse:
     """Record a payment and its allocations to invoices (a new one queues a receipt)."""
-    return _import(call, "payments", _record(body))
+    return await _upsert(call, "payments", PaymentRecord, _record)
 
 
-@router.post("/credit-notes", response_model=UpsertResult, responses=ERRORS)
-def upsert_credit_note(body: CreditNoteRecord, call: Api) -> JSONResponse:
+@router.post(
+    "/credit-notes",
+    response_model=UpsertResult,
+    responses=ERRORS,
+    openapi_extra=_body(CreditNoteRecord),
+)
+async def upsert_credit_note(call: Api) -> JSONResponse:
     """Create or update a credit note (any change raises its version)."""
-    return _import(call, "credit_notes", _record(body))
+    return await _upsert(call, "credit_notes", CreditNoteRecord, _record)
 
 
 @router.get("/invoices/{number}", responses=ERRORS)
