@@ -14,12 +14,13 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bounce.smtp_limits import (
     ConnectionGate,
+    GateProtocol,
     LimitedSMTP,
     SessionLimits,
     check_file_limit,
@@ -163,10 +164,11 @@ async def start_inbound(
     # Resolved once: aiosmtpd would call socket.getfqdn() (a blocking DNS lookup) per connection.
     hostname = config.hostname or socket.getfqdn()
 
-    def factory() -> Any:
+    def session(client: str) -> LimitedSMTP:
         return LimitedSMTP(
             handler,
             gate=gate,
+            client=client,
             limits=limits,
             hostname=hostname,
             data_size_limit=config.max_message_bytes,  # SIZE in EHLO; larger is 552 (RFC 1870)
@@ -174,6 +176,9 @@ async def start_inbound(
             enable_SMTPUTF8=True,
             timeout=config.idle_timeout_seconds,
         )
+
+    def factory() -> GateProtocol:
+        return GateProtocol(gate, session, hostname)
 
     # The listen queue holds a connection burst until the gate answers it (421 or greeting).
     return await loop.create_server(factory, host=config.host, port=config.port, backlog=1024)

@@ -1,22 +1,25 @@
 """SERVICE: store inbound mail, decode it, match it to its outbound email, suppress dead addresses.
 
 The raw bytes are committed before anything is decoded, so a decoder crash loses nothing and
-``reprocess`` can run an improved decoder over the same mail later. Only a verified match (an
-HMAC-checked VERP token, else our own uid in the returned headers) may suppress an address, and
-only an address the matched email was actually sent to: a forged bounce suppresses nothing.
+``reprocess`` can run an improved decoder over the same mail later.
+
+Bounce authority: only a valid VERP token (mailer/verp.py) at an address the mail arrived at
+may act (suppress, mark bounced, hold or re-route), and only on the one recipient the token
+was issued for. Our uid in the returned headers (``X-Dunmail-Message``, ``Message-ID``) or in
+``In-Reply-To`` is visible in every email, so it only *threads* the mail, and only inside the
+tenant whose address received it (:class:`Mailboxes`): the clerk sees an "unverified" entry
+and may suppress the address by hand. A token from before per-recipient envelopes acts only
+when its message had a single recipient.
 """
 
 from __future__ import annotations
 
-import email.errors
 import hashlib
 import logging
 import mailbox
-import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -24,10 +27,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bounce import Kind, Recipient, Report, parse
+from bounce.authority import Mailboxes, arrival_of, match_report
 from bounce.recovery import Enqueue, react_to_return
 from bounce.threads import record_thread
 from mailer.db import session_scope
-from mailer.errors import LinkInvalid
 from mailer.models import (
     DeliveryEvent,
     InboundMail,
@@ -37,13 +40,8 @@ from mailer.models import (
     RecipientStatus,
 )
 from mailer.suppression import SoftBouncePolicy, SuppressionKind, soft_bounces_reached, suppress
-from mailer.verp import verify_verp
 
 log = logging.getLogger(__name__)
-
-_UID = re.compile(r"^[0-9a-f]{8,32}$")
-# A Message-ID of ours is <uid@domain> (mailer/compose.py::message_id).
-_OUR_MESSAGE_ID = re.compile(r"^<?(?P<uid>[0-9a-f]{8,32})@[^>\s]+>?$", re.IGNORECASE)
 
 
 @dataclass
@@ -57,10 +55,19 @@ class Outcome:
     suppressed: list[str] = field(default_factory=list)
     rerouted_to: str | None = None  # the bounced email went to this contact instead
     paused: bool = False  # nobody left to send to: escalation waits for a fixed contact
+    unverified: bool = False  # threaded by its headers only: it acted on nothing
 
 
-def store(session: Session, raw: bytes, *, source: str, now: datetime) -> tuple[InboundMail, bool]:
-    """Keep the raw message and commit; returns the row and whether it is new.
+def store(
+    session: Session,
+    raw: bytes,
+    *,
+    source: str,
+    now: datetime,
+    recipients: Sequence[str] | None = None,
+) -> tuple[InboundMail, bool]:
+    """Keep the raw message (with its SMTP envelope ``recipients``, when it came by SMTP) and
+    commit; returns the row and whether it is new.
 
     The same bytes twice (by SHA-256) are stored once: the second call returns the first row.
     """
@@ -68,7 +75,10 @@ def store(session: Session, raw: bytes, *, source: str, now: datetime) -> tuple[
     existing = _by_sha(session, digest)
     if existing is not None:
         return existing, False
-    row = InboundMail(received_at=now, source=source[:300], sha256=digest, raw=raw)
+    envelope = None if recipients is None else [a.strip().lower() for a in recipients]
+    row = InboundMail(
+        received_at=now, source=source[:300], sha256=digest, raw=raw, recipients=envelope
+    )
     session.add(row)
     try:
         session.commit()
@@ -91,12 +101,17 @@ def process(
     *,
     verp_key: bytes,
     now: datetime,
+    mailboxes: Mailboxes | None = None,
     policy_for: Callable[[int], SoftBouncePolicy] | None = None,
     enqueue: Enqueue | None = None,
     emit: Callable[..., object] | None = None,
 ) -> Outcome:
     """Decode ``inbound``, match it, record its delivery events and suppressions, and (given
     ``enqueue``) let dunning react to a bounce or complaint (bounce/recovery.py).
+
+    Only a VERP-proved match acts, and only on the recipients its tokens name; a match by
+    headers threads the mail in the receiving tenant (``mailboxes``, bounce/authority.py) and
+    the timeline shows it as unverified (bounce/threads.py).
 
     ``emit`` (``Webhooks.emit``) queues ``message.bounced`` / ``message.complained`` for each
     newly recorded recipient event and ``thread.replied`` for a reply or auto-reply the first
@@ -120,22 +135,34 @@ def process(
     inbound.kind = report.kind.value
     inbound.error = None
     inbound.processed_at = now
-    message, matched_by, why = _match(session, report, inbound.raw, verp_key=verp_key)
+    arrival = arrival_of(inbound, mailboxes or Mailboxes(), kind=report.kind)
+    found = match_report(session, report, inbound, arrival, verp_key=verp_key)
+    message = found.message
     if message is None or message.id is None:
         inbound.status = InboundStatus.UNMATCHED
-        inbound.error = why
-        inbound.message_id = inbound.matched_by = inbound.tenant_id = None
+        inbound.error = found.why
+        inbound.message_id = inbound.matched_by = None
+        # Kept with the tenant that received it, so it is listed for that tenant only.
+        inbound.tenant_id = found.tenant_id
         session.add(inbound)
         return Outcome(status=InboundStatus.UNMATCHED, kind=report.kind.value)
     inbound.status = InboundStatus.PROCESSED
     inbound.message_id = message.id
     inbound.tenant_id = message.tenant_id
-    inbound.matched_by = matched_by
+    inbound.matched_by = found.matched_by
     session.add(inbound)
     session.flush()
-    outcome = Outcome(status=InboundStatus.PROCESSED, kind=report.kind.value, matched_by=matched_by)
+    outcome = Outcome(
+        status=InboundStatus.PROCESSED, kind=report.kind.value, matched_by=found.matched_by
+    )
     first_time = attached != message.id
     thread = record_thread(session, message, kind=report.kind, new=first_time, now=now)
+    reply = report.kind in (Kind.NOT_BOUNCE, Kind.AUTO_REPLY)
+    if not reply and not found.authority:
+        # Unverified: threaded for the clerk (an "unverified" entry with a one-click
+        # suppress), but nothing recorded against a recipient, blocked, held or re-routed.
+        outcome.unverified = True
+        return outcome
     policy = policy_for(message.tenant_id) if policy_for else SoftBouncePolicy()
     rows = {
         r.address.lower(): r
@@ -143,11 +170,12 @@ def process(
             select(MessageRecipient).where(MessageRecipient.message_id == message.id)
         ).all()
     }
-    sent_to = {key: r.address for key, r in rows.items()}
-    for recipient in _recipients(report, sent_to):
+    # A reply acts on nobody, whoever it names; a bounce only on the recipients proved.
+    may_act = set(rows) if reply else set(found.authority) & set(rows)
+    for recipient in _recipients(report, {a: rows[a].address for a in may_act}):
         address = recipient.address.lower()
-        if address not in sent_to:
-            # Not an address this email went to: record nothing against it, suppress nothing.
+        if address not in may_act:
+            # Not an address this token proves: record nothing against it, suppress nothing.
             continue
         added = _record_event(session, inbound, message, report.kind, recipient, now)
         outcome.events += added
@@ -164,8 +192,8 @@ def process(
             session.add(rows[address])
         session.flush()
         if _suppress_for(session, message.tenant_id, report.kind, recipient, policy, now):
-            outcome.suppressed.append(sent_to[address])
-    if emit is not None and first_time and report.kind in (Kind.NOT_BOUNCE, Kind.AUTO_REPLY):
+            outcome.suppressed.append(rows[address].address)
+    if emit is not None and first_time and reply:
         emit(
             session,
             tenant_id=message.tenant_id,
@@ -209,65 +237,6 @@ def _event_data(message: Message, thread_id: int | None, recipient: Recipient) -
         "hard": recipient.hard,
         "diagnostic": recipient.diagnostic[:300],
     }
-
-
-def _match(
-    session: Session, report: Report, raw: bytes, *, verp_key: bytes
-) -> tuple[Message | None, str | None, str | None]:
-    """The outbound message a report is about, how it was found, and why not when it wasn't.
-
-    RFC 3464 s2.3.1 leaves the original recipient optional, so the envelope (VERP) is the most
-    reliable handle; a VERP token that fails its HMAC is a forgery and ends the search.
-    """
-    if report.kind in (Kind.NOT_BOUNCE, Kind.AUTO_REPLY):
-        # A person's (or their autoresponder's) answer names our email in its threading
-        # headers (RFC 5322 s3.6.4); it has no VERP token and suppresses nothing.
-        for candidate in _thread_references(raw):
-            found = _by_uid(session, candidate)
-            if found is not None:
-                return found, "in-reply-to", None
-        if report.kind is Kind.NOT_BOUNCE:
-            return None, None, "not a bounce, and not a reply to an email of ours"
-    if report.verp:
-        try:
-            uid = verify_verp(report.verp, key=verp_key)
-        except LinkInvalid as exc:
-            return None, None, f"VERP {report.verp}: {exc}"
-        found = _by_uid(session, uid)
-        if found is not None:
-            return found, "verp", None
-    if report.dunmail_id and _UID.match(report.dunmail_id.strip().lower()):
-        found = _by_uid(session, report.dunmail_id.strip().lower())
-        if found is not None:
-            return found, "header", None
-    if report.original_message_id:
-        ours = _OUR_MESSAGE_ID.match(report.original_message_id.strip())
-        if ours:
-            found = _by_uid(session, ours["uid"].lower())
-            if found is not None:
-                return found, "message-id", None
-    return None, None, "no outbound message of ours matches"
-
-
-def _thread_references(raw: bytes) -> list[str]:
-    """Our uids named in In-Reply-To and References, the direct parent first."""
-    try:
-        headers = BytesHeaderParser().parsebytes(raw)
-        named = [str(headers.get("In-Reply-To") or "")]
-        named += reversed(str(headers.get("References") or "").split())
-    except (email.errors.MessageError, ValueError, TypeError):
-        return []
-    uids = []
-    for value in named:
-        for token in re.findall(r"<[^<>\s]+>", value):
-            ours = _OUR_MESSAGE_ID.match(token)
-            if ours and ours["uid"].lower() not in uids:
-                uids.append(ours["uid"].lower())
-    return uids
-
-
-def _by_uid(session: Session, uid: str) -> Message | None:
-    return session.exec(select(Message).where(Message.uid == uid)).first()
 
 
 def _recipients(report: Report, sent_to: dict[str, str]) -> list[Recipient]:
@@ -377,6 +346,7 @@ def reprocess(
     verp_key: bytes,
     now: datetime,
     statuses: Iterable[InboundStatus] | None = None,
+    mailboxes: Mailboxes | None = None,
     policy_for: Callable[[int], SoftBouncePolicy] | None = None,
     enqueue: Enqueue | None = None,
 ) -> list[Outcome]:
@@ -400,6 +370,7 @@ def reprocess(
                         inbound,
                         verp_key=verp_key,
                         now=now,
+                        mailboxes=mailboxes,
                         policy_for=policy_for,
                         enqueue=enqueue,
                     )

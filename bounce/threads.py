@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from inscriptis import get_text
 from sqlmodel import Session, col, select
 
+from bounce.authority import VERIFIED
+from bounce.decode import parse
 from bounce.report import Kind
 from mailer.errors import NotFoundError
 from mailer.models import (
@@ -50,7 +52,9 @@ class Entry:
     """One line of a thread's timeline. Every text field may come from mail: show it as text."""
 
     at: datetime
-    type: str  # queued, sent, attempt, bounce, delayed, complaint, delivered, reply, click, note
+    # queued, sent, attempt, bounce, delayed, complaint, delivered, reply, click, note, and
+    # unverified: a report matched by its headers only, which acted on nothing
+    type: str
     summary: str
     detail: str = ""
     address: str | None = None
@@ -347,6 +351,9 @@ def build_timeline(session: Session, thread: Thread) -> list[Entry]:
     for i in inbound.values():
         if i.kind in REPLY_KINDS and i.message_id is not None:
             entries.append((_reply_entry(i, by_id[i.message_id]), (2, i.id or 0)))
+        elif i.matched_by != VERIFIED and i.message_id is not None:
+            for entry in _unverified_entries(i, by_id[i.message_id]):
+                entries.append((entry, (2, i.id or 0)))
     for e in session.exec(select(DeliveryEvent).where(col(DeliveryEvent.message_id).in_(ids))):
         source = inbound.get(e.inbound_id)
         if source is None or source.kind in REPLY_KINDS:
@@ -364,6 +371,41 @@ def build_timeline(session: Session, thread: Thread) -> list[Entry]:
         )
         entries.append((note, (3, n.id or 0)))
     return [e for e, _ in sorted(entries, key=lambda pair: (pair[0].at, pair[1]))]
+
+
+def _unverified_entries(inbound: InboundMail, message: Message) -> list[Entry]:
+    """A report that names this email only in headers anyone can copy (no VERP token proved
+    it): one entry per address it names, for the clerk to judge; it suppressed nothing."""
+    report = parse(inbound.raw)
+    label = _document_label(message)
+    what = f"unverified {report.kind.value.replace('_', ' ')}"
+    how = f"matched by {inbound.matched_by or '?'} only: nothing was suppressed or paused"
+    if not report.recipients:
+        return [
+            Entry(at=inbound.received_at, type="unverified", summary=f"{label}: {what}", detail=how)
+        ]
+    entries = []
+    for r in report.recipients:
+        status = f" ({r.status})" if r.status else ""
+        entries.append(
+            Entry(
+                at=inbound.received_at,
+                type="unverified",
+                summary=f"{label} to {r.address}: {what}: {r.reason}{status}",
+                detail=f"{how}. {r.diagnostic}"[:1000],
+                address=r.address.lower(),
+                status=r.status,
+                reason=r.reason,
+            )
+        )
+    return entries
+
+
+def unverified_addresses(session: Session, thread: Thread) -> set[str]:
+    """The addresses the thread's unverified reports name (what a clerk may suppress from it)."""
+    return {
+        e.address for e in build_timeline(session, thread) if e.type == "unverified" and e.address
+    }
 
 
 def _attempt_entry(attempt: DeliveryAttempt, message: Message) -> Entry:
@@ -491,13 +533,16 @@ def _header(value: object) -> str:
     return " ".join(text.split())[:300]
 
 
-def list_unmatched(session: Session, *, limit: int = 200) -> list[dict[str, Any]]:
-    """Inbound mail no outbound email of ours could be verified for, newest first."""
+def list_unmatched(
+    session: Session, *, tenant_id: int | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Inbound mail no outbound email of ours matched, newest first: all of it, or only what
+    arrived at tenant ``tenant_id``'s addresses."""
+    query = select(InboundMail).where(InboundMail.status == InboundStatus.UNMATCHED)
+    if tenant_id is not None:
+        query = query.where(InboundMail.tenant_id == tenant_id)
     rows = session.exec(
-        select(InboundMail)
-        .where(InboundMail.status == InboundStatus.UNMATCHED)
-        .order_by(col(InboundMail.received_at).desc(), col(InboundMail.id).desc())
-        .limit(limit)
+        query.order_by(col(InboundMail.received_at).desc(), col(InboundMail.id).desc()).limit(limit)
     ).all()
     result = []
     for row in rows:
@@ -511,6 +556,7 @@ def list_unmatched(session: Session, *, limit: int = 200) -> list[dict[str, Any]
                 "from": sender,
                 "subject": subject,
                 "why": row.error,
+                "tenant_id": row.tenant_id,
             }
         )
     return result

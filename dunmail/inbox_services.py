@@ -5,7 +5,7 @@ engine, clock, outbox and tenant lookups declared here."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -13,18 +13,27 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from bounce.authority import Mailboxes
 from bounce.ingest import Outcome, reprocess
 from bounce.ingest import process as process_inbound
 from bounce.ingest import store as store_inbound
 from bounce.recovery import pause_unreachable, resend
 from bounce.reporting import bounce_rows
-from bounce.threads import add_note, fetch_thread, list_threads, list_unmatched, show_thread
+from bounce.threads import (
+    add_note,
+    fetch_thread,
+    list_threads,
+    list_unmatched,
+    show_thread,
+    unverified_addresses,
+)
 from dunmail.config import Config
 from mailer.address import parse_addr_spec
 from mailer.clock import Clock
 from mailer.config import TenantConfig
 from mailer.db import session_scope
 from mailer.errors import ConfigError, MailerError
+from mailer.identity import bounce_domain
 from mailer.ledger import (
     customer_contacts,
     replace_contact_email,
@@ -86,6 +95,7 @@ class InboxServices:
     outbox: Outbox
     verp_key: bytes
     webhooks: Webhooks
+    tenant_ids: dict[str, int]
 
     def tenant_id(self, slug: str | None) -> int:
         raise NotImplementedError
@@ -103,9 +113,29 @@ class InboxServices:
             inbound,
             verp_key=self.verp_key,
             now=self.clock.now(),
+            mailboxes=self.mailboxes(),
             policy_for=self.soft_bounce_policy,
             enqueue=self._enqueue_request,
             emit=self.webhooks.emit,
+        )
+
+    def mailboxes(self) -> Mailboxes:
+        """Which tenant each receiving address is: its AR inbox (reply_to, else its email:
+        where its Reply-To points) and its bounce domain (its own, else the relay's, shared).
+        Mail threads only inside the tenant that received it (bounce/authority.py)."""
+        inboxes: dict[str, int] = {}
+        domains: dict[str, set[int]] = {}
+        for slug, tenant in self.config.tenants.items():
+            tenant_id = self.tenant_ids.get(slug)
+            if tenant_id is None:
+                continue
+            inboxes[(tenant.reply_to or tenant.email).strip().lower()] = tenant_id
+            domain = bounce_domain(tenant, self.config.relay).strip().lower()
+            domains.setdefault(domain, set()).add(tenant_id)
+        return Mailboxes(
+            inboxes=inboxes,
+            bounce_domains={d: frozenset(ids) for d, ids in domains.items()},
+            slugs=dict(self.tenant_ids),
         )
 
     def soft_bounce_policy(self, tenant_id: int) -> SoftBouncePolicy:
@@ -136,14 +166,22 @@ class InboxServices:
         return summary
 
     def receive_inbound(
-        self, source: str, raw: bytes, *, summary: IngestSummary | None = None
+        self,
+        source: str,
+        raw: bytes,
+        *,
+        recipients: Sequence[str] | None = None,
+        summary: IngestSummary | None = None,
     ) -> IngestSummary:
-        """Store one message and commit (raises if it could not be stored: the caller must not
-        acknowledge it), then decode, match and suppress. A failure after the commit is logged
-        and leaves the mail stored for ``dunmail bounce reprocess``: it never raises."""
+        """Store one message (with its SMTP envelope ``recipients``, from the inbound server)
+        and commit (raises if it could not be stored: the caller must not acknowledge it),
+        then decode, match and suppress. A failure after the commit is logged and leaves the
+        mail stored for ``dunmail bounce reprocess``: it never raises."""
         summary = summary if summary is not None else IngestSummary()
         with Session(self.engine, expire_on_commit=False) as session:
-            inbound, new = store_inbound(session, raw, source=source, now=self.clock.now())
+            inbound, new = store_inbound(
+                session, raw, source=source, now=self.clock.now(), recipients=recipients
+            )
             if new:
                 summary.stored += 1
             else:
@@ -204,6 +242,7 @@ class InboxServices:
             self.engine,
             verp_key=self.verp_key,
             now=self.clock.now(),
+            mailboxes=self.mailboxes(),
             policy_for=self.soft_bounce_policy,
             enqueue=self._enqueue_request,
         ):
@@ -333,10 +372,46 @@ class InboxServices:
             raise MailerError(f"resent message {message_id} is gone")
         return refreshed, addresses
 
-    def inbox_unmatched(self) -> list[dict[str, Any]]:
-        """Inbound mail that matched no email of ours (it belongs to no tenant, so to none)."""
+    def inbox_unmatched(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Inbound mail that matched no email of ours: all of it, or (``tenant``) only what
+        arrived at that tenant's addresses."""
+        tenant_id = None if tenant is None else self.tenant_id(tenant)
         with Session(self.engine) as session:
-            return list_unmatched(session)
+            return list_unmatched(session, tenant_id=tenant_id)
+
+    def inbox_suppress_unverified(
+        self, thread_id: int, address: str, *, tenant: str | None, by: str
+    ) -> bool:
+        """The clerk's one click on an unverified bounce: block ``address`` (one the thread's
+        unverified bounces name) as a manual suppression recorded with ``by``, pause a customer
+        left without a contact, and note it on the thread. False if it was blocked already;
+        MailerError for an address no unverified entry of this thread names."""
+        tenant_id = self.tenant_id(tenant)
+        now = self.clock.now()
+        wanted = address.strip().lower()
+        with session_scope(self.engine) as session:
+            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
+            if wanted not in unverified_addresses(session, thread):
+                raise MailerError(
+                    f"thread {thread_id} has no unverified bounce about {address.strip()[:320]!r}"
+                )
+            why = f"unverified bounce on thread {thread_id} confirmed by {by}"
+            new = suppress(
+                session,
+                tenant_id=tenant_id,
+                address=wanted,
+                kind=SuppressionKind.MANUAL,
+                reason=why,
+                now=now,
+                by=by,
+            )
+            if new:
+                pause_unreachable(
+                    session, tenant_id=tenant_id, addresses=[wanted], why=why, now=now
+                )
+            text = f"{wanted} suppressed from an unverified bounce" + ("" if new else " (already)")
+            add_note(session, thread, text=text, author=by, now=now)
+            return new
 
     def inbox_context(self, thread_id: int, *, tenant: str | None) -> dict[str, Any]:
         """What a thread's page offers actions on: its customer, its invoice (with the reminder
@@ -471,4 +546,3 @@ def _assignable(session: Session, tenant_id: int, name: str, *, thread_id: int) 
         f"thread {thread_id}: cannot assign it to {wanted[:80]!r}: not a user of this tenant "
         f"({'its users: ' + known if known else 'it has no users yet: dunmail user add'})"
     )
-

@@ -81,10 +81,15 @@ def dsn(
     ).encode()
 
 
-async def _sent(services: Services, transport: MemoryTransport) -> SentMail:
+async def _sent(
+    services: Services, transport: MemoryTransport, *, to: str = "ap@globex.example"
+) -> SentMail:
+    """The invoice email as sent to ``to``: one transaction per recipient, each with the VERP
+    return path of that recipient, so a DSN built from it is ``to``'s bounce."""
     await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
-    assert len(transport.sent) == 1
-    return transport.sent[0]
+    assert all(len(mail.recipients) == 1 for mail in transport.sent)  # one envelope each
+    (mine,) = [mail for mail in transport.sent if mail.recipients == (to,)]
+    return mine
 
 
 def _rows(services: Services) -> tuple[list[InboundMail], list[DeliveryEvent], list[Suppression]]:
@@ -102,7 +107,7 @@ async def test_hard_bounce_suppresses_and_the_next_reminder_skips_the_address(
     services, transport = relay_env
     sent = await _sent(services, transport)
     assert sent.sender.startswith("bounces+")
-    assert set(sent.recipients) == {"ap@globex.example", "billing@globex.example"}
+    assert sent.recipients == ("ap@globex.example",)  # billing@ had its own envelope
 
     summary = services.ingest_inbound([("file:bounce.eml", dsn(sent))])
 
@@ -132,14 +137,17 @@ async def test_hard_bounce_suppresses_and_the_next_reminder_skips_the_address(
 
     clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
     await services.tick()
-    later = transport.sent[1:]
+    later = transport.sent[2:]  # after the invoice's two envelopes
     assert later, "a reminder is due after the due date"
     assert all(mail.recipients == ("billing@globex.example",) for mail in later)
 
 
-async def test_matched_by_header_and_by_message_id_without_verp(
+async def test_matched_by_header_and_by_message_id_without_verp_only_threads(
     relay_env: tuple[Services, MemoryTransport],
 ) -> None:
+    """Issue 14: the uid in X-Dunmail-Message or Message-ID is in every email, so a DSN that
+    names it without a VERP token threads in the tenant that received it and acts on nothing
+    (before, it suppressed ap@: this test encoded the old matching)."""
     services, transport = relay_env
     sent = await _sent(services, transport)
     tenant_inbox = "ar@acme.example"  # the tenant's own server returned it: no VERP token
@@ -152,9 +160,14 @@ async def test_matched_by_header_and_by_message_id_without_verp(
     )
     by_id = dsn(sent, envelope_to=tenant_inbox, original=headers + b"\r\n\r\n")
     assert services.ingest_inbound([("file:b.eml", by_id)]).matched == 1
-    inbound, _, suppressions = _rows(services)
+    inbound, events, suppressions = _rows(services)
     assert [i.matched_by for i in inbound] == ["header", "message-id"]
-    assert [s.address for s in suppressions] == ["ap@globex.example"]
+    assert (events, suppressions) == ([], [])
+    (thread,) = services.inbox(tenant="acme", status=None)
+    timeline = services.inbox_thread(thread["id"], tenant="acme")["timeline"]
+    unverified = [e for e in timeline if e["type"] == "unverified"]
+    assert [e["address"] for e in unverified] == ["ap@globex.example"] * 2
+    assert not [e for e in timeline if e["type"] == "bounce"]
 
 
 async def test_forged_bounces_are_unmatched_and_suppress_nothing(
@@ -180,7 +193,9 @@ async def test_forged_bounces_are_unmatched_and_suppress_nothing(
     assert (summary.stored, summary.matched, summary.unmatched) == (2, 0, 2)
     inbound, events, suppressions = _rows(services)
     assert {i.status for i in inbound} == {InboundStatus.UNMATCHED}
-    assert all(i.message_id is None and i.tenant_id is None for i in inbound)
+    assert all(i.message_id is None for i in inbound)
+    # Kept with the tenant whose address received it (the AR inbox), none for a bad token.
+    assert [i.tenant_id for i in inbound] == [None, services.tenant_id("acme")]
     assert "VERP" in (inbound[0].error or "")
     assert (events, suppressions) == ([], [])
 
@@ -287,8 +302,11 @@ async def test_cli_ingests_a_maildir_and_an_mbox(
 async def test_complaint_suppresses_the_complainer(
     relay_env: tuple[Services, MemoryTransport],
 ) -> None:
+    """The FBL report names the original's envelope sender (RFC 5965 s3.2 Original-Mail-From):
+    billing@'s own VERP token proves the email and the complainer. Without it (some FBLs drop
+    it), the complaint only threads as unverified and blocks nobody until a clerk says so."""
     services, transport = relay_env
-    sent = await _sent(services, transport)
+    sent = await _sent(services, transport, to="billing@globex.example")
     headers = sent.data.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
     arf = (  # RFC 5965 s2: multipart/report; report-type=feedback-report
         "From: fbl@isp.example\r\n"
@@ -307,6 +325,7 @@ async def test_complaint_suppresses_the_complainer(
         "Feedback-Type: abuse\r\n"
         "User-Agent: SomeGenerator/1.0\r\n"
         "Version: 1\r\n"
+        f"Original-Mail-From: <{sent.sender}>\r\n"
         "Original-Rcpt-To: <billing@globex.example>\r\n"
         "\r\n"
         "--B\r\n"
@@ -316,6 +335,9 @@ async def test_complaint_suppresses_the_complainer(
         "\r\n"
         "--B--\r\n"
     ).encode()
+    unproved = arf.replace(f"Original-Mail-From: <{sent.sender}>\r\n".encode(), b"")
+    summary = services.ingest_inbound([("file:arf-unproved.eml", unproved)])
+    assert (summary.unmatched, summary.suppressed) == (1, [])  # reached no tenant's address
     summary = services.ingest_inbound([("file:arf.eml", arf)])
     assert summary.matched == 1
     _, _, suppressions = _rows(services)

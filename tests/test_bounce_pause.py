@@ -249,6 +249,8 @@ async def test_a_forged_complaint_blocks_and_pauses_nothing(
     _only(services, ONLY)
     sent = await _sent(services, transport)
     forged = arf(sent).replace(sent.data.split(b"\r\n\r\n", 1)[0], b"From: x@y.example")
+    # Nor our VERP token as the original's envelope sender: nothing proves the email.
+    forged = forged.replace(sent.sender.encode(), b"someone@y.example")
     summary = services.ingest_inbound([("fbl:forged", forged)])
     assert (summary.matched, summary.suppressed, summary.paused) == (0, [], 0)
     assert _bounce_holds(services) == []

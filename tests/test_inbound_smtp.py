@@ -93,7 +93,8 @@ async def _sent(services: Services) -> SentMail:
     await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     transport = services.transports[0]
     assert isinstance(transport, MemoryTransport)
-    return transport.sent[-1]
+    # ap@'s copy: one envelope per recipient, each with its own VERP return path.
+    return next(m for m in transport.sent if m.recipients == ("ap@globex.example",))
 
 
 async def _send(port: int, raw: bytes, *, to: str, sender: str = "") -> None:
@@ -120,6 +121,7 @@ async def test_a_bounce_at_its_verp_address_is_stored_matched_and_suppresses(
     (row,) = _inbound(services)
     assert row.status is InboundStatus.PROCESSED and row.matched_by == "verp"
     assert row.source == f"smtp:{sent.sender} from:<>"
+    assert row.recipients == [sent.sender]  # the envelope, kept with the one stored copy
     assert row.raw.endswith(bounce)
     assert row.raw.startswith(f"Return-Path: <>\r\nDelivered-To: {sent.sender}\r\n".encode())
     with Session(services.engine) as session:
