@@ -110,17 +110,59 @@ class ConnectionGate:
             self.per_client.pop(key, None)
 
 
-class LimitedSMTP(SMTP):
-    """aiosmtpd's SMTP protocol with the connection gate, recipient, time and error limits."""
+class GateProtocol(asyncio.Protocol):
+    """What the listening socket builds for each new connection: it asks the gate, and either
+    answers 421 and closes, or hands the transport to a new SMTP session.
+
+    A refusal costs a few microseconds and the socket for as long as one write takes: no SMTP
+    session object (aiosmtpd's costs some 0.3 ms to build), no reader task, no timer."""
 
     def __init__(
-        self, handler: Any, *, gate: ConnectionGate, limits: SessionLimits, **kwargs: Any
+        self, gate: ConnectionGate, session: Callable[[str], LimitedSMTP], hostname: str
+    ) -> None:
+        self._gate = gate
+        self._session = session
+        self._hostname = hostname
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        key, why = self._gate.admit(peer)
+        if key is None:
+            # RFC 5321 s3.8: 421 and close when the service is not available.
+            log.warning("inbound: refused a connection from %s: %s", _host(peer), why)
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(f"421 4.7.0 {self._hostname} Too many connections\r\n".encode())
+            transport.close()
+            return
+        try:
+            session = self._session(key)
+        except BaseException:
+            self._gate.release(key)
+            transport.close()
+            raise
+        # asyncio's documented way to change protocols: reading starts after this callback,
+        # so the session sees every byte the client sends.
+        transport.set_protocol(session)
+        session.connection_made(transport)
+
+
+class LimitedSMTP(SMTP):
+    """aiosmtpd's SMTP session with the recipient, time and error limits; it holds one place
+    under ``client`` at the gate until its connection is lost."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        gate: ConnectionGate,
+        client: str,
+        limits: SessionLimits,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._gate = gate
+        self._client: str | None = client  # the gate key, until released
         self._limits = limits
-        self._client: str | None = None  # the gate key, while admitted
-        self._refused = False
         self._hanging_up = False  # we sent our last reply; later pushes are dropped
         self._errors = 0
         self._in_hook = False  # the handler is storing a message: do not cut its 250 off
@@ -129,27 +171,13 @@ class LimitedSMTP(SMTP):
     # -- connections -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.transport is None and self._client is None:  # not the STARTTLS re-entry
-            peer = transport.get_extra_info("peername")
-            key, why = self._gate.admit(peer)
-            if key is None:
-                # Before any session, reader task or timer exists: the socket is all we hold,
-                # and it goes now (RFC 5321 s3.8: 421 and close when the service is unavailable).
-                self._refused = True
-                log.warning("inbound: refused a connection from %s: %s", _host(peer), why)
-                if isinstance(transport, asyncio.WriteTransport):
-                    transport.write(f"421 4.7.0 {self.hostname} Too many connections\r\n".encode())
-                transport.close()
-                return
-            self._client = key
+        if self._session_timer is None:  # not STARTTLS's second call
             self._session_timer = self.loop.call_later(
                 self._limits.session_seconds, self._session_expired
             )
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._refused:
-            return  # nothing was set up for it
         if self._session_timer is not None:
             self._session_timer.cancel()
         if self._client is not None:
