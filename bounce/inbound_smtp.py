@@ -36,7 +36,6 @@ VERP_PREFIX = "bounces"
 _VERP_LOCAL = r"\+[0-9a-f]{8,32}-[a-z2-7]{16}"
 
 
-
 class Store(Protocol):
     """Commits ``(source, raw)`` with the envelope's ``recipients`` to the database, or raises:
     the handler answers 250 only on return."""
