@@ -25,7 +25,15 @@ from sqlmodel import Session, col, delete, select
 from mailer.errors import TemplateError
 from mailer.kinds import KINDS, sample_context
 from mailer.models import TemplateOverride
-from mailer.render import PARTS, SAVE_BUDGET, Renderer, describe_error, error_line, metered
+from mailer.render import (
+    PARTS,
+    SAVE_BUDGET,
+    Renderer,
+    collect_unsafe,
+    describe_error,
+    error_line,
+    metered,
+)
 
 MAX_SOURCE_BYTES = 64 * 1024
 # Jinja's `attr` filter reads an attribute by name, like a dot does.
@@ -139,9 +147,11 @@ def _walk_scoped(node: nodes.Node, name: str) -> Iterator[nodes.Node]:
 def _check_render(
     renderer: Renderer, kind: str, part: str, source: str, context: dict[str, object]
 ) -> None:
-    """Render the email with the override once, in the sandbox, against the sample context."""
+    """Render the email with the override once, in the sandbox, against the sample context;
+    an HTML override must write only what an email may hold (mailer/safe_html.py)."""
     try:
-        renderer.render(kind, dict(context), overrides={part: source}, budget=SAVE_BUDGET)
+        with collect_unsafe() as unsafe:
+            renderer.render(kind, dict(context), overrides={part: source}, budget=SAVE_BUDGET)
     except TemplateError as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else None
         line = error_line(cause or exc)
@@ -149,6 +159,9 @@ def _check_render(
         if line is None:
             raise TemplateError(f"when rendered with sample data: {reason}") from exc
         raise TemplateError(f"line {line}: {reason}") from exc
+    if unsafe:
+        more = f" (and {len(unsafe) - 1} more)" if len(unsafe) > 1 else ""
+        raise TemplateError(f"when rendered with sample data: {unsafe[0]}{more}")
 
 
 def _check_subject(renderer: Renderer, source: str, context: dict[str, object]) -> None:

@@ -60,6 +60,7 @@ from mailer.errors import TemplateError
 from mailer.i18n import choose_language
 from mailer.localtime import local_date
 from mailer.money import from_minor
+from mailer.safe_html import BANNED_PROPERTIES, clean_html, find_unsafe, loads_resource
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 DEFAULT_BRAND = "#1f6feb"
@@ -193,22 +194,10 @@ def _direction(locale: str) -> str:
 
 _SELECTOR = re.compile(r"[\w\s.#,>+~*:()\[\]=\"'^$|-]+")
 _PROPERTY = re.compile(r"-?[a-z][a-z0-9-]*")
-# Anything that loads a resource or runs code: an email may fetch nothing but the logo.
-_BANNED_FUNCTIONS = {"url", "src", "image", "image-set", "-webkit-image-set", "expression"}
-_BANNED_PROPERTIES = {"behavior", "-moz-binding"}
-
-
-def _loads_something(tokens: list[Any]) -> bool:
-    for token in tokens:
-        if token.type == "url":
-            return True
-        if token.type == "function" and token.lower_name in _BANNED_FUNCTIONS:
-            return True
-        if token.type in ("function", "() block", "[] block", "{} block"):
-            inner = token.arguments if token.type == "function" else token.content
-            if _loads_something(inner):
-                return True
-    return False
+# Anything that loads a resource or runs code: an email may fetch nothing but the logo (the
+# same rule as for the HTML of a tenant's override, mailer/safe_html.py).
+_loads_something = loads_resource
+_BANNED_PROPERTIES = BANNED_PROPERTIES
 
 
 @lru_cache(maxsize=256)
@@ -373,6 +362,13 @@ class _Meter:
     def __init__(self, budget: RenderBudget) -> None:
         self.budget = budget
         self.deadline = time.monotonic() + budget.seconds
+        self.produced = 0  # characters every ``{{ }}`` wrote, captured or not
+
+    def produce(self, chars: int) -> None:
+        """Count what an expression wrote: a ``{% set %}`` block or a macro collects its
+        output before anything joins it, so the output's own count comes too late."""
+        self.produced += chars
+        self.size(self.produced)
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
@@ -403,6 +399,14 @@ def metered(budget: RenderBudget) -> Iterator[_Meter]:
         yield meter
     finally:
         _METER.reset(token)
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ expression }}`` passes here before it is written (Jinja's ``finalize``)."""
+    meter = _METER.get()
+    if meter is not None and isinstance(value, str):
+        meter.produce(len(value))
+    return value
 
 
 def _loop(iterable: Iterable[Any]) -> Iterable[Any]:
@@ -531,6 +535,18 @@ class _Environment(ImmutableSandboxedEnvironment):
                 _check_sizes(name, subject, (*args, *kwargs.values()), meter.budget.max_chars)
         return super().call(__context, __obj, *args, **kwargs)
 
+    @staticmethod
+    def concat(parts: Iterable[str]) -> str:  # type: ignore[override]
+        """Joins what a macro, a ``{% set %}`` block or a filter block captured (compiled
+        templates call ``environment.concat``): sized before the join allocates it."""
+        meter = _METER.get()
+        if meter is None:
+            return "".join(parts)
+        pieces = parts if isinstance(parts, list) else list(parts)
+        meter.tick()
+        meter.size(sum(len(piece) for piece in pieces))
+        return "".join(pieces)
+
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         """``'{:>9}'.format(x)``, which the sandbox runs through its own formatter: refused,
         before it runs, with a width that would pad past the budget."""
@@ -600,6 +616,7 @@ def _environment(
         keep_trailing_newline=True,
         auto_reload=False,  # templates change with a deploy, not under a running engine
         extensions=["jinja2.ext.i18n"],
+        finalize=_finalize,
     )
     env.translations = translations
     # {% trans %} compiles to "newstyle" gettext calls, which _TranslateLiterals resolves; the
@@ -656,14 +673,78 @@ class _Compiled:
         return found
 
     def override(self, env: _Environment, source: str) -> jinja2.Template:
-        """A tenant's template compiled in ``env``, cached by its source's hash."""
+        """A tenant's template compiled in ``env``, cached by its source's hash; an HTML one
+        writes only what mailer/safe_html.py allows (:func:`_confine`)."""
         key = (env is self.html, hashlib.sha256(source.encode()).hexdigest())
         found = self._overrides.get(key)
         if found is None:
             if len(self._overrides) >= 4096:  # tenants edit rarely; a bound, not an LRU
                 self._overrides.clear()
-            found = self._overrides[key] = env.from_string(source)
+            found = env.from_string(source)
+            if env is self.html:
+                _confine(found, env.parse(source))
+            self._overrides[key] = found
         return found
+
+
+# Problems found in what HTML overrides wrote, while :func:`collect_unsafe` listens (saving).
+_UNSAFE: ContextVar[list[str] | None] = ContextVar("dunmail_unsafe_html", default=None)
+
+
+@contextmanager
+def collect_unsafe() -> Iterator[list[str]]:
+    """Collect what the HTML overrides rendered inside refuse (mailer/safe_html.py), for the
+    check when an override is saved: it names the problem instead of quietly removing it."""
+    found: list[str] = []
+    token = _UNSAFE.set(found)
+    try:
+        yield found
+    finally:
+        _UNSAFE.reset(token)
+
+
+def _confine(template: jinja2.Template, tree: nodes.Template) -> None:
+    """Make a tenant's HTML template write only what mailer/safe_html.py allows.
+
+    An override that starts with ``{% extends %}`` (as the README asks) writes only its
+    blocks, and the layout around them is ours: each of its blocks is cleaned. Any other
+    writes the whole document itself, which is cleaned as a whole.
+    """
+    leading = [n for n in tree.body if not _is_blank(n)]
+    if leading and isinstance(leading[0], nodes.Extends):
+        for name, block in list(template.blocks.items()):
+            template.blocks[name] = _cleaned(block)
+    else:
+        template.root_render_func = _cleaned(template.root_render_func)
+
+
+def _is_blank(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Output) and all(
+        isinstance(child, nodes.TemplateData) and not child.data.strip() for child in node.nodes
+    )
+
+
+def _cleaned(
+    render: Callable[[jinja2.runtime.Context], Iterator[str]],
+) -> Callable[[jinja2.runtime.Context], Iterator[str]]:
+    def cleaned(context: jinja2.runtime.Context) -> Iterator[str]:
+        meter = _METER.get()
+        pieces: list[str] = []
+        written = 0
+        for piece in render(context):
+            written += len(piece)
+            if meter is not None:
+                meter.size(written)
+            pieces.append(piece)
+        html = "".join(pieces)
+        tenant = context.get("tenant")
+        logo = _image_url(tenant.get("logo_url")) if isinstance(tenant, Mapping) else None
+        listening = _UNSAFE.get()
+        if listening is not None:
+            listening.extend(find_unsafe(html, logo=logo))
+        yield clean_html(html, logo=logo)
+
+    return cleaned
 
 
 class Renderer:
