@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from mailer.db import session_scope
 from mailer.errors import MailerError
+from mailer.importlock import tenants_importing
 from mailer.models import Customer, Hold, HoldReason, Invoice, InvoiceStatus, PaymentAllocation
 from scheduler.cadence import (
     Action,
@@ -134,11 +135,14 @@ class Dunning:
         return report
 
     def _claim(self, session: Session, now: datetime) -> list[Invoice]:
+        # A tenant whose import is running has a half-applied ledger (an invoice in, its
+        # payment not yet): its invoices wait until the import is done (mailer/importlock.py).
+        importing = tenants_importing(session)
         query = (
             select(Invoice)
             .where(
                 col(Invoice.next_action_at) <= now,
-                col(Invoice.tenant_id).in_(self._tenant_ids),
+                col(Invoice.tenant_id).in_([t for t in self._tenant_ids if t not in importing]),
             )
             .order_by(col(Invoice.next_action_at))
             .limit(self._batch_size)

@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from mailer.db import session_scope
 from mailer.dunning_config import WEEKDAYS, StatementSchedule, parse_statement_schedule
+from mailer.importlock import tenants_importing
 from mailer.localtime import customer_zone
 from mailer.models import (
     CreditNote,
@@ -166,7 +167,11 @@ class StatementPass:
         self._batch_size = batch_size
 
     def run_pass(self, now: datetime, report: DunningReport) -> None:
+        with session_scope(self._engine) as session:
+            importing = tenants_importing(session)  # half-applied ledgers wait for their import
         for tenant_id in self._tenant_ids:
+            if tenant_id in importing:
+                continue
             schedule, calendar = self._settings(tenant_id)
             self._schedule_new_customers(tenant_id, schedule, calendar, now)
             while self._batch(tenant_id, schedule, calendar, now, report):
