@@ -348,13 +348,21 @@ def build_timeline(session: Session, thread: Thread) -> list[Entry]:
             )
         ).all()
     }
+    events = list(
+        session.exec(select(DeliveryEvent).where(col(DeliveryEvent.message_id).in_(ids))).all()
+    )
+    acted = {e.inbound_id for e in events}
     for i in inbound.values():
-        if i.kind in REPLY_KINDS and i.message_id is not None:
+        if i.message_id is None:
+            continue
+        if i.kind in REPLY_KINDS:
             entries.append((_reply_entry(i, by_id[i.message_id]), (2, i.id or 0)))
-        elif i.matched_by != VERIFIED and i.message_id is not None:
+        elif i.matched_by != VERIFIED or i.id not in acted:
+            # Matched by headers only, or a valid token whose report names nobody it proves
+            # (a DSN to one recipient's return path about another): it acted on nothing.
             for entry in _unverified_entries(i, by_id[i.message_id]):
                 entries.append((entry, (2, i.id or 0)))
-    for e in session.exec(select(DeliveryEvent).where(col(DeliveryEvent.message_id).in_(ids))):
+    for e in events:
         source = inbound.get(e.inbound_id)
         if source is None or source.kind in REPLY_KINDS:
             continue  # a reply is one entry; a report no longer matched is not shown
@@ -379,7 +387,11 @@ def _unverified_entries(inbound: InboundMail, message: Message) -> list[Entry]:
     report = parse(inbound.raw)
     label = _document_label(message)
     what = f"unverified {report.kind.value.replace('_', ' ')}"
-    how = f"matched by {inbound.matched_by or '?'} only: nothing was suppressed or paused"
+    how = (
+        "its VERP token proves another recipient: nothing was suppressed or paused"
+        if inbound.matched_by == VERIFIED
+        else f"matched by {inbound.matched_by or '?'} only: nothing was suppressed or paused"
+    )
     if not report.recipients:
         return [
             Entry(at=inbound.received_at, type="unverified", summary=f"{label}: {what}", detail=how)

@@ -282,11 +282,17 @@ def inbox_show(
 
 
 @inbox_app.command("unmatched")
-def inbox_unmatched(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def inbox_unmatched(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="only mail that arrived at its addresses")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Inbound mail that matched no email sent (forged, or not about our mail)."""
 
     async def body(services: Services) -> list[dict[str, Any]]:
-        return services.inbox_unmatched()
+        return services.inbox_unmatched(tenant=tenant)
 
     rows = with_services(config, None, body)
     if as_json:
@@ -370,6 +376,26 @@ def inbox_resend(
     plain(
         f"thread {thread}: {message.kind} resent to {', '.join(addresses)} ({message.status.value})"
     )
+
+
+@inbox_app.command("suppress")
+def inbox_suppress(
+    thread: ThreadArg,
+    address: Annotated[str, typer.Argument(help="an address the thread's unverified bounce names")],
+    by: Annotated[str | None, typer.Option("--by", help="default: cli:<user>")] = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Block the address an unverified bounce on the thread names (it acted on nothing)."""
+
+    async def body(services: Services) -> bool:
+        return services.inbox_suppress_unverified(
+            thread, address, tenant=tenant, by=by or f"cli:{getpass.getuser()}"
+        )
+
+    new = with_services(config, at, body)
+    plain(f"thread {thread}: {address} {'suppressed' if new else 'was already suppressed'}")
 
 
 suppressions_app = typer.Typer(

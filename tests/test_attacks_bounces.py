@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import Session, select
 
 from dunmail.app import Services
-from mailer.models import Suppression
+from mailer.models import Hold, Suppression
 from mailer.transport import MemoryTransport
 from tests.test_bounce_ingest import _sent, dsn
 from tests.test_web_ui import fast_argon2
@@ -61,3 +61,24 @@ async def test_forged_bounces_suppress_nothing(
     with Session(services.engine) as session:
         assert session.exec(select(Suppression)).all() == []
     assert services.suppressions(tenant="acme") == []
+
+
+async def test_forged_bounces_naming_our_headers_hold_and_pause_nothing(
+    relay_env: tuple[Services, MemoryTransport],
+) -> None:
+    """Issue 14: X-Dunmail-Message and Message-ID are in every email; a DSN naming them, sent
+    to the tenant's AR inbox or to no address of ours, blocks nobody and holds nothing."""
+    services, transport = relay_env
+    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    sent = transport.sent[0]
+    for n, to in enumerate(["ar@acme.example", "ar@beta.example", "someone@elsewhere.example"]):
+        for recipient in ("ap@globex.example", "billing@globex.example"):
+            raw = dsn(sent, envelope_to=to, recipient=recipient).replace(
+                b"ABC123", f"F{n}{recipient[0]}".encode()
+            )
+            services.ingest_inbound([(f"file:{n}-{recipient}.eml", raw)])
+    with Session(services.engine) as session:
+        assert session.exec(select(Suppression)).all() == []
+        assert session.exec(select(Hold)).all() == []
+    assert services.inbox(tenant="beta", status=None) == []
+    assert services.inbox(tenant="acme", status=None, only="fix_contact") == []

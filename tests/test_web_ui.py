@@ -81,7 +81,8 @@ async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD)
 async def bounced(services: Services, transport: MemoryTransport, diagnostic: str) -> int:
     """Send INV-1042, bounce it hard with ``diagnostic``; the thread's id."""
     await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
-    sent = transport.sent[-1]
+    # ap@'s copy: each recipient has its own envelope and VERP return path.
+    sent = next(m for m in transport.sent if m.recipients == ("ap@globex.example",))
     raw = dsn(sent, diagnostic=diagnostic)
     assert services.ingest_inbound([("file:b.eml", raw)]).matched == 1
     (row,) = services.inbox(tenant="acme", status=None)

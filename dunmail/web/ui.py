@@ -176,6 +176,27 @@ def fix_contact(
         return not_found(request, clerk, f"thread {thread_id}")
 
 
+@router.post("/inbox/threads/{thread_id}/suppress")
+def suppress_unverified(
+    request: Request,
+    thread_id: int,
+    clerk: Checked,
+    address: Annotated[str, Form(max_length=320)],
+) -> Response:
+    """The one click on an unverified bounce: block the address it names, as this clerk."""
+    services = services_of(request)
+    try:
+        return _act(
+            thread_id,
+            f"{address.strip()} suppressed",
+            lambda: services.inbox_suppress_unverified(
+                thread_id, address, tenant=clerk.tenant, by=clerk.email
+            ),
+        )
+    except NotFoundError:
+        return not_found(request, clerk, f"thread {thread_id}")
+
+
 @router.post("/inbox/threads/{thread_id}/resend")
 async def resend(request: Request, thread_id: RowId, clerk: Checked) -> Response:
     """Send the bounced email again to the customer's contacts as they are now."""
