@@ -9,7 +9,8 @@ and is typed below as one ``TypedDict`` per document, so the shapes live in one 
   customer's IANA zone, else the tenant's: the ``date`` filters print each instant as the day
   it is there; a context queued before it existed has none and prints UTC days) and
   optionally ``fallback_locale`` (the tenant's default language, used when the customer's has
-  no translation);
+  no translation) and ``fresh_link`` (the copy a customer's request for a new link sends: it
+  says only "here is your new link", in the shared ``_fresh_link*`` templates);
 * ``new_invoice``, ``invoice_reminder``, ``late_payment_reminder``: ``invoice`` and
   ``days_overdue``; ``thank_you``: ``invoice`` and ``paid_at``;
 * ``overdue_summary``: ``overdue`` (all of a customer's overdue invoices in one currency) and
@@ -236,6 +237,10 @@ class BaseEmail(TypedDict):
     links: dict[str, str | None]
     time_zone: NotRequired[str]  # IANA name; absent in contexts queued before it (UTC)
     fallback_locale: NotRequired[str]
+    # True on the copy a customer's request for a fresh link queues: whatever the kind, it
+    # renders as the neutral "here is your new link" email (mailer/render.py), never as a
+    # reminder (the invoice may be on hold, disputed or paid since).
+    fresh_link: NotRequired[bool]
 
 
 class InvoiceEmail(BaseEmail):

@@ -70,6 +70,13 @@ PARTS: Mapping[str, tuple[str, bool]] = {
     "text": ("body.txt", False),
     "html": ("body.html", True),
 }
+# The neutral email a customer's request for a fresh link sends, whatever the kind of the
+# email the link came in (``context["fresh_link"]``): shared templates, no tenant override.
+FRESH_LINK: Mapping[str, str] = {
+    "subject": "_fresh_link_subject.txt",
+    "text": "_fresh_link.txt",
+    "html": "_fresh_link.html",
+}
 # Jinja's name for a template compiled from a string; error tracebacks carry it.
 _FROM_STRING = "<template>"
 
@@ -791,14 +798,17 @@ class Renderer:
         language has no translation. ``overrides`` maps a part (``subject``, ``text``,
         ``html``) to the tenant's template source, used instead of the built-in one; each
         renders within ``budget`` (default: the renderer's), past which it is a TemplateError.
+        A context marked ``fresh_link`` renders the neutral :data:`FRESH_LINK` templates
+        instead of the kind's own (and no override): the customer asked for a new link.
         """
-        overrides = overrides or {}
+        fresh = bool(context.get("fresh_link"))
+        overrides = {} if fresh else overrides or {}
         spend = budget or self.budget
         chosen, text_vars, html_vars = self._variables(context, fallback_locale)
         compiled = self._language(chosen.translations, chosen.catalogs)
 
         def part(name: str, env: _Environment, variables: dict[str, Any]) -> str:
-            file = f"{kind}/{PARTS[name][0]}"
+            file = FRESH_LINK[name] if fresh else f"{kind}/{PARTS[name][0]}"
             source = overrides.get(name)
             if source is None:
                 return self._render(kind, compiled, env, file, variables)
@@ -810,7 +820,9 @@ class Renderer:
         html = part("html", compiled.html, html_vars)
         if "text" in overrides:
             text = part("text", compiled.text, text_vars)
-        elif "html" not in overrides and self._exists(compiled, compiled.text, f"{kind}/body.txt"):
+        elif fresh or (
+            "html" not in overrides and self._exists(compiled, compiled.text, f"{kind}/body.txt")
+        ):
             text = part("text", compiled.text, text_vars)
         else:
             text = html_to_text(html)

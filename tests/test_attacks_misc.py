@@ -1,6 +1,6 @@
 """The attack catalogue, smaller edges: terminal escapes in what the CLI prints from mail, a fresh
-link that must not dun, row ids past 64 bits, the SQLite file's mode, a one-character secret key
-in production, and an assignee from another tenant.
+link that must not dun, row ids past the database's integers, the SQLite file's mode, a
+one-character secret key in production, and an assignee from another tenant.
 
 Part of the catalogue split by attack family (``tests/test_attacks_*.py``); every attack goes
 through the real paths (the real CLI, real HTTP against uvicorn, real SQLite and PostgreSQL
@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import base64
 import copy
+import email
 import io
 import json
+import re
 import stat
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from email import policy
 from email.header import Header
+from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
@@ -29,9 +34,14 @@ from dunmail.cli_common import SafeConsole
 from dunmail.config import load_config
 from dunmail.terminal import printable
 from dunmail.web.apikeys import create_key
+from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
 from mailer.db import make_engine, session_scope
 from mailer.errors import ConfigError, MailerError
+from mailer.kinds import KINDS, sample_context
+from mailer.links import verify_link
+from mailer.models import HoldReason
+from mailer.render import Renderer
 from mailer.transport import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config
 from tests.test_cli import dunmail, write_config
@@ -191,7 +201,83 @@ async def test_no_reply_whatever_it_holds_puts_a_control_character_on_the_termin
     assert unsafe_in(_cli_output(config, row["id"])) == []
 
 
-# -- 9a. row ids past the database's integers ------------------------------------------------------
+# -- 9a. a fresh link on a held invoice ---------------------------------------------------------
+
+
+def _parts(sent: SentMail) -> tuple[str, str, str]:
+    """Subject, text and HTML of a sent email, decoded."""
+    parsed = email.message_from_bytes(sent.data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    text, html = (parsed.get_body(preferencelist=(kind,)) for kind in ("plain", "html"))
+    assert text is not None and html is not None
+    return str(parsed["Subject"]), text.get_content(), html.get_content()
+
+
+def _view_token(sent: SentMail, services: Services) -> str:
+    for token in re.findall(r"/l/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", _parts(sent)[1]):
+        if verify_link(token, keys=services.link_keys, now=services.clock.now()).purpose == "view":
+            return str(token)
+    raise AssertionError("no View link in the email")
+
+
+DUNNING = re.compile(r"overdue|outstanding|reminder|due on|disregard|settle", re.IGNORECASE)
+
+
+async def test_a_fresh_link_on_a_held_invoice_is_a_neutral_email_not_an_overdue_notice(
+    relay_env: tuple[Services, MemoryTransport], web_server: str, clock: FixedClock
+) -> None:
+    services, transport = relay_env
+    clock.set(datetime(2026, 4, 14, 9, tzinfo=UTC))  # two weeks past INV-1042's due date
+    await services.send_invoice("INV-1042", kind="late_payment_reminder", tenant="acme")
+    overdue = transport.sent[-1]
+    assert DUNNING.search(_parts(overdue)[0])  # the email the customer had: "Overdue: ..."
+    services.place_hold(
+        tenant="acme",
+        customer=None,
+        invoice="INV-1042",
+        reason=HoldReason.DISPUTE,
+        until=None,
+        note="customer disputes line 1",
+        by="test",
+    )
+    view = _view_token(overdue, services)
+    revoke_links(services, tenant="acme", token=view, reason="forwarded by mistake", by="test")
+    async with httpx.AsyncClient(base_url=web_server, timeout=10) as client:
+        assert (await client.get(f"/l/{view}")).status_code == 410
+        assert (await client.post(f"/l/{view}/refresh")).status_code == 200
+        await services.deliver()
+        fresh = transport.sent[-1]
+        assert fresh is not overdue
+        subject, text, html = _parts(fresh)
+        assert subject == "Your new link: Invoice INV-1042"
+        for part in (subject, text, html):
+            assert not DUNNING.search(part), DUNNING.search(part)
+        assert "Here is the new link you asked for: Invoice INV-1042." in text
+        # Its links are the document's, and work.
+        new_view = _view_token(fresh, services)
+        assert new_view != view
+        assert (await client.get(f"/l/{new_view}")).status_code == 200
+
+
+@pytest.mark.parametrize("locale", ["en", "es", "fr", "ro"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_fresh_link_email_is_neutral_for_every_kind_in_every_language(
+    kind: str, locale: str, renderer: Renderer
+) -> None:
+    context = {**sample_context(kind, locale=locale), "fresh_link": True}
+    context["customer"] = {**context["customer"], "name": "Globex <script>x</script>"}
+    fresh = renderer.render(kind, context)
+    usual = renderer.render(kind, sample_context(kind, locale=locale))
+    assert fresh.subject != usual.subject
+    assert (
+        fresh.subject.split()[0] == {"en": "Your", "es": "Su", "fr": "Votre", "ro": "Noul"}[locale]
+    )
+    assert fresh.html is not None and "<script>x" not in fresh.html
+    for url in (u for u in context["links"].values() if u):
+        assert url in fresh.text and url in fresh.html
+
+
+# -- 9b. row ids past the database's integers ------------------------------------------------
 
 HUGE = "99999999999999999999"  # 2**66 and a bit: no database integer holds it
 # (2**31 is past PostgreSQL's INTEGER, the type of every id column there.)
@@ -244,7 +330,7 @@ async def test_ids_past_64_bits_are_refused_not_a_server_error(
         assert (await client.get("/healthz")).status_code == 200
 
 
-# -- 9b. the SQLite file's mode ------------------------------------------------------------------
+# -- 9c. the SQLite file's mode ------------------------------------------------------------------
 
 
 def test_the_sqlite_file_and_its_wal_and_shm_are_private(tmp_path: Path) -> None:
@@ -264,7 +350,7 @@ def test_the_sqlite_file_and_its_wal_and_shm_are_private(tmp_path: Path) -> None
     assert modes == dict.fromkeys(modes, 0o600), {k: oct(v) for k, v in modes.items()}
 
 
-# -- 9c. the secret key in production ------------------------------------------------------------
+# -- 9d. the secret key in production ------------------------------------------------------------
 
 
 def test_production_refuses_a_short_secret_key_and_dev_does_not(
@@ -286,7 +372,7 @@ def test_production_refuses_a_short_secret_key_and_dev_does_not(
     assert load_config(file).secret_key() == b"x"  # development is unchanged
 
 
-# -- 9d. the assignee ----------------------------------------------------------------------------
+# -- 9e. the assignee ----------------------------------------------------------------------------
 
 
 async def test_a_thread_is_assigned_only_to_a_user_of_its_tenant(

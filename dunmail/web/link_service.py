@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -195,8 +195,11 @@ def _record(
 
 
 def request_fresh_link(services: Services, opened: Opened, *, user_agent: str) -> FreshLink:
-    """Queue the link's email again (same kind, context, document and version) to the
-    customer's current contacts, suppression-aware; rate-limited per document."""
+    """Queue the link's email again (same kind, context, document and version, so the same
+    links, page and PDF) to the customer's current contacts, suppression-aware; rate-limited
+    per document. It is marked ``fresh_link``, so it reads as a neutral "here is your new
+    link", never as the reminder it copies: the invoice may be on hold or in dispute, and the
+    customer asked for a link, not for another "Overdue"."""
     message, claims = opened.message, opened.claims
     if opened.revoked == "document":
         return FreshLink.WITHDRAWN
@@ -220,9 +223,10 @@ def request_fresh_link(services: Services, opened: Opened, *, user_agent: str) -
         if not contacts:
             return FreshLink.NO_CONTACT
         number = session.exec(asked).one() + 1
-        request = copy_request(
+        copied = copy_request(
             message, [c.email for c in contacts], occasion=f"fresh link {number}", manual=True
         )
+        request = replace(copied, context={**copied.context, "fresh_link": True})
         services.outbox.enqueue(session, request, now=now)
         _record(session, services, opened, action="refreshed", user_agent=user_agent)
     return FreshLink.SENT
