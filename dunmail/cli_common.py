@@ -152,4 +152,3 @@ def print_json(data: Any, *, indent: int | None = 2, ensure_ascii: bool = False)
     control and bidi override as a ``\\uXXXX`` escape (JSON decodes it back)."""
     text = json.dumps(data, indent=indent, ensure_ascii=ensure_ascii)
     sys.stdout.write(json_printable(text) + "\n")
-

@@ -543,7 +543,7 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
     @staticmethod
-    def concat(parts: Iterable[str]) -> str:  # type: ignore[override]
+    def concat(parts: Iterable[str]) -> str:
         """Joins what a macro, a ``{% set %}`` block or a filter block captured (compiled
         templates call ``environment.concat``): sized before the join allocates it."""
         meter = _METER.get()

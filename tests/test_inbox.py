@@ -15,8 +15,8 @@ import pytest
 
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
-from mailer.errors import MailerError, NotFoundError
 from mailer.db import session_scope
+from mailer.errors import MailerError, NotFoundError
 from mailer.models import ThreadStatus, User
 from mailer.transport import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config

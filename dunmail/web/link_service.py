@@ -74,7 +74,6 @@ class Shown:
     invoice_id: int | None = None
 
 
-
 class FreshLink(StrEnum):
     """What a request for a fresh link did."""
 
