@@ -296,14 +296,16 @@ async def probe_once(side: EngineSide, probe: Probe, n: int) -> None:
         await timed("inbound store", inbound)
 
 
-async def probe_while(side: EngineSide, running: Callable[[], bool]) -> Probe:
-    """Probe the engine side over and over while ``running()``."""
+async def probe_while(
+    side: EngineSide, running: Callable[[], bool], *, interval: float = 0.02
+) -> Probe:
+    """Probe the engine side over and over while ``running()``, ``interval`` s apart."""
     probe = Probe()
     n = 0
     while running():
         n += 1
         await probe_once(side, probe, n)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(interval)
     return probe
 
 
