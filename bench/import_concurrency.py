@@ -123,12 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"import_concurrency: {args.customers:,} customers, settings {variant or 'defaults'}")
         runs.append(asyncio.run(run(args.customers, interval=args.interval, **variant)))
         print(json.dumps(runs[-1]["operations"]), f"import {runs[-1]['import_seconds']} s")
-    result = {"python": platform.python_version(), "runs": runs, "table": build_table(runs)}
+    table = build_table(runs)
+    result = {"python": platform.python_version(), "runs": runs, "table": table}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "import_concurrency.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print()
-    for row in result["table"]:
+    for row in table:
         print("| " + " | ".join(row.values()) + " |")
     return 0 if all(r["failure_count"] == 0 and r["exit"] == 0 for r in runs) else 1
 
