@@ -90,6 +90,15 @@ def test_refused_attempts_spend_nobody_elses_limits(engine: Engine, clock: Fixed
     assert counts == {"address_and_client": 5, "address": 5, "client": 5, "overall": 5}
     assert throttle.claim("ana@acme.example", "10.0.0.2", clock.now()) is None
 
+    # A client past its limit spraying new names leaves no rows behind: the table cannot grow.
+    for n in range(5):
+        throttle.claim(f"user{n}@acme.example", "10.0.0.1", clock.now())
+    rows = _rows(engine)
+    for n in range(100):
+        refused = throttle.claim(f"fresh{n}@acme.example", "10.0.0.1", clock.now())
+        assert refused is not None and refused.limit == "client"
+    assert _rows(engine) == rows
+
 
 def test_a_sign_in_clears_its_pair_and_takes_back_its_attempt(
     engine: Engine, clock: FixedClock

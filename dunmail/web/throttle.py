@@ -179,14 +179,13 @@ class LoginThrottle:
             },
         ).returning(table.c.key, table.c.count, table.c.window_start)
         counts = [(str(k), int(n), start) for k, n, start in conn.execute(upsert).all()]
-        opened = any(k == EVERYONE and n == 1 for k, n, _ in counts)
+        opened = any(k == EVERYONE and start == now for k, _, start in counts)
         refused = decide(keys, counts, now=now, window=self.window)
-        if refused is not None:  # not counted: a refused attempt spends nobody's limit
-            conn.execute(
-                sa.update(table)
-                .where(table.c.key.in_(keys.ordered))
-                .values(count=table.c.count - 1)
-            )
+        if refused is not None:  # not counted: a refused attempt spends nobody's limit...
+            mine = table.c.key.in_(keys.ordered)
+            conn.execute(sa.update(table).where(mine).values(count=table.c.count - 1))
+            # ...and leaves no row behind: a flood of refused new names cannot grow the table
+            conn.execute(sa.delete(table).where(mine, table.c.count <= 0))
         return refused, opened
 
     def _sweep(self, conn: sa.Connection, now: datetime) -> None:
