@@ -21,7 +21,7 @@ from mailer.clock import FixedClock
 from mailer.db import create_schema, make_engine
 from mailer.kinds import KINDS
 from mailer.render import Renderer
-from mailer.transport import MemoryTransport
+from mailer.transport import MemoryTransport, SentMail
 
 pytest_plugins = ["tests.smtpd"]
 
@@ -272,3 +272,23 @@ async def web_server(relay_env: tuple[Services, MemoryTransport]) -> AsyncIterat
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+def emails(transport: MemoryTransport) -> list[SentMail]:
+    """The emails among ``transport.sent``, one per message, in first-sent order.
+
+    Each recipient gets its own SMTP transaction and VERP return path (mailer/envelopes.py),
+    so an email to two people is two transactions carrying the same bytes: here they are one
+    ``SentMail`` with both recipients (and the first one's return path)."""
+    merged: dict[bytes, SentMail] = {}
+    for mail in transport.sent:
+        seen = merged.get(mail.data)
+        recipients = mail.recipients if seen is None else seen.recipients + mail.recipients
+        merged[mail.data] = SentMail(seen.sender if seen else mail.sender, recipients, mail.data)
+    return list(merged.values())
+
+
+def sent_to(transport: MemoryTransport, address: str = "ap@globex.example") -> SentMail:
+    """The last copy sent to ``address``: each recipient has its own transaction, and a bounce
+    about it comes back to that transaction's VERP return path."""
+    return next(m for m in reversed(transport.sent) if m.recipients == (address,))

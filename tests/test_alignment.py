@@ -21,7 +21,7 @@ from mailer.config import DeliveryMode, DKIMConfig, RelayConfig, TenantConfig
 from mailer.dkim import generate_key
 from mailer.identity import aligned, alignment_problem, from_domain, signing_keys
 from mailer.transport import MemoryTransport
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import DEMO_DOC, emails, make_config
 from tests.test_dkim import make_dns, signature_count, tags
 
 
@@ -109,7 +109,7 @@ async def test_relay_mode_mail_verifies_for_the_relay_domain_and_the_tenants(
         await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     finally:
         await services.close()
-    (sent,) = transport.sent
+    (sent,) = emails(transport)
     assert b"From: Acme Supplies <noreply-invoice@relay.example>" in sent.data
     assert signature_count(sent.data) == 2
     assert tags(sent.data, 0)[b"d"] == b"relay.example"

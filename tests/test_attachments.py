@@ -101,7 +101,10 @@ async def services(
 
 
 def _received(smtpd: RecordingServer, index: int = -1) -> EmailMessage:
-    parsed = email.message_from_bytes(smtpd.envelopes[index].content, policy=policy.default)
+    """Email ``index`` the server received: each recipient's transaction carries the same
+    bytes (one envelope per recipient), so the copies count once."""
+    emails = list(dict.fromkeys(e.content for e in smtpd.envelopes))
+    parsed = email.message_from_bytes(emails[index], policy=policy.default)
     assert isinstance(parsed, EmailMessage)
     return parsed
 

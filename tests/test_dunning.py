@@ -29,7 +29,7 @@ from mailer.models import (
     Suppression,
 )
 from mailer.transport import MemoryTransport
-from tests.conftest import DEMO_DOC, START, make_config
+from tests.conftest import DEMO_DOC, START, emails, make_config
 
 # DEMO_DOC's INV-1042: issued 2026-03-01, due 2026-03-31 (a Tuesday); START is Monday 2 March
 # 09:00 UTC and the customer is in UTC. The standard cadence: -3, +1, +7, +14 (repeats weekly).
@@ -84,7 +84,7 @@ def _payment(payment_id: str, amount: str, received_at: str) -> dict[str, Any]:
 
 def _sent(transport: MemoryTransport) -> list[str]:
     """Subjects of what went out, in order."""
-    return [str(message_from_bytes(m.data)["Subject"]) for m in transport.sent]
+    return [str(message_from_bytes(m.data)["Subject"]) for m in emails(transport)]
 
 
 def _kinds(services: Services) -> list[tuple[str, str | None, str]]:
@@ -110,13 +110,13 @@ async def test_new_invoice_goes_out_after_the_grace_period_and_an_edit_restarts_
     await _tick_at(services, clock, START + timedelta(minutes=5))
     assert transport.sent == []
     await _tick_at(services, clock, START + timedelta(minutes=9))
-    assert len(transport.sent) == 1
+    assert len(emails(transport)) == 1
     assert "INV-1042" in _sent(transport)[0]
     assert _kinds(services) == [("new_invoice", "new", "sent")]
     # Nothing twice: another pass in the same minute and a day later send nothing more.
     await _tick_at(services, clock, START + timedelta(minutes=9, seconds=30))
     await _tick_at(services, clock, START + timedelta(days=1))
-    assert len(transport.sent) == 1
+    assert len(emails(transport)) == 1
 
 
 async def test_mark_sent_at_minute_three_cancels_the_automatic_email(
@@ -141,7 +141,7 @@ async def test_several_invoices_issued_at_once_get_one_email_each(
     assert services.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(minutes=6))
     await _tick_at(services, clock, START + timedelta(minutes=7))
-    assert len(transport.sent) == 26  # 25 new ones and INV-1042, each once
+    assert len(emails(transport)) == 26  # 25 new ones and INV-1042, each once
     assert sorted(k for k, _, _ in _kinds(services)) == ["new_invoice"] * 26
 
 
@@ -182,7 +182,7 @@ async def test_reminders_follow_the_cadence_and_stop_when_paid(
     await _tick_at(services, clock, START + timedelta(minutes=5))
     # 3 days before the due date (Saturday the 28th) moves to Monday 30 March at 08:00.
     await _tick_at(services, clock, datetime(2026, 3, 28, 10, tzinfo=UTC))
-    assert len(transport.sent) == 1
+    assert len(emails(transport)) == 1
     await _tick_at(services, clock, datetime(2026, 3, 30, 8, tzinfo=UTC))
     await _tick_at(services, clock, datetime(2026, 4, 1, 8, tzinfo=UTC))  # due + 1
     assert [k for k, _, _ in _kinds(services)] == [
@@ -211,7 +211,7 @@ async def test_a_payment_between_queueing_and_sending_skips_the_reminder(
     assert services.import_document(paid, tenant="acme").errors == []
     delivered = await services.deliver()
     assert (delivered.attempted, delivered.skipped) == (0, 1)
-    assert len(transport.sent) == 1  # only the invoice itself
+    assert len(emails(transport)) == 1  # only the invoice itself
     rows = services.outbox_rows()
     assert rows[0]["status"] == "skipped"
     assert rows[0]["skip_reason"] == "invoice INV-1042 is paid"
@@ -239,7 +239,7 @@ async def test_a_hold_with_an_end_date_resumes_chasing_by_itself(
         await _tick_at(services, clock, datetime(2026, 3, day, 10, tzinfo=UTC))
     await _tick_at(services, clock, datetime(2026, 4, 1, 10, tzinfo=UTC))
     await _tick_at(services, clock, datetime(2026, 4, 2, 10, tzinfo=UTC))
-    assert len(transport.sent) == 1  # held: only the invoice email
+    assert len(emails(transport)) == 1  # held: only the invoice email
     await _tick_at(services, clock, datetime(2026, 4, 3, 8, tzinfo=UTC))
     # The hold ended at midnight; chasing resumes with one email for the steps missed.
     assert [(k, o) for k, o, _ in _kinds(services)] == [
@@ -263,10 +263,10 @@ async def test_a_customer_hold_lifted_by_hand_resumes_at_the_next_pass(
         by="test",
     )
     await _tick_at(services, clock, datetime(2026, 4, 1, 9, tzinfo=UTC))
-    assert len(transport.sent) == 1
+    assert len(emails(transport)) == 1
     services.lift_hold(hold.id or 0, tenant="acme")
     await _tick_at(services, clock, datetime(2026, 4, 1, 9, 1, tzinfo=UTC))
-    assert len(transport.sent) == 2
+    assert len(emails(transport)) == 2
     with pytest.raises(MailerError, match="no hold 999"):
         services.lift_hold(999, tenant="acme")
 
@@ -343,7 +343,7 @@ async def test_one_recipient_suppressed_after_queueing_gets_nothing_the_other_ge
     services.schedule().run_pass(clock.now())
     _suppress(services, "ap@globex.example", reason="complaint")
     await services.deliver()
-    assert [m.recipients for m in transport.sent] == [("billing@globex.example",)]
+    assert [m.recipients for m in emails(transport)] == [("billing@globex.example",)]
     recipients = {r["address"]: r["status"] for r in services.outbox_rows()[0]["recipients"]}
     assert recipients == {"ap@globex.example": "rejected", "billing@globex.example": "accepted"}
 
@@ -355,7 +355,7 @@ async def test_a_suppressed_contact_is_left_out_when_the_email_is_queued(
     # Blocked by hand, typed in another case: addresses compare without regard to case.
     assert services.suppress("AP@Globex.example", tenant="acme", reason="left", by="ana")
     await _tick_at(services, clock, START + timedelta(minutes=5))
-    assert [m.recipients for m in transport.sent] == [("billing@globex.example",)]
+    assert [m.recipients for m in emails(transport)] == [("billing@globex.example",)]
     assert [r["address"] for r in services.outbox_rows()[0]["recipients"]] == [
         "billing@globex.example"
     ]
@@ -374,7 +374,7 @@ async def test_when_every_invoice_contact_is_suppressed_the_next_contact_by_role
     _suppress(services, "ap@globex.example", "billing@globex.example")
     await _tick_at(services, clock, START + timedelta(minutes=5))
     # The accountant ranks before the primary contact (billing, AP, accountant, primary).
-    assert [m.recipients for m in transport.sent] == [("books@globex.example",)]
+    assert [m.recipients for m in emails(transport)] == [("books@globex.example",)]
 
 
 async def test_a_customer_whose_contacts_all_opted_out_gets_no_fallback(
@@ -402,7 +402,7 @@ async def test_an_edit_after_queueing_replaces_the_email_with_the_new_version(
     kinds = _kinds(services)
     assert kinds[1] == ("late_payment_reminder", "step 2", "skipped")
     assert kinds[2] == ("late_payment_reminder", "step 2", "sent")
-    assert "360.00" in transport.sent[-1].data.decode()
+    assert "360.00" in emails(transport)[-1].data.decode()
     with Session(services.engine) as session:
         first, second = session.exec(
             select(Message).where(col(Message.occasion) == "step 2").order_by(col(Message.id))
@@ -434,7 +434,7 @@ async def test_a_customer_without_contacts_does_not_stop_the_batch(
     doc["customers"][1]["contacts"] = [{"email": "ap@initech.example"}]
     assert services.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(minutes=11))
-    assert len(transport.sent) == 2
+    assert len(emails(transport)) == 2
 
 
 async def test_plan_explains_every_decision_without_writing(
@@ -559,7 +559,7 @@ async def test_customer_level_chasing_sends_one_email_for_all_overdue_invoices(
         ]
         assert summaries[1].context["overdue"]["balance_minor"] == 24_000
         assert all(m.status is MessageStatus.SENT for m in summaries)
-        assert len(transport.sent) == 5  # 3 invoices + 2 summaries, nothing per invoice
+        assert len(emails(transport)) == 5  # 3 invoices + 2 summaries, nothing per invoice
     finally:
         await services.close()
 
@@ -601,7 +601,7 @@ async def test_plan_lists_the_ledgers_pending_events(
     assert entries["payment:p-7"].action.kind == "payment_receipt"
     await services.tick()
     assert "payment:p-7" not in {e.document for e in services.plan(tenant="acme")}
-    assert any(b"p-7" in m.data for m in transport.sent)
+    assert any(b"p-7" in m.data for m in emails(transport))
 
 
 async def test_a_manual_send_of_a_queued_automatic_invoice_email_sends_it_once(
@@ -614,7 +614,7 @@ async def test_a_manual_send_of_a_queued_automatic_invoice_email_sends_it_once(
     message = await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     assert message.status is MessageStatus.SENT
     await _tick_at(services, clock, START + timedelta(minutes=6))
-    assert len(transport.sent) == 1
+    assert len(emails(transport)) == 1
     assert [(k, o) for k, o, _ in _kinds(services)] == [("new_invoice", "new")]
 
 

@@ -19,7 +19,7 @@ from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
 from mailer.models import ThreadStatus, User
 from mailer.transport import MemoryTransport, SentMail
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import DEMO_DOC, make_config, sent_to
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import dunmail, write_config
 
@@ -36,7 +36,7 @@ def env(
 
 async def _sent(services: Services, transport: MemoryTransport) -> SentMail:
     await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
-    return transport.sent[-1]
+    return sent_to(transport)  # ap@'s copy: its own envelope and VERP return path
 
 
 def _auto_reply(sent: SentMail) -> bytes:
@@ -131,7 +131,10 @@ async def test_resolve_then_a_bounce_or_a_reply_reopens(
     assert services.inbox(tenant="acme", status=ThreadStatus.OPEN) == []
 
     clock.advance(timedelta(hours=1))
-    other = dsn(sent, recipient="billing@globex.example", diagnostic="smtp; 550 5.1.1 no such user")
+    billing = sent_to(transport, "billing@globex.example")  # its own return path
+    other = dsn(
+        billing, recipient="billing@globex.example", diagnostic="smtp; 550 5.1.1 no such user"
+    )
     assert services.ingest_inbound([("file:b2.eml", other)]).matched == 1
     (reopened,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
     assert reopened["id"] == thread_id
@@ -281,12 +284,17 @@ async def _three_threads(
     reports = {
         "INV-1": lambda sent: dsn(sent),
         "INV-2": _auto_reply,
-        "INV-3": lambda sent: dsn(sent, action="delayed", status="4.4.1", diagnostic=""),
+        "INV-3": lambda sent: dsn(
+            sent, recipient=sent.recipients[0], action="delayed", status="4.4.1", diagnostic=""
+        ),
     }
     for number, report in reports.items():
         await services.send_invoice(number, kind="new_invoice", tenant="acme")
         clock.advance(timedelta(minutes=1))
-        assert services.ingest_inbound([(f"file:{number}.eml", report(transport.sent[-1]))]).matched
+        # ap@'s copy (one envelope per recipient); once ap@ bounced, the later emails go to
+        # billing@ only, and their reports come back to billing@'s return path.
+        sent = sent_to(transport) if number == "INV-1" else transport.sent[-1]
+        assert services.ingest_inbound([(f"file:{number}.eml", report(sent))]).matched
     return {r["document"]: r["id"] for r in services.inbox(tenant="acme", status=None)}
 
 

@@ -175,8 +175,9 @@ async def two_tenants(
 
 def _subjects(smtpd: RecordingServer) -> list[str]:
     return [
-        str(email.message_from_bytes(e.content, policy=policy.default)["Subject"])
-        for e in smtpd.envelopes
+        str(email.message_from_bytes(e, policy=policy.default)["Subject"])
+        # one transaction per recipient carries the same bytes: one email each
+        for e in dict.fromkeys(e.content for e in smtpd.envelopes)
     ]
 
 
@@ -266,7 +267,7 @@ def test_template_commands_round_trip(tmp_path: Path, db_url: str, sink: Sink) -
 
     sent = dunmail(config, "send", "--invoice", "INV-1042", "--at", AT)
     assert sent.returncode == 0, sent.stderr
-    assert len(sink.accepted()) == 1
+    assert len(set(sink.accepted())) == 1  # one Message-ID, one transaction per recipient
 
     reset = dunmail(config, "template", "reset", "new_invoice", "--part", "subject")
     assert reset.returncode == 0 and "1 override(s) removed" in reset.stdout

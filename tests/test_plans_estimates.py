@@ -31,7 +31,7 @@ from mailer.models import (
 from mailer.render import Renderer
 from mailer.transport import MemoryTransport
 from scheduler.dunning import active_holds
-from tests.conftest import DEMO_DOC, START, make_config
+from tests.conftest import DEMO_DOC, START, emails, make_config
 from tests.test_events import BASE_KEYS, GRACE, _conforms, _same_keys, add_tenant
 
 SHAPES: dict[str, type] = {
@@ -648,4 +648,4 @@ async def test_an_active_plan_stops_reminders_and_its_cancellation_resumes_them(
     clock.set(datetime(2026, 4, 2, 9, 1, tzinfo=UTC))
     await app.tick()
     assert _sent_kinds(app) == ["new_invoice", "late_payment_reminder"]
-    assert len(transport.sent) == 2
+    assert len(emails(transport)) == 2

@@ -74,7 +74,9 @@ def _assert_linked(services: Services, smtpd: RecordingServer, message: Message)
     assert message.attempts == 1
     [attempt] = _attempts(services, message)
     assert attempt.code == 250
-    [received] = smtpd.envelopes
+    # One envelope per recipient (its own VERP return path), the same bytes in each.
+    assert len(smtpd.envelopes) == 2 and len({e.content for e in smtpd.envelopes}) == 1
+    received = smtpd.envelopes[0]
     assert len(received.content) <= SERVER_LIMIT
     parsed = _parsed(received.content)
     assert list(parsed.iter_attachments()) == []
@@ -95,9 +97,9 @@ async def test_a_server_advertising_a_smaller_size_gets_the_link_version(
     try:
         _assert_linked(services, smtpd, message)
         # The advertised SIZE is checked before MAIL: the too-big version never went out.
-        assert smtpd.commands.count("MAIL") == 1
-        [sent] = smtpd.envelopes
-        assert f"SIZE={len(sent.content)}" in sent.mail_options
+        assert smtpd.commands.count("MAIL") == 2  # one per recipient, both the link version
+        for sent in smtpd.envelopes:
+            assert f"SIZE={len(sent.content)}" in sent.mail_options
     finally:
         await services.close()
 
@@ -126,7 +128,7 @@ async def test_a_552_at_end_of_data_without_advertised_size_gets_the_link_versio
     try:
         _assert_linked(services, smtpd, message)
         assert len(refused) == 1 and refused[0] > SERVER_LIMIT  # the PDF version, once
-        assert smtpd.commands.count("DATA") == 2
+        assert smtpd.commands.count("DATA") == 3  # then the link version, once per recipient
     finally:
         await services.close()
 

@@ -19,7 +19,7 @@ from mailer.models import Customer, Event, EventStatus, Message
 from mailer.statement import Transaction, statement
 from mailer.transport import MemoryTransport
 from scheduler.statements import next_statement_day, previous_statement_day
-from tests.conftest import DEMO_DOC, START, make_config
+from tests.conftest import DEMO_DOC, START, emails, make_config
 
 MAR = datetime(2026, 3, 1, tzinfo=UTC)
 APR = datetime(2026, 4, 1, tzinfo=UTC)
@@ -104,7 +104,7 @@ async def monthly(
 def _statements(transport: MemoryTransport) -> list[str]:
     return [
         str(message_from_bytes(m.data)["Subject"])
-        for m in transport.sent
+        for m in emails(transport)
         if b"statement" in m.data.lower()
     ]
 
@@ -156,7 +156,7 @@ async def test_a_statement_by_hand(
     [message] = await services.send_statement("C-1", tenant="acme", style="balance_forward")
     assert message.status.value == "sent"
     assert message.context["statement"]["style"] == "balance_forward"
-    assert len(transport.sent) == 1
+    assert len(emails(transport)) == 1
     with pytest.raises(MailerError, match="Quiet has nothing|C-quiet has nothing"):
         await services.send_statement("C-quiet", tenant="acme")
     with pytest.raises(MailerError, match="no customer with id 'C-nobody'"):

@@ -21,6 +21,7 @@ from dunmail.web.apikeys import create_key, revoke_key
 from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.transport import MemoryTransport
+from tests.conftest import sent_to
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import write_config
 from tests.test_inbox import _three_threads
@@ -201,7 +202,7 @@ async def test_another_tenant_cannot_read_the_message_or_thread(
 ) -> None:
     services, transport = relay_env
     sent = (await api.post("/invoices/INV-1042/send", json={"kind": "new_invoice"})).json()
-    services.ingest_inbound([("file:b.eml", dsn(transport.sent[-1]))])
+    services.ingest_inbound([("file:b.eml", dsn(sent_to(transport)))])
     (thread,) = (await api.get("/threads")).json()
     assert (await api.get(f"/threads/{thread['id']}")).status_code == 200
     suppressed = (await api.get("/suppressions")).json()

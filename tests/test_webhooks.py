@@ -25,7 +25,7 @@ from mailer.clock import FixedClock
 from mailer.models import WebhookDelivery, WebhookStatus
 from mailer.transport import MemoryTransport
 from mailer.webhooks import GIVE_UP_AFTER, verify_signature
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import DEMO_DOC, make_config, sent_to
 from tests.test_bounce_ingest import dsn
 from tests.test_inbox import _auto_reply
 
@@ -134,7 +134,7 @@ async def test_signed_events_for_a_send_and_a_bounce(
     assert (data["message"], data["invoice"], data["customer"]) == (message.uid, "INV-1042", "C-1")
     assert {r["status"] for r in data["recipients"]} == {"accepted"}
 
-    services.ingest_inbound([("file:b.eml", dsn(transport.sent[-1]))])
+    services.ingest_inbound([("file:b.eml", dsn(sent_to(transport)))])
     await services.deliver_webhooks()
     assert receiver.events() == ["message.sent", "message.bounced"]
     bounced = json.loads(receiver.requests[-1][1])["data"]
@@ -232,8 +232,8 @@ async def test_an_endpoint_gets_only_the_events_it_asked_for(
     try:
         assert services.import_document(DEMO_DOC, tenant="acme").errors == []
         await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
-        services.ingest_inbound([("file:b.eml", dsn(transport.sent[-1]))])
-        services.ingest_inbound([("file:ooo.eml", _auto_reply(transport.sent[-1]))])
+        services.ingest_inbound([("file:b.eml", dsn(sent_to(transport)))])
+        services.ingest_inbound([("file:ooo.eml", _auto_reply(sent_to(transport)))])
         await services.deliver_webhooks()
         assert sorted(receiver.events()) == ["message.bounced", "thread.replied"]
         replied = next(json.loads(b)["data"] for _, b in receiver.requests if b"replied" in b)
