@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -281,12 +282,16 @@ async def _three_threads(
     template = doc["invoices"][0]
     doc["invoices"] = [{**template, "id": f"i-{n}", "number": f"INV-{n}"} for n in (1, 2, 3)]
     assert services.import_document(doc, tenant="acme").errors == []
-    reports = {
-        "INV-1": lambda sent: dsn(sent),
-        "INV-2": _auto_reply,
-        "INV-3": lambda sent: dsn(
+
+    def delayed(sent: SentMail) -> bytes:
+        return dsn(
             sent, recipient=sent.recipients[0], action="delayed", status="4.4.1", diagnostic=""
-        ),
+        )
+
+    reports: dict[str, Callable[[SentMail], bytes]] = {
+        "INV-1": dsn,
+        "INV-2": _auto_reply,
+        "INV-3": delayed,
     }
     for number, report in reports.items():
         await services.send_invoice(number, kind="new_invoice", tenant="acme")
