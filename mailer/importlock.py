@@ -153,11 +153,12 @@ class ImportLocks:
 
 
 def tenants_importing(session: Session, *, clock: Clock | None = None) -> set[int]:
-    """The tenants with an import running now (a live lease): their ledger may be half
-    applied, so the passes that decide emails from it wait until it is done."""
+    """The tenants with an import running now (a live lease, and not a process of this host
+    that is gone): their ledger may be half applied, so the passes that decide emails from it
+    wait until it is done."""
     now = (clock or SystemClock()).now()
-    query = select(ImportLock.tenant_id).where(col(ImportLock.expires_at) > now)
-    return set(session.exec(query).all())
+    query = select(ImportLock.tenant_id, ImportLock.holder).where(col(ImportLock.expires_at) > now)
+    return {tenant_id for tenant_id, holder in session.exec(query).all() if _alive(holder)}
 
 
 def _alive(holder: str) -> bool:

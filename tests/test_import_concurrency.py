@@ -36,7 +36,7 @@ from dunmail.app import Services, build_services
 from dunmail.config import load_config
 from mailer.clock import FixedClock
 from mailer.db import make_engine, session_scope
-from mailer.importlock import ImportLocks
+from mailer.importlock import ImportLocks, tenants_importing
 from mailer.links import issue_link
 from mailer.models import Customer, Event, ImportLock, Invoice, Message, Payment, Tenant
 from mailer.transport import MemoryTransport
@@ -325,7 +325,13 @@ async def test_the_engine_keeps_answering_while_a_big_import_runs(tmp_path: Path
         await probe_once(side, Probe(), 0)  # warm: templates, argon2, the SMTP session
         began = time.monotonic()
         importing = start_import(config, document)
-        probe = await probe_while(side, lambda: importing.poll() is None)
+        seen: set[int] = set()  # the customers the engine saw, round after round
+
+        def running() -> bool:
+            seen.add(count(side.services.engine, Customer))
+            return importing.poll() is None
+
+        probe = await probe_while(side, running)
         took = time.monotonic() - began
         out, err = importing.communicate()
         assert importing.returncode == 0, err
@@ -334,6 +340,8 @@ async def test_the_engine_keeps_answering_while_a_big_import_runs(tmp_path: Path
     print(f"import of {CUSTOMERS} customers: {took:.1f} s; engine side: {probe.figures()}")
     assert probe.failures == []
     assert sum(len(v) for v in probe.latencies.values()) >= 8
+    # The engine saw the batches land one after another, not the whole file at the end.
+    assert len({n for n in seen if 1 < n < CUSTOMERS + 1}) >= 2, sorted(seen)
     # One transaction kept every write waiting for most of the import; batches, for one batch.
     assert probe.worst() < min(BOUND, took / 2), (took, probe.figures())
 
@@ -385,6 +393,8 @@ def test_a_killed_import_keeps_its_batches_and_a_rerun_completes_it_with_nothing
     kept = count(engine, Invoice)
     assert 0 < kept <= customers and lock_held(engine)  # the dead import's lock is left
     assert count(engine, Customer) == customers  # the customers' batches all came first
+    with Session(engine) as session:  # a dead process of this host holds the engine back no more
+        assert tenants_importing(session) == set()
 
     # The same file again: its process is gone, so the lock is taken over at once.
     again = dunmail(config, "import", str(document), "--at", AT, isolated=True)
