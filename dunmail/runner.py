@@ -71,7 +71,7 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
         )
         web = await _start_web(config, services)
         await stop.wait()
-        scheduler.shutdown(wait=False)
+        await scheduler.stop()
         if web is not None:
             await web.stop()
     finally:

@@ -515,7 +515,7 @@ class WebConfig(_Frozen):
 
 
 class DatabaseConfig(_Frozen):
-    """Where the ledger lives, and how a long ``dunmail import`` shares it (mailer/importlock.py)."""
+    """Where the ledger lives, and how a long ``dunmail import`` shares it (importlock.py)."""
 
     url: str = "sqlite:///var/dunmail.db"
     # An import commits every import_batch_records records or import_batch_seconds, whichever

@@ -7,9 +7,10 @@ Every due time lives in the database, so the scheduler only ticks. Jobs have fix
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -25,22 +26,47 @@ class Tick:
     run: Callable[[], Awaitable[object]]
 
 
-def _guarded(tick: Tick) -> Callable[[], Awaitable[None]]:
+def _guarded(tick: Tick, running: set[asyncio.Task[object]]) -> Callable[[], Awaitable[None]]:
     async def job() -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            running.add(task)
         try:
             await tick.run()
         except Exception:  # job boundary: log and let the next tick try again
             log.exception("job %s failed", tick.id)
+        finally:
+            if task is not None:
+                running.discard(task)
 
     return job
 
 
-def build_scheduler(ticks: Sequence[Tick]) -> AsyncIOScheduler:
+@dataclass
+class Schedule:
+    """The scheduler and the jobs it is running now, so that stopping can let them finish."""
+
+    scheduler: AsyncIOScheduler
+    running: set[asyncio.Task[object]] = field(default_factory=set)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        """No new runs; the pass in flight completes (each pass commits its own work, but a
+        pass cancelled in the middle of a thread it waits on would leave that thread running
+        against a closing engine, and logs a traceback for a clean stop)."""
+        self.scheduler.shutdown(wait=False)
+        if self.running:
+            await asyncio.gather(*self.running, return_exceptions=True)
+
+
+def build_scheduler(ticks: Sequence[Tick]) -> Schedule:
     """A started-on-demand scheduler with one interval job per tick."""
-    scheduler = AsyncIOScheduler(timezone="UTC")
+    schedule = Schedule(AsyncIOScheduler(timezone="UTC"))
     for tick in ticks:
-        scheduler.add_job(
-            _guarded(tick),
+        schedule.scheduler.add_job(
+            _guarded(tick, schedule.running),
             "interval",
             seconds=tick.every_seconds,
             id=tick.id,
@@ -49,4 +75,4 @@ def build_scheduler(ticks: Sequence[Tick]) -> AsyncIOScheduler:
             coalesce=True,
             misfire_grace_time=None,
         )
-    return scheduler
+    return schedule

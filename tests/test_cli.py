@@ -170,7 +170,7 @@ def in_process(
         logging.root.setLevel(level)
     [result] = box
     stderr = result.stderr
-    if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(*result.exc_info))
     return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, stderr)
 
