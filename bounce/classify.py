@@ -369,6 +369,11 @@ def classify_reason(
     return "onhold" if not diagnostic else "undefined"  # Sisimai: no evidence / unreadable
 
 
+def phrase_reason(text: str) -> str | None:
+    """What the diagnostic's wording alone says (the phrase layer), or None."""
+    return _phrase_reason(_CONTINUATION.sub(" ", text[:_MAX_DIAGNOSTIC]))[0]
+
+
 def _phrase_reason(text: str) -> tuple[str | None, bool]:
     """The first ``_PHRASES`` row matching ``text``: (reason, bare refusal), or (None, False)."""
     if not text.isascii():

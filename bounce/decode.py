@@ -77,6 +77,7 @@ def _report(mail: Mail, finding: Finding) -> Report:
                 hard=finding.kind == "bounce" and classify_hard(reason, hit.status),
                 action=hit.action,
                 diagnostic=hit.diagnostic,
+                command=hit.command,
             )
         )
     return Report(

@@ -29,6 +29,7 @@ class Recipient:
     hard: bool  # the address itself is bad: suppress it
     action: str | None  # RFC 3464 Action: failed, delayed, delivered, ...
     diagnostic: str
+    command: str | None = None  # the SMTP command the reply answered (RCPT, DATA, MAIL, CONNECT)
 
 
 @dataclass(frozen=True)
