@@ -409,6 +409,7 @@ def test_cli_prints_one_json_object_per_file() -> None:
         "hard",
         "action",
         "diagnostic",
+        "command",
     }
     assert recipient["status"].startswith("5.")
     assert "original_message_id" in rows[0]
