@@ -43,3 +43,16 @@ DETECTORS: list[Detector] = [
     FMLDetector(),
     TextBounceDetector(),
 ]
+
+
+def without_families(*families: str) -> list[Detector]:
+    """The registry with the detectors written for any of ``families`` left out, order kept.
+
+    What decoding a family's notices would look like had nobody written a module for it.
+    """
+    return [d for d in DETECTORS if not set(d.families) & set(families)]
+
+
+def generic_only() -> list[Detector]:
+    """The registry with every family's own detector left out: the standards and prose alone."""
+    return [d for d in DETECTORS if not d.families]

@@ -13,6 +13,7 @@ class ARFDetector:
     """``multipart/report; report-type=feedback-report`` and its loose text variants."""
 
     name = "arf"
+    families: tuple[str, ...] = ()  # RFC 5965: any mail system
 
     def detect(self, mail: Mail) -> Finding | None:
         """Find the feedback-report part (or its fields in the text) and the recipient."""

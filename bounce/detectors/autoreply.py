@@ -18,6 +18,7 @@ class AutoReplyDetector:
     """``Auto-Submitted: auto-replied`` and the vendor headers and subjects that mean the same."""
 
     name = "autoreply"
+    families: tuple[str, ...] = ()  # RFC 3834: any mailbox
 
     def detect(self, mail: Mail) -> Finding | None:
         """An automatic reply from a person's address, not from a mail system."""

@@ -33,6 +33,7 @@ class DominoDetector:
     """Domino's two-part notice and the older Notes gateway's "Failure Reasons" section."""
 
     name = "domino"
+    families: tuple[str, ...] = ("Domino", "Notes")
 
     def detect(self, mail: Mail) -> Finding | None:
         """Claim the notice by Domino's headings; the reason section is every address's text."""

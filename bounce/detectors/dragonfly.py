@@ -24,6 +24,7 @@ class DragonFlyDetector:
     """dma's notice: the address is in its one opening sentence."""
 
     name = "dragonfly"
+    families: tuple[str, ...] = ("DragonFly",)
 
     def detect(self, mail: Mail) -> Finding | None:
         """Claim the notice by dma's greeting; the text after the address is its diagnostic."""

@@ -20,29 +20,32 @@ from .base import (
     strip_type,
     text_about,
 )
-from .phrase import Phrase
+from .phrase import Phrase, lowered
 
-_FIELDS_IN_TEXT = Phrase(r"^(?:final|original)-recipient:", re.MULTILINE, needles=("-recipient:",))
+# Also indented or quoted ("> Final-Recipient: ..."), as a forwarded or pasted report is.
+_FIELDS_IN_TEXT = Phrase(
+    r"^([ \t>]*)(?:final|original)-recipient:", re.MULTILINE, needles=("-recipient:",)
+)
 _FAILED = {"failed", "failure", "fail"}
 _DELAYED = {"delayed", "delay"}
-_DELIVERED = {"delivered", "relayed", "expanded"}
+# RFC 3464 s2.3.3: the message reached the recipient, a non-DSN system, or a list's members.
+# None of these is a failure, whatever Status, Diagnostic-Code or prose sit beside it.
+DELIVERED = frozenset({"delivered", "relayed", "expanded"})
+_WORD = re.compile(r"[a-z]+")
 
 
 class DSNDetector:
     """RFC 3464: one per-recipient field block per recipient."""
 
     name = "dsn"
+    families: tuple[str, ...] = ()  # RFC 3464: any mail system
 
     def detect(self, mail: Mail) -> Finding | None:
         """Read the per-recipient blocks of every delivery-status part."""
-        texts = [text for ctype, text in mail.reports if "delivery-status" in ctype]
-        if not texts:
-            text = mail.body + "\n" + mail.original
-            start = _FIELDS_IN_TEXT.search(text)
-            if start is None:
-                return None
-            texts = [text[start.start() :]]
         by_address: dict[str, Hit] = {}
+        texts = _field_texts(mail)
+        if texts and not any(_named(text) for text in texts):
+            texts = _fields_in_text(mail)  # a report part naming nobody: the text may
         for text in texts:
             for block in parse_fields(text):
                 hit = _hit(block, mail.body)
@@ -60,15 +63,67 @@ class DSNDetector:
         if actions & _FAILED:
             # Recipients still being retried stay in the report with their own action.
             kind = "bounce"
-            hits = [h for h in hits if h.action not in _DELIVERED]
+            hits = [h for h in hits if h.action not in DELIVERED]
         elif actions & _DELAYED:
             kind = "delayed"
             hits = [h for h in hits if h.action in _DELAYED]
-        elif actions <= _DELIVERED:
+        elif actions <= DELIVERED:
             kind = "delivered"
         else:
             kind = "bounce"
+            hits = [h for h in hits if h.action not in DELIVERED]
         return Finding(kind=kind, detector=self.name, hits=tuple(hits))
+
+
+def _field_texts(mail: Mail) -> list[str]:
+    """The delivery-status parts; failing those, the notice text from its first recipient field.
+
+    Many MTAs send the fields in a text part or mangle the MIME; the fields are RFC 3464's
+    wherever they are written.
+    """
+    texts = [text for ctype, text in mail.reports if "delivery-status" in ctype]
+    return texts or _fields_in_text(mail)
+
+
+def _fields_in_text(mail: Mail) -> list[str]:
+    """The notice text from its first recipient field, with that field's indent taken off."""
+    text = mail.body + "\n" + mail.original
+    start = _FIELDS_IN_TEXT.search(text)
+    if start is None:
+        return []
+    text = text[start.start() :]
+    indent = start.group(1)
+    if indent:
+        cut = len(indent)
+        text = "\n".join(line[cut:] if line.startswith(indent) else "" for line in text.split("\n"))
+    return [text]
+
+
+def _named(text: str) -> bool:
+    return "-recipient" in lowered(text)
+
+
+def action_of(value: str) -> str | None:
+    """The RFC 3464 Action keyword: ``" Delivered (to mailbox);"`` -> ``"delivered"``."""
+    found = _WORD.search(value.lower())
+    return found.group(0) if found else None
+
+
+def stated_actions(mail: Mail) -> list[tuple[str | None, str]]:
+    """``(recipient or None, action)`` for every per-recipient block that states an Action.
+
+    Read apart from any detector's finding, so that what the DSN fields say about a recipient
+    (delivered, relayed, expanded) holds against a prose reading of the same notice.
+    """
+    stated: list[tuple[str | None, str]] = []
+    for text in _field_texts(mail):
+        for block in parse_fields(text):
+            action = action_of(block.get("action", ""))
+            if action is None:
+                continue
+            raw = block.get("final-recipient") or block.get("original-recipient") or ""
+            stated.append((first_address(strip_type(raw)) if raw else None, action))
+    return stated
 
 
 def _hit(block: dict[str, str], notice: str) -> Hit | None:
@@ -76,7 +131,7 @@ def _hit(block: dict[str, str], notice: str) -> Hit | None:
     address = first_address(strip_type(raw)) if raw else None
     if address is None:
         return None
-    action = block.get("action", "").strip().lower().split(" ")[0] or None
+    action = action_of(block.get("action", ""))
     diagnostic = strip_type(block.get("diagnostic-code", ""))
     status = _better_status(find_status(block.get("status", "")), find_status(diagnostic), action)
     about = text_about(notice, address)
@@ -88,7 +143,8 @@ def _hit(block: dict[str, str], notice: str) -> Hit | None:
             status = _better_status(status, find_status(about), action)
     command = find_command(diagnostic) or find_command(about) or find_command(notice)
     if action is None and status:
-        action = "failed" if status[0] == "5" else "delayed"
+        # No Action field: the Status class says how it ended (RFC 3463 s3.1: 2 is success).
+        action = {"5": "failed", "4": "delayed", "2": "delivered"}.get(status[0])
     return Hit(
         address=address,
         status=status,

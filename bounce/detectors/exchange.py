@@ -30,6 +30,7 @@ class ExchangeDetector:
     """Exchange Server and Office 365 / Exchange Online non-delivery reports."""
 
     name = "exchange"
+    families: tuple[str, ...] = ("Exchange2003", "Exchange2007", "Office365")
 
     def detect(self, mail: Mail) -> Finding | None:
         """Claim the report by Exchange's wording; read its per-recipient blocks."""

@@ -37,6 +37,7 @@ class EximDetector:
     """Exim and the providers that run it (GMX, Mail.ru, 1&1 ...)."""
 
     name = "exim"
+    families: tuple[str, ...] = ("Exim", "GMX", "MailRu", "EinsUndEins")
 
     def detect(self, mail: Mail) -> Finding | None:
         """Claim the notice by Exim's wording; read its indented address blocks."""

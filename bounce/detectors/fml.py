@@ -23,6 +23,7 @@ class FMLDetector:
     """fml's "you are not a member" refusal."""
 
     name = "fml"
+    families: tuple[str, ...] = ("FML",)
 
     def detect(self, mail: Mail) -> Finding | None:
         """The list address named in the refusal, with the refusal as its diagnostic."""

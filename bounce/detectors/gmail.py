@@ -33,6 +33,7 @@ class GmailDetector:
     """Gmail's own (pre-RFC 3464) failure and delay notices."""
 
     name = "gmail"
+    families: tuple[str, ...] = ("Gmail",)
 
     def detect(self, mail: Mail) -> Finding | None:
         """Claim the notice by Google's wording; every listed address shares the details."""

@@ -16,6 +16,7 @@ class GoogleGroupsDetector:
     """Google's mailer daemon naming only ``...@googlegroups.com`` in X-Failed-Recipients."""
 
     name = "googlegroups"
+    families: tuple[str, ...] = ("GoogleGroups",)
 
     def detect(self, mail: Mail) -> Finding | None:
         """One hit per refused group address."""

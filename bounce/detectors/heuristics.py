@@ -26,6 +26,7 @@ class TextBounceDetector:
     """Any bounce whose facts are only in its prose."""
 
     name = "text"
+    families: tuple[str, ...] = ()  # the generic prose reader: any mail system
 
     def detect(self, mail: Mail) -> Finding | None:
         """A bounce if the sender or the subject say so and the text names a failed address."""
@@ -50,6 +51,4 @@ class TextBounceDetector:
                 )
                 for a in sorted(prose.original_recipients(mail.original))
             )
-        if not hits:
-            return None
-        return Finding(kind=prose.kind_of(mail), detector=self.name, hits=hits)
+        return prose.finding_of(mail, self.name, hits)

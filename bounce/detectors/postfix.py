@@ -31,6 +31,7 @@ class PostfixDetector:
     """Postfix's human-readable bounce report."""
 
     name = "postfix"
+    families: tuple[str, ...] = ("Postfix",)
 
     def detect(self, mail: Mail) -> Finding | None:
         """Claim the notice by Postfix's opening lines; read its ``<address>:`` paragraphs."""

@@ -9,6 +9,8 @@ every family, and read any notice by its common shape when a family's layout was
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import replace
 
 from .base import (
     ADDRESS,
@@ -37,6 +39,20 @@ _DELAY = Phrase(
 FINAL = Phrase(
     r"giving up|permanent|gave up|could not be delivered|has been rejected|failed permanently"
     r"|will not be retried|undeliverable|fatal|expired|unable to deliver|failed:|not delivered"
+)
+# A success notice (RFC 3464 "delivered"/"relayed" told in prose, a return receipt). It counts
+# only where no failure is written anywhere in the notice: a mixed notice stays a bounce.
+_SUCCESS = Phrase(
+    r"(?:was|were|has been|have been) (?:successfully )?(?:delivered|relayed)\b"
+    r"|(?:delivered|relayed) successfully|successful(?:ly)? deliver"
+    r"|deliver(?:y|ed) (?:to the following recipients? )?(?:was |has )?succeeded"
+    r"|delivery status notification \(success\)|return receipt",
+    needles=("deliver", "relayed", "receipt"),
+)
+_FAILURE = Phrase(
+    r"fail|undeliver|not (?:be )?delivered|n't be delivered|could not|couldn't|unable"
+    r"|reject|refused|denied|unknown|error|bounced|returned|expired|giving up|gave up"
+    r"|permanent|fatal|delay|deferred|no such|does not exist|invalid|quota|blocked|[45]\.\d+\.\d+"
 )
 _DELAY_SUBJECT = re.compile(r"\bdelay|\bwarning\b|deferred|still trying", re.IGNORECASE)
 _FAILED_SUBJECT = re.compile(r"fail|undeliver|returned|not delivered", re.IGNORECASE)
@@ -75,13 +91,26 @@ def looks_automatic(mail: Mail) -> bool:
 def finding(mail: Mail, detector: str, blocks: list[Block]) -> Finding | None:
     """A family's blocks as a Finding, or the common-shape reading when the blocks are empty."""
     hits = build_hits(mail, blocks) if blocks else read_hits(mail)
+    return finding_of(mail, detector, hits)
+
+
+def finding_of(mail: Mail, detector: str, hits: Sequence[Hit]) -> Finding | None:
+    """``hits`` as a Finding of the notice's kind; a success notice's recipients were delivered."""
     if not hits:
         return None
-    return Finding(kind=kind_of(mail), detector=detector, hits=tuple(hits))
+    kind = kind_of(mail)
+    if kind == "delivered":
+        hits = [replace(h, action="delivered") for h in hits]
+    return Finding(kind=kind, detector=detector, hits=tuple(hits))
 
 
 def kind_of(mail: Mail) -> str:
-    """``delayed`` for a warning that the mail system is still trying, else ``bounce``."""
+    """``delayed`` for a warning that the mail system is still trying, ``delivered`` for a
+    success notice that writes no failure at all, else ``bounce``."""
+    if _SUCCESS.found(mail.subject + "\n" + mail.body) and not _FAILURE.found(
+        mail.subject + "\n" + mail.body
+    ):
+        return "delivered"
     if _DELAY_SUBJECT.search(mail.subject) and not _FAILED_SUBJECT.search(mail.subject):
         return "delayed"  # "Delivery Status Notification (Delay)": the subject is explicit
     text = mail.subject + "\n" + mail.body

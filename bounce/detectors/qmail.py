@@ -31,6 +31,7 @@ class QmailDetector:
     """Notices from qmail-send and the many MTAs built on it."""
 
     name = "qmail"
+    families: tuple[str, ...] = ("qmail",)
 
     def detect(self, mail: Mail) -> Finding | None:
         """Claim the notice by qmail's wording; read its ``<address>:`` paragraphs."""

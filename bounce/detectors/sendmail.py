@@ -37,6 +37,7 @@ class SendmailDetector:
     """Sendmail (and the Sendmail-shaped notices of Active!hunter, McAfee and others)."""
 
     name = "sendmail"
+    families: tuple[str, ...] = ("Sendmail", "V5sendmail", "Activehunter", "McAfee")
 
     def detect(self, mail: Mail) -> Finding | None:
         """Claim the notice by Sendmail's section rules; read the listed addresses."""

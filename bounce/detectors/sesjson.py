@@ -15,6 +15,7 @@ class SESJSONDetector:
     """``{"notificationType": "Bounce", "bounce": {"bouncedRecipients": [...]}, "mail": {...}}``."""
 
     name = "ses_json"
+    families: tuple[str, ...] = ("AmazonSES",)
 
     def detect(self, mail: Mail) -> Finding | None:
         """Decode the JSON notice; None when the body holds none."""

@@ -20,6 +20,7 @@ class YahooDetector:
     """Yahoo! Mail (and the providers that share its mail platform)."""
 
     name = "yahoo"
+    families: tuple[str, ...] = ("Yahoo",)
 
     def detect(self, mail: Mail) -> Finding | None:
         """Claim the notice by Yahoo's opening sentence; read its ``<address>:`` paragraphs."""
