@@ -111,6 +111,7 @@ def _report(mail: Mail, finding: Finding) -> Report:
                 action=hit.action,
                 command=hit.command,
                 domain=address.rpartition("@")[2],
+                reply_code=hit.reply_code,
             )
         recipients.append(
             Recipient(
