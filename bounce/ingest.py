@@ -28,6 +28,7 @@ from sqlmodel import Session, col, select
 
 from bounce import Kind, Recipient, Report, parse
 from bounce.authority import Mailboxes, arrival_of, match_report
+from bounce.evidence import Decision, decide_suppression
 from bounce.recovery import Enqueue, react_to_return
 from bounce.threads import record_thread
 from mailer.db import session_scope
@@ -56,6 +57,7 @@ class Outcome:
     rerouted_to: str | None = None  # the bounced email went to this contact instead
     paused: bool = False  # nobody left to send to: escalation waits for a fixed contact
     unverified: bool = False  # threaded by its headers only: it acted on nothing
+    reviews: int = 0  # hard verdicts on weak evidence left for a person (bounce/evidence.py)
 
 
 def store(
@@ -177,21 +179,25 @@ def process(
         if address not in may_act:
             # Not an address this token proves: record nothing against it, suppress nothing.
             continue
-        added = _record_event(session, inbound, message, report.kind, recipient, now)
+        # Suppress now, review or neither: the classifier's hard verdict alone never blocks.
+        decision = decide_suppression(report.kind, recipient)
+        added = _record_event(session, inbound, message, report.kind, recipient, decision, now)
         outcome.events += added
+        if added and decision.review:
+            outcome.reviews += 1
         if added and emit is not None and report.kind in _WEBHOOK_EVENTS:
             emit(
                 session,
                 tenant_id=message.tenant_id,
                 event=_WEBHOOK_EVENTS[report.kind],
-                data=_event_data(message, thread.id, recipient),
+                data=_event_data(message, thread.id, recipient, decision),
                 now=now,
             )
         if report.kind is Kind.BOUNCE:
             _mark_bounced(rows[address], recipient, now)
             session.add(rows[address])
         session.flush()
-        if _suppress_for(session, message.tenant_id, report.kind, recipient, policy, now):
+        if _suppress_for(session, message.tenant_id, report.kind, recipient, decision, policy, now):
             outcome.suppressed.append(rows[address].address)
     if emit is not None and first_time and reply:
         emit(
@@ -225,8 +231,11 @@ def process(
 _WEBHOOK_EVENTS = {Kind.BOUNCE: "message.bounced", Kind.COMPLAINT: "message.complained"}
 
 
-def _event_data(message: Message, thread_id: int | None, recipient: Recipient) -> dict[str, object]:
-    """A bounce or complaint webhook's ``data``: the email, the address and the reason."""
+def _event_data(
+    message: Message, thread_id: int | None, recipient: Recipient, decision: Decision
+) -> dict[str, object]:
+    """A bounce or complaint webhook's ``data``: the email, the address and the reason;
+    ``hard`` only when the evidence suppressed the address, ``review`` when a person decides."""
     return {
         "message": message.uid,
         "kind": message.kind,
@@ -234,7 +243,8 @@ def _event_data(message: Message, thread_id: int | None, recipient: Recipient) -
         "address": recipient.address.lower(),
         "status": recipient.status,
         "reason": recipient.reason,
-        "hard": recipient.hard,
+        "hard": decision.hard,
+        "review": decision.review,
         "diagnostic": recipient.diagnostic[:300],
     }
 
@@ -263,14 +273,17 @@ def _suppress_for(
     tenant_id: int,
     kind: Kind,
     recipient: Recipient,
+    decision: Decision,
     policy: SoftBouncePolicy,
     now: datetime,
 ) -> bool:
     """Block the address if the report calls for it; returns whether it is newly blocked.
 
-    Hard bounces and complaints block until unblocked. A soft bounce (a full mailbox, a server
-    refusing for now) blocks only once it repeats ``policy.limit`` times within the window, and
-    then for ``policy.period``; a delay notice is not a failure and blocks nothing.
+    Hard bounces on unambiguous evidence (bounce/evidence.py) and complaints block until
+    unblocked. A soft bounce (a full mailbox, a server refusing for now, or a hard verdict on
+    weak evidence, which also waits for a person's review) blocks only once it repeats
+    ``policy.limit`` times within the window, and then for ``policy.period``; a delay notice
+    is not a failure and blocks nothing.
     """
     status = f" {recipient.status}" if recipient.status else ""
     until = None
@@ -278,7 +291,7 @@ def _suppress_for(
         block, reason = SuppressionKind.COMPLAINT, "complaint"
     elif kind is not Kind.BOUNCE:
         return False
-    elif recipient.hard:
+    elif decision.hard:
         block, reason = SuppressionKind.HARD, f"hard bounce{status}: {recipient.reason}"
     else:
         count = soft_bounces_reached(
@@ -288,6 +301,8 @@ def _suppress_for(
             return False
         block, until = SuppressionKind.SOFT, now + policy.period
         reason = f"{count} soft bounces in {policy.window.days} days{status}: {recipient.reason}"
+        if decision.review:
+            reason += " (a hard verdict on weak evidence, under review)"
     return suppress(
         session,
         tenant_id=tenant_id,
@@ -313,6 +328,7 @@ def _record_event(
     message: Message,
     kind: Kind,
     recipient: Recipient,
+    decision: Decision,
     now: datetime,
 ) -> int:
     existing = session.exec(
@@ -332,9 +348,11 @@ def _record_event(
             status=(recipient.status or None) and recipient.status[:20],
             reply_code=recipient.reply_code,
             reason=recipient.reason[:63],
-            hard=recipient.hard,
+            hard=decision.hard,
             diagnostic=recipient.diagnostic[:1000],
             created_at=now,
+            review="open" if decision.review else None,
+            evidence=decision.evidence.as_dict(),
         )
     )
     return 1

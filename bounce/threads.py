@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from bounce.authority import VERIFIED
 from bounce.decode import parse
+from bounce.evidence import Evidence
 from bounce.report import Kind
 from mailer.errors import NotFoundError
 from mailer.models import (
@@ -52,8 +53,9 @@ class Entry:
     """One line of a thread's timeline. Every text field may come from mail: show it as text."""
 
     at: datetime
-    # queued, sent, attempt, bounce, delayed, complaint, delivered, reply, click, note, and
-    # unverified: a report matched by its headers only, which acted on nothing
+    # queued, sent, attempt, bounce, delayed, complaint, delivered, reply, click, note,
+    # unverified: a report matched by its headers only, which acted on nothing, and review /
+    # reviewed: a hard verdict on weak evidence, open for a person / suppressed or dismissed
     type: str
     summary: str
     detail: str = ""
@@ -151,9 +153,12 @@ def fetch_thread(session: Session, thread_id: int, *, tenant_id: int) -> Thread:
     return thread
 
 
-# The inbox's narrower views: the threads with a bounce or complaint, with a person's reply, or
-# waiting for someone to fix the customer's contact.
-THREAD_FILTERS = ("bounced", "replied", "fix_contact")
+# The inbox's narrower views: the threads with a bounce or complaint, with a person's reply,
+# waiting for someone to fix the customer's contact, or with a bounce review open.
+THREAD_FILTERS = ("bounced", "replied", "fix_contact", "review")
+REVIEW_OPEN = "open"
+_NOT_NEWS = ("note", "review", "reviewed")
+REVIEW_CLOSED = ("suppressed", "dismissed")
 
 
 def list_threads(
@@ -191,7 +196,8 @@ def list_threads(
     rows = []
     for thread in session.exec(query).all():
         timeline = build_timeline(session, thread)
-        last = next((e for e in reversed(timeline) if e.type != "note"), None)
+        # A review is a task on the bounce beside it (shown by ``reviews``), not news of its own.
+        last = next((e for e in reversed(timeline) if e.type not in _NOT_NEWS), None)
         rows.append(
             {
                 **_thread_fields(session, thread),
@@ -224,6 +230,13 @@ def _only(name: str) -> sa.ColumnElement[bool]:
     about = sa.and_(
         col(Message.tenant_id) == col(Thread.tenant_id), _document_sql() == col(Thread.document)
     )
+    if name == "review":
+        return sa.exists(
+            sa.select(1)
+            .select_from(DeliveryEvent)
+            .join(Message, col(DeliveryEvent.message_id) == col(Message.id))
+            .where(about, col(DeliveryEvent.review) == REVIEW_OPEN)
+        )
     processed = col(InboundMail.status) == InboundStatus.PROCESSED
     if name == "replied":
         return sa.exists(
@@ -281,6 +294,7 @@ def _thread_fields(session: Session, thread: Thread) -> dict[str, Any]:
         "status": thread.status.value,
         "assignee": thread.assignee,
         "task": thread.task,
+        "reviews": len(open_reviews(session, thread, messages=messages)),
         "updated_at": thread.updated_at.isoformat(),
     }
 
@@ -367,6 +381,8 @@ def build_timeline(session: Session, thread: Thread) -> list[Entry]:
         if source is None or source.kind in REPLY_KINDS:
             continue  # a reply is one entry; a report no longer matched is not shown
         entries.append((_event_entry(e, by_id[e.message_id]), (2, e.inbound_id)))
+        if e.review:
+            entries.append((_review_entry(e, by_id[e.message_id]), (2, e.inbound_id)))
     for c in session.exec(select(LinkEvent).where(col(LinkEvent.message_id).in_(ids))):
         entries.append((_click_entry(c, by_id[c.message_id]), (2, c.id or 0)))
     for n in session.exec(select(ThreadNote).where(ThreadNote.thread_id == thread.id)):
@@ -411,6 +427,68 @@ def _unverified_entries(inbound: InboundMail, message: Message) -> list[Entry]:
             )
         )
     return entries
+
+
+def _review_entry(event: DeliveryEvent, message: Message) -> Entry:
+    """The review task beside a bounce whose hard verdict rested on weak evidence
+    (bounce/evidence.py): counted as soft, the address left unsuppressed until a person
+    suppresses it or dismisses the task. The evidence is remote text: show it as text."""
+    label = _document_label(message)
+    status = f" ({event.status})" if event.status else ""
+    what = f"{label} to {event.address}: hard bounce{status}: {event.reason}"
+    if event.review == REVIEW_OPEN:
+        summary = f"{what}: review: suppress or dismiss (counted as soft until then)"
+        kind = "review"
+    else:
+        summary = f"{what}: review closed: {event.review}"
+        kind = "reviewed"
+    return Entry(
+        at=event.created_at,
+        type=kind,
+        summary=summary,
+        detail=_evidence_text(event)[:1000],
+        address=event.address,
+        status=event.status,
+        reason=event.reason,
+    )
+
+
+def _evidence_text(event: DeliveryEvent) -> str:
+    """What decided the review, as recorded when it was opened (or the event's own fields)."""
+    try:
+        return Evidence(**(event.evidence or {})).describe()
+    except TypeError:  # recorded by another version of the decision: its fields as stored
+        return f"status {event.status or 'none'}; diagnostic: {event.diagnostic}"
+
+
+def open_reviews(
+    session: Session, thread: Thread, *, messages: list[Message] | None = None
+) -> list[DeliveryEvent]:
+    """The thread's bounce reviews still open, oldest first: while any is, it needs a person."""
+    ids = [m.id for m in (thread_messages(session, thread) if messages is None else messages)]
+    return list(
+        session.exec(
+            select(DeliveryEvent)
+            .where(col(DeliveryEvent.message_id).in_(ids), DeliveryEvent.review == REVIEW_OPEN)
+            .order_by(col(DeliveryEvent.created_at), col(DeliveryEvent.id))
+        ).all()
+    )
+
+
+def close_reviews(session: Session, thread: Thread, address: str, *, outcome: str) -> int:
+    """Close the thread's open reviews about ``address`` as ``outcome`` (suppressed or
+    dismissed); returns how many were open. The caller notes who did it and commits."""
+    if outcome not in REVIEW_CLOSED:
+        raise ValueError(f"a review closes as one of {', '.join(REVIEW_CLOSED)}")
+    wanted = address.strip().lower()
+    closed = 0
+    for event in open_reviews(session, thread):
+        if event.address == wanted:
+            event.review = outcome
+            session.add(event)
+            closed += 1
+    session.flush()
+    return closed
 
 
 def unverified_addresses(session: Session, thread: Thread) -> set[str]:

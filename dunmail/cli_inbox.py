@@ -210,6 +210,7 @@ class OnlyFilter(StrEnum):
     BOUNCED = "bounced"
     REPLIED = "replied"
     FIX_CONTACT = "fix_contact"
+    REVIEW = "review"
 
 
 ThreadArg = Annotated[int, typer.Argument(help="the thread's id (dunmail inbox)")]
@@ -248,16 +249,23 @@ def inbox(
     for r in rows:
         plain(
             f"{r['id']}  {one_line(r['customer'] or '-')}  {one_line(r['document'])}  "
-            f"{r['status']}  {one_line(r['assignee'] or '-')}  {one_line(r['last_event'])}  "
-            f"{r['last_event_at'][:19]}"
+            f"{r['status']}{_needs_review(r)}  {one_line(r['assignee'] or '-')}  "
+            f"{one_line(r['last_event'])}  {r['last_event_at'][:19]}"
         )
+
+
+def _needs_review(thread: dict[str, Any]) -> str:
+    """The "(N bounce reviews open)" mark while hard verdicts on weak evidence wait."""
+    count = int(thread.get("reviews") or 0)
+    return f" ({count} bounce review{'s' if count > 1 else ''} open)" if count else ""
 
 
 def _print_thread(thread: dict[str, Any]) -> None:
     plain(
         f"thread {thread['id']}: {one_line(thread['document'])} of "
         f"{one_line(thread['customer'] or '-')} ({one_line(thread['customer_name'] or '-')}), "
-        f"{thread['status']}, assigned to {one_line(thread['assignee'] or 'nobody')}"
+        f"{thread['status']}{_needs_review(thread)}, assigned to "
+        f"{one_line(thread['assignee'] or 'nobody')}"
     )
     for entry in thread["timeline"]:
         plain(f"{entry['at'][:19]}  {entry['type']:<9}  {one_line(entry['summary'])}")
@@ -381,13 +389,15 @@ def inbox_resend(
 @inbox_app.command("suppress")
 def inbox_suppress(
     thread: ThreadArg,
-    address: Annotated[str, typer.Argument(help="an address the thread's unverified bounce names")],
+    address: Annotated[
+        str, typer.Argument(help="an address the thread's unverified bounce or open review names")
+    ],
     by: Annotated[str | None, typer.Option("--by", help="default: cli:<user>")] = None,
     tenant: TenantOpt = None,
     config: ConfigOpt = None,
     at: AtOpt = None,
 ) -> None:
-    """Block the address an unverified bounce on the thread names (it acted on nothing)."""
+    """Block the address an unverified bounce or an open bounce review on the thread names."""
 
     async def body(services: Services) -> bool:
         return services.inbox_suppress_unverified(
@@ -396,6 +406,26 @@ def inbox_suppress(
 
     new = with_services(config, at, body)
     plain(f"thread {thread}: {address} {'suppressed' if new else 'was already suppressed'}")
+
+
+@inbox_app.command("dismiss")
+def inbox_dismiss(
+    thread: ThreadArg,
+    address: Annotated[str, typer.Argument(help="an address the thread's open review names")],
+    by: Annotated[str | None, typer.Option("--by", help="default: cli:<user>")] = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Dismiss the open bounce review of an address: its hard verdict was wrong, keep mailing."""
+
+    async def body(services: Services) -> int:
+        return services.inbox_dismiss_review(
+            thread, address, tenant=tenant, by=by or f"cli:{getpass.getuser()}"
+        )
+
+    with_services(config, at, body)
+    plain(f"thread {thread}: review of {address} dismissed")
 
 
 suppressions_app = typer.Typer(

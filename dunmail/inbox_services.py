@@ -21,9 +21,11 @@ from bounce.recovery import pause_unreachable, resend
 from bounce.reporting import bounce_rows
 from bounce.threads import (
     add_note,
+    close_reviews,
     fetch_thread,
     list_threads,
     list_unmatched,
+    open_reviews,
     show_thread,
     unverified_addresses,
 )
@@ -382,20 +384,24 @@ class InboxServices:
     def inbox_suppress_unverified(
         self, thread_id: int, address: str, *, tenant: str | None, by: str
     ) -> bool:
-        """The clerk's one click on an unverified bounce: block ``address`` (one the thread's
-        unverified bounces name) as a manual suppression recorded with ``by``, pause a customer
+        """The clerk's one click on an unverified bounce or an open bounce review: block
+        ``address`` (one the thread's unverified bounces or open reviews name) as a manual
+        suppression recorded with ``by``, close its reviews as suppressed, pause a customer
         left without a contact, and note it on the thread. False if it was blocked already;
-        MailerError for an address no unverified entry of this thread names."""
+        MailerError for an address no unverified entry or open review of this thread names."""
         tenant_id = self.tenant_id(tenant)
         now = self.clock.now()
         wanted = address.strip().lower()
         with session_scope(self.engine) as session:
             thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
-            if wanted not in unverified_addresses(session, thread):
+            reviewed = close_reviews(session, thread, wanted, outcome="suppressed")
+            if not reviewed and wanted not in unverified_addresses(session, thread):
                 raise MailerError(
-                    f"thread {thread_id} has no unverified bounce about {address.strip()[:320]!r}"
+                    f"thread {thread_id} has no unverified bounce or open review about "
+                    f"{address.strip()[:320]!r}"
                 )
-            why = f"unverified bounce on thread {thread_id} confirmed by {by}"
+            what = "bounce review" if reviewed else "unverified bounce"
+            why = f"{what} on thread {thread_id} confirmed by {by}"
             new = suppress(
                 session,
                 tenant_id=tenant_id,
@@ -409,9 +415,29 @@ class InboxServices:
                 pause_unreachable(
                     session, tenant_id=tenant_id, addresses=[wanted], why=why, now=now
                 )
-            text = f"{wanted} suppressed from an unverified bounce" + ("" if new else " (already)")
-            add_note(session, thread, text=text, author=by, now=now)
+            text = f"{wanted} suppressed from {'a' if reviewed else 'an'} {what}"
+            add_note(session, thread, text=text + ("" if new else " (already)"), author=by, now=now)
             return new
+
+    def inbox_dismiss_review(
+        self, thread_id: int, address: str, *, tenant: str | None, by: str
+    ) -> int:
+        """The clerk judges a hard verdict on weak evidence wrong: close the thread's open
+        reviews about ``address`` as dismissed (the bounce stays counted as soft) and note it
+        with ``by``. Returns how many were closed; MailerError when none was open."""
+        tenant_id = self.tenant_id(tenant)
+        now = self.clock.now()
+        wanted = address.strip().lower()
+        with session_scope(self.engine) as session:
+            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
+            closed = close_reviews(session, thread, wanted, outcome="dismissed")
+            if not closed:
+                raise MailerError(
+                    f"thread {thread_id} has no open review about {address.strip()[:320]!r}"
+                )
+            text = f"bounce review of {wanted} dismissed: the address stays in use"
+            add_note(session, thread, text=text, author=by, now=now)
+            return closed
 
     def inbox_context(self, thread_id: int, *, tenant: str | None) -> dict[str, Any]:
         """What a thread's page offers actions on: its customer, its invoice (with the reminder
@@ -509,6 +535,12 @@ class InboxServices:
         tenant_id = self.tenant_id(tenant)
         with session_scope(self.engine) as session:
             thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
+            if status is ThreadStatus.RESOLVED and open_reviews(session, thread):
+                # A hard verdict on weak evidence waits for a person: it must not be filed away.
+                raise MailerError(
+                    f"thread {thread_id} has an open bounce review: suppress the address or "
+                    "dismiss the review first"
+                )
             if status is not None:
                 thread.status = status
             if assignee is not None:

@@ -632,6 +632,13 @@ class DeliveryEvent(SQLModel, table=True):
     hard: bool = False
     diagnostic: str = Field(default="", max_length=1000)
     created_at: datetime = _at()
+    # A hard verdict on weak evidence (bounce/evidence.py) counts as soft and waits for a
+    # person: "open", then "suppressed" or "dismissed"; NULL when no review was called for.
+    review: str | None = Field(default=None, max_length=20, index=True)
+    # What decided suppress / review / neither (bounce.evidence.Evidence.as_dict()).
+    evidence: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
+    )
 
 
 class ThreadStatus(StrEnum):

@@ -223,7 +223,9 @@ async def test_cli_shows_mail_text_verbatim(tmp_path: Path, db_url: str, clock: 
     try:
         assert services.import_document(DEMO_DOC, tenant="acme").errors == []
         sent = await _sent(services, transport)
-        hostile = dsn(sent, diagnostic=f"smtp; 550 5.1.1 <ap@globex.example>: {HOSTILE}")
+        # "User unknown" with 5.1.1: unambiguous, so suppressed and no review holds the thread open.
+        said = f"550 5.1.1 <ap@globex.example>: User unknown {HOSTILE}"
+        hostile = dsn(sent, diagnostic=f"smtp; {said}")
         assert services.ingest_inbound([("file:b.eml", hostile)]).matched == 1
         add_clerk(services, "mia@acme.example")
     finally:
@@ -238,7 +240,7 @@ async def test_cli_shows_mail_text_verbatim(tmp_path: Path, db_url: str, clock: 
     shown = dunmail(config, "inbox", "show", str(row["id"]), "--json")
     assert shown.returncode == 0, shown.stderr
     bounce = json.loads(shown.stdout)["timeline"][-1]
-    assert bounce["detail"] == f"550 5.1.1 <ap@globex.example>: {HOSTILE}"
+    assert bounce["detail"] == f"550 5.1.1 <ap@globex.example>: User unknown {HOSTILE}"
 
     text = dunmail(config, "inbox", "show", str(row["id"]))
     assert text.returncode == 0, text.stderr

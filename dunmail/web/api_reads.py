@@ -132,7 +132,7 @@ def _message(session: Session, m: Message, recipients: list[MessageRecipient]) -
 def list_threads(
     call: Api,
     status: ThreadStatus | None = None,
-    only: Literal["bounced", "replied", "fix_contact"] | None = None,
+    only: Literal["bounced", "replied", "fix_contact", "review"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before: Annotated[str | None, Query(max_length=100)] = None,
 ) -> list[dict[str, Any]]:

@@ -183,13 +183,35 @@ def suppress_unverified(
     clerk: Checked,
     address: Annotated[str, Form(max_length=320)],
 ) -> Response:
-    """The one click on an unverified bounce: block the address it names, as this clerk."""
+    """The one click on an unverified bounce or an open bounce review: block the address it
+    names, as this clerk."""
     services = services_of(request)
     try:
         return _act(
             thread_id,
             f"{address.strip()} suppressed",
             lambda: services.inbox_suppress_unverified(
+                thread_id, address, tenant=clerk.tenant, by=clerk.email
+            ),
+        )
+    except NotFoundError:
+        return not_found(request, clerk, f"thread {thread_id}")
+
+
+@router.post("/inbox/threads/{thread_id}/dismiss")
+def dismiss_review(
+    request: Request,
+    thread_id: int,
+    clerk: Checked,
+    address: Annotated[str, Form(max_length=320)],
+) -> Response:
+    """The clerk judges a bounce review's hard verdict wrong: the address stays in use."""
+    services = services_of(request)
+    try:
+        return _act(
+            thread_id,
+            f"review of {address.strip()} dismissed",
+            lambda: services.inbox_dismiss_review(
                 thread_id, address, tenant=clerk.tenant, by=clerk.email
             ),
         )

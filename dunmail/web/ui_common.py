@@ -22,6 +22,7 @@ FILTERS = {
     "bounced": "Bounced",
     "replied": "Replied",
     "fix_contact": "Needs contact fix",
+    "review": "Needs bounce review",
     "unmatched": "Unmatched",
 }
 # Holds a clerk places by hand; contact_bounced is the engine's own and ends with a resend.
