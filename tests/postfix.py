@@ -33,7 +33,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +77,17 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 
 def _main_cf(
-    root: Path, *, dead_port: int, queue_lifetime: str, delay_warning: str, milter: str | None
+    root: Path,
+    *,
+    dead_port: int,
+    queue_lifetime: str,
+    delay_warning: str,
+    milter: str | None,
+    transports: Mapping[str, str] | None = None,
 ) -> str:
     uid = pwd.getpwnam(MAIL_USER)
+    routes = {SLOW_DOMAIN: f"smtp:[127.0.0.1]:{dead_port}", **(transports or {})}
+    transport_map = ", ".join(f"{key}={value}" for key, value in routes.items())
     return f"""\
 compatibility_level = 3.6
 queue_directory = {root}/queue
@@ -108,7 +116,7 @@ virtual_mailbox_maps = inline:{{ bounces@{BOUNCE_DOMAIN}=bounces/, {KNOWN_MAILBO
 virtual_uid_maps = static:{uid.pw_uid}
 virtual_gid_maps = static:{uid.pw_gid}
 relay_domains = {SLOW_DOMAIN}
-transport_maps = inline:{{ {SLOW_DOMAIN}=smtp:[127.0.0.1]:{dead_port} }}
+transport_maps = inline:{{ {transport_map} }}
 smtp_connect_timeout = 2s
 maximal_queue_lifetime = {queue_lifetime}
 bounce_queue_lifetime = {queue_lifetime}
@@ -275,12 +283,20 @@ def _postfix(
 
 @contextmanager
 def private_postfix(
-    *, queue_lifetime: str = "4s", delay_warning: str = "1s", milter: str | None = None
+    *,
+    queue_lifetime: str = "4s",
+    delay_warning: str = "1s",
+    milter: str | None = None,
+    transports: Mapping[str, str] | None = None,
+    extra_master_cf: str = "",
 ) -> Iterator[PrivatePostfix]:
     """Start a private Postfix on 127.0.0.1; stop it and remove its directory afterwards.
 
     ``milter`` (such as ``inet:127.0.0.1:8891``) is passed every message received over SMTP
     (``smtpd_milters``); when it cannot be reached the message is refused with a 4xx.
+    ``transports`` adds routes (``transport_maps`` keys: a domain or an address) beside
+    ``slow.test``'s, and ``extra_master_cf`` is appended to master.cf (its services): this is
+    how tests/postfix_receiver.py routes mail to a second, receiving instance.
 
     Raises :class:`PostfixError` when it cannot run here or does not start.
     """
@@ -306,7 +322,7 @@ def private_postfix(
         server = PrivatePostfix(root=root, port=free_port())
         dead = stack.enter_context(_refusing_port())
         (root / "etc" / "master.cf").write_text(
-            _MASTER_CF.format(listen=f"127.0.0.1:{server.port}")
+            _MASTER_CF.format(listen=f"127.0.0.1:{server.port}") + extra_master_cf
         )
         (root / "etc" / "main.cf").write_text(
             _main_cf(
@@ -315,6 +331,7 @@ def private_postfix(
                 queue_lifetime=queue_lifetime,
                 delay_warning=delay_warning,
                 milter=milter,
+                transports=transports,
             )
         )
         _postfix(server.config_dir, str(POSTFIX), "start")

@@ -1,0 +1,1 @@
+"""Returned mail generated here by two private Postfix instances, labelled by construction."""
