@@ -17,10 +17,12 @@ Subjects (RFC 3463 s3.2 and vendors) and the wording each needs:
 - X.1.2 bad destination system: the wording must say the domain does not exist (hostunknown).
 - X.1.6 mailbox moved, no forwarding address: the address was valid once and takes no mail now
   (RFC 3463); it suppresses when the wording says so too (hasmoved or userunknown).
+- X.4.4 unable to route: Postfix's answer for a domain that does not exist (NXDOMAIN); it
+  suppresses only with wording that says the host or domain does not exist (hostunknown).
 - X.1.3 bad address syntax goes to review: the address passed our own syntax check, so the
   complaint is more often a remote parser's quirk than a dead mailbox, and the clerk's fix is
   to correct the contact. X.1.4 (ambiguous), X.1.5 (valid), X.2.x (mailbox disabled, full),
-  X.4.4 (unroutable) and every other subject likewise go to review when the verdict was hard.
+  5.0.0 and every other subject likewise go to review when the verdict was hard.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ UNAMBIGUOUS: dict[str, tuple[str, frozenset[str]]] = {
         "recipient not found (Microsoft) / null MX (RFC 7505)",
         frozenset({"userunknown", "notaccept"}),
     ),
+    # Postfix answers a domain with no DNS record (NXDOMAIN) 5.4.4, not 5.1.2: with wording
+    # that says the host or domain does not exist it means the same (a DNS failure it expects
+    # to pass is 4.4.3, and "no MX" alone, notaccept, does not agree).
+    "4.4": ("unable to route (RFC 3463); Postfix's NXDOMAIN", frozenset({"hostunknown"})),
 }
 # What the other subjects a hard verdict often rests on say, for the clerk's reading.
 _SUBJECTS: dict[str, str] = {
@@ -55,7 +61,6 @@ _SUBJECTS: dict[str, str] = {
     "2.0": "other mailbox status (RFC 3463)",
     "2.1": "mailbox disabled (RFC 3463)",
     "2.2": "mailbox full (RFC 3463)",
-    "4.4": "unable to route (RFC 3463)",
     "7.1": "delivery not authorized, message refused (RFC 3463)",
 }
 _MAX_DIAGNOSTIC = 500  # what the inbox shows of the remote server's words

@@ -67,6 +67,8 @@ def _recipient(
         ("5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP"),
         ("5.1.10", "556 5.1.10 Recipient address has null MX"),
         ("5.1.6", "550 5.1.6 recipient has moved to another address"),
+        # Postfix's NXDOMAIN, as the receiving Postfix of tests/postfix_receiver.py returns it
+        ("5.4.4", "Host or domain name not found. Name service error for name=nx.test type=A"),
     ],
 )
 def test_a_permanent_status_and_agreeing_wording_suppress_at_once(
@@ -92,6 +94,7 @@ def test_a_permanent_status_and_agreeing_wording_suppress_at_once(
         ("5.1.1", 550, "", "nothing recognisable"),
         ("5.1.2", 550, "550 5.1.2 <ap@globex.example>: User unknown", "reads as userunknown"),
         ("5.1.3", 553, "553 5.1.3 bad recipient address syntax", "5.1.3 does not"),
+        ("5.4.4", 550, "Sorry, I couldn't find a mail exchanger or IP address", "reads as"),
         ("5.2.1", 550, "550 5.2.1 <ap@globex.example>... User Unknown", "5.2.1 does not"),
         ("5.7.1", 550, "550 5.7.1 Invalid recipient", "5.7.1 does not"),
     ],
