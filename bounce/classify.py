@@ -29,29 +29,62 @@ PRECEDENCE: tuple[tuple[str, str, str], ...] = (
     ("delivered", "Action: delivered is never a failure", "rfc3464"),
     ("vendor-code", "a provider's documented error code in the text (Spectrum AUP#...)", "vendor"),
     ("status-decisive", "a status code with one meaning (X.2.2, X.3.4, X.7.23-27...)", "rfc3463"),
-    ("stage-mail", "refused at MAIL FROM with no wording, bare wording or wording about a "
-     "recipient: the sender was refused (rejected)", "sisimai:Rejected"),
-    ("stage-greeting", "refused at connection/EHLO with no wording, bare wording or wording "
-     "about a recipient: the sending host was refused (blocked)", "sisimai:Blocked"),
-    ("unknown-not-judged", "'user unknown' wording is userunknown only where an address status "
-     "(X.1.1, X.1.3, 5.1.10) or the RCPT command backs it; said at DATA, beside a mailbox "
-     "status (X.2.X) or with nothing to back it, it is a filter speaking (filtered)",
-     "sisimai:UserUnknown, sisimai:Filtered"),
-    ("status-strong", "an address or host status (X.1.1, X.1.2, X.4.4, vendor subcodes) wins over "
-     "wording, except wording naming a more specific reason (rate limit, relaying, blocking, a "
-     "full mailbox, a move, the sender...)", "sisimai:UserUnknown"),
-    ("bare-vs-code", "a bare refusal word ('Rejected', 'Access denied') says less than a specific "
-     "X.7.X code (other than X.7.0/X.7.1)", "rfc3463"),
-    ("dns-temporary", "host-unknown wording under a 4.X.X status is a DNS failure expected to pass "
-     "(networkerror)", "sisimai:HostUnknown"),
+    (
+        "stage-mail",
+        "refused at MAIL FROM with no wording, bare wording or wording about a "
+        "recipient: the sender was refused (rejected)",
+        "sisimai:Rejected",
+    ),
+    (
+        "stage-greeting",
+        "refused at connection/EHLO with no wording, bare wording or wording "
+        "about a recipient: the sending host was refused (blocked)",
+        "sisimai:Blocked",
+    ),
+    (
+        "unknown-not-judged",
+        "'user unknown' wording is userunknown only where an address status "
+        "(X.1.1, X.1.3, 5.1.10) or the RCPT command backs it; said at DATA, beside a mailbox "
+        "status (X.2.X) or with nothing to back it, it is a filter speaking (filtered)",
+        "sisimai:UserUnknown, sisimai:Filtered",
+    ),
+    (
+        "status-strong",
+        "an address or host status (X.1.1, X.1.2, X.4.4, vendor subcodes) wins over "
+        "wording, except wording naming a more specific reason (rate limit, relaying, blocking, a "
+        "full mailbox, a move, the sender...)",
+        "sisimai:UserUnknown",
+    ),
+    (
+        "bare-vs-code",
+        "a bare refusal word ('Rejected', 'Access denied') says less than a specific "
+        "X.7.X code (other than X.7.0/X.7.1)",
+        "rfc3463",
+    ),
+    (
+        "dns-temporary",
+        "host-unknown wording under a 4.X.X status is a DNS failure expected to pass "
+        "(networkerror)",
+        "sisimai:HostUnknown",
+    ),
     ("phrase", "the first wording family that matches", "bounce.phrases"),
     ("status-weak", "any other status code in the table", "rfc3463"),
-    ("reply-code", "a reply code with one RFC meaning (521/556 notaccept, 525 suspend, 552 "
-     "mailboxfull, 5.0x syntaxerror...)", "rfc5321"),
-    ("queue-gave-up", "Action: delayed/expired, or failed with a 4.X.X status: retries ran out "
-     "(expired)", "rfc3464"),
-    ("no-evidence", "wording nobody recognises: onhold; nothing at all: undefined",
-     "sisimai:OnHold"),
+    (
+        "reply-code",
+        "a reply code with one RFC meaning (521/556 notaccept, 525 suspend, 552 "
+        "mailboxfull, 5.0x syntaxerror...)",
+        "rfc5321",
+    ),
+    (
+        "queue-gave-up",
+        "Action: delayed/expired, or failed with a 4.X.X status: retries ran out (expired)",
+        "rfc3464",
+    ),
+    (
+        "no-evidence",
+        "wording nobody recognises: onhold; nothing at all: undefined",
+        "sisimai:OnHold",
+    ),
 )
 
 # Reasons about one recipient, which cannot be the answer before a recipient was named.
@@ -106,7 +139,6 @@ class Verdict:
 @dataclass(frozen=True)
 class _Compiled:
     row: PhraseRow
-    folded: re.Pattern[str]  # for non-ASCII text
     lowered: re.Pattern[str]  # for lower-cased ASCII text
     needles: tuple[str, ...]
 
@@ -124,6 +156,9 @@ class Rules:
         self.statuses = tuple(statuses)
         self.replies = tuple(replies)
         self._compiled = tuple(_compile(row) for row in self.phrases)
+        # (needles, search, row) in table order: the scan below is the hot loop of parse().
+        self._scan = tuple((c.needles, c.lowered.search, c.row) for c in self._compiled)
+        self._scans: dict[frozenset[str], tuple[Any, ...]] = {}
         self._status = {row.code: row for row in self.statuses}
         self._reply: dict[int, list[ReplyRow]] = {}
         for reply in self.replies:
@@ -156,26 +191,36 @@ class Rules:
                 return row
         return None
 
-    def phrase(self, text: str) -> PhraseRow | None:
-        """The first phrase row matching ``text`` (already unfolded), or None."""
-        if not text.isascii():
-            return next((c.row for c in self._compiled if c.folded.search(text)), None)
+    def phrase(self, text: str, among: frozenset[str] | None = None) -> PhraseRow | None:
+        """The first phrase row matching ``text`` (continuation prefixes dropped), or None.
+
+        ``among`` limits the scan to rows naming those reasons, bare refusals left out: all a
+        strong status code needs to know is whether the wording names a reason it yields to.
+        """
+        scan = self._scan
+        if among is not None:
+            scan = self._scans.get(among) or self._scans.setdefault(
+                among, tuple(s for s in scan if s[2].reason in among and not s[2].bare)
+            )
+        # Lower-cased text against lower-case patterns: what IGNORECASE finds, but for the
+        # few non-ASCII letters (long s, dotted I) that fold onto ASCII ones, which no mail
+        # system's English wording uses; it keeps the needle gate for every text.
         text = text.lower()
-        for compiled in self._compiled:
-            if compiled.needles:
-                for needle in compiled.needles:
+        for needles, search, row in scan:
+            if needles:
+                for needle in needles:
                     if needle in text:
                         break
                 else:
                     continue  # no needle: the pattern cannot match
-            if compiled.lowered.search(text):
-                return compiled.row
+            if search(text):
+                return row
         return None
 
 
 def _compile(row: PhraseRow) -> _Compiled:
     lowered, needles = _lowered(row.pattern)
-    return _Compiled(row, re.compile(row.pattern, re.IGNORECASE), lowered, needles)
+    return _Compiled(row, lowered, needles)
 
 
 def _lowered(pattern: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
@@ -197,7 +242,9 @@ def _needles(items: list[tuple[Any, Any]]) -> frozenset[str] | None:
     """Literal strings of which every match of the parsed pattern ``items`` holds one, or None.
 
     A run of literal characters in a sequence is required; so is a group or an alternation
-    whose every branch yields needles. Of those, the set whose shortest needle is longest wins.
+    whose every branch yields needles. Of those, the smallest set whose needles all have four
+    characters or more wins (each needle costs one substring test), else the set whose shortest
+    needle is longest.
     Anything else (classes, repeats, look-arounds, anchors) only breaks a run: skipping it errs
     on the side of searching.
     """
@@ -220,7 +267,12 @@ def _needles(items: list[tuple[Any, Any]]) -> frozenset[str] | None:
                 candidates.append(frozenset().union(*(b for b in branches if b)))
     if not candidates:
         return None
-    return max(candidates, key=lambda needles: min(map(len, needles)))
+    return max(candidates, key=_needle_merit)
+
+
+def _needle_merit(needles: frozenset[str]) -> tuple[bool, int, int]:
+    shortest = min(map(len, needles))
+    return shortest >= 4, -len(needles), shortest
 
 
 RULES = Rules()
@@ -274,7 +326,8 @@ def classify_verdict(
     code = rules.status(status)
     if code and code.strength == "decisive":
         return Verdict(code.reason, (code.id,))
-    row = rules.phrase(text)
+    # A strong code only needs to know whether the wording names a reason it yields to.
+    row = rules.phrase(text, code.yields_to if code and code.strength == "strong" else None)
     said = row.reason if row else None
     bare = row is not None and row.bare
     used = (row.id,) if row else ()
@@ -288,8 +341,7 @@ def classify_verdict(
         if not judged and (command == "DATA" or not _names_the_address(text, domain)):
             return Verdict("filtered", ("step:unknown-not-judged", *used))
     if code and code.strength == "strong" and (bare or said not in code.yields_to):
-        if not (said == "userunknown" and code.reason == "hostunknown"):
-            return Verdict(code.reason, (code.id, *used))
+        return Verdict(code.reason, (code.id, *used))
     if bare and code and code.code.startswith("7.") and code.code not in ("7.0", "7.1"):
         return Verdict(code.reason, ("step:bare-vs-code", code.id, *used))
     if said == "hostunknown" and status and status.startswith("4."):

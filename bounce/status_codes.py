@@ -142,7 +142,12 @@ STATUS_ROWS: tuple[StatusRow, ...] = (
     StatusRow("7.25", "requireptr", "decisive", "rfc7372"),
     StatusRow("7.26", "authfailure", "decisive", "rfc7372; vendor:Google, Gmail 5.7.26"),
     StatusRow("7.27", "notaccept", "decisive", "rfc7505"),
-    StatusRow("7.28", "spamdetected", "decisive", "vendor:IANA SMTP enhanced status code registry, X.7.28 mail flood"),
+    StatusRow(
+        "7.28",
+        "spamdetected",
+        "decisive",
+        "vendor:IANA SMTP enhanced status code registry, X.7.28 mail flood",
+    ),
     StatusRow("7.29", "authfailure", "decisive", "rfc8617"),  # ARC validation failed
     StatusRow("7.30", "failedstarttls", "decisive", "rfc8689"),  # REQUIRETLS required
     # Microsoft's X.7.6xx "banned sending IP" family and its spam/abuse denials.

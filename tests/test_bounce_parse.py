@@ -344,6 +344,22 @@ def test_bare_refusals_yield_to_the_stage_and_the_status() -> None:
     assert classify_reason("5.7.26", "550 5.7.26 DMARC policy") == "authfailure"
 
 
+def test_the_holdout_phrasings_land_by_meaning() -> None:
+    """Issue 15's wordings that went wrong on unseen mail, read by what they mean."""
+    assert classify_reason(None, "550 The address couldn't be found.") == "userunknown"
+    host = "550 Host unknown (Authoritative answer from name server)"
+    assert classify_reason("5.0.0", host) == "hostunknown"
+    assert classify_reason(None, "550 the domain is not reachable") == "hostunknown"
+    hourly = "550 5.1.1 user@example.jp has sent to too many recipients this hour"
+    assert classify_reason("5.1.1", hourly, command="RCPT") == "toomanyconn"
+    lda = "dovecot-lda: Error: Couldn't create mailbox INBOX: Permission denied"
+    assert classify_reason("5.0.0", lda) == "mailererror"
+    assert classify_reason("5.1.1", "550 5.1.1 User unknown", command="DATA") == "userunknown"
+    assert classify_reason("5.0.0", "550 User unknown", command="DATA") == "filtered"
+    assert classify_reason(None, "", reply_code=521) == "notaccept"
+    assert classify_reason(None, "", reply_code=525) == "suspend"
+
+
 def test_every_detector_conforms_to_the_protocol() -> None:
     names = [d.name for d in DETECTORS]
     assert len(names) == len(set(names))
