@@ -278,6 +278,9 @@ _TABLE: list[PhraseRow] = [
         r"(?<!sender )(?<!ip )address rejected(?!:)|badrcptto|validrcptto|no longer valid",
         r"destination (?:addresses were unknown|server rejected recipients)",
     ),
+    # Exchange / Office 365 NDR "550 5.1.1 RESOLVER.ADR.RecipNotFound" (Microsoft Learn, "Fix
+    # email delivery issues for error code 5.1.1"): the directory has no such recipient.
+    *_rows("userunknown", "vendor:Microsoft, NDR 5.1.1", r"resolver\.adr\.recip(?:ient)?notfound"),
     # Sisimai Expired: the queue gave up after retrying. Below the causes on purpose: where
     # the last attempt's cause (a refused name, an unknown user, a DNS failure) is quoted
     # beside "I'm not going to try again", the cause is the reason.
@@ -293,6 +296,15 @@ _TABLE: list[PhraseRow] = [
         r"was not reachable within the allowed queue period|after multiple retries",
         r"has been delayed|delivery attempts will continue|will be retried for",
     ),
+    # No server answered at all (the connection was refused, or it or its greeting timed out):
+    # the queue keeps retrying and gives up; nobody refused the mail. Above the bare refusal
+    # words on purpose, which would otherwise read "Connection refused" as a block.
+    *_rows(
+        "expired",
+        S + "Expired",
+        r"connection timed out|timed out while|server did not respond|no answer from host",
+    ),
+    *_rows("expired", "corpus", r"connection refused"),
     # Sisimai SecurityError / FailedSTARTTLS: authentication or encryption.
     *_rows(
         "failedstarttls",

@@ -24,17 +24,7 @@ EVIDENCE = Path(__file__).resolve().parent / "bounce_evidence"
 KINDS = {"bounce": Kind.BOUNCE, "delayed": Kind.DELAYED}
 
 # Verdicts bounce.parse gets wrong today, with why (strict: a fix must remove its entry).
-# bounce/classify.py is being rewritten for issue 15; these are reported, not patched here.
-KNOWN_WRONG = {
-    "delayed-greeting-timeout.eml": (
-        "'timed out while receiving the initial server greeting' is read as blocked; "
-        "the greeting never came, a network error (4.4.2)"
-    ),
-    "expired-greeting-timeout.eml": (
-        "a failed DSN with a 4.4.2 status after queue_lifetime is read as blocked; the "
-        "message expired (Action: failed with a 4.x.x status, RFC 3464 s2.3.3)"
-    ),
-}
+KNOWN_WRONG: dict[str, str] = {}
 
 
 def _labels() -> list[dict[str, Any]]:

@@ -289,7 +289,7 @@ async def test_expired_mail_is_a_final_failure_after_a_delay_notice(
     failed = events[-1]
     assert (failed["address"], failed["status"]) == (STUCK, "4.4.1")
     # The reason is the last deferral's cause; the DSN does not say "expired" (the log does).
-    assert failed["summary"] == f"INV-2 to {STUCK} bounced: networkerror (4.4.1)"
+    assert failed["summary"] == f"INV-2 to {STUCK} bounced: expired (4.4.1)"
     assert "Connection refused" in failed["detail"]
     assert thread["status"] == ThreadStatus.OPEN.value
     with Session(services.engine) as session:

@@ -116,6 +116,8 @@ def stated_actions(mail: Mail) -> list[tuple[str | None, str]]:
     (delivered, relayed, expanded) holds against a prose reading of the same notice.
     """
     stated: list[tuple[str | None, str]] = []
+    if not mail.reports and not any("action" in lowered(t) for t in (mail.body, mail.original)):
+        return stated  # no report part and no Action field anywhere: nothing is stated
     for text in _field_texts(mail):
         for block in parse_fields(text):
             action = action_of(block.get("action", ""))

@@ -149,7 +149,7 @@ CASES: tuple[Case, ...] = (
         "defers it, a delay warning goes out after 1 s and it expires after queue_lifetime "
         "(4 s)",
         (
-            Notice("delayed-greeting-timeout.eml", "delayed", "4.4.2", "networkerror", False),
+            Notice("delayed-greeting-timeout.eml", "delayed", "4.4.2", "expired", False),
             Notice("expired-greeting-timeout.eml", "bounce", "4.4.2", "expired", False),
         ),
     ),
