@@ -319,7 +319,7 @@ def classify_verdict(
         return Verdict("delivered", ("step:delivered",))
     # "550-5.7.1 first line 550-5.7.1 second line": drop the repeated prefixes so that
     # phrases broken across reply lines (RFC 5321 s4.2.1) still match.
-    text = _CONTINUATION.sub(" ", diagnostic[:_MAX_DIAGNOSTIC])
+    text = _plain(diagnostic)
     vendor = _vendor_reason(text)
     if vendor:
         return Verdict(vendor, ("step:vendor-code",))
@@ -368,9 +368,15 @@ def _names_the_address(text: str, domain: str) -> bool:
     return domain.lower().endswith(_KDDI_DOMAINS) and _NAMED_UNKNOWN.search(text) is not None
 
 
+def _plain(diagnostic: str) -> str:
+    """The words of a reply, as the phrase rows are written: continuation prefixes dropped
+    and every run of white space (folding, tabs, padding) one space."""
+    return " ".join(_CONTINUATION.sub(" ", diagnostic[:_MAX_DIAGNOSTIC]).split())
+
+
 def phrase_reason(text: str) -> str | None:
     """What the diagnostic's wording alone says (the phrase layer), or None."""
-    row = RULES.phrase(_CONTINUATION.sub(" ", text[:_MAX_DIAGNOSTIC]))
+    row = RULES.phrase(_plain(text))
     return row.reason if row else None
 
 

@@ -99,6 +99,13 @@ _TABLE: list[PhraseRow] = [
         r"illegal attachment|header error|headers? (?:are|is) not accepted",
     ),
     *_rows("spamdetected", S + "SpamDetected", r"mail rejete\. mail rejected\. .{0,12}506"),
+    # The public IP blocklists by name (Spamhaus, SpamCop, the CBL, SORBS, Barracuda's BRBL):
+    # whoever quotes one is refusing the sending host, whatever verb comes with it.
+    *_rows(
+        "blocked",
+        S + "Blocked",
+        r"spamhaus|spamcop|abuseat|sorbs\.net|barracudacentral|blocked using|\bdnsbl\b",
+    ),
     # Sisimai Rejected: the envelope sender (MAIL FROM) was refused.
     *_rows(
         "rejected",
@@ -111,7 +118,7 @@ _TABLE: list[PhraseRow] = [
         r"domain of sender|sender domain (?:is empty|must exist)|unroutable sender",
         r"can't determine purported responsible address|not a registered gateway user",
         r"null sender is not allowed|empty envelope senders|returned mail not accepted",
-        r"mail from .{0,80} rejected|this server does not accept mail from",
+        r"mail from (?!ip\b|host\b|your ip\b).{0,80} rejected|this server does not accept mail from",
         r"your (?:email )?address has been blacklisted|mail from not owned by user",
     ),
     # Yahoo's [TSS04] deferral, said at MAIL FROM: labelled rejected in the corpus.
@@ -145,7 +152,7 @@ _TABLE: list[PhraseRow] = [
         "requireptr",
         S + "RequirePTR",
         r"reverse (?:dns|lookup|dns lookup)|\bptr\b|no (?:ptr|rdns)|\brdns\b",
-        r"cannot find your hostname|resolve your (?:ip|address)|ip name lookup failed",
+        r"cannot find your (?:reverse )?hostname|resolve your (?:ip|address)|ip name lookup failed",
         r"mismatches client ip|unverifyable sending ips|unresolvable relay host name",
         r"forward dns entry does not point to the sending ip",
     ),
