@@ -118,7 +118,8 @@ _TABLE: list[PhraseRow] = [
         r"domain of sender|sender domain (?:is empty|must exist)|unroutable sender",
         r"can't determine purported responsible address|not a registered gateway user",
         r"null sender is not allowed|empty envelope senders|returned mail not accepted",
-        r"mail from (?!ip\b|host\b|your ip\b).{0,80} rejected|this server does not accept mail from",
+        r"mail from (?!ip\b|host\b|your ip\b).{0,80} rejected",
+        r"this server does not accept mail from",
         r"your (?:email )?address has been blacklisted|mail from not owned by user",
     ),
     # Yahoo's [TSS04] deferral, said at MAIL FROM: labelled rejected in the corpus.

@@ -22,31 +22,36 @@ WORDINGS: list[tuple[str, str | None, str | None, str]] = [
         "userunknown",
         "5.1.1",
         None,
-        "550 5.1.1 The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces.",
+        "550 5.1.1 The email account that you tried to reach does not exist. Please try "
+        "double-checking the recipient's email address for typos or unnecessary spaces.",
     ),
     (
         "userunknown",
         "5.1.1",
         "RCPT",
-        "550 5.1.1 <ap@acme.test>: Recipient address rejected: User unknown in virtual mailbox table",
+        "550 5.1.1 <ap@acme.test>: Recipient address rejected: User unknown in virtual mailbox "
+        "table",
     ),
     (
         "userunknown",
         "5.1.10",
         None,
-        "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient ap@acme.test not found by SMTP address lookup",
+        "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient ap@acme.test not found by SMTP "
+        "address lookup",
     ),
     (
         "userunknown",
         "5.0.0",
         None,
-        "550 5.4.1 Recipient address rejected: Access denied. AS(201806281) [DM6NAM.prod.protection.outlook.com]",
+        "550 5.4.1 Recipient address rejected: Access denied. AS(201806281) "
+        "[DM6NAM.prod.protection.outlook.com]",
     ),
     (
         "userunknown",
         "5.1.1",
         None,
-        "The email address you entered couldn't be found. Please check the recipient's email address and try to resend the message.",
+        "The email address you entered couldn't be found. Please check the recipient's email "
+        "address and try to resend the message.",
     ),
     ("userunknown", None, "RCPT", "550 No such user here"),
     ("userunknown", None, None, "Sorry, no mailbox here by that name. (#5.1.1)"),
@@ -57,7 +62,8 @@ WORDINGS: list[tuple[str, str | None, str | None, str]] = [
         "mailboxfull",
         "5.2.2",
         None,
-        "552 5.2.2 The email account that you tried to reach is over quota. Please direct the recipient to https://support.google.com/mail/?p=OverQuotaPerm",
+        "552 5.2.2 The email account that you tried to reach is over quota. Please direct the "
+        "recipient to https://support.google.com/mail/?p=OverQuotaPerm",
     ),
     (
         "mailboxfull",
@@ -74,21 +80,24 @@ WORDINGS: list[tuple[str, str | None, str | None, str]] = [
         "suspend",
         "5.0.0",
         None,
-        "554 30 Sorry, your message to ap@yahoo.test cannot be delivered. This mailbox is disabled (554.30).",
+        "554 30 Sorry, your message to ap@yahoo.test cannot be delivered. This mailbox is "
+        "disabled (554.30).",
     ),
     ("suspend", "5.2.1", None, "550 5.2.1 Mailbox unavailable. Account disabled"),
     (
         "hostunknown",
         "5.4.4",
         None,
-        "Host or domain name not found. Name service error for name=acme.invalid type=A: Host not found",
+        "Host or domain name not found. Name service error for name=acme.invalid type=A: Host "
+        "not found",
     ),
     ("hostunknown", "5.1.2", None, "DNS Error: Domain name not found"),
     (
         "hostunknown",
         "5.1.2",
         None,
-        "DNS Error: DNS type 'mx' lookup of acme.invalid responded with code NXDOMAIN Domain name not found: acme.invalid",
+        "DNS Error: DNS type 'mx' lookup of acme.invalid responded with code NXDOMAIN Domain "
+        "name not found: acme.invalid",
     ),
     ("hostunknown", None, None, "Host unknown (Authoritative answer from name server)"),
     ("hostunknown", "5.0.0", None, "550 Host unknown"),
@@ -97,7 +106,8 @@ WORDINGS: list[tuple[str, str | None, str | None, str]] = [
         "networkerror",
         "4.4.3",
         None,
-        "Host or domain name not found. Name service error for name=acme.test type=MX: Host not found, try again",
+        "Host or domain name not found. Name service error for name=acme.test type=MX: Host not "
+        "found, try again",
     ),
     ("expired", "4.0.0", None, "retry timeout exceeded"),
     ("expired", "5.4.7", None, "550 5.4.7 Message expired"),
@@ -113,7 +123,8 @@ WORDINGS: list[tuple[str, str | None, str | None, str]] = [
         "blocked",
         "5.7.1",
         None,
-        "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.1",
+        "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org; "
+        "https://www.spamhaus.org/query/ip/192.0.2.1",
     ),
     (
         "blocked",
@@ -125,7 +136,8 @@ WORDINGS: list[tuple[str, str | None, str | None, str]] = [
         "blocked",
         "5.7.606",
         None,
-        "550 5.7.606 Access denied, banned sending IP [192.0.2.1]. To request removal from this list please visit https://sender.office.com/",
+        "550 5.7.606 Access denied, banned sending IP [192.0.2.1]. To request removal from this "
+        "list please visit https://sender.office.com/",
     ),
     ("blocked", "5.7.1", None, "554 5.7.1 Your IP address 192.0.2.1 has been blocked"),
     ("blocked", "5.0.0", "CONNECT", "554 mx.acme.test ESMTP not accepting messages"),
@@ -141,7 +153,8 @@ WORDINGS: list[tuple[str, str | None, str | None, str]] = [
         "policyviolation",
         "5.7.0",
         None,
-        "552 5.7.0 This message was blocked because its content presents a potential security issue. Please visit https://support.google.com/mail/?p=BlockedMessage",
+        "552 5.7.0 This message was blocked because its content presents a potential security "
+        "issue. Please visit https://support.google.com/mail/?p=BlockedMessage",
     ),
     ("mesgtoobig", "5.3.4", None, "552 5.3.4 Message size exceeds fixed limit"),
     ("mesgtoobig", "5.0.0", None, "552 Message size exceeds maximum permitted"),
@@ -152,13 +165,15 @@ WORDINGS: list[tuple[str, str | None, str | None, str]] = [
         "toomanyconn",
         "4.7.0",
         None,
-        "421 4.7.0 Too many concurrent SMTP connections from this IP address; please try again later.",
+        "421 4.7.0 Too many concurrent SMTP connections from this IP address; please try again "
+        "later.",
     ),
     (
         "speeding",
         "4.2.1",
         None,
-        "450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages from being delivered.",
+        "450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents "
+        "additional messages from being delivered.",
     ),
     (
         "toomanyconn",
@@ -184,14 +199,16 @@ WORDINGS: list[tuple[str, str | None, str | None, str]] = [
         "authfailure",
         "5.7.26",
         None,
-        "550 5.7.26 This message does not have authentication information or fails to pass authentication checks (SPF or DKIM).",
+        "550 5.7.26 This message does not have authentication information or fails to pass "
+        "authentication checks (SPF or DKIM).",
     ),
     ("authfailure", "5.7.1", None, "550 5.7.1 Email rejected per DMARC policy for acme.test"),
     (
         "rejected",
         "5.1.8",
         "MAIL",
-        "553 5.1.8 <billing@vendor.test>... Domain of sender address billing@vendor.test does not exist",
+        "553 5.1.8 <billing@vendor.test>... Domain of sender address billing@vendor.test does "
+        "not exist",
     ),
     (
         "rejected",
@@ -206,7 +223,8 @@ WORDINGS: list[tuple[str, str | None, str | None, str]] = [
         "mailererror",
         "5.3.0",
         None,
-        'Command died with status 1: "/usr/lib/dovecot/deliver". Command output: Couldn\'t create mailbox',
+        'Command died with status 1: "/usr/lib/dovecot/deliver". Command output: Couldn\'t '
+        "create mailbox",
     ),
     ("systemfull", "4.3.1", None, "452 4.3.1 Insufficient system storage"),
     ("notaccept", "5.1.10", None, "556 5.1.10 Recipient address has null MX"),
