@@ -60,6 +60,7 @@ _TABLE: list[PhraseRow] = [
         S + "MailerError",
         r"(?:couldn't|could not|can't|cannot|unable to|failed to) (?:create|open|write|lock)"
         r" (?:the )?(?:mail ?box|maildir|mail ?file|mail ?folder|(?:lock|temp) ?file|spool)",
+        r"(?:couldn't|could not|can't|cannot) create (?:[\"']?/|file\b|directory\b)",
         r"(?:dovecot-lda|maildrop|deliver(?:mail)?|mail\.local|lmtp|cyrus)(?:\[\d+\])?: "
         r"(?:error|fatal|couldn't|could not|can't)",
     ),
@@ -194,6 +195,7 @@ _TABLE: list[PhraseRow] = [
         r"message (?:is |file )?too (?:big|large)|size (?:limit|exceeds)|too large",
         r"exceeds? (?:the )?(?:maximum )?(?:inbound |incoming )?(?:message )?size",
         r"message (?:size|length) exceeds|max message size|taille limite du message",
+        r"(?:message|mail) size (?:has )?exceeded|exceeded the (?:message )?size limit",
     ),
     *_rows(
         "systemfull",
