@@ -14,15 +14,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bounce.detectors.phrase import NeedleIndex, needles_of
 from bounce.phrases import PHRASES, PhraseRow
 from bounce.reply_codes import REPLY_ROWS, ReplyRow
 from bounce.status_codes import STATUS_ROWS, StatusRow
-
-try:  # the stdlib's own regex parser (private, 3.11+): only to find needles, never to match
-    from re import _constants, _parser  # type: ignore[attr-defined]
-except ImportError:  # a later Python moved it: every pattern simply goes ungated
-    _parser = None
-from typing import Any
 
 # (step, what it decides, source). Read top to bottom; the first step that decides, wins.
 PRECEDENCE: tuple[tuple[str, str, str], ...] = (
@@ -156,9 +151,16 @@ class Rules:
         self.statuses = tuple(statuses)
         self.replies = tuple(replies)
         self._compiled = tuple(_compile(row) for row in self.phrases)
-        # (needles, search, row) in table order: the scan below is the hot loop of parse().
-        self._scan = tuple((c.needles, c.lowered.search, c.row) for c in self._compiled)
-        self._scans: dict[frozenset[str], tuple[Any, ...]] = {}
+        # (search, row) in table order: the scan below is the hot loop of parse(). A row is
+        # searched only where the text holds one of its needles (or it has none).
+        self._scan = tuple((c.lowered.search, c.row) for c in self._compiled)
+        self._ungated = frozenset(i for i, c in enumerate(self._compiled) if not c.needles)
+        keys: dict[str, set[int]] = {}
+        for index, compiled in enumerate(self._compiled):
+            for needle in compiled.needles:
+                keys.setdefault(needle, set()).add(index)
+        self._index = NeedleIndex({needle: frozenset(rows) for needle, rows in keys.items()})
+        self._among: dict[frozenset[str], frozenset[int]] = {}
         self._status = {row.code: row for row in self.statuses}
         self._reply: dict[int, list[ReplyRow]] = {}
         for reply in self.replies:
@@ -197,22 +199,22 @@ class Rules:
         ``among`` limits the scan to rows naming those reasons, bare refusals left out: all a
         strong status code needs to know is whether the wording names a reason it yields to.
         """
-        scan = self._scan
-        if among is not None:
-            scan = self._scans.get(among) or self._scans.setdefault(
-                among, tuple(s for s in scan if s[2].reason in among and not s[2].bare)
-            )
         # Lower-cased text against lower-case patterns: what IGNORECASE finds, but for the
         # few non-ASCII letters (long s, dotted I) that fold onto ASCII ones, which no mail
         # system's English wording uses; it keeps the needle gate for every text.
         text = text.lower()
-        for needles, search, row in scan:
-            if needles:
-                for needle in needles:
-                    if needle in text:
-                        break
-                else:
-                    continue  # no needle: the pattern cannot match
+        live = self._index.ids(text) | self._ungated  # a row without its needle cannot match
+        if among is not None:
+            allowed = self._among.get(among)
+            if allowed is None:
+                allowed = self._among[among] = frozenset(
+                    i
+                    for i, (_, row) in enumerate(self._scan)
+                    if row.reason in among and not row.bare
+                )
+            live &= allowed
+        for index in sorted(live):
+            search, row = self._scan[index]
             if search(text):
                 return row
         return None
@@ -233,46 +235,7 @@ def _lowered(pattern: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
     """
     if any(c.isupper() for c in re.sub(r"\\.", "", pattern)):  # escapes (\S, \W) aren't letters
         return re.compile(pattern, re.IGNORECASE), ()
-    if _parser is None:
-        return re.compile(pattern), ()
-    return re.compile(pattern), tuple(sorted(_needles(_parser.parse(pattern).data) or ()))
-
-
-def _needles(items: list[tuple[Any, Any]]) -> frozenset[str] | None:
-    """Literal strings of which every match of the parsed pattern ``items`` holds one, or None.
-
-    A run of literal characters in a sequence is required; so is a group or an alternation
-    whose every branch yields needles. Of those, the smallest set whose needles all have four
-    characters or more wins (each needle costs one substring test), else the set whose shortest
-    needle is longest.
-    Anything else (classes, repeats, look-arounds, anchors) only breaks a run: skipping it errs
-    on the side of searching.
-    """
-    candidates: list[frozenset[str]] = []
-    run: list[str] = []
-    for op, av in [*items, (None, None)]:
-        if op is _constants.LITERAL:
-            run.append(chr(av))
-            continue
-        if run:
-            candidates.append(frozenset({"".join(run)}))
-            run = []
-        if op is _constants.SUBPATTERN and not av[1] and not av[2]:  # no inline flags
-            group = _needles(av[3].data)
-            if group:
-                candidates.append(group)
-        elif op is _constants.BRANCH:
-            branches = [_needles(branch.data) for branch in av[1]]
-            if all(branches):
-                candidates.append(frozenset().union(*(b for b in branches if b)))
-    if not candidates:
-        return None
-    return max(candidates, key=_needle_merit)
-
-
-def _needle_merit(needles: frozenset[str]) -> tuple[bool, int, int]:
-    shortest = min(map(len, needles))
-    return shortest >= 4, -len(needles), shortest
+    return re.compile(pattern), needles_of(pattern)
 
 
 RULES = Rules()

@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 
 # Matched on lower-cased text (see Phrase): the values are sliced from the text by position.
 _MESSAGE_ID = Phrase(
-    r"^[> \t]*message-id:[ \t]*\n?[ \t]*(<[^>\s]+>)", re.M, needles=("message-id:",)
+    r"^[> \t]*message-id:[ \t]*\n?[ \t]*(<[^>\s]+>)",
+    re.M,
+    needles=("message-id:",),
+    line_start=True,
 )
 _REPORT_TYPE = Phrase(r"report-type=\"?delivery-status", needles=("report-type",))
 _ATTACHED_TYPE = re.compile(
@@ -27,7 +30,10 @@ _ATTACHED_TYPE = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _DUNMAIL_ID = Phrase(
-    r"^x-dunmail-message:[ \t]*(\S+)", re.MULTILINE, needles=("x-dunmail-message:",)
+    r"^x-dunmail-message:[ \t]*(\S+)",
+    re.MULTILINE,
+    needles=("x-dunmail-message:",),
+    line_start=True,
 )
 # mailer/verp.py: bounces+<uid>-<mac>@<domain>; verifying the MAC is the threading step's job.
 # The local part starts only where a run of its characters starts (the look-behind): otherwise a

@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 
 from .base import Finding, Hit, Mail, first_address, message_id, parse_fields
+from .phrase import Phrase
 
 _FEEDBACK_SUBJECT = re.compile(r"\b(?:abuse report|complaint|feedback report|spam report)\b", re.I)
+# Asked of every message that reaches this detector: gated on its literal, not tried at every
+# position of the body as a case-insensitive search would be.
+_FEEDBACK_FIELD = Phrase(r"^feedback-type:", re.MULTILINE, line_start=True)
 
 
 class ARFDetector:
@@ -20,7 +24,7 @@ class ARFDetector:
         texts = [text for ctype, text in mail.reports if ctype == "message/feedback-report"]
         ctype = mail.header("content-type").lower()
         if not texts and "feedback-report" not in ctype:
-            if not (re.search(r"^feedback-type:", mail.body, re.I | re.M)):
+            if not _FEEDBACK_FIELD.found(mail.body):
                 return None
             texts = [mail.body]
         fields: dict[str, str] = {}

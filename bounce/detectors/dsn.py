@@ -24,7 +24,10 @@ from .phrase import Phrase, lowered
 
 # Also indented or quoted ("> Final-Recipient: ..."), as a forwarded or pasted report is.
 _FIELDS_IN_TEXT = Phrase(
-    r"^([ \t>]*)(?:final|original)-recipient:", re.MULTILINE, needles=("-recipient:",)
+    r"^([ \t>]*)(?:final|original)-recipient:",
+    re.MULTILINE,
+    needles=("-recipient:",),
+    line_start=True,
 )
 _FAILED = {"failed", "failure", "fail"}
 _DELAYED = {"delayed", "delay"}
