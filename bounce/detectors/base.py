@@ -27,8 +27,9 @@ ADDRESS = re.compile(
     r"(?:\"[^\"\s<>@]+\"|(?<![A-Za-z0-9.!#$%&'*+/=?^_`{|}~-])[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+)@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]"
 )
-# RFC 3463 enhanced status codes; the subject and detail are at most three digits.
-STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+# RFC 3463 enhanced status codes; the subject and detail are at most three digits. The
+# look-behind follows the class digit (see below): "(?<![\d.])([245])" means the same.
+STATUS = re.compile(r"([245])(?<![\d.][245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 # Each look-behind follows the first digit rather than preceding it ("\b[245]" is written
 # "[245](?<!\w[245])"): the same match, but a pattern opening on a character class lets the
 # regex engine skip ahead instead of trying every position.
@@ -380,7 +381,7 @@ def strip_type(value: str) -> str:
 
 def first_address(text: str) -> str | None:
     """The first e-mail address in ``text``, lower-cased."""
-    found = ADDRESS.search(text)
+    found = ADDRESS.search(text) if "@" in text else None  # every address holds an "@"
     return found.group(0).lower().strip(".") if found else None
 
 
@@ -427,7 +428,7 @@ def text_about(text: str, address: str) -> str:
     for index in _lines_naming(lower, address):
         out = [lines[index].strip()]
         for follow in lines[index + 1 : index + 8]:
-            if not follow.strip() or ADDRESS.search(follow):
+            if not follow.strip() or ("@" in follow and ADDRESS.search(follow)):
                 break
             out.append(follow.strip())
         paragraph = " ".join(" ".join(out).split())
@@ -482,8 +483,12 @@ def find_command(text: str) -> str | None:
     Cached: detectors ask it of the whole notice once per recipient, the costliest search here.
     """
     lower = comparable(text)
-    if lower is not None and not any(needle in lower for needle in _COMMAND_NEEDLES):
-        return None  # one pass over the needles instead of five searches' gates
+    if lower is not None:
+        for needle in _COMMAND_NEEDLES:
+            if needle in lower:
+                break
+        else:
+            return None  # one pass over the needles instead of five searches' gates
     said = _IN_REPLY.search(text)
     if said:
         text = said.group(1)

@@ -138,9 +138,10 @@ def _hit(block: dict[str, str], notice: str) -> Hit | None:
         return None
     action = action_of(block.get("action", ""))
     diagnostic = strip_type(block.get("diagnostic-code", ""))
-    status = _better_status(find_status(block.get("status", "")), find_status(diagnostic), action)
+    stated = find_status(diagnostic)
+    status = _better_status(find_status(block.get("status", "")), stated, action)
     about = text_about(notice, address)
-    if about and (not diagnostic or not find_status(diagnostic)):
+    if about and (not diagnostic or not stated):
         # Some MTAs (OpenSMTPD, Exchange) keep the remote reply only in the human-readable part.
         if not diagnostic or find_status(about) or find_reply_code(about):
             diagnostic = f"{diagnostic} {about}".strip()

@@ -107,13 +107,13 @@ def finding_of(mail: Mail, detector: str, hits: Sequence[Hit]) -> Finding | None
 def kind_of(mail: Mail) -> str:
     """``delayed`` for a warning that the mail system is still trying, ``delivered`` for a
     success notice that writes no failure at all, else ``bounce``."""
-    if _SUCCESS.found(mail.subject + "\n" + mail.body) and not _FAILURE.found(
-        mail.subject + "\n" + mail.body
-    ):
+    text = mail.subject + "\n" + mail.body
+    # Failure wording first: nearly every notice has some near its top, which settles it at
+    # once; the success phrases would be looked for all through the text.
+    if not _FAILURE.found(text) and _SUCCESS.found(text):
         return "delivered"
     if _DELAY_SUBJECT.search(mail.subject) and not _FAILED_SUBJECT.search(mail.subject):
         return "delayed"  # "Delivery Status Notification (Delay)": the subject is explicit
-    text = mail.subject + "\n" + mail.body
     return "delayed" if _DELAY.search(text) and not FINAL.search(text) else "bounce"
 
 
