@@ -10,7 +10,9 @@ Every message of the labelled corpus (``../shared/bounce-corpus``: ``emails/``, 
 * stdlib: ``email.message_from_bytes(raw, policy=email.policy.default)`` over the same bytes,
   the same way: what merely parsing the MIME costs, the floor under any decoder.
 
-The issue's target: ``bounce.parse`` reads at least 2,000 messages/s on one core. ``--profile``
+The targets: ``bounce.parse`` reads at least 2,000 messages/s on one core, and at least 270 % of
+the stdlib parser's rate on the same bytes (issue 15), a ratio that holds on a shared, noisy
+machine better than a rate does: compare revisions alternately in one time window. ``--profile``
 prints the 25 costliest functions of one pass (cProfile, cumulative). Results go to stdout and
 ``bench/results/bounce.json`` (a ``table`` for bench/run_all.py). Arguments this script does not
 know are ignored with a note.
@@ -44,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 CORPUS = ROOT.parent / "shared" / "bounce-corpus"
 TARGET_RATE = 2000.0  # messages per second, one core
+TARGET_RATIO = 2.7  # parse's rate over the stdlib parser's, same bytes (issue 15)
 
 
 def load_corpus(corpus: Path) -> list[bytes]:
@@ -100,7 +103,8 @@ def build_table(r: dict[str, Any]) -> list[dict[str, str]]:
         {
             "what": "bounce.parse, one core",
             "measured": f"{parse_rate:,.0f} messages/s",
-            "target": f">= {TARGET_RATE:,.0f} messages/s ({met})",
+            "target": f">= {TARGET_RATE:,.0f} messages/s and >= {TARGET_RATIO:.0%} of the "
+            f"stdlib rate ({met})",
             "notes": f"{r['messages']} corpus messages in memory; median of {r['passes']} "
             f"passes; {parse_rate / stdlib_rate:.0%} of the stdlib parser's rate",
         },
@@ -147,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         "pinned": pinned,
         **figures,
         "target_rate": TARGET_RATE,
-        "target_met": figures["parse"]["rate"] >= TARGET_RATE,
+        "ratio": round(figures["parse"]["rate"] / figures["stdlib"]["rate"], 3),
+        "target_ratio": TARGET_RATIO,
     }
+    result["target_met"] = (
+        result["parse"]["rate"] >= TARGET_RATE and result["ratio"] >= TARGET_RATIO
+    )
     result["table"] = build_table(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "bounce.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
