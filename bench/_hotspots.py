@@ -26,7 +26,7 @@ DELIVER_STAGES = (
     ("DKIM sign (dkimpy + OpenSSL)", "mailer/dkim.py", "sign"),
     ("envelope + VERP", "mailer/identity.py", "envelope_for"),
     ("throttle", "mailer/ratelimit.py", "delay"),
-    ("SMTP send (aiosmtplib)", "mailer/transport.py", "send"),
+    ("SMTP send (aiosmtplib)", "mailer/outbound/smtp.py", "send"),
     ("record results (one txn per batch)", "mailer/outbox.py", "_record"),
     ("  record: session.get per row", "sqlalchemy/orm/session.py", "get"),
     ("  record: decide()", "mailer/delivery.py", "decide"),

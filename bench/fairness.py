@@ -34,9 +34,9 @@ from dunmail.app import Services, build_services
 from dunmail.config import Config
 from mailer.clock import SystemClock
 from mailer.models import Message, MessageStatus
+from mailer.outbound.memory import MemoryTransport
 from mailer.pdf import PDFRenderer
 from mailer.pdf_samples import sample_pdf_context
-from mailer.transport import MemoryTransport
 
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 POLL = 0.5

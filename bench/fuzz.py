@@ -923,7 +923,7 @@ def build_app_services(workdir: Path) -> tuple[Any, Any, str, str]:
     from dunmail.web.app import create_app
     from mailer.clock import FixedClock
     from mailer.db import session_scope
-    from mailer.transport import MemoryTransport
+    from mailer.outbound.memory import MemoryTransport
 
     config = make_config(workdir, f"sqlite:///{workdir / 'fuzz.db'}", None)
     clock = FixedClock(datetime(2026, 3, 16, 9, 0, tzinfo=UTC))

@@ -67,7 +67,7 @@ def serve(db_url: str, workdir: Path, port: int, limits: bool) -> None:
     from dunmail.web.auth import create_user
     from mailer.clock import SystemClock
     from mailer.db import session_scope
-    from mailer.transport import MemoryTransport
+    from mailer.outbound.memory import MemoryTransport
 
     web: dict[str, Any] = {"host": "127.0.0.1", "port": port}
     if limits:

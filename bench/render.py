@@ -48,8 +48,8 @@ from bench._workload import TENANT, enqueue_invoice_emails, make_config, make_do
 from dunmail.app import build_services
 from mailer import pdf
 from mailer.clock import SystemClock
+from mailer.outbound.memory import MemoryTransport
 from mailer.pdf_samples import sample_pdf_context
-from mailer.transport import MemoryTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -79,7 +79,7 @@ from mailer.config import DKIMAlgorithm
 from mailer.db import make_engine, session_scope
 from mailer.dkim import generate_key
 from mailer.models import Message
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

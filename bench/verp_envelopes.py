@@ -42,7 +42,7 @@ from dunmail.app import build_services
 from mailer.clock import SystemClock
 from mailer.config import DKIMAlgorithm
 from mailer.dkim import generate_key
-from mailer.transport import SendResult, Transport
+from mailer.outbound.transport import SendResult, Transport
 
 RESULTS = Path(__file__).parent / "results" / "verp_envelopes.json"
 

@@ -51,13 +51,14 @@ from mailer.models import (
     PaymentAllocation,
     Tenant,
 )
+from mailer.outbound.smtp import SMTPTransport
+from mailer.outbound.transport import Transport
 from mailer.outbox import EnqueueRequest, Outbox, PassReport, SendingProfile
 from mailer.overrides import (
     stored_overrides,
 )
 from mailer.render import Renderer
 from mailer.statement import StatementStyle
-from mailer.transport import SMTPTransport, Transport
 from mailer.verp import derive_key
 from mailer.webhooks import Webhooks
 from scheduler.cadence import NEW_INVOICE, THANK_YOU, Action, Rules, manual_send
@@ -677,7 +678,7 @@ def build_services(
         """One pool per endpoint identity: the relay's (shared by every relay-mode tenant) and
         one per own-SMTP tenant, keyed by who owns it and not by host:port, so a tenant whose
         server shares the relay's host and port still has its own connections, limits,
-        credentials and size budget (mailer/transport.py::SMTPTransport)."""
+        credentials and size budget (mailer/outbound/smtp.py::SMTPTransport)."""
         if transport is not None:
             return transport
         if owner not in transports:

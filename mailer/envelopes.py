@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 
 from mailer.errors import DeliveryError, TransientDeliveryError
-from mailer.transport import RecipientResult, SendResult, Transport
+from mailer.outbound.transport import RecipientResult, SendResult, Transport
 
 log = logging.getLogger(__name__)
 

@@ -51,8 +51,8 @@ from mailer.models import (
     MessageStatus,
     RecipientStatus,
 )
+from mailer.outbound.transport import SendResult, Transport
 from mailer.ratelimit import Throttle, enhanced_status, should_back_off
-from mailer.transport import SendResult, Transport
 from mailer.webhooks import Webhooks
 
 log = logging.getLogger(__name__)

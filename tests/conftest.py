@@ -20,8 +20,8 @@ from dunmail.config import Config
 from mailer.clock import FixedClock
 from mailer.db import create_schema, make_engine
 from mailer.kinds import KINDS
+from mailer.outbound.memory import MemoryTransport, SentMail
 from mailer.render import Renderer
-from mailer.transport import MemoryTransport, SentMail
 
 pytest_plugins = ["tests.smtpd"]
 

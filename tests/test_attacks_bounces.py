@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from dunmail.app import Services
 from mailer.models import Hold, Suppression
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.test_bounce_ingest import _sent, dsn
 from tests.test_web_ui import fast_argon2
 

@@ -23,8 +23,8 @@ from mailer.clock import FixedClock
 from mailer.compose import Attachment, Draft, build_message, to_bytes
 from mailer.errors import TemplateError
 from mailer.kinds import KINDS, sample_context
+from mailer.outbound.memory import MemoryTransport
 from mailer.outbox import Claimed
-from mailer.transport import MemoryTransport
 from tests.conftest import DEMO_DOC
 from tests.test_web_ui import fast_argon2
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dunmail.app import Services
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.test_bounce_ingest import _sent, dsn
 from tests.test_web_ui import PASSWORD, add_user, fast_argon2, reply
 

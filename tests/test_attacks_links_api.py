@@ -24,7 +24,7 @@ from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.links import issue_link, verify_link
 from mailer.models import Customer, Hold
-from mailer.transport import MemoryTransport, SentMail
+from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.test_bounce_ingest import _sent, dsn
 from tests.test_web_ui import fast_argon2
 

@@ -38,7 +38,7 @@ from mailer.clock import FixedClock
 from mailer.config import LoginConfig
 from mailer.db import MIGRATIONS, make_engine, session_scope
 from mailer.models import Tenant, User
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.conftest import make_config
 
 PASSWORD = "correct horse battery"

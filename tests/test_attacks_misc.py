@@ -41,8 +41,8 @@ from mailer.errors import ConfigError, MailerError
 from mailer.kinds import KINDS, sample_context
 from mailer.links import verify_link
 from mailer.models import HoldReason
+from mailer.outbound.memory import MemoryTransport, SentMail
 from mailer.render import Renderer
-from mailer.transport import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config
 from tests.test_cli import dunmail, write_config
 from tests.test_inbox import add_clerk

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from dunmail.app import Services, build_services
 from dunmail.preview import build_preview
 from mailer.clock import FixedClock
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.conftest import DEMO_DOC, WEASYPRINT_SKIP, make_config
 from tests.test_web_ui import fast_argon2
 

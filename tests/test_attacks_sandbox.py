@@ -21,9 +21,9 @@ from dunmail.app import Services
 from mailer.errors import TemplateError
 from mailer.kinds import sample_context
 from mailer.models import TemplateOverride
+from mailer.outbound.memory import MemoryTransport
 from mailer.overrides import validate_override
 from mailer.render import Renderer
-from mailer.transport import MemoryTransport
 from tests.test_bounce_ingest import _sent
 from tests.test_web_ui import fast_argon2
 

@@ -25,7 +25,7 @@ from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.errors import TemplateError
 from mailer.kinds import KINDS
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer
 from tests.test_cli import ROOT, _env

@@ -28,7 +28,7 @@ from mailer.clock import FixedClock
 from mailer.config import InboundConfig
 from mailer.errors import ConfigError
 from mailer.models import InboundMail
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.conftest import make_config
 
 INBOX = "ar@acme.example"

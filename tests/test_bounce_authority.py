@@ -22,7 +22,7 @@ from bounce.inbound_smtp import build_inbound_addresses, start_inbound
 from dunmail.app import Services
 from mailer.config import InboundConfig
 from mailer.models import DeliveryEvent, Hold, InboundMail, InboundStatus, Suppression
-from mailer.transport import MemoryTransport, SentMail
+from mailer.outbound.memory import MemoryTransport, SentMail
 from mailer.verp import issue_verp
 from tests.conftest import DEMO_DOC
 from tests.test_bounce_ingest import dsn

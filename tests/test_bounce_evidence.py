@@ -25,7 +25,7 @@ from dunmail.app import Services
 from mailer.config import InboundConfig
 from mailer.errors import MailerError
 from mailer.models import DeliveryEvent, Suppression, ThreadStatus
-from mailer.transport import MemoryTransport, SentMail
+from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import dunmail, write_config
 from tests.test_web_ui import add_user, csrf_of, fast_argon2, login

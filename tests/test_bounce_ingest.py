@@ -18,7 +18,7 @@ from bounce.ingest import read_paths
 from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.models import DeliveryEvent, InboundMail, InboundStatus, Message, Suppression
-from mailer.transport import MemoryTransport, SentMail
+from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.test_cli import dunmail, write_config
 
 

@@ -24,7 +24,7 @@ from mailer.clock import FixedClock
 from mailer.errors import MailerError, NotFoundError
 from mailer.ledger import ImportReport, KeptCorrection
 from mailer.models import Contact, Hold, HoldReason, Message
-from mailer.transport import MemoryTransport, SentMail
+from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config
 from tests.test_bounce_ingest import _sent, dsn
 from tests.test_cli import Sink, dunmail, start_sink, write_config

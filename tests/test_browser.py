@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from dunmail.app import Services
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.test_bounce_ingest import _sent, dsn
 from tests.test_bounce_recovery import _only_ap
 from tests.test_web_ui import PASSWORD, add_user, fast_argon2, reply

@@ -10,7 +10,7 @@ import pytest
 from dunmail.capture import start_capture
 from mailer.config import SMTPEndpoint
 from mailer.errors import TransientDeliveryError
-from mailer.transport import SMTPTransport
+from mailer.outbound.smtp import SMTPTransport
 
 MESSAGE = b"From: a@x.test\r\nTo: b@y.test\r\nSubject: hi\r\nMessage-ID: <1@x.test>\r\n\r\nbody\r\n"
 

@@ -28,7 +28,7 @@ from mailer.models import (
     MessageStatus,
     Suppression,
 )
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.conftest import DEMO_DOC, START, emails, make_config
 
 # DEMO_DOC's INV-1042: issued 2026-03-01, due 2026-03-31 (a Tuesday); START is Monday 2 March

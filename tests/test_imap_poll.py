@@ -21,7 +21,7 @@ from mailer.clock import FixedClock
 from mailer.config import IMAPConfig
 from mailer.errors import ConfigError
 from mailer.models import InboundMail, InboundStatus
-from mailer.transport import MemoryTransport, SentMail
+from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config
 from tests.dovecot import PASSWORD, DovecotServer, dovecot  # noqa: F401  (the fixture)
 from tests.test_bounce_ingest import dsn

@@ -39,7 +39,7 @@ from mailer.db import make_engine, session_scope
 from mailer.importlock import ImportLocks, tenants_importing
 from mailer.links import issue_link
 from mailer.models import Customer, Event, ImportLock, Invoice, Message, Payment, Tenant
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.conftest import DEMO_DOC, NO_PDFS, START
 from tests.test_cli import _env, dunmail, write_config
 

@@ -26,7 +26,7 @@ from mailer.clock import FixedClock
 from mailer.config import InboundConfig
 from mailer.db import make_engine
 from mailer.models import InboundMail, InboundStatus, Suppression
-from mailer.transport import MemoryTransport, SentMail
+from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config
 from tests.test_bounce_ingest import dsn
 

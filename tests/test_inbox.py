@@ -19,7 +19,7 @@ from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
 from mailer.models import ThreadStatus, User
-from mailer.transport import MemoryTransport, SentMail
+from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config, sent_to
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import dunmail, write_config

@@ -30,11 +30,11 @@ from mailer.documents import parse_document
 from mailer.event_context import payment_plan_context
 from mailer.localtime import days_between, local_date
 from mailer.models import Customer, Invoice, Message, PaymentPlan, PaymentPlanStatus, Tenant
+from mailer.outbound.memory import MemoryTransport
 from mailer.pdf_html import environment, render_html
 from mailer.pdfstore import build_pdf_context
 from mailer.render import Renderer, format_day
 from mailer.statement import Transaction, statement
-from mailer.transport import MemoryTransport
 from tests.conftest import make_config
 
 FAR_EAST, FAR_WEST = "Pacific/Kiritimati", "Pacific/Pago_Pago"  # UTC+14, UTC-11

@@ -18,8 +18,8 @@ from mailer.clock import FixedClock
 from mailer.dkim import dns_record
 from mailer.errors import MailerError
 from mailer.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
+from mailer.outbound.memory import MemoryTransport
 from mailer.outbox import EnqueueRequest
-from mailer.transport import MemoryTransport
 from mailer.verp import derive_key, verify_verp
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer

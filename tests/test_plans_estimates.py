@@ -28,8 +28,8 @@ from mailer.models import (
     Message,
     PaymentPlan,
 )
+from mailer.outbound.memory import MemoryTransport
 from mailer.render import Renderer
-from mailer.transport import MemoryTransport
 from scheduler.dunning import active_holds
 from tests.conftest import DEMO_DOC, START, emails, make_config
 from tests.test_events import BASE_KEYS, GRACE, _conforms, _same_keys, add_tenant

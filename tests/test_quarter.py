@@ -32,7 +32,7 @@ from dunmail.app import build_services
 from dunmail.cli_common import app
 from dunmail.config import load_config
 from mailer.clock import FixedClock
-from mailer.transport import SentMail
+from mailer.outbound.memory import SentMail
 from tests.smtpd import RecordingServer
 from tests.test_bounce_ingest import dsn
 

@@ -28,7 +28,7 @@ from mailer.clock import FixedClock
 from mailer.errors import MailerError, PermanentDeliveryError
 from mailer.kinds import KINDS
 from mailer.models import Message, MessageStatus
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.conftest import DEMO_DOC, START, emails, make_config
 from tests.test_cli import AT, Sink, dunmail, start_sink
 

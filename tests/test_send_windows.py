@@ -36,7 +36,7 @@ from mailer.dunning_config import WEEKDAYS, Cadence, CadenceStep, DunningConfig
 from mailer.errors import TransientDeliveryError
 from mailer.kinds import KINDS
 from mailer.models import Customer, Invoice, InvoiceStatus, Message, MessageStatus
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from scheduler.cadence import DunningState, InvoiceFacts, Rules, evaluate, occasion_step
 from scheduler.calendar import SendCalendar
 from tests.conftest import START, make_config

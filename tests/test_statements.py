@@ -16,8 +16,8 @@ from mailer.clock import FixedClock
 from mailer.dunning_config import StatementSchedule
 from mailer.errors import MailerError
 from mailer.models import Customer, Event, EventStatus, Message
+from mailer.outbound.memory import MemoryTransport
 from mailer.statement import Transaction, statement
-from mailer.transport import MemoryTransport
 from scheduler.statements import next_statement_day, previous_statement_day
 from tests.conftest import DEMO_DOC, START, emails, make_config
 

@@ -22,7 +22,9 @@ from mailer.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
-from mailer.transport import MemoryTransport, SendResult, SMTPTransport, Transport
+from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.smtp import SMTPTransport
+from mailer.outbound.transport import SendResult, Transport
 from tests.smtpd import RecordingServer
 
 SENDER = "noreply-invoice@dunmail.test"

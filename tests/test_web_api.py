@@ -20,7 +20,7 @@ from dunmail.app import Services
 from dunmail.web.apikeys import create_key, revoke_key
 from mailer.clock import FixedClock
 from mailer.db import session_scope
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.conftest import sent_to
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import write_config

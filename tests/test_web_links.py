@@ -28,7 +28,7 @@ from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
 from mailer.links import issue_link, verify_link
 from mailer.models import LinkEvent, Message, ThreadStatus, WebhookDelivery
-from mailer.transport import MemoryTransport, SentMail
+from mailer.outbound.memory import MemoryTransport, SentMail
 from mailer.verp import derive_key
 from tests.conftest import DEMO_DOC, WEASYPRINT_SKIP, emails, make_config
 from tests.test_bounce_ingest import dsn

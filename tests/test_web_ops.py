@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dunmail.app import Services
 from dunmail.logs import JSONFormatter, ScrubFilter, scrub
-from mailer.transport import MemoryTransport
+from mailer.outbound.memory import MemoryTransport
 from tests.test_bounce_ingest import _sent, dsn
 
 

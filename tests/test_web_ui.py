@@ -24,7 +24,7 @@ from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.errors import AddressError
 from mailer.models import Tenant, User, WebSession
-from mailer.transport import MemoryTransport, SentMail
+from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.test_bounce_ingest import dsn
 from tests.test_inbox import _three_threads
 

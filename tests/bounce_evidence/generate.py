@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mailer.config import SMTPEndpoint
-from mailer.transport import SMTPTransport
+from mailer.outbound.smtp import SMTPTransport
 from tests.postfix import (
     BOUNCE_DOMAIN,
     PostfixError,

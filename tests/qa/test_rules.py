@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("mailer", "scheduler", "bounce", "dunmail")
 # Third-party modules that may be imported only by their one edge module.
 EDGES = {
-    "aiosmtplib": {"mailer/transport.py"},
+    "aiosmtplib": {"mailer/outbound/smtp.py"},
     "weasyprint": {"mailer/pdf.py", "mailer/pdf_fetch.py"},
     "dkim": {"mailer/dkim.py"},
     "flanker": {"bounce/addresses.py"},
@@ -50,6 +50,20 @@ def test_edge_libraries_stay_in_their_module(module: str, allowed: set[str]) -> 
         and any(n == module or n.startswith(module + ".") for n in _imports(p))
     ]
     assert offenders == []
+
+
+def test_transport_implementations_are_chosen_only_by_the_shell() -> None:
+    """Pure modules see the Transport protocol; only dunmail/ wires SMTP in (tests pass Memory)."""
+    implementations = {"mailer.outbound.smtp", "mailer.outbound.memory"}
+    offenders = [
+        (_rel(p), n)
+        for p in _sources()
+        if _rel(p).split("/")[0] != "dunmail" and not _rel(p).startswith("mailer/outbound/")
+        for n in _imports(p)
+        if n in implementations
+    ]
+    assert offenders == []
+    assert "aiosmtplib" not in _imports(ROOT / "mailer" / "outbound" / "transport.py")
 
 
 def test_no_smtplib_anywhere() -> None:

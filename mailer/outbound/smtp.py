@@ -1,204 +1,28 @@
-"""The Transport protocol and its two implementations: pooled SMTP (aiosmtplib) and in-memory."""
+"""SMTPTransport: a pool of aiosmtplib connections to one endpoint (the only aiosmtplib import)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email
-import email.policy
 import logging
-import re
 import ssl
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
 
 import aiosmtplib
 
 from mailer.config import SMTPEndpoint, TLSMode
 from mailer.errors import (
-    AddressError,
     ConfigError,
     DeliveryError,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from mailer.outbound.transport import Envelope, RecipientResult, SendResult, build_envelope
 
 log = logging.getLogger(__name__)
 
-# RFC 5321 s2.3.8: lines end in CRLF on the wire. aiosmtplib rewrites lone CR or LF the same way,
-# so normalising first makes the size check, SIZE= and MemoryTransport see the bytes sent.
-_LINE_ENDING = re.compile(rb"\r\n|\n|\r(?!\n)")
-# CR/LF in an address would smuggle a second SMTP command into MAIL or RCPT.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _QUIT_TIMEOUT = 5.0  # QUIT is a courtesy; never let a silent server hold up close()
-
-
-@dataclass(frozen=True)
-class RecipientResult:
-    """The server's answer to one RCPT TO, kept per address so partial refusals stay visible."""
-
-    address: str
-    code: int
-    message: str
-
-    @property
-    def accepted(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def temporary(self) -> bool:
-        """A 4xx refusal: the same address may be tried again later (RFC 5321 s4.2.1)."""
-        return 400 <= self.code < 500
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """One mail transaction: every RCPT reply and the reply to end-of-DATA.
-
-    ``code`` is None when no recipient was accepted, so DATA was never sent.
-    """
-
-    recipients: tuple[RecipientResult, ...]
-    code: int | None
-    message: str
-    endpoint: str
-
-    @property
-    def accepted(self) -> tuple[str, ...]:
-        """Addresses the server took the message for."""
-        if self.code is None:
-            return ()
-        return tuple(r.address for r in self.recipients if r.accepted)
-
-    @property
-    def refused(self) -> tuple[RecipientResult, ...]:
-        return tuple(r for r in self.recipients if not r.accepted)
-
-
-class Transport(Protocol):
-    """How mail leaves the process: one transaction per call, DKIM-signed bytes in, replies out.
-
-    RCPT refusals come back in the result; a failure of the whole transaction raises
-    ``TransientDeliveryError`` or ``PermanentDeliveryError``.
-    """
-
-    @property
-    def key(self) -> str:
-        """Identity of the endpoint for logs and delivery-attempt records (never a secret)."""
-        ...
-
-    async def send(
-        self, message: bytes, *, sender: str, recipients: Sequence[str]
-    ) -> SendResult: ...
-
-    async def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class _Envelope:
-    sender: str
-    recipients: tuple[str, ...]
-    data: bytes  # exactly the octets DATA carries, before dot-stuffing
-
-    @property
-    def needs_smtputf8(self) -> bool:
-        return not all(a.isascii() for a in (self.sender, *self.recipients))
-
-
-def _build_envelope(
-    message: bytes, *, sender: str, recipients: Sequence[str], max_bytes: int | None
-) -> _Envelope:
-    """Check the caller's input once, before any socket is touched."""
-    if isinstance(recipients, str):
-        raise TypeError("recipients must be a sequence of addresses, not one string")
-    if not recipients:
-        raise ValueError("a message needs at least one recipient")
-    for address in (sender, *recipients):
-        if _CONTROL.search(address):
-            raise AddressError(f"control character in address {address!r}")
-    data = _LINE_ENDING.sub(b"\r\n", message)
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    if max_bytes is not None and len(data) > max_bytes:
-        raise PermanentDeliveryError(
-            552, f"5.3.4 message is {len(data)} bytes, over the {max_bytes}-byte limit"
-        )
-    return _Envelope(sender, tuple(recipients), data)
-
-
-# --- in memory ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SentMail:
-    """A message MemoryTransport accepted: the envelope and the bytes DATA would have carried."""
-
-    sender: str
-    recipients: tuple[str, ...]
-    data: bytes
-
-
-class MemoryTransport:
-    """A real Transport keeping mail in ``.sent``, like Django's locmem backend: tests, dry runs.
-
-    It parses every message, refuses scripted recipients per address, and raises scripted
-    failures, so callers exercise the same paths as with SMTP.
-    """
-
-    key: ClassVar[str] = "memory"
-
-    def __init__(
-        self,
-        *,
-        refuse: Mapping[str, tuple[int, str]] | None = None,
-        max_message_bytes: int | None = None,
-    ) -> None:
-        self.sent: list[SentMail] = []
-        self._refuse: dict[str, tuple[int, str]] = {}
-        for address, (code, text) in (refuse or {}).items():
-            if not 400 <= code < 600:
-                raise ValueError(f"refusal for {address!r} must be a 4xx or 5xx code, not {code}")
-            self._refuse[address.lower()] = (code, text)
-        self._max_bytes = max_message_bytes
-        self._failures: list[DeliveryError] = []
-
-    def fail_next(self, exc: DeliveryError) -> None:
-        """Make the next send raise ``exc`` (calls queue up, one failure per send)."""
-        self._failures.append(exc)
-
-    async def send(self, message: bytes, *, sender: str, recipients: Sequence[str]) -> SendResult:
-        if self._failures:
-            raise self._failures.pop(0)
-        envelope = _build_envelope(
-            message, sender=sender, recipients=recipients, max_bytes=self._max_bytes
-        )
-        _check_is_message(envelope.data)
-        results = tuple(self._reply(address) for address in envelope.recipients)
-        accepted = tuple(r.address for r in results if r.accepted)
-        if not accepted:
-            return SendResult(results, None, "", self.key)
-        self.sent.append(SentMail(envelope.sender, accepted, envelope.data))
-        return SendResult(results, 250, "2.0.0 OK: kept in memory", self.key)
-
-    async def close(self) -> None:
-        """Nothing to release; present so MemoryTransport is a full Transport."""
-
-    def _reply(self, address: str) -> RecipientResult:
-        code, text = self._refuse.get(address.lower(), (250, "2.1.5 OK"))
-        return RecipientResult(address, code, text)
-
-
-def _check_is_message(data: bytes) -> None:
-    """Fail like a strict server would on bytes that are not an RFC 5322 message."""
-    parsed = email.message_from_bytes(data, policy=email.policy.SMTP)
-    if not parsed.keys():
-        raise PermanentDeliveryError(554, "5.6.0 not an RFC 5322 message: no header fields")
-    if parsed["From"] is None:  # RFC 5322 s3.6: From is required
-        raise PermanentDeliveryError(554, "5.6.0 message has no From header field")
-
-
-# --- SMTP --------------------------------------------------------------------------------------
 
 
 class _StaleConnection(Exception):
@@ -239,7 +63,7 @@ class SMTPTransport:
         return self._key
 
     async def send(self, message: bytes, *, sender: str, recipients: Sequence[str]) -> SendResult:
-        envelope = _build_envelope(
+        envelope = build_envelope(
             message,
             sender=sender,
             recipients=recipients,
@@ -270,7 +94,7 @@ class SMTPTransport:
         self._local_hostname = client.local_hostname
         return _Connection(client, self._generation)
 
-    async def _send_on(self, conn: _Connection, envelope: _Envelope, *, reused: bool) -> SendResult:
+    async def _send_on(self, conn: _Connection, envelope: Envelope, *, reused: bool) -> SendResult:
         try:
             result = await _transact(conn.client, envelope, endpoint=self.key, reused=reused)
         except DeliveryError:
@@ -416,7 +240,7 @@ async def _authenticate(client: aiosmtplib.SMTP, endpoint: SMTPEndpoint) -> None
 
 
 async def _transact(
-    client: aiosmtplib.SMTP, envelope: _Envelope, *, endpoint: str, reused: bool
+    client: aiosmtplib.SMTP, envelope: Envelope, *, endpoint: str, reused: bool
 ) -> SendResult:
     """MAIL, one RCPT per address, then DATA only if someone was accepted."""
     options, encoding = _mail_options(client, envelope)
@@ -435,7 +259,7 @@ async def _transact(
     return SendResult(recipients, reply.code, reply.message, endpoint)
 
 
-def _mail_options(client: aiosmtplib.SMTP, envelope: _Envelope) -> tuple[list[str], str]:
+def _mail_options(client: aiosmtplib.SMTP, envelope: Envelope) -> tuple[list[str], str]:
     """MAIL FROM parameters: SIZE (RFC 1870), BODY=8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531)."""
     options: list[str] = []
     size = len(envelope.data)

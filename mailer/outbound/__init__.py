@@ -1,0 +1,1 @@
+"""How mail leaves: the transport protocol and its SMTP and in-memory implementations."""
