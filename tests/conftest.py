@@ -208,6 +208,50 @@ def postfix() -> Iterator[Any]:
     yield from postfix_fixture()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "services_config(**overrides): keyword arguments of make_config for the shared "
+        "`services` fixture",
+    )
+
+
+@pytest.fixture
+def transport() -> MemoryTransport:
+    """Where the shared ``services`` send: memory, serialised as on the wire."""
+    return MemoryTransport()
+
+
+@pytest.fixture
+def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The settings ``services`` are built with, as keyword arguments of ``make_config``: the
+    test's ``@pytest.mark.services_config(...)`` (a file or class may set it once), else none.
+
+    A module whose settings need other fixtures (``tmp_path``, a receiver's URL) overrides this
+    fixture instead."""
+    marker = request.node.get_closest_marker("services_config")
+    return dict(marker.kwargs) if marker else {}
+
+
+@pytest.fixture
+async def services(
+    services_config: dict[str, Any],
+    tmp_path: Path,
+    db_url: str,
+    clock: FixedClock,
+    transport: MemoryTransport,
+) -> AsyncIterator[Services]:
+    """Services for the tenant "acme" (relay mode, domain relay.example) or as
+    ``services_config`` says, sending into ``transport``, on every backend ``db_url`` gives
+    (SQLite and PostgreSQL), with nothing imported.
+
+    One place builds them, so a change to ``build_services`` touches one fixture instead of
+    each test file."""
+    built = build_services(make_config(tmp_path, db_url, **services_config), clock, transport)
+    yield built
+    await built.close()
+
+
 async def _demo_services(
     tmp_path: Path, db_url: str, clock: FixedClock, **tenants: dict[str, Any]
 ) -> AsyncIterator[tuple[Services, MemoryTransport]]:
@@ -221,12 +265,12 @@ async def _demo_services(
 
 @pytest.fixture
 async def relay_env(
-    tmp_path: Path, db_url: str, clock: FixedClock
+    services: Services, transport: MemoryTransport
 ) -> AsyncIterator[tuple[Services, MemoryTransport]]:
-    """Services for the demo tenant ("acme", relay mode, DEMO_DOC imported) on ``db_url``,
-    sending into memory: what the bounce and inbox tests start from."""
-    async for pair in _demo_services(tmp_path, db_url, clock):
-        yield pair
+    """The shared ``services`` with DEMO_DOC imported, and the ``transport`` they send into:
+    what the bounce and inbox tests start from."""
+    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    yield services, transport
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.web import auth
 from dunmail.web.throttle import plan_keys
 from mailer.address import canonical_login
@@ -39,7 +39,6 @@ from mailer.config import LoginConfig
 from mailer.db import MIGRATIONS, make_engine, session_scope
 from mailer.models import Tenant, User
 from mailer.outbound.memory import MemoryTransport
-from tests.conftest import make_config
 
 PASSWORD = "correct horse battery"
 WRONG = "wrong password here"
@@ -217,13 +216,16 @@ def login_limits(request: pytest.FixtureRequest) -> dict[str, int]:
 
 
 @pytest.fixture
-async def relay_env(
-    tmp_path: Path, db_url: str, clock: FixedClock, login_limits: dict[str, int], cheap_argon2: None
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
+def services_config(login_limits: dict[str, int]) -> dict[str, Any]:
+    """This module's shared ``services``: its sign-in limits."""
+    return {"web": {"port": 0, "login": login_limits}}
+
+
+@pytest.fixture
+def relay_env(
+    services: Services, transport: MemoryTransport, clock: FixedClock, cheap_argon2: None
+) -> tuple[Services, MemoryTransport]:
     """The services ``web_server`` serves, with this module's sign-in limits and one clerk."""
-    transport = MemoryTransport()
-    config = make_config(tmp_path, db_url, web={"port": 0, "login": login_limits})
-    services = build_services(config, clock, transport)
     with session_scope(services.engine) as session:
         auth.create_user(
             session,
@@ -233,8 +235,7 @@ async def relay_env(
             password=PASSWORD,
             now=clock.now(),
         )
-    yield services, transport
-    await services.close()
+    return services, transport
 
 
 def _client(base_url: str, source: str = "127.0.0.1", **kwargs: Any) -> httpx.AsyncClient:

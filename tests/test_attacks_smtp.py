@@ -22,27 +22,17 @@ from sqlmodel import Session, select
 
 from bounce.inbound_smtp import build_inbound_addresses, start_inbound
 from bounce.smtp_limits import ConnectionGate, LogThrottle, client_key
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.config import load_config
-from mailer.clock import FixedClock
 from mailer.config import InboundConfig
 from mailer.errors import ConfigError
 from mailer.models import InboundMail
-from mailer.outbound.memory import MemoryTransport
-from tests.conftest import make_config
 
 INBOX = "ar@acme.example"
 REPLY = (
     b"From: Jane <jane@globex.example>\r\nTo: Acme <ar@acme.example>\r\n"
     b"Subject: Re: Invoice INV-1042\r\nMessage-ID: <r1@globex.example>\r\n\r\nPaid today.\r\n"
 )
-
-
-@pytest.fixture
-async def services(tmp_path: Path, db_url: str, clock: FixedClock) -> AsyncIterator[Services]:
-    services = build_services(make_config(tmp_path, db_url), clock, MemoryTransport())
-    yield services
-    await services.close()
 
 
 Serve = Callable[..., Awaitable[int]]

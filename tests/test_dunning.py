@@ -7,7 +7,6 @@ as ``dunmail tick`` runs it, into a MemoryTransport that parses each message it 
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
@@ -42,15 +41,9 @@ def _doc(**invoice_changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def env(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
-    transport = MemoryTransport()
-    config = make_config(tmp_path, db_url, relay={"domain": "relay.example"})
-    services = build_services(config, clock, transport)
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-    yield services, transport
-    await services.close()
+def env(relay_env: tuple[Services, MemoryTransport]) -> tuple[Services, MemoryTransport]:
+    """The shared services with the demo ledger imported, and where they send."""
+    return relay_env
 
 
 def _with_dunning(

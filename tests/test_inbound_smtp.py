@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -20,14 +21,14 @@ from bounce.inbound_smtp import (
     build_inbound_addresses,
     start_inbound,
 )
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.runner import run_engine
 from mailer.clock import FixedClock
 from mailer.config import InboundConfig
 from mailer.db import make_engine
 from mailer.models import InboundMail, InboundStatus, Suppression
 from mailer.outbound.memory import MemoryTransport, SentMail
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import make_config
 from tests.test_bounce_ingest import dsn
 
 REPLY = (
@@ -37,12 +38,11 @@ REPLY = (
 
 
 @pytest.fixture
-async def services(tmp_path: Path, db_url: str, clock: FixedClock) -> AsyncIterator[Services]:
-    config = make_config(
-        tmp_path,
-        db_url,
-        relay={"domain": "relay.example"},
-        tenants={
+def services_config(tmp_path: Path) -> dict[str, Any]:
+    """This module's shared ``services``: acme with a Reply-To inbox, and a second tenant with
+    its own bounce domain."""
+    return {
+        "tenants": {
             "acme": {
                 "name": "Acme Supplies",
                 "email": "ar@acme.example",
@@ -61,11 +61,13 @@ async def services(tmp_path: Path, db_url: str, clock: FixedClock) -> AsyncItera
                 "bounce_domain": "bounces.initech.example",
             },
         },
-    )
-    services = build_services(config, clock, MemoryTransport())
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-    yield services
-    await services.close()
+    }
+
+
+@pytest.fixture
+def services(relay_env: tuple[Services, MemoryTransport]) -> Services:
+    """The shared services with DEMO_DOC imported."""
+    return relay_env[0]
 
 
 Serve = Callable[..., Awaitable[int]]

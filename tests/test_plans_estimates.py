@@ -4,15 +4,13 @@ grace period restarted by each edit, and an active plan holds the dunning of its
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, get_type_hints
 
 import pytest
 from sqlmodel import Session, col, select
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from mailer import kinds
 from mailer.clock import FixedClock
 from mailer.compose import Rendered
@@ -31,7 +29,7 @@ from mailer.models import (
 from mailer.outbound.memory import MemoryTransport
 from mailer.render import Renderer
 from scheduler.dunning import active_holds
-from tests.conftest import DEMO_DOC, START, emails, make_config
+from tests.conftest import DEMO_DOC, START, emails
 from tests.test_events import BASE_KEYS, GRACE, _conforms, _same_keys, add_tenant
 
 SHAPES: dict[str, type] = {
@@ -596,17 +594,6 @@ def test_reimporting_estimates_and_plans_changes_nothing(
 # -- end to end: the scheduler respects a plan's hold --------------------------------------
 
 
-@pytest.fixture
-async def services(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
-    transport = MemoryTransport()
-    config = make_config(tmp_path, db_url, relay={"domain": "relay.example"})
-    services = build_services(config, clock, transport)
-    yield services, transport
-    await services.close()
-
-
 def _sent_kinds(services: Services) -> list[str]:
     with Session(services.engine) as session:
         rows = session.exec(select(Message).order_by(col(Message.id))).all()
@@ -614,9 +601,9 @@ def _sent_kinds(services: Services) -> list[str]:
 
 
 async def test_an_active_plan_stops_reminders_and_its_cancellation_resumes_them(
-    services: tuple[Services, MemoryTransport], clock: FixedClock
+    services: Services, transport: MemoryTransport, clock: FixedClock
 ) -> None:
-    app, transport = services
+    app = services
     # DEMO_DOC's INV-1042 is due 2026-03-31; its customer has contacts, in UTC.
     plan = {
         "id": "pp-1",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
@@ -76,29 +75,24 @@ def test_schedule_days() -> None:
     assert next_statement_day(StatementSchedule(), date(2026, 3, 6)) is None
 
 
+MONTHLY = {
+    "acme": {
+        "name": "Acme Supplies",
+        "email": "ar@acme.example",
+        "dunning": {"statements": {"every": "monthly", "day": 1}},
+    }
+}
+
+
 @pytest.fixture
-async def monthly(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
-    transport = MemoryTransport()
-    config = make_config(
-        tmp_path,
-        db_url,
-        tenants={
-            "acme": {
-                "name": "Acme Supplies",
-                "email": "ar@acme.example",
-                "dunning": {"statements": {"every": "monthly", "day": 1}},
-            }
-        },
-    )
-    services = build_services(config, clock, transport)
+def monthly(services: Services, transport: MemoryTransport) -> tuple[Services, MemoryTransport]:
+    """The shared services (built with tenants=MONTHLY: each test using this fixture is marked
+    so), with DEMO_DOC and a second, quiet customer imported."""
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"].append({"id": "C-quiet", "name": "Quiet Ltd",
                              "contacts": [{"email": "ap@quiet.example"}]})  # fmt: skip
     assert services.import_document(doc, tenant="acme").errors == []
-    yield services, transport
-    await services.close()
+    return services, transport
 
 
 def _statements(transport: MemoryTransport) -> list[str]:
@@ -109,6 +103,7 @@ def _statements(transport: MemoryTransport) -> list[str]:
     ]
 
 
+@pytest.mark.services_config(tenants=MONTHLY)
 async def test_monthly_statements_go_out_once_and_catch_up_after_downtime(
     monthly: tuple[Services, MemoryTransport], clock: FixedClock
 ) -> None:
@@ -148,6 +143,7 @@ async def test_monthly_statements_go_out_once_and_catch_up_after_downtime(
         assert c1.next_statement_at == datetime(2026, 7, 1, 8, tzinfo=UTC)
 
 
+@pytest.mark.services_config(tenants=MONTHLY)
 async def test_a_statement_by_hand(
     monthly: tuple[Services, MemoryTransport], clock: FixedClock
 ) -> None:
@@ -163,36 +159,29 @@ async def test_a_statement_by_hand(
         await services.send_statement("C-nobody", tenant="acme")
 
 
-async def test_a_customer_on_its_own_weekly_schedule(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> None:
+async def test_a_customer_on_its_own_weekly_schedule(services: Services, clock: FixedClock) -> None:
     """The tenant sends no statements; one customer asked for them every Friday."""
-    transport = MemoryTransport()
-    services = build_services(make_config(tmp_path, db_url), clock, transport)
-    try:
-        doc = copy.deepcopy(DEMO_DOC)
-        doc["customers"][0]["statements"] = "weekly:fri"
-        assert services.import_document(doc, tenant="acme").errors == []
-        clock.set(START)  # Monday 2 March
-        await services.tick()
-        with Session(services.engine) as session:
-            c1 = session.exec(select(Customer)).one()
-            assert c1.next_statement_at == datetime(2026, 3, 6, 8, tzinfo=UTC)  # Friday 08:00
-        clock.set(datetime(2026, 3, 6, 8, tzinfo=UTC))
-        dunning, _ = await services.tick()
-        assert dunning.queued["statement"] == 1
-        # Back to the tenant's schedule (none): no more statements.
-        doc["customers"][0]["statements"] = ""
-        assert services.import_document(doc, tenant="acme").errors == []
-        clock.set(datetime(2026, 3, 13, 9, tzinfo=UTC))
-        dunning, _ = await services.tick()
-        assert dunning.queued["statement"] == 0
-        doc["customers"][0]["statements"] = "fortnightly"
-        report = services.import_document(doc, tenant="acme")
-        assert [e.where for e in report.errors] == ["customers[0].statements"]
-        assert "monthly:D" in report.errors[0].reason
-    finally:
-        await services.close()
+    doc = copy.deepcopy(DEMO_DOC)
+    doc["customers"][0]["statements"] = "weekly:fri"
+    assert services.import_document(doc, tenant="acme").errors == []
+    clock.set(START)  # Monday 2 March
+    await services.tick()
+    with Session(services.engine) as session:
+        c1 = session.exec(select(Customer)).one()
+        assert c1.next_statement_at == datetime(2026, 3, 6, 8, tzinfo=UTC)  # Friday 08:00
+    clock.set(datetime(2026, 3, 6, 8, tzinfo=UTC))
+    dunning, _ = await services.tick()
+    assert dunning.queued["statement"] == 1
+    # Back to the tenant's schedule (none): no more statements.
+    doc["customers"][0]["statements"] = ""
+    assert services.import_document(doc, tenant="acme").errors == []
+    clock.set(datetime(2026, 3, 13, 9, tzinfo=UTC))
+    dunning, _ = await services.tick()
+    assert dunning.queued["statement"] == 0
+    doc["customers"][0]["statements"] = "fortnightly"
+    report = services.import_document(doc, tenant="acme")
+    assert [e.where for e in report.errors] == ["customers[0].statements"]
+    assert "monthly:D" in report.errors[0].reason
 
 
 async def test_a_billed_soon_notice_waits_for_the_send_window(

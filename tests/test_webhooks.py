@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,22 +85,19 @@ def _acme(tmp_path: Path, webhooks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def env(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    receiver: Receiver,
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
-    """acme (DEMO_DOC imported) with one endpoint for every event, at ``receiver``."""
+def services_config(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """This module's shared ``services``: acme with one endpoint for every event, at
+    ``receiver``."""
     monkeypatch.setenv(SECRET_ENV, SECRET)
-    transport = MemoryTransport()
-    hooks = [{"url": receiver.url, "secret_env": SECRET_ENV}]
-    config = make_config(tmp_path, db_url, tenants=_acme(tmp_path, hooks))
-    services = build_services(config, clock, transport)
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-    yield services, transport
-    await services.close()
+    return {"tenants": _acme(tmp_path, [{"url": receiver.url, "secret_env": SECRET_ENV}])}
+
+
+@pytest.fixture
+def env(relay_env: tuple[Services, MemoryTransport]) -> tuple[Services, MemoryTransport]:
+    """acme (DEMO_DOC imported) with one endpoint for every event, at ``receiver``."""
+    return relay_env
 
 
 def _rows(services: Services) -> list[WebhookDelivery]:
