@@ -9,13 +9,12 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import Session, col, select
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.errors import MailerError
 from mailer.models import (
@@ -28,7 +27,7 @@ from mailer.models import (
     Suppression,
 )
 from mailer.outbound.memory import MemoryTransport
-from tests.conftest import DEMO_DOC, START, emails, make_config
+from tests.conftest import DEMO_DOC, START, emails
 
 # DEMO_DOC's INV-1042: issued 2026-03-01, due 2026-03-31 (a Tuesday); START is Monday 2 March
 # 09:00 UTC and the customer is in UTC. The standard cadence: -3, +1, +7, +14 (repeats weekly).
@@ -46,17 +45,12 @@ def env(relay_env: tuple[Services, MemoryTransport]) -> tuple[Services, MemoryTr
     return relay_env
 
 
-def _with_dunning(
-    tmp_path: Path, db_url: str, clock: FixedClock, dunning: dict[str, Any]
-) -> tuple[Services, MemoryTransport]:
-    """Services for the one tenant with these ``[tenants.acme.dunning]`` settings."""
-    transport = MemoryTransport()
-    config = make_config(
-        tmp_path,
-        db_url,
-        tenants={"acme": {"name": "Acme", "email": "ar@acme.example", "dunning": dunning}},
+def _dunning(settings: dict[str, Any]) -> pytest.MarkDecorator:
+    """The shared ``services`` for the one tenant with these ``[tenants.acme.dunning]``
+    settings."""
+    return pytest.mark.services_config(
+        tenants={"acme": {"name": "Acme", "email": "ar@acme.example", "dunning": settings}}
     )
-    return build_services(config, clock, transport), transport
 
 
 def _payment(payment_id: str, amount: str, received_at: str) -> dict[str, Any]:
@@ -458,103 +452,95 @@ async def test_an_unknown_customer_cadence_is_refused_at_import(
     ]
 
 
-async def test_a_customer_cadence_and_time_zone_decide_the_send_time(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> None:
-    """A Sydney customer on a gentle cadence: reminded once, at 09:00 Sydney time."""
-    dunning = {
+@_dunning(
+    {
         "window": "09:00-17:00",
         "cadences": {
             "standard": {"steps": [{"days": 1}]},
             "gentle": {"steps": [{"days": 10}]},
         },
     }
-    services, transport = _with_dunning(tmp_path, db_url, clock, dunning)
-    try:
-        doc = copy.deepcopy(DEMO_DOC)
-        doc["customers"][0].update(time_zone="Australia/Sydney", cadence="gentle")
-        assert services.import_document(doc, tenant="acme").errors == []
-        await _tick_at(services, clock, START + timedelta(minutes=5))
-        [entry] = services.plan(tenant="acme", customer="C-1")
-        # Due 31 March (Sydney) + 10 days = Friday 10 April, 09:00 AEST = 23:00 UTC on the 9th.
-        assert entry.next_at == datetime(2026, 4, 9, 23, 0, tzinfo=UTC)
-    finally:
-        await services.close()
-
-
-async def test_a_dst_change_neither_shifts_nor_duplicates_a_send(
-    tmp_path: Path, db_url: str, clock: FixedClock
+)
+async def test_a_customer_cadence_and_time_zone_decide_the_send_time(
+    services: Services, clock: FixedClock
 ) -> None:
-    """London, steps every day around the 29 March change: always 08:00 local, once each."""
-    dunning = {
+    """A Sydney customer on a gentle cadence: reminded once, at 09:00 Sydney time."""
+    doc = copy.deepcopy(DEMO_DOC)
+    doc["customers"][0].update(time_zone="Australia/Sydney", cadence="gentle")
+    assert services.import_document(doc, tenant="acme").errors == []
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    [entry] = services.plan(tenant="acme", customer="C-1")
+    # Due 31 March (Sydney) + 10 days = Friday 10 April, 09:00 AEST = 23:00 UTC on the 9th.
+    assert entry.next_at == datetime(2026, 4, 9, 23, 0, tzinfo=UTC)
+
+
+@_dunning(
+    {
         "business_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
         "cadences": {
             "standard": {"steps": [{"days": 0, "repeat_every_days": 1, "max_repeats": 4}]}
         },
     }
-    services, transport = _with_dunning(tmp_path, db_url, clock, dunning)
-    try:
-        doc = _doc(due_at="2026-03-27")
-        doc["customers"][0]["time_zone"] = "Europe/London"
-        assert services.import_document(doc, tenant="acme").errors == []
-        await _tick_at(services, clock, START + timedelta(minutes=5))
-        now = datetime(2026, 3, 26, 23, tzinfo=UTC)
-        while now < datetime(2026, 4, 2, tzinfo=UTC):  # every 30 minutes for a week
-            await _tick_at(services, clock, now)
-            now += timedelta(minutes=30)
-        with Session(services.engine) as session:
-            reminders = session.exec(
-                select(Message)
-                .where(col(Message.kind) == "late_payment_reminder")
-                .order_by(col(Message.id))
-            ).all()
-            created = [m.created_at for m in reminders]
-        assert created == [
-            datetime(2026, 3, 27, 8, 0, tzinfo=UTC),  # GMT
-            datetime(2026, 3, 28, 8, 0, tzinfo=UTC),
-            datetime(2026, 3, 29, 7, 0, tzinfo=UTC),  # BST from 01:00 UTC: 08:00 local
-            datetime(2026, 3, 30, 7, 0, tzinfo=UTC),
-            datetime(2026, 3, 31, 7, 0, tzinfo=UTC),
-        ]
-        assert all(m.status is MessageStatus.SENT for m in reminders)
-    finally:
-        await services.close()
+)
+async def test_a_dst_change_neither_shifts_nor_duplicates_a_send(
+    services: Services, clock: FixedClock
+) -> None:
+    """London, steps every day around the 29 March change: always 08:00 local, once each."""
+    doc = _doc(due_at="2026-03-27")
+    doc["customers"][0]["time_zone"] = "Europe/London"
+    assert services.import_document(doc, tenant="acme").errors == []
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    now = datetime(2026, 3, 26, 23, tzinfo=UTC)
+    while now < datetime(2026, 4, 2, tzinfo=UTC):  # every 30 minutes for a week
+        await _tick_at(services, clock, now)
+        now += timedelta(minutes=30)
+    with Session(services.engine) as session:
+        reminders = session.exec(
+            select(Message)
+            .where(col(Message.kind) == "late_payment_reminder")
+            .order_by(col(Message.id))
+        ).all()
+        created = [m.created_at for m in reminders]
+    assert created == [
+        datetime(2026, 3, 27, 8, 0, tzinfo=UTC),  # GMT
+        datetime(2026, 3, 28, 8, 0, tzinfo=UTC),
+        datetime(2026, 3, 29, 7, 0, tzinfo=UTC),  # BST from 01:00 UTC: 08:00 local
+        datetime(2026, 3, 30, 7, 0, tzinfo=UTC),
+        datetime(2026, 3, 31, 7, 0, tzinfo=UTC),
+    ]
+    assert all(m.status is MessageStatus.SENT for m in reminders)
 
 
+@_dunning({"cadences": {"standard": {"per": "customer", "steps": [{"days": 1}, {"days": 8}]}}})
 async def test_customer_level_chasing_sends_one_email_for_all_overdue_invoices(
-    tmp_path: Path, db_url: str, clock: FixedClock
+    services: Services, transport: MemoryTransport, clock: FixedClock
 ) -> None:
     """A per-customer cadence: the oldest overdue invoice sets the pace; one email lists all."""
-    dunning = {"cadences": {"standard": {"per": "customer", "steps": [{"days": 1}, {"days": 8}]}}}
-    services, transport = _with_dunning(tmp_path, db_url, clock, dunning)
-    try:
-        doc = copy.deepcopy(DEMO_DOC)
-        base = doc["invoices"][0]
-        doc["invoices"] = [
-            {**base, "id": "i-old", "number": "INV-OLD", "due_at": "2026-03-10"},
-            {**base, "id": "i-mid", "number": "INV-MID", "due_at": "2026-03-12"},
-            {**base, "id": "i-new", "number": "INV-NEW", "due_at": "2026-04-30"},
-        ]
-        assert services.import_document(doc, tenant="acme").errors == []
-        await _tick_at(services, clock, START + timedelta(minutes=5))  # three invoice emails
-        await _tick_at(services, clock, datetime(2026, 3, 11, 8, tzinfo=UTC))  # OLD +1
-        await _tick_at(services, clock, datetime(2026, 3, 13, 8, tzinfo=UTC))  # MID +1: rides
-        summaries = [m for m in _messages(services) if m.kind == "overdue_summary"]
-        assert len(summaries) == 1
-        listed = [i["number"] for i in summaries[0].context["overdue"]["items"]]
-        assert listed == ["INV-OLD"]
-        await _tick_at(services, clock, datetime(2026, 3, 18, 8, tzinfo=UTC))  # OLD +8
-        summaries = [m for m in _messages(services) if m.kind == "overdue_summary"]
-        assert len(summaries) == 2
-        assert [i["number"] for i in summaries[1].context["overdue"]["items"]] == [
-            "INV-OLD",
-            "INV-MID",
-        ]
-        assert summaries[1].context["overdue"]["balance_minor"] == 24_000
-        assert all(m.status is MessageStatus.SENT for m in summaries)
-        assert len(emails(transport)) == 5  # 3 invoices + 2 summaries, nothing per invoice
-    finally:
-        await services.close()
+    doc = copy.deepcopy(DEMO_DOC)
+    base = doc["invoices"][0]
+    doc["invoices"] = [
+        {**base, "id": "i-old", "number": "INV-OLD", "due_at": "2026-03-10"},
+        {**base, "id": "i-mid", "number": "INV-MID", "due_at": "2026-03-12"},
+        {**base, "id": "i-new", "number": "INV-NEW", "due_at": "2026-04-30"},
+    ]
+    assert services.import_document(doc, tenant="acme").errors == []
+    await _tick_at(services, clock, START + timedelta(minutes=5))  # three invoice emails
+    await _tick_at(services, clock, datetime(2026, 3, 11, 8, tzinfo=UTC))  # OLD +1
+    await _tick_at(services, clock, datetime(2026, 3, 13, 8, tzinfo=UTC))  # MID +1: rides
+    summaries = [m for m in _messages(services) if m.kind == "overdue_summary"]
+    assert len(summaries) == 1
+    listed = [i["number"] for i in summaries[0].context["overdue"]["items"]]
+    assert listed == ["INV-OLD"]
+    await _tick_at(services, clock, datetime(2026, 3, 18, 8, tzinfo=UTC))  # OLD +8
+    summaries = [m for m in _messages(services) if m.kind == "overdue_summary"]
+    assert len(summaries) == 2
+    assert [i["number"] for i in summaries[1].context["overdue"]["items"]] == [
+        "INV-OLD",
+        "INV-MID",
+    ]
+    assert summaries[1].context["overdue"]["balance_minor"] == 24_000
+    assert all(m.status is MessageStatus.SENT for m in summaries)
+    assert len(emails(transport)) == 5  # 3 invoices + 2 summaries, nothing per invoice
 
 
 def _messages(services: Services) -> list[Message]:
@@ -562,24 +548,20 @@ def _messages(services: Services) -> list[Message]:
         return list(session.exec(select(Message).order_by(col(Message.id))).all())
 
 
+@_dunning({"cadences": {"standard": {"per": "customer", "steps": [{"days": 1}]}}})
 async def test_a_customer_level_email_is_skipped_when_everything_on_it_is_paid(
-    tmp_path: Path, db_url: str, clock: FixedClock
+    services: Services, clock: FixedClock
 ) -> None:
-    dunning = {"cadences": {"standard": {"per": "customer", "steps": [{"days": 1}]}}}
-    services, transport = _with_dunning(tmp_path, db_url, clock, dunning)
-    try:
-        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-        await _tick_at(services, clock, START + timedelta(minutes=5))
-        clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
-        assert services.schedule().run_pass(clock.now()).queued["overdue_summary"] == 1
-        paid = _payment("p-1", "120.00", "2026-04-01T08:00:10Z")
-        assert services.import_document(paid, tenant="acme").errors == []
-        await services.deliver()
-        summary = [m for m in _messages(services) if m.kind == "overdue_summary"][0]
-        assert summary.status is MessageStatus.SKIPPED
-        assert summary.skip_reason == "every invoice on it is settled (INV-1042)"
-    finally:
-        await services.close()
+    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    await _tick_at(services, clock, START + timedelta(minutes=5))
+    clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
+    assert services.schedule().run_pass(clock.now()).queued["overdue_summary"] == 1
+    paid = _payment("p-1", "120.00", "2026-04-01T08:00:10Z")
+    assert services.import_document(paid, tenant="acme").errors == []
+    await services.deliver()
+    summary = [m for m in _messages(services) if m.kind == "overdue_summary"][0]
+    assert summary.status is MessageStatus.SKIPPED
+    assert summary.skip_reason == "every invoice on it is settled (INV-1042)"
 
 
 async def test_plan_lists_the_ledgers_pending_events(
