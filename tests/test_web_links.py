@@ -12,17 +12,17 @@ import copy
 import email
 import logging
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlmodel import Session, col, select
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.logs import ScrubFilter
 from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
@@ -47,15 +47,11 @@ def pdfs_wanted() -> bool:
 
 
 @pytest.fixture
-async def relay_env(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    pdfs_wanted: bool,
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
-    """conftest's ``relay_env`` (which ``web_server`` serves) with a payment page, branding,
-    a second tenant ("beta"), and a customer name and invoice line that carry markup."""
+def services_config(
+    tmp_path: Path, db_url: str, pdfs_wanted: bool, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """This module's shared ``services``: acme with a payment page, a webhook and branding,
+    and a second tenant ("beta")."""
     if pdfs_wanted and WEASYPRINT_SKIP:
         pytest.skip(WEASYPRINT_SKIP)
     acme = make_config(tmp_path, db_url).tenants["acme"].model_dump(mode="json")
@@ -70,15 +66,18 @@ async def relay_env(
     if pdfs_wanted:
         acme.pop("emails")
     beta = {"name": "Beta Ltd", "email": "ar@beta.example"}
-    config = make_config(tmp_path, db_url, pdfs=pdfs_wanted, tenants={"acme": acme, "beta": beta})
-    transport = MemoryTransport()
-    services = build_services(config, clock, transport)
+    return {"pdfs": pdfs_wanted, "tenants": {"acme": acme, "beta": beta}}
+
+
+@pytest.fixture
+def relay_env(services: Services, transport: MemoryTransport) -> tuple[Services, MemoryTransport]:
+    """conftest's ``relay_env`` (which ``web_server`` serves) on this module's settings, with
+    a customer name and invoice line that carry markup."""
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"][0]["name"] = EVIL_NAME
     doc["invoices"][0]["lines"][0]["description"] = EVIL_LINE
     assert services.import_document(doc, tenant="acme").errors == []
-    yield services, transport
-    await services.close()
+    return services, transport
 
 
 async def _send(services: Services, transport: MemoryTransport) -> SentMail:
