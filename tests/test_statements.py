@@ -5,12 +5,11 @@ from __future__ import annotations
 import copy
 from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes
-from pathlib import Path
 
 import pytest
 from sqlmodel import Session, col, select
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.dunning_config import StatementSchedule
 from mailer.errors import MailerError
@@ -18,7 +17,7 @@ from mailer.models import Customer, Event, EventStatus, Message
 from mailer.outbound.memory import MemoryTransport
 from mailer.statement import Transaction, statement
 from scheduler.statements import next_statement_day, previous_statement_day
-from tests.conftest import DEMO_DOC, START, emails, make_config
+from tests.conftest import DEMO_DOC, START, emails
 
 MAR = datetime(2026, 3, 1, tzinfo=UTC)
 APR = datetime(2026, 4, 1, tzinfo=UTC)
@@ -184,35 +183,28 @@ async def test_a_customer_on_its_own_weekly_schedule(services: Services, clock: 
     assert "monthly:D" in report.errors[0].reason
 
 
+@pytest.mark.services_config(
+    tenants={
+        "acme": {
+            "name": "Acme",
+            "email": "ar@acme.example",
+            "emails": {"subscription_billed_soon": {"enabled": True}},
+        }
+    }
+)
 async def test_a_billed_soon_notice_waits_for_the_send_window(
-    tmp_path: Path, db_url: str, clock: FixedClock
+    services: Services, clock: FixedClock
 ) -> None:
-    transport = MemoryTransport()
-    config = make_config(
-        tmp_path,
-        db_url,
-        tenants={
-            "acme": {
-                "name": "Acme",
-                "email": "ar@acme.example",
-                "emails": {"subscription_billed_soon": {"enabled": True}},
-            }
-        },
-    )
-    services = build_services(config, clock, transport)
-    try:
-        clock.set(datetime(2026, 3, 2, 22, tzinfo=UTC))  # Monday night
-        doc = copy.deepcopy(DEMO_DOC)
-        doc["subscriptions"] = [
-            {"id": "sub-1", "customer": "C-1", "plan": "Business", "amount": "49.00",
-             "currency": "EUR", "interval": "month", "status": "active",
-             "started_at": "2026-02-02", "next_bill_at": "2026-03-05"}
-        ]  # fmt: skip
-        assert services.import_document(doc, tenant="acme").errors == []
-        dunning, _ = await services.tick()
-        assert dunning.queued["subscription_billed_soon"] == 0
-        clock.set(datetime(2026, 3, 3, 8, tzinfo=UTC))  # the window opens
-        dunning, _ = await services.tick()
-        assert dunning.queued["subscription_billed_soon"] == 1
-    finally:
-        await services.close()
+    clock.set(datetime(2026, 3, 2, 22, tzinfo=UTC))  # Monday night
+    doc = copy.deepcopy(DEMO_DOC)
+    doc["subscriptions"] = [
+        {"id": "sub-1", "customer": "C-1", "plan": "Business", "amount": "49.00",
+         "currency": "EUR", "interval": "month", "status": "active",
+         "started_at": "2026-02-02", "next_bill_at": "2026-03-05"}
+    ]  # fmt: skip
+    assert services.import_document(doc, tenant="acme").errors == []
+    dunning, _ = await services.tick()
+    assert dunning.queued["subscription_billed_soon"] == 0
+    clock.set(datetime(2026, 3, 3, 8, tzinfo=UTC))  # the window opens
+    dunning, _ = await services.tick()
+    assert dunning.queued["subscription_billed_soon"] == 1
