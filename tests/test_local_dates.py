@@ -10,10 +10,8 @@ tick -> outbox for customers at both ends of the clock.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
 from email import message_from_bytes, policy
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -22,7 +20,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, col, select
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.web.hosted import build_document
 from mailer.clock import FixedClock
 from mailer.context import invoice_context, party_context
@@ -35,7 +33,6 @@ from mailer.pdf_html import environment, render_html
 from mailer.pdfstore import build_pdf_context
 from mailer.render import Renderer, format_day
 from mailer.statement import Transaction, statement
-from tests.conftest import make_config
 
 FAR_EAST, FAR_WEST = "Pacific/Kiritimati", "Pacific/Pago_Pago"  # UTC+14, UTC-11
 EXTREMES = (
@@ -330,23 +327,30 @@ def _document() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def far_env(
-    tmp_path: Path, db_url: str
-) -> AsyncIterator[tuple[Services, MemoryTransport, FixedClock]]:
-    """One tenant in UTC, its customers in their own zones, reminded once, a day after due."""
-    clock = FixedClock(TICKS[0] - timedelta(minutes=10))
-    transport = MemoryTransport()
+def clock() -> FixedClock:
+    """This module's clock: ten minutes before the first tick."""
+    return FixedClock(TICKS[0] - timedelta(minutes=10))
+
+
+@pytest.fixture
+def services_config() -> dict[str, Any]:
+    """This module's shared ``services``: one tenant in UTC, reminding once, a day after due."""
     tenant = {
         "name": "Acme Supplies",
         "email": "ar@acme.example",
         "time_zone": "UTC",
         "dunning": {"cadences": {"standard": {"steps": [{"days": 1}]}}},
     }
-    config = make_config(tmp_path, db_url, tenants={"acme": tenant})
-    services = build_services(config, clock, transport)
+    return {"tenants": {"acme": tenant}}
+
+
+@pytest.fixture
+def far_env(
+    services: Services, transport: MemoryTransport, clock: FixedClock
+) -> tuple[Services, MemoryTransport, FixedClock]:
+    """One tenant in UTC, its customers in their own zones, reminded once, a day after due."""
     assert services.import_document(_document(), tenant="acme").errors == []
-    yield services, transport, clock
-    await services.close()
+    return services, transport, clock
 
 
 def _parts(data: bytes) -> tuple[str, str, str]:
