@@ -80,21 +80,15 @@ def _message(services: Services, number: str) -> Message:
     return message
 
 
-def test_a_10000_line_invoice_is_refused_at_import_with_its_position(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> None:
-    services = build_services(make_config(tmp_path, db_url), clock)
-    try:
-        report = services.import_document(
-            _document(
-                _invoice("INV-1", "C-1", 3),
-                _invoice("INV-HUGE", "C-1", 10_000),
-                _invoice("INV-2", "C-1", 1000),  # the limit itself is accepted
-            ),
-            tenant="acme",
-        )
-    finally:
-        services.engine.dispose()
+def test_a_10000_line_invoice_is_refused_at_import_with_its_position(services: Services) -> None:
+    report = services.import_document(
+        _document(
+            _invoice("INV-1", "C-1", 3),
+            _invoice("INV-HUGE", "C-1", 10_000),
+            _invoice("INV-2", "C-1", 1000),  # the limit itself is accepted
+        ),
+        tenant="acme",
+    )
     [error] = report.errors
     assert error.where == "invoices[1].lines"
     assert "10,000 lines" in error.reason and "1,000" in error.reason
@@ -102,15 +96,11 @@ def test_a_10000_line_invoice_is_refused_at_import_with_its_position(
     assert report.invoices.created == 2  # the rest of the batch is applied
 
 
-def test_the_line_limit_is_configurable(tmp_path: Path, db_url: str, clock: FixedClock) -> None:
-    config = make_config(tmp_path, db_url, pdf={"max_lines": 5})
-    services = build_services(config, clock)
-    try:
-        report = services.import_document(
-            _document(_invoice("INV-1", "C-1", 6), _invoice("INV-2", "C-1", 5)), tenant="acme"
-        )
-    finally:
-        services.engine.dispose()
+@pytest.mark.services_config(pdf={"max_lines": 5})
+def test_the_line_limit_is_configurable(services: Services) -> None:
+    report = services.import_document(
+        _document(_invoice("INV-1", "C-1", 6), _invoice("INV-2", "C-1", 5)), tenant="acme"
+    )
     assert [(e.where, e.reason.split(";")[0]) for e in report.errors] == [
         ("invoices[0].lines", "6 lines")
     ]
