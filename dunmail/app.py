@@ -28,6 +28,7 @@ from mailer.dunning_config import StatementSchedule
 from mailer.errors import ConfigError, MailerError, NotFoundError
 from mailer.identity import alignment_problem, sender_identity, signing_keys
 from mailer.importlock import BatchCommits, ImportLocks
+from mailer.kinds import INVOICE_EMAILS, Kind
 from mailer.ledger import (
     Commits,
     ImportReport,
@@ -61,9 +62,9 @@ from mailer.render import Renderer
 from mailer.statement import StatementStyle
 from mailer.verp import derive_key
 from mailer.webhooks import Webhooks
-from scheduler.cadence import NEW_INVOICE, THANK_YOU, Action, Rules, manual_send
+from scheduler.cadence import Action, Rules, manual_send
 from scheduler.calendar import SendCalendar
-from scheduler.dunning import SUMMARY, Dunning, DunningReport, PlanEntry, state_of, store_state
+from scheduler.dunning import Dunning, DunningReport, PlanEntry, state_of, store_state
 from scheduler.events import EventPass, SkipEvent
 from scheduler.preflight import Preflight
 from scheduler.statements import StatementPass, record_statements
@@ -72,8 +73,6 @@ if TYPE_CHECKING:  # WeasyPrint is imported only when PDFs are switched on
     from mailer.pdfstore import PDFRendering, PDFStore
 
 log = logging.getLogger(__name__)
-
-INVOICE_KINDS = ("new_invoice", "invoice_reminder", "late_payment_reminder")
 
 
 @dataclass(frozen=True)
@@ -255,7 +254,7 @@ class Services(SendServices, DeskServices, InboxServices):
             now=now,
             branding=config.branding.as_context(),
         )
-        if kind == "thank_you":
+        if kind == Kind.THANK_YOU:
             paid_at = session.exec(
                 select(Payment.received_at)
                 .join(PaymentAllocation, col(PaymentAllocation.payment_id) == col(Payment.id))
@@ -272,7 +271,7 @@ class Services(SendServices, DeskServices, InboxServices):
         email by hand and the automatic one share one occasion, so whichever is queued first is
         the one email (a manual send of a queued automatic one delivers that one now)."""
         invoice = email.invoice
-        if kind == NEW_INVOICE:
+        if kind == Kind.NEW_INVOICE:
             occasion = "new"
         return EnqueueRequest(
             tenant_id=invoice.tenant_id,
@@ -345,8 +344,8 @@ class Services(SendServices, DeskServices, InboxServices):
         """Queue customer-level chasing: one ``overdue_summary`` for all the overdue invoices
         of one customer in one currency (a per-customer cadence, or ``manual``: by hand)."""
         slug, config = self.tenant_config(customer.tenant_id)
-        if not config.sends(SUMMARY):
-            raise MailerError(f"{SUMMARY} emails are switched off for tenant {slug}")
+        if not config.sends(Kind.OVERDUE_SUMMARY):
+            raise MailerError(f"{Kind.OVERDUE_SUMMARY} emails are switched off for tenant {slug}")
         tenant_row = session.get(Tenant, customer.tenant_id)
         if tenant_row is None:
             raise NotFoundError(f"customer {customer.external_id}: its tenant row is missing")
@@ -381,7 +380,7 @@ class Services(SendServices, DeskServices, InboxServices):
         }
         request = EnqueueRequest(
             tenant_id=customer.tenant_id,
-            kind=SUMMARY,
+            kind=Kind.OVERDUE_SUMMARY,
             recipients=list(recipients),
             context=context,
             document=f"customer:{customer.id}:{currency}",
@@ -445,9 +444,9 @@ class Services(SendServices, DeskServices, InboxServices):
         send it by itself, and refused when a person asks for it: they should know why
         nothing went out rather than find out from the customer.
         """
-        if kind not in (*INVOICE_KINDS, THANK_YOU):
+        if kind not in INVOICE_EMAILS:
             raise MailerError(
-                f"unknown invoice email kind {kind!r}: use one of {(*INVOICE_KINDS, THANK_YOU)}"
+                f"unknown invoice email kind {kind!r}: use one of {tuple(map(str, INVOICE_EMAILS))}"
             )
         tenant_id = self.tenant_id(tenant)
         slug, config = self.tenant_config(tenant_id)
@@ -463,7 +462,7 @@ class Services(SendServices, DeskServices, InboxServices):
         with session_scope(self.engine) as session:
             email = self.invoice_email(session, tenant_id=tenant_id, number=number, kind=kind)
             invoice = email.invoice
-            if kind == THANK_YOU and invoice.status is not InvoiceStatus.PAID:
+            if kind == Kind.THANK_YOU and invoice.status is not InvoiceStatus.PAID:
                 raise MailerError(f"invoice {number} is {invoice.status.value}: not paid yet")
             request = self._request(email, kind, manual=manual)
             known = self.outbox.find(session, request)
@@ -629,7 +628,7 @@ class Services(SendServices, DeskServices, InboxServices):
                 sa.update(Message)
                 .where(
                     col(Message.invoice_id) == invoice.id,
-                    col(Message.kind) == "new_invoice",
+                    col(Message.kind) == Kind.NEW_INVOICE,
                     col(Message.manual).is_(False),
                     col(Message.status).in_((MessageStatus.QUEUED, MessageStatus.DEFERRED)),
                     col(Message.attempts) == 0,
@@ -811,7 +810,7 @@ def _statements_by_hand(session: Session, customer: Customer, now: datetime) -> 
         select(Event.id).where(
             col(Event.tenant_id) == customer.tenant_id,
             col(Event.customer_id) == customer.id,
-            col(Event.kind) == "statement",
+            col(Event.kind) == Kind.STATEMENT,
             col(Event.key).endswith(f":by hand {now.isoformat()}"),
         )
     ).all()
@@ -823,7 +822,7 @@ def _statements_by_hand(session: Session, customer: Customer, now: datetime) -> 
             select(Message)
             .where(
                 col(Message.tenant_id) == customer.tenant_id,
-                col(Message.kind) == "statement",
+                col(Message.kind) == Kind.STATEMENT,
                 col(Message.occasion).in_([f"event {i}" for i in events]),
             )
             .order_by(col(Message.id))

@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 from dunmail.app import Services
 from dunmail.web.auth import create_user
 from mailer.db import session_scope
+from mailer.kinds import Kind
 from mailer.models import Invoice, InvoiceStatus
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def seed_demo(services: Services, *, tenant: str) -> int:
     for invoice in invoices:
         if invoice.status is not InvoiceStatus.OPEN:
             continue
-        kinds = ["new_invoice"] + (["late_payment_reminder"] if invoice.due_at < now else [])
+        kinds = [Kind.NEW_INVOICE] + ([Kind.LATE_PAYMENT_REMINDER] if invoice.due_at < now else [])
         for kind in kinds:
             # As if a clerk sent them now, so the demo shows its mail at any hour (a reminder
             # the engine sends by itself waits for the send window); a kind the tenant has

@@ -36,6 +36,7 @@ from mailer.config import TenantConfig
 from mailer.db import session_scope
 from mailer.errors import ConfigError, MailerError
 from mailer.identity import bounce_domain
+from mailer.kinds import reminder_for
 from mailer.ledger import (
     customer_contacts,
     replace_contact_email,
@@ -471,9 +472,7 @@ class InboxServices:
                 "number": invoice.number,
                 "due_at": invoice.due_at.isoformat(),
                 "status": invoice.status.value,
-                "reminder_kind": "late_payment_reminder"
-                if invoice.due_at < now
-                else "invoice_reminder",
+                "reminder_kind": reminder_for(overdue=invoice.due_at < now),
             },
             "contacts": [
                 {

@@ -16,17 +16,16 @@ from typing import Any
 
 from sqlmodel import Session
 
-from dunmail.app import INVOICE_KINDS, Services
+from dunmail.app import Services
 from mailer.assemble import Assembler, PDFFile
 from mailer.config import TenantConfig
 from mailer.errors import MailerError
 from mailer.i18n import fallback_note
-from mailer.kinds import KINDS, sample_context
+from mailer.kinds import INVOICE_EMAILS, KINDS, sample_context
 from mailer.outbox import Claimed
 from mailer.render import normalise_locale
 
 # The kinds a preview can build from an invoice in the ledger; any kind works with a sample.
-PREVIEW_INVOICE_KINDS = (*INVOICE_KINDS, "thank_you")
 SAMPLE_RECIPIENT = "customer@example.com"
 
 
@@ -70,9 +69,9 @@ async def build_preview(
         source = _sample(kind, config, locale)
     elif invoice is None:
         raise MailerError(f"say which invoice with --invoice, or preview {kind} with --sample")
-    elif kind not in PREVIEW_INVOICE_KINDS:
+    elif kind not in INVOICE_EMAILS:
         raise MailerError(
-            f"{kind} is not an invoice email ({', '.join(PREVIEW_INVOICE_KINDS)}): "
+            f"{kind} is not an invoice email ({', '.join(INVOICE_EMAILS)}): "
             "preview it with --sample"
         )
     else:

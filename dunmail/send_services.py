@@ -30,7 +30,7 @@ from sqlmodel import Session, SQLModel, col, select
 from mailer.clock import Clock
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
-from mailer.kinds import KINDS
+from mailer.kinds import KINDS, Kind
 from mailer.models import (
     AutopayFailure,
     CreditNote,
@@ -58,21 +58,21 @@ if TYPE_CHECKING:
 INVOICE = "invoice"
 CUSTOMER = "customer"
 DOCUMENT_OF: Mapping[str, str] = {
-    "new_invoice": INVOICE,
-    "invoice_reminder": INVOICE,
-    "late_payment_reminder": INVOICE,
-    "thank_you": INVOICE,
-    "overdue_summary": CUSTOMER,
-    "statement": CUSTOMER,
-    "payment_receipt": "payment",
-    "credit_note": "credit_note",
-    "refund": "refund",
-    "autopay_failed": "autopay",
-    "estimate": "estimate",
-    "payment_plan": "payment_plan",
-    "subscription_confirmation": "subscription",
-    "subscription_billed_soon": "subscription",
-    "subscription_cancelled": "subscription",
+    Kind.NEW_INVOICE: INVOICE,
+    Kind.INVOICE_REMINDER: INVOICE,
+    Kind.LATE_PAYMENT_REMINDER: INVOICE,
+    Kind.THANK_YOU: INVOICE,
+    Kind.OVERDUE_SUMMARY: CUSTOMER,
+    Kind.STATEMENT: CUSTOMER,
+    Kind.PAYMENT_RECEIPT: "payment",
+    Kind.CREDIT_NOTE: "credit_note",
+    Kind.REFUND: "refund",
+    Kind.AUTOPAY_FAILED: "autopay",
+    Kind.ESTIMATE: "estimate",
+    Kind.PAYMENT_PLAN: "payment_plan",
+    Kind.SUBSCRIPTION_CONFIRMATION: "subscription",
+    Kind.SUBSCRIPTION_BILLED_SOON: "subscription",
+    Kind.SUBSCRIPTION_CANCELLED: "subscription",
 }
 
 # The ledger table of each event document, and the columns a person may name a row by: the
@@ -99,7 +99,7 @@ def kind_for(document: str, kind: str | None) -> str:
             raise MailerError(f"{kind} is about a {_option(wanted)}, not a {_option(document)}")
         return kind
     if document == INVOICE:
-        return "new_invoice"
+        return Kind.NEW_INVOICE
     kinds = [k for k, d in DOCUMENT_OF.items() if d == document]
     if len(kinds) == 1:
         return kinds[0]
@@ -186,7 +186,7 @@ class SendServices:
         ``currency`` picks which overdue summary of a customer with debts in several.
         """
         kind = kind_for(document, kind)
-        if kind == "statement":
+        if kind == Kind.STATEMENT:
             messages = await self.send_statement(ref, tenant=tenant)
             return SentByHand(kind, messages)
         if document == INVOICE:
@@ -197,7 +197,7 @@ class SendServices:
         else:
             tenant_id = self.tenant_id(tenant)
             with session_scope(self.engine) as session:
-                if kind == "overdue_summary":
+                if kind == Kind.OVERDUE_SUMMARY:
                     found = self._summary_by_hand(session, tenant_id, ref, currency)
                 else:
                     found = self._event_by_hand(session, tenant_id, kind, document, ref)
@@ -287,7 +287,7 @@ class SendServices:
             select(Message).where(
                 col(Message.tenant_id) == tenant_id,
                 col(Message.customer_id) == customer.id,
-                col(Message.kind) == "overdue_summary",
+                col(Message.kind) == Kind.OVERDUE_SUMMARY,
                 col(Message.occasion) == occasion,
             )
         ).first()

@@ -21,6 +21,7 @@ from mailer.documents import ParsedEstimate, ParsedPaymentPlan
 from mailer.errors import DocumentError
 from mailer.event_context import estimate_context, payment_plan_context
 from mailer.eventlog import EventSpec, assign
+from mailer.kinds import Kind
 from mailer.models import (
     Customer,
     Estimate,
@@ -121,7 +122,7 @@ class AgreementImport:
         that is no longer ``sent`` when its email is still waiting retires it, with a note.
         """
         document = f"estimate:{_id(row)}"
-        pending = self.events.pending(kind="estimate", document=document)
+        pending = self.events.pending(kind=Kind.ESTIMATE, document=document)
         if row.status is not EstimateStatus.SENT:
             for event in pending:
                 self.events.skip(
@@ -129,7 +130,7 @@ class AgreementImport:
                 )
             return
         spec = EventSpec(
-            kind="estimate",
+            kind=Kind.ESTIMATE,
             key=f"estimate:{row.external_id}:v{row.version}",
             customer_id=_id(customer),
             document=document,
@@ -259,13 +260,13 @@ class AgreementImport:
         """
         document = f"payment_plan:{_id(row)}"
         if row.status is not PaymentPlanStatus.PROPOSED:
-            for event in self.events.pending(kind="payment_plan", document=document):
+            for event in self.events.pending(kind=Kind.PAYMENT_PLAN, document=document):
                 note = f"the plan became {row.status.value} before the proposal was sent"
                 self.events.skip(event, note)
             return
         balances = [(invoice.number, invoice.balance_minor) for invoice in invoices]
         spec = EventSpec(
-            kind="payment_plan",
+            kind=Kind.PAYMENT_PLAN,
             key=f"payment_plan:{row.external_id}",
             customer_id=_id(customer),
             document=document,

@@ -25,6 +25,7 @@ from mailer.event_context import (
     subscription_context,
 )
 from mailer.eventlog import EventLog, EventSpec, assign
+from mailer.kinds import Kind
 from mailer.localtime import customer_zone, local_date
 from mailer.models import (
     AutopayFailure,
@@ -121,7 +122,7 @@ class BillingImport:
             self.session.add(row)
         self.session.flush()
         spec = EventSpec(
-            kind="refund",
+            kind=Kind.REFUND,
             key=f"refund:{row.external_id}",
             customer_id=payment.customer_id,
             document=f"refund:{_id(row)}",
@@ -168,7 +169,7 @@ class BillingImport:
             return "unchanged"
         self.session.flush()
         spec = EventSpec(
-            kind="autopay_failed",
+            kind=Kind.AUTOPAY_FAILED,
             key=f"autopay:{row.external_id}",
             customer_id=_id(customer),
             document=f"autopay:{_id(row)}",
@@ -231,11 +232,13 @@ class BillingImport:
         document = f"subscription:{_id(row)}"
         context = subscription_context(row)
         if row.status is SubscriptionStatus.ACTIVE:
-            kind, occasion, new = "subscription_confirmation", "confirmed", was is None
+            kind, occasion, new = Kind.SUBSCRIPTION_CONFIRMATION, "confirmed", was is None
         else:
-            for event in self.events.pending(kind="subscription_confirmation", document=document):
+            for event in self.events.pending(
+                kind=Kind.SUBSCRIPTION_CONFIRMATION, document=document
+            ):
                 self.events.skip(event, "cancelled before the confirmation was sent")
-            kind, occasion = "subscription_cancelled", "cancelled"
+            kind, occasion = Kind.SUBSCRIPTION_CANCELLED, "cancelled"
             new = was is SubscriptionStatus.ACTIVE
         key = f"subscription:{row.external_id}:{occasion}"
         happened = row.started_at if occasion == "confirmed" else row.cancelled_at
@@ -262,14 +265,14 @@ class BillingImport:
             zone = customer_zone(customer.time_zone, self.tenant_zone)
             day = local_date(bill_at, zone)
             wanted = EventSpec(
-                kind="subscription_billed_soon",
+                kind=Kind.SUBSCRIPTION_BILLED_SOON,
                 key=f"subscription:{row.external_id}:billed:{day.isoformat()}",
                 customer_id=_id(customer),
                 document=document,
                 context=billed_soon_context(row, due_at=due, zone=zone),
                 due_at=due,
             )
-        for event in self.events.pending(kind="subscription_billed_soon", document=document):
+        for event in self.events.pending(kind=Kind.SUBSCRIPTION_BILLED_SOON, document=document):
             if wanted is None or event.key != wanted.key:
                 self.events.skip(event, _stale_bill_note(row, self.now))
         if wanted is not None and not self.events.record(wanted):

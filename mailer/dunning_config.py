@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mailer.kinds import Kind, ReminderKind, reminder_for
 from mailer.money import to_minor
 
-REMINDER_KINDS = ("invoice_reminder", "late_payment_reminder")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -31,7 +31,7 @@ class CadenceStep(_Frozen):
     """One reminder, ``days`` after the due date (negative: before it)."""
 
     days: Annotated[int, Field(ge=-365, le=3650)]
-    kind: Literal["invoice_reminder", "late_payment_reminder"] | None = None
+    kind: ReminderKind | None = None
     repeat_every_days: Annotated[int, Field(ge=1, le=365)] | None = None
     max_repeats: Annotated[int, Field(ge=1, le=100)] | None = None
 
@@ -39,9 +39,7 @@ class CadenceStep(_Frozen):
     def _kind_and_repeats(self) -> CadenceStep:
         if self.kind is None:
             # Before the due date the customer is reminded; from the due date on, chased.
-            object.__setattr__(
-                self, "kind", "invoice_reminder" if self.days < 0 else "late_payment_reminder"
-            )
+            object.__setattr__(self, "kind", reminder_for(overdue=self.days >= 0))
         if self.max_repeats is not None and self.repeat_every_days is None:
             raise ValueError("max_repeats needs repeat_every_days")
         if self.repeat_every_days is not None and self.max_repeats is None:
@@ -85,11 +83,11 @@ def _standard() -> dict[str, Cadence]:
     return {
         "standard": Cadence(
             steps=[
-                CadenceStep(days=-3, kind="invoice_reminder"),
-                CadenceStep(days=1, kind="late_payment_reminder"),
-                CadenceStep(days=7, kind="late_payment_reminder"),
+                CadenceStep(days=-3, kind=Kind.INVOICE_REMINDER),
+                CadenceStep(days=1, kind=Kind.LATE_PAYMENT_REMINDER),
+                CadenceStep(days=7, kind=Kind.LATE_PAYMENT_REMINDER),
                 CadenceStep(
-                    days=14, kind="late_payment_reminder", repeat_every_days=7, max_repeats=4
+                    days=14, kind=Kind.LATE_PAYMENT_REMINDER, repeat_every_days=7, max_repeats=4
                 ),
             ]
         )

@@ -34,10 +34,52 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Literal, NotRequired, TypedDict
 
 from mailer.errors import TemplateError
+
+
+class Kind(StrEnum):
+    """Every email kind the registry knows, named once: code writes ``Kind.STATEMENT``, never
+    ``"statement"``. A member equals its string, so stored rows, JSON contexts, template folders
+    and configuration keep the plain string."""
+
+    NEW_INVOICE = "new_invoice"
+    INVOICE_REMINDER = "invoice_reminder"
+    LATE_PAYMENT_REMINDER = "late_payment_reminder"
+    OVERDUE_SUMMARY = "overdue_summary"
+    THANK_YOU = "thank_you"
+    PAYMENT_PLAN = "payment_plan"
+    CREDIT_NOTE = "credit_note"
+    PAYMENT_RECEIPT = "payment_receipt"
+    REFUND = "refund"
+    AUTOPAY_FAILED = "autopay_failed"
+    STATEMENT = "statement"
+    ESTIMATE = "estimate"
+    SUBSCRIPTION_CONFIRMATION = "subscription_confirmation"
+    SUBSCRIPTION_BILLED_SOON = "subscription_billed_soon"
+    SUBSCRIPTION_CANCELLED = "subscription_cancelled"
+
+
+# The groups code asks about, each defined here only (tests/qa checks no module keeps a copy).
+# The dunning cadence's reminders about one invoice: before it is due, and after.
+REMINDERS: tuple[Kind, ...] = (Kind.INVOICE_REMINDER, Kind.LATE_PAYMENT_REMINDER)
+# The emails that ask a customer to pay one invoice: pre-flight re-checks they are still due.
+PAYMENT_REQUESTS: tuple[Kind, ...] = (Kind.NEW_INVOICE, *REMINDERS)
+# Every email about one invoice (its context carries ``invoice``): the payment requests and the
+# thank-you. These are the kinds a person may send, preview or open as an invoice page.
+INVOICE_EMAILS: tuple[Kind, ...] = (*PAYMENT_REQUESTS, Kind.THANK_YOU)
+# REMINDERS as a type for settings (``CadenceStep.kind``): strings, so a wrong name's error lists
+# the names a person writes (a test checks it against REMINDERS).
+ReminderKind = Literal["invoice_reminder", "late_payment_reminder"]
+
+
+def reminder_for(*, overdue: bool) -> Kind:
+    """The reminder an invoice calls for: before its due date a reminder, from then on a chase."""
+    return Kind.LATE_PAYMENT_REMINDER if overdue else Kind.INVOICE_REMINDER
+
 
 # A PDF document: a template in ``templates/pdf/`` reading one key of its kind's context
 # (``mailer.pdf_html.DOCUMENTS``): a refund's receipt reads ``refund``, a payment's ``payment``.
@@ -316,90 +358,48 @@ class KindSpec:
 
 
 def _spec(
-    name: str,
-    shape: type,
-    *,
-    on: bool,
-    pdf: Pdf | None,
-    buttons: tuple[Button, ...],
-    windowed: bool,
+    kind: Kind, shape: type, *, on: bool, pdf: Pdf | None, buttons: tuple[Button, ...]
 ) -> KindSpec:
     keys = shape.__required_keys__ | shape.__optional_keys__  # type: ignore[attr-defined]
-    return KindSpec(name, on, pdf, buttons, frozenset(keys), windowed)
+    return KindSpec(kind, on, pdf, buttons, frozenset(keys), kind in WINDOWED)
 
 
-# windowed=True: sent only inside the customer's send window (see KindSpec).
+# The kinds the engine sends on its own schedule, only inside the customer's send window.
+WINDOWED: frozenset[Kind] = frozenset(
+    {
+        Kind.INVOICE_REMINDER,
+        Kind.LATE_PAYMENT_REMINDER,
+        Kind.OVERDUE_SUMMARY,
+        Kind.STATEMENT,
+        Kind.SUBSCRIPTION_BILLED_SOON,
+    }
+)
 _SPECS = (
+    _spec(Kind.NEW_INVOICE, InvoiceEmail, on=True, pdf="invoice", buttons=("view", "pay")),
+    _spec(Kind.INVOICE_REMINDER, InvoiceEmail, on=True, pdf="invoice", buttons=("view", "pay")),
     _spec(
-        "new_invoice", InvoiceEmail, on=True, pdf="invoice", buttons=("view", "pay"), windowed=False
+        Kind.LATE_PAYMENT_REMINDER, InvoiceEmail, on=True, pdf="invoice", buttons=("view", "pay")
+    ),
+    _spec(Kind.OVERDUE_SUMMARY, OverdueSummaryEmail, on=True, pdf=None, buttons=("pay",)),
+    _spec(Kind.THANK_YOU, ThankYouEmail, on=False, pdf="invoice", buttons=()),
+    _spec(Kind.PAYMENT_PLAN, PaymentPlanEmail, on=False, pdf=None, buttons=("view",)),
+    _spec(Kind.CREDIT_NOTE, CreditNoteEmail, on=True, pdf="credit_note", buttons=("view",)),
+    _spec(Kind.PAYMENT_RECEIPT, PaymentReceiptEmail, on=True, pdf="receipt", buttons=()),
+    _spec(Kind.REFUND, RefundEmail, on=True, pdf="refund", buttons=()),
+    _spec(Kind.AUTOPAY_FAILED, AutopayFailedEmail, on=True, pdf=None, buttons=("update_payment",)),
+    _spec(Kind.STATEMENT, StatementEmail, on=True, pdf="statement", buttons=("view",)),
+    _spec(Kind.ESTIMATE, EstimateEmail, on=True, pdf="estimate", buttons=("view",)),
+    _spec(
+        Kind.SUBSCRIPTION_CONFIRMATION, SubscriptionEmail, on=False, pdf=None, buttons=("manage",)
     ),
     _spec(
-        "invoice_reminder",
-        InvoiceEmail,
-        on=True,
-        pdf="invoice",
-        buttons=("view", "pay"),
-        windowed=True,
-    ),
-    _spec(
-        "late_payment_reminder",
-        InvoiceEmail,
-        on=True,
-        pdf="invoice",
-        buttons=("view", "pay"),
-        windowed=True,
-    ),
-    _spec(
-        "overdue_summary", OverdueSummaryEmail, on=True, pdf=None, buttons=("pay",), windowed=True
-    ),
-    _spec("thank_you", ThankYouEmail, on=False, pdf="invoice", buttons=(), windowed=False),
-    _spec("payment_plan", PaymentPlanEmail, on=False, pdf=None, buttons=("view",), windowed=False),
-    _spec(
-        "credit_note",
-        CreditNoteEmail,
-        on=True,
-        pdf="credit_note",
-        buttons=("view",),
-        windowed=False,
-    ),
-    _spec(
-        "payment_receipt", PaymentReceiptEmail, on=True, pdf="receipt", buttons=(), windowed=False
-    ),
-    _spec("refund", RefundEmail, on=True, pdf="refund", buttons=(), windowed=False),
-    _spec(
-        "autopay_failed",
-        AutopayFailedEmail,
-        on=True,
-        pdf=None,
-        buttons=("update_payment",),
-        windowed=False,
-    ),
-    _spec("statement", StatementEmail, on=True, pdf="statement", buttons=("view",), windowed=True),
-    _spec("estimate", EstimateEmail, on=True, pdf="estimate", buttons=("view",), windowed=False),
-    _spec(
-        "subscription_confirmation",
-        SubscriptionEmail,
-        on=False,
-        pdf=None,
-        buttons=("manage",),
-        windowed=False,
-    ),
-    _spec(
-        "subscription_billed_soon",
+        Kind.SUBSCRIPTION_BILLED_SOON,
         SubscriptionBilledSoonEmail,
         on=False,
         pdf=None,
         buttons=("manage",),
-        windowed=True,
     ),
-    _spec(
-        "subscription_cancelled",
-        SubscriptionEmail,
-        on=False,
-        pdf=None,
-        buttons=("manage",),
-        windowed=False,
-    ),
+    _spec(Kind.SUBSCRIPTION_CANCELLED, SubscriptionEmail, on=False, pdf=None, buttons=("manage",)),
 )
 KINDS: Mapping[str, KindSpec] = MappingProxyType({s.name: s for s in _SPECS})
 

@@ -35,6 +35,7 @@ from mailer.documents import (
 from mailer.errors import DocumentError, NotFoundError
 from mailer.event_context import credit_note_context, payment_context
 from mailer.eventlog import EventLog, EventSpec, assign
+from mailer.kinds import Kind
 from mailer.models import (
     AutopayFailure,
     Contact,
@@ -651,7 +652,7 @@ class _Importer:
             row.version += 1  # its PDF is a new document version
         invoice = wanted[0].invoice if wanted else None
         spec = EventSpec(
-            kind="credit_note",
+            kind=Kind.CREDIT_NOTE,
             key=f"credit_note:{row.external_id}",
             customer_id=_id(customer),
             document=f"credit_note:{_id(row)}",
@@ -702,7 +703,7 @@ class _Importer:
             return outcome
         only = wanted[0].invoice if len(wanted) == 1 else None
         spec = EventSpec(
-            kind="payment_receipt",
+            kind=Kind.PAYMENT_RECEIPT,
             key=f"payment:{row.external_id}",
             customer_id=_id(customer),
             document=f"payment:{_id(row)}",

@@ -23,13 +23,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from mailer.dunning_config import Cadence, CadenceStep
-from mailer.kinds import waits_for_window
+from mailer.kinds import Kind, waits_for_window
 from mailer.models import HoldReason, InvoiceStatus
 from mailer.money import from_minor
 from scheduler.calendar import SendCalendar
-
-NEW_INVOICE = "new_invoice"
-THANK_YOU = "thank_you"
 
 
 @dataclass(frozen=True)
@@ -120,10 +117,10 @@ def evaluate(facts: InvoiceFacts, rules: Rules, now: datetime) -> Evaluation:
     state = facts.state
     if facts.status is InvoiceStatus.PAID and _owes_thanks(facts, rules):
         after = replace(state, last_dunned_at=now)
-        return Evaluation(Action(THANK_YOU, "paid"), after, None, "paid in full: thank you")
+        return Evaluation(Action(Kind.THANK_YOU, "paid"), after, None, "paid in full: thank you")
     if facts.status is not InvoiceStatus.OPEN:
         return Evaluation(None, state, None, _closed[facts.status])
-    if state.sent_at is None and rules.sends(NEW_INVOICE):
+    if state.sent_at is None and rules.sends(Kind.NEW_INVOICE):
         ready = max(facts.issued_at, facts.updated_at + rules.grace)
         if ready > now:
             why = (
@@ -135,7 +132,10 @@ def evaluate(facts: InvoiceFacts, rules: Rules, now: datetime) -> Evaluation:
         after = replace(state, sent_at=now)
         follow = _chase(facts, after, rules, now)
         return Evaluation(
-            Action(NEW_INVOICE, "new"), follow.state, follow.next_at, "issued; grace period over"
+            Action(Kind.NEW_INVOICE, "new"),
+            follow.state,
+            follow.next_at,
+            "issued; grace period over",
         )
     return _chase(facts, state, rules, now)
 
@@ -146,7 +146,7 @@ def _owes_thanks(facts: InvoiceFacts, rules: Rules) -> bool:
     payment" is wrong when a credit note closed it."""
     last = facts.state.last_email_at
     return (
-        rules.sends(THANK_YOU)
+        rules.sends(Kind.THANK_YOU)
         and not facts.closed_by_credit
         and facts.state.sent_at is not None
         and last is not None
@@ -302,7 +302,7 @@ def manual_send(
     the same kind (so the scheduled one is not sent days later), or counts as a repeat of the
     last step once the cadence has run out.
     """
-    if kind == NEW_INVOICE:
+    if kind == Kind.NEW_INVOICE:
         return replace(state, sent_at=state.sent_at or now)
     for i in range(state.step, len(steps)):
         if steps[i].email_kind == kind:

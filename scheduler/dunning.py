@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 from mailer.db import session_scope
 from mailer.errors import MailerError
 from mailer.importlock import tenants_importing
+from mailer.kinds import REMINDERS, Kind
 from mailer.models import Customer, Hold, HoldReason, Invoice, InvoiceStatus, PaymentAllocation
 from scheduler.cadence import (
     Action,
@@ -37,12 +38,9 @@ from scheduler.cadence import (
 
 log = logging.getLogger(__name__)
 
-REMINDERS = ("invoice_reminder", "late_payment_reminder")
-
 RulesFor = Callable[[int, Customer], Rules]
 # Queue one customer-level email for all of a customer's overdue invoices in one currency.
 EnqueueSummary = Callable[[Session, Customer, list[Invoice], str, datetime], tuple[str, ...]]
-SUMMARY = "overdue_summary"
 # Queue ``action``'s email for the invoice inside the caller's transaction; return the
 # recipients, or raise MailerError (no contact, kind unknown) to leave the invoice waiting.
 Enqueue = Callable[[Session, Invoice, Customer, Action, datetime], tuple[str, ...]]
@@ -252,7 +250,9 @@ class Dunning:
                     decision.summary = _overdue(session, invoice, now)
                     decision.result = replace(
                         result,
-                        action=Action(SUMMARY, f"{invoice.number} {action.occasion}"[:63]),
+                        action=Action(
+                            Kind.OVERDUE_SUMMARY, f"{invoice.number} {action.occasion}"[:63]
+                        ),
                         reason=f"{result.reason}; one email for {len(decision.summary)} overdue",
                     )
             decisions.append(decision)

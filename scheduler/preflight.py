@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from mailer.errors import MailerError
-from mailer.kinds import waits_for_window
+from mailer.kinds import PAYMENT_REQUESTS, REMINDERS, Kind, waits_for_window
 from mailer.models import (
     Customer,
     Invoice,
@@ -26,11 +26,8 @@ from mailer.models import (
 )
 from mailer.suppression import active as active_suppressions
 from mailer.suppression import normal
-from scheduler.cadence import NEW_INVOICE, Action, ActiveHold, chase_blocker
-from scheduler.dunning import SUMMARY, Enqueue, RulesFor, active_holds, customers_by_id, facts_of
-
-INVOICE_EMAILS = (NEW_INVOICE, "invoice_reminder", "late_payment_reminder")
-REMINDERS = ("invoice_reminder", "late_payment_reminder")
+from scheduler.cadence import Action, ActiveHold, chase_blocker
+from scheduler.dunning import Enqueue, RulesFor, active_holds, customers_by_id, facts_of
 
 
 class Preflight:
@@ -76,13 +73,13 @@ class Preflight:
                     r.status = RecipientStatus.REJECTED
                     r.response = f"suppressed: {blocked[r.address]}"[:1000]
                     r.updated_at = now
-            if message.kind == SUMMARY:
+            if message.kind == Kind.OVERDUE_SUMMARY:
                 reason = self._summary_reason(session, message, now)
                 if reason is not None:
                     skips[mid] = reason
                 continue
             invoice = invoices.get(message.invoice_id or 0)
-            if invoice is None or message.kind not in INVOICE_EMAILS:
+            if invoice is None or message.kind not in PAYMENT_REQUESTS:
                 continue
             reason = self._invoice_reason(session, message, invoice, customers, holds, now)
             if reason is not None:

@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from mailer.db import session_scope
 from mailer.dunning_config import WEEKDAYS, StatementSchedule, parse_statement_schedule
 from mailer.importlock import tenants_importing
+from mailer.kinds import Kind
 from mailer.localtime import customer_zone
 from mailer.models import (
     CreditNote,
@@ -135,7 +136,7 @@ def record_statements(
         event = Event(
             tenant_id=customer.tenant_id,
             customer_id=customer.id or 0,
-            kind="statement",
+            kind=Kind.STATEMENT,
             key=event_key,
             document=f"statement:{customer.id}:{currency}",
             version=int(end.timestamp()) // 60,  # minutes since 1970: fits an INTEGER

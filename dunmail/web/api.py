@@ -31,7 +31,6 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from dunmail.app import INVOICE_KINDS
 from dunmail.web import idempotency
 from dunmail.web.api_reads import message_json
 from dunmail.web.apikeys import ERRORS, Api, ApiRoute, Call
@@ -40,6 +39,7 @@ from dunmail.web.idempotency import Answer, IdempotencyError
 from mailer.clock import as_utc
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
+from mailer.kinds import PAYMENT_REQUESTS, Kind
 from mailer.ledger import ImportReport, find_invoice
 from mailer.models import (
     HoldReason,
@@ -323,7 +323,9 @@ class SendRequest(BaseModel):
     """Which invoice email to send now."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: str = Field(default="new_invoice", description=f"one of {', '.join(INVOICE_KINDS)}")
+    kind: str = Field(
+        default=Kind.NEW_INVOICE.value, description=f"one of {', '.join(PAYMENT_REQUESTS)}"
+    )
 
 
 @router.post("/invoices/{number}/send", responses=ERRORS)

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from mailer.kinds import INVOICE_EMAILS, REMINDERS, Kind
 from mailer.localtime import DEFAULT_ZONE, days_between, local_date
 from mailer.render import format_day, format_money, normalise_locale
 
@@ -26,8 +27,6 @@ from mailer.render import format_day, format_money, normalise_locale
 DEFAULT_BRAND = "#1f6feb"
 _HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}")
 
-INVOICE_KINDS = ("new_invoice", "invoice_reminder", "late_payment_reminder", "thank_you")
-REMINDER_KINDS = ("invoice_reminder", "late_payment_reminder")
 # Where each kind keeps its document's number in the context (a receipt's is its own field).
 _NUMBERED = ("invoice", "credit_note", "estimate", "payment_plan")
 
@@ -157,7 +156,7 @@ def build_document(
     a context of an unexpected shape)."""
     fmt = _Format(context.get("locale"), context.get("time_zone"))
     try:
-        if kind in INVOICE_KINDS and isinstance(context.get("invoice"), Mapping):
+        if kind in INVOICE_EMAILS and isinstance(context.get("invoice"), Mapping):
             return _invoice(kind, context["invoice"], fmt, sent_at=sent_at, now=now)
         for key, builder in _BUILDERS.items():
             body = context.get(key)
@@ -207,9 +206,9 @@ def _invoice(
     ]
     overdue = None
     days = days_between(invoice["due_at"], now, fmt.zone)
-    if kind in REMINDER_KINDS and balance > 0 and days > 0:
+    if kind in REMINDERS and balance > 0 and days > 0:
         overdue = f"{days} day{'s' if days != 1 else ''} overdue"
-    notes = ["This invoice has been paid. Thank you."] if kind == "thank_you" else []
+    notes = ["This invoice has been paid. Thank you."] if kind == Kind.THANK_YOU else []
     return HostedDocument(
         title=f"Invoice {invoice['number']}",
         summary=summary,

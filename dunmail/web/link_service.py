@@ -21,6 +21,7 @@ from dunmail.web.deps import SECURITY_HEADERS
 from mailer.attachment import file_stem, plan_pdf
 from mailer.db import session_scope
 from mailer.errors import LinkInvalid, MailerError, NotFoundError
+from mailer.kinds import Kind
 from mailer.ledger import customer_contacts, find_invoice
 from mailer.links import PURPOSES, LinkClaims, token_hash, verify_link
 from mailer.models import (
@@ -143,7 +144,7 @@ def shown(services: Services, opened: Opened) -> Shown | None:
         if invoice.version != claims.version:
             return None
         # The page of a paid invoice thanks; of an open one, says how overdue it is.
-        kind = "thank_you" if invoice.status is InvoiceStatus.PAID else "invoice_reminder"
+        kind = Kind.THANK_YOU if invoice.status is InvoiceStatus.PAID else Kind.INVOICE_REMINDER
         try:
             email = services.invoice_email(
                 session, tenant_id=claims.tenant_id, number=invoice.number, kind=kind, sending=False
