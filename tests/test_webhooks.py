@@ -85,13 +85,25 @@ def _acme(tmp_path: Path, webhooks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.fixture
+def hook_events() -> list[str] | None:
+    """The events the endpoint asks for (None: every event); a test parametrizes it."""
+    return None
+
+
+@pytest.fixture
 def services_config(
-    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    hook_events: list[str] | None,
 ) -> dict[str, Any]:
-    """This module's shared ``services``: acme with one endpoint for every event, at
-    ``receiver``."""
+    """This module's shared ``services``: acme with one endpoint, at ``receiver``, for the
+    ``hook_events``."""
     monkeypatch.setenv(SECRET_ENV, SECRET)
-    return {"tenants": _acme(tmp_path, [{"url": receiver.url, "secret_env": SECRET_ENV}])}
+    hook: dict[str, Any] = {"url": receiver.url, "secret_env": SECRET_ENV}
+    if hook_events is not None:
+        hook["events"] = hook_events
+    return {"tenants": _acme(tmp_path, [hook])}
 
 
 @pytest.fixture
@@ -213,27 +225,15 @@ async def test_nothing_is_lost_while_the_endpoint_is_down_and_it_gives_up_after_
     assert SECRET not in caplog.text
 
 
+@pytest.mark.parametrize("hook_events", [["message.bounced", "thread.replied"]])
 async def test_an_endpoint_gets_only_the_events_it_asked_for(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    receiver: Receiver,
-    monkeypatch: pytest.MonkeyPatch,
+    services: Services, transport: MemoryTransport, receiver: Receiver
 ) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-    wanted = ["message.bounced", "thread.replied"]
-    hooks = [{"url": receiver.url, "secret_env": SECRET_ENV, "events": wanted}]
-    transport = MemoryTransport()
-    config = make_config(tmp_path, db_url, tenants=_acme(tmp_path, hooks))
-    services = build_services(config, clock, transport)
-    try:
-        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-        await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
-        services.ingest_inbound([("file:b.eml", dsn(sent_to(transport)))])
-        services.ingest_inbound([("file:ooo.eml", _auto_reply(sent_to(transport)))])
-        await services.deliver_webhooks()
-        assert sorted(receiver.events()) == ["message.bounced", "thread.replied"]
-        replied = next(json.loads(b)["data"] for _, b in receiver.requests if b"replied" in b)
-        assert replied["auto_reply"] is True and replied["thread"] is not None
-    finally:
-        await services.close()
+    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    services.ingest_inbound([("file:b.eml", dsn(sent_to(transport)))])
+    services.ingest_inbound([("file:ooo.eml", _auto_reply(sent_to(transport)))])
+    await services.deliver_webhooks()
+    assert sorted(receiver.events()) == ["message.bounced", "thread.replied"]
+    replied = next(json.loads(b)["data"] for _, b in receiver.requests if b"replied" in b)
+    assert replied["auto_reply"] is True and replied["thread"] is not None
