@@ -14,7 +14,6 @@ SQLite and PostgreSQL, and ``dunmail run`` against a loopback SMTP server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from email import message_from_bytes
@@ -283,38 +282,43 @@ def _document(zone: str | None, due_at: str, number: str = "INV-7") -> dict[str,
     }
 
 
+def _settings(*, tenant: dict[str, Any] | None = None, **config: Any) -> dict[str, Any]:
+    """make_config's arguments for one tenant, reminding a day after the due date; ``tenant``
+    adds to its table."""
+    acme = {
+        "name": "Acme",
+        "email": "ar@acme.example",
+        "dunning": {"cadences": STEP_ONE_DAY_LATE},
+        **(tenant or {}),
+    }
+    return {"tenants": {"acme": acme}, **config}
+
+
 def _config_data(
     tmp_path: Path, db_url: str, *, tenant: dict[str, Any] | None = None, **config: Any
 ) -> Config:
     """One tenant, reminding a day after the due date; ``tenant`` adds to its table."""
-    return make_config(
-        tmp_path,
-        db_url,
-        tenants={
-            "acme": {
-                "name": "Acme",
-                "email": "ar@acme.example",
-                "dunning": {"cadences": STEP_ONE_DAY_LATE},
-                **(tenant or {}),
-            }
-        },
-        **config,
-    )
+    return make_config(tmp_path, db_url, **_settings(tenant=tenant, **config))
+
+
+@pytest.fixture
+def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """This module's shared ``services``: ``_settings()`` unless the test's
+    ``services_config`` marker says otherwise."""
+    marker = request.node.get_closest_marker("services_config")
+    return dict(marker.kwargs) if marker else _settings()
 
 
 @pytest.fixture
 async def paris(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
+    services: Services, transport: MemoryTransport, clock: FixedClock
+) -> tuple[Services, MemoryTransport]:
     """A customer in Paris; invoice due Thursday 12 March, reminded a day later (Friday)."""
-    transport = MemoryTransport()
-    services = build_services(_config_data(tmp_path, db_url), clock, transport)
     doc = _document("Europe/Paris", "2026-03-12T12:00:00+00:00")
     assert services.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(minutes=5))  # the invoice goes out
     assert _sent_kinds(services) == [("new_invoice", "sent")]
-    yield services, transport
-    await services.close()
+    return services, transport
 
 
 async def _tick_at(services: Services, clock: FixedClock, when: datetime) -> None:
@@ -432,50 +436,45 @@ async def test_what_answers_the_customer_or_a_person_goes_at_once_at_night(
     assert len(kinds) == 4, kinds  # invoice, receipt, reminder by hand, statement by hand
 
 
-async def test_a_new_york_statement_goes_at_the_window_opening_new_york_time(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> None:
-    """The tenant is in Paris and sends statements on the 1st; one customer is in New York,
-    the other has no zone of its own (the tenant's)."""
-    transport = MemoryTransport()
-    config = _config_data(
-        tmp_path,
-        db_url,
+@pytest.mark.services_config.with_args(
+    **_settings(
         tenant={
             "time_zone": "Europe/Paris",
             "dunning": {
                 "cadences": STEP_ONE_DAY_LATE,
                 "statements": {"every": "monthly", "day": 1},
             },
-        },
-    )
-    services = build_services(config, clock, transport)
-    try:
-        doc = _document("America/New_York", "2026-04-20T12:00:00+00:00")
-        paris_only = _document(None, "2026-04-20T12:00:00+00:00", number="INV-8")
-        paris_only["customers"][0]["id"] = "C-2"
-        paris_only["invoices"][0]["customer"] = "C-2"
-        doc["customers"] += paris_only["customers"]
-        doc["invoices"] += paris_only["invoices"]
-        assert services.import_document(doc, tenant="acme").errors == []
-        await _tick_at(services, clock, START)
-        with Session(services.engine) as session:
-            scheduled = {c.external_id: c.next_statement_at for c in session.exec(select(Customer))}
-        assert scheduled == {
-            "C-1": local(NEW_YORK, 2026, 4, 1, 8, 0),  # 12:00 UTC
-            "C-2": local(PARIS, 2026, 4, 1, 8, 0),  # 06:00 UTC
         }
-        await _tick_at(services, clock, local(PARIS, 2026, 4, 1, 8, 0))  # 02:00 in New York
-        assert _statement_customers(services) == ["C-2"]
-        await _tick_at(services, clock, local(NEW_YORK, 2026, 4, 1, 7, 59))
-        assert _statement_customers(services) == ["C-2"]
-        await _tick_at(services, clock, local(NEW_YORK, 2026, 4, 1, 8, 0))
-        assert _statement_customers(services) == ["C-2", "C-1"]
-        with Session(services.engine) as session:
-            new_york = session.exec(select(Customer).where(col(Customer.external_id) == "C-1"))
-            assert new_york.one().next_statement_at == local(NEW_YORK, 2026, 5, 1, 8, 0)
-    finally:
-        await services.close()
+    )
+)
+async def test_a_new_york_statement_goes_at_the_window_opening_new_york_time(
+    services: Services, clock: FixedClock
+) -> None:
+    """The tenant is in Paris and sends statements on the 1st; one customer is in New York,
+    the other has no zone of its own (the tenant's)."""
+    doc = _document("America/New_York", "2026-04-20T12:00:00+00:00")
+    paris_only = _document(None, "2026-04-20T12:00:00+00:00", number="INV-8")
+    paris_only["customers"][0]["id"] = "C-2"
+    paris_only["invoices"][0]["customer"] = "C-2"
+    doc["customers"] += paris_only["customers"]
+    doc["invoices"] += paris_only["invoices"]
+    assert services.import_document(doc, tenant="acme").errors == []
+    await _tick_at(services, clock, START)
+    with Session(services.engine) as session:
+        scheduled = {c.external_id: c.next_statement_at for c in session.exec(select(Customer))}
+    assert scheduled == {
+        "C-1": local(NEW_YORK, 2026, 4, 1, 8, 0),  # 12:00 UTC
+        "C-2": local(PARIS, 2026, 4, 1, 8, 0),  # 06:00 UTC
+    }
+    await _tick_at(services, clock, local(PARIS, 2026, 4, 1, 8, 0))  # 02:00 in New York
+    assert _statement_customers(services) == ["C-2"]
+    await _tick_at(services, clock, local(NEW_YORK, 2026, 4, 1, 7, 59))
+    assert _statement_customers(services) == ["C-2"]
+    await _tick_at(services, clock, local(NEW_YORK, 2026, 4, 1, 8, 0))
+    assert _statement_customers(services) == ["C-2", "C-1"]
+    with Session(services.engine) as session:
+        new_york = session.exec(select(Customer).where(col(Customer.external_id) == "C-1"))
+        assert new_york.one().next_statement_at == local(NEW_YORK, 2026, 5, 1, 8, 0)
 
 
 def _statement_customers(services: Services) -> list[str]:
