@@ -239,14 +239,16 @@ async def services(
     tmp_path: Path,
     db_url: str,
     clock: FixedClock,
-    transport: MemoryTransport,
+    transport: MemoryTransport | None,
 ) -> AsyncIterator[Services]:
     """Services for the tenant "acme" (relay mode, domain relay.example) or as
     ``services_config`` says, sending into ``transport``, on every backend ``db_url`` gives
     (SQLite and PostgreSQL), with nothing imported.
 
     One place builds them, so a change to ``build_services`` touches one fixture instead of
-    each test file."""
+    each test file. A module whose mail must cross real SMTP overrides ``transport`` to give
+    None (the configured SMTPTransport) and points the relay at ``smtpd`` in its
+    ``services_config``."""
     built = build_services(make_config(tmp_path, db_url, **services_config), clock, transport)
     yield built
     await built.close()

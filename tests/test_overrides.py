@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import email
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from email import policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import Session, select
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.preview import build_preview
-from mailer.clock import FixedClock
 from mailer.errors import TemplateError
 from mailer.models import TemplateOverride
 from mailer.overrides import MAX_SOURCE_BYTES, validate_override
 from mailer.render import Renderer
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import DEMO_DOC
 from tests.smtpd import RecordingServer
 from tests.test_cli import AT, Sink, dunmail, start_sink, write_config
 
@@ -156,21 +156,25 @@ def test_an_html_override_keeps_the_layout_and_drives_the_text_part(renderer: Re
 
 
 @pytest.fixture
-async def two_tenants(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
-) -> AsyncIterator[Services]:
+def transport() -> None:
+    """This module's services send over SMTP, to ``smtpd``."""
+    return None
+
+
+@pytest.fixture
+def services_config(smtpd: RecordingServer) -> dict[str, Any]:
+    """This module's shared ``services``: the relay is ``smtpd``; a second tenant, "beta"."""
     beta = {"name": "Beta Tools", "email": "ar@beta.example"}
-    config = make_config(
-        tmp_path,
-        db_url,
-        relay={"domain": "relay.example", "host": smtpd.host, "port": smtpd.port},
-        tenants={"beta": beta},
-    )
-    services = build_services(config, clock)
+    relay = {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}
+    return {"relay": relay, "tenants": {"beta": beta}}
+
+
+@pytest.fixture
+def two_tenants(services: Services) -> Services:
+    """The shared services with DEMO_DOC imported for both tenants."""
     for slug in ("acme", "beta"):
         assert services.import_document(DEMO_DOC, tenant=slug).errors == []
-    yield services
-    await services.close()
+    return services
 
 
 def _subjects(smtpd: RecordingServer) -> list[str]:
