@@ -11,7 +11,6 @@ where Postfix is not installed or cannot start (see the ``postfix`` fixture in c
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from email import message_from_bytes
 from email.message import Message
@@ -22,7 +21,7 @@ import pytest
 from sqlmodel import Session, col, select
 
 from bounce import Kind, parse
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.models import (
     DeliveryEvent,
@@ -32,7 +31,6 @@ from mailer.models import (
     RecipientStatus,
     ThreadStatus,
 )
-from tests.conftest import make_config
 from tests.postfix import BOUNCE_DOMAIN, KNOWN_MAILBOX, SLOW_DOMAIN, PrivatePostfix
 from tests.test_cli import dunmail, write_config
 
@@ -80,10 +78,14 @@ DOC: dict[str, Any] = {
 
 
 @pytest.fixture
-async def env(
-    tmp_path: Path, db_url: str, clock: FixedClock, postfix: PrivatePostfix
-) -> AsyncIterator[tuple[Services, Path]]:
-    """Services whose relay is the private Postfix, and a CLI config file on the same database."""
+def transport() -> None:
+    """This module's services send over SMTP: no transport given, the real SMTPTransport."""
+    return None
+
+
+@pytest.fixture
+def services_config(tmp_path: Path, postfix: PrivatePostfix) -> dict[str, Any]:
+    """This module's shared ``services``: the relay is the private Postfix."""
     key_file = str(tmp_path / "keys" / "s1.pem")  # the same key file as write_config's
     tenant = {
         "name": "Acme Supplies",
@@ -91,13 +93,14 @@ async def env(
         "bounce_domain": BOUNCE_DOMAIN,
         "dkim": [{"domain": "acme.example", "selector": "s1", "key_file": key_file}],
     }
-    config = make_config(
-        tmp_path,
-        db_url,
-        relay={"port": postfix.port, "timeout_seconds": 10},
-        tenants={"acme": tenant},
-    )
-    services = build_services(config, clock)  # no transport given: the real SMTPTransport
+    return {"relay": {"port": postfix.port, "timeout_seconds": 10}, "tenants": {"acme": tenant}}
+
+
+@pytest.fixture
+def env(
+    services: Services, tmp_path: Path, db_url: str, postfix: PrivatePostfix
+) -> tuple[Services, Path]:
+    """Services whose relay is the private Postfix, and a CLI config file on the same database."""
     assert services.import_document(DOC, tenant="acme").errors == []
     cli_config = write_config(tmp_path, db_url, postfix.port)
     text = cli_config.read_text()
@@ -108,8 +111,7 @@ async def env(
             f'email = "ar@acme.example"\nbounce_domain = "{BOUNCE_DOMAIN}"\n',
         )
     )
-    yield services, cli_config
-    await services.close()
+    return services, cli_config
 
 
 def _json(config: Path, *args: str) -> Any:
