@@ -20,7 +20,7 @@ import email.parser
 import email.policy
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +29,11 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from dunmail.app import Services, build_services
-from mailer.clock import FixedClock
+from dunmail.app import Services
 from mailer.config import DKIMConfig
 from mailer.dkim import dns_record, generate_key
 from mailer.models import MessageStatus
 from tests import opendkim, postfix
-from tests.conftest import make_config
 from tests.postfix import KNOWN_MAILBOX, PrivatePostfix
 
 # Each test starts an MTA and a milter: seconds, not milliseconds. SQLite is enough; what is
@@ -116,21 +114,24 @@ def mta(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VerifyingMTA]:
 
 
 @pytest.fixture
-async def services(
-    tmp_path: Path, db_url: str, clock: FixedClock, mta: VerifyingMTA
-) -> AsyncIterator[Services]:
-    """The engine, relaying to the private Postfix, for a tenant that signs with both keys."""
+def transport() -> None:
+    """This module's services send over SMTP: no transport given, the real SMTPTransport."""
+    return None
+
+
+@pytest.fixture
+def services_config(mta: VerifyingMTA) -> dict[str, Any]:
+    """This module's shared ``services``: relaying to the private Postfix, for a tenant that
+    signs with both keys."""
     tenant = {"name": "Acme Supplies", "email": f"ar@{SIGNING_DOMAIN}", "dkim": mta.keys}
-    config = make_config(
-        tmp_path,
-        db_url,
-        relay={"port": mta.postfix.port, "timeout_seconds": 10},
-        tenants={"acme": tenant},
-    )
-    built = build_services(config, clock)  # no transport given: the real SMTPTransport
-    assert built.import_document(DOC, tenant="acme").errors == []
-    yield built
-    await built.close()
+    return {"relay": {"port": mta.postfix.port, "timeout_seconds": 10}, "tenants": {"acme": tenant}}
+
+
+@pytest.fixture
+def services(services: Services) -> Services:
+    """conftest's ``services`` on this module's settings, with DOC imported."""
+    assert services.import_document(DOC, tenant="acme").errors == []
+    return services
 
 
 def _headers(raw: bytes) -> email.message.Message:
