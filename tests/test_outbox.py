@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from email import policy
 from pathlib import Path
@@ -42,12 +41,22 @@ async def _services(
 
 
 @pytest.fixture
-async def services(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
-) -> AsyncIterator[Services]:
-    services = await _services(tmp_path, db_url, clock, smtpd)
-    yield services
-    await services.close()
+def transport() -> None:
+    """This module's shared services send over SMTP, to ``smtpd``."""
+    return None
+
+
+@pytest.fixture
+def services_config(smtpd: RecordingServer) -> dict[str, Any]:
+    """This module's shared ``services``: the relay is ``smtpd``."""
+    return {"relay": {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}}
+
+
+@pytest.fixture
+def services(services: Services) -> Services:
+    """conftest's ``services`` on this module's settings, with DEMO_DOC imported."""
+    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    return services
 
 
 def _messages(services: Services) -> list[Message]:
