@@ -55,9 +55,7 @@ from mailer.models import (
 from mailer.outbound.smtp import SMTPTransport
 from mailer.outbound.transport import Transport
 from mailer.outbox import EnqueueRequest, Outbox, PassReport, SendingProfile
-from mailer.overrides import (
-    stored_overrides,
-)
+from mailer.overrides import stored_overrides
 from mailer.render import Renderer
 from mailer.statement import StatementStyle
 from mailer.verp import derive_key

@@ -1,5 +1,4 @@
-"""SERVICE: upsert an ERP import document into the ledger, allocate payments, settle invoices,
-and record the events (receipts, notices) its new and changed records call for."""
+"""SERVICE: upsert imports into the ledger, allocate payments, settle invoices, record events."""
 
 from __future__ import annotations
 
