@@ -25,8 +25,10 @@ from sqlmodel import Session, col, select
 
 from bounce.report import Kind
 from bounce.threads import add_note, document_key, reopen_thread, thread_messages
+from mailer import holds
 from mailer.errors import MailerError
-from mailer.ledger import contacts_by_customer, rank_contacts, touch_customer_invoices
+from mailer.holds import touch_customer_invoices
+from mailer.ledger import contacts_by_customer, rank_contacts
 from mailer.models import (
     Contact,
     DeliveryEvent,
@@ -216,8 +218,7 @@ def resend(
             col(Hold.lifted_at).is_(None),
         )
     ):
-        hold.lifted_at = now
-        session.add(hold)
+        holds.lift(session, hold, now)
     touch_customer_invoices(session, thread.customer_id, now)
     thread.task = None
     add_note(
@@ -357,17 +358,15 @@ def _pause(
         )
     ).first()
     if existing is None:
-        session.add(
-            Hold(
-                tenant_id=tenant_id,
-                customer_id=customer_id,
-                reason=HoldReason.CONTACT_BOUNCED,
-                note=f"{why}: correct the contact, then dunmail inbox resend"[:500],
-                created_at=now,
-                created_by=BOUNCE_AUTHOR,
-            )
+        holds.place(
+            session,
+            tenant_id=tenant_id,
+            customer_id=customer_id,
+            reason=HoldReason.CONTACT_BOUNCED,
+            note=f"{why}: correct the contact, then dunmail inbox resend"[:500],
+            by=BOUNCE_AUTHOR,
+            now=now,
         )
-        touch_customer_invoices(session, customer_id, now)
     if thread is not None and thread.task != FIX_CONTACT:
         thread.task = FIX_CONTACT
         add_note(

@@ -16,11 +16,13 @@ from typing import Any
 
 from sqlmodel import SQLModel, col, select
 
+from mailer import holds
 from mailer.billing import LedgerScope, Outcome
 from mailer.documents import ParsedEstimate, ParsedPaymentPlan
 from mailer.errors import DocumentError
 from mailer.event_context import estimate_context, payment_plan_context
 from mailer.eventlog import EventSpec, assign
+from mailer.grace import grace_ends
 from mailer.kinds import Kind
 from mailer.models import (
     Customer,
@@ -136,7 +138,7 @@ class AgreementImport:
             document=document,
             context=estimate_context(row),
             # Like a new invoice: sent once the ERP has stopped editing it for a grace period.
-            due_at=max(row.issued_at, self.now + self.grace),
+            due_at=grace_ends(self.now, self.grace, issued_at=row.issued_at),
             version=row.version,
         )
         if not pending:
@@ -213,7 +215,7 @@ class AgreementImport:
         hold is placed or lifted is looked at again by the next scheduler pass.
         """
         note = f"payment plan {row.number}"
-        holds = self.session.exec(
+        current = self.session.exec(
             select(Hold).where(
                 col(Hold.tenant_id) == self.tenant_id,
                 col(Hold.payment_plan_id) == row.id,
@@ -222,32 +224,26 @@ class AgreementImport:
         ).all()
         active = row.status is PaymentPlanStatus.ACTIVE
         covered = {_id(invoice): invoice for invoice in invoices} if active else {}
-        touched: list[int] = []
-        for hold in holds:
+        for hold in current:
             if hold.invoice_id in covered:
                 hold.note = note  # the plan's number may have changed
                 continue
-            hold.lifted_at = self.now
-            touched.append(hold.invoice_id or 0)
-        held = {hold.invoice_id for hold in holds}
+            holds.lift(self.session, hold, self.now)
+        held = {hold.invoice_id for hold in current}
         for invoice_id, invoice in covered.items():
             if invoice_id in held or invoice_id in held_before:
                 continue
-            self.session.add(
-                Hold(
-                    tenant_id=self.tenant_id,
-                    customer_id=invoice.customer_id,
-                    invoice_id=invoice_id,
-                    reason=HoldReason.PAYMENT_PLAN,
-                    note=note,
-                    created_at=self.now,
-                    created_by="import",
-                    payment_plan_id=row.id,
-                )
+            holds.place(
+                self.session,
+                tenant_id=self.tenant_id,
+                customer_id=invoice.customer_id,
+                invoice_id=invoice_id,
+                reason=HoldReason.PAYMENT_PLAN,
+                note=note,
+                by="import",
+                now=self.now,
+                payment_plan_id=row.id,
             )
-            touched.append(invoice_id)
-        for invoice_id in touched:
-            self.session.get_one(Invoice, invoice_id).next_action_at = self.now
         self.session.flush()
 
     def _plan_event(
@@ -271,7 +267,7 @@ class AgreementImport:
             customer_id=_id(customer),
             document=document,
             context=payment_plan_context(row, balances),
-            due_at=self.now + self.grace,
+            due_at=grace_ends(self.now, self.grace),
         )
         if not self.events.record(spec):
             self.events.refresh(spec, restart=True)

@@ -34,6 +34,8 @@ from mailer.documents import (
 from mailer.errors import DocumentError, NotFoundError
 from mailer.event_context import credit_note_context, payment_context
 from mailer.eventlog import EventLog, EventSpec, assign
+from mailer.grace import grace_ends
+from mailer.holds import touch_customer_invoices
 from mailer.kinds import Kind
 from mailer.models import (
     AutopayFailure,
@@ -657,7 +659,7 @@ class _Importer:
             document=f"credit_note:{_id(row)}",
             context=credit_note_context(row, invoice.number if invoice else None),
             # Like a new invoice: sent once the ERP has stopped editing it for a grace period.
-            due_at=max(row.issued_at, self.now + self.grace),
+            due_at=grace_ends(self.now, self.grace, issued_at=row.issued_at),
             version=row.version,
             invoice_id=_id(invoice) if invoice else None,
             happened_at=row.issued_at,
@@ -763,18 +765,6 @@ def _settled(status: InvoiceStatus, balance_minor: int) -> InvoiceStatus:
 
 
 # -- queries the CLI and the scheduler use ---------------------------------------------------
-
-
-def touch_customer_invoices(session: Session, customer_id: int, now: datetime) -> None:
-    """Make the scheduler look again at every open invoice of a customer (one UPDATE)."""
-    session.execute(
-        sa.update(Invoice)
-        .where(
-            col(Invoice.customer_id) == customer_id,
-            col(Invoice.status) == InvoiceStatus.OPEN,
-        )
-        .values(next_action_at=now)
-    )
 
 
 def find_invoice(session: Session, *, tenant_id: int, number: str) -> Invoice:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from mailer.dunning_config import Cadence, CadenceStep
+from mailer.grace import grace_ends
 from mailer.kinds import Kind, waits_for_window
 from mailer.models import HoldReason, InvoiceStatus
 from mailer.money import from_minor
@@ -121,7 +122,7 @@ def evaluate(facts: InvoiceFacts, rules: Rules, now: datetime) -> Evaluation:
     if facts.status is not InvoiceStatus.OPEN:
         return Evaluation(None, state, None, _closed[facts.status])
     if state.sent_at is None and rules.sends(Kind.NEW_INVOICE):
-        ready = max(facts.issued_at, facts.updated_at + rules.grace)
+        ready = grace_ends(facts.updated_at, rules.grace, issued_at=facts.issued_at)
         if ready > now:
             why = (
                 "waits for its issue date"

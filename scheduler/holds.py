@@ -12,8 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from mailer import holds
 from mailer.errors import MailerError, NotFoundError
-from mailer.ledger import find_invoice, touch_customer_invoices
+from mailer.ledger import find_invoice
 from mailer.models import Customer, Hold, HoldReason, Invoice
 
 
@@ -47,19 +48,18 @@ def place_hold(
         if row is None:
             raise NotFoundError(f"no customer with id {customer!r}")
         customer_id = row.id or 0
-    hold = Hold(
+    hold = holds.place(
+        session,
         tenant_id=tenant_id,
         customer_id=customer_id,
         invoice_id=target.id if target else None,
         reason=reason,
         note=note,
-        created_at=now,
+        by=by,
+        now=now,
         ends_at=ends_at,
-        created_by=by,
     )
-    session.add(hold)
     session.flush()
-    _touch(session, hold, now)
     return hold
 
 
@@ -67,9 +67,7 @@ def lift_hold(session: Session, *, tenant_id: int, hold_id: int, now: datetime) 
     hold = session.get(Hold, hold_id)
     if hold is None or hold.tenant_id != tenant_id:  # another tenant's hold does not exist here
         raise NotFoundError(f"no hold {hold_id}")
-    if hold.lifted_at is None:
-        hold.lifted_at = now
-        _touch(session, hold, now)
+    holds.lift(session, hold, now)
     return hold
 
 
@@ -102,12 +100,3 @@ def list_holds(
         }
         for hold, customer, number in session.exec(query).all()
     ]
-
-
-def _touch(session: Session, hold: Hold, now: datetime) -> None:
-    if hold.invoice_id is not None:
-        session.execute(
-            sa.update(Invoice).where(col(Invoice.id) == hold.invoice_id).values(next_action_at=now)
-        )
-    else:
-        touch_customer_invoices(session, hold.customer_id, now)
