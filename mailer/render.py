@@ -337,7 +337,7 @@ _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 @dataclass(frozen=True)
 class RenderBudget:
-    """How long a tenant's template may render and how much it may write, per part.
+    """How much processor time a tenant's template may use and how much it may write, per part.
 
     The sandbox keeps a template from Python's internals, but not from work: two nested
     ``range(100000)`` loops are ten billion turns with no output at all, a macro calling
@@ -368,7 +368,9 @@ class _Meter:
 
     def __init__(self, budget: RenderBudget) -> None:
         self.budget = budget
-        self.deadline = time.monotonic() + budget.seconds
+        # Processor time of this thread, not the wall clock: a legitimate template on a loaded
+        # machine (or waiting for the GIL) is not refused, while a loop still burns its budget.
+        self.deadline = time.thread_time() + budget.seconds
         self.produced = 0  # characters every ``{{ }}`` wrote, captured or not
 
     def produce(self, chars: int) -> None:
@@ -378,9 +380,9 @@ class _Meter:
         self.size(self.produced)
 
     def tick(self) -> None:
-        if time.monotonic() > self.deadline:
+        if time.thread_time() > self.deadline:
             raise BudgetExceeded(
-                f"rendering took longer than {self.budget.seconds:g} s "
+                f"rendering took longer than {self.budget.seconds:g} s of processor time "
                 "(a loop or a call that runs too long)"
             )
 
