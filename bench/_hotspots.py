@@ -19,26 +19,26 @@ T = TypeVar("T")
 # (label, end of the file path, function name): cumulative time of that function. Stages may
 # nest (enqueue contains its look-up), so shares need not add up to 100 %.
 DELIVER_STAGES = (
-    ("claim (select + lease)", "mailer/outbox.py", "claim_due"),
-    ("render (Jinja2 + Babel)", "mailer/render.py", "render"),
-    ("compose: build_message (stdlib email)", "mailer/compose.py", "build_message"),
-    ("compose: to_bytes (stdlib email)", "mailer/compose.py", "to_bytes"),
-    ("DKIM sign (dkimpy + OpenSSL)", "mailer/dkim.py", "sign"),
-    ("envelope + VERP", "mailer/identity.py", "envelope_for"),
-    ("throttle", "mailer/ratelimit.py", "delay"),
+    ("claim (select + lease)", "mailer/outbound/outbox.py", "claim_due"),
+    ("render (Jinja2 + Babel)", "mailer/content/render.py", "render"),
+    ("compose: build_message (stdlib email)", "mailer/outbound/compose.py", "build_message"),
+    ("compose: to_bytes (stdlib email)", "mailer/outbound/compose.py", "to_bytes"),
+    ("DKIM sign (dkimpy + OpenSSL)", "mailer/outbound/dkim.py", "sign"),
+    ("envelope + VERP", "mailer/outbound/identity.py", "envelope_for"),
+    ("throttle", "mailer/outbound/ratelimit.py", "delay"),
     ("SMTP send (aiosmtplib)", "mailer/outbound/smtp.py", "send"),
-    ("record results (one txn per batch)", "mailer/outbox.py", "_record"),
+    ("record results (one txn per batch)", "mailer/outbound/outbox.py", "_record"),
     ("  record: session.get per row", "sqlalchemy/orm/session.py", "get"),
-    ("  record: decide()", "mailer/delivery.py", "decide"),
+    ("  record: decide()", "mailer/outbound/delivery.py", "decide"),
     ("  commit / flush", "sqlalchemy/orm/session.py", "commit"),
 )
 ENQUEUE_STAGES = (
-    ("invoice_contacts (query per invoice)", "mailer/ledger.py", "invoice_contacts"),
-    ("invoice_context", "mailer/context.py", "invoice_context"),
-    ("Outbox.enqueue", "mailer/outbox.py", "enqueue"),
-    ("  enqueue: idempotency look-up", "mailer/outbox.py", "_find"),
+    ("invoice_contacts (query per invoice)", "mailer/ledger/imports.py", "invoice_contacts"),
+    ("invoice_context", "mailer/content/context.py", "invoice_context"),
+    ("Outbox.enqueue", "mailer/outbound/outbox.py", "enqueue"),
+    ("  enqueue: idempotency look-up", "mailer/outbound/outbox.py", "_find"),
     ("  enqueue: savepoint + flush", "sqlalchemy/orm/session.py", "flush"),
-    ("  enqueue: make_address", "mailer/compose.py", "make_address"),
+    ("  enqueue: make_address", "mailer/outbound/compose.py", "make_address"),
 )
 
 

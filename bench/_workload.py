@@ -18,11 +18,11 @@ from sqlmodel import col, select
 from bench._sink import Address, Sink
 from dunmail.app import Services
 from dunmail.config import Config
-from mailer.context import invoice_context
+from mailer.content.context import invoice_context
+from mailer.content.kinds import KINDS
 from mailer.db import session_scope
 from mailer.dunning_config import WEEKDAYS
-from mailer.kinds import KINDS
-from mailer.ledger import invoice_contacts
+from mailer.ledger.imports import invoice_contacts
 from mailer.models import (
     Customer,
     DeliveryAttempt,
@@ -32,7 +32,7 @@ from mailer.models import (
     MessageStatus,
     Tenant,
 )
-from mailer.outbox import EnqueueRequest
+from mailer.outbound.outbox import EnqueueRequest
 
 PG_ADMIN_URL = os.environ.get(
     "DUNMAIL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

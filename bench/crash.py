@@ -134,7 +134,7 @@ class Recorder:
 
 def write_config(workdir: Path, db_url: str, port: int, *, lease: int, batch: int) -> Path:
     """The engine's config file: one relay tenant at the server, DKIM, no PDFs, no web app."""
-    from mailer.kinds import KINDS
+    from mailer.content.kinds import KINDS
 
     # Every PDF off, as bench/_workload.py does: then no PDF process pool starts with the engine.
     no_pdfs = "".join(
@@ -190,8 +190,8 @@ def enqueue(config_path: Path, messages: int) -> None:
     from dunmail.config import load_config
     from mailer.clock import SystemClock
     from mailer.config import DKIMAlgorithm
-    from mailer.dkim import generate_key
     from mailer.models import Invoice
+    from mailer.outbound.dkim import generate_key
 
     generate_key(config_path.parent / "dkim-s1.pem", DKIMAlgorithm.RSA_SHA256)
     services = build_services(load_config(config_path), SystemClock())

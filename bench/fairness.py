@@ -33,10 +33,10 @@ from sqlmodel import Session, col, select
 from dunmail.app import Services, build_services
 from dunmail.config import Config
 from mailer.clock import SystemClock
+from mailer.content.pdf import PDFRenderer
+from mailer.content.pdf_samples import sample_pdf_context
 from mailer.models import Message, MessageStatus
 from mailer.outbound.memory import MemoryTransport
-from mailer.pdf import PDFRenderer
-from mailer.pdf_samples import sample_pdf_context
 
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 POLL = 0.5

@@ -41,8 +41,8 @@ import sqlalchemy as sa
 
 from bench._workload import database, postgres_reason
 from dunmail.config import load_config
-from mailer.links import issue_link
-from mailer.verp import derive_key
+from mailer.outbound.links import issue_link
+from mailer.outbound.verp import derive_key
 from tests.test_attacks_http import (
     ATTACK_BYTES,
     Server,

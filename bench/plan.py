@@ -101,9 +101,9 @@ PASS_STAGES = (
     ("  active holds (query per batch)", "scheduler/dunning.py", "active_holds"),
     ("  evaluate (pure cadence)", "scheduler/cadence.py", "evaluate"),
     ("  Services.enqueue_batch", "dunmail/app.py", "enqueue_batch"),
-    ("    contacts (query per batch)", "mailer/ledger.py", "contacts_by_customer"),
-    ("    invoice_context", "mailer/context.py", "invoice_context"),
-    ("    Outbox.enqueue_many (executemany inserts)", "mailer/outbox.py", "enqueue_many"),
+    ("    contacts (query per batch)", "mailer/ledger/imports.py", "contacts_by_customer"),
+    ("    invoice_context", "mailer/content/context.py", "invoice_context"),
+    ("    Outbox.enqueue_many (executemany inserts)", "mailer/outbound/outbox.py", "enqueue_many"),
     ("  state update (executemany)", "scheduler/dunning.py", "_update_invoices"),
     ("commits (batch commit)", "sqlalchemy/orm/session.py", "commit"),
 )

@@ -63,7 +63,7 @@ from bench._sink import Address, Sink
 from bench._workload import database, postgres_reason
 from bench.send import build_sample
 from mailer.config import DKIMAlgorithm
-from mailer.dkim import generate_key
+from mailer.outbound.dkim import generate_key
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/render.py [--count 200] [--single 25] [--long 500] [--levers]
 
-In one run, on the 8-line sample invoice (``mailer.pdf_samples.sample_pdf_context``):
+In one run, on the 8-line sample invoice (``mailer.content.pdf_samples.sample_pdf_context``):
 
 * single: ``render_document`` in this process, warm, ``--single`` times: median and best.
 * engine: ``PDFRenderer(workers=2)`` (started and warmed before timing) renders ``--count``
@@ -46,10 +46,10 @@ from typing import Any
 
 from bench._workload import TENANT, enqueue_invoice_emails, make_config, make_document
 from dunmail.app import build_services
-from mailer import pdf
 from mailer.clock import SystemClock
+from mailer.content import pdf
+from mailer.content.pdf_samples import sample_pdf_context
 from mailer.outbound.memory import MemoryTransport
-from mailer.pdf_samples import sample_pdf_context
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

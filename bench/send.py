@@ -77,8 +77,8 @@ from dunmail.app import build_services
 from mailer.clock import SystemClock
 from mailer.config import DKIMAlgorithm
 from mailer.db import make_engine, session_scope
-from mailer.dkim import generate_key
 from mailer.models import Message
+from mailer.outbound.dkim import generate_key
 from mailer.outbound.memory import MemoryTransport
 
 ROOT = Path(__file__).resolve().parent.parent

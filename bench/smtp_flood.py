@@ -55,7 +55,7 @@ def free_port() -> int:
 def write_config(workdir: Path, port: int, max_connections: int) -> Path:
     """A production-shaped config: inbound SMTP on, everything else quiet."""
     from mailer.config import DKIMAlgorithm
-    from mailer.dkim import generate_key
+    from mailer.outbound.dkim import generate_key
 
     generate_key(workdir / "dkim.pem", DKIMAlgorithm.RSA_SHA256)
     path = workdir / "config.toml"

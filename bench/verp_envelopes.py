@@ -3,7 +3,7 @@
     python -m bench.verp_envelopes [--messages 400] [--runs 3] [--sink auto]
 
 Each recipient gets its own transaction (MAIL FROM with its own VERP return path, RCPT, DATA)
-so a bounce proves whom it is about (mailer/envelopes.py). This measures what that costs
+so a bounce proves whom it is about (mailer/outbound/envelopes.py). This measures what that costs
 against the old way, one transaction carrying every recipient ("one envelope"), which is
 reproduced here by swapping the outbox's ``send_each`` for a single ``Transport.send`` with
 the first recipient's return path: a bench-only stand-in, never used by the engine.
@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import mailer.outbox
+import mailer.outbound.outbox
 from bench._sink import Sink
 from bench._workload import (
     clear_outbox,
@@ -41,7 +41,7 @@ from bench._workload import (
 from dunmail.app import build_services
 from mailer.clock import SystemClock
 from mailer.config import DKIMAlgorithm
-from mailer.dkim import generate_key
+from mailer.outbound.dkim import generate_key
 from mailer.outbound.transport import SendResult, Transport
 
 RESULTS = Path(__file__).parent / "results" / "verp_envelopes.json"
@@ -57,7 +57,9 @@ async def _one_envelope(
 
 @contextmanager
 def _mode(mode: str) -> Iterator[None]:
-    names = vars(mailer.outbox)  # the outbox's own binding of send_each, swapped for the run
+    names = vars(
+        mailer.outbound.outbox
+    )  # the outbox's own binding of send_each, swapped for the run
     real = names["send_each"]
     if mode == "one envelope":
         names["send_each"] = _one_envelope

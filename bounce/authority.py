@@ -1,7 +1,8 @@
 """SERVICE: which outbound email an inbound message is about, and what it may act on.
 
 Bounce authority (issue 14): the Message-ID, ``X-Dunmail-Message`` and ``In-Reply-To`` of our
-emails are visible to every recipient, so anyone can name them; a VERP token (mailer/verp.py)
+emails are visible to every recipient, so anyone can name them; a VERP token
+(mailer/outbound/verp.py)
 is a secret of the (message, recipient) pair it was issued for. So:
 
 * a valid token, at an address the mail *arrived at*, proves the message and gives authority
@@ -30,10 +31,10 @@ from sqlmodel import Session, col, select
 from bounce.report import Kind, Report
 from mailer.errors import LinkInvalid
 from mailer.models import InboundMail, Message, MessageRecipient
-from mailer.verp import verify_verp, verp_uid
+from mailer.outbound.verp import verify_verp, verp_uid
 
 _UID = re.compile(r"^[0-9a-f]{8,32}$")
-# A Message-ID of ours is <uid@domain> (mailer/compose.py::message_id).
+# A Message-ID of ours is <uid@domain> (mailer/outbound/compose.py::message_id).
 _OUR_MESSAGE_ID = re.compile(r"^<?(?P<uid>[0-9a-f]{8,32})@[^>\s]+>?$", re.IGNORECASE)
 # bounce/imap.py names what it stores "imap:<tenant slug>/<mailbox>/<uidvalidity>:<uid>".
 _IMAP_SOURCE = re.compile(r"^imap:(?P<slug>[^/]+)/")

@@ -35,7 +35,8 @@ _DUNMAIL_ID = Phrase(
     needles=("x-dunmail-message:",),
     line_start=True,
 )
-# mailer/verp.py: bounces+<uid>-<mac>@<domain>; verifying the MAC is the threading step's job.
+# mailer/outbound/verp.py: bounces+<uid>-<mac>@<domain>; verifying the MAC is the threading step's
+# job.
 # The local part starts only where a run of its characters starts (the look-behind): otherwise a
 # long run with no "+" is rescanned from every position, quadratic (a 100 KB To: took 2 min).
 _VERP = re.compile(

@@ -27,11 +27,11 @@ from bounce.smtp_limits import (
     install_log_throttle,
 )
 from mailer.config import InboundConfig, RelayConfig, TenantConfig
-from mailer.identity import bounce_domain
+from mailer.outbound.identity import bounce_domain
 
 log = logging.getLogger(__name__)
 
-# mailer/verp.py::issue_verp's default prefix; the uid and MAC shapes are those it issues.
+# mailer/outbound/verp.py::issue_verp's default prefix; the uid and MAC shapes are those it issues.
 VERP_PREFIX = "bounces"
 _VERP_LOCAL = r"\+[0-9a-f]{8,32}-[a-z2-7]{16}"
 
@@ -70,7 +70,7 @@ def build_inbound_addresses(
     tenants: Mapping[str, TenantConfig], relay: RelayConfig
 ) -> InboundAddresses:
     """Every tenant's bounce domain (its own, else the relay's) and AR inbox (reply_to, else
-    its email: where its Reply-To points, mailer/identity.py)."""
+    its email: where its Reply-To points, mailer/outbound/identity.py)."""
     return InboundAddresses(
         bounce_domains=frozenset(bounce_domain(t, relay).lower() for t in tenants.values()),
         inboxes=frozenset((t.reply_to or t.email).lower() for t in tenants.values()),

@@ -3,7 +3,8 @@
 The raw bytes are committed before anything is decoded, so a decoder crash loses nothing and
 ``reprocess`` can run an improved decoder over the same mail later.
 
-Bounce authority: only a valid VERP token (mailer/verp.py) at an address the mail arrived at
+Bounce authority: only a valid VERP token (mailer/outbound/verp.py) at an address the mail arrived
+at
 may act (suppress, mark bounced, hold or re-route), and only on the one recipient the token
 was issued for. Our uid in the returned headers (``X-Dunmail-Message``, ``Message-ID``) or in
 ``In-Reply-To`` is visible in every email, so it only *threads* the mail, and only inside the
@@ -40,7 +41,12 @@ from mailer.models import (
     MessageRecipient,
     RecipientStatus,
 )
-from mailer.suppression import SoftBouncePolicy, SuppressionKind, soft_bounces_reached, suppress
+from mailer.outbound.suppression import (
+    SoftBouncePolicy,
+    SuppressionKind,
+    soft_bounces_reached,
+    suppress,
+)
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from sqlmodel import Session, col, select
 
 from bounce.report import Kind
 from bounce.threads import add_note, document_key, reopen_thread, thread_messages
-from mailer import holds
 from mailer.errors import MailerError
-from mailer.holds import touch_customer_invoices
-from mailer.ledger import contacts_by_customer, rank_contacts
+from mailer.ledger import holds
+from mailer.ledger.holds import touch_customer_invoices
+from mailer.ledger.imports import contacts_by_customer, rank_contacts
 from mailer.models import (
     Contact,
     DeliveryEvent,
@@ -39,9 +39,9 @@ from mailer.models import (
     RecipientStatus,
     Thread,
 )
-from mailer.outbox import EnqueueRequest
-from mailer.suppression import active as active_suppressions
-from mailer.suppression import normal
+from mailer.outbound.outbox import EnqueueRequest
+from mailer.outbound.suppression import active as active_suppressions
+from mailer.outbound.suppression import normal
 
 FIX_CONTACT = "fix_contact"
 # The hold's author, so a resend lifts exactly the holds bounces placed.

@@ -15,7 +15,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from mailer.models import Customer, DeliveryEvent, Invoice, Message
-from mailer.suppression import active as active_suppressions
+from mailer.outbound.suppression import active as active_suppressions
 
 # Delivery events that mean the email did not arrive (or was unwanted); a delay is not one.
 REPORTED_KINDS = ("bounce", "complaint")

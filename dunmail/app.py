@@ -18,18 +18,18 @@ from dunmail.config import Config
 from dunmail.desk_services import DeskServices
 from dunmail.inbox_services import InboxServices
 from dunmail.send_services import SendServices
-from mailer.assemble import Assembler
 from mailer.clock import Clock
 from mailer.config import DeliveryMode, DKIMConfig, SMTPEndpoint, TenantConfig
-from mailer.context import invoice_context, party_context
+from mailer.content.context import invoice_context, party_context
+from mailer.content.kinds import INVOICE_EMAILS, Kind
+from mailer.content.overrides import stored_overrides
+from mailer.content.render import Renderer
+from mailer.content.statement import StatementStyle
 from mailer.db import create_schema, make_engine, session_scope
-from mailer.dkim import DKIMSigner, generate_key
 from mailer.dunning_config import StatementSchedule
 from mailer.errors import ConfigError, MailerError, NotFoundError
-from mailer.identity import alignment_problem, sender_identity, signing_keys
-from mailer.importlock import BatchCommits, ImportLocks
-from mailer.kinds import INVOICE_EMAILS, Kind
-from mailer.ledger import (
+from mailer.ledger.importlock import BatchCommits, ImportLocks
+from mailer.ledger.imports import (
     Commits,
     ImportReport,
     contacts_by_customer,
@@ -38,8 +38,7 @@ from mailer.ledger import (
     import_document,
     invoice_contacts,
 )
-from mailer.links import DownloadLinks, LinkMinter
-from mailer.localtime import customer_zone, days_between
+from mailer.ledger.localtime import customer_zone, days_between
 from mailer.models import (
     Customer,
     Event,
@@ -52,14 +51,16 @@ from mailer.models import (
     PaymentAllocation,
     Tenant,
 )
+from mailer.outbound.assemble import Assembler
+from mailer.outbound.dkim import DKIMSigner, generate_key
+from mailer.outbound.identity import alignment_problem, sender_identity, signing_keys
+from mailer.outbound.links import DownloadLinks, LinkMinter
+from mailer.outbound.outbox import EnqueueRequest, Outbox, PassReport, SendingProfile
 from mailer.outbound.smtp import SMTPTransport
 from mailer.outbound.transport import Transport
-from mailer.outbox import EnqueueRequest, Outbox, PassReport, SendingProfile
-from mailer.overrides import stored_overrides
-from mailer.render import Renderer
-from mailer.statement import StatementStyle
-from mailer.verp import derive_key
-from mailer.webhooks import Webhooks
+from mailer.outbound.verp import derive_key
+from mailer.outbound.webhooks import Webhooks
+from mailer.tenants import Tenants
 from scheduler.cadence import Action, Rules, manual_send
 from scheduler.calendar import SendCalendar
 from scheduler.dunning import Dunning, DunningReport, PlanEntry, state_of, store_state
@@ -68,7 +69,7 @@ from scheduler.preflight import Preflight
 from scheduler.statements import StatementPass, record_statements
 
 if TYPE_CHECKING:  # WeasyPrint is imported only when PDFs are switched on
-    from mailer.pdfstore import PDFRendering, PDFStore
+    from mailer.content.pdfstore import PDFRendering, PDFStore
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,12 @@ class Services(SendServices, DeskServices, InboxServices):
     assembler: Assembler
     renderer: Renderer
     tenant_ids: dict[str, int]
+    tenants: Tenants
     transports: list[Transport]
     pdf_store: PDFStore | None = None
     pdf_renderer: PDFRendering | None = None  # closed with the services when it has close()
     pdf_passes: PDFStore | None = None  # the outbox's view of pdf_store (start_pdfs)
-    # (tenant_id, kind) -> {part: source}: the tenant's own templates (mailer/overrides.py)
+    # (tenant_id, kind) -> {part: source}: the tenant's own templates (mailer/content/overrides.py)
     overrides: Callable[[int, str], Mapping[str, str]] | None = None
     dunning: Dunning | None = None
     events: EventPass | None = None
@@ -107,7 +109,7 @@ class Services(SendServices, DeskServices, InboxServices):
     verp_key: bytes = field(default=b"", repr=False)  # checks the VERP token of returned mail
     # Keys that verify a link token, the signing one first (then old ones, during rotation).
     link_keys: list[bytes] = field(default_factory=list, repr=False)
-    webhooks: Webhooks = field(default_factory=Webhooks)  # mailer/webhooks.py
+    webhooks: Webhooks = field(default_factory=Webhooks)  # mailer/outbound/webhooks.py
 
     async def start_pdfs(self) -> None:
         """For ``dunmail run``: warm the PDF workers now, and let each delivery pass wait at
@@ -132,18 +134,7 @@ class Services(SendServices, DeskServices, InboxServices):
     # -- tenants -----------------------------------------------------------------------------
 
     def tenant_id(self, slug: str | None) -> int:
-        """The id of tenant ``slug``; with one tenant configured the slug may be omitted."""
-        if slug is None:
-            if len(self.tenant_ids) == 1:
-                return next(iter(self.tenant_ids.values()))
-            raise ConfigError(
-                f"several tenants are configured ({', '.join(sorted(self.tenant_ids))}): "
-                "say which with --tenant"
-            )
-        try:
-            return self.tenant_ids[slug]
-        except KeyError:
-            raise ConfigError(f"no tenant {slug!r} in the configuration") from None
+        return self.tenants.id(slug)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -155,7 +146,7 @@ class Services(SendServices, DeskServices, InboxServices):
         Holds the tenant's import lock (another import waits up to ``wait`` seconds, then gets
         a BusyError) and commits in short batches, so the running engine keeps answering; an
         import that dies leaves its committed batches, and running it again completes it
-        (mailer/importlock.py).
+        (mailer/ledger/importlock.py).
         """
         tenant_id = self.tenant_id(tenant)
         db = self.config.database
@@ -193,18 +184,10 @@ class Services(SendServices, DeskServices, InboxServices):
         )
 
     def tenant_slug(self, tenant_id: int) -> str:
-        """The configured slug of tenant ``tenant_id`` (the web app signs users in by id)."""
-        for slug, found in self.tenant_ids.items():
-            if found == tenant_id:
-                return slug
-        raise NotFoundError(f"no tenant {tenant_id}")
+        return self.tenants.slug(tenant_id)
 
     def tenant_config(self, tenant_id: int) -> tuple[str, TenantConfig]:
-        """The slug and ``[tenants.<slug>]`` table of the tenant with ``tenant_id``."""
-        for slug, known in self.tenant_ids.items():
-            if known == tenant_id:
-                return slug, self.config.tenants[slug]
-        raise NotFoundError(f"no configured tenant has id {tenant_id}")
+        return self.tenants.config(tenant_id)
 
     def invoice_email(
         self, session: Session, *, tenant_id: int, number: str, kind: str, sending: bool = True
@@ -527,7 +510,8 @@ class Services(SendServices, DeskServices, InboxServices):
         return dunning, delivered
 
     async def deliver_webhooks(self) -> None:
-        """One pass of the webhook queue at the clock's time (mailer/webhooks.py); a failure
+        """One pass of the webhook queue at the clock's time (mailer/outbound/webhooks.py); a
+        failure
         is logged, never raised: the rows stay queued for the next tick."""
         try:
             report = await self.webhooks.deliver_due(self.engine, self.clock.now())
@@ -659,7 +643,8 @@ def build_services(
 
     ``pdfs`` switches PDF attachments on (True) or off (False); by default they are on when any
     tenant sends a kind with its PDF attached, so a config without PDFs starts no process pool.
-    They are rendered by ``pdf_renderer`` (default: a :class:`~mailer.pdf.PDFRenderer` process
+    They are rendered by ``pdf_renderer`` (default: a :class:`~mailer.content.pdf.PDFRenderer`
+    process
     pool whose workers start on the first render). Which tenant attaches which kind's PDF is
     ``[tenants.<slug>.emails.<kind>] attach_pdf``; ``attach_pdf(tenant_id, kind)`` replaces
     that in tests.
@@ -712,8 +697,8 @@ def build_services(
             for kind in tenant.emails
         )
     if pdfs or pdf_renderer is not None:
-        from mailer.pdf import PDFRenderer
-        from mailer.pdfstore import PDFStore
+        from mailer.content.pdf import PDFRenderer
+        from mailer.content.pdfstore import PDFStore
 
         limits = config.pdf
         pdf_renderer = pdf_renderer or PDFRenderer(
@@ -759,6 +744,7 @@ def build_services(
         assembler=assembler,
         renderer=renderer,
         tenant_ids=tenant_ids,
+        tenants=Tenants(config.tenants, tenant_ids),
         transports=list(used),
         pdf_store=pdf_store,
         pdf_renderer=pdf_renderer,

@@ -31,13 +31,13 @@ from dunmail.cli_common import (
 )
 from dunmail.config import load_config
 from mailer.clock import SystemClock
+from mailer.content.i18n import fallback_note
+from mailer.content.kinds import KINDS
+from mailer.content.render import PARTS
+from mailer.content.statement import StatementStyle
 from mailer.errors import MailerError, TemplateError
-from mailer.i18n import fallback_note
-from mailer.kinds import KINDS
 from mailer.models import HoldReason, Message
-from mailer.outbox import PassReport
-from mailer.render import PARTS
-from mailer.statement import StatementStyle
+from mailer.outbound.outbox import PassReport
 
 
 @app.command()

@@ -10,8 +10,8 @@ from sqlmodel import Session, select
 
 from dunmail.app import Services
 from dunmail.web.auth import create_user
+from mailer.content.kinds import Kind
 from mailer.db import session_scope
-from mailer.kinds import Kind
 from mailer.models import Invoice, InvoiceStatus
 
 log = logging.getLogger(__name__)

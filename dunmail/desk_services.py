@@ -11,10 +11,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailer.clock import Clock
+from mailer.content.overrides import (
+    fetch_overrides,
+    list_overrides,
+    reset_overrides,
+    store_override,
+)
+from mailer.content.render import Renderer
 from mailer.db import session_scope
 from mailer.models import Hold, HoldReason, Message, MessageRecipient, TemplateOverride, Tenant
-from mailer.overrides import fetch_overrides, list_overrides, reset_overrides, store_override
-from mailer.render import Renderer
 from scheduler.holds import lift_hold, list_holds, place_hold
 
 

@@ -33,11 +33,10 @@ from dunmail.config import Config
 from mailer.address import parse_addr_spec
 from mailer.clock import Clock
 from mailer.config import TenantConfig
+from mailer.content.kinds import reminder_for
 from mailer.db import session_scope
 from mailer.errors import ConfigError, MailerError
-from mailer.identity import bounce_domain
-from mailer.kinds import reminder_for
-from mailer.ledger import (
+from mailer.ledger.imports import (
     customer_contacts,
     replace_contact_email,
 )
@@ -51,10 +50,11 @@ from mailer.models import (
     ThreadStatus,
     User,
 )
-from mailer.outbox import EnqueueRequest, Outbox
-from mailer.suppression import SoftBouncePolicy, SuppressionKind, suppress, unblock
-from mailer.suppression import is_active as is_suppressed
-from mailer.webhooks import Webhooks
+from mailer.outbound.identity import bounce_domain
+from mailer.outbound.outbox import EnqueueRequest, Outbox
+from mailer.outbound.suppression import SoftBouncePolicy, SuppressionKind, suppress, unblock
+from mailer.outbound.suppression import is_active as is_suppressed
+from mailer.outbound.webhooks import Webhooks
 
 if TYPE_CHECKING:  # WeasyPrint is imported only when PDFs are switched on
     pass

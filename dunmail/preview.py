@@ -1,7 +1,8 @@
 """An email exactly as it would be sent (headers, parts, PDF, DKIM), neither sent nor recorded.
 
 The context is built by ``Services.invoice_email``, as the outbox stores it; the message by
-:class:`mailer.assemble.Assembler` with the tenant's sending profile, as the outbox sends it.
+:class:`mailer.outbound.assemble.Assembler` with the tenant's sending profile, as the outbox sends
+it.
 Only the database writes and the transport are left out (the PDF is rendered here, not taken
 from or put in the store), so ``dunmail preview`` can be run against a live ledger at any time.
 """
@@ -17,13 +18,13 @@ from typing import Any
 from sqlmodel import Session
 
 from dunmail.app import Services
-from mailer.assemble import Assembler, PDFFile
 from mailer.config import TenantConfig
+from mailer.content.i18n import fallback_note
+from mailer.content.kinds import INVOICE_EMAILS, KINDS, sample_context
+from mailer.content.render import normalise_locale
 from mailer.errors import MailerError
-from mailer.i18n import fallback_note
-from mailer.kinds import INVOICE_EMAILS, KINDS, sample_context
-from mailer.outbox import Claimed
-from mailer.render import normalise_locale
+from mailer.outbound.assemble import Assembler, PDFFile
+from mailer.outbound.outbox import Claimed
 
 # The kinds a preview can build from an invoice in the ledger; any kind works with a sample.
 SAMPLE_RECIPIENT = "customer@example.com"
@@ -156,7 +157,7 @@ def _no_pdf_reason(assembler: Assembler, snapshot: Claimed, config: TenantConfig
     if not config.attaches_pdf(kind):
         return f"attach_pdf is off for {kind}"
     try:
-        import mailer.pdf  # noqa: F401  (WeasyPrint and its system libraries)
+        import mailer.content.pdf  # noqa: F401  (WeasyPrint and its system libraries)
     except (ImportError, OSError) as exc:
         return f"PDFs unavailable: {exc}"
     if assembler.with_pdfs(_RenderHere()).pdf_target(snapshot) is None:
@@ -181,8 +182,8 @@ class _RenderHere:
         context: Mapping[str, Any],
         sha256: str | None = None,
     ) -> PDFFile:
-        from mailer.pdf import render_document
-        from mailer.pdfstore import build_pdf_context
+        from mailer.content.pdf import render_document
+        from mailer.content.pdfstore import build_pdf_context
 
         try:
             pdf_context, css = build_pdf_context(pdf, context)

@@ -6,7 +6,8 @@ Every email is built by the code that builds it when the engine sends it by itse
 email by ``Services.enqueue_invoice_email``, an overdue summary by ``Services.enqueue_summary``,
 a statement by ``Services.send_statement``, and every other kind from the ``Event`` row the
 ledger recorded for its document (the context the ledger's builders in
-``mailer/event_context.py`` made) by ``Services.enqueue_event``. Nothing here builds a context.
+``mailer/content/event_context.py`` made) by ``Services.enqueue_event``. Nothing here builds a
+context.
 
 Idempotent as the outbox is: the same email asked for again (same kind, document, version and
 recipients) is the one message already queued or sent, and is not sent twice. An invoice email
@@ -28,9 +29,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, select
 
 from mailer.clock import Clock
+from mailer.content.kinds import KINDS, Kind
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
-from mailer.kinds import KINDS, Kind
 from mailer.models import (
     AutopayFailure,
     CreditNote,
@@ -49,10 +50,10 @@ from mailer.models import (
     Refund,
     Subscription,
 )
-from mailer.outbox import Outbox
+from mailer.outbound.outbox import Outbox
 
 if TYPE_CHECKING:
-    from mailer.statement import StatementStyle
+    from mailer.content.statement import StatementStyle
 
 # What each kind is about: the option that names its document (``dunmail send --payment``).
 INVOICE = "invoice"

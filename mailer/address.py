@@ -15,8 +15,8 @@ from email.utils import parseaddr
 
 import idna
 
-from mailer.compose import safe_header
 from mailer.errors import AddressError
+from mailer.outbound.compose import safe_header
 
 _DOMAIN = re.compile(
     r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}|xn--[a-z0-9-]{1,59})"

@@ -21,9 +21,9 @@ from pydantic import (
     model_validator,
 )
 
+from mailer.content.kinds import KINDS
 from mailer.dunning_config import DunningConfig
 from mailer.errors import ConfigError
-from mailer.kinds import KINDS
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
@@ -187,7 +187,7 @@ class BrandingConfig(_Frozen):
         return value
 
     def as_context(self) -> dict[str, Any]:
-        """The ``tenant`` keys of the render context (``mailer.kinds.TenantData``)."""
+        """The ``tenant`` keys of the render context (``mailer.content.kinds.TenantData``)."""
         return {
             "logo_url": self.logo_url,
             "brand_color": self.brand_color,
@@ -204,7 +204,7 @@ class EmailKindConfig(_Frozen):
 
 
 def _kind_settings(value: object) -> object:
-    """Every kind's settings: the tenant's table over the defaults from ``mailer.kinds``."""
+    """Every kind's settings: the tenant's table over the defaults from ``mailer.content.kinds``."""
     if not isinstance(value, Mapping):
         return value  # pydantic reports the wrong type
     unknown = sorted(str(name) for name in value if name not in KINDS)
@@ -351,7 +351,8 @@ class TenantConfig(_Frozen):
     locale: str = "en"
     rate_per_minute: Annotated[int, Field(ge=1)] = 6000
     branding: BrandingConfig = Field(default_factory=BrandingConfig)
-    # One entry per kind in mailer.kinds.KINDS, defaults filled in: [tenants.<slug>.emails.<kind>]
+    # One entry per kind in mailer.content.kinds.KINDS, defaults filled in:
+    # [tenants.<slug>.emails.<kind>]
     emails: dict[str, EmailKindConfig] = Field(default_factory=dict, validate_default=True)
     dunning: DunningConfig = Field(default_factory=DunningConfig)
     imap: IMAPConfig | None = None  # the tenant's own mailbox, polled for returned mail

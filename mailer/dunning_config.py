@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mailer.kinds import Kind, ReminderKind, reminder_for
-from mailer.money import to_minor
+from mailer.content.kinds import Kind, ReminderKind, reminder_for
+from mailer.ledger.money import to_minor
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

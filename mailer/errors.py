@@ -71,7 +71,7 @@ class PermanentDeliveryError(DeliveryError):
 
 
 class PDFPending(MailerError):
-    """A message's PDF is still rendering, off the delivery pass (mailer/pdfstore.py): the
+    """A message's PDF is still rendering, off the delivery pass (mailer/content/pdfstore.py): the
     email is not attempted now but looked at again after ``retry_after`` seconds, so one slow
     document never holds the pass (and every other tenant's mail) while it renders."""
 

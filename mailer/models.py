@@ -283,7 +283,8 @@ class Message(SQLModel, table=True):
     # email, its attachment and the hosted download show the same document version.
     pdf_sha256: str | None = Field(default=None, max_length=64)
     # The language its text is rendered in ("es" for a customer in es_MX, "en" when the
-    # customer's language has no templates): Language.language in mailer/i18n.py, set when queued.
+    # customer's language has no templates): Language.language in mailer/content/i18n.py, set when
+    # queued.
     # NULL only on rows queued before it was recorded.
     language: str | None = Field(default=None, max_length=35)
 
@@ -392,13 +393,13 @@ class Suppression(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id", index=True)
-    address: str = Field(max_length=320)  # lower case (mailer/suppression.py::normal)
-    kind: str = Field(default="hard", max_length=20)  # mailer.suppression.SuppressionKind
+    address: str = Field(max_length=320)  # lower case (mailer/outbound/suppression.py::normal)
+    kind: str = Field(default="hard", max_length=20)  # mailer.outbound.suppression.SuppressionKind
     reason: str = Field(max_length=300)
     created_at: datetime = _at()
     created_by: str = Field(default="bounce", max_length=200)
     expires_at: datetime | None = _at(nullable=True)  # a soft-bounce block ends by itself
-    # A person lifted the block: who, when and why (mailer/suppression.py::unblock).
+    # A person lifted the block: who, when and why (mailer/outbound/suppression.py::unblock).
     lifted_at: datetime | None = _at(nullable=True)
     lifted_by: str | None = Field(default=None, max_length=200)
     lift_reason: str | None = Field(default=None, max_length=300)
@@ -408,7 +409,7 @@ class StoredPDF(SQLModel, table=True):
     """A rendered PDF of one immutable document version, kept so it is rendered only once.
 
     ``document`` names the document (``"invoice:42"``) and ``version`` its version; ``render_key``
-    (:func:`mailer.pdf.render_key`) covers everything else that decides the bytes (context,
+    (:func:`mailer.content.pdf.render_key`) covers everything else that decides the bytes (context,
     templates, WeasyPrint), so a deploy that changes the output renders anew.
     """
 
@@ -428,7 +429,7 @@ class StoredPDF(SQLModel, table=True):
 class TemplateOverride(SQLModel, table=True):
     """A tenant's own source for one part (subject, text, html) of one email kind.
 
-    Saved only after :func:`mailer.overrides.validate_override` accepted it, so a broken
+    Saved only after :func:`mailer.content.overrides.validate_override` accepted it, so a broken
     template is refused when it is saved, never discovered when an email is sent.
     """
 
@@ -801,7 +802,7 @@ class WebhookDelivery(SQLModel, table=True):
 
 
 class ImportLock(SQLModel, table=True):
-    """The one import running for a tenant (mailer/importlock.py). A row, not a transaction:
+    """The one import running for a tenant (mailer/ledger/importlock.py). A row, not a transaction:
     an import commits in short batches, so no transaction spans it, and the engine's passes
     read this row to leave a half-imported ledger alone. ``expires_at`` is a lease on the wall
     clock that every batch renews; a row past it belongs to an import that died."""

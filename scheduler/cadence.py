@@ -22,11 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from mailer.content.kinds import Kind, waits_for_window
 from mailer.dunning_config import Cadence, CadenceStep
-from mailer.grace import grace_ends
-from mailer.kinds import Kind, waits_for_window
+from mailer.ledger.grace import grace_ends
+from mailer.ledger.money import from_minor
 from mailer.models import HoldReason, InvoiceStatus
-from mailer.money import from_minor
 from scheduler.calendar import SendCalendar
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from mailer.dunning_config import DunningConfig
-from mailer.localtime import local_date
+from mailer.ledger.localtime import local_date
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class SendCalendar:
 
     def local_date(self, moment: datetime) -> date:
         """The calendar day ``moment`` falls on where the customer is: the day its emails print
-        (``mailer.localtime.local_date``, the one definition of "the customer's day")."""
+        (``mailer.ledger.localtime.local_date``, the one definition of "the customer's day")."""
         return local_date(moment, self.zone)
 
     def is_business_day(self, day: date) -> bool:

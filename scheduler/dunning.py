@@ -21,10 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from mailer.content.kinds import REMINDERS, Kind
 from mailer.db import session_scope
 from mailer.errors import MailerError
-from mailer.importlock import tenants_importing
-from mailer.kinds import REMINDERS, Kind
+from mailer.ledger.importlock import tenants_importing
 from mailer.models import Customer, Hold, HoldReason, Invoice, InvoiceStatus, PaymentAllocation
 from scheduler.cadence import (
     Action,
@@ -134,7 +134,8 @@ class Dunning:
 
     def _claim(self, session: Session, now: datetime) -> list[Invoice]:
         # A tenant whose import is running has a half-applied ledger (an invoice in, its
-        # payment not yet): its invoices wait until the import is done (mailer/importlock.py).
+        # payment not yet): its invoices wait until the import is done
+        # (mailer/ledger/importlock.py).
         importing = tenants_importing(session)
         query = (
             select(Invoice)

@@ -17,9 +17,9 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from mailer.content.kinds import waits_for_window
 from mailer.db import session_scope
 from mailer.errors import MailerError
-from mailer.kinds import waits_for_window
 from mailer.models import Customer, Event, EventStatus
 from scheduler.cadence import Action
 from scheduler.calendar import SendCalendar
@@ -119,7 +119,7 @@ class EventPass:
 
         Notices the engine sends on its own schedule (statements, billed-soon) wait for the
         window, like reminders; receipts, refunds and the rest go at once (the per-kind table
-        is ``KindSpec.windowed`` in mailer/kinds.py)."""
+        is ``KindSpec.windowed`` in mailer/content/kinds.py)."""
         if not waits_for_window(event.kind) or self._calendar_for is None:
             return None
         customer = session.get(Customer, event.customer_id)

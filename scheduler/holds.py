@@ -12,9 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailer import holds
 from mailer.errors import MailerError, NotFoundError
-from mailer.ledger import find_invoice
+from mailer.ledger import holds
+from mailer.ledger.imports import find_invoice
 from mailer.models import Customer, Hold, HoldReason, Invoice
 
 

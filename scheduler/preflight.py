@@ -14,8 +14,8 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
+from mailer.content.kinds import PAYMENT_REQUESTS, REMINDERS, Kind, waits_for_window
 from mailer.errors import MailerError
-from mailer.kinds import PAYMENT_REQUESTS, REMINDERS, Kind, waits_for_window
 from mailer.models import (
     Customer,
     Invoice,
@@ -24,8 +24,8 @@ from mailer.models import (
     MessageRecipient,
     RecipientStatus,
 )
-from mailer.suppression import active as active_suppressions
-from mailer.suppression import normal
+from mailer.outbound.suppression import active as active_suppressions
+from mailer.outbound.suppression import normal
 from scheduler.cadence import Action, ActiveHold, chase_blocker
 from scheduler.dunning import Enqueue, RulesFor, active_holds, customers_by_id, facts_of
 

@@ -18,11 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from mailer.content.kinds import Kind
+from mailer.content.statement import StatementStyle, Transaction, currencies, statement
 from mailer.db import session_scope
 from mailer.dunning_config import WEEKDAYS, StatementSchedule, parse_statement_schedule
-from mailer.importlock import tenants_importing
-from mailer.kinds import Kind
-from mailer.localtime import customer_zone
+from mailer.ledger.importlock import tenants_importing
+from mailer.ledger.localtime import customer_zone
 from mailer.models import (
     CreditNote,
     Customer,
@@ -33,7 +34,6 @@ from mailer.models import (
     Payment,
     Tenant,
 )
-from mailer.statement import StatementStyle, Transaction, currencies, statement
 from scheduler.calendar import SendCalendar
 from scheduler.dunning import DunningReport
 

@@ -18,10 +18,10 @@ from sqlmodel import Session
 from dunmail.app import Services, build_services
 from dunmail.config import Config
 from mailer.clock import FixedClock
+from mailer.content.kinds import KINDS
+from mailer.content.render import Renderer
 from mailer.db import create_schema, make_engine
-from mailer.kinds import KINDS
 from mailer.outbound.memory import MemoryTransport, SentMail
-from mailer.render import Renderer
 
 pytest_plugins = ["tests.smtpd"]
 
@@ -323,7 +323,8 @@ async def web_server(relay_env: tuple[Services, MemoryTransport]) -> AsyncIterat
 def emails(transport: MemoryTransport) -> list[SentMail]:
     """The emails among ``transport.sent``, one per message, in first-sent order.
 
-    Each recipient gets its own SMTP transaction and VERP return path (mailer/envelopes.py),
+    Each recipient gets its own SMTP transaction and VERP return path
+    (mailer/outbound/envelopes.py),
     so an email to two people is two transactions carrying the same bytes: here they are one
     ``SentMail`` with both recipients (and the first one's return path)."""
     merged: dict[bytes, SentMail] = {}

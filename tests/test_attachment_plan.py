@@ -1,6 +1,6 @@
 """Which PDF an email carries and the notice that replaces one too large to attach.
 
-Pure parts of ``mailer/attachment.py``: no WeasyPrint needed, so these run everywhere.
+Pure parts of ``mailer/content/attachment.py``: no WeasyPrint needed, so these run everywhere.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from mailer.attachment import file_stem, plan_pdf, with_download_notice
-from mailer.compose import Rendered
-from mailer.render import Renderer
+from mailer.content.attachment import file_stem, plan_pdf, with_download_notice
+from mailer.content.render import Renderer
+from mailer.outbound.compose import Rendered
 
 
 def _notice(locale: str) -> Rendered:

@@ -25,14 +25,14 @@ if WEASYPRINT_SKIP:
     pytest.skip(WEASYPRINT_SKIP, allow_module_level=True)
 
 from dunmail.app import Services, build_services  # noqa: E402  (after the skip)
-from mailer.attachment import PDF_CONTEXT_KEYS
 from mailer.clock import FixedClock
-from mailer.links import verify_link
+from mailer.content.attachment import PDF_CONTEXT_KEYS
+from mailer.content.pdf import PDFRenderer, RenderedPDF
+from mailer.content.pdf_html import DOCUMENTS
+from mailer.content.pdfstore import PDFStore, build_pdf_context
 from mailer.models import Invoice, Message, MessageStatus, StoredPDF
-from mailer.pdf import PDFRenderer, RenderedPDF
-from mailer.pdf_html import DOCUMENTS
-from mailer.pdfstore import PDFStore, build_pdf_context
-from mailer.verp import derive_key
+from mailer.outbound.links import verify_link
+from mailer.outbound.verp import derive_key
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer
 

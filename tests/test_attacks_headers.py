@@ -18,13 +18,13 @@ import pytest
 
 from dunmail.app import Services
 from dunmail.preview import build_preview
-from mailer.attachment import plan_pdf
 from mailer.clock import FixedClock
-from mailer.compose import Attachment, Draft, build_message, to_bytes
+from mailer.content.attachment import plan_pdf
+from mailer.content.kinds import KINDS, sample_context
 from mailer.errors import TemplateError
-from mailer.kinds import KINDS, sample_context
+from mailer.outbound.compose import Attachment, Draft, build_message, to_bytes
 from mailer.outbound.memory import MemoryTransport
-from mailer.outbox import Claimed
+from mailer.outbound.outbox import Claimed
 from tests.conftest import DEMO_DOC
 from tests.test_web_ui import fast_argon2
 

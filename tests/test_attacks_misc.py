@@ -36,13 +36,13 @@ from dunmail.terminal import printable
 from dunmail.web.apikeys import create_key
 from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
+from mailer.content.kinds import KINDS, sample_context
+from mailer.content.render import Renderer
 from mailer.db import make_engine, session_scope
 from mailer.errors import ConfigError, MailerError
-from mailer.kinds import KINDS, sample_context
-from mailer.links import verify_link
 from mailer.models import HoldReason
+from mailer.outbound.links import verify_link
 from mailer.outbound.memory import MemoryTransport, SentMail
-from mailer.render import Renderer
 from tests.conftest import DEMO_DOC, make_config
 from tests.test_cli import dunmail, write_config
 from tests.test_inbox import add_clerk

@@ -89,7 +89,7 @@ def _png() -> bytes:
 async def test_the_invoice_pdf_fetches_nothing_from_the_network_or_the_disk(
     tmp_path: Path, db_url: str, clock: FixedClock, http_listener: tuple[str, list[str]]
 ) -> None:
-    from mailer.pdf import PDFRenderer
+    from mailer.content.pdf import PDFRenderer
 
     base, requests = http_listener
     # The only URL a tenant configures is its logo, and only as http(s).
@@ -147,8 +147,8 @@ async def test_the_invoice_pdf_fetches_nothing_from_the_network_or_the_disk(
 def test_tenant_css_and_logo_reach_only_the_assets_of_their_own_render(
     http_listener: tuple[str, list[str]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from mailer.pdf import render_document
-    from mailer.pdf_samples import sample_pdf_context
+    from mailer.content.pdf import render_document
+    from mailer.content.pdf_samples import sample_pdf_context
 
     base, requests = http_listener
     acme = sample_pdf_context("invoice", lines=1)
@@ -165,7 +165,7 @@ def test_tenant_css_and_logo_reach_only_the_assets_of_their_own_render(
         ".tenant-name::after { content: url(file:///etc/passwd) }\n"
         "body::before { content: url(file:///proc/self/environ) }\n"
     )
-    with caplog.at_level(logging.WARNING, logger="mailer.pdf_fetch"):
+    with caplog.at_level(logging.WARNING, logger="mailer.content.pdf_fetch"):
         rendered = render_document("invoice", beta, tenant_css=css)
     assert requests == []
     assert b"/Image" not in rendered.data  # no logo: acme's asset is not beta's

@@ -18,12 +18,12 @@ import pytest
 from sqlmodel import Session, select
 
 from dunmail.app import Services
+from mailer.content.kinds import sample_context
+from mailer.content.overrides import validate_override
+from mailer.content.render import Renderer
 from mailer.errors import TemplateError
-from mailer.kinds import sample_context
 from mailer.models import TemplateOverride
 from mailer.outbound.memory import MemoryTransport
-from mailer.overrides import validate_override
-from mailer.render import Renderer
 from tests.test_bounce_ingest import _sent
 from tests.test_web_ui import fast_argon2
 
@@ -146,7 +146,7 @@ ENDLESS = [
 def test_a_template_past_its_time_or_size_budget_is_refused_when_saved(
     source: str, renderer: Renderer
 ) -> None:
-    from mailer.render import SAVE_BUDGET
+    from mailer.content.render import SAVE_BUDGET
 
     started = time.monotonic()
     with pytest.raises(TemplateError) as refused:
@@ -164,7 +164,7 @@ def test_a_template_past_its_time_or_size_budget_is_refused_when_saved(
 def test_a_stored_template_past_the_budget_fails_its_render_in_time(source: str) -> None:
     """Saved before the budget existed: the render stops at the budget with an error that
     names the template, and the engine goes on (the outbox records the failure)."""
-    from mailer.render import RenderBudget
+    from mailer.content.render import RenderBudget
 
     metered = Renderer(budget=RenderBudget(seconds=0.3, max_chars=200_000))
     context = sample_context("new_invoice", locale="en")

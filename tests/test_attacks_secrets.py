@@ -22,9 +22,9 @@ import pytest
 from dunmail.app import Services, build_services
 from dunmail.web.apikeys import create_key
 from mailer.clock import FixedClock
+from mailer.content.kinds import KINDS
 from mailer.db import session_scope
 from mailer.errors import TemplateError
-from mailer.kinds import KINDS
 from mailer.outbound.memory import MemoryTransport
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer
@@ -263,7 +263,7 @@ async def test_secrets_never_reach_the_logs_or_the_clis_stderr(
 )
 def test_templates_cannot_exhaust_memory_or_change_their_data(source: str) -> None:
     """Refused when saved: a template that would build gigabytes, or rewrite what it renders."""
-    from mailer.overrides import validate_override
+    from mailer.content.overrides import validate_override
 
     with pytest.raises(TemplateError):
         validate_override("new_invoice", "html", source)

@@ -23,7 +23,7 @@ from dunmail.app import Services
 from mailer.config import InboundConfig
 from mailer.models import DeliveryEvent, Hold, InboundMail, InboundStatus, Suppression
 from mailer.outbound.memory import MemoryTransport, SentMail
-from mailer.verp import issue_verp
+from mailer.outbound.verp import issue_verp
 from tests.conftest import DEMO_DOC
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import dunmail, write_config

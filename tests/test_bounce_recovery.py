@@ -22,7 +22,7 @@ from bounce.reporting import to_csv
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.errors import MailerError, NotFoundError
-from mailer.ledger import ImportReport, KeptCorrection
+from mailer.ledger.imports import ImportReport, KeptCorrection
 from mailer.models import Contact, Hold, HoldReason, Message
 from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config

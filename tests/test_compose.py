@@ -9,7 +9,8 @@ from email import policy
 import pytest
 
 from mailer.address import make_address
-from mailer.compose import (
+from mailer.errors import AddressError, HeaderInjectionError
+from mailer.outbound.compose import (
     Attachment,
     Draft,
     Envelope,
@@ -18,7 +19,6 @@ from mailer.compose import (
     safe_header,
     to_bytes,
 )
-from mailer.errors import AddressError, HeaderInjectionError
 
 WHEN = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

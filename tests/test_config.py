@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dunmail.config import DEV_SECRET, Config, load_config
+from mailer.content.kinds import KINDS
 from mailer.errors import ConfigError
-from mailer.kinds import KINDS
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -6,11 +6,11 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from mailer.config import DeliveryConfig
-from mailer.delivery import decide
 from mailer.errors import PermanentDeliveryError, TransientDeliveryError
 from mailer.models import AttemptOutcome, MessageStatus, RecipientStatus
+from mailer.outbound.delivery import decide
+from mailer.outbound.retry import retry_after
 from mailer.outbound.transport import RecipientResult, SendResult
-from mailer.retry import retry_after
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 POLICY = DeliveryConfig()

@@ -14,10 +14,10 @@ import dkim
 import dkim.crypto
 import pytest
 
-import mailer.dkim as mailer_dkim
+import mailer.outbound.dkim as mailer_dkim
 from mailer.config import DKIMAlgorithm, DKIMConfig
-from mailer.dkim import DKIMSigner, dns_record, generate_key
 from mailer.errors import ConfigError
+from mailer.outbound.dkim import DKIMSigner, dns_record, generate_key
 
 RSA = DKIMAlgorithm.RSA_SHA256
 ED25519 = DKIMAlgorithm.ED25519_SHA256

@@ -16,7 +16,7 @@ import pytest
 from dunmail.app import build_services
 from dunmail.capture import start_capture
 from mailer.clock import FixedClock
-from mailer.dkim import dns_record
+from mailer.outbound.dkim import dns_record
 from tests.conftest import DEMO_DOC, make_config
 
 OPENDKIM = shutil.which("opendkim") or (

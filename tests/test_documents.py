@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mailer.documents import ParsedDocument, decode_document, parse_document
 from mailer.errors import DocumentError
+from mailer.ledger.documents import ParsedDocument, decode_document, parse_document
 from mailer.models import ContactRole, InvoiceStatus
 
 

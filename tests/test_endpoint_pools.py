@@ -23,8 +23,8 @@ if WEASYPRINT_SKIP:
 
 from dunmail.app import build_services  # noqa: E402  (after the skip)
 from mailer.clock import FixedClock
+from mailer.content.pdf import PDFRenderer
 from mailer.models import MessageStatus
-from mailer.pdf import PDFRenderer
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer
 

@@ -14,21 +14,21 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlmodel import Session, select
 
-from mailer import kinds
 from mailer.clock import FixedClock
-from mailer.compose import Rendered
+from mailer.content import kinds
+from mailer.content.event_context import billed_soon_due, days_until, invoice_data
+from mailer.content.kinds import sample_context
+from mailer.content.render import Renderer
 from mailer.db import MIGRATIONS, create_schema, make_engine
-from mailer.event_context import billed_soon_due, days_until, invoice_data
-from mailer.kinds import sample_context
-from mailer.ledger import ImportReport, RecordCounts, import_document
+from mailer.ledger.imports import ImportReport, RecordCounts, import_document
 from mailer.models import CreditNote, Event, EventStatus, Invoice, Payment, Subscription, Tenant
-from mailer.render import Renderer
+from mailer.outbound.compose import Rendered
 from tests.conftest import START
 
 GRACE = timedelta(minutes=5)
 # What the pass adds to every event's own part (kinds.BaseEmail: language, parties, zone, links).
 BASE_KEYS = kinds.BaseEmail.__required_keys__ | kinds.BaseEmail.__optional_keys__
-# The TypedDict each kind renders with (mailer.kinds); the event holds its non-base part.
+# The TypedDict each kind renders with (mailer.content.kinds); the event holds its non-base part.
 SHAPES: dict[str, type] = {
     "payment_receipt": kinds.PaymentReceiptEmail,
     "refund": kinds.RefundEmail,
@@ -135,7 +135,7 @@ def _same_keys(ours: Any, sample: Any, path: str) -> None:
 
 
 def _conforms(value: Any, hint: Any, path: str) -> None:
-    """A small checker for the TypedDicts of mailer.kinds (pydantic needs
+    """A small checker for the TypedDicts of mailer.content.kinds (pydantic needs
     typing_extensions.TypedDict on Python 3.11, and kinds.py uses typing's)."""
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):

@@ -37,7 +37,7 @@ from mailer.models import (
     MessageStatus,
     RecipientStatus,
 )
-from mailer.outbox import EnqueueRequest
+from mailer.outbound.outbox import EnqueueRequest
 from tests.conftest import make_config
 from tests.smtpd import RecordingServer
 from tests.test_outbox import _context
@@ -67,7 +67,7 @@ DELIVERY = {
     "domain_rate_per_minute": DOMAIN_RATE,
 }
 # Retry delays: equal jitter over the upper half of the nominal delay, which doubles from
-# first_retry_after (mailer/retry.py).
+# first_retry_after (mailer/outbound/retry.py).
 FIRST_RETRY = (timedelta(seconds=30), timedelta(minutes=1))
 SECOND_RETRY = (timedelta(minutes=1), timedelta(minutes=2))
 

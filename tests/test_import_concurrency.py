@@ -36,9 +36,9 @@ from dunmail.app import Services, build_services
 from dunmail.config import load_config
 from mailer.clock import FixedClock
 from mailer.db import make_engine, session_scope
-from mailer.importlock import ImportLocks, tenants_importing
-from mailer.links import issue_link
+from mailer.ledger.importlock import ImportLocks, tenants_importing
 from mailer.models import Customer, Event, ImportLock, Invoice, Message, Payment, Tenant
+from mailer.outbound.links import issue_link
 from mailer.outbound.memory import MemoryTransport
 from tests.conftest import DEMO_DOC, NO_PDFS, START
 from tests.test_cli import _env, dunmail, write_config

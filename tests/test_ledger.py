@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from mailer.clock import FixedClock
 from mailer.db import create_all, make_engine
 from mailer.errors import NotFoundError
-from mailer.ledger import (
+from mailer.ledger.imports import (
     ImportReport,
     RecordCounts,
     find_invoice,

@@ -1,4 +1,5 @@
-"""Signed, expiring, tenant-scoped links (``mailer/links.py``): what a forged or stale one gets."""
+"""Signed, expiring, tenant-scoped links (``mailer/outbound/links.py``): what a forged or stale one
+gets."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from mailer.errors import LinkExpired, LinkInvalid
-from mailer.links import DownloadLinks, issue_link, verify_link
+from mailer.outbound.links import DownloadLinks, issue_link, verify_link
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

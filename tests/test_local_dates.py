@@ -23,16 +23,16 @@ from sqlmodel import Session, col, select
 from dunmail.app import Services
 from dunmail.web.hosted import build_document
 from mailer.clock import FixedClock
-from mailer.context import invoice_context, party_context
-from mailer.documents import parse_document
-from mailer.event_context import payment_plan_context
-from mailer.localtime import days_between, local_date
+from mailer.content.context import invoice_context, party_context
+from mailer.content.event_context import payment_plan_context
+from mailer.content.pdf_html import environment, render_html
+from mailer.content.pdfstore import build_pdf_context
+from mailer.content.render import Renderer, format_day
+from mailer.content.statement import Transaction, statement
+from mailer.ledger.documents import parse_document
+from mailer.ledger.localtime import days_between, local_date
 from mailer.models import Customer, Invoice, Message, PaymentPlan, PaymentPlanStatus, Tenant
 from mailer.outbound.memory import MemoryTransport
-from mailer.pdf_html import environment, render_html
-from mailer.pdfstore import build_pdf_context
-from mailer.render import Renderer, format_day
-from mailer.statement import Transaction, statement
 
 FAR_EAST, FAR_WEST = "Pacific/Kiritimati", "Pacific/Pago_Pago"  # UTC+14, UTC-11
 EXTREMES = (

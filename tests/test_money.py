@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from mailer.money import from_minor, to_minor
+from mailer.ledger.money import from_minor, to_minor
 
 
 @pytest.mark.parametrize(

@@ -14,12 +14,12 @@ from sqlmodel import Session, select
 
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
-from mailer.dkim import dns_record
 from mailer.errors import MailerError
 from mailer.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
+from mailer.outbound.dkim import dns_record
 from mailer.outbound.memory import MemoryTransport
-from mailer.outbox import EnqueueRequest
-from mailer.verp import derive_key, verify_verp
+from mailer.outbound.outbox import EnqueueRequest
+from mailer.outbound.verp import derive_key, verify_verp
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer
 
@@ -156,7 +156,7 @@ async def test_manual_send_delivers_signed_mail_through_the_relay(
 ) -> None:
     message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.SENT
-    # One envelope per recipient, each with its own VERP return path (mailer/envelopes.py).
+    # One envelope per recipient, each with its own VERP return path (mailer/outbound/envelopes.py).
     assert len(smtpd.envelopes) == 2
     assert sorted(e.rcpt_tos for e in smtpd.envelopes) == [
         ("ap@globex.example",),

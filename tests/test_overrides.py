@@ -14,10 +14,10 @@ from sqlmodel import Session, select
 
 from dunmail.app import Services
 from dunmail.preview import build_preview
+from mailer.content.overrides import MAX_SOURCE_BYTES, validate_override
+from mailer.content.render import Renderer
 from mailer.errors import TemplateError
 from mailer.models import TemplateOverride
-from mailer.overrides import MAX_SOURCE_BYTES, validate_override
-from mailer.render import Renderer
 from tests.conftest import DEMO_DOC
 from tests.smtpd import RecordingServer
 from tests.test_cli import AT, Sink, dunmail, start_sink, write_config
@@ -142,7 +142,7 @@ def test_builtin_templates_pass_as_overrides(renderer: Renderer) -> None:
 def test_an_html_override_keeps_the_layout_and_drives_the_text_part(renderer: Renderer) -> None:
     source = LAYOUT + "<p>Pay {{ invoice.number }} today, {{ customer.name }}.</p>\n{% endblock %}"
     validate_override("new_invoice", "html", source, renderer=renderer)
-    from mailer.kinds import sample_context
+    from mailer.content.kinds import sample_context
 
     context = sample_context("new_invoice", locale="en")
     rendered = renderer.render("new_invoice", context, overrides={"html": source})

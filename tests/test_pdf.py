@@ -26,13 +26,13 @@ from tests.test_cli import ROOT
 if WEASYPRINT_SKIP:
     pytest.skip(WEASYPRINT_SKIP, allow_module_level=True)
 
-from mailer import pdf  # noqa: E402  (after the skip: importing it needs Pango)
+from mailer.content import pdf  # noqa: E402  (after the skip: importing it needs Pango)
+from mailer.content.pdf import PDFRenderer, RenderedPDF, render_document, render_key
+from mailer.content.pdf_fetch import MAX_ASSET_BYTES, safe_fetcher
+from mailer.content.pdf_html import PDFError, render_html
+from mailer.content.pdf_samples import sample_pdf_context
+from mailer.content.render import format_day, format_money
 from mailer.errors import MailerError, TemplateError
-from mailer.pdf import PDFRenderer, RenderedPDF, render_document, render_key
-from mailer.pdf_fetch import MAX_ASSET_BYTES, safe_fetcher
-from mailer.pdf_html import PDFError, render_html
-from mailer.pdf_samples import sample_pdf_context
-from mailer.render import format_day, format_money
 
 DOCUMENTS = [
     ("invoice", {}),
@@ -162,7 +162,7 @@ async def test_every_document_renders_through_the_pool_to_the_same_bytes() -> No
 
 _ENGINE = """
 import asyncio
-from mailer.pdf import PDFRenderer
+from mailer.content.pdf import PDFRenderer
 
 async def main() -> None:
     pids = await PDFRenderer(workers=2).start()
@@ -228,8 +228,9 @@ def test_statement_modes_differ_and_unknown_mode_is_refused() -> None:
 
 
 def test_the_email_statement_context_renders_as_its_pdf() -> None:
-    """The statement email and its PDF read one context shape (mailer.kinds.StatementData)."""
-    from mailer.kinds import sample_context
+    """The statement email and its PDF read one context shape
+    (mailer.content.kinds.StatementData)."""
+    from mailer.content.kinds import sample_context
 
     context = sample_context("statement", locale="en")
     text = text_of(render_document("statement", context).data)
@@ -299,7 +300,7 @@ def test_a_right_to_left_locale_renders() -> None:
 def test_characters_no_font_draws_are_reported(caplog: pytest.LogCaptureFixture) -> None:
     # U+0378 is unassigned, so no font anywhere has it; it is drawn as a box, and reported.
     context = sample_pdf_context("invoice", customer_name="Odd \u0378 Name", lines=1)
-    with caplog.at_level(logging.WARNING, logger="mailer.pdf"):
+    with caplog.at_level(logging.WARNING, logger="mailer.content.pdf"):
         rendered = render_document("invoice", context)
     assert rendered.missing_glyphs == ("U+0378",)
     assert "U+0378" in caplog.text
@@ -387,7 +388,7 @@ def test_weasyprint_fetches_nothing_it_was_not_given(
         f"@font-face {{ font-family: Evil; src: url({base}/font.ttf) }}\n"
         "html { font-family: Evil }\n"
     )
-    with caplog.at_level(logging.WARNING, logger="mailer.pdf_fetch"):
+    with caplog.at_level(logging.WARNING, logger="mailer.content.pdf_fetch"):
         rendered = render_document("invoice", context, tenant_css=tenant_css)
     assert requests == []  # the loopback server saw nothing
     refused = " ".join(r.getMessage() for r in caplog.records if "refused" in r.getMessage())

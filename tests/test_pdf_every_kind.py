@@ -26,28 +26,28 @@ from sqlmodel import Session, col, select
 
 from tests.conftest import WEASYPRINT_SKIP, make_config
 
-if WEASYPRINT_SKIP:  # mailer.pdfstore, and every render here, needs WeasyPrint and Pango
+if WEASYPRINT_SKIP:  # mailer.content.pdfstore, and every render here, needs WeasyPrint and Pango
     pytest.skip(WEASYPRINT_SKIP, allow_module_level=True)
 
-from mailer import kinds  # noqa: E402  (after the skip)
-from mailer.attachment import plan_pdf
 from mailer.clock import FixedClock
-from mailer.event_context import (
+from mailer.content import kinds  # noqa: E402  (after the skip)
+from mailer.content.attachment import plan_pdf
+from mailer.content.event_context import (
     credit_note_context,
     estimate_context,
     invoice_data,
     payment_context,
     refund_context,
 )
-from mailer.kinds import KINDS, sample_context
+from mailer.content.kinds import KINDS, sample_context
+from mailer.content.pdf_html import DOCUMENTS, render_html
+from mailer.content.pdf_samples import sample_pdf_context
+from mailer.content.pdfstore import build_pdf_context
+from mailer.content.statement import Transaction, statement
 from mailer.models import CreditNote, Estimate, EstimateStatus, Invoice, Message, Payment, Refund
-from mailer.pdf_html import DOCUMENTS, render_html
-from mailer.pdf_samples import sample_pdf_context
-from mailer.pdfstore import build_pdf_context
-from mailer.statement import Transaction, statement
 
 PDF_KINDS = sorted(kind for kind, spec in KINDS.items() if spec.pdf is not None)
-# The TypedDict of each PDF document's part of the context (mailer.kinds): the one shape.
+# The TypedDict of each PDF document's part of the context (mailer.content.kinds): the one shape.
 SHAPES: dict[str, type] = {
     "invoice": kinds.InvoiceData,
     "credit_note": kinds.CreditNoteData,
@@ -187,7 +187,7 @@ async def delivered(
 
 async def _deliver(tmp_path: Path, db_url: str, clock: FixedClock, smtpd: Any) -> Delivered:
     from dunmail.app import build_services
-    from mailer.pdf import PDFRenderer
+    from mailer.content.pdf import PDFRenderer
 
     config = make_config(
         tmp_path,
@@ -286,7 +286,7 @@ def test_every_kind_with_a_pdf_has_a_template_for_its_context() -> None:
 
 @pytest.mark.parametrize("kind", PDF_KINDS)
 def test_every_kinds_email_sample_renders_as_its_pdf(kind: str) -> None:
-    """The email sample (typed by mailer.kinds) is a context the outbox could build."""
+    """The email sample (typed by mailer.content.kinds) is a context the outbox could build."""
     pdf = KINDS[kind].pdf
     assert pdf is not None
     context = sample_context(kind, locale="en")

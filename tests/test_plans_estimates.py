@@ -11,11 +11,11 @@ import pytest
 from sqlmodel import Session, col, select
 
 from dunmail.app import Services
-from mailer import kinds
 from mailer.clock import FixedClock
-from mailer.compose import Rendered
-from mailer.kinds import sample_context
-from mailer.ledger import ImportReport, RecordCounts, import_document
+from mailer.content import kinds
+from mailer.content.kinds import sample_context
+from mailer.content.render import Renderer
+from mailer.ledger.imports import ImportReport, RecordCounts, import_document
 from mailer.models import (
     Estimate,
     Event,
@@ -26,8 +26,8 @@ from mailer.models import (
     Message,
     PaymentPlan,
 )
+from mailer.outbound.compose import Rendered
 from mailer.outbound.memory import MemoryTransport
-from mailer.render import Renderer
 from scheduler.dunning import active_holds
 from tests.conftest import DEMO_DOC, START, emails
 from tests.test_events import BASE_KEYS, GRACE, _conforms, _same_keys, add_tenant

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailer.ratelimit import (
+from mailer.outbound.ratelimit import (
     ZERO,
     Throttle,
     TokenBucket,

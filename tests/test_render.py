@@ -15,11 +15,11 @@ import pytest
 from babel.messages.checkers import python_format
 from babel.messages.pofile import read_po, write_po
 
-from mailer.compose import Draft, Envelope, Rendered, build_message, safe_header, to_bytes
+from mailer.content.i18n import available_languages, choose_language, extract_messages
+from mailer.content.kinds import KINDS, sample_context
+from mailer.content.render import TEMPLATES, Renderer, format_money, html_to_text
 from mailer.errors import HeaderInjectionError, TemplateError
-from mailer.i18n import available_languages, choose_language, extract_messages
-from mailer.kinds import KINDS, sample_context
-from mailer.render import TEMPLATES, Renderer, format_money, html_to_text
+from mailer.outbound.compose import Draft, Envelope, Rendered, build_message, safe_header, to_bytes
 
 LOCALES = ("en", "es", "fr", "ro")
 SHIPPED = ("es", "fr", "ro")
@@ -233,7 +233,9 @@ def test_every_template_string_is_translated(
             python_format(catalog, entry)  # the same %(placeholders)s as the English
         except Exception as exc:  # TranslationError: collected, to name every bad entry
             broken.append((msgid, str(exc)))
-    assert missing == [], f"untranslated in {language} (run python -m mailer.i18n, translate)"
+    assert missing == [], (
+        f"untranslated in {language} (run python -m mailer.content.i18n, translate)"
+    )
     assert fuzzy == [] and broken == []
     stale = [m.id for m in catalog if m.id and m.id not in template_messages]
     assert stale == [], "strings no template uses any more"
@@ -411,7 +413,7 @@ def test_overdue_summary_of_one_invoice_says_so_once(renderer: Renderer) -> None
 def test_overdue_summary_without_a_pay_link_shows_no_button(renderer: Renderer) -> None:
     ctx = _overdue_summary("en")
     ctx["tenant"] = {"name": "Acme", "email": "ar@acme.example"}
-    ctx["links"] = {"view": None, "pay": None}  # what mailer.context.party_context builds
+    ctx["links"] = {"view": None, "pay": None}  # what mailer.content.context.party_context builds
     rendered = renderer.render("overdue_summary", ctx)
     assert 'class="btn' not in (rendered.html or "")
     assert "Pay online" not in rendered.text
@@ -569,7 +571,7 @@ def test_a_missing_logo_shows_the_tenant_name(renderer: Renderer) -> None:
 
 
 def test_a_bare_invoice_context_renders(renderer: Renderer) -> None:
-    """What mailer.context.invoice_context builds: no branding, no links, no fallback."""
+    """What mailer.content.context.invoice_context builds: no branding, no links, no fallback."""
     for kind in ("new_invoice", "invoice_reminder", "late_payment_reminder"):
         ctx = sample_context(kind, locale="en")
         ctx["tenant"] = {"name": "Acme", "email": "ar@acme.example"}
@@ -628,7 +630,7 @@ def test_invoice_context_carries_the_tenants_branding_and_language(renderer: Ren
     from datetime import UTC, datetime
 
     from mailer.config import BrandingConfig
-    from mailer.context import invoice_context
+    from mailer.content.context import invoice_context
     from mailer.models import Customer, Invoice, Tenant
 
     due = datetime(2026, 4, 1, tzinfo=UTC)

@@ -25,8 +25,8 @@ from sqlmodel import Session, col, select
 from dunmail.app import Services, build_services
 from dunmail.preview import build_preview
 from mailer.clock import FixedClock
+from mailer.content.kinds import KINDS
 from mailer.errors import MailerError, PermanentDeliveryError
-from mailer.kinds import KINDS
 from mailer.models import Message, MessageStatus
 from mailer.outbound.memory import MemoryTransport
 from tests.conftest import DEMO_DOC, START, emails, make_config

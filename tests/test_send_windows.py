@@ -30,10 +30,10 @@ from dunmail.app import Services, build_services
 from dunmail.config import Config
 from dunmail.runner import run_engine
 from mailer.clock import FixedClock
+from mailer.content.kinds import KINDS
 from mailer.db import make_engine
 from mailer.dunning_config import WEEKDAYS, Cadence, CadenceStep, DunningConfig
 from mailer.errors import TransientDeliveryError
-from mailer.kinds import KINDS
 from mailer.models import Customer, Invoice, InvoiceStatus, Message, MessageStatus
 from mailer.outbound.memory import MemoryTransport
 from scheduler.cadence import DunningState, InvoiceFacts, Rules, evaluate, occasion_step

@@ -26,9 +26,9 @@ if WEASYPRINT_SKIP:
 
 from dunmail.app import Services, build_services  # noqa: E402  (after the skip)
 from mailer.clock import FixedClock
-from mailer.compose import message_id
+from mailer.content.pdf import PDFRenderer
 from mailer.models import DeliveryAttempt, Message, MessageStatus
-from mailer.pdf import PDFRenderer
+from mailer.outbound.compose import message_id
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer
 

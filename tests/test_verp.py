@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailer.errors import LinkInvalid
-from mailer.verp import VerpMatch, derive_key, issue_verp, verify_verp, verp_uid
+from mailer.outbound.verp import VerpMatch, derive_key, issue_verp, verify_verp, verp_uid
 
 KEY = derive_key(b"master", "verp")
 UID = "0123456789abcdef0123"

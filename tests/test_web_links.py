@@ -26,10 +26,10 @@ from dunmail.app import Services
 from dunmail.logs import ScrubFilter
 from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
-from mailer.links import issue_link, verify_link
 from mailer.models import LinkEvent, Message, ThreadStatus, WebhookDelivery
+from mailer.outbound.links import issue_link, verify_link
 from mailer.outbound.memory import MemoryTransport, SentMail
-from mailer.verp import derive_key
+from mailer.outbound.verp import derive_key
 from tests.conftest import DEMO_DOC, WEASYPRINT_SKIP, emails, make_config
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import dunmail, write_config

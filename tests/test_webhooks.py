@@ -24,7 +24,7 @@ from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.models import WebhookDelivery, WebhookStatus
 from mailer.outbound.memory import MemoryTransport
-from mailer.webhooks import GIVE_UP_AFTER, verify_signature
+from mailer.outbound.webhooks import GIVE_UP_AFTER, verify_signature
 from tests.conftest import DEMO_DOC, make_config, sent_to
 from tests.test_bounce_ingest import dsn
 from tests.test_inbox import _auto_reply

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.models import Message, MessageStatus
-from mailer.outbox import EnqueueRequest
+from mailer.outbound.outbox import EnqueueRequest
 from tests.conftest import make_config
 from tests.smtpd import RecordingServer
 from tests.test_outbox import _context

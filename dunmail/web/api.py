@@ -2,7 +2,7 @@
 
 Every upsert is the file import (``Services.import_into``) of a one-record document, so the API
 and ``dunmail import`` share one validation: the body is first checked by the same pydantic
-wire models (``mailer.record``; FastAPI's 422 ``detail[].loc`` names the field), then by the
+wire models (``mailer.ledger.record``; FastAPI's 422 ``detail[].loc`` names the field), then by the
 ledger, whose refusals come back as 422 ``{"errors": [{"loc": "invoices[0].lines[1].unit_price",
 "msg": ...}]}``. Every POST honours ``Idempotency-Key`` (see ``dunmail/web/idempotency.py`` for
 when the answer is kept in the work's own transaction). Everything is scoped to the key's
@@ -37,15 +37,15 @@ from dunmail.web.apikeys import ERRORS, Api, ApiRoute, Call
 from dunmail.web.deps import RowId
 from dunmail.web.idempotency import Answer, IdempotencyError
 from mailer.clock import as_utc
+from mailer.content.kinds import PAYMENT_REQUESTS, Kind
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
-from mailer.kinds import PAYMENT_REQUESTS, Kind
-from mailer.ledger import ImportReport, find_invoice
+from mailer.ledger.imports import ImportReport, find_invoice
+from mailer.ledger.record import CreditNoteRecord, CustomerRecord, InvoiceRecord, PaymentRecord
 from mailer.models import (
     HoldReason,
     Invoice,
 )
-from mailer.record import CreditNoteRecord, CustomerRecord, InvoiceRecord, PaymentRecord
 
 log = logging.getLogger(__name__)
 Record = TypeVar("Record", bound=BaseModel)

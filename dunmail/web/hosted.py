@@ -2,9 +2,10 @@
 
 The page is built from the email's frozen context (``Message.context``), so it shows the
 document version that was emailed, never one edited since. Amounts and dates go through the
-emails' own Babel formatters (``mailer.render.format_money``/``format_day``) in the customer's
+emails' own Babel formatters (``mailer.content.render.format_money``/``format_day``) in the
+customer's
 locale, so the page says "1.234,50 €" where the email did, and every date is the customer's local
-day (``mailer.localtime``), so the page and the email name the same due date. The page's own
+day (``mailer.ledger.localtime``), so the page and the email name the same due date. The page's own
 words are English: the email catalogs translate whole email sentences, not these labels.
 
 Everything here returns plain strings; the page templates (autoescaped) show them as text.
@@ -19,9 +20,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from mailer.kinds import INVOICE_EMAILS, REMINDERS, Kind
-from mailer.localtime import DEFAULT_ZONE, days_between, local_date
-from mailer.render import format_day, format_money, normalise_locale
+from mailer.content.kinds import INVOICE_EMAILS, REMINDERS, Kind
+from mailer.content.render import format_day, format_money, normalise_locale
+from mailer.ledger.localtime import DEFAULT_ZONE, days_between, local_date
 
 # The emails' default, and the only shape a colour may have: it goes into a <style> block.
 DEFAULT_BRAND = "#1f6feb"

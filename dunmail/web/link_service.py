@@ -18,12 +18,11 @@ from bounce.recovery import copy_request
 from bounce.threads import note_activity
 from dunmail.app import Services
 from dunmail.web.deps import SECURITY_HEADERS
-from mailer.attachment import file_stem, plan_pdf
+from mailer.content.attachment import file_stem, plan_pdf
+from mailer.content.kinds import Kind
 from mailer.db import session_scope
 from mailer.errors import LinkInvalid, MailerError, NotFoundError
-from mailer.kinds import Kind
-from mailer.ledger import customer_contacts, find_invoice
-from mailer.links import PURPOSES, LinkClaims, token_hash, verify_link
+from mailer.ledger.imports import customer_contacts, find_invoice
 from mailer.models import (
     Customer,
     Invoice,
@@ -33,6 +32,7 @@ from mailer.models import (
     Message,
     StoredPDF,
 )
+from mailer.outbound.links import PURPOSES, LinkClaims, token_hash, verify_link
 
 log = logging.getLogger(__name__)
 

@@ -41,10 +41,10 @@ from dunmail.web.link_service import (
     request_fresh_link,
     shown,
 )
-from mailer.attachment import plan_pdf
+from mailer.content.attachment import plan_pdf
+from mailer.content.kinds import KINDS
 from mailer.errors import LinkInvalid, MailerError
-from mailer.kinds import KINDS
-from mailer.links import issue_link
+from mailer.outbound.links import issue_link
 
 router = APIRouter()
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ def upgrade() -> None:
     op.add_column('suppression', sa.Column('lifted_by', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True))
     op.add_column('suppression', sa.Column('lift_reason', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True))
     op.add_column('thread', sa.Column('task', sqlmodel.sql.sqltypes.AutoString(length=50), nullable=True))
-    # Suppressions compare addresses in lower case from now on (mailer/suppression.py).
+    # Suppressions compare addresses in lower case from now on (mailer/outbound/suppression.py).
     op.execute("UPDATE suppression SET address = lower(address)")
     op.execute("UPDATE suppression SET kind = 'complaint' WHERE reason = 'complaint'")
 

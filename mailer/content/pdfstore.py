@@ -2,7 +2,8 @@
 
 An unchanged document version is rendered once and its bytes reused by every email about it
 (a new invoice and each of its reminders), so the attachment, the message's recorded SHA-256
-and the hosted download are the same bytes. Rendering happens in :class:`~mailer.pdf.PDFRenderer`'s
+and the hosted download are the same bytes. Rendering happens in
+:class:`~mailer.content.pdf.PDFRenderer`'s
 worker processes; the database work runs in a thread: nothing here blocks the event loop.
 
 Fairness. A render is a job of its own, which renders and stores even when nobody waits for
@@ -26,11 +27,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from mailer.clock import Clock
+from mailer.content.pdf import RenderedPDF, render_key
+from mailer.content.pdf_html import DOCUMENTS
 from mailer.db import session_scope
 from mailer.errors import PDFPending, TemplateError
 from mailer.models import StoredPDF
-from mailer.pdf import RenderedPDF, render_key
-from mailer.pdf_html import DOCUMENTS
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ _TENANT_DEFAULTS: dict[str, Any] = {
 
 
 class PDFRendering(Protocol):
-    """What renders a PDF off the event loop: :class:`mailer.pdf.PDFRenderer`."""
+    """What renders a PDF off the event loop: :class:`mailer.content.pdf.PDFRenderer`."""
 
     async def render(
         self,

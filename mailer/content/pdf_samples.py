@@ -1,11 +1,12 @@
 """PURE: complete sample contexts for every PDF document, for tests and bench/render.py.
 
 Each document's part is built by the very function the outbox's context comes from
-(:func:`mailer.event_context.invoice_data`, ``credit_note_context``, ``payment_context``,
-``refund_context``, ``estimate_context``, :func:`mailer.statement.statement`) on ledger rows
+(:func:`mailer.content.event_context.invoice_data`, ``credit_note_context``, ``payment_context``,
+``refund_context``, ``estimate_context``, :func:`mailer.content.statement.statement`) on ledger rows
 made here, so a template that passes with a sample passes with a real email: hand-written
 samples once carried keys no real context has, and every receipt and credit note failed.
-Amounts are computed like the ledger's, so the totals add up; :func:`mailer.pdf.warm` renders
+Amounts are computed like the ledger's, so the totals add up; :func:`mailer.content.pdf.warm`
+renders
 one to warm a process.
 """
 
@@ -15,19 +16,19 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from mailer.documents import ParsedLine
-from mailer.errors import TemplateError
-from mailer.event_context import (
+from mailer.content.event_context import (
     credit_note_context,
     estimate_context,
     invoice_data,
     payment_context,
     refund_context,
 )
+from mailer.content.pdf_html import DOCUMENTS
+from mailer.content.statement import Transaction, statement
+from mailer.errors import TemplateError
+from mailer.ledger.documents import ParsedLine
+from mailer.ledger.money import round_minor
 from mailer.models import CreditNote, Estimate, EstimateStatus, Invoice, Payment, Refund
-from mailer.money import round_minor
-from mailer.pdf_html import DOCUMENTS
-from mailer.statement import Transaction, statement
 
 _MARCH = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -43,7 +44,7 @@ def sample_pdf_context(
     mode: str = "open_item",
 ) -> dict[str, Any]:
     """A complete, JSON-safe context for ``document``: the shape the outbox gives the PDF
-    (``mailer.pdfstore.build_pdf_context`` of an email's context).
+    (``mailer.content.pdfstore.build_pdf_context`` of an email's context).
 
     Amounts are computed like the ledger's (net = quantity x unit price, tax per line,
     half-even), so totals add up; ``paid`` is the number of invoices a receipt settles and

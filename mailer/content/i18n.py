@@ -10,7 +10,8 @@ locale, so an email never mixes a Spanish text with Japanese number formats. A m
 from the chosen catalog falls back along the same chain, ending at the English source: a gap
 in a translation shows English text, never an error.
 
-After editing templates, ``python -m mailer.i18n`` re-extracts ``messages.pot`` and merges it
+After editing templates, ``python -m mailer.content.i18n`` re-extracts ``messages.pot`` and merges
+it
 into each ``.po``; a test then names every string still to translate.
 """
 
@@ -164,7 +165,7 @@ def refresh_catalogs(root: Path) -> None:
 
     New strings arrive untranslated (the coverage test then names them), strings gone from
     the templates are dropped, translations of unchanged strings are kept. Run it with
-    ``python -m mailer.i18n`` after editing templates, then translate what is new.
+    ``python -m mailer.content.i18n`` after editing templates, then translate what is new.
     """
     template = extract_messages(root / "email")
     with (root / "locale" / f"{DOMAIN}.pot").open("wb") as fh:
@@ -178,4 +179,4 @@ def refresh_catalogs(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    refresh_catalogs(Path(__file__).resolve().parent.parent / "templates")
+    refresh_catalogs(Path(__file__).resolve().parents[2] / "templates")

@@ -1,6 +1,7 @@
 """SERVICE: the import sections that ask for the customer's agreement: estimates, payment plans.
 
-Run by ``mailer.ledger`` like ``mailer.billing``'s sections (each record in its SAVEPOINT), after
+Run by ``mailer.ledger.imports`` like ``mailer.ledger.billing``'s sections (each record in its
+SAVEPOINT), after
 the invoices a plan covers and the payments and credit notes that settle them. Each version of
 an estimate that is ``sent`` is emailed once, ``grace`` after the ERP's last edit; so is a
 proposed payment plan. An active plan puts each invoice it covers on a dunning hold (one
@@ -16,14 +17,14 @@ from typing import Any
 
 from sqlmodel import SQLModel, col, select
 
-from mailer import holds
-from mailer.billing import LedgerScope, Outcome
-from mailer.documents import ParsedEstimate, ParsedPaymentPlan
+from mailer.content.event_context import estimate_context, payment_plan_context
+from mailer.content.kinds import Kind
 from mailer.errors import DocumentError
-from mailer.event_context import estimate_context, payment_plan_context
-from mailer.eventlog import EventSpec, assign
-from mailer.grace import grace_ends
-from mailer.kinds import Kind
+from mailer.ledger import holds
+from mailer.ledger.billing import LedgerScope, Outcome
+from mailer.ledger.documents import ParsedEstimate, ParsedPaymentPlan
+from mailer.ledger.eventlog import EventSpec, assign
+from mailer.ledger.grace import grace_ends
 from mailer.models import (
     Customer,
     Estimate,

@@ -4,10 +4,11 @@ A bounce comes back to the envelope sender of the transaction it belongs to (RFC
 With one envelope for all recipients, the return path proves the message but not *whom* the
 bounce is about, and a DSN to a shared return path naming another recipient suppressed that
 other recipient. So every recipient gets its own transaction, MAIL FROM and token
-(mailer/verp.py); the message bytes, Message-ID and DKIM signature are the same in each.
+(mailer/outbound/verp.py); the message bytes, Message-ID and DKIM signature are the same in each.
 
 The transactions' replies are folded into one :class:`SendResult`, one entry per recipient,
-so the outbox's per-recipient bookkeeping (mailer/delivery.py) is unchanged: a recipient that
+so the outbox's per-recipient bookkeeping (mailer/outbound/delivery.py) is unchanged: a recipient
+that
 accepted is never sent to again, whatever happened to the others.
 """
 

@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from mailer.event_context import invoice_data
-from mailer.localtime import customer_zone, days_between
+from mailer.content.event_context import invoice_data
+from mailer.content.render import normalise_locale
+from mailer.ledger.localtime import customer_zone, days_between
 from mailer.models import Customer, Invoice, Tenant
-from mailer.render import normalise_locale
 
-# The branding keys of ``mailer.kinds.TenantData`` a caller may pass (``BrandingConfig``).
+# The branding keys of ``mailer.content.kinds.TenantData`` a caller may pass (``BrandingConfig``).
 BRANDING_KEYS = ("logo_url", "brand_color", "address", "footer", "css")
 
 

@@ -20,12 +20,13 @@ from babel.core import UnknownLocaleError
 from babel.numbers import format_decimal, format_percent
 from jinja2.sandbox import SandboxedEnvironment
 
+from mailer.content.render import TEMPLATES, format_day, format_money, template_day
 from mailer.errors import MailerError, TemplateError
-from mailer.render import TEMPLATES, format_day, format_money, template_day
 
 PDF_TEMPLATES = TEMPLATES / "pdf"
-# The document kinds (``mailer.kinds.Pdf``), each with the context key that holds its data:
-# each template reads exactly that key's TypedDict in mailer/kinds.py, as the outbox builds it.
+# The document kinds (``mailer.content.kinds.Pdf``), each with the context key that holds its data:
+# each template reads exactly that key's TypedDict in mailer/content/kinds.py, as the outbox builds
+# it.
 DOCUMENTS = {
     "invoice": "invoice",
     "credit_note": "credit_note",
@@ -103,7 +104,8 @@ def environment(root: Path = PDF_TEMPLATES) -> SandboxedEnvironment:
 
 
 def render_html(document: str, context: Mapping[str, Any], *, root: Path = PDF_TEMPLATES) -> str:
-    """The HTML of ``document`` for ``context``: PURE, the first half of ``mailer.pdf.render_pdf``.
+    """The HTML of ``document`` for ``context``: PURE, the first half of
+    ``mailer.content.pdf.render_pdf``.
 
     A template problem (syntax, a missing variable, a sandbox refusal) becomes a TemplateError
     naming the template and line; a context WeasyPrint must not see is refused with PDFError.

@@ -1,7 +1,7 @@
 """Tenant template overrides: checked when saved (pure), then stored, read and reset.
 
 An override is a whole template for one part (``subject``, ``text`` or ``html``) of one email
-kind, written like the built-in one it replaces (see ``mailer/render.py``: an HTML override
+kind, written like the built-in one it replaces (see ``mailer/content/render.py``: an HTML override
 extends ``_layout.html`` and fills its ``content`` block). :func:`validate_override` refuses,
 with ``line N: reason``, anything that would fail at send time: a syntax error, a name the
 kind's context does not have (``KINDS[kind].variables``), a reach for Python internals
@@ -22,10 +22,8 @@ from jinja2 import meta, nodes
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, select
 
-from mailer.errors import TemplateError
-from mailer.kinds import KINDS, sample_context
-from mailer.models import TemplateOverride
-from mailer.render import (
+from mailer.content.kinds import KINDS, sample_context
+from mailer.content.render import (
     PARTS,
     SAVE_BUDGET,
     Renderer,
@@ -34,6 +32,8 @@ from mailer.render import (
     error_line,
     metered,
 )
+from mailer.errors import TemplateError
+from mailer.models import TemplateOverride
 
 MAX_SOURCE_BYTES = 64 * 1024
 # Jinja's `attr` filter reads an attribute by name, like a dot does.
@@ -148,7 +148,7 @@ def _check_render(
     renderer: Renderer, kind: str, part: str, source: str, context: dict[str, object]
 ) -> None:
     """Render the email with the override once, in the sandbox, against the sample context;
-    an HTML override must write only what an email may hold (mailer/safe_html.py)."""
+    an HTML override must write only what an email may hold (mailer/content/safe_html.py)."""
     try:
         with collect_unsafe() as unsafe:
             renderer.render(kind, dict(context), overrides={part: source}, budget=SAVE_BUDGET)
@@ -246,7 +246,8 @@ def list_overrides(session: Session, *, tenant_id: int) -> list[TemplateOverride
 
 
 def stored_overrides(engine: Engine) -> Callable[[int, str], Mapping[str, str]]:
-    """``overrides(tenant_id, kind)`` read from the database, for :class:`~mailer.outbox.Outbox`."""
+    """``overrides(tenant_id, kind)`` read from the database, for
+    :class:`~mailer.outbound.outbox.Outbox`."""
 
     def overrides(tenant_id: int, kind: str) -> Mapping[str, str]:
         with Session(engine) as session:

@@ -28,12 +28,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from mailer.address import parse_addr_spec
-from mailer.assemble import Assembler, Sender, Signer
 from mailer.clock import Clock
 from mailer.config import DeliveryConfig
 from mailer.db import session_scope
-from mailer.delivery import Decision, decide
-from mailer.envelopes import send_each
 from mailer.errors import (
     DeliveryError,
     MailerError,
@@ -42,7 +39,6 @@ from mailer.errors import (
     TemplateError,
     TransientDeliveryError,
 )
-from mailer.identity import SenderIdentity
 from mailer.models import (
     OPEN_MESSAGE_STATES,
     DeliveryAttempt,
@@ -51,9 +47,13 @@ from mailer.models import (
     MessageStatus,
     RecipientStatus,
 )
+from mailer.outbound.assemble import Assembler, Sender, Signer
+from mailer.outbound.delivery import Decision, decide
+from mailer.outbound.envelopes import send_each
+from mailer.outbound.identity import SenderIdentity
+from mailer.outbound.ratelimit import Throttle, enhanced_status, should_back_off
 from mailer.outbound.transport import SendResult, Transport
-from mailer.ratelimit import Throttle, enhanced_status, should_back_off
-from mailer.webhooks import Webhooks
+from mailer.outbound.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,8 @@ class Outbox:
         # customer's send window: queued before a downtime, retried after 18:00, ... It waits,
         # unclaimed and unattempted, for the window's opening.
         self.window: WindowCheck | None = None
-        # message.sent / failed / skipped webhooks, queued with the result (mailer/webhooks.py)
+        # message.sent / failed / skipped webhooks, queued with the result
+        # (mailer/outbound/webhooks.py)
         self.webhooks: Webhooks | None = None
         self.skipped = 0  # by pre-flight, over this outbox's life
         self._clock = clock
@@ -543,7 +544,7 @@ class Outbox:
             attempt.pdf_sha256 = built.pdf_sha256
             attempt.pdf_note = built.pdf_note
             # One transaction per recipient, each with its own VERP return path: a bounce
-            # then proves whom it is about (mailer/envelopes.py, mailer/verp.py).
+            # then proves whom it is about (mailer/outbound/envelopes.py, mailer/outbound/verp.py).
             envelopes = [
                 (r, profile.identity.return_path(claimed.uid, r)) for r in claimed.recipients
             ]
@@ -569,7 +570,7 @@ class Outbox:
                 attempt.result = await send_each(profile.transport, built.data, envelopes=envelopes)
             self._note_backoff(attempt.result, started)
         except PDFPending as exc:
-            # Its PDF renders off the pass (mailer/pdfstore.py): not an attempt, just later,
+            # Its PDF renders off the pass (mailer/content/pdfstore.py): not an attempt, just later,
             # so a slow document never holds up this pass and every other tenant's mail.
             attempt.throttled_until = started + timedelta(seconds=exc.retry_after)
         except DeliveryError as exc:

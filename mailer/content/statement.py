@@ -1,4 +1,4 @@
-"""PURE: a customer's statement (``mailer.kinds.StatementData``) from its transactions.
+"""PURE: a customer's statement (``mailer.content.kinds.StatementData``) from its transactions.
 
 Two styles, as AR teams use them:
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from mailer.localtime import days_between
+from mailer.ledger.localtime import days_between
 
 StatementStyle = Literal["open_item", "balance_forward"]
 TransactionType = Literal["invoice", "payment", "credit_note", "refund", "adjustment"]

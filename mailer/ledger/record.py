@@ -2,7 +2,7 @@
 
 Only the shape and the spelling of each field are checked here (``extra="forbid"``, strict
 strings, exact decimals); what the values mean together (minor units, zones, totals) is
-``mailer.documents``'s job. A field validator raises ``ValueError`` and its message is what
+``mailer.ledger.documents``'s job. A field validator raises ``ValueError`` and its message is what
 the import report shows at that field's position.
 """
 
@@ -27,6 +27,7 @@ from pydantic import (
 
 from mailer.address import parse_addr_spec
 from mailer.dunning_config import parse_statement_schedule
+from mailer.ledger.money import parse_currency, parse_decimal
 from mailer.models import (
     ContactRole,
     EstimateStatus,
@@ -35,7 +36,6 @@ from mailer.models import (
     SubscriptionInterval,
     SubscriptionStatus,
 )
-from mailer.money import parse_currency, parse_decimal
 
 _DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})

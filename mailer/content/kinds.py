@@ -1,7 +1,8 @@
 """PURE: the one registry of email kinds: what each is for, what it attaches, what it may show.
 
 A kind's name is also its template folder (``templates/email/<kind>/``). The context each kind
-renders with is a JSON-safe snapshot taken when the email is enqueued (see ``mailer/context.py``)
+renders with is a JSON-safe snapshot taken when the email is enqueued (see
+``mailer/content/context.py``)
 and is typed below as one ``TypedDict`` per document, so the shapes live in one place:
 
 * every kind: ``locale``, ``tenant`` (:class:`TenantData`), ``customer`` (:class:`CustomerData`),
@@ -24,7 +25,7 @@ and is typed below as one ``TypedDict`` per document, so the shapes live in one 
 
 Money is integer minor units plus an ISO 4217 ``currency``; times are ISO 8601 strings of UTC
 instants (a date imported without a time is midnight in ``time_zone``), printed and counted in
-days only through ``mailer.localtime``.
+days only through ``mailer.ledger.localtime``.
 ``KindSpec.variables`` is derived from these types, so the check of a tenant's template override
 ("may it use ``payment``?") cannot drift from what the engine actually passes.
 """
@@ -82,7 +83,8 @@ def reminder_for(*, overdue: bool) -> Kind:
 
 
 # A PDF document: a template in ``templates/pdf/`` reading one key of its kind's context
-# (``mailer.pdf_html.DOCUMENTS``): a refund's receipt reads ``refund``, a payment's ``payment``.
+# (``mailer.content.pdf_html.DOCUMENTS``): a refund's receipt reads ``refund``, a payment's
+# ``payment``.
 Pdf = Literal["invoice", "credit_note", "receipt", "refund", "statement", "estimate"]
 Button = Literal["view", "pay", "update_payment", "manage", "download"]
 
@@ -280,7 +282,7 @@ class BaseEmail(TypedDict):
     time_zone: NotRequired[str]  # IANA name; absent in contexts queued before it (UTC)
     fallback_locale: NotRequired[str]
     # True on the copy a customer's request for a fresh link queues: whatever the kind, it
-    # renders as the neutral "here is your new link" email (mailer/render.py), never as a
+    # renders as the neutral "here is your new link" email (mailer/content/render.py), never as a
     # reminder (the invoice may be on hold, disputed or paid since).
     fresh_link: NotRequired[bool]
 

@@ -14,7 +14,7 @@ from urllib import request
 
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
-from mailer.pdf_html import PDFError
+from mailer.content.pdf_html import PDFError
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from mailer.address import make_address
-from mailer.attachment import PDFTarget, plan_pdf, with_download_notice
-from mailer.compose import Attachment, Draft, Envelope, build_message, to_bytes
-from mailer.kinds import KINDS
-from mailer.links import DownloadLinks, LinkMinter
-from mailer.pdf_html import PDFError
-from mailer.render import Renderer
+from mailer.content.attachment import PDFTarget, plan_pdf, with_download_notice
+from mailer.content.kinds import KINDS
+from mailer.content.pdf_html import PDFError
+from mailer.content.render import Renderer
+from mailer.outbound.compose import Attachment, Draft, Envelope, build_message, to_bytes
+from mailer.outbound.links import DownloadLinks, LinkMinter
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ class PDFFile(Protocol):
 
 
 class PDFSource(Protocol):
-    """Where the PDF of a document version comes from (:class:`mailer.pdfstore.PDFStore`)."""
+    """Where the PDF of a document version comes from
+    (:class:`mailer.content.pdfstore.PDFStore`)."""
 
     async def fetch_pdf(
         self,
@@ -57,7 +58,7 @@ class PDFSource(Protocol):
 
 
 class Snapshot(Protocol):
-    """What is stored of a message and needed to build it (``mailer.outbox.Claimed``)."""
+    """What is stored of a message and needed to build it (``mailer.outbound.outbox.Claimed``)."""
 
     @property
     def uid(self) -> str: ...
@@ -138,7 +139,8 @@ class Assembler:
         an email carries instead when the PDF would exceed the endpoint's size limit.
 
         ``overrides(tenant_id, kind)`` gives the tenant's own templates (part -> source,
-        :func:`mailer.overrides.stored_overrides`); it is asked once per tenant and kind until
+        :func:`mailer.content.overrides.stored_overrides`); it is asked once per tenant and kind
+        until
         :meth:`forget_overrides`, in a worker thread.
 
         ``links`` signs the kind's buttons (View, Pay, ...) into the email; ``link_purposes``

@@ -1,6 +1,6 @@
 """PURE: VERP bounce addresses whose token names one message and one recipient, with an HMAC.
 
-Each recipient gets its own envelope (mailer/envelopes.py), so the envelope sender
+Each recipient gets its own envelope (mailer/outbound/envelopes.py), so the envelope sender
 ``bounces+<uid>-<mac>@<bounce domain>`` belongs to one (message, recipient) pair: the MAC covers
 both, though only the uid is written in the address (the recipient's address stays out of the
 return path). A returned message lands on an address that proves which email it came from *and*

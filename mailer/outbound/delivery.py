@@ -13,8 +13,8 @@ from datetime import datetime
 from mailer.config import DeliveryConfig
 from mailer.errors import DeliveryError, PermanentDeliveryError
 from mailer.models import AttemptOutcome, MessageStatus, RecipientStatus
+from mailer.outbound.retry import is_expired, retry_after
 from mailer.outbound.transport import SendResult
-from mailer.retry import is_expired, retry_after
 
 
 @dataclass(frozen=True)

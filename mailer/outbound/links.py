@@ -162,7 +162,7 @@ class DownloadLinks:
         return f"{self.base_url}{token}"
 
 
-# The purposes a link can have; each kind's buttons (mailer.kinds) are among them.
+# The purposes a link can have; each kind's buttons (mailer.content.kinds) are among them.
 PURPOSES = ("view", "pay", "update_payment", "manage", "download")
 
 

@@ -67,7 +67,8 @@ MAX_RETRY_AFTER = timedelta(hours=6)
 GIVE_UP_AFTER = timedelta(days=3)
 TIMEOUT_SECONDS = 10.0
 # A claimed row is pushed this far into the future before it is sent: a worker that dies
-# mid-request leaves the row to be retried once this runs out (the lease of mailer/outbox.py).
+# mid-request leaves the row to be retried once this runs out (the lease of
+# mailer/outbound/outbox.py).
 LEASE = timedelta(minutes=2)
 SIGNATURE_TOLERANCE = timedelta(minutes=5)
 

@@ -4,9 +4,10 @@ A PDF is rendered from one immutable document version (the JSON-safe context sna
 message): template -> HTML -> WeasyPrint -> bytes, whose SHA-256 the message stores, so the email,
 its attachment and the hosted view show the same bytes. This module holds WeasyPrint's
 per-process state, the render itself and the worker pool; the steps it puts together live beside
-it: :mod:`mailer.pdf_html` (context -> HTML, pure), :mod:`mailer.pdf_fetch` (WeasyPrint fetches
+it: :mod:`mailer.content.pdf_html` (context -> HTML, pure), :mod:`mailer.content.pdf_fetch`
+(WeasyPrint fetches
 nothing it was not handed: the assets registered for one render, the tenant's logo and our fonts)
-and :mod:`mailer.pdf_fonts` (Dunmail Sans).
+and :mod:`mailer.content.pdf_fonts` (Dunmail Sans).
 
 Speed. Without Debian's libharfbuzz-subset0, WeasyPrint 70 subsets every embedded font with
 fontTools, and fontTools (4.68 here) decompiles a font's whole GSUB/GPOS tables first, to drop them:
@@ -42,10 +43,10 @@ from weasyprint import CSS, HTML
 from weasyprint import __version__ as weasyprint_version
 from weasyprint.text.fonts import FontConfiguration
 
-from mailer.pdf_fetch import ASSET_SCHEME, checked_asset, safe_fetcher
-from mailer.pdf_fonts import build_fonts, font_face
-from mailer.pdf_html import DOCUMENTS, PDF_TEMPLATES, PDFError, environment, render_html
-from mailer.pdf_samples import sample_pdf_context
+from mailer.content.pdf_fetch import ASSET_SCHEME, checked_asset, safe_fetcher
+from mailer.content.pdf_fonts import build_fonts, font_face
+from mailer.content.pdf_html import DOCUMENTS, PDF_TEMPLATES, PDFError, environment, render_html
+from mailer.content.pdf_samples import sample_pdf_context
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,8 @@
 Templates run in Jinja2's ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: a
 tenant-edited template cannot reach Python internals nor change its data, and a misspelt
 variable is an error at render time instead of a silently empty invoice number. HTML is
-autoescaped; its text goes through gettext (``mailer/i18n.py``) in the language chosen for the
+autoescaped; its text goes through gettext (``mailer/content/i18n.py``) in the language chosen for
+the
 customer, and money and dates through Babel in that same locale.
 
 Mail clients disagree about CSS: Gmail and Outlook drop or ignore much of a ``<style>`` block,
@@ -12,7 +13,7 @@ block stays in place for the clients that honour it, which is where the mobile m
 lives. Layout is tables, and the only remote resource an email may load is the tenant's logo.
 The text part has its own template; a kind without one gets text converted from its HTML.
 
-Tenant overrides (``mailer/overrides.py``) are whole templates, written exactly like the
+Tenant overrides (``mailer/content/overrides.py``) are whole templates, written exactly like the
 built-in ones that ``dunmail template show`` prints: an HTML override starts with
 ``{% extends "_layout.html" %}`` and fills ``{% block content %}``, so it keeps the tenant's
 branded layout, and it may ``{% include %}`` the shared partials. ``render(..., overrides=)``
@@ -55,14 +56,14 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup, escape
 
-from mailer.compose import Rendered
+from mailer.content.i18n import choose_language
+from mailer.content.safe_html import BANNED_PROPERTIES, clean_html, find_unsafe, loads_resource
 from mailer.errors import TemplateError
-from mailer.i18n import choose_language
-from mailer.localtime import local_date
-from mailer.money import from_minor
-from mailer.safe_html import BANNED_PROPERTIES, clean_html, find_unsafe, loads_resource
+from mailer.ledger.localtime import local_date
+from mailer.ledger.money import from_minor
+from mailer.outbound.compose import Rendered
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 DEFAULT_BRAND = "#1f6feb"
 # The parts of an email a template renders: part name -> (file in the kind's folder, is HTML).
 PARTS: Mapping[str, tuple[str, bool]] = {
@@ -202,7 +203,7 @@ def _direction(locale: str) -> str:
 _SELECTOR = re.compile(r"[\w\s.#,>+~*:()\[\]=\"'^$|-]+")
 _PROPERTY = re.compile(r"-?[a-z][a-z0-9-]*")
 # Anything that loads a resource or runs code: an email may fetch nothing but the logo (the
-# same rule as for the HTML of a tenant's override, mailer/safe_html.py).
+# same rule as for the HTML of a tenant's override, mailer/content/safe_html.py).
 _loads_something = loads_resource
 _BANNED_PROPERTIES = BANNED_PROPERTIES
 
@@ -683,7 +684,7 @@ class _Compiled:
 
     def override(self, env: _Environment, source: str) -> jinja2.Template:
         """A tenant's template compiled in ``env``, cached by its source's hash; an HTML one
-        writes only what mailer/safe_html.py allows (:func:`_confine`)."""
+        writes only what mailer/content/safe_html.py allows (:func:`_confine`)."""
         key = (env is self.html, hashlib.sha256(source.encode()).hexdigest())
         found = self._overrides.get(key)
         if found is None:
@@ -702,7 +703,7 @@ _UNSAFE: ContextVar[list[str] | None] = ContextVar("dunmail_unsafe_html", defaul
 
 @contextmanager
 def collect_unsafe() -> Iterator[list[str]]:
-    """Collect what the HTML overrides rendered inside refuse (mailer/safe_html.py), for the
+    """Collect what the HTML overrides rendered inside refuse (mailer/content/safe_html.py), for the
     check when an override is saved: it names the problem instead of quietly removing it."""
     found: list[str] = []
     token = _UNSAFE.set(found)
@@ -713,7 +714,7 @@ def collect_unsafe() -> Iterator[list[str]]:
 
 
 def _confine(template: jinja2.Template, tree: nodes.Template) -> None:
-    """Make a tenant's HTML template write only what mailer/safe_html.py allows.
+    """Make a tenant's HTML template write only what mailer/content/safe_html.py allows.
 
     An override that starts with ``{% extends %}`` (as the README asks) writes only its
     blocks, and the layout around them is ours: each of its blocks is cleaned. Any other

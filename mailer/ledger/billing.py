@@ -1,6 +1,7 @@
 """SERVICE: the import sections a billing system sends: refunds, failed autopays, subscriptions.
 
-Each record is upserted like the ledger's own sections (``mailer.ledger`` runs them, each in its
+Each record is upserted like the ledger's own sections (``mailer.ledger.imports`` runs them, each
+in its
 SAVEPOINT, after the payments and invoices they refer to) and records the events it calls for:
 a refund notice and a failed-autopay notice at once; for a subscription, a confirmation when
 first seen active, a notice when it becomes cancelled, and a "billed soon" reminder ahead of
@@ -15,18 +16,19 @@ from typing import Any, Literal, Protocol, TypeVar
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col
 
-from mailer.documents import ParsedAutopayFailure, ParsedRefund, ParsedSubscription
-from mailer.errors import DocumentError
-from mailer.event_context import (
+from mailer.content.event_context import (
     autopay_context,
     billed_soon_context,
     billed_soon_due,
     refund_context,
     subscription_context,
 )
-from mailer.eventlog import EventLog, EventSpec, assign
-from mailer.kinds import Kind
-from mailer.localtime import customer_zone, local_date
+from mailer.content.kinds import Kind
+from mailer.errors import DocumentError
+from mailer.ledger.documents import ParsedAutopayFailure, ParsedRefund, ParsedSubscription
+from mailer.ledger.eventlog import EventLog, EventSpec, assign
+from mailer.ledger.localtime import customer_zone, local_date
+from mailer.ledger.money import from_minor
 from mailer.models import (
     AutopayFailure,
     Customer,
@@ -38,17 +40,17 @@ from mailer.models import (
     Subscription,
     SubscriptionStatus,
 )
-from mailer.money import from_minor
 
-Outcome = Literal["created", "updated", "unchanged"]  # as in mailer.ledger
-# The tables the import's sections look up by external id (also ``mailer.agreements``'s).
+Outcome = Literal["created", "updated", "unchanged"]  # as in mailer.ledger.imports
+# The tables the import's sections look up by external id (also ``mailer.ledger.agreements``'s).
 _Row = TypeVar(
     "_Row", Customer, Invoice, Payment, Refund, AutopayFailure, Subscription, Estimate, PaymentPlan
 )
 
 
 class LedgerScope(Protocol):
-    """What the billing sections need of the running import (``mailer.ledger._Importer``)."""
+    """What the billing sections need of the running import
+    (``mailer.ledger.imports._Importer``)."""
 
     session: Session
     tenant_id: int

@@ -9,9 +9,9 @@ from functools import lru_cache
 from tld import get_fld
 
 from mailer.address import make_address
-from mailer.compose import Envelope
 from mailer.config import DeliveryMode, DKIMConfig, RelayConfig, TenantConfig
-from mailer.verp import issue_verp
+from mailer.outbound.compose import Envelope
+from mailer.outbound.verp import issue_verp
 
 
 @dataclass(frozen=True)

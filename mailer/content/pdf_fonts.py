@@ -16,7 +16,7 @@ from pathlib import Path
 from fontTools import subset as ft_subset  # type: ignore[import-untyped]
 from fontTools.ttLib import TTFont, TTLibError  # type: ignore[import-untyped]
 
-from mailer.pdf_fetch import ASSET_SCHEME
+from mailer.content.pdf_fetch import ASSET_SCHEME
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """PURE: the ERP import document: record-by-record validation into minor units and aware UTC.
 
-The wire format (field types, the pydantic ``*Record`` models) is in ``mailer.record`` and the
-money rules in ``mailer.money``; this module turns valid records into ``Parsed*`` values and
+The wire format (field types, the pydantic ``*Record`` models) is in ``mailer.ledger.record`` and
+the
+money rules in ``mailer.ledger.money``; this module turns valid records into ``Parsed*`` values and
 reports every invalid one at its position, without letting it stop the others.
 """
 
@@ -20,16 +21,8 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ValidationError
 
 from mailer.errors import DocumentError
-from mailer.models import (
-    ContactRole,
-    EstimateStatus,
-    InvoiceStatus,
-    PaymentPlanStatus,
-    SubscriptionInterval,
-    SubscriptionStatus,
-)
-from mailer.money import from_minor, round_minor, to_minor
-from mailer.record import (
+from mailer.ledger.money import from_minor, round_minor, to_minor
+from mailer.ledger.record import (
     AutopayFailureRecord,
     CreditNoteRecord,
     CustomerRecord,
@@ -41,6 +34,14 @@ from mailer.record import (
     Record,
     RefundRecord,
     SubscriptionRecord,
+)
+from mailer.models import (
+    ContactRole,
+    EstimateStatus,
+    InvoiceStatus,
+    PaymentPlanStatus,
+    SubscriptionInterval,
+    SubscriptionStatus,
 )
 
 # The document's sections, in import order: each may refer only to those before it.
@@ -819,7 +820,7 @@ def _payment_plan(
     """Installments positive and in date order, approval due by the first one, no invoice twice.
 
     Whether the invoices exist and are the customer's, in the plan's currency, is the ledger's
-    to say (``mailer.agreements``): they may be in the ledger rather than in this document.
+    to say (``mailer.ledger.agreements``): they may be in the ledger rather than in this document.
     """
     errors: list[DocumentError] = []
     zone = zone_of(rec.customer)

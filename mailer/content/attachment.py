@@ -1,6 +1,7 @@
 """PURE: which PDF an email carries, and the notice that replaces a PDF too large to attach.
 
-Kept apart from ``mailer/pdf.py`` so the outbox decides about PDFs without importing WeasyPrint.
+Kept apart from ``mailer/content/pdf.py`` so the outbox decides about PDFs without importing
+WeasyPrint.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mailer.compose import Rendered
-from mailer.kinds import KINDS
+from mailer.content.kinds import KINDS
+from mailer.outbound.compose import Rendered
 
-# The context key holding each PDF document's data: the same table as mailer.pdf_html.DOCUMENTS,
+# The context key holding each PDF document's data: the same table as
+# mailer.content.pdf_html.DOCUMENTS,
 # repeated so this module need not import the PDF renderer (a test checks that the two agree).
 PDF_CONTEXT_KEYS = {
     "invoice": "invoice",

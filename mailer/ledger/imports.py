@@ -14,9 +14,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from mailer.address import parse_addr_spec
-from mailer.agreements import AgreementImport
-from mailer.billing import BillingImport
-from mailer.documents import (
+from mailer.content.event_context import credit_note_context, payment_context
+from mailer.content.kinds import Kind
+from mailer.errors import DocumentError, NotFoundError
+from mailer.ledger.agreements import AgreementImport
+from mailer.ledger.billing import BillingImport
+from mailer.ledger.documents import (
     MAX_LINES,
     SECTIONS,
     ParsedAutopayFailure,
@@ -31,12 +34,10 @@ from mailer.documents import (
     ParsedSubscription,
     parse_document,
 )
-from mailer.errors import DocumentError, NotFoundError
-from mailer.event_context import credit_note_context, payment_context
-from mailer.eventlog import EventLog, EventSpec, assign
-from mailer.grace import grace_ends
-from mailer.holds import touch_customer_invoices
-from mailer.kinds import Kind
+from mailer.ledger.eventlog import EventLog, EventSpec, assign
+from mailer.ledger.grace import grace_ends
+from mailer.ledger.holds import touch_customer_invoices
+from mailer.ledger.money import from_minor
 from mailer.models import (
     AutopayFailure,
     Contact,
@@ -53,9 +54,8 @@ from mailer.models import (
     Subscription,
     Tenant,
 )
-from mailer.money import from_minor
-from mailer.suppression import active as active_suppressions
-from mailer.suppression import normal
+from mailer.outbound.suppression import active as active_suppressions
+from mailer.outbound.suppression import normal
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def import_document(
     Each runs in its own SAVEPOINT, with the events it records, so a record refused by the
     ledger or by the database is reported and rolled back alone. The caller owns the
     transaction: nothing is committed here, except where ``commits`` (the CLI's batched import,
-    mailer/importlock.py) is given the chance between records and after each ledger lookup of
+    mailer/ledger/importlock.py) is given the chance between records and after each ledger lookup of
     the parse, so a long import never holds SQLite's one write lock for long.
 
     Events (``mailer.models.Event``) are the emails a record calls for, keyed by occasion so a
@@ -203,7 +203,8 @@ def import_document(
     note, a sent estimate and a proposed payment plan wait ``grace`` after their last edit, like
     a new invoice; a subscription's "billed soon" notice is due ``billed_soon_days`` before the
     bill (the tenant's ``[dunning]`` settings). An active payment plan holds the dunning of the
-    invoices it covers (``mailer.agreements``). A payment, refund, failed autopay, credit note
+    invoices it covers (``mailer.ledger.agreements``). A payment, refund, failed autopay, credit
+    note
     or subscription change that happened more than ``notice_max_age`` before ``now`` is
     recorded but not emailed (importing an ERP's history sends nobody a receipt).
 

@@ -5,7 +5,8 @@ The ledger stores every time as an aware UTC instant; a date imported without a 
 counted as a UTC date, that midnight is 30 March in Paris and Auckland (east of UTC), and a
 late evening in Pago Pago is already tomorrow in UTC. So every date an email, PDF or hosted
 page shows, and every "days overdue" or "renews in N days", goes through :func:`local_date`
-with the zone the render context carries (``time_zone``, see ``mailer.context.party_context``).
+with the zone the render context carries (``time_zone``, see
+``mailer.content.context.party_context``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The content room: which email, and its words, parts and PDF."""

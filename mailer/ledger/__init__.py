@@ -1,0 +1,1 @@
+"""The ledger room: what the ERP imports and what the ledger remembers about it."""
