@@ -26,8 +26,9 @@ from bounce.smtp_limits import (
     check_file_limit,
     install_log_throttle,
 )
-from mailer.config import InboundConfig, RelayConfig, TenantConfig
+from mailer.config import InboundConfig, RelayConfig
 from mailer.outbound.identity import bounce_domain
+from mailer.tenant_config import TenantConfig
 
 log = logging.getLogger(__name__)
 

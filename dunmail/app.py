@@ -19,7 +19,7 @@ from dunmail.desk_services import DeskServices
 from dunmail.inbox_services import InboxServices
 from dunmail.send_services import SendServices
 from mailer.clock import Clock
-from mailer.config import DeliveryMode, DKIMConfig, SMTPEndpoint, TenantConfig
+from mailer.config import DeliveryMode, DKIMConfig, SMTPEndpoint
 from mailer.content.context import invoice_context, party_context
 from mailer.content.kinds import INVOICE_EMAILS, Kind
 from mailer.content.overrides import stored_overrides
@@ -60,6 +60,7 @@ from mailer.outbound.smtp import SMTPTransport
 from mailer.outbound.transport import Transport
 from mailer.outbound.verp import derive_key
 from mailer.outbound.webhooks import Webhooks
+from mailer.tenant_config import TenantConfig
 from mailer.tenants import Tenants
 from scheduler.cadence import Action, Rules, manual_send
 from scheduler.calendar import SendCalendar

@@ -21,11 +21,11 @@ from mailer.config import (
     InboundConfig,
     PDFConfig,
     RelayConfig,
-    TenantConfig,
     WebConfig,
     check_slug,
 )
 from mailer.errors import ConfigError
+from mailer.tenant_config import TenantConfig
 
 DEFAULT_PATH = Path("config.toml")
 DEV_SECRET = "dev-only-secret-change-me"

@@ -32,7 +32,6 @@ from bounce.threads import (
 from dunmail.config import Config
 from mailer.address import parse_addr_spec
 from mailer.clock import Clock
-from mailer.config import TenantConfig
 from mailer.content.kinds import reminder_for
 from mailer.db import session_scope
 from mailer.errors import ConfigError, MailerError
@@ -55,6 +54,7 @@ from mailer.outbound.outbox import EnqueueRequest, Outbox
 from mailer.outbound.suppression import SoftBouncePolicy, SuppressionKind, suppress, unblock
 from mailer.outbound.suppression import is_active as is_suppressed
 from mailer.outbound.webhooks import Webhooks
+from mailer.tenant_config import TenantConfig
 
 if TYPE_CHECKING:  # WeasyPrint is imported only when PDFs are switched on
     pass

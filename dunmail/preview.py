@@ -18,13 +18,13 @@ from typing import Any
 from sqlmodel import Session
 
 from dunmail.app import Services
-from mailer.config import TenantConfig
 from mailer.content.i18n import fallback_note
 from mailer.content.kinds import INVOICE_EMAILS, KINDS, sample_context
 from mailer.content.render import normalise_locale
 from mailer.errors import MailerError
 from mailer.outbound.assemble import Assembler, PDFFile
 from mailer.outbound.outbox import Claimed
+from mailer.tenant_config import TenantConfig
 
 # The kinds a preview can build from an invoice in the ledger; any kind works with a sample.
 SAMPLE_RECIPIENT = "customer@example.com"

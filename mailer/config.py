@@ -1,16 +1,18 @@
-"""Typed, frozen settings of the mailer layer: database, relay, tenants' SMTP and DKIM, delivery."""
+"""Typed, frozen settings of the mailer layer: database, relay, SMTP, IMAP and DKIM, delivery.
+
+The servers and the engine's own settings; what one tenant configures (its branding, kinds of
+email, payments, webhooks) is ``mailer/tenant_config.py``, which points at these.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -21,8 +23,6 @@ from pydantic import (
     model_validator,
 )
 
-from mailer.content.kinds import KINDS
-from mailer.dunning_config import DunningConfig
 from mailer.errors import ConfigError
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -37,8 +37,6 @@ def _host_name(value: str) -> str:
 
 # A server to connect to or listen on: a DNS name or a bracketed address literal.
 HostName = Annotated[str, AfterValidator(_host_name)]
-_HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}")
-_NOT_IN_URL = re.compile(r"[\s\x00-\x1f\x7f\"'<>\\]")
 
 
 class _Frozen(BaseModel):
@@ -154,77 +152,8 @@ class RelayConfig(SMTPEndpoint):
         return f"{self.sender_local_part}@{self.domain}"
 
 
-class BrandingConfig(_Frozen):
-    """How a tenant's emails look: logo, colour, postal address and legal footer."""
-
-    logo_url: str | None = None  # http(s) URL; the only remote resource an email may load
-    brand_color: str | None = None  # "#0b5cad" or "#08c"
-    address: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list)
-    footer: Annotated[str, Field(max_length=1000)] | None = None  # company number, VAT id
-
-    @field_validator("logo_url")
-    @classmethod
-    def _web_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if _NOT_IN_URL.search(value) or parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"logo_url must be an http(s) URL, not {value[:80]!r}")
-        return value
-
-    @field_validator("brand_color")
-    @classmethod
-    def _hex_color(cls, value: str | None) -> str | None:
-        if value is not None and not _HEX_COLOR.fullmatch(value):
-            raise ValueError(f"brand_color must be a hex colour such as '#0b5cad', not {value!r}")
-        return value
-
-    @field_validator("address")
-    @classmethod
-    def _one_line_each(cls, value: list[str]) -> list[str]:
-        if any("\n" in line or "\r" in line for line in value):
-            raise ValueError("address takes one list item per line, without line breaks")
-        return value
-
-    def as_context(self) -> dict[str, Any]:
-        """The ``tenant`` keys of the render context (``mailer.content.kinds.TenantData``)."""
-        return {
-            "logo_url": self.logo_url,
-            "brand_color": self.brand_color,
-            "address": list(self.address),
-            "footer": self.footer,
-        }
-
-
-class EmailKindConfig(_Frozen):
-    """Whether a tenant sends one kind of email, and with its PDF attached."""
-
-    enabled: bool
-    attach_pdf: bool
-
-
-def _kind_settings(value: object) -> object:
-    """Every kind's settings: the tenant's table over the defaults from ``mailer.content.kinds``."""
-    if not isinstance(value, Mapping):
-        return value  # pydantic reports the wrong type
-    unknown = sorted(str(name) for name in value if name not in KINDS)
-    if unknown:
-        raise ValueError(
-            f"unknown email kind {unknown[0]!r}; known kinds: {', '.join(sorted(KINDS))}"
-        )
-    merged: dict[str, object] = {}
-    for name, spec in KINDS.items():
-        given = value.get(name, {})
-        if not isinstance(given, Mapping):
-            merged[name] = given
-            continue
-        if given.get("attach_pdf") and spec.pdf is None:
-            raise ValueError(f"{name}.attach_pdf: a {name} email has no PDF to attach")
-        merged[name] = {"enabled": spec.default_on, "attach_pdf": spec.pdf is not None, **given}
-    return merged
-
-
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: the one place a secret may travel without TLS."""
     return host in {"localhost", "[::1]", "::1"} or host.startswith("127.")
 
 
@@ -265,7 +194,7 @@ class IMAPConfig(_Frozen):
         # (RFC 9051 s11.1 requires TLS for it); only loopback or an explicit opt-in may do so.
         if (
             self.tls is TLSMode.NONE
-            and not _is_loopback(self.host)
+            and not is_loopback(self.host)
             and not self.allow_plaintext_auth
         ):
             raise ValueError(
@@ -284,114 +213,6 @@ class IMAPConfig(_Frozen):
     def password(self) -> str | None:
         """Read the password from the environment at the moment it is needed."""
         return _read_env(self.password_env, "imap.password_env")
-
-
-class PaymentsConfig(_Frozen):
-    """Where the tenant's payment provider takes the customer. ``{number}``, ``{document}`` and
-    ``{customer}`` are filled in (URL-encoded); each must be an https URL (http on loopback)."""
-
-    pay_url: str | None = None  # "https://pay.acme.example/invoice/{number}"
-    update_payment_url: str | None = None  # "https://pay.acme.example/customer/{customer}/card"
-    manage_url: str | None = None  # subscriptions: "https://billing.acme.example/{customer}"
-
-    @field_validator("pay_url", "update_payment_url", "manage_url")
-    @classmethod
-    def _web_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        loopback = parts.hostname is not None and _is_loopback(parts.hostname)
-        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-            raise ValueError(f"must be an https URL, not {value!r}")
-        if not parts.hostname or "@" in parts.netloc:
-            raise ValueError(f"must name a host and no credentials: {value!r}")
-        for field_name in re.findall(r"{([^{}]*)}", value):
-            if field_name not in ("number", "document", "customer"):
-                raise ValueError(f"unknown placeholder {{{field_name}}} in {value!r}")
-        return value
-
-
-class WebhookConfig(_Frozen):
-    """One endpoint that receives the tenant's events, signed with the secret in ``secret_env``."""
-
-    url: str
-    secret_env: str  # env var holding the signing secret, never the value
-    events: list[str] = Field(default_factory=lambda: ["*"])  # "*" or event names
-
-    @field_validator("url")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        parts = urlsplit(value)
-        loopback = parts.hostname is not None and _is_loopback(parts.hostname)
-        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-            raise ValueError(f"a webhook endpoint must be https (http only on loopback): {value!r}")
-        return value
-
-
-class BounceConfig(_Frozen):
-    """How soft bounces suppress: ``soft_limit`` of them within ``soft_window_days`` block the
-    address for ``soft_suppress_days`` (hard bounces and complaints block until unblocked)."""
-
-    soft_limit: Annotated[int, Field(ge=1, le=100)] = 3
-    soft_window_days: Annotated[int, Field(ge=1, le=365)] = 7
-    soft_suppress_days: Annotated[int, Field(ge=1, le=3650)] = 14
-
-
-class TenantConfig(_Frozen):
-    """A business that sends its invoices through dunmail."""
-
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    email: str  # the tenant's own address: From in smtp mode, Reply-To in relay mode
-    delivery: DeliveryMode = DeliveryMode.RELAY
-    smtp: SMTPEndpoint | None = None
-    dkim: list[DKIMConfig] = Field(default_factory=list)
-    bounce_domain: str | None = None  # VERP domain; the relay's domain when unset
-    reply_to: str | None = None  # an AR inbox address; ``email`` when unset
-    time_zone: str = "UTC"
-    locale: str = "en"
-    rate_per_minute: Annotated[int, Field(ge=1)] = 6000
-    branding: BrandingConfig = Field(default_factory=BrandingConfig)
-    # One entry per kind in mailer.content.kinds.KINDS, defaults filled in:
-    # [tenants.<slug>.emails.<kind>]
-    emails: dict[str, EmailKindConfig] = Field(default_factory=dict, validate_default=True)
-    dunning: DunningConfig = Field(default_factory=DunningConfig)
-    imap: IMAPConfig | None = None  # the tenant's own mailbox, polled for returned mail
-    bounces: BounceConfig = Field(default_factory=lambda: BounceConfig())
-    payments: PaymentsConfig = Field(default_factory=lambda: PaymentsConfig())
-    webhooks: list[WebhookConfig] = Field(default_factory=list)
-
-    @field_validator("emails", mode="before")
-    @classmethod
-    def _known_kinds(cls, value: object) -> object:
-        return _kind_settings(value)
-
-    def sends(self, kind: str) -> bool:
-        """Whether this tenant sends ``kind`` emails at all."""
-        return self.emails[kind].enabled
-
-    def attaches_pdf(self, kind: str) -> bool:
-        """Whether ``kind`` emails carry their PDF (never for a kind that has none)."""
-        return self.emails[kind].attach_pdf
-
-    @field_validator("dkim", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: object) -> object:
-        return [value] if isinstance(value, dict) else value
-
-    @field_validator("time_zone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
-
-    @model_validator(mode="after")
-    def _smtp_mode_needs_a_server(self) -> TenantConfig:
-        if self.delivery is DeliveryMode.SMTP and self.smtp is None:
-            raise ValueError("delivery = 'smtp' needs a [tenants.<slug>.smtp] table")
-        return self
 
 
 class DeliveryConfig(_Frozen):

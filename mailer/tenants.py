@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from mailer.config import TenantConfig
 from mailer.errors import ConfigError, NotFoundError
+from mailer.tenant_config import TenantConfig
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ import pytest
 from dunmail.app import build_services
 from dunmail.config import Config
 from mailer.clock import FixedClock
-from mailer.config import DeliveryMode, DKIMConfig, RelayConfig, TenantConfig
+from mailer.config import DeliveryMode, DKIMConfig, RelayConfig
 from mailer.outbound.dkim import generate_key
 from mailer.outbound.identity import aligned, alignment_problem, from_domain, signing_keys
 from mailer.outbound.memory import MemoryTransport
+from mailer.tenant_config import TenantConfig
 from tests.conftest import DEMO_DOC, emails, make_config
 from tests.test_dkim import make_dns, signature_count, tags
 

@@ -629,9 +629,9 @@ def test_html_to_text_keeps_links_and_drops_markup() -> None:
 def test_invoice_context_carries_the_tenants_branding_and_language(renderer: Renderer) -> None:
     from datetime import UTC, datetime
 
-    from mailer.config import BrandingConfig
     from mailer.content.context import invoice_context
     from mailer.models import Customer, Invoice, Tenant
+    from mailer.tenant_config import BrandingConfig
 
     due = datetime(2026, 4, 1, tzinfo=UTC)
     tenant = Tenant(slug="acme", name="Acme", email="ar@acme.example", locale="es")

@@ -9,9 +9,10 @@ from functools import lru_cache
 from tld import get_fld
 
 from mailer.address import make_address
-from mailer.config import DeliveryMode, DKIMConfig, RelayConfig, TenantConfig
+from mailer.config import DeliveryMode, DKIMConfig, RelayConfig
 from mailer.outbound.compose import Envelope
 from mailer.outbound.verp import issue_verp
+from mailer.tenant_config import TenantConfig
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from mailer.config import TenantConfig, WebhookConfig
 from mailer.db import session_scope
 from mailer.models import WebhookDelivery, WebhookStatus
+from mailer.tenant_config import TenantConfig, WebhookConfig
 
 log = logging.getLogger(__name__)
 

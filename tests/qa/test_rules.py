@@ -221,7 +221,6 @@ OVERSIZED = {
     "dunmail/cli.py": 663,
     "dunmail/cli_inbox.py": 512,
     "dunmail/inbox_services.py": 580,
-    "mailer/config.py": 547,
     "mailer/ledger/documents.py": 902,
     "mailer/content/kinds.py": 649,
     "mailer/ledger/imports.py": 894,
