@@ -61,7 +61,7 @@ class BrandingConfig(_Frozen):
         return value
 
     def as_context(self) -> dict[str, Any]:
-        """The ``tenant`` keys of the render context (``mailer.content.kinds.TenantData``)."""
+        """The ``tenant`` keys of the render context (``mailer.content.shapes.TenantData``)."""
         return {
             "logo_url": self.logo_url,
             "brand_color": self.brand_color,

@@ -20,7 +20,8 @@ from dunmail.app import Services
 from dunmail.preview import build_preview
 from mailer.clock import FixedClock
 from mailer.content.attachment import plan_pdf
-from mailer.content.kinds import KINDS, sample_context
+from mailer.content.kinds import KINDS
+from mailer.content.samples import sample_context
 from mailer.errors import TemplateError
 from mailer.outbound.compose import Attachment, Draft, build_message, to_bytes
 from mailer.outbound.memory import MemoryTransport

@@ -36,8 +36,9 @@ from dunmail.terminal import printable
 from dunmail.web.apikeys import create_key
 from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
-from mailer.content.kinds import KINDS, sample_context
+from mailer.content.kinds import KINDS
 from mailer.content.render import Renderer
+from mailer.content.samples import sample_context
 from mailer.db import make_engine, session_scope
 from mailer.errors import ConfigError, MailerError
 from mailer.models import HoldReason

@@ -18,9 +18,9 @@ import pytest
 from sqlmodel import Session, select
 
 from dunmail.app import Services
-from mailer.content.kinds import sample_context
 from mailer.content.overrides import validate_override
 from mailer.content.render import Renderer
+from mailer.content.samples import sample_context
 from mailer.errors import TemplateError
 from mailer.models import TemplateOverride
 from mailer.outbound.memory import MemoryTransport

@@ -15,10 +15,10 @@ from alembic.config import Config as AlembicConfig
 from sqlmodel import Session, select
 
 from mailer.clock import FixedClock
-from mailer.content import kinds
+from mailer.content import shapes
 from mailer.content.event_context import billed_soon_due, days_until, invoice_data
-from mailer.content.kinds import sample_context
 from mailer.content.render import Renderer
+from mailer.content.samples import sample_context
 from mailer.db import MIGRATIONS, create_schema, make_engine
 from mailer.ledger.imports import ImportReport, RecordCounts, import_document
 from mailer.models import CreditNote, Event, EventStatus, Invoice, Payment, Subscription, Tenant
@@ -26,17 +26,17 @@ from mailer.outbound.compose import Rendered
 from tests.conftest import START
 
 GRACE = timedelta(minutes=5)
-# What the pass adds to every event's own part (kinds.BaseEmail: language, parties, zone, links).
-BASE_KEYS = kinds.BaseEmail.__required_keys__ | kinds.BaseEmail.__optional_keys__
-# The TypedDict each kind renders with (mailer.content.kinds); the event holds its non-base part.
+# What the pass adds to every event's own part (shapes.BaseEmail: language, parties, zone, links).
+BASE_KEYS = shapes.BaseEmail.__required_keys__ | shapes.BaseEmail.__optional_keys__
+# The TypedDict each kind renders with (mailer.content.shapes); the event holds its non-base part.
 SHAPES: dict[str, type] = {
-    "payment_receipt": kinds.PaymentReceiptEmail,
-    "refund": kinds.RefundEmail,
-    "autopay_failed": kinds.AutopayFailedEmail,
-    "credit_note": kinds.CreditNoteEmail,
-    "subscription_confirmation": kinds.SubscriptionEmail,
-    "subscription_cancelled": kinds.SubscriptionEmail,
-    "subscription_billed_soon": kinds.SubscriptionBilledSoonEmail,
+    "payment_receipt": shapes.PaymentReceiptEmail,
+    "refund": shapes.RefundEmail,
+    "autopay_failed": shapes.AutopayFailedEmail,
+    "credit_note": shapes.CreditNoteEmail,
+    "subscription_confirmation": shapes.SubscriptionEmail,
+    "subscription_cancelled": shapes.SubscriptionEmail,
+    "subscription_billed_soon": shapes.SubscriptionBilledSoonEmail,
 }
 
 
@@ -135,8 +135,8 @@ def _same_keys(ours: Any, sample: Any, path: str) -> None:
 
 
 def _conforms(value: Any, hint: Any, path: str) -> None:
-    """A small checker for the TypedDicts of mailer.content.kinds (pydantic needs
-    typing_extensions.TypedDict on Python 3.11, and kinds.py uses typing's)."""
+    """A small checker for the TypedDicts of mailer.content.shapes (pydantic needs
+    typing_extensions.TypedDict on Python 3.11, and shapes.py uses typing's)."""
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         errors = []

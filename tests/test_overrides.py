@@ -142,7 +142,7 @@ def test_builtin_templates_pass_as_overrides(renderer: Renderer) -> None:
 def test_an_html_override_keeps_the_layout_and_drives_the_text_part(renderer: Renderer) -> None:
     source = LAYOUT + "<p>Pay {{ invoice.number }} today, {{ customer.name }}.</p>\n{% endblock %}"
     validate_override("new_invoice", "html", source, renderer=renderer)
-    from mailer.content.kinds import sample_context
+    from mailer.content.samples import sample_context
 
     context = sample_context("new_invoice", locale="en")
     rendered = renderer.render("new_invoice", context, overrides={"html": source})

@@ -229,8 +229,8 @@ def test_statement_modes_differ_and_unknown_mode_is_refused() -> None:
 
 def test_the_email_statement_context_renders_as_its_pdf() -> None:
     """The statement email and its PDF read one context shape
-    (mailer.content.kinds.StatementData)."""
-    from mailer.content.kinds import sample_context
+    (mailer.content.shapes.StatementData)."""
+    from mailer.content.samples import sample_context
 
     context = sample_context("statement", locale="en")
     text = text_of(render_document("statement", context).data)

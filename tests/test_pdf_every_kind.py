@@ -30,7 +30,10 @@ if WEASYPRINT_SKIP:  # mailer.content.pdfstore, and every render here, needs Wea
     pytest.skip(WEASYPRINT_SKIP, allow_module_level=True)
 
 from mailer.clock import FixedClock
-from mailer.content import kinds  # noqa: E402  (after the skip)
+from mailer.content import (
+    kinds,  # noqa: E402  (after the skip)
+    shapes,  # noqa: E402  (after the skip)
+)
 from mailer.content.attachment import plan_pdf
 from mailer.content.event_context import (
     credit_note_context,
@@ -39,22 +42,23 @@ from mailer.content.event_context import (
     payment_context,
     refund_context,
 )
-from mailer.content.kinds import KINDS, sample_context
+from mailer.content.kinds import KINDS
 from mailer.content.pdf_html import DOCUMENTS, render_html
 from mailer.content.pdf_samples import sample_pdf_context
 from mailer.content.pdfstore import build_pdf_context
+from mailer.content.samples import sample_context
 from mailer.content.statement import Transaction, statement
 from mailer.models import CreditNote, Estimate, EstimateStatus, Invoice, Message, Payment, Refund
 
 PDF_KINDS = sorted(kind for kind, spec in KINDS.items() if spec.pdf is not None)
-# The TypedDict of each PDF document's part of the context (mailer.content.kinds): the one shape.
+# The TypedDict of each PDF document's part of the context (mailer.content.shapes): the one shape.
 SHAPES: dict[str, type] = {
-    "invoice": kinds.InvoiceData,
-    "credit_note": kinds.CreditNoteData,
-    "estimate": kinds.EstimateData,
-    "receipt": kinds.PaymentData,
-    "refund": kinds.RefundData,
-    "statement": kinds.StatementData,
+    "invoice": shapes.InvoiceData,
+    "credit_note": shapes.CreditNoteData,
+    "estimate": shapes.EstimateData,
+    "receipt": shapes.PaymentData,
+    "refund": shapes.RefundData,
+    "statement": shapes.StatementData,
 }
 
 DOCUMENT: dict[str, Any] = {
@@ -286,7 +290,7 @@ def test_every_kind_with_a_pdf_has_a_template_for_its_context() -> None:
 
 @pytest.mark.parametrize("kind", PDF_KINDS)
 def test_every_kinds_email_sample_renders_as_its_pdf(kind: str) -> None:
-    """The email sample (typed by mailer.content.kinds) is a context the outbox could build."""
+    """The email sample (typed by mailer.content.shapes) is a context the outbox could build."""
     pdf = KINDS[kind].pdf
     assert pdf is not None
     context = sample_context(kind, locale="en")

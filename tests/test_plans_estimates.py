@@ -12,9 +12,9 @@ from sqlmodel import Session, col, select
 
 from dunmail.app import Services
 from mailer.clock import FixedClock
-from mailer.content import kinds
-from mailer.content.kinds import sample_context
+from mailer.content import shapes
 from mailer.content.render import Renderer
+from mailer.content.samples import sample_context
 from mailer.ledger.imports import ImportReport, RecordCounts, import_document
 from mailer.models import (
     Estimate,
@@ -33,8 +33,8 @@ from tests.conftest import DEMO_DOC, START, emails
 from tests.test_events import BASE_KEYS, GRACE, _conforms, _same_keys, add_tenant
 
 SHAPES: dict[str, type] = {
-    "estimate": kinds.EstimateEmail,
-    "payment_plan": kinds.PaymentPlanEmail,
+    "estimate": shapes.EstimateEmail,
+    "payment_plan": shapes.PaymentPlanEmail,
 }
 
 

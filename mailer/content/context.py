@@ -15,7 +15,7 @@ from mailer.content.render import normalise_locale
 from mailer.ledger.localtime import customer_zone, days_between
 from mailer.models import Customer, Invoice, Tenant
 
-# The branding keys of ``mailer.content.kinds.TenantData`` a caller may pass (``BrandingConfig``).
+# The branding keys of ``mailer.content.shapes.TenantData`` a caller may pass (``BrandingConfig``).
 BRANDING_KEYS = ("logo_url", "brand_color", "address", "footer", "css")
 
 

@@ -2,7 +2,7 @@
 
 The ledger stores what these return on the ``Event`` row when it records the event, so the
 email describes the record as it was imported; the scheduler pass adds tenant, customer,
-branding, language and links. Each function returns exactly the keys ``mailer.content.kinds`` types
+branding, language and links. Each function returns exactly the keys ``mailer.content.shapes`` types
 for its kind (``{"payment": PaymentData}``, ...): money in integer minor units, times as
 ISO 8601 strings, as in ``mailer/content/context.py``.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from mailer.content.kinds import (
+from mailer.content.shapes import (
     AutopayData,
     CreditNoteData,
     EstimateData,
@@ -109,7 +109,7 @@ def credit_note_context(note: CreditNote, invoice_number: str | None) -> dict[st
 
 
 def invoice_data(invoice: Invoice) -> InvoiceData:
-    """An invoice version as every template reads it (``mailer.content.kinds.InvoiceData``).
+    """An invoice version as every template reads it (``mailer.content.shapes.InvoiceData``).
 
     ``lines`` are passed on as stored (``ParsedLine.as_json()``), so the PDF render key of an
     unchanged version stays the same whichever email carries it.

@@ -22,7 +22,7 @@ from jinja2 import meta, nodes
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, select
 
-from mailer.content.kinds import KINDS, sample_context
+from mailer.content.kinds import KINDS
 from mailer.content.render import (
     PARTS,
     SAVE_BUDGET,
@@ -32,6 +32,7 @@ from mailer.content.render import (
     error_line,
     metered,
 )
+from mailer.content.samples import sample_context
 from mailer.errors import TemplateError
 from mailer.models import TemplateOverride
 

@@ -25,7 +25,7 @@ from mailer.errors import MailerError, TemplateError
 
 PDF_TEMPLATES = TEMPLATES / "pdf"
 # The document kinds (``mailer.content.kinds.Pdf``), each with the context key that holds its data:
-# each template reads exactly that key's TypedDict in mailer/content/kinds.py, as the outbox builds
+# each template reads exactly that key's TypedDict in mailer/content/shapes.py, as the outbox builds
 # it.
 DOCUMENTS = {
     "invoice": "invoice",

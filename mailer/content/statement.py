@@ -1,4 +1,4 @@
-"""PURE: a customer's statement (``mailer.content.kinds.StatementData``) from its transactions.
+"""PURE: a customer's statement (``mailer.content.shapes.StatementData``) from its transactions.
 
 Two styles, as AR teams use them:
 

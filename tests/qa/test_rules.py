@@ -222,7 +222,6 @@ OVERSIZED = {
     "dunmail/cli_inbox.py": 512,
     "dunmail/inbox_services.py": 580,
     "mailer/ledger/documents.py": 902,
-    "mailer/content/kinds.py": 649,
     "mailer/ledger/imports.py": 894,
     "mailer/models.py": 816,
     "mailer/outbound/outbox.py": 818,
