@@ -33,7 +33,7 @@ from sqlmodel import Session, col, select
 from dunmail.app import Services, build_services
 from dunmail.config import Config
 from mailer.clock import SystemClock
-from mailer.content.pdf import PDFRenderer
+from mailer.content.pdf_pool import PDFRenderer
 from mailer.content.pdf_samples import sample_pdf_context
 from mailer.models import Message, MessageStatus
 from mailer.outbound.memory import MemoryTransport

@@ -47,7 +47,7 @@ from typing import Any
 from bench._workload import TENANT, enqueue_invoice_emails, make_config, make_document
 from dunmail.app import build_services
 from mailer.clock import SystemClock
-from mailer.content import pdf
+from mailer.content import pdf, pdf_pool
 from mailer.content.pdf_samples import sample_pdf_context
 from mailer.outbound.memory import MemoryTransport
 
@@ -104,7 +104,7 @@ def plain_rate(htmls: list[str], options: dict[str, Any]) -> tuple[float, float]
 
 async def engine_rate(contexts: list[dict[str, Any]]) -> tuple[float, float]:
     """(PDFs per second, seconds) through PDFRenderer with WORKERS processes."""
-    renderer = pdf.PDFRenderer(workers=WORKERS)
+    renderer = pdf_pool.PDFRenderer(workers=WORKERS)
     try:
         await renderer.start()
         started = time.perf_counter()
@@ -126,7 +126,7 @@ async def email_rate(count: int, workdir: Path) -> tuple[float, float]:
     in memory so the figure is the engine's, not an SMTP server's (bench/send.py measures SMTP).
     """
     url = f"sqlite:///{workdir / 'emails.db'}"
-    renderer = pdf.PDFRenderer(workers=WORKERS)
+    renderer = pdf_pool.PDFRenderer(workers=WORKERS)
     transport = MemoryTransport()
     config = make_config(workdir, url, None, pdfs=True)
     services = build_services(config, SystemClock(), transport, pdf_renderer=renderer)

@@ -644,7 +644,7 @@ def build_services(
 
     ``pdfs`` switches PDF attachments on (True) or off (False); by default they are on when any
     tenant sends a kind with its PDF attached, so a config without PDFs starts no process pool.
-    They are rendered by ``pdf_renderer`` (default: a :class:`~mailer.content.pdf.PDFRenderer`
+    They are rendered by ``pdf_renderer`` (default: a :class:`~mailer.content.pdf_pool.PDFRenderer`
     process
     pool whose workers start on the first render). Which tenant attaches which kind's PDF is
     ``[tenants.<slug>.emails.<kind>] attach_pdf``; ``attach_pdf(tenant_id, kind)`` replaces
@@ -698,7 +698,7 @@ def build_services(
             for kind in tenant.emails
         )
     if pdfs or pdf_renderer is not None:
-        from mailer.content.pdf import PDFRenderer
+        from mailer.content.pdf_pool import PDFRenderer
         from mailer.content.pdfstore import PDFStore
 
         limits = config.pdf

@@ -89,7 +89,7 @@ def _png() -> bytes:
 async def test_the_invoice_pdf_fetches_nothing_from_the_network_or_the_disk(
     tmp_path: Path, db_url: str, clock: FixedClock, http_listener: tuple[str, list[str]]
 ) -> None:
-    from mailer.content.pdf import PDFRenderer
+    from mailer.content.pdf_pool import PDFRenderer
 
     base, requests = http_listener
     # The only URL a tenant configures is its logo, and only as http(s).

@@ -111,7 +111,7 @@ def test_the_line_limit_is_configurable(services: Services) -> None:
 async def test_a_render_over_its_budget_is_killed_and_the_email_still_goes_once(
     tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
 ) -> None:
-    from mailer.content.pdf import PDFRenderer
+    from mailer.content.pdf_pool import PDFRenderer
 
     if db_url.startswith("postgresql"):
         pytest.skip("the worker pool is the same for both databases; once is enough")
@@ -154,7 +154,7 @@ async def test_a_render_over_its_budget_is_killed_and_the_email_still_goes_once(
 async def test_a_slow_render_for_one_tenant_does_not_hold_another_tenants_mail(
     tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
 ) -> None:
-    from mailer.content.pdf import PDFRenderer
+    from mailer.content.pdf_pool import PDFRenderer
 
     if db_url.startswith("postgresql"):
         pytest.skip("the worker pool is the same for both databases; once is enough")

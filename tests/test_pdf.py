@@ -27,9 +27,10 @@ if WEASYPRINT_SKIP:
     pytest.skip(WEASYPRINT_SKIP, allow_module_level=True)
 
 from mailer.content import pdf  # noqa: E402  (after the skip: importing it needs Pango)
-from mailer.content.pdf import PDFRenderer, RenderedPDF, render_document, render_key
+from mailer.content.pdf import RenderedPDF, render_document, render_key
 from mailer.content.pdf_fetch import MAX_ASSET_BYTES, safe_fetcher
 from mailer.content.pdf_html import PDFError, render_html
+from mailer.content.pdf_pool import PDFRenderer
 from mailer.content.pdf_samples import sample_pdf_context
 from mailer.content.render import format_day, format_money
 from mailer.errors import MailerError, TemplateError
@@ -162,7 +163,7 @@ async def test_every_document_renders_through_the_pool_to_the_same_bytes() -> No
 
 _ENGINE = """
 import asyncio
-from mailer.content.pdf import PDFRenderer
+from mailer.content.pdf_pool import PDFRenderer
 
 async def main() -> None:
     pids = await PDFRenderer(workers=2).start()
@@ -499,7 +500,7 @@ async def test_an_unchanged_version_renders_once(monkeypatch: pytest.MonkeyPatch
         calls.append(document)
         return real(document, context, **kwargs)
 
-    monkeypatch.setattr(pdf, "render_document", counting)
+    monkeypatch.setattr("mailer.content.pdf_pool.render_document", counting)
     renderer = PDFRenderer(workers=0)
     context = sample_pdf_context("invoice", lines=1)
     try:

@@ -191,7 +191,7 @@ async def delivered(
 
 async def _deliver(tmp_path: Path, db_url: str, clock: FixedClock, smtpd: Any) -> Delivered:
     from dunmail.app import build_services
-    from mailer.content.pdf import PDFRenderer
+    from mailer.content.pdf_pool import PDFRenderer
 
     config = make_config(
         tmp_path,

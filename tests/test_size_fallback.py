@@ -26,7 +26,7 @@ if WEASYPRINT_SKIP:
 
 from dunmail.app import Services, build_services  # noqa: E402  (after the skip)
 from mailer.clock import FixedClock
-from mailer.content.pdf import PDFRenderer
+from mailer.content.pdf_pool import PDFRenderer
 from mailer.models import DeliveryAttempt, Message, MessageStatus
 from mailer.outbound.compose import message_id
 from tests.conftest import DEMO_DOC, make_config

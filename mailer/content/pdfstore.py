@@ -3,7 +3,7 @@
 An unchanged document version is rendered once and its bytes reused by every email about it
 (a new invoice and each of its reminders), so the attachment, the message's recorded SHA-256
 and the hosted download are the same bytes. Rendering happens in
-:class:`~mailer.content.pdf.PDFRenderer`'s
+:class:`~mailer.content.pdf_pool.PDFRenderer`'s
 worker processes; the database work runs in a thread: nothing here blocks the event loop.
 
 Fairness. A render is a job of its own, which renders and stores even when nobody waits for
@@ -45,7 +45,7 @@ _TENANT_DEFAULTS: dict[str, Any] = {
 
 
 class PDFRendering(Protocol):
-    """What renders a PDF off the event loop: :class:`mailer.content.pdf.PDFRenderer`."""
+    """What renders a PDF off the event loop: :class:`mailer.content.pdf_pool.PDFRenderer`."""
 
     async def render(
         self,

@@ -225,7 +225,6 @@ OVERSIZED = {
     "mailer/ledger/imports.py": 894,
     "mailer/models.py": 816,
     "mailer/outbound/outbox.py": 818,
-    "mailer/content/pdf.py": 586,
     "mailer/content/render.py": 1051,
     "scheduler/dunning.py": 487,
 }
