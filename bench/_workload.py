@@ -23,15 +23,8 @@ from mailer.content.kinds import KINDS
 from mailer.db import session_scope
 from mailer.dunning_config import WEEKDAYS
 from mailer.ledger.imports import invoice_contacts
-from mailer.models import (
-    Customer,
-    DeliveryAttempt,
-    Invoice,
-    Message,
-    MessageRecipient,
-    MessageStatus,
-    Tenant,
-)
+from mailer.ledger.models import Customer, Invoice, Tenant
+from mailer.outbound.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
 from mailer.outbound.outbox import EnqueueRequest
 
 PG_ADMIN_URL = os.environ.get(

@@ -190,7 +190,7 @@ def enqueue(config_path: Path, messages: int) -> None:
     from dunmail.config import load_config
     from mailer.clock import SystemClock
     from mailer.config import DKIMAlgorithm
-    from mailer.models import Invoice
+    from mailer.ledger.models import Invoice
     from mailer.outbound.dkim import generate_key
 
     generate_key(config_path.parent / "dkim-s1.pem", DKIMAlgorithm.RSA_SHA256)
@@ -475,7 +475,7 @@ def _count(
     """Lost, duplicates and their explanation, from the rows and the server's record."""
     from sqlmodel import col
 
-    from mailer.models import DeliveryAttempt, Message
+    from mailer.outbound.models import DeliveryAttempt, Message
 
     rows: dict[str, _Row] = {}
     with engine.connect() as conn:

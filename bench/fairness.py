@@ -35,8 +35,8 @@ from dunmail.config import Config
 from mailer.clock import SystemClock
 from mailer.content.pdf_pool import PDFRenderer
 from mailer.content.pdf_samples import sample_pdf_context
-from mailer.models import Message, MessageStatus
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import Message, MessageStatus
 
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 POLL = 0.5

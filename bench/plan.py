@@ -71,8 +71,9 @@ from bench import _hotspots
 from bench._workload import TENANT, database, make_config, postgres_reason
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
-from mailer.models import Customer, Invoice, InvoiceStatus, Message, MessageRecipient
+from mailer.ledger.models import Customer, Invoice, InvoiceStatus
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import Message, MessageRecipient
 from scheduler.cadence import DunningState, InvoiceFacts, Rules, evaluate
 
 ROOT = Path(__file__).resolve().parent.parent

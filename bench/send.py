@@ -77,9 +77,9 @@ from dunmail.app import build_services
 from mailer.clock import SystemClock
 from mailer.config import DKIMAlgorithm
 from mailer.db import make_engine, session_scope
-from mailer.models import Message
 from mailer.outbound.dkim import generate_key
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import Message
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

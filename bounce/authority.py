@@ -30,7 +30,8 @@ from sqlmodel import Session, col, select
 
 from bounce.report import Kind, Report
 from mailer.errors import LinkInvalid
-from mailer.models import InboundMail, Message, MessageRecipient
+from mailer.inbox_models import InboundMail
+from mailer.outbound.models import Message, MessageRecipient
 from mailer.outbound.verp import verify_verp, verp_uid
 
 _UID = re.compile(r"^[0-9a-f]{8,32}$")

@@ -33,14 +33,8 @@ from bounce.evidence import Decision, decide_suppression
 from bounce.recovery import Enqueue, react_to_return
 from bounce.threads import record_thread
 from mailer.db import session_scope
-from mailer.models import (
-    DeliveryEvent,
-    InboundMail,
-    InboundStatus,
-    Message,
-    MessageRecipient,
-    RecipientStatus,
-)
+from mailer.inbox_models import DeliveryEvent, InboundMail, InboundStatus
+from mailer.outbound.models import Message, MessageRecipient, RecipientStatus
 from mailer.outbound.suppression import (
     SoftBouncePolicy,
     SuppressionKind,

@@ -26,19 +26,12 @@ from sqlmodel import Session, col, select
 from bounce.report import Kind
 from bounce.threads import add_note, document_key, reopen_thread, thread_messages
 from mailer.errors import MailerError
+from mailer.inbox_models import DeliveryEvent, Thread
 from mailer.ledger import holds
 from mailer.ledger.holds import touch_customer_invoices
 from mailer.ledger.imports import contacts_by_customer, rank_contacts
-from mailer.models import (
-    Contact,
-    DeliveryEvent,
-    Hold,
-    HoldReason,
-    Message,
-    MessageRecipient,
-    RecipientStatus,
-    Thread,
-)
+from mailer.ledger.models import Contact, Hold, HoldReason
+from mailer.outbound.models import Message, MessageRecipient, RecipientStatus
 from mailer.outbound.outbox import EnqueueRequest
 from mailer.outbound.suppression import active as active_suppressions
 from mailer.outbound.suppression import normal

@@ -14,7 +14,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from mailer.models import Customer, DeliveryEvent, Invoice, Message
+from mailer.inbox_models import DeliveryEvent
+from mailer.ledger.models import Customer, Invoice
+from mailer.outbound.models import Message
 from mailer.outbound.suppression import active as active_suppressions
 
 # Delivery events that mean the email did not arrive (or was unwanted); a delay is not one.

@@ -25,20 +25,16 @@ from bounce.decode import parse
 from bounce.evidence import Evidence
 from bounce.report import Kind
 from mailer.errors import NotFoundError
-from mailer.models import (
-    AttemptOutcome,
-    Customer,
-    DeliveryAttempt,
+from mailer.inbox_models import (
     DeliveryEvent,
     InboundMail,
     InboundStatus,
-    Invoice,
-    LinkEvent,
-    Message,
     Thread,
     ThreadNote,
     ThreadStatus,
 )
+from mailer.ledger.models import Customer, Invoice
+from mailer.outbound.models import AttemptOutcome, DeliveryAttempt, LinkEvent, Message
 
 # Inbound kinds that are a person's (or their autoresponder's) answer rather than a report
 # about delivery: shown as one "reply" entry each.

@@ -39,14 +39,12 @@ from mailer.ledger.imports import (
     invoice_contacts,
 )
 from mailer.ledger.localtime import customer_zone, days_between
-from mailer.models import (
+from mailer.ledger.models import (
     Customer,
     Event,
     EventStatus,
     Invoice,
     InvoiceStatus,
-    Message,
-    MessageStatus,
     Payment,
     PaymentAllocation,
     Tenant,
@@ -55,6 +53,7 @@ from mailer.outbound.assemble import Assembler
 from mailer.outbound.dkim import DKIMSigner, generate_key
 from mailer.outbound.identity import alignment_problem, sender_identity, signing_keys
 from mailer.outbound.links import DownloadLinks, LinkMinter
+from mailer.outbound.models import Message, MessageStatus
 from mailer.outbound.outbox import EnqueueRequest, Outbox, PassReport, SendingProfile
 from mailer.outbound.smtp import SMTPTransport
 from mailer.outbound.transport import Transport

@@ -36,7 +36,8 @@ from mailer.content.kinds import KINDS
 from mailer.content.render import PARTS
 from mailer.content.statement import StatementStyle
 from mailer.errors import MailerError, TemplateError
-from mailer.models import HoldReason, Message
+from mailer.ledger.models import HoldReason
+from mailer.outbound.models import Message
 from mailer.outbound.outbox import PassReport
 
 

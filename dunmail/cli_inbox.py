@@ -34,7 +34,7 @@ from dunmail.cli_common import (
     with_services,
 )
 from dunmail.terminal import printable
-from mailer.models import ThreadStatus
+from mailer.inbox_models import ThreadStatus
 
 bounce_app = typer.Typer(no_args_is_help=True, help="Returned mail: decode bounces and notices.")
 app.add_typer(bounce_app, name="bounce")

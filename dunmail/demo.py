@@ -12,7 +12,7 @@ from dunmail.app import Services
 from dunmail.web.auth import create_user
 from mailer.content.kinds import Kind
 from mailer.db import session_scope
-from mailer.models import Invoice, InvoiceStatus
+from mailer.ledger.models import Invoice, InvoiceStatus
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailer.clock import Clock
+from mailer.content.models import TemplateOverride
 from mailer.content.overrides import (
     fetch_overrides,
     list_overrides,
@@ -19,7 +20,8 @@ from mailer.content.overrides import (
 )
 from mailer.content.render import Renderer
 from mailer.db import session_scope
-from mailer.models import Hold, HoldReason, Message, MessageRecipient, TemplateOverride, Tenant
+from mailer.ledger.models import Hold, HoldReason, Tenant
+from mailer.outbound.models import Message, MessageRecipient
 from scheduler.holds import lift_hold, list_holds, place_hold
 
 

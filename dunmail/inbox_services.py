@@ -30,26 +30,20 @@ from bounce.threads import (
     unverified_addresses,
 )
 from dunmail.config import Config
+from dunmail.web.models import User
 from mailer.address import parse_addr_spec
 from mailer.clock import Clock
 from mailer.content.kinds import reminder_for
 from mailer.db import session_scope
 from mailer.errors import ConfigError, MailerError
+from mailer.inbox_models import InboundMail, InboundStatus, ThreadStatus
 from mailer.ledger.imports import (
     customer_contacts,
     replace_contact_email,
 )
-from mailer.models import (
-    Customer,
-    InboundMail,
-    InboundStatus,
-    Invoice,
-    Message,
-    Suppression,
-    ThreadStatus,
-    User,
-)
+from mailer.ledger.models import Customer, Invoice
 from mailer.outbound.identity import bounce_domain
+from mailer.outbound.models import Message, Suppression
 from mailer.outbound.outbox import EnqueueRequest, Outbox
 from mailer.outbound.suppression import SoftBouncePolicy, SuppressionKind, suppress, unblock
 from mailer.outbound.suppression import is_active as is_suppressed

@@ -32,7 +32,7 @@ from mailer.clock import Clock
 from mailer.content.kinds import KINDS, Kind
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
-from mailer.models import (
+from mailer.ledger.models import (
     AutopayFailure,
     CreditNote,
     Customer,
@@ -41,15 +41,12 @@ from mailer.models import (
     EventStatus,
     Invoice,
     InvoiceStatus,
-    Message,
-    MessageRecipient,
-    MessageStatus,
     Payment,
     PaymentPlan,
-    RecipientStatus,
     Refund,
     Subscription,
 )
+from mailer.outbound.models import Message, MessageRecipient, MessageStatus, RecipientStatus
 from mailer.outbound.outbox import Outbox
 
 if TYPE_CHECKING:

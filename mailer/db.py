@@ -13,7 +13,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
 
-import mailer.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+# Importing each room's tables registers them on SQLModel.metadata (the web accounts' tables
+# are the shell's: dunmail/web/models.py registers them when the shell imports it).
+import mailer.content.models  # noqa: F401
+import mailer.inbox_models  # noqa: F401
+import mailer.ledger.models  # noqa: F401
+import mailer.outbound.models  # noqa: F401
 from mailer.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 from mailer.content.kinds import Kind, waits_for_window
 from mailer.dunning_config import Cadence, CadenceStep
 from mailer.ledger.grace import grace_ends
+from mailer.ledger.models import HoldReason, InvoiceStatus
 from mailer.ledger.money import from_minor
-from mailer.models import HoldReason, InvoiceStatus
 from scheduler.calendar import SendCalendar
 
 

@@ -25,7 +25,14 @@ from mailer.content.kinds import REMINDERS, Kind
 from mailer.db import session_scope
 from mailer.errors import MailerError
 from mailer.ledger.importlock import tenants_importing
-from mailer.models import Customer, Hold, HoldReason, Invoice, InvoiceStatus, PaymentAllocation
+from mailer.ledger.models import (
+    Customer,
+    Hold,
+    HoldReason,
+    Invoice,
+    InvoiceStatus,
+    PaymentAllocation,
+)
 from scheduler.cadence import (
     Action,
     ActiveHold,

@@ -1,7 +1,7 @@
 """The event pass: ledger events whose time has come become outbox emails.
 
 A payment's receipt, a refund, a credit note (after its grace period), a failed autopay, a
-subscription notice, a statement: the ledger records each as an :class:`~mailer.models.Event`
+subscription notice, a statement: the ledger records each as an :class:`~mailer.ledger.models.Event`
 with its due time, in the transaction that recorded the payment (or the rest). This pass claims
 the due ones like the dunning pass claims invoices (``FOR UPDATE SKIP LOCKED`` on PostgreSQL)
 and queues each email in the same transaction that marks the event done, so an event becomes
@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from mailer.content.kinds import waits_for_window
 from mailer.db import session_scope
 from mailer.errors import MailerError
-from mailer.models import Customer, Event, EventStatus
+from mailer.ledger.models import Customer, Event, EventStatus
 from scheduler.cadence import Action
 from scheduler.calendar import SendCalendar
 from scheduler.dunning import DunningReport, PlanEntry

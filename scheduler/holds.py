@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from mailer.errors import MailerError, NotFoundError
 from mailer.ledger import holds
 from mailer.ledger.imports import find_invoice
-from mailer.models import Customer, Hold, HoldReason, Invoice
+from mailer.ledger.models import Customer, Hold, HoldReason, Invoice
 
 
 def place_hold(

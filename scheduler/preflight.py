@@ -16,14 +16,8 @@ from sqlmodel import Session, col, select
 
 from mailer.content.kinds import PAYMENT_REQUESTS, REMINDERS, Kind, waits_for_window
 from mailer.errors import MailerError
-from mailer.models import (
-    Customer,
-    Invoice,
-    InvoiceStatus,
-    Message,
-    MessageRecipient,
-    RecipientStatus,
-)
+from mailer.ledger.models import Customer, Invoice, InvoiceStatus
+from mailer.outbound.models import Message, MessageRecipient, RecipientStatus
 from mailer.outbound.suppression import active as active_suppressions
 from mailer.outbound.suppression import normal
 from scheduler.cadence import Action, ActiveHold, chase_blocker

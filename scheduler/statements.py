@@ -1,6 +1,6 @@
 """Statements: on a schedule (monthly on day D, weekly on a weekday) and on demand.
 
-A statement is a ledger :class:`~mailer.models.Event` like a receipt: recorded with its frozen
+A statement is a :class:`~mailer.ledger.models.Event` like a receipt: recorded with its frozen
 content, then queued by the event pass. The schedule lives in ``customer.next_statement_at``
 (indexed), so a pass reads only the customers whose statement is due, and a statement skipped
 during downtime is sent once on restart, covering the whole period since the last one.
@@ -24,7 +24,7 @@ from mailer.db import session_scope
 from mailer.dunning_config import WEEKDAYS, StatementSchedule, parse_statement_schedule
 from mailer.ledger.importlock import tenants_importing
 from mailer.ledger.localtime import customer_zone
-from mailer.models import (
+from mailer.ledger.models import (
     CreditNote,
     Customer,
     Event,

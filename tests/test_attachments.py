@@ -27,12 +27,14 @@ if WEASYPRINT_SKIP:
 from dunmail.app import Services, build_services  # noqa: E402  (after the skip)
 from mailer.clock import FixedClock
 from mailer.content.attachment import PDF_CONTEXT_KEYS
+from mailer.content.models import StoredPDF
 from mailer.content.pdf import RenderedPDF
 from mailer.content.pdf_html import DOCUMENTS
 from mailer.content.pdf_pool import PDFRenderer
 from mailer.content.pdfstore import PDFStore, build_pdf_context
-from mailer.models import Invoice, Message, MessageStatus, StoredPDF
+from mailer.ledger.models import Invoice
 from mailer.outbound.links import verify_link
+from mailer.outbound.models import Message, MessageStatus
 from mailer.outbound.verp import derive_key
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer

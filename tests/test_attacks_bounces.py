@@ -11,8 +11,9 @@ import pytest
 from sqlmodel import Session, select
 
 from dunmail.app import Services
-from mailer.models import Hold, Suppression
+from mailer.ledger.models import Hold
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import Suppression
 from tests.test_bounce_ingest import _sent, dsn
 from tests.test_web_ui import fast_argon2
 

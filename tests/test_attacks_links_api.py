@@ -22,7 +22,7 @@ from dunmail.web.apikeys import create_key
 from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
 from mailer.db import session_scope
-from mailer.models import Customer, Hold
+from mailer.ledger.models import Customer, Hold
 from mailer.outbound.links import issue_link, verify_link
 from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.test_bounce_ingest import _sent, dsn

@@ -32,12 +32,13 @@ from sqlmodel import Session, select
 
 from dunmail.app import Services
 from dunmail.web import auth
+from dunmail.web.models import User
 from dunmail.web.throttle import plan_keys
 from mailer.address import canonical_login
 from mailer.clock import FixedClock
 from mailer.config import LoginConfig
 from mailer.db import MIGRATIONS, make_engine, session_scope
-from mailer.models import Tenant, User
+from mailer.ledger.models import Tenant
 from mailer.outbound.memory import MemoryTransport
 
 PASSWORD = "correct horse battery"

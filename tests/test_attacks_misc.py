@@ -41,7 +41,7 @@ from mailer.content.render import Renderer
 from mailer.content.samples import sample_context
 from mailer.db import make_engine, session_scope
 from mailer.errors import ConfigError, MailerError
-from mailer.models import HoldReason
+from mailer.ledger.models import HoldReason
 from mailer.outbound.links import verify_link
 from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config

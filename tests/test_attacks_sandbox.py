@@ -18,11 +18,11 @@ import pytest
 from sqlmodel import Session, select
 
 from dunmail.app import Services
+from mailer.content.models import TemplateOverride
 from mailer.content.overrides import validate_override
 from mailer.content.render import Renderer
 from mailer.content.samples import sample_context
 from mailer.errors import TemplateError
-from mailer.models import TemplateOverride
 from mailer.outbound.memory import MemoryTransport
 from tests.test_bounce_ingest import _sent
 from tests.test_web_ui import fast_argon2

@@ -26,7 +26,7 @@ from dunmail.app import Services
 from dunmail.config import load_config
 from mailer.config import InboundConfig
 from mailer.errors import ConfigError
-from mailer.models import InboundMail
+from mailer.inbox_models import InboundMail
 
 INBOX = "ar@acme.example"
 REPLY = (

@@ -21,8 +21,10 @@ from sqlmodel import Session, select
 from bounce.inbound_smtp import build_inbound_addresses, start_inbound
 from dunmail.app import Services
 from mailer.config import InboundConfig
-from mailer.models import DeliveryEvent, Hold, InboundMail, InboundStatus, Suppression
+from mailer.inbox_models import DeliveryEvent, InboundMail, InboundStatus
+from mailer.ledger.models import Hold
 from mailer.outbound.memory import MemoryTransport, SentMail
+from mailer.outbound.models import Suppression
 from mailer.outbound.verp import issue_verp
 from tests.conftest import DEMO_DOC
 from tests.test_bounce_ingest import dsn

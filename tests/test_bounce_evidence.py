@@ -24,8 +24,9 @@ from bounce.inbound_smtp import build_inbound_addresses, start_inbound
 from dunmail.app import Services
 from mailer.config import InboundConfig
 from mailer.errors import MailerError
-from mailer.models import DeliveryEvent, Suppression, ThreadStatus
+from mailer.inbox_models import DeliveryEvent, ThreadStatus
 from mailer.outbound.memory import MemoryTransport, SentMail
+from mailer.outbound.models import Suppression
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import dunmail, write_config
 from tests.test_web_ui import add_user, csrf_of, fast_argon2, login

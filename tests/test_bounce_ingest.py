@@ -17,8 +17,9 @@ from sqlmodel import Session, select
 from bounce.ingest import read_paths
 from dunmail.app import Services
 from mailer.clock import FixedClock
-from mailer.models import DeliveryEvent, InboundMail, InboundStatus, Message, Suppression
+from mailer.inbox_models import DeliveryEvent, InboundMail, InboundStatus
 from mailer.outbound.memory import MemoryTransport, SentMail
+from mailer.outbound.models import Message, Suppression
 from tests.test_cli import dunmail, write_config
 
 

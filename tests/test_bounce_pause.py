@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 
 from dunmail.app import Services
 from mailer.clock import FixedClock
-from mailer.models import Hold, HoldReason
+from mailer.ledger.models import Hold, HoldReason
 from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC
 from tests.test_bounce_ingest import _sent, dsn

@@ -23,8 +23,9 @@ from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.errors import MailerError, NotFoundError
 from mailer.ledger.imports import ImportReport, KeptCorrection
-from mailer.models import Contact, Hold, HoldReason, Message
+from mailer.ledger.models import Contact, Hold, HoldReason
 from mailer.outbound.memory import MemoryTransport, SentMail
+from mailer.outbound.models import Message
 from tests.conftest import DEMO_DOC, make_config
 from tests.test_bounce_ingest import _sent, dsn
 from tests.test_cli import Sink, dunmail, start_sink, write_config

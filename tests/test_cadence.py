@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from mailer.dunning_config import Cadence, CadenceStep, DunningConfig
-from mailer.models import HoldReason, InvoiceStatus
+from mailer.ledger.models import HoldReason, InvoiceStatus
 from scheduler.cadence import (
     ActiveHold,
     DunningState,

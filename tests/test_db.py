@@ -9,8 +9,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select, text
 
+import dunmail.web.models  # noqa: F401  (the web accounts' tables join the metadata compared)
 from mailer.db import create_schema
-from mailer.models import Tenant
+from mailer.ledger.models import Tenant
 
 
 def test_migrations_match_the_models(engine: Engine) -> None:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from mailer.config import DeliveryConfig
 from mailer.errors import PermanentDeliveryError, TransientDeliveryError
-from mailer.models import AttemptOutcome, MessageStatus, RecipientStatus
 from mailer.outbound.delivery import decide
+from mailer.outbound.models import AttemptOutcome, MessageStatus, RecipientStatus
 from mailer.outbound.retry import retry_after
 from mailer.outbound.transport import RecipientResult, SendResult
 

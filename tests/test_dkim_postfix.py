@@ -31,8 +31,8 @@ import pytest
 
 from dunmail.app import Services
 from mailer.config import DKIMConfig
-from mailer.models import MessageStatus
 from mailer.outbound.dkim import dns_record, generate_key
+from mailer.outbound.models import MessageStatus
 from tests import opendkim, postfix
 from tests.postfix import KNOWN_MAILBOX, PrivatePostfix
 

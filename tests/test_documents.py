@@ -10,7 +10,7 @@ import pytest
 
 from mailer.errors import DocumentError
 from mailer.ledger.documents import ParsedDocument, decode_document, parse_document
-from mailer.models import ContactRole, InvoiceStatus
+from mailer.ledger.models import ContactRole, InvoiceStatus
 
 
 def document() -> dict[str, Any]:

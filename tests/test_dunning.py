@@ -17,16 +17,9 @@ from sqlmodel import Session, col, select
 from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.errors import MailerError
-from mailer.models import (
-    Event,
-    EventStatus,
-    HoldReason,
-    Invoice,
-    Message,
-    MessageStatus,
-    Suppression,
-)
+from mailer.ledger.models import Event, EventStatus, HoldReason, Invoice
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import Message, MessageStatus, Suppression
 from tests.conftest import DEMO_DOC, START, emails
 
 # DEMO_DOC's INV-1042: issued 2026-03-01, due 2026-03-31 (a Tuesday); START is Monday 2 March

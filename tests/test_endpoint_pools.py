@@ -24,7 +24,7 @@ if WEASYPRINT_SKIP:
 from dunmail.app import build_services  # noqa: E402  (after the skip)
 from mailer.clock import FixedClock
 from mailer.content.pdf_pool import PDFRenderer
-from mailer.models import MessageStatus
+from mailer.outbound.models import MessageStatus
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer
 

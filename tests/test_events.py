@@ -21,7 +21,15 @@ from mailer.content.render import Renderer
 from mailer.content.samples import sample_context
 from mailer.db import MIGRATIONS, create_schema, make_engine
 from mailer.ledger.imports import ImportReport, RecordCounts, import_document
-from mailer.models import CreditNote, Event, EventStatus, Invoice, Payment, Subscription, Tenant
+from mailer.ledger.models import (
+    CreditNote,
+    Event,
+    EventStatus,
+    Invoice,
+    Payment,
+    Subscription,
+    Tenant,
+)
 from mailer.outbound.compose import Rendered
 from tests.conftest import START
 

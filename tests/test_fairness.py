@@ -22,7 +22,8 @@ from sqlmodel import Session, select
 
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
-from mailer.models import Message, MessageStatus, StoredPDF
+from mailer.content.models import StoredPDF
+from mailer.outbound.models import Message, MessageStatus
 from tests.conftest import DEMO_DOC, WEASYPRINT_SKIP, make_config
 from tests.smtpd import RecordingServer
 

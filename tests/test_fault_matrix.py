@@ -29,7 +29,7 @@ from sqlmodel import Session, col, select
 
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
-from mailer.models import (
+from mailer.outbound.models import (
     OPEN_MESSAGE_STATES,
     DeliveryAttempt,
     Message,

@@ -20,7 +20,7 @@ from dunmail.runner import mailbox_ticks
 from mailer.clock import FixedClock
 from mailer.config import IMAPConfig
 from mailer.errors import ConfigError
-from mailer.models import InboundMail, InboundStatus
+from mailer.inbox_models import InboundMail, InboundStatus
 from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config
 from tests.dovecot import PASSWORD, DovecotServer, dovecot  # noqa: F401  (the fixture)

@@ -37,9 +37,10 @@ from dunmail.config import load_config
 from mailer.clock import FixedClock
 from mailer.db import make_engine, session_scope
 from mailer.ledger.importlock import ImportLocks, tenants_importing
-from mailer.models import Customer, Event, ImportLock, Invoice, Message, Payment, Tenant
+from mailer.ledger.models import Customer, Event, ImportLock, Invoice, Payment, Tenant
 from mailer.outbound.links import issue_link
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import Message
 from tests.conftest import DEMO_DOC, NO_PDFS, START
 from tests.test_cli import _env, dunmail, write_config
 

@@ -26,8 +26,9 @@ from dunmail.runner import run_engine
 from mailer.clock import FixedClock
 from mailer.config import InboundConfig
 from mailer.db import make_engine
-from mailer.models import InboundMail, InboundStatus, Suppression
+from mailer.inbox_models import InboundMail, InboundStatus
 from mailer.outbound.memory import MemoryTransport, SentMail
+from mailer.outbound.models import Suppression
 from tests.conftest import make_config
 from tests.test_bounce_ingest import dsn
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from dunmail.app import Services, build_services
+from dunmail.web.models import User
 from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
-from mailer.models import ThreadStatus, User
+from mailer.inbox_models import ThreadStatus
 from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config, sent_to
 from tests.test_bounce_ingest import dsn

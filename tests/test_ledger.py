@@ -22,7 +22,7 @@ from mailer.ledger.imports import (
     import_document,
     invoice_contacts,
 )
-from mailer.models import (
+from mailer.ledger.models import (
     Contact,
     CreditNote,
     Customer,

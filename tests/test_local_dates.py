@@ -31,8 +31,9 @@ from mailer.content.render import Renderer, format_day
 from mailer.content.statement import Transaction, statement
 from mailer.ledger.documents import parse_document
 from mailer.ledger.localtime import days_between, local_date
-from mailer.models import Customer, Invoice, Message, PaymentPlan, PaymentPlanStatus, Tenant
+from mailer.ledger.models import Customer, Invoice, PaymentPlan, PaymentPlanStatus, Tenant
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import Message
 
 FAR_EAST, FAR_WEST = "Pacific/Kiritimati", "Pacific/Pago_Pago"  # UTC+14, UTC-11
 EXTREMES = (

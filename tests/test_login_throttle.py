@@ -11,10 +11,10 @@ from threading import Barrier
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
+from dunmail.web.models import LoginCounter
 from dunmail.web.throttle import LoginThrottle, Refused
 from mailer.clock import FixedClock
 from mailer.config import LoginConfig
-from mailer.models import LoginCounter
 
 
 def _rows(engine: Engine) -> int:

@@ -39,7 +39,7 @@ from sqlmodel import Session, select
 from dunmail.app import build_services
 from mailer.clock import FixedClock
 from mailer.content.kinds import KINDS
-from mailer.models import Message, MessageStatus
+from mailer.outbound.models import Message, MessageStatus
 from tests.conftest import WEASYPRINT_SKIP, make_config
 from tests.smtpd import RecordingServer
 

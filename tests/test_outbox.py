@@ -15,9 +15,9 @@ from sqlmodel import Session, select
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.errors import MailerError
-from mailer.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
 from mailer.outbound.dkim import dns_record
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
 from mailer.outbound.outbox import EnqueueRequest
 from mailer.outbound.verp import derive_key, verify_verp
 from tests.conftest import DEMO_DOC, make_config

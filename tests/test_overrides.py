@@ -14,10 +14,10 @@ from sqlmodel import Session, select
 
 from dunmail.app import Services
 from dunmail.preview import build_preview
+from mailer.content.models import TemplateOverride
 from mailer.content.overrides import MAX_SOURCE_BYTES, validate_override
 from mailer.content.render import Renderer
 from mailer.errors import TemplateError
-from mailer.models import TemplateOverride
 from tests.conftest import DEMO_DOC
 from tests.smtpd import RecordingServer
 from tests.test_cli import AT, Sink, dunmail, start_sink, write_config

@@ -48,7 +48,8 @@ from mailer.content.pdf_samples import sample_pdf_context
 from mailer.content.pdfstore import build_pdf_context
 from mailer.content.samples import sample_context
 from mailer.content.statement import Transaction, statement
-from mailer.models import CreditNote, Estimate, EstimateStatus, Invoice, Message, Payment, Refund
+from mailer.ledger.models import CreditNote, Estimate, EstimateStatus, Invoice, Payment, Refund
+from mailer.outbound.models import Message
 
 PDF_KINDS = sorted(kind for kind, spec in KINDS.items() if spec.pdf is not None)
 # The TypedDict of each PDF document's part of the context (mailer.content.shapes): the one shape.

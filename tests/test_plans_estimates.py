@@ -16,18 +16,18 @@ from mailer.content import shapes
 from mailer.content.render import Renderer
 from mailer.content.samples import sample_context
 from mailer.ledger.imports import ImportReport, RecordCounts, import_document
-from mailer.models import (
+from mailer.ledger.models import (
     Estimate,
     Event,
     EventStatus,
     Hold,
     HoldReason,
     Invoice,
-    Message,
     PaymentPlan,
 )
 from mailer.outbound.compose import Rendered
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import Message
 from scheduler.dunning import active_holds
 from tests.conftest import DEMO_DOC, START, emails
 from tests.test_events import BASE_KEYS, GRACE, _conforms, _same_keys, add_tenant

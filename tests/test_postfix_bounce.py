@@ -23,14 +23,8 @@ from sqlmodel import Session, col, select
 from bounce import Kind, parse
 from dunmail.app import Services
 from mailer.clock import FixedClock
-from mailer.models import (
-    DeliveryEvent,
-    InboundMail,
-    MessageRecipient,
-    MessageStatus,
-    RecipientStatus,
-    ThreadStatus,
-)
+from mailer.inbox_models import DeliveryEvent, InboundMail, ThreadStatus
+from mailer.outbound.models import MessageRecipient, MessageStatus, RecipientStatus
 from tests.postfix import BOUNCE_DOMAIN, KNOWN_MAILBOX, SLOW_DOMAIN, PrivatePostfix
 from tests.test_cli import dunmail, write_config
 

@@ -631,7 +631,7 @@ def test_invoice_context_carries_the_tenants_branding_and_language(renderer: Ren
     from datetime import UTC, datetime
 
     from mailer.content.context import invoice_context
-    from mailer.models import Customer, Invoice, Tenant
+    from mailer.ledger.models import Customer, Invoice, Tenant
     from mailer.tenant_config import BrandingConfig
 
     due = datetime(2026, 4, 1, tzinfo=UTC)

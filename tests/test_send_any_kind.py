@@ -27,8 +27,8 @@ from dunmail.preview import build_preview
 from mailer.clock import FixedClock
 from mailer.content.kinds import KINDS
 from mailer.errors import MailerError, PermanentDeliveryError
-from mailer.models import Message, MessageStatus
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import Message, MessageStatus
 from tests.conftest import DEMO_DOC, START, emails, make_config
 from tests.test_cli import AT, Sink, dunmail, start_sink
 
@@ -339,7 +339,7 @@ async def test_a_preview_s_view_link_opens_the_page_a_real_send_s_does(
     for page in pages:
         assert "Invoice INV-1042" in page.text and "€120.00" in page.text
     # Opening a preview's link is nobody's click: only the real one is in the inbox.
-    from mailer.models import LinkEvent
+    from mailer.outbound.models import LinkEvent
 
     with Session(services.engine) as session:
         events = session.exec(select(LinkEvent)).all()

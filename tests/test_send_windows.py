@@ -34,8 +34,9 @@ from mailer.content.kinds import KINDS
 from mailer.db import make_engine
 from mailer.dunning_config import WEEKDAYS, Cadence, CadenceStep, DunningConfig
 from mailer.errors import TransientDeliveryError
-from mailer.models import Customer, Invoice, InvoiceStatus, Message, MessageStatus
+from mailer.ledger.models import Customer, Invoice, InvoiceStatus
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import Message, MessageStatus
 from scheduler.cadence import DunningState, InvoiceFacts, Rules, evaluate, occasion_step
 from scheduler.calendar import SendCalendar
 from tests.conftest import START, make_config

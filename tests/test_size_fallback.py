@@ -27,8 +27,8 @@ if WEASYPRINT_SKIP:
 from dunmail.app import Services, build_services  # noqa: E402  (after the skip)
 from mailer.clock import FixedClock
 from mailer.content.pdf_pool import PDFRenderer
-from mailer.models import DeliveryAttempt, Message, MessageStatus
 from mailer.outbound.compose import message_id
+from mailer.outbound.models import DeliveryAttempt, Message, MessageStatus
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer
 

@@ -14,8 +14,9 @@ from mailer.clock import FixedClock
 from mailer.content.statement import Transaction, statement
 from mailer.dunning_config import StatementSchedule
 from mailer.errors import MailerError
-from mailer.models import Customer, Event, EventStatus, Message
+from mailer.ledger.models import Customer, Event, EventStatus
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import Message
 from scheduler.statements import next_statement_day, previous_statement_day
 from tests.conftest import DEMO_DOC, START, emails
 

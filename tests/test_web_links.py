@@ -26,9 +26,10 @@ from dunmail.app import Services
 from dunmail.logs import ScrubFilter
 from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
-from mailer.models import LinkEvent, Message, ThreadStatus, WebhookDelivery
+from mailer.inbox_models import ThreadStatus
 from mailer.outbound.links import issue_link, verify_link
 from mailer.outbound.memory import MemoryTransport, SentMail
+from mailer.outbound.models import LinkEvent, Message, WebhookDelivery
 from mailer.outbound.verp import derive_key
 from tests.conftest import DEMO_DOC, WEASYPRINT_SKIP, emails, make_config
 from tests.test_bounce_ingest import dsn

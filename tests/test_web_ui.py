@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 from dunmail.app import Services
 from dunmail.cli import app as cli
 from dunmail.web import auth, ui
+from dunmail.web.models import User, WebSession
 from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.errors import AddressError
-from mailer.models import Tenant, User, WebSession
+from mailer.ledger.models import Tenant
 from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.test_bounce_ingest import dsn
 from tests.test_inbox import _three_threads

@@ -22,8 +22,8 @@ from sqlmodel import Session, col, select
 
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
-from mailer.models import WebhookDelivery, WebhookStatus
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.models import WebhookDelivery, WebhookStatus
 from mailer.outbound.webhooks import GIVE_UP_AFTER, verify_signature
 from tests.conftest import DEMO_DOC, make_config, sent_to
 from tests.test_bounce_ingest import dsn

@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
-from mailer.models import Message, MessageStatus
+from mailer.outbound.models import Message, MessageStatus
 from mailer.outbound.outbox import EnqueueRequest
 from tests.conftest import make_config
 from tests.smtpd import RecordingServer

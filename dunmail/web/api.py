@@ -41,11 +41,8 @@ from mailer.content.kinds import PAYMENT_REQUESTS, Kind
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
 from mailer.ledger.imports import ImportReport, find_invoice
+from mailer.ledger.models import HoldReason, Invoice
 from mailer.ledger.record import CreditNoteRecord, CustomerRecord, InvoiceRecord, PaymentRecord
-from mailer.models import (
-    HoldReason,
-    Invoice,
-)
 
 log = logging.getLogger(__name__)
 Record = TypeVar("Record", bound=BaseModel)

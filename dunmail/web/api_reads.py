@@ -13,14 +13,9 @@ from sqlmodel import Session, col, func, select
 from dunmail.web.apikeys import ERRORS, Api, Call
 from dunmail.web.deps import MAX_ROW_ID, RowId
 from mailer.errors import MailerError, NotFoundError
-from mailer.models import (
-    Customer,
-    DeliveryAttempt,
-    Message,
-    MessageRecipient,
-    MessageStatus,
-    ThreadStatus,
-)
+from mailer.inbox_models import ThreadStatus
+from mailer.ledger.models import Customer
+from mailer.outbound.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 

@@ -35,8 +35,8 @@ from sqlmodel import Session, col, select
 from dunmail.app import Services
 from dunmail.web import idempotency
 from dunmail.web.deps import services_of
+from dunmail.web.models import ApiKey
 from mailer.errors import NotFoundError
-from mailer.models import ApiKey
 
 _KEY = re.compile(r"^dm_(?P<prefix>[0-9a-f]{8})_(?P<secret>[A-Za-z0-9_-]{43})$")
 # last_used_at is a hint for people ("is this key still used?"), not an audit log: one write per

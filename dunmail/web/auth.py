@@ -22,9 +22,9 @@ from fastapi import HTTPException, Request
 from sqlmodel import Session, col, select
 
 from dunmail.web.deps import services_of
+from dunmail.web.models import User, WebSession
 from mailer.address import canonical_login, parse_addr_spec
 from mailer.errors import AddressError, MailerError, NotFoundError
-from mailer.models import User, WebSession
 
 COOKIE = "dunmail_session"
 LOGIN_COOKIE = "dunmail_login"  # the login form's own CSRF token (double submit: no session yet)

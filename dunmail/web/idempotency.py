@@ -31,8 +31,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from dunmail.web.models import IdempotencyRecord
 from mailer.db import session_scope
-from mailer.models import IdempotencyRecord
 
 IN_PROGRESS = 0  # status_code of a reserved key whose work has not finished
 RESERVATION_LEASE = timedelta(minutes=5)

@@ -20,19 +20,13 @@ from dunmail.app import Services
 from dunmail.web.deps import SECURITY_HEADERS
 from mailer.content.attachment import file_stem, plan_pdf
 from mailer.content.kinds import Kind
+from mailer.content.models import StoredPDF
 from mailer.db import session_scope
 from mailer.errors import LinkInvalid, MailerError, NotFoundError
 from mailer.ledger.imports import customer_contacts, find_invoice
-from mailer.models import (
-    Customer,
-    Invoice,
-    InvoiceStatus,
-    LinkEvent,
-    LinkRevocation,
-    Message,
-    StoredPDF,
-)
+from mailer.ledger.models import Customer, Invoice, InvoiceStatus
 from mailer.outbound.links import PURPOSES, LinkClaims, token_hash, verify_link
+from mailer.outbound.models import LinkEvent, LinkRevocation, Message
 
 log = logging.getLogger(__name__)
 

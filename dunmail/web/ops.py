@@ -22,9 +22,9 @@ from sqlmodel import Session, col, select
 from dunmail.app import Services
 from dunmail.demo import DEMO_PASSWORD, DEMO_USER
 from dunmail.web.deps import SECURITY_HEADERS, page, services_of
-from mailer.models import (
+from mailer.inbox_models import DeliveryEvent
+from mailer.outbound.models import (
     DeliveryAttempt,
-    DeliveryEvent,
     Message,
     MessageStatus,
     WebhookDelivery,

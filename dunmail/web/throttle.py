@@ -32,11 +32,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
+from dunmail.web.models import LoginCounter
 from mailer.address import canonical_login
+from mailer.columns import UTCDateTime
 from mailer.config import LoginConfig
 from mailer.db import session_scope
 from mailer.errors import MailerError
-from mailer.models import LoginCounter, UTCDateTime
 
 log = logging.getLogger(__name__)
 

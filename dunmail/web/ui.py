@@ -32,7 +32,9 @@ from dunmail.web.ui_common import (
 )
 from mailer.clock import as_utc
 from mailer.errors import MailerError, NotFoundError
-from mailer.models import HoldReason, Message, MessageStatus, ThreadStatus
+from mailer.inbox_models import ThreadStatus
+from mailer.ledger.models import HoldReason
+from mailer.outbound.models import Message, MessageStatus
 
 router = APIRouter()
 

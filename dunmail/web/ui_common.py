@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dunmail.web.auth import Clerk, csrf_checked, signed_in
 from dunmail.web.deps import page
-from mailer.models import HoldReason
+from mailer.ledger.models import HoldReason
 
 FLASH_COOKIE = "dunmail_flash"
 FILTERS = {

@@ -13,7 +13,7 @@ from typing import Any
 from mailer.content.event_context import invoice_data
 from mailer.content.render import normalise_locale
 from mailer.ledger.localtime import customer_zone, days_between
-from mailer.models import Customer, Invoice, Tenant
+from mailer.ledger.models import Customer, Invoice, Tenant
 
 # The branding keys of ``mailer.content.shapes.TenantData`` a caller may pass (``BrandingConfig``).
 BRANDING_KEYS = ("logo_url", "brand_color", "address", "footer", "css")

@@ -27,7 +27,7 @@ from mailer.content.shapes import (
     SubscriptionData,
 )
 from mailer.ledger.localtime import days_between
-from mailer.models import (
+from mailer.ledger.models import (
     AutopayFailure,
     CreditNote,
     Estimate,

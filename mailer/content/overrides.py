@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, select
 
 from mailer.content.kinds import KINDS
+from mailer.content.models import TemplateOverride
 from mailer.content.render import (
     PARTS,
     SAVE_BUDGET,
@@ -34,7 +35,6 @@ from mailer.content.render import (
 )
 from mailer.content.samples import sample_context
 from mailer.errors import TemplateError
-from mailer.models import TemplateOverride
 
 MAX_SOURCE_BYTES = 64 * 1024
 # Jinja's `attr` filter reads an attribute by name, like a dot does.

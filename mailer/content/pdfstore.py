@@ -27,11 +27,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from mailer.clock import Clock
+from mailer.content.models import StoredPDF
 from mailer.content.pdf import RenderedPDF, render_key
 from mailer.content.pdf_html import DOCUMENTS
 from mailer.db import session_scope
 from mailer.errors import PDFPending, TemplateError
-from mailer.models import StoredPDF
 
 log = logging.getLogger(__name__)
 

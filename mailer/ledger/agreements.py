@@ -25,7 +25,7 @@ from mailer.ledger.billing import LedgerScope, Outcome
 from mailer.ledger.documents import ParsedEstimate, ParsedPaymentPlan
 from mailer.ledger.eventlog import EventSpec, assign
 from mailer.ledger.grace import grace_ends
-from mailer.models import (
+from mailer.ledger.models import (
     Customer,
     Estimate,
     EstimateStatus,

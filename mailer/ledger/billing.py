@@ -28,8 +28,7 @@ from mailer.errors import DocumentError
 from mailer.ledger.documents import ParsedAutopayFailure, ParsedRefund, ParsedSubscription
 from mailer.ledger.eventlog import EventLog, EventSpec, assign
 from mailer.ledger.localtime import customer_zone, local_date
-from mailer.ledger.money import from_minor
-from mailer.models import (
+from mailer.ledger.models import (
     AutopayFailure,
     Customer,
     Estimate,
@@ -40,6 +39,7 @@ from mailer.models import (
     Subscription,
     SubscriptionStatus,
 )
+from mailer.ledger.money import from_minor
 
 Outcome = Literal["created", "updated", "unchanged"]  # as in mailer.ledger.imports
 # The tables the import's sections look up by external id (also ``mailer.ledger.agreements``'s).

@@ -21,6 +21,14 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ValidationError
 
 from mailer.errors import DocumentError
+from mailer.ledger.models import (
+    ContactRole,
+    EstimateStatus,
+    InvoiceStatus,
+    PaymentPlanStatus,
+    SubscriptionInterval,
+    SubscriptionStatus,
+)
 from mailer.ledger.money import from_minor, round_minor, to_minor
 from mailer.ledger.record import (
     AutopayFailureRecord,
@@ -34,14 +42,6 @@ from mailer.ledger.record import (
     Record,
     RefundRecord,
     SubscriptionRecord,
-)
-from mailer.models import (
-    ContactRole,
-    EstimateStatus,
-    InvoiceStatus,
-    PaymentPlanStatus,
-    SubscriptionInterval,
-    SubscriptionStatus,
 )
 
 # The document's sections, in import order: each may refer only to those before it.

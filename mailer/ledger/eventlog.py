@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlmodel import Session, SQLModel, col, select
 
-from mailer.models import Event, EventStatus
+from mailer.ledger.models import Event, EventStatus
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from mailer.models import Hold, HoldReason, Invoice, InvoiceStatus
+from mailer.ledger.models import Hold, HoldReason, Invoice, InvoiceStatus
 
 
 def place(

@@ -34,7 +34,7 @@ from sqlmodel import Session, col, select
 from mailer.clock import Clock, SystemClock
 from mailer.db import session_scope
 from mailer.errors import BusyError
-from mailer.models import ImportLock
+from mailer.ledger.models import ImportLock
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,7 @@ from mailer.ledger.documents import (
 from mailer.ledger.eventlog import EventLog, EventSpec, assign
 from mailer.ledger.grace import grace_ends
 from mailer.ledger.holds import touch_customer_invoices
-from mailer.ledger.money import from_minor
-from mailer.models import (
+from mailer.ledger.models import (
     AutopayFailure,
     Contact,
     ContactRole,
@@ -54,6 +53,7 @@ from mailer.models import (
     Subscription,
     Tenant,
 )
+from mailer.ledger.money import from_minor
 from mailer.outbound.suppression import active as active_suppressions
 from mailer.outbound.suppression import normal
 
@@ -198,7 +198,7 @@ def import_document(
     mailer/ledger/importlock.py) is given the chance between records and after each ledger lookup of
     the parse, so a long import never holds SQLite's one write lock for long.
 
-    Events (``mailer.models.Event``) are the emails a record calls for, keyed by occasion so a
+    Events (``Event`` rows) are the emails a record calls for, keyed by occasion so a
     re-import never repeats one: receipts, refunds and failed autopays are due at once; a credit
     note, a sent estimate and a proposed payment plan wait ``grace`` after their last edit, like
     a new invoice; a subscription's "billed soon" notice is due ``billed_soon_days`` before the

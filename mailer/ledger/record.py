@@ -27,8 +27,7 @@ from pydantic import (
 
 from mailer.address import parse_addr_spec
 from mailer.dunning_config import parse_statement_schedule
-from mailer.ledger.money import parse_currency, parse_decimal
-from mailer.models import (
+from mailer.ledger.models import (
     ContactRole,
     EstimateStatus,
     InvoiceStatus,
@@ -36,6 +35,7 @@ from mailer.models import (
     SubscriptionInterval,
     SubscriptionStatus,
 )
+from mailer.ledger.money import parse_currency, parse_decimal
 
 _DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})

@@ -1,9 +1,14 @@
-"""Alembic environment: runs on the connection ``mailer.db.create_schema`` hands it."""
+"""Alembic environment: runs on the connection ``mailer.db.create_schema`` hands it.
+
+``target_metadata`` holds mailer's tables; the web accounts' tables (dunmail/web/models.py) join
+it only where the shell is imported, so autogenerate from the bare CLI would propose dropping
+them. tests/test_db.py compares the migrated schema with every table.
+"""
 
 from alembic import context
 from sqlmodel import SQLModel
 
-import mailer.models  # noqa: F401
+import mailer.db  # noqa: F401  (registers mailer's tables on SQLModel.metadata)
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -32,7 +32,7 @@ class Signer(Protocol):
 
 
 class PDFFile(Protocol):
-    """A stored PDF: its bytes and their SHA-256 (:class:`mailer.models.StoredPDF`)."""
+    """A stored PDF: its bytes and their SHA-256 (:class:`mailer.content.models.StoredPDF`)."""
 
     @property
     def data(self) -> bytes: ...

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from mailer.config import DeliveryConfig
 from mailer.errors import DeliveryError, PermanentDeliveryError
-from mailer.models import AttemptOutcome, MessageStatus, RecipientStatus
+from mailer.outbound.models import AttemptOutcome, MessageStatus, RecipientStatus
 from mailer.outbound.retry import is_expired, retry_after
 from mailer.outbound.transport import SendResult
 

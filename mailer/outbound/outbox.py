@@ -39,7 +39,11 @@ from mailer.errors import (
     TemplateError,
     TransientDeliveryError,
 )
-from mailer.models import (
+from mailer.outbound.assemble import Assembler, Sender, Signer
+from mailer.outbound.delivery import Decision, decide
+from mailer.outbound.envelopes import send_each
+from mailer.outbound.identity import SenderIdentity
+from mailer.outbound.models import (
     OPEN_MESSAGE_STATES,
     DeliveryAttempt,
     Message,
@@ -47,10 +51,6 @@ from mailer.models import (
     MessageStatus,
     RecipientStatus,
 )
-from mailer.outbound.assemble import Assembler, Sender, Signer
-from mailer.outbound.delivery import Decision, decide
-from mailer.outbound.envelopes import send_each
-from mailer.outbound.identity import SenderIdentity
 from mailer.outbound.ratelimit import Throttle, enhanced_status, should_back_off
 from mailer.outbound.transport import SendResult, Transport
 from mailer.outbound.webhooks import Webhooks

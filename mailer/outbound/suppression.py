@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from mailer.errors import MailerError, NotFoundError
-from mailer.models import DeliveryEvent, Message, Suppression
+from mailer.inbox_models import DeliveryEvent
+from mailer.outbound.models import Message, Suppression
 
 
 class SuppressionKind(StrEnum):

@@ -1,6 +1,6 @@
 """Outbound webhooks: events queued in the transaction that caused them, delivered later.
 
-:meth:`Webhooks.emit` adds one :class:`~mailer.models.WebhookDelivery` row per endpoint of the
+:meth:`Webhooks.emit` adds one :class:`~.models.WebhookDelivery` row per endpoint of the
 tenant that wants the event, in the caller's transaction (an event exists exactly when what
 caused it was committed). :meth:`Webhooks.deliver_due` (``Services.tick``) claims due rows,
 signs and POSTs them, and records the answer: a 2xx is delivered; anything else is retried
@@ -48,7 +48,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailer.db import session_scope
-from mailer.models import WebhookDelivery, WebhookStatus
+from mailer.outbound.models import WebhookDelivery, WebhookStatus
 from mailer.tenant_config import TenantConfig, WebhookConfig
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (AutoString columns)
 
-import mailer.models  # noqa: F401  (UTCDateTime columns)
+import mailer.columns  # noqa: F401  (UTCDateTime columns)
 
 
 # revision identifiers, used by Alembic.
@@ -36,7 +36,7 @@ def upgrade() -> None:
     sa.Column('bounce_domain', sqlmodel.sql.sqltypes.AutoString(length=253), nullable=True),
     sa.Column('time_zone', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('locale', sqlmodel.sql.sqltypes.AutoString(length=35), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('slug')
     )
@@ -48,8 +48,8 @@ def upgrade() -> None:
     sa.Column('locale', sqlmodel.sql.sqltypes.AutoString(length=35), nullable=True),
     sa.Column('time_zone', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('chase', sa.Boolean(), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('tenant_id', 'external_id')
@@ -82,7 +82,7 @@ def upgrade() -> None:
     sa.Column('number', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
     sa.Column('amount_minor', sa.BigInteger(), nullable=False),
-    sa.Column('issued_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('issued_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('lines', sa.JSON(), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
@@ -106,12 +106,12 @@ def upgrade() -> None:
     sa.Column('tax_minor', sa.BigInteger(), nullable=False),
     sa.Column('balance_minor', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.Enum('draft', 'open', 'paid', 'void', name='invoicestatus', native_enum=False, length=20), nullable=False),
-    sa.Column('issued_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('due_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('sent_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('issued_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('due_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('lines', sa.JSON(), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -129,7 +129,7 @@ def upgrade() -> None:
     sa.Column('external_id', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
-    sa.Column('received_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -150,12 +150,12 @@ def upgrade() -> None:
     sa.Column('idempotency_key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('status', sa.Enum('queued', 'deferred', 'sent', 'failed', 'skipped', 'cancelled', name='messagestatus', native_enum=False, length=20), nullable=False),
     sa.Column('context', sa.JSON(), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('next_attempt_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('next_attempt_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('claimed_until', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('claimed_until', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('claimed_by', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-    sa.Column('finished_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
     sa.Column('skip_reason', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
     sa.Column('manual', sa.Boolean(), nullable=False),
@@ -195,8 +195,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('message_id', sa.Integer(), nullable=False),
     sa.Column('number', sa.Integer(), nullable=False),
-    sa.Column('started_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('endpoint', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
     sa.Column('outcome', sa.Enum('accepted', 'partial', 'deferred', 'rejected', 'expired', 'throttled', name='attemptoutcome', native_enum=False, length=20), nullable=False),
     sa.Column('code', sa.Integer(), nullable=True),
@@ -215,7 +215,7 @@ def upgrade() -> None:
     sa.Column('status', sa.Enum('pending', 'accepted', 'deferred', 'rejected', name='recipientstatus', native_enum=False, length=20), nullable=False),
     sa.Column('code', sa.Integer(), nullable=True),
     sa.Column('response', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
-    sa.Column('updated_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['message_id'], ['message.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('message_id', 'address')

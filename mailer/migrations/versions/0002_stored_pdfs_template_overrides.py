@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (AutoString columns)
 
-import mailer.models  # noqa: F401  (UTCDateTime columns)
+import mailer.columns  # noqa: F401  (UTCDateTime columns)
 
 
 # revision identifiers, used by Alembic.
@@ -33,7 +33,7 @@ def upgrade() -> None:
     sa.Column('sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('pages', sa.Integer(), nullable=False),
     sa.Column('data', sa.LargeBinary(), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('tenant_id', 'document', 'version', 'render_key')
@@ -48,7 +48,7 @@ def upgrade() -> None:
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
     sa.Column('part', sqlmodel.sql.sqltypes.AutoString(length=10), nullable=False),
     sa.Column('source', sa.Text(), nullable=False),
-    sa.Column('updated_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_by', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),

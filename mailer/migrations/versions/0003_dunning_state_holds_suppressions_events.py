@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (AutoString columns)
 
-import mailer.models  # noqa: F401  (UTCDateTime columns)
+import mailer.columns  # noqa: F401  (UTCDateTime columns)
 
 
 # revision identifiers, used by Alembic.
@@ -29,7 +29,7 @@ def upgrade() -> None:
     sa.Column('tenant_id', sa.Integer(), nullable=False),
     sa.Column('address', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
     sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('tenant_id', 'address')
@@ -49,11 +49,11 @@ def upgrade() -> None:
     sa.Column('total_minor', sa.BigInteger(), nullable=False),
     sa.Column('tax_minor', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.Enum('draft', 'sent', 'accepted', 'declined', 'expired', name='estimatestatus', native_enum=False, length=20), nullable=False),
-    sa.Column('issued_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('valid_until', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('issued_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('valid_until', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('lines', sa.JSON(), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -73,11 +73,11 @@ def upgrade() -> None:
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
     sa.Column('total_minor', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.Enum('proposed', 'active', 'completed', 'cancelled', name='paymentplanstatus', native_enum=False, length=20), nullable=False),
-    sa.Column('approve_by', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('approve_by', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('installments', sa.JSON(), nullable=False),
     sa.Column('invoice_ids', sa.JSON(), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -97,12 +97,12 @@ def upgrade() -> None:
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
     sa.Column('interval', sa.Enum('week', 'month', 'quarter', 'year', name='subscriptioninterval', native_enum=False, length=20), nullable=False),
     sa.Column('status', sa.Enum('active', 'cancelled', name='subscriptionstatus', native_enum=False, length=20), nullable=False),
-    sa.Column('started_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('next_bill_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('cancelled_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('ends_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('next_bill_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('cancelled_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ends_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -120,9 +120,9 @@ def upgrade() -> None:
     sa.Column('external_id', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
-    sa.Column('attempted_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('attempted_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('decline_reason', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
-    sa.Column('next_retry_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_retry_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('method', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.ForeignKeyConstraint(['invoice_id'], ['invoice.id'], ),
@@ -145,10 +145,10 @@ def upgrade() -> None:
     sa.Column('document', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('context', sa.JSON(), nullable=False),
-    sa.Column('due_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('due_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('status', sa.Enum('pending', 'queued', 'skipped', name='eventstatus', native_enum=False, length=20), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('handled_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('handled_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('note', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.ForeignKeyConstraint(['invoice_id'], ['invoice.id'], ),
@@ -168,9 +168,9 @@ def upgrade() -> None:
     sa.Column('invoice_id', sa.Integer(), nullable=True),
     sa.Column('reason', sa.Enum('dispute', 'promise_to_pay', 'payment_plan', 'manual', name='holdreason', native_enum=False, length=20), nullable=False),
     sa.Column('note', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('ends_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('lifted_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ends_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('lifted_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_by', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('payment_plan_id', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
@@ -193,7 +193,7 @@ def upgrade() -> None:
     sa.Column('external_id', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
-    sa.Column('refunded_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('refunded_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
     sa.Column('method', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
     sa.Column('receipt_number', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
@@ -214,15 +214,15 @@ def upgrade() -> None:
 
     with op.batch_alter_table('customer', schema=None) as batch_op:
         batch_op.add_column(sa.Column('cadence', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=True))
-        batch_op.add_column(sa.Column('next_statement_at', mailer.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('next_statement_at', mailer.columns.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('statement_schedule', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=True))
         batch_op.create_index('ix_customer_statement_due', ['tenant_id', 'next_statement_at'], unique=False)
 
     with op.batch_alter_table('invoice', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('next_action_at', mailer.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('next_action_at', mailer.columns.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('dunning_step', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('dunning_repeats', sa.Integer(), nullable=False, server_default='0'))
-        batch_op.add_column(sa.Column('last_dunned_at', mailer.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('last_dunned_at', mailer.columns.UTCDateTime(timezone=True), nullable=True))
         batch_op.create_index('ix_invoice_due', ['tenant_id', 'next_action_at'], unique=False)
     # Every open invoice is looked at by the first scheduler pass after the upgrade.
     op.execute("UPDATE invoice SET next_action_at = updated_at WHERE status = 'open'")

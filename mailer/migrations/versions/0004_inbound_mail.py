@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (AutoString columns)
 
-import mailer.models  # noqa: F401  (UTCDateTime columns)
+import mailer.columns  # noqa: F401  (UTCDateTime columns)
 
 
 # revision identifiers, used by Alembic.
@@ -27,7 +27,7 @@ def upgrade() -> None:
     op.create_table('inboundmail',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('tenant_id', sa.Integer(), nullable=True),
-    sa.Column('received_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('source', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
     sa.Column('sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('raw', sa.LargeBinary(), nullable=False),
@@ -36,7 +36,7 @@ def upgrade() -> None:
     sa.Column('matched_by', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=True),
     sa.Column('status', sa.Enum('stored', 'processed', 'unmatched', 'error', name='inboundstatus', native_enum=False, length=20), nullable=False),
     sa.Column('error', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
-    sa.Column('processed_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('processed_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['message_id'], ['message.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -58,7 +58,7 @@ def upgrade() -> None:
     sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
     sa.Column('hard', sa.Boolean(), nullable=False),
     sa.Column('diagnostic', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['inbound_id'], ['inboundmail.id'], ),
     sa.ForeignKeyConstraint(['message_id'], ['message.id'], ),
     sa.PrimaryKeyConstraint('id'),

@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (AutoString columns)
 
-import mailer.models  # noqa: F401  (UTCDateTime columns)
+import mailer.columns  # noqa: F401  (UTCDateTime columns)
 
 
 # revision identifiers, used by Alembic.
@@ -31,9 +31,9 @@ def upgrade() -> None:
     sa.Column('document', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('status', sa.Enum('open', 'resolved', name='threadstatus', native_enum=False, length=20), nullable=False),
     sa.Column('assignee', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_event_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_event_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -49,7 +49,7 @@ def upgrade() -> None:
     sa.Column('thread_id', sa.Integer(), nullable=False),
     sa.Column('author', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('text', sa.Text(), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['thread_id'], ['thread.id'], ),
     sa.PrimaryKeyConstraint('id')
     )

@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (AutoString columns)
 
-import mailer.models  # noqa: F401  (UTCDateTime columns)
+import mailer.columns  # noqa: F401  (UTCDateTime columns)
 
 
 # revision identifiers, used by Alembic.
@@ -25,8 +25,8 @@ def upgrade() -> None:
     """Upgrade schema."""
     op.add_column('suppression', sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False, server_default='hard'))
     op.add_column('suppression', sa.Column('created_by', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False, server_default='bounce'))
-    op.add_column('suppression', sa.Column('expires_at', mailer.models.UTCDateTime(), nullable=True))
-    op.add_column('suppression', sa.Column('lifted_at', mailer.models.UTCDateTime(), nullable=True))
+    op.add_column('suppression', sa.Column('expires_at', mailer.columns.UTCDateTime(), nullable=True))
+    op.add_column('suppression', sa.Column('lifted_at', mailer.columns.UTCDateTime(), nullable=True))
     op.add_column('suppression', sa.Column('lifted_by', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True))
     op.add_column('suppression', sa.Column('lift_reason', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True))
     op.add_column('thread', sa.Column('task', sqlmodel.sql.sqltypes.AutoString(length=50), nullable=True))

@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (AutoString columns)
 
-import mailer.models  # noqa: F401  (UTCDateTime columns)
+import mailer.columns  # noqa: F401  (UTCDateTime columns)
 
 
 # revision identifiers, used by Alembic.
@@ -30,9 +30,9 @@ def upgrade() -> None:
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('prefix', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('key_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_used_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('revoked_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_used_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('key_hash'),
@@ -48,7 +48,7 @@ def upgrade() -> None:
     sa.Column('request_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('status_code', sa.Integer(), nullable=False),
     sa.Column('response', sa.Text(), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('tenant_id', 'key')
@@ -63,7 +63,7 @@ def upgrade() -> None:
     sa.Column('document', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
     sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
     sa.Column('created_by', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -78,8 +78,8 @@ def upgrade() -> None:
     sa.Column('email', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('password_hash', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('disabled_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('disabled_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('email')
@@ -96,9 +96,9 @@ def upgrade() -> None:
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('status', sa.Enum('pending', 'delivered', 'failed', name='webhookstatus', native_enum=False, length=20), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('next_attempt_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('delivered_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('next_attempt_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -113,9 +113,9 @@ def upgrade() -> None:
     sa.Column('token_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('csrf_token', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', mailer.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', mailer.columns.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['user.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('token_hash')
@@ -130,7 +130,7 @@ def upgrade() -> None:
     sa.Column('document', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('purpose', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
     sa.Column('action', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
-    sa.Column('at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('user_agent', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
     sa.ForeignKeyConstraint(['message_id'], ['message.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),

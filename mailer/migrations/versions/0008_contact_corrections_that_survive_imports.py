@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (AutoString columns)
 
-import mailer.models  # noqa: F401  (UTCDateTime columns)
+import mailer.columns  # noqa: F401  (UTCDateTime columns)
 
 
 # revision identifiers, used by Alembic.
@@ -26,7 +26,7 @@ def upgrade() -> None:
     with op.batch_alter_table('contact', schema=None) as batch_op:
         batch_op.add_column(sa.Column('erp_email', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=True))
         batch_op.add_column(sa.Column('corrected_by', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True))
-        batch_op.add_column(sa.Column('corrected_at', mailer.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('corrected_at', mailer.columns.UTCDateTime(timezone=True), nullable=True))
 
 
 

@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (AutoString columns)
 
-import mailer.models  # noqa: F401  (UTCDateTime columns)
+import mailer.columns  # noqa: F401  (UTCDateTime columns)
 
 
 # revision identifiers, used by Alembic.
@@ -27,7 +27,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('email', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
     sa.Column('client', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('loginfailure', schema=None) as batch_op:

@@ -12,7 +12,7 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (AutoString columns)
 
-import mailer.models  # noqa: F401  (UTCDateTime columns)
+import mailer.columns  # noqa: F401  (UTCDateTime columns)
 from mailer.address import canonical_login
 
 
@@ -31,7 +31,7 @@ def upgrade() -> None:
     # The failures of the last window are dropped with the old table (15 minutes at most).
     op.create_table('logincounter',
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=400), nullable=False),
-    sa.Column('window_start', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('window_start', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.Column('count', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('key')
     )
@@ -69,7 +69,7 @@ def downgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('email', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
     sa.Column('client', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('loginfailure', schema=None) as batch_op:

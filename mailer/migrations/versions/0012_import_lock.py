@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 import sqlmodel  # noqa: F401  (AutoString columns)
 
-import mailer.models  # noqa: F401  (UTCDateTime columns)
+import mailer.columns  # noqa: F401  (UTCDateTime columns)
 
 
 # revision identifiers, used by Alembic.
@@ -27,8 +27,8 @@ def upgrade() -> None:
     sa.Column('tenant_id', sa.Integer(), nullable=False),
     sa.Column('token', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('holder', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
-    sa.Column('started_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', mailer.columns.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], ),
     sa.PrimaryKeyConstraint('tenant_id')
     )
