@@ -146,7 +146,7 @@ ENDLESS = [
 def test_a_template_past_its_time_or_size_budget_is_refused_when_saved(
     source: str, renderer: Renderer
 ) -> None:
-    from mailer.content.render import SAVE_BUDGET
+    from mailer.content.sandbox import SAVE_BUDGET
 
     started = time.monotonic()
     with pytest.raises(TemplateError) as refused:
@@ -164,7 +164,7 @@ def test_a_template_past_its_time_or_size_budget_is_refused_when_saved(
 def test_a_stored_template_past_the_budget_fails_its_render_in_time(source: str) -> None:
     """Saved before the budget existed: the render stops at the budget with an error that
     names the template, and the engine goes on (the outbox records the failure)."""
-    from mailer.content.render import RenderBudget
+    from mailer.content.sandbox import RenderBudget
 
     metered = Renderer(budget=RenderBudget(seconds=0.3, max_chars=200_000))
     context = sample_context("new_invoice", locale="en")

@@ -27,12 +27,12 @@ if WEASYPRINT_SKIP:
     pytest.skip(WEASYPRINT_SKIP, allow_module_level=True)
 
 from mailer.content import pdf  # noqa: E402  (after the skip: importing it needs Pango)
+from mailer.content.formatting import format_day, format_money
 from mailer.content.pdf import RenderedPDF, render_document, render_key
 from mailer.content.pdf_fetch import MAX_ASSET_BYTES, safe_fetcher
 from mailer.content.pdf_html import PDFError, render_html
 from mailer.content.pdf_pool import PDFRenderer
 from mailer.content.pdf_samples import sample_pdf_context
-from mailer.content.render import format_day, format_money
 from mailer.errors import MailerError, TemplateError
 
 DOCUMENTS = [

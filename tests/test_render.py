@@ -15,9 +15,10 @@ import pytest
 from babel.messages.checkers import python_format
 from babel.messages.pofile import read_po, write_po
 
+from mailer.content.formatting import format_money
 from mailer.content.i18n import available_languages, choose_language, extract_messages
 from mailer.content.kinds import KINDS
-from mailer.content.render import TEMPLATES, Renderer, format_money, html_to_text
+from mailer.content.render import TEMPLATES, Renderer, html_to_text
 from mailer.content.samples import sample_context
 from mailer.errors import HeaderInjectionError, TemplateError
 from mailer.outbound.compose import Draft, Envelope, Rendered, build_message, safe_header, to_bytes

@@ -2,7 +2,7 @@
 
 The page is built from the email's frozen context (``Message.context``), so it shows the
 document version that was emailed, never one edited since. Amounts and dates go through the
-emails' own Babel formatters (``mailer.content.render.format_money``/``format_day``) in the
+emails' own Babel formatters (``mailer.content.formatting.format_money``/``format_day``) in the
 customer's
 locale, so the page says "1.234,50 €" where the email did, and every date is the customer's local
 day (``mailer.ledger.localtime``), so the page and the email name the same due date. The page's own
@@ -20,8 +20,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from mailer.content.formatting import format_day, format_money, normalise_locale
 from mailer.content.kinds import INVOICE_EMAILS, REMINDERS, Kind
-from mailer.content.render import format_day, format_money, normalise_locale
 from mailer.ledger.localtime import DEFAULT_ZONE, days_between, local_date
 
 # The emails' default, and the only shape a colour may have: it goes into a <style> block.

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from mailer.content.event_context import invoice_data
-from mailer.content.render import normalise_locale
+from mailer.content.formatting import normalise_locale
 from mailer.ledger.localtime import customer_zone, days_between
 from mailer.ledger.models import Customer, Invoice, Tenant
 

@@ -45,8 +45,16 @@ log = logging.getLogger(__name__)
 
 MAX_TENANT_CSS = 64 * 1024
 # The modules whose code decides a PDF's bytes, for render_key (the sample data does not; the
-# pool does: its workers fix SOURCE_DATE_EPOCH, which fontTools stamps into subset fonts).
-_SOURCES = ("pdf.py", "pdf_fetch.py", "pdf_fonts.py", "pdf_html.py", "pdf_pool.py")
+# pool does: its workers fix SOURCE_DATE_EPOCH, which fontTools stamps into subset fonts; and
+# formatting.py writes its amounts and dates).
+_SOURCES = (
+    "pdf.py",
+    "pdf_fetch.py",
+    "pdf_fonts.py",
+    "pdf_html.py",
+    "pdf_pool.py",
+    "formatting.py",
+)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from babel.core import UnknownLocaleError
 from babel.numbers import format_decimal, format_percent
 from jinja2.sandbox import SandboxedEnvironment
 
-from mailer.content.render import TEMPLATES, format_day, format_money, template_day
+from mailer.content.formatting import format_day, format_money, template_day
+from mailer.content.render import TEMPLATES
 from mailer.errors import MailerError, TemplateError
 
 PDF_TEMPLATES = TEMPLATES / "pdf"

@@ -224,7 +224,6 @@ OVERSIZED = {
     "mailer/ledger/documents.py": 902,
     "mailer/ledger/imports.py": 894,
     "mailer/outbound/outbox.py": 818,
-    "mailer/content/render.py": 1051,
     "scheduler/dunning.py": 494,
 }
 
