@@ -37,8 +37,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# The timestamp and JSON helpers give SQLModel a type, not a ready ``Column``: a Column joins
+# one table only, and these also declare the columns a non-table base shares with each of its
+# tables (mailer/ledger/models.py's ``PricedDocument``).
+
+
 def at_column(*, nullable: bool = False, index: bool = False) -> Any:
-    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
 
 
 def state_column(
@@ -60,4 +65,7 @@ def state_column(
 
 
 def json_column(default: Any) -> Any:
-    return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
+    # The model fills in ``default``; the column keeps no default of its own, as before.
+    return Field(
+        default_factory=default, sa_type=JSON, nullable=False, sa_column_kwargs={"default": None}
+    )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, localcontext
-from typing import Any, TypeVar, get_args
+from typing import Any, ClassVar, TypeVar, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
@@ -128,9 +128,20 @@ class ParsedLine:
         }
 
 
-class _Priced:
-    """The totals of a document made of lines (an invoice, an estimate)."""
+class Priced:
+    """What an invoice and an estimate share: totals of their lines, and the content hash.
 
+    ``content_hash`` is the sha256 of what the customer sees; the status is left out, so
+    open -> void is no new version. Only inputs go in (not the rounded totals), so a change of
+    rounding rule would not re-version every document in the ledger. ``HASHED_DATES`` names
+    the document's own dates beside ``issued_at`` (an invoice's due date, an estimate's expiry).
+    """
+
+    HASHED_DATES: ClassVar[tuple[str, ...]]
+    number: str
+    customer: str
+    currency: str
+    issued_at: datetime
     lines: tuple[ParsedLine, ...]
 
     @property
@@ -141,9 +152,24 @@ class _Priced:
     def total_minor(self) -> int:
         return sum(line.total_minor for line in self.lines)
 
+    @property
+    def content_hash(self) -> str:
+        dates = ("issued_at", *self.HASHED_DATES)
+        return _digest(
+            {
+                "number": self.number,
+                "customer": self.customer,
+                "currency": self.currency,
+                **{name: getattr(self, name).isoformat() for name in dates},
+                "lines": [line.content() for line in self.lines],
+            }
+        )
+
 
 @dataclass(frozen=True)
-class ParsedInvoice(_Priced):
+class ParsedInvoice(Priced):
+    HASHED_DATES = ("due_at",)
+
     where: str
     external_id: str
     number: str
@@ -153,24 +179,6 @@ class ParsedInvoice(_Priced):
     due_at: datetime
     status: InvoiceStatus
     lines: tuple[ParsedLine, ...]
-
-    @property
-    def content_hash(self) -> str:
-        """sha256 of what the customer sees; status is left out so open->void is no new version.
-
-        Only inputs go in (not the rounded totals), so a change of rounding rule would not
-        re-version every invoice in the ledger.
-        """
-        return _digest(
-            {
-                "number": self.number,
-                "customer": self.customer,
-                "currency": self.currency,
-                "issued_at": self.issued_at.isoformat(),
-                "due_at": self.due_at.isoformat(),
-                "lines": [line.content() for line in self.lines],
-            }
-        )
 
 
 @dataclass(frozen=True)
@@ -254,7 +262,9 @@ class ParsedSubscription:
 
 
 @dataclass(frozen=True)
-class ParsedEstimate(_Priced):
+class ParsedEstimate(Priced):
+    HASHED_DATES = ("valid_until",)
+
     where: str
     external_id: str
     number: str
@@ -264,20 +274,6 @@ class ParsedEstimate(_Priced):
     valid_until: datetime
     status: EstimateStatus
     lines: tuple[ParsedLine, ...]
-
-    @property
-    def content_hash(self) -> str:
-        """sha256 of what the customer sees, status left out (as an invoice's ``content_hash``)."""
-        return _digest(
-            {
-                "number": self.number,
-                "customer": self.customer,
-                "currency": self.currency,
-                "issued_at": self.issued_at.isoformat(),
-                "valid_until": self.valid_until.isoformat(),
-                "lines": [line.content() for line in self.lines],
-            }
-        )
 
 
 @dataclass(frozen=True)

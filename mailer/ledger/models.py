@@ -89,16 +89,15 @@ class InvoiceStatus(StrEnum):
     VOID = "void"
 
 
-class Invoice(SQLModel, table=True):
-    """The current version of an invoice; ``version`` rises whenever its content changes."""
+class PricedDocument(SQLModel):
+    """What an invoice and an estimate share (no table of its own): a numbered document of
+    priced lines, its totals, and the version that rises whenever its content changes.
 
-    __table_args__ = (
-        sa.UniqueConstraint("tenant_id", "external_id"),
-        sa.UniqueConstraint("tenant_id", "number"),
-        # The dunning pass reads a tenant's due invoices as one index range; a pass with
-        # nothing due touches no table row.
-        sa.Index("ix_invoice_due", "tenant_id", "next_action_at"),
-    )
+    ``content_hash`` is the sha256 of what the customer sees, status left out
+    (``mailer.ledger.documents.Priced.content_hash``): an import compares it to tell a new
+    version from a re-import. Each table names its own unique constraints: a constraint, like a
+    column, belongs to one table.
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id", index=True)
@@ -111,9 +110,25 @@ class Invoice(SQLModel, table=True):
     # Money columns are BIGINT: INTEGER stops at 21 million EUR, or 2.1 billion JPY, on PostgreSQL.
     total_minor: int = Field(default=0, sa_type=sa.BigInteger)
     tax_minor: int = Field(default=0, sa_type=sa.BigInteger)
+    issued_at: datetime = at_column()
+    lines: list[dict[str, Any]] = json_column(list)
+    created_at: datetime = at_column()
+    updated_at: datetime = at_column()
+
+
+class Invoice(PricedDocument, table=True):
+    """The current version of an invoice; ``version`` rises whenever its content changes."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "external_id"),
+        sa.UniqueConstraint("tenant_id", "number"),
+        # The dunning pass reads a tenant's due invoices as one index range; a pass with
+        # nothing due touches no table row.
+        sa.Index("ix_invoice_due", "tenant_id", "next_action_at"),
+    )
+
     balance_minor: int = Field(default=0, sa_type=sa.BigInteger)
     status: InvoiceStatus = state_column(InvoiceStatus, InvoiceStatus.OPEN)
-    issued_at: datetime = at_column()
     due_at: datetime = at_column()
     sent_at: datetime | None = at_column(nullable=True)  # first send, automatic or by hand
     # The scheduler's bookkeeping. ``next_action_at`` is when it must look at this invoice
@@ -123,9 +138,6 @@ class Invoice(SQLModel, table=True):
     dunning_step: int = 0  # how many cadence steps are done (sent, replaced or superseded)
     dunning_repeats: int = 0  # repeats sent of the last step done
     last_dunned_at: datetime | None = at_column(nullable=True)  # the last reminder, by hand or not
-    lines: list[dict[str, Any]] = json_column(list)
-    created_at: datetime = at_column()
-    updated_at: datetime = at_column()
 
 
 class Payment(SQLModel, table=True):
@@ -316,7 +328,7 @@ class EstimateStatus(StrEnum):
     EXPIRED = "expired"
 
 
-class Estimate(SQLModel, table=True):
+class Estimate(PricedDocument, table=True):
     """A quote for the customer; ``version`` rises whenever its content changes, like an
     invoice's, and each version that is ``sent`` is emailed once (its PDF pinned by it)."""
 
@@ -325,22 +337,8 @@ class Estimate(SQLModel, table=True):
         sa.UniqueConstraint("tenant_id", "number"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
-    tenant_id: int = Field(foreign_key="tenant.id", index=True)
-    customer_id: int = Field(foreign_key="customer.id", index=True)
-    external_id: str = Field(max_length=100)
-    number: str = Field(max_length=100)
-    version: int = 1
-    content_hash: str = Field(max_length=64)
-    currency: str = Field(max_length=3)
-    total_minor: int = Field(default=0, sa_type=sa.BigInteger)
-    tax_minor: int = Field(default=0, sa_type=sa.BigInteger)
     status: EstimateStatus = state_column(EstimateStatus)
-    issued_at: datetime = at_column()
     valid_until: datetime = at_column()
-    lines: list[dict[str, Any]] = json_column(list)
-    created_at: datetime = at_column()
-    updated_at: datetime = at_column()
 
 
 class PaymentPlanStatus(StrEnum):
