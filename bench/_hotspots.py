@@ -19,7 +19,7 @@ T = TypeVar("T")
 # (label, end of the file path, function name): cumulative time of that function. Stages may
 # nest (enqueue contains its look-up), so shares need not add up to 100 %.
 DELIVER_STAGES = (
-    ("claim (select + lease)", "mailer/outbound/outbox.py", "claim_due"),
+    ("claim (select + lease)", "mailer/outbound/dispatch.py", "claim_due"),
     ("render (Jinja2 + Babel)", "mailer/content/render.py", "render"),
     ("compose: build_message (stdlib email)", "mailer/outbound/compose.py", "build_message"),
     ("compose: to_bytes (stdlib email)", "mailer/outbound/compose.py", "to_bytes"),
@@ -27,7 +27,7 @@ DELIVER_STAGES = (
     ("envelope + VERP", "mailer/outbound/identity.py", "envelope_for"),
     ("throttle", "mailer/outbound/ratelimit.py", "delay"),
     ("SMTP send (aiosmtplib)", "mailer/outbound/smtp.py", "send"),
-    ("record results (one txn per batch)", "mailer/outbound/outbox.py", "_record"),
+    ("record results (one txn per batch)", "mailer/outbound/record.py", "record"),
     ("  record: session.get per row", "sqlalchemy/orm/session.py", "get"),
     ("  record: decide()", "mailer/outbound/delivery.py", "decide"),
     ("  commit / flush", "sqlalchemy/orm/session.py", "commit"),
@@ -35,8 +35,8 @@ DELIVER_STAGES = (
 ENQUEUE_STAGES = (
     ("invoice_contacts (query per invoice)", "mailer/ledger/imports.py", "invoice_contacts"),
     ("invoice_context", "mailer/content/context.py", "invoice_context"),
-    ("Outbox.enqueue", "mailer/outbound/outbox.py", "enqueue"),
-    ("  enqueue: idempotency look-up", "mailer/outbound/outbox.py", "_find"),
+    ("Queue.enqueue", "mailer/outbound/queue.py", "enqueue"),
+    ("  enqueue: idempotency look-up", "mailer/outbound/queue.py", "_find"),
     ("  enqueue: savepoint + flush", "sqlalchemy/orm/session.py", "flush"),
     ("  enqueue: make_address", "mailer/outbound/compose.py", "make_address"),
 )

@@ -70,7 +70,7 @@ async def _deliver_at_barrier(index: int, job: Job, barrier: Barrier) -> WorkerP
         # Blocking the loop here is fine: nothing else runs until the pass starts.
         barrier.wait(BARRIER_TIMEOUT)
         cpu, started = _cpu(), time.monotonic()
-        report = await services.deliver()
+        report = await services.sending.deliver()
         finished, cpu = time.monotonic(), _cpu() - cpu
     finally:
         await services.close()  # after the clock stops, as in the one-process measurement

@@ -25,7 +25,7 @@ from mailer.dunning_config import WEEKDAYS
 from mailer.ledger.imports import invoice_contacts
 from mailer.ledger.models import Customer, Invoice, Tenant
 from mailer.outbound.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
-from mailer.outbound.outbox import EnqueueRequest
+from mailer.outbound.requests import EnqueueRequest
 
 PG_ADMIN_URL = os.environ.get(
     "DUNMAIL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -123,9 +123,9 @@ def make_config(
 def enqueue_invoice_emails(services: Services, kind: str = "invoice_reminder") -> int:
     """Enqueue a ``kind`` email for every invoice in one transaction, as a tick would.
 
-    Per invoice this does what ``Services.enqueue_invoice_email`` does, minus its own session.
+    Per invoice this does what ``Sending.enqueue_invoice_email`` does, minus its own session.
     """
-    tenant_id = services.tenant_id(TENANT)
+    tenant_id = services.tenants.id(TENANT)
     now = services.clock.now()
     with session_scope(services.engine) as session:
         tenant = session.get(Tenant, tenant_id)
@@ -150,7 +150,7 @@ def enqueue_invoice_emails(services: Services, kind: str = "invoice_reminder") -
                 customer_id=customer.id,
                 invoice_id=invoice.id,
             )
-            services.outbox.enqueue(session, request, now=now)
+            services.sending.queue.enqueue(session, request, now=now)
         return len(invoices)
 
 

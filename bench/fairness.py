@@ -138,24 +138,26 @@ async def latency(slow_lines: int, rounds: int, *, wait: float | None) -> list[f
         workdir = Path(tmp)
         services = build_services(_config(workdir, wait or 0), SystemClock(), MemoryTransport())
         try:
-            await services.start_pdfs()
-            if wait is None and services.pdf_passes is not None:
-                services.pdf_passes.pass_wait = None  # every pass waits for its PDFs
-            services.import_document(_document("SLOW", 1, slow_lines), tenant="slow")
-            services.import_document(_document("Q", rounds, 2), tenant="quick")
-            services.enqueue_invoice_email("SLOW-0", kind="new_invoice", tenant="slow", manual=True)
+            await services.pdfs.start()
+            if wait is None and services.pdfs.passes is not None:
+                services.pdfs.passes.pass_wait = None  # every pass waits for its PDFs
+            services.ledger.import_document(_document("SLOW", 1, slow_lines), tenant="slow")
+            services.ledger.import_document(_document("Q", rounds, 2), tenant="quick")
+            services.sending.enqueue_invoice_email(
+                "SLOW-0", kind="new_invoice", tenant="slow", manual=True
+            )
             stop = asyncio.Event()
 
             async def engine() -> None:  # dunmail run's loop: a pass, then the next interval
                 while not stop.is_set():
-                    await services.deliver()
+                    await services.sending.deliver()
                     await asyncio.sleep(POLL)
 
             loop = asyncio.create_task(engine())
             await asyncio.sleep(1.0)  # the slow render is under way
             queued: dict[int, float] = {}
             for i in range(rounds):
-                message = services.enqueue_invoice_email(
+                message = services.sending.enqueue_invoice_email(
                     f"Q-{i}", kind="invoice_reminder", tenant="quick", manual=False
                 )
                 assert message is not None and message.id is not None

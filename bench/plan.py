@@ -18,7 +18,7 @@ file; a private PostgreSQL schema at ``$DUNMAIL_BENCH_POSTGRES`` when one answer
   repeat on the measured day, the others wait for a later day (or have finished their cadence).
 * measure, in a fresh ``spawn``ed process, so the build does not count in its memory:
   ``build_services``, one warm-up pass at the previous pass's instant (nothing is due then: it
-  opens the connection and compiles the claim), then ``services.dunning.run_pass(now)`` at
+  opens the connection and compiles the claim), then ``services.dunning.invoices.run_pass(now)`` at
   Wednesday 2026-03-11 10:00 UTC (customers in UTC: inside the 08:00-18:00 window), which must
   evaluate and queue exactly the invoices due, one email each, without errors; then
   ``--empty-runs`` passes at the same instant, with nothing left due (median). Peak RSS is the
@@ -101,10 +101,10 @@ PASS_STAGES = (
     ("  customers by id (query per batch)", "scheduler/dunning.py", "customers_by_id"),
     ("  active holds (query per batch)", "scheduler/dunning.py", "active_holds"),
     ("  evaluate (pure cadence)", "scheduler/cadence.py", "evaluate"),
-    ("  Services.enqueue_batch", "dunmail/app.py", "enqueue_batch"),
+    ("  Triggers.enqueue_batch", "scheduler/triggers.py", "enqueue_batch"),
     ("    contacts (query per batch)", "mailer/ledger/imports.py", "contacts_by_customer"),
     ("    invoice_context", "mailer/content/context.py", "invoice_context"),
-    ("    Outbox.enqueue_many (executemany inserts)", "mailer/outbound/outbox.py", "enqueue_many"),
+    ("    Queue.enqueue_many (executemany inserts)", "mailer/outbound/queue.py", "enqueue_many"),
     ("  state update (executemany)", "scheduler/dunning.py", "_update_invoices"),
     ("commits (batch commit)", "sqlalchemy/orm/session.py", "commit"),
 )
@@ -137,9 +137,9 @@ class Profile:
 
 def utc_rules(services: Services) -> Rules:
     """The bench tenant's rules for a customer in UTC with the default cadence."""
-    tenant_id = services.tenant_id(TENANT)
+    tenant_id = services.tenants.id(TENANT)
     probe = Customer(tenant_id=tenant_id, external_id="probe", name="probe", time_zone="UTC")
-    return services.rules_for(tenant_id, probe)
+    return services.dunning.rules.rules_for(tenant_id, probe)
 
 
 def profiles(rules: Rules) -> list[Profile]:
@@ -400,7 +400,7 @@ def build_ledger(url: str, workdir: Path, layout: Layout, *, analyze: bool) -> f
     )
     engine = services.engine
     try:
-        tenant_id = services.tenant_id(TENANT)
+        tenant_id = services.tenants.id(TENANT)
         stamp = _storage(engine)
         with engine.begin() as conn:
             bulk_insert(
@@ -494,7 +494,7 @@ def measure(job: Job) -> dict[str, Any]:
     clock = FixedClock(NOW)
     config = make_config(Path(job.workdir), job.url, None)
     services = build_services(config, clock, MemoryTransport(), migrate=False, pdfs=False)
-    dunning = services.schedule()
+    dunning = services.dunning.invoices
     layout = Layout(job.size, job.due_share, tuple(profiles(utc_rules(services))))
     expected = layout.kinds_due()
     rss_ready = _rss_mb()
@@ -561,7 +561,7 @@ def _profile_pass(services: Services, layout: Layout, job: Job) -> dict[str, Any
     started = time.perf_counter()
     profiler.enable()
     try:
-        report = services.schedule().run_pass(NOW)
+        report = services.dunning.invoices.run_pass(NOW)
     finally:
         profiler.disable()
         sa.event.remove(services.engine, "before_cursor_execute", count)

@@ -47,7 +47,8 @@ from typing import Any
 from bench._workload import TENANT, enqueue_invoice_emails, make_config, make_document
 from dunmail.app import build_services
 from mailer.clock import SystemClock
-from mailer.content import pdf, pdf_pool
+from mailer.content import pdf
+from mailer.content import pdf_pool
 from mailer.content.pdf_samples import sample_pdf_context
 from mailer.outbound.memory import MemoryTransport
 
@@ -131,13 +132,15 @@ async def email_rate(count: int, workdir: Path) -> tuple[float, float]:
     config = make_config(workdir, url, None, pdfs=True)
     services = build_services(config, SystemClock(), transport, pdf_renderer=renderer)
     try:
-        report = services.import_document(make_document(count, max(1, count // 10)), tenant=TENANT)
+        report = services.ledger.import_document(
+            make_document(count, max(1, count // 10)), tenant=TENANT
+        )
         if report.errors:
             raise SystemExit(f"the import refused records: {report.errors[:3]}")
         enqueue_invoice_emails(services, "new_invoice")
         await renderer.start()
         started = time.perf_counter()
-        result = await services.deliver()
+        result = await services.sending.deliver()
         seconds = time.perf_counter() - started
     finally:
         await services.close()

@@ -217,7 +217,7 @@ def side_by_side(results: dict[str, dict[str, Any]], when: dict[str, str]) -> li
             ],
             target=2.0,
             percent=False,
-            notes="enqueue plus deliver, each side's own way (dunmail: Outbox.enqueue per "
+            notes="enqueue plus deliver, each side's own way (dunmail: Queue.enqueue per "
             "invoice in one transaction; post_office: mail.send_many)"
             + sources("send", "postoffice"),
             missing="needs bench/results/send.json and postoffice.json",

@@ -9,8 +9,8 @@ Each run sends ``--messages`` reminder-sized emails (text + HTML, DKIM rsa-sha25
 * pipeline, one process: one relay tenant pointing at the sink, over a SQLite file and, when one
   answers at ``$DUNMAIL_BENCH_POSTGRES``, a private PostgreSQL schema. The ledger (customers,
   invoices) is imported once per database; each run starts from an empty outbox and times apart
-  the enqueue (``Outbox.enqueue`` per invoice, one transaction) and one ``Services.deliver()``
-  pass (claim, render, compose, DKIM, send over the pooled ``SMTPTransport`` with 16
+  the enqueue (``Queue.enqueue`` per invoice, one transaction) and one ``Sending.deliver()`` pass
+  (claim, render, compose, DKIM, send over the pooled ``SMTPTransport`` with 16
   connections, record). Rate limits are set far above reach: this measures throughput, not pacing.
 * pipeline, two processes: the same enqueued outbox (copied aside after the enqueue and put
   back, rows and ids unchanged), delivered by two ``spawn``ed engine processes at once, each
@@ -107,9 +107,9 @@ async def build_sample(workdir: Path) -> Sample:
     with database("sqlite", workdir) as url:
         services = build_services(make_config(workdir, url, None), SystemClock(), memory)
         try:
-            services.import_document(make_document(1, 1), tenant=TENANT)
+            services.ledger.import_document(make_document(1, 1), tenant=TENANT)
             enqueue_invoice_emails(services)
-            await services.deliver()
+            await services.sending.deliver()
             with session_scope(services.engine) as session:
                 uid = session.exec(select(Message.uid)).one()
         finally:
@@ -180,7 +180,7 @@ async def prepare_ledger(backend: str, url: str, workdir: Path, messages: int) -
     services = build_services(make_config(workdir, url, None), SystemClock())
     try:
         started = time.perf_counter()
-        report = services.import_document(
+        report = services.ledger.import_document(
             make_document(messages, max(1, messages // 10)), tenant=TENANT
         )
         took = time.perf_counter() - started
@@ -283,7 +283,7 @@ async def measure_pipeline(
         snapshot_outbox(services.engine)
         cpu_before, delivering = _cpu(), time.perf_counter()
         with _profiled(profiles.deliver if profiles else None, inline=True):
-            result = await services.deliver()
+            result = await services.sending.deliver()
         deliver_seconds = time.perf_counter() - delivering
         cpu = _cpu() - cpu_before
         print(

@@ -9,7 +9,7 @@ reproduced here by swapping the outbox's ``send_each`` for a single ``Transport.
 the first recipient's return path: a bench-only stand-in, never used by the engine.
 
 Each run: a fresh outbox of ``--messages`` reminders (text + HTML, DKIM, no PDF) over SQLite,
-one ``Services.deliver()`` pass into the loopback sink (Postfix's smtp-sink when installed,
+one ``Sending.deliver()`` pass into the loopback sink (Postfix's smtp-sink when installed,
 else aiosmtpd in its own process), 16 pooled connections. Every message must end SENT and the
 sink must count one transaction per recipient (per message for "one envelope"). Medians go to
 stdout as a markdown table and to ``bench/results/verp_envelopes.json``.
@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import mailer.outbound.outbox
+import mailer.outbound.dispatch
 from bench._sink import Sink
 from bench._workload import (
     clear_outbox,
@@ -58,8 +58,8 @@ async def _one_envelope(
 @contextmanager
 def _mode(mode: str) -> Iterator[None]:
     names = vars(
-        mailer.outbound.outbox
-    )  # the outbox's own binding of send_each, swapped for the run
+        mailer.outbound.dispatch
+    )  # the dispatcher's own binding of send_each, swapped for the run
     real = names["send_each"]
     if mode == "one envelope":
         names["send_each"] = _one_envelope
@@ -87,7 +87,9 @@ async def _run(
     with database("sqlite", workdir) as url:
         services = build_services(make_config(workdir, url, sink), SystemClock())
         try:
-            report = services.import_document(_document(messages, recipients), tenant="bench")
+            report = services.ledger.import_document(
+                _document(messages, recipients), tenant="bench"
+            )
             if report.errors:
                 raise SystemExit(f"the bench ledger did not import: {report.errors[:3]}")
             for _ in range(runs):
@@ -96,7 +98,7 @@ async def _run(
                 before = sink.received()
                 with _mode(mode):
                     began = time.perf_counter()
-                    await services.deliver()
+                    await services.sending.deliver()
                     seconds = time.perf_counter() - began
                 if count_sent(services.engine) != messages:
                     raise SystemExit(f"{mode}, {recipients} recipients: not every message was sent")

@@ -2,15 +2,9 @@
 
 A bounced email did not reach the customer, so the step it carried is not "sent". If another
 contact of the customer can take it (by role: billing, AP, accountant, primary, and not
-suppressed), the same email goes to that contact. If nobody can, escalation pauses: a
-``contact_bounced`` hold stops further reminders (a louder reminder to the same dead mailbox
-helps nobody) and the thread carries a ``fix_contact`` task until a person corrects the contact
-and runs ``dunmail inbox resend``.
-
-Every return that blocks an address (a hard bounce, repeated soft bounces, a complaint, a
-person's ``dunmail suppressions add``) ends in the same check, :func:`pause_unreachable`: each
-customer of the tenant who has that address and no other reachable contact is paused the same
-way, so no kind of return can leave a customer that nobody can be sent to without a hold.
+suppressed), the same email goes to that contact. If nobody can, escalation pauses
+(bounce/pause.py): a ``contact_bounced`` hold stops further reminders and the thread carries a
+``fix_contact`` task until a person corrects the contact and runs ``dunmail inbox resend``.
 """
 
 from __future__ import annotations
@@ -20,25 +14,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from bounce.pause import (
+    BOUNCE_AUTHOR,
+    FIX_CONTACT,
+    bounce_holds,
+    pause,
+    pause_if_unreachable,
+    pause_unreachable,
+)
 from bounce.report import Kind
-from bounce.threads import add_note, document_key, reopen_thread, thread_messages
+from bounce.threads import add_note, document_key, thread_messages
 from mailer.errors import MailerError
 from mailer.inbox_models import DeliveryEvent, Thread
 from mailer.ledger import holds
 from mailer.ledger.holds import touch_customer_invoices
 from mailer.ledger.imports import contacts_by_customer, rank_contacts
-from mailer.ledger.models import Contact, Hold, HoldReason
+from mailer.ledger.models import Contact
 from mailer.outbound.models import Message, MessageRecipient, RecipientStatus
-from mailer.outbound.outbox import EnqueueRequest
+from mailer.outbound.requests import EnqueueRequest
 from mailer.outbound.suppression import active as active_suppressions
 from mailer.outbound.suppression import normal
-
-FIX_CONTACT = "fix_contact"
-# The hold's author, so a resend lifts exactly the holds bounces placed.
-BOUNCE_AUTHOR = "bounce"
 
 Enqueue = Callable[[Session, EnqueueRequest, datetime], Message]
 
@@ -74,7 +71,7 @@ def react_to_return(
     what = "bounced" if kind is Kind.BOUNCE else "drew a complaint"
     paused = reaction.paused
     if message.customer_id is not None and not paused:
-        paused = _pause_if_unreachable(
+        paused = pause_if_unreachable(
             session,
             tenant_id=message.tenant_id,
             customer_id=message.customer_id,
@@ -91,52 +88,6 @@ def react_to_return(
         skip=message.customer_id,
     )
     return Reaction(rerouted_to=reaction.rerouted_to, paused=paused)
-
-
-def pause_unreachable(
-    session: Session,
-    *,
-    tenant_id: int,
-    addresses: Iterable[str],
-    why: str,
-    now: datetime,
-    skip: int | None = None,
-) -> list[int]:
-    """Pause every customer of the tenant with a contact at one of ``addresses`` (just blocked)
-    that no contact can be reached at any more: a ``contact_bounced`` hold and a
-    ``fix_contact`` task on the thread of its latest email. Returns the customers paused now.
-    One address is often the contact of several customers (a bookkeeper's shared mailbox), and
-    the suppression blocks it for all of them. The caller commits."""
-    wanted = sorted({normal(a) for a in addresses})
-    if not wanted:
-        return []
-    customers = session.exec(
-        select(Contact.customer_id)
-        .where(
-            Contact.tenant_id == tenant_id,
-            sa.func.lower(col(Contact.email)).in_(wanted),
-        )
-        .distinct()
-    ).all()
-    paused = []
-    for customer_id in sorted(set(customers) - {skip}):
-        latest = session.exec(
-            select(Message)
-            .where(Message.tenant_id == tenant_id, Message.customer_id == customer_id)
-            .order_by(col(Message.created_at).desc(), col(Message.id).desc())
-        ).first()
-        thread = reopen_thread(session, latest, now=now) if latest is not None else None
-        blocked = ", ".join(wanted)
-        if _pause_if_unreachable(
-            session,
-            tenant_id=tenant_id,
-            customer_id=customer_id,
-            thread=thread,
-            why=f"{blocked} {why}",
-            now=now,
-        ):
-            paused.append(customer_id)
-    return paused
 
 
 def react_to_bounce(
@@ -171,7 +122,7 @@ def react_to_bounce(
             now=now,
         )
         return Reaction(rerouted_to=fallback.email)
-    _pause(
+    pause(
         session,
         tenant_id=message.tenant_id,
         customer_id=message.customer_id,
@@ -203,14 +154,7 @@ def resend(
     occasion = f"{original.occasion or original.kind} resend {number}"
     request = copy_request(original, addresses, occasion=occasion, manual=True)
     message = enqueue(session, request, now)
-    for hold in session.exec(
-        select(Hold).where(
-            Hold.tenant_id == thread.tenant_id,
-            Hold.customer_id == thread.customer_id,
-            Hold.reason == HoldReason.CONTACT_BOUNCED,
-            col(Hold.lifted_at).is_(None),
-        )
-    ):
+    for hold in bounce_holds(session, tenant_id=thread.tenant_id, customer_id=thread.customer_id):
         holds.lift(session, hold, now)
     touch_customer_invoices(session, thread.customer_id, now)
     thread.task = None
@@ -299,76 +243,6 @@ def _all_contacts(session: Session, customer_id: int, now: datetime) -> list[Con
         )
     }
     return [c for c in everyone if normal(c.email) not in blocked]
-
-
-def unreachable(session: Session, customer_id: int, now: datetime) -> bool:
-    """Whether the customer has contacts for AR email and every one of them (and every
-    stand-in by role) is blocked: nobody can be sent to until a person fixes the contact. A
-    customer whose contacts all opted out of AR email is not unreachable: it asked for none."""
-    if contacts_by_customer(session, [customer_id], now=now)[customer_id]:
-        return False
-    return bool(contacts_by_customer(session, [customer_id])[customer_id])
-
-
-def _pause_if_unreachable(
-    session: Session,
-    *,
-    tenant_id: int,
-    customer_id: int,
-    thread: Thread | None,
-    why: str,
-    now: datetime,
-) -> bool:
-    if not unreachable(session, customer_id, now):
-        return False
-    _pause(
-        session,
-        tenant_id=tenant_id,
-        customer_id=customer_id,
-        thread=thread,
-        why=f"{why} and no contact of the customer can be reached",
-        now=now,
-    )
-    return True
-
-
-def _pause(
-    session: Session,
-    *,
-    tenant_id: int,
-    customer_id: int,
-    thread: Thread | None,
-    why: str,
-    now: datetime,
-) -> None:
-    """The one pause: a ``contact_bounced`` hold (once) and a ``fix_contact`` task (once)."""
-    existing = session.exec(
-        select(Hold).where(
-            Hold.tenant_id == tenant_id,
-            Hold.customer_id == customer_id,
-            Hold.reason == HoldReason.CONTACT_BOUNCED,
-            col(Hold.lifted_at).is_(None),
-        )
-    ).first()
-    if existing is None:
-        holds.place(
-            session,
-            tenant_id=tenant_id,
-            customer_id=customer_id,
-            reason=HoldReason.CONTACT_BOUNCED,
-            note=f"{why}: correct the contact, then dunmail inbox resend"[:500],
-            by=BOUNCE_AUTHOR,
-            now=now,
-        )
-    if thread is not None and thread.task != FIX_CONTACT:
-        thread.task = FIX_CONTACT
-        add_note(
-            session,
-            thread,
-            text=f"{why}: chasing is paused until the contact is fixed and the email resent",
-            author=BOUNCE_AUTHOR,
-            now=now,
-        )
 
 
 def _last_bounced(session: Session, thread: Thread) -> Message | None:

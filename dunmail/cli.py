@@ -38,7 +38,7 @@ from mailer.content.statement import StatementStyle
 from mailer.errors import MailerError, TemplateError
 from mailer.ledger.models import HoldReason
 from mailer.outbound.models import Message
-from mailer.outbound.outbox import PassReport
+from mailer.outbound.requests import PassReport
 
 
 @app.command()
@@ -48,7 +48,7 @@ def init(config: ConfigOpt = None) -> None:
     async def body(services: Services) -> None:
         console.print(
             f"database ready at {services.engine.url.render_as_string(hide_password=True)}; "
-            f"tenants: {', '.join(sorted(services.tenant_ids)) or 'none'}"
+            f"tenants: {', '.join(sorted(services.tenants.ids)) or 'none'}"
         )
 
     with_services(config, None, body)
@@ -84,7 +84,7 @@ def import_(
             raise MailerError(
                 f"{file}: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}"
             ) from None
-        report = services.import_document(data, tenant=tenant, wait=wait)
+        report = services.ledger.import_document(data, tenant=tenant, wait=wait)
         if as_json:
             console.print_json(json.dumps(report.as_dict()))
         else:
@@ -165,7 +165,7 @@ def send(
     document, ref = given[0]
 
     async def body(services: Services) -> tuple[str, list[dict[str, Any]]]:
-        sent = await services.send_email(
+        sent = await services.sending.send_email(
             kind, document=document, ref=ref, tenant=tenant, currency=currency
         )
         return sent.kind, [_sent_row(m) for m in sent.messages]
@@ -211,7 +211,7 @@ def deliver(config: ConfigOpt = None, at: AtOpt = None) -> None:
     """Deliver every message due at that time, then exit."""
 
     async def body(services: Services) -> Any:
-        return await services.deliver()
+        return await services.sending.deliver()
 
     report = with_services(config, at, body)
     console.print(
@@ -228,7 +228,7 @@ def tick(config: ConfigOpt = None, at: AtOpt = None) -> None:
     """One pass of everything due at that time (new invoices, reminders), delivered, then exit."""
 
     async def body(services: Services) -> Any:
-        return await services.tick()
+        return await services.dunning.tick()
 
     dunning, delivered = with_services(config, at, body)
     console.print(dunning.summary(), highlight=False)
@@ -263,7 +263,7 @@ def plan(
     """The dunning simulator: what a pass at that time would send, to whom, and why."""
 
     async def body(services: Services) -> list[Any]:
-        return services.plan(
+        return services.dunning.plan(
             tenant=tenant, customer=customer, everything=everything or bool(customer)
         )
 
@@ -309,7 +309,7 @@ def statement(
             raise MailerError(f"--style {style!r}: use open_item or balance_forward")
 
     async def body(services: Services) -> list[Any]:
-        return await services.send_statement(
+        return await services.sending.send_statement(
             customer,
             tenant=tenant,
             style=_STYLES[style] if style else None,
@@ -337,7 +337,7 @@ def mark_sent(
     """Record that the invoice went out another way: no automatic new-invoice email."""
 
     async def body(services: Services) -> int:
-        return services.mark_sent(invoice, tenant=tenant)
+        return services.ledger.mark_sent(invoice, tenant=tenant)
 
     cancelled = with_services(config, at, body)
     console.print(
@@ -371,7 +371,7 @@ def hold_place(
     """Pause reminders for one invoice or every invoice of a customer."""
 
     async def body(services: Services) -> Any:
-        return services.place_hold(
+        return services.desk.place_hold(
             tenant=tenant,
             customer=customer,
             invoice=invoice,
@@ -397,7 +397,7 @@ def hold_lift(
     """End a hold now; chasing resumes on the next pass."""
 
     async def body(services: Services) -> Any:
-        return services.lift_hold(hold_id, tenant=tenant)
+        return services.desk.lift_hold(hold_id, tenant=tenant)
 
     with_services(config, at, body)
     console.print(f"hold {hold_id} lifted", highlight=False)
@@ -414,7 +414,7 @@ def hold_list(
     """The holds in force (or all of them)."""
 
     async def body(services: Services) -> list[dict[str, Any]]:
-        return services.holds(tenant=tenant, active_only=not everything)
+        return services.desk.holds(tenant=tenant, active_only=not everything)
 
     rows = with_services(config, at, body)
     if as_json:
@@ -452,7 +452,7 @@ def outbox(
         return
 
     async def body(services: Services) -> list[dict[str, Any]]:
-        return services.outbox_rows(limit=limit)
+        return services.desk.outbox_rows(limit=limit)
 
     rows = with_services(config, None, body)
     if as_json:
@@ -497,7 +497,7 @@ def outbox_retry(
     links, content); refused for a message that is not failed."""
 
     async def body(services: Services) -> dict[str, Any]:
-        message = await services.retry_message(message_id, tenant=tenant)
+        message = await services.sending.retry_message(message_id, tenant=tenant)
         return {**_sent_row(message), "kind": message.kind}
 
     row = with_services(config, at, body)
@@ -582,7 +582,7 @@ def template_set(
     async def body(services: Services) -> None:
         source = file.read_text(encoding="utf-8")
         try:
-            services.save_template(
+            services.desk.save_template(
                 kind, part, source, tenant=tenant, updated_by=f"cli:{getpass.getuser()}"
             )
         except TemplateError as exc:
@@ -604,7 +604,7 @@ def template_reset(
     """Go back to the built-in template for one part of KIND, or all of them."""
 
     async def body(services: Services) -> int:
-        return services.reset_template(kind, tenant=tenant, part=part)
+        return services.desk.reset_template(kind, tenant=tenant, part=part)
 
     removed = with_services(config, None, body)
     console.print(
@@ -623,7 +623,7 @@ def template_show(
     async def body(services: Services) -> list[tuple[str, str, str | None]]:
         if kind not in KINDS:
             raise MailerError(f"unknown email kind {kind!r}; known kinds: {', '.join(KINDS)}")
-        overrides = services.template_overrides(kind, tenant=tenant)
+        overrides = services.desk.template_overrides(kind, tenant=tenant)
         parts: list[tuple[str, str, str | None]] = []
         for name in PARTS:
             if name in overrides:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from dunmail.app import Services
-from dunmail.web.auth import create_user
+from dunmail.web.users import create_user
 from mailer.content.kinds import Kind
 from mailer.db import session_scope
 from mailer.ledger.models import Invoice, InvoiceStatus
@@ -80,13 +80,13 @@ def seed_demo(services: Services, *, tenant: str) -> int:
     with Session(services.engine) as session:
         if session.exec(select(Invoice).limit(1)).first() is not None:
             return 0
-    report = services.import_document(demo_document(now), tenant=tenant)
+    report = services.ledger.import_document(demo_document(now), tenant=tenant)
     log.info("demo data: %s", report.summary())
     if services.config.env == "dev":
         with session_scope(services.engine) as session:
             create_user(
                 session,
-                tenant_id=services.tenant_id(tenant),
+                tenant_id=services.tenants.id(tenant),
                 email=DEMO_USER,
                 name="Demo clerk",
                 password=DEMO_PASSWORD,
@@ -111,6 +111,8 @@ def seed_demo(services: Services, *, tenant: str) -> int:
             # switched off is left out, as the engine would.
             if not services.config.tenants[tenant].sends(kind):
                 continue
-            services.enqueue_invoice_email(invoice.number, kind=kind, tenant=tenant, manual=True)
+            services.sending.enqueue_invoice_email(
+                invoice.number, kind=kind, tenant=tenant, manual=True
+            )
             queued += 1
     return queued

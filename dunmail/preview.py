@@ -1,8 +1,8 @@
 """An email exactly as it would be sent (headers, parts, PDF, DKIM), neither sent nor recorded.
 
-The context is built by ``Services.invoice_email``, as the outbox stores it; the message by
-:class:`mailer.outbound.assemble.Assembler` with the tenant's sending profile, as the outbox sends
-it.
+The context is built by ``Triggers.invoice_email`` (scheduler/triggers.py), as the queue stores
+it; the message by :class:`mailer.outbound.assemble.Assembler` with the tenant's sending profile,
+as the dispatcher sends it.
 Only the database writes and the transport are left out (the PDF is rendered here, not taken
 from or put in the store), so ``dunmail preview`` can be run against a live ledger at any time.
 """
@@ -18,13 +18,13 @@ from typing import Any
 from sqlmodel import Session
 
 from dunmail.app import Services
-from mailer.content.formatting import normalise_locale
 from mailer.content.i18n import fallback_note
 from mailer.content.kinds import INVOICE_EMAILS, KINDS
+from mailer.content.formatting import normalise_locale
 from mailer.content.samples import sample_context
 from mailer.errors import MailerError
 from mailer.outbound.assemble import Assembler, PDFFile
-from mailer.outbound.outbox import Claimed
+from mailer.outbound.requests import Claimed
 from mailer.tenant_config import TenantConfig
 
 # The kinds a preview can build from an invoice in the ledger; any kind works with a sample.
@@ -65,8 +65,8 @@ async def build_preview(
     """Render, compose and sign ``kind`` for ``invoice`` (or its sample context) in memory."""
     if kind not in KINDS:
         raise MailerError(f"unknown email kind {kind!r}; known kinds: {', '.join(KINDS)}")
-    tenant_id = services.tenant_id(tenant)
-    _, config = services.tenant_config(tenant_id)
+    tenant_id = services.tenants.id(tenant)
+    _, config = services.tenants.config(tenant_id)
     if sample:
         source = _sample(kind, config, locale)
     elif invoice is None:
@@ -79,8 +79,8 @@ async def build_preview(
     else:
         source = _from_ledger(services, kind, invoice, tenant_id, locale)
 
-    profile = services.outbox.profile(tenant_id)
-    uid = secrets.token_hex(10)  # as Outbox.enqueue makes them; nothing is stored under it
+    profile = services.sending.dispatcher.profile(tenant_id)
+    uid = secrets.token_hex(10)  # as Queue.enqueue makes them; nothing is stored under it
     snapshot = Claimed(
         id=0,
         uid=uid,
@@ -139,12 +139,12 @@ def _from_ledger(
 ) -> _Source:
     """The context ``enqueue_invoice_email`` would store, read without writing anything."""
     with Session(services.engine) as session:  # never committed: a preview records nothing
-        email = services.invoice_email(
+        email = services.sending.triggers.invoice_email(
             session, tenant_id=tenant_id, number=number, kind=kind, sending=False
         )
     context = email.context
     if locale is not None:
-        _, config = services.tenant_config(tenant_id)
+        _, config = services.tenants.config(tenant_id)
         context["locale"] = normalise_locale(locale, config.locale)
     invoice = email.invoice
     return _Source(context, email.recipients, invoice.id, invoice.version)

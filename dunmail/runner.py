@@ -47,8 +47,8 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
     inbound: asyncio.Server | None = None
     try:
         inbound = await _start_inbound(config, services)
-        if config.demo.seed and services.tenant_ids:
-            queued = seed_demo(services, tenant=sorted(services.tenant_ids)[0])
+        if config.demo.seed and services.tenants.ids:
+            queued = seed_demo(services, tenant=sorted(services.tenants.ids)[0])
             if queued:
                 log.info(
                     "demo: queued %d emails; watch them arrive in %s/new/",
@@ -57,11 +57,11 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
                 )
         # Warm PDF workers, and renders slower than [pdf] pass_wait_seconds finish off the
         # pass: one tenant's long document never makes the scheduler skip everyone's passes.
-        await services.start_pdfs()
+        await services.pdfs.start()
         # Catch up at once rather than after the first interval: everything that fell due
         # while the engine was down is evaluated once, here.
-        await services.tick()
-        ticks = [Tick("tick", config.delivery.poll_seconds, services.tick)]
+        await services.dunning.tick()
+        ticks = [Tick("tick", config.delivery.poll_seconds, services.dunning.tick)]
         ticks += mailbox_ticks(services)
         scheduler = build_scheduler(ticks)
         scheduler.start()
@@ -89,7 +89,7 @@ async def _start_inbound(config: Config, services: Services) -> asyncio.Server |
     if not settings.enabled:
         return None
     addresses = build_inbound_addresses(config.tenants, config.relay)
-    server = await start_inbound(settings, addresses, services.receive_inbound)
+    server = await start_inbound(settings, addresses, services.inbound.receive)
     log.info(
         "inbound SMTP server on %s:%d for %s and %d AR inbox address(es)",
         settings.host,
@@ -108,7 +108,7 @@ def mailbox_ticks(services: Services) -> list[Tick]:
         async def run() -> None:
             try:
                 # imaplib blocks: the poll runs in a thread, the event loop keeps serving.
-                await asyncio.to_thread(services.poll_mailbox, slug)
+                await asyncio.to_thread(services.inbound.poll_mailbox, slug)
             except MailerError as exc:
                 log.warning("imap: polling %s failed, retrying next interval: %s", slug, exc)
 
@@ -116,7 +116,7 @@ def mailbox_ticks(services: Services) -> list[Tick]:
 
     return [
         Tick(f"imap-{slug}", imap.poll_seconds, poll(slug))
-        for slug in services.imap_tenants()
+        for slug in services.inbound.imap_tenants()
         if (imap := services.config.tenants[slug].imap) is not None
     ]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,22 +39,12 @@ from scheduler.cadence import (
     DunningState,
     Evaluation,
     InvoiceFacts,
-    Rules,
     evaluate,
 )
+from scheduler.rules import RulesBook
+from scheduler.triggers import Triggers
 
 log = logging.getLogger(__name__)
-
-RulesFor = Callable[[int, Customer], Rules]
-# Queue one customer-level email for all of a customer's overdue invoices in one currency.
-EnqueueSummary = Callable[[Session, Customer, list[Invoice], str, datetime], tuple[str, ...]]
-# Queue ``action``'s email for the invoice inside the caller's transaction; return the
-# recipients, or raise MailerError (no contact, kind unknown) to leave the invoice waiting.
-Enqueue = Callable[[Session, Invoice, Customer, Action, datetime], tuple[str, ...]]
-# The same for a whole batch; returns invoice id -> why its email could not be queued.
-EnqueueBatch = Callable[
-    [Session, Sequence[tuple[Invoice, Customer, Action]], datetime], Mapping[int, str]
-]
 
 
 @dataclass
@@ -110,18 +100,16 @@ class Dunning:
         engine: Engine,
         *,
         tenant_ids: Collection[int],
-        rules_for: RulesFor,
-        enqueue_batch: EnqueueBatch,
-        recipients_of: Callable[[Session, Invoice], tuple[str, ...]],
-        enqueue_summary: EnqueueSummary | None = None,
+        rules: RulesBook,
+        triggers: Triggers,
         batch_size: int = 500,
     ) -> None:
-        self._enqueue_summary = enqueue_summary
+        """``rules`` says each customer's cadence and calendar; ``triggers`` queues the email
+        a decision calls for, in the pass's transaction."""
         self._engine = engine
         self._tenant_ids = sorted(tenant_ids)
-        self._rules_for = rules_for
-        self._enqueue_batch = enqueue_batch
-        self._recipients_of = recipients_of
+        self._rules = rules
+        self._triggers = triggers
         self._batch_size = batch_size
 
     # -- the pass ----------------------------------------------------------------------------
@@ -166,7 +154,7 @@ class Dunning:
             for d in decisions
             if d.result.action is not None and d.summary is None
         ]
-        failed = dict(self._enqueue_batch(session, plain, now)) if plain else {}
+        failed = dict(self._triggers.enqueue_batch(session, plain, now)) if plain else {}
         states: list[dict[str, Any]] = []  # new state and next time, one UPDATE for the batch
         times: list[dict[str, Any]] = []  # next time only
         for decision in decisions:
@@ -208,9 +196,7 @@ class Dunning:
     def _summarise(self, session: Session, decision: _Decision, now: datetime) -> None:
         """The customer-level email; every invoice on it counts as chased now."""
         assert decision.summary is not None and decision.result.action is not None
-        if self._enqueue_summary is None:
-            raise MailerError("customer-level chasing is not wired in")
-        self._enqueue_summary(
+        self._triggers.enqueue_summary(
             session, decision.customer, decision.summary, decision.result.action.occasion, now
         )
         for other in decision.summary:
@@ -229,7 +215,7 @@ class Dunning:
         drivers: dict[tuple[int, str], Invoice | None] = {}
         for invoice in invoices:
             customer = customers[invoice.customer_id]
-            rules = self._rules_for(invoice.tenant_id, customer)
+            rules = self._rules.rules_for(invoice.tenant_id, customer)
             facts = facts_of(
                 invoice,
                 customer,
@@ -301,7 +287,7 @@ class Dunning:
             entries = []
             for decision in self._evaluate(session, invoices, now):
                 invoice, who, result = decision.invoice, decision.customer, decision.result
-                recipients = self._recipients_of(session, invoice) if result.action else ()
+                recipients = self._triggers.recipients_of(session, invoice) if result.action else ()
                 entries.append(
                     PlanEntry(
                         document=invoice.number,

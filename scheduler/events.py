@@ -11,7 +11,7 @@ exactly one email, or stays pending, never both and never neither.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -22,18 +22,11 @@ from mailer.db import session_scope
 from mailer.errors import MailerError
 from mailer.ledger.models import Customer, Event, EventStatus
 from scheduler.cadence import Action
-from scheduler.calendar import SendCalendar
 from scheduler.dunning import DunningReport, PlanEntry
+from scheduler.rules import RulesBook
+from scheduler.triggers import SkipEvent, Triggers
 
 log = logging.getLogger(__name__)
-
-# Queue the event's email in the caller's transaction; raise SkipEvent when there is nothing to
-# send (kind switched off, no contact), MailerError for anything else that is wrong with it.
-EnqueueEvent = Callable[[Session, Event, datetime], object]
-
-
-class SkipEvent(MailerError):
-    """The event's email is not sent, for a reason worth recording on the event."""
 
 
 class EventPass:
@@ -44,14 +37,17 @@ class EventPass:
         engine: Engine,
         *,
         tenant_ids: Collection[int],
-        enqueue: EnqueueEvent,
-        calendar_for: Callable[[Customer], SendCalendar] | None = None,
+        triggers: Triggers,
+        rules: RulesBook,
         batch_size: int = 500,
     ) -> None:
-        self._calendar_for = calendar_for
+        """``triggers`` queues each due event's email (raising SkipEvent when there is
+        nothing to send: kind switched off, no contact); ``rules`` gives the customer's send
+        window, which a windowed kind waits for."""
         self._engine = engine
         self._tenant_ids = sorted(tenant_ids)
-        self._enqueue = enqueue
+        self._triggers = triggers
+        self._rules = rules
         self._batch_size = batch_size
 
     def plan(
@@ -120,12 +116,12 @@ class EventPass:
         Notices the engine sends on its own schedule (statements, billed-soon) wait for the
         window, like reminders; receipts, refunds and the rest go at once (the per-kind table
         is ``KindSpec.windowed`` in mailer/content/kinds.py)."""
-        if not waits_for_window(event.kind) or self._calendar_for is None:
+        if not waits_for_window(event.kind):
             return None
         customer = session.get(Customer, event.customer_id)
         if customer is None:
             return None
-        opens = self._calendar_for(customer).next_open(now)
+        opens = self._rules.calendar_for(customer).next_open(now)
         return opens if opens > now else None
 
     def _one(self, session: Session, event: Event, now: datetime, report: DunningReport) -> None:
@@ -137,7 +133,7 @@ class EventPass:
         event.handled_at = now
         try:
             with session.begin_nested():
-                self._enqueue(session, event, now)
+                self._triggers.enqueue_event(session, event, now)
         except SkipEvent as exc:
             event.status = EventStatus.SKIPPED
             event.note = str(exc)[:300]

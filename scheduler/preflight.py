@@ -21,15 +21,19 @@ from mailer.outbound.models import Message, MessageRecipient, RecipientStatus
 from mailer.outbound.suppression import active as active_suppressions
 from mailer.outbound.suppression import normal
 from scheduler.cadence import Action, ActiveHold, chase_blocker
-from scheduler.dunning import Enqueue, RulesFor, active_holds, customers_by_id, facts_of
+from scheduler.dunning import active_holds, customers_by_id, facts_of
+from scheduler.rules import RulesBook
+from scheduler.triggers import Triggers
 
 
 class Preflight:
     """Re-reads invoice, customer, holds and suppressions for claimed messages."""
 
-    def __init__(self, *, rules_for: RulesFor, enqueue: Enqueue) -> None:
-        self._rules_for = rules_for
-        self._enqueue = enqueue
+    def __init__(self, *, rules: RulesBook, triggers: Triggers) -> None:
+        """``rules`` says what a customer's cadence and send window are now; ``triggers``
+        queues a changed invoice's email again for its new version."""
+        self._rules = rules
+        self._triggers = triggers
 
     def check(
         self,
@@ -104,7 +108,7 @@ class Preflight:
             customer = customers.get(message.customer_id or 0)
             if customer is None:
                 continue
-            opens = self._rules_for(message.tenant_id, customer).calendar.next_open(now)
+            opens = self._rules.rules_for(message.tenant_id, customer).calendar.next_open(now)
             if opens > now:
                 waits[message.id or 0] = opens
         return waits
@@ -127,7 +131,7 @@ class Preflight:
         customer = customers[invoice.customer_id]
         hold = holds.get(invoice.id or 0)
         facts = facts_of(invoice, customer, hold)
-        return chase_blocker(facts, self._rules_for(invoice.tenant_id, customer), now)
+        return chase_blocker(facts, self._rules.rules_for(invoice.tenant_id, customer), now)
 
     def _summary_reason(self, session: Session, message: Message, now: datetime) -> str | None:
         """A customer-level reminder: is anything on it still open, and may we chase?"""
@@ -148,7 +152,7 @@ class Preflight:
         holds = active_holds(session, still_open, now)
         for invoice in still_open:
             facts = facts_of(invoice, customer, holds.get(invoice.id or 0))
-            reason = chase_blocker(facts, self._rules_for(invoice.tenant_id, customer), now)
+            reason = chase_blocker(facts, self._rules.rules_for(invoice.tenant_id, customer), now)
             if reason is None:
                 return None  # at least one invoice on it may still be chased
         return reason
@@ -170,7 +174,7 @@ class Preflight:
             return f"{why}: send it again to send the current version"
         try:
             with session.begin_nested():
-                self._enqueue(
+                self._triggers.enqueue_scheduled(
                     session,
                     invoice,
                     customers[invoice.customer_id],

@@ -11,7 +11,7 @@ only inside the window on a business day: one found due at night or on a weekend
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
@@ -36,12 +36,12 @@ from mailer.ledger.models import (
 )
 from scheduler.calendar import SendCalendar
 from scheduler.dunning import DunningReport
+from scheduler.rules import RulesBook
 
 log = logging.getLogger(__name__)
 
 # tenant id -> its statement schedule and send calendar (in the tenant's zone; each customer
 # with a zone of its own gets the same window and business days in that zone)
-StatementSettings = Callable[[int], tuple[StatementSchedule, SendCalendar]]
 
 
 def next_statement_day(schedule: StatementSchedule, after: date) -> date | None:
@@ -159,12 +159,13 @@ class StatementPass:
         engine: Engine,
         *,
         tenant_ids: Collection[int],
-        settings: StatementSettings,
+        rules: RulesBook,
         batch_size: int = 500,
     ) -> None:
+        """``rules`` gives each tenant's statement schedule and send calendar."""
         self._engine = engine
         self._tenant_ids = sorted(tenant_ids)
-        self._settings = settings
+        self._rules = rules
         self._batch_size = batch_size
 
     def run_pass(self, now: datetime, report: DunningReport) -> None:
@@ -173,7 +174,7 @@ class StatementPass:
         for tenant_id in self._tenant_ids:
             if tenant_id in importing:
                 continue
-            schedule, calendar = self._settings(tenant_id)
+            schedule, calendar = self._rules.statement_settings(tenant_id)
             self._schedule_new_customers(tenant_id, schedule, calendar, now)
             while self._batch(tenant_id, schedule, calendar, now, report):
                 pass

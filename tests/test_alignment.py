@@ -106,8 +106,8 @@ async def test_relay_mode_mail_verifies_for_the_relay_domain_and_the_tenants(
         services = build_services(config, clock, transport)
     try:
         assert not [r for r in caplog.records if "DKIM does not align" in r.getMessage()]
-        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-        await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+        assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
+        await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     finally:
         await services.close()
     (sent,) = emails(transport)

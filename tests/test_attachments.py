@@ -80,7 +80,7 @@ async def _services(
         relay={"domain": "relay.example", "host": smtpd.host, "port": smtpd.port, **relay},
     )
     services = build_services(config, clock, pdf_renderer=renderer, attach_pdf=attach_pdf)
-    report = services.import_document(DEMO_DOC, tenant="acme")
+    report = services.ledger.import_document(DEMO_DOC, tenant="acme")
     assert report.errors == []
     return services
 
@@ -147,7 +147,7 @@ def _text_and_html(msg: EmailMessage) -> tuple[str, str]:
 async def test_new_invoice_arrives_with_the_pdf_whose_hash_the_message_records(
     services: Services, smtpd: RecordingServer
 ) -> None:
-    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.SENT
     [(filename, data)] = _pdfs(_received(smtpd))
     assert filename == "INV-1042.pdf"
@@ -163,8 +163,8 @@ async def test_new_invoice_arrives_with_the_pdf_whose_hash_the_message_records(
 async def test_emails_about_one_invoice_version_share_one_render(
     services: Services, smtpd: RecordingServer, renderer: CountingRenderer
 ) -> None:
-    first = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-    second = await services.send_invoice("INV-1042", kind="invoice_reminder", tenant=None)
+    first = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    second = await services.sending.send_invoice("INV-1042", kind="invoice_reminder", tenant=None)
     assert first.id != second.id
     assert renderer.calls == ["invoice"]
     assert len(_stored(services)) == 1
@@ -175,17 +175,17 @@ async def test_emails_about_one_invoice_version_share_one_render(
 async def test_a_new_invoice_version_renders_a_new_pdf(
     services: Services, smtpd: RecordingServer, renderer: CountingRenderer, clock: FixedClock
 ) -> None:
-    first = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    first = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     edited = copy.deepcopy(DEMO_DOC)
     edited["invoices"][0]["lines"].append(
         {"description": "Extra support", "quantity": "2", "unit_price": "60.00"}
     )
     clock.advance(timedelta(minutes=5))
-    assert services.import_document(edited, tenant="acme").errors == []
+    assert services.ledger.import_document(edited, tenant="acme").errors == []
     with Session(services.engine) as session:
         invoice = session.exec(select(Invoice)).one()
     assert invoice.version == 2
-    second = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    second = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert second.id != first.id and second.document_version == 2
     assert renderer.calls == ["invoice", "invoice"]
     stored = _stored(services)
@@ -202,7 +202,7 @@ async def test_concurrent_first_renders_store_one_pdf(
 ) -> None:
     # Two workers miss the store at once; both render, one insert wins the unique constraint
     # and the other reads the winner's row: every email carries the same bytes.
-    assert services.pdf_store is not None
+    assert services.pdfs.store is not None
     with Session(services.engine) as session:
         message_context = {
             "locale": "en",
@@ -212,7 +212,7 @@ async def test_concurrent_first_renders_store_one_pdf(
         }
     message_context["invoice"]["lines"] = []
     fetch = {
-        "tenant_id": services.tenant_id("acme"),
+        "tenant_id": services.tenants.id("acme"),
         "document": "invoice:1",
         "version": 1,
         "pdf": "invoice",
@@ -221,7 +221,7 @@ async def test_concurrent_first_renders_store_one_pdf(
     # A second engine process has its own store object (one process shares one render).
     other = PDFStore(services.engine, renderer=renderer, clock=services.clock)
     first, second = await asyncio.gather(
-        services.pdf_store.fetch_pdf(**fetch), other.fetch_pdf(**fetch)
+        services.pdfs.store.fetch_pdf(**fetch), other.fetch_pdf(**fetch)
     )
     assert renderer.calls == ["invoice", "invoice"]  # both missed the store
     assert first.id == second.id and first.sha256 == second.sha256
@@ -232,7 +232,7 @@ async def test_concurrent_first_renders_store_one_pdf(
 async def test_a_retry_sends_the_bytes_the_first_attempt_recorded(
     services: Services, smtpd: RecordingServer, renderer: CountingRenderer, clock: FixedClock
 ) -> None:
-    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.DEFERRED
     assert message.pdf_sha256 is not None
     # A deploy changes the templates: the stored PDF's render key no longer matches.
@@ -243,7 +243,7 @@ async def test_a_retry_sends_the_bytes_the_first_attempt_recorded(
         session.commit()
     smtpd.script(data=None)
     clock.advance(timedelta(hours=1))
-    assert (await services.deliver()).sent == 1
+    assert (await services.sending.deliver()).sent == 1
     assert renderer.calls == ["invoice"]  # not rendered again
     [(_, data)] = _pdfs(_received(smtpd))
     assert hashlib.sha256(data).hexdigest() == message.pdf_sha256
@@ -265,9 +265,11 @@ async def test_attach_pdf_switches_pdfs_off_per_tenant_and_kind(
 
     services = await _services(tmp_path, db_url, clock, smtpd, renderer, attach_pdf=attach_pdf)
     try:
-        reminder = await services.send_invoice("INV-1042", kind="invoice_reminder", tenant=None)
-        new = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-        tenant_id = services.tenant_id("acme")
+        reminder = await services.sending.send_invoice(
+            "INV-1042", kind="invoice_reminder", tenant=None
+        )
+        new = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+        tenant_id = services.tenants.id("acme")
     finally:
         await services.close()
     assert _pdfs(_received(smtpd, 0)) == [] and reminder.pdf_sha256 is None
@@ -290,9 +292,11 @@ async def test_attach_pdf_comes_from_the_tenant_config(
     config = make_config(tmp_path, db_url, relay=relay, tenants={"acme": acme})
     services = build_services(config, clock, pdfs=True, pdf_renderer=renderer)
     try:
-        services.import_document(DEMO_DOC, tenant="acme")
-        reminder = await services.send_invoice("INV-1042", kind="invoice_reminder", tenant=None)
-        new = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+        services.ledger.import_document(DEMO_DOC, tenant="acme")
+        reminder = await services.sending.send_invoice(
+            "INV-1042", kind="invoice_reminder", tenant=None
+        )
+        new = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     finally:
         await services.close()
     assert _pdfs(_received(smtpd, 0)) == [] and reminder.pdf_sha256 is None
@@ -309,7 +313,7 @@ async def test_a_pdf_over_the_size_limit_is_linked_not_attached(
     # Large enough for the email itself (~10 KB), far too small for it with the PDF.
     services = await _services(tmp_path, db_url, clock, smtpd, renderer, max_message_bytes=20_000)
     try:
-        message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     finally:
         await services.close()
     assert message.status is MessageStatus.SENT  # never a failed send
@@ -340,7 +344,7 @@ async def test_renders_through_the_process_pool(
     renderer = CountingRenderer(workers=1)
     services = await _services(tmp_path, db_url, clock, smtpd, renderer)
     try:
-        message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     finally:
         await services.close()
     [(_, data)] = _pdfs(_received(smtpd))
@@ -356,9 +360,9 @@ async def test_without_pdfs_nothing_is_attached(
     )
     services = build_services(config, clock)
     try:
-        assert services.pdf_store is None
-        services.import_document(DEMO_DOC, tenant="acme")
-        message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+        assert services.pdfs.store is None
+        services.ledger.import_document(DEMO_DOC, tenant="acme")
+        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     finally:
         await services.close()
     assert _pdfs(_received(smtpd)) == []
@@ -394,8 +398,8 @@ async def test_pdfs_switch_on_by_themselves_when_a_tenant_attaches_one(
     with_pdfs = build_services(make_config(tmp_path, db_url, pdfs=True), clock)
     without = build_services(make_config(tmp_path, db_url), clock)
     try:
-        assert with_pdfs.pdf_store is not None and with_pdfs.pdf_renderer is not None
-        assert without.pdf_store is None and without.pdf_renderer is None
+        assert with_pdfs.pdfs.store is not None and with_pdfs.pdfs.renderer is not None
+        assert without.pdfs.store is None and without.pdfs.renderer is None
     finally:
         await with_pdfs.close()
         await without.close()

@@ -42,7 +42,7 @@ async def test_forged_bounces_suppress_nothing(
     no_mac = f"{prefix}@{domain}"
     # Without the original's headers: only the (forged) VERP address could attribute it.
     bare = b"Content-Type: text/plain\r\n\r\n"
-    summary = services.ingest_inbound(
+    summary = services.inbound.ingest(
         [
             ("file:forged-mac.eml", dsn(sent, envelope_to=forged_mac, original=bare)),
             ("file:no-mac.eml", dsn(sent, envelope_to=no_mac, original=bare)),
@@ -51,17 +51,17 @@ async def test_forged_bounces_suppress_nothing(
     )
     assert (summary.stored, summary.matched, summary.unmatched) == (3, 0, 3)
     assert summary.suppressed == []
-    assert len(services.inbox_unmatched()) == 3
+    assert len(services.inbox.unmatched()) == 3
     # Genuine VERP, but the bounce names someone this email never went to: nobody is blocked.
     stranger = dsn(
         sent,
         recipient="ceo@globex.example",
         diagnostic="smtp; 550 5.1.1 <ceo@globex.example>: User unknown",
     )
-    assert services.ingest_inbound([("file:stranger.eml", stranger)]).suppressed == []
+    assert services.inbound.ingest([("file:stranger.eml", stranger)]).suppressed == []
     with Session(services.engine) as session:
         assert session.exec(select(Suppression)).all() == []
-    assert services.suppressions(tenant="acme") == []
+    assert services.suppressions.blocked(tenant="acme") == []
 
 
 async def test_forged_bounces_naming_our_headers_hold_and_pause_nothing(
@@ -70,16 +70,16 @@ async def test_forged_bounces_naming_our_headers_hold_and_pause_nothing(
     """Issue 14: X-Dunmail-Message and Message-ID are in every email; a DSN naming them, sent
     to the tenant's AR inbox or to no address of ours, blocks nobody and holds nothing."""
     services, transport = relay_env
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     sent = transport.sent[0]
     for n, to in enumerate(["ar@acme.example", "ar@beta.example", "someone@elsewhere.example"]):
         for recipient in ("ap@globex.example", "billing@globex.example"):
             raw = dsn(sent, envelope_to=to, recipient=recipient).replace(
                 b"ABC123", f"F{n}{recipient[0]}".encode()
             )
-            services.ingest_inbound([(f"file:{n}-{recipient}.eml", raw)])
+            services.inbound.ingest([(f"file:{n}-{recipient}.eml", raw)])
     with Session(services.engine) as session:
         assert session.exec(select(Suppression)).all() == []
         assert session.exec(select(Hold)).all() == []
-    assert services.inbox(tenant="beta", status=None) == []
-    assert services.inbox(tenant="acme", status=None, only="fix_contact") == []
+    assert services.inbox.threads(tenant="beta", status=None) == []
+    assert services.inbox.threads(tenant="acme", status=None, only="fix_contact") == []

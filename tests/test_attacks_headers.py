@@ -25,7 +25,7 @@ from mailer.content.samples import sample_context
 from mailer.errors import TemplateError
 from mailer.outbound.compose import Attachment, Draft, build_message, to_bytes
 from mailer.outbound.memory import MemoryTransport
-from mailer.outbound.outbox import Claimed
+from mailer.outbound.requests import Claimed
 from tests.conftest import DEMO_DOC
 from tests.test_web_ui import fast_argon2
 
@@ -110,9 +110,9 @@ async def test_crlf_in_every_imported_field_adds_no_header(
     relay_env: tuple[Services, MemoryTransport], clock: FixedClock
 ) -> None:
     services, transport = relay_env
-    assert services.import_document(_evil_document(), tenant="acme").errors == []
+    assert services.ledger.import_document(_evil_document(), tenant="acme").errors == []
     # The tenant's own subject puts the customer's name into the header too.
-    services.save_template(
+    services.desk.save_template(
         "new_invoice",
         "subject",
         "{{ customer.name }}: invoice {{ invoice.number }}",
@@ -125,8 +125,8 @@ async def test_crlf_in_every_imported_field_adds_no_header(
     assert_no_injected_header(preview.data)
     for _ in range(4):  # new invoice after its grace, receipt, credit note, estimate
         clock.advance(timedelta(hours=4))
-        await services.tick()
-    kinds = {row["kind"]: row for row in services.outbox_rows()}
+        await services.dunning.tick()
+    kinds = {row["kind"]: row for row in services.desk.outbox_rows()}
     assert set(kinds) >= {"new_invoice", "payment_receipt", "credit_note", "estimate"}
     assert all(row["status"] == "sent" for row in kinds.values()), kinds
     for sent in transport.sent:
@@ -144,7 +144,7 @@ async def test_crlf_in_a_contact_address_is_refused_at_import_naming_the_field(
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"][0]["contacts"][1]["email"] = "billing@globex.example" + INJECTED
     doc["customers"][0]["contacts"][0]["email"] = "ap@globex.example\r\n"
-    errors = [str(e) for e in services.import_document(doc, tenant="acme").errors]
+    errors = [str(e) for e in services.ledger.import_document(doc, tenant="acme").errors]
     assert len(errors) == 2, errors
     assert errors[0].startswith("customers[0].contacts[0].email")
     assert errors[1].startswith("customers[0].contacts[1].email")
@@ -159,7 +159,7 @@ async def test_any_line_break_or_control_in_a_number_still_sends_a_well_formed_m
     for n, brk in enumerate(BREAKS):
         number = f"INV-{n}{brk}Bcc: evil@attacker.example{brk}X-Injected: 1"
         doc["invoices"].append({**template, "id": f"i-{n}", "number": number})
-    errors = [str(e) for e in services.import_document(doc, tenant="acme").errors]
+    errors = [str(e) for e in services.ledger.import_document(doc, tenant="acme").errors]
     if "postgresql" in db_url:
         # PostgreSQL text cannot hold NUL: that one is refused at import, naming the record.
         nul = BREAKS.index("\0")
@@ -169,7 +169,9 @@ async def test_any_line_break_or_control_in_a_number_still_sends_a_well_formed_m
     for invoice in doc["invoices"]:
         if "\0" in invoice["number"] and errors:
             continue
-        message = await services.send_invoice(invoice["number"], kind="new_invoice", tenant="acme")
+        message = await services.sending.send_invoice(
+            invoice["number"], kind="new_invoice", tenant="acme"
+        )
         assert message.status == "sent", (invoice["number"], message.last_error)
         assert_no_injected_header(transport.sent[-1].data)
 
@@ -181,8 +183,8 @@ async def test_crlf_in_any_kinds_context_never_reaches_a_header(
     """Every kind's customer-controlled text (numbers, names, plan, method, reason, lines) and
     the PDF file name made from its number, through the assembler the outbox and preview use."""
     services, _ = relay_env
-    tenant_id = services.tenant_id("acme")
-    profile = services.outbox.profile(tenant_id)
+    tenant_id = services.tenants.id("acme")
+    profile = services.sending.dispatcher.profile(tenant_id)
     for kind in sorted(KINDS):
         context = sample_context(kind, locale="en")
         tenant = context.pop("tenant")  # the tenant's name and look are config, not data
@@ -242,5 +244,7 @@ async def test_a_tenant_subject_cannot_inject_a_header(
         'Invoice {{ invoice.number ~ "\\nX-Injected: 1" }}',
     ):
         with pytest.raises(TemplateError, match="line [12]: a subject must render to one line"):
-            services.save_template("new_invoice", "subject", source, tenant="acme", updated_by="t")
-    assert services.template_overrides("new_invoice", tenant="acme") == {}
+            services.desk.save_template(
+                "new_invoice", "subject", source, tenant="acme", updated_by="t"
+            )
+    assert services.desk.template_overrides("new_invoice", tenant="acme") == {}

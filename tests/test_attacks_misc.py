@@ -33,7 +33,7 @@ from dunmail.app import Services, build_services
 from dunmail.cli_common import SafeConsole
 from dunmail.config import load_config
 from dunmail.terminal import printable
-from dunmail.web.apikeys import create_key
+from dunmail.web.keyring import create_key
 from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
 from mailer.content.kinds import KINDS
@@ -144,8 +144,8 @@ async def replied(
     services = build_services(config, clock, transport)
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"][0]["name"] = EVIL_NAME
-    assert services.import_document(doc, tenant="acme").errors == []
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     yield services, transport.sent[-1], write_config(tmp_path, db_url, 2525)
     await services.close()
 
@@ -166,8 +166,8 @@ async def test_escape_sequences_in_a_reply_are_shown_not_obeyed_by_inbox_and_inb
     subject = "Re: invoice\x1b[2J\x1b]0;owned\x07 \u202egnp.exe\u202c"
     body = "Paid.\x1b[1A\x1b[2K\rFaked line\x08\x08\n\u2066hidden\u2069\tok\r\n"
     raw = _encoded_reply(sent, n=1, subject=subject, body=body)
-    assert services.ingest_inbound([("file:r.eml", raw)]).matched == 1
-    (row,) = services.inbox(tenant="acme", status=None)
+    assert services.inbound.ingest([("file:r.eml", raw)]).matched == 1
+    (row,) = services.inbox.threads(tenant="acme", status=None)
     shown = _cli_output(config, row["id"])
     assert unsafe_in(shown) == []
     # Shown as escapes the clerk can read, at the place they were.
@@ -195,10 +195,10 @@ async def test_no_reply_whatever_it_holds_puts_a_control_character_on_the_termin
     replied: tuple[Services, SentMail, Path], subject: str, body: str
 ) -> None:
     services, sent, config = replied
-    n = len(services.inbox_unmatched()) + 100 + abs(hash((subject, body))) % 10**9
+    n = len(services.inbox.unmatched()) + 100 + abs(hash((subject, body))) % 10**9
     raw = _encoded_reply(sent, n=n, subject=subject, body=body)
-    services.ingest_inbound([("file:r.eml", raw)])
-    (row,) = services.inbox(tenant="acme", status=None)
+    services.inbound.ingest([("file:r.eml", raw)])
+    (row,) = services.inbox.threads(tenant="acme", status=None)
     assert unsafe_in(_cli_output(config, row["id"])) == []
 
 
@@ -216,7 +216,7 @@ def _parts(sent: SentMail) -> tuple[str, str, str]:
 
 def _view_token(sent: SentMail, services: Services) -> str:
     for token in re.findall(r"/l/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", _parts(sent)[1]):
-        if verify_link(token, keys=services.link_keys, now=services.clock.now()).purpose == "view":
+        if verify_link(token, keys=services.links.keys, now=services.clock.now()).purpose == "view":
             return str(token)
     raise AssertionError("no View link in the email")
 
@@ -229,10 +229,10 @@ async def test_a_fresh_link_on_a_held_invoice_is_a_neutral_email_not_an_overdue_
 ) -> None:
     services, transport = relay_env
     clock.set(datetime(2026, 4, 14, 9, tzinfo=UTC))  # two weeks past INV-1042's due date
-    await services.send_invoice("INV-1042", kind="late_payment_reminder", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="late_payment_reminder", tenant="acme")
     overdue = transport.sent[-1]
     assert DUNNING.search(_parts(overdue)[0])  # the email the customer had: "Overdue: ..."
-    services.place_hold(
+    services.desk.place_hold(
         tenant="acme",
         customer=None,
         invoice="INV-1042",
@@ -246,7 +246,7 @@ async def test_a_fresh_link_on_a_held_invoice_is_a_neutral_email_not_an_overdue_
     async with httpx.AsyncClient(base_url=web_server, timeout=10) as client:
         assert (await client.get(f"/l/{view}")).status_code == 410
         assert (await client.post(f"/l/{view}/refresh")).status_code == 200
-        await services.deliver()
+        await services.sending.deliver()
         fresh = transport.sent[-1]
         assert fresh is not overdue
         subject, text, html = _parts(fresh)
@@ -287,7 +287,7 @@ HUGE = "99999999999999999999"  # 2**66 and a bit: no database integer holds it
 def _api_key(services: Services, slug: str) -> str:
     with session_scope(services.engine) as session:
         _, key = create_key(
-            session, tenant_id=services.tenant_id(slug), name="erp", now=services.clock.now()
+            session, tenant_id=services.tenants.id(slug), name="erp", now=services.clock.now()
         )
     return key
 
@@ -381,35 +381,35 @@ async def test_a_thread_is_assigned_only_to_a_user_of_its_tenant(
 ) -> None:
     services, sent, config = replied
     raw = _encoded_reply(sent, n=1, subject="Re: invoice", body="Paid yesterday.\n")
-    assert services.ingest_inbound([("file:r.eml", raw)]).matched == 1
-    (row,) = services.inbox(tenant="acme", status=None)
+    assert services.inbound.ingest([("file:r.eml", raw)]).matched == 1
+    (row,) = services.inbox.threads(tenant="acme", status=None)
     thread = row["id"]
     add_clerk(services, "ana@acme.example")
     add_clerk(services, "eve@beta.example", tenant="beta")
     for who in ("eve@beta.example", "Eve", "ana@acme.example.evil", "<script>"):
         with pytest.raises(MailerError, match="not a user of this tenant"):
-            services.inbox_update(thread, tenant="acme", assignee=who)
-    assert services.inbox_thread(thread, tenant="acme")["assignee"] is None
-    assigned = services.inbox_update(thread, tenant="acme", assignee="Ana@ACME.example")
+            services.inbox.update(thread, tenant="acme", assignee=who)
+    assert services.inbox.thread(thread, tenant="acme")["assignee"] is None
+    assigned = services.inbox.update(thread, tenant="acme", assignee="Ana@ACME.example")
     assert assigned["assignee"] == "ana@acme.example"
-    assert services.inbox_update(thread, tenant="acme", assignee="")["assignee"] is None
+    assert services.inbox.update(thread, tenant="acme", assignee="")["assignee"] is None
     # The CLI: one clear line, exit 2, nothing changed.
     refused = dunmail(config, "inbox", "assign", str(thread), "eve@beta.example")
     assert refused.returncode == 2
     assert "cannot assign it to 'eve@beta.example': not a user of this tenant" in refused.stderr
     assert "eve@beta.example" not in refused.stderr.split("its users:")[-1]
     assert dunmail(config, "inbox", "assign", str(thread), "ana@acme.example").returncode == 0
-    assert services.inbox_thread(thread, tenant="acme")["assignee"] == "ana@acme.example"
+    assert services.inbox.thread(thread, tenant="acme")["assignee"] == "ana@acme.example"
 
 
 async def test_the_inbox_page_refuses_another_tenants_user_as_assignee(
     relay_env: tuple[Services, MemoryTransport], web_server: str, fast_argon2: None
 ) -> None:
     services, transport = relay_env
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     raw = _encoded_reply(transport.sent[-1], n=1, subject="Re: invoice", body="Paid.\n")
-    assert services.ingest_inbound([("file:r.eml", raw)]).matched == 1
-    (row,) = services.inbox(tenant="acme", status=None)
+    assert services.inbound.ingest([("file:r.eml", raw)]).matched == 1
+    (row,) = services.inbox.threads(tenant="acme", status=None)
     add_user(services, "ana@acme.example")
     add_user(services, "eve@beta.example", tenant="beta")
     async with httpx.AsyncClient(base_url=web_server, timeout=10) as client:
@@ -422,4 +422,4 @@ async def test_the_inbox_page_refuses_another_tenants_user_as_assignee(
         page = (await client.get(posted.headers["location"])).text
         assert "not a user of this tenant" in page
         assert 'id="assignee">nobody' in page
-    assert services.inbox_thread(row["id"], tenant="acme")["assignee"] is None
+    assert services.inbox.thread(row["id"], tenant="acme")["assignee"] is None

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from dunmail.app import Services, build_services
-from dunmail.web.apikeys import create_key
+from dunmail.web.keyring import create_key
 from mailer.clock import FixedClock
 from mailer.content.kinds import KINDS
 from mailer.db import session_scope
@@ -166,8 +166,10 @@ async def test_secrets_never_reach_the_logs_or_the_clis_stderr(
         )
         services = build_services(config, clock)
         try:
-            assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-            message = await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+            assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
+            message = await services.sending.send_invoice(
+                "INV-1042", kind="new_invoice", tenant="acme"
+            )
             assert message.status == "sent", message.last_error
             assert smtpd.logins == [SMTP_USER]  # AUTH with the password really happened
             text = smtpd.messages[-1].get_body(preferencelist=("plain",))
@@ -176,7 +178,7 @@ async def test_secrets_never_reach_the_logs_or_the_clis_stderr(
             assert tokens
             with session_scope(services.engine) as session:
                 _, api_key = create_key(
-                    session, tenant_id=services.tenant_id("acme"), name="erp", now=clock.now()
+                    session, tenant_id=services.tenants.id("acme"), name="erp", now=clock.now()
                 )
             app = httpx.ASGITransport(app=create_app(services))
             async with httpx.AsyncClient(transport=app, base_url="http://dunmail") as client:
@@ -188,12 +190,12 @@ async def test_secrets_never_reach_the_logs_or_the_clis_stderr(
                 wrong = {"Authorization": f"Bearer {api_key[:-3]}xyz"}
                 assert (await client.get("/api/v1/messages", headers=wrong)).status_code == 401
             clock.advance(timedelta(minutes=1))
-            await services.deliver_webhooks()
+            await services.sending.deliver_webhooks()
             assert _Hooks.bodies, "the webhook was delivered (signed with the secret)"
             # A failing send in-process: the server now refuses the password.
             smtpd.script(auth={SMTP_USER: "another password"})
             smtpd.drop_connections()
-            await services.send_invoice("INV-1042", kind="invoice_reminder", tenant="acme")
+            await services.sending.send_invoice("INV-1042", kind="invoice_reminder", tenant="acme")
         finally:
             await services.close()
 

@@ -43,7 +43,7 @@ def relay_env(
     """conftest's ``relay_env`` plus "beta" (what ``web_server`` serves), with beta's own copy
     of the demo ledger: the same customer addresses, another tenant's emails."""
     services, _ = two_tenant_env
-    assert services.import_document(DEMO_DOC, tenant="beta").errors == []
+    assert services.ledger.import_document(DEMO_DOC, tenant="beta").errors == []
     return two_tenant_env
 
 
@@ -53,7 +53,7 @@ async def smtp_port(relay_env: tuple[Services, MemoryTransport]) -> AsyncIterato
     services, _ = relay_env
     config = InboundConfig.model_validate({"port": 0, "hostname": "mx.test"})
     addresses = build_inbound_addresses(services.config.tenants, services.config.relay)
-    server = await start_inbound(config, addresses, services.receive_inbound)
+    server = await start_inbound(config, addresses, services.inbound.receive)
     yield int(server.sockets[0].getsockname()[1])
     server.close()
     await server.wait_closed()
@@ -70,7 +70,7 @@ async def _invoice(
 ) -> dict[str, SentMail]:
     """Send the tenant's INV-1042; its copies by recipient (one envelope each)."""
     before = len(transport.sent)
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant=tenant)
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=tenant)
     copies = transport.sent[before:]
     assert all(len(m.recipients) == 1 for m in copies)
     return {m.recipients[0]: m for m in copies}
@@ -115,12 +115,12 @@ async def test_a_dsn_at_our_inbox_naming_another_tenants_email_acts_on_nothing(
     assert (suppressed, holds, events) == ([], [], [])
     (row,) = _inbound(services)
     assert row.status is InboundStatus.UNMATCHED and row.message_id is None
-    assert row.tenant_id == services.tenant_id("acme")  # where it arrived, and only there
+    assert row.tenant_id == services.tenants.id("acme")  # where it arrived, and only there
     assert row.recipients == ["ar@acme.example"]
-    assert [r["id"] for r in services.inbox_unmatched(tenant="acme")] == [row.id]
-    assert services.inbox_unmatched(tenant="beta") == []
-    assert services.inbox(tenant="beta", status=None) == []  # never threaded into beta
-    assert services.inbox(tenant="acme", status=None) == []
+    assert [r["id"] for r in services.inbox.unmatched(tenant="acme")] == [row.id]
+    assert services.inbox.unmatched(tenant="beta") == []
+    assert services.inbox.threads(tenant="beta", status=None) == []  # never threaded into beta
+    assert services.inbox.threads(tenant="acme", status=None) == []
 
 
 async def test_a_dsn_naming_our_own_email_by_its_headers_only_threads_as_unverified(
@@ -132,11 +132,11 @@ async def test_a_dsn_naming_our_own_email_by_its_headers_only_threads_as_unverif
 
     suppressed, holds, events = _state(services)
     assert (suppressed, holds, events) == ([], [], [])
-    (thread,) = services.inbox(tenant="acme", status=None)
-    timeline = services.inbox_thread(thread["id"], tenant="acme")["timeline"]
+    (thread,) = services.inbox.threads(tenant="acme", status=None)
+    timeline = services.inbox.thread(thread["id"], tenant="acme")["timeline"]
     (entry,) = [e for e in timeline if e["type"] == "unverified"]
     assert entry["address"] == AP and "unverified bounce" in entry["summary"]
-    assert services.inbox(tenant="beta", status=None) == []
+    assert services.inbox.threads(tenant="beta", status=None) == []
 
 
 # -- one return path per recipient --------------------------------------------------------------
@@ -161,8 +161,8 @@ async def test_a_dsn_to_one_recipients_return_path_naming_another_suppresses_nob
     assert (suppressed, holds, events) == ([], [], [])
     (row,) = _inbound(services)
     assert row.status is InboundStatus.PROCESSED and row.matched_by == "verp"
-    (thread,) = services.inbox(tenant="acme", status=None)
-    timeline = services.inbox_thread(thread["id"], tenant="acme")["timeline"]
+    (thread,) = services.inbox.threads(tenant="acme", status=None)
+    timeline = services.inbox.thread(thread["id"], tenant="acme")["timeline"]
     assert [e["address"] for e in timeline if e["type"] == "unverified"] == [BILLING]
 
 
@@ -172,7 +172,7 @@ async def test_genuine_per_recipient_bounces_suppress_exactly_that_recipient_and
     services, transport = relay_env
     acme = await _invoice(services, transport, "acme")
     beta = await _invoice(services, transport, "beta")
-    acme_id, beta_id = services.tenant_id("acme"), services.tenant_id("beta")
+    acme_id, beta_id = services.tenants.id("acme"), services.tenants.id("beta")
     bounce = dsn(acme[BILLING], recipient=BILLING, envelope_to="postmaster@acme.example")
 
     await _send(smtp_port, bounce, to=[acme[BILLING].sender])
@@ -199,29 +199,29 @@ async def test_a_replayed_token_of_another_tenants_email_never_crosses_tenants(
 ) -> None:
     services, transport = relay_env
     beta = await _invoice(services, transport, "beta")
-    acme_id, beta_id = services.tenant_id("acme"), services.tenant_id("beta")
+    acme_id, beta_id = services.tenants.id("acme"), services.tenants.id("beta")
     token = beta[AP].sender  # seen by ap@ as the Return-Path of beta's email
     replay = dsn(beta[AP], envelope_to=token)  # To: and Delivered-To: name beta's token
 
     # 1. By SMTP to acme's inbox: the headers are the sender's; the envelope says acme.
     await _send(smtp_port, replay, to=["ar@acme.example"])
     # 2. In acme's own IMAP mailbox: a token for another tenant's email proves nothing there.
-    services.receive_inbound("imap:acme/INBOX/1:7", replay.replace(b"ABC123", b"IMAP01"))
+    services.inbound.receive("imap:acme/INBOX/1:7", replay.replace(b"ABC123", b"IMAP01"))
     # 3. A file with acme's inbox as the delivery agent's Delivered-To, beta's token below it.
     filed = b"Delivered-To: ar@acme.example\r\n" + replay.replace(b"ABC123", b"FILE01")
-    services.ingest_inbound([("file:replay.eml", filed)])
+    services.inbound.ingest([("file:replay.eml", filed)])
 
     suppressed, holds, events = _state(services)
     assert (suppressed, holds, events) == ([], [], [])
     rows = _inbound(services)
     assert [(r.status, r.tenant_id) for r in rows] == [(InboundStatus.UNMATCHED, acme_id)] * 3
-    assert services.inbox(tenant="beta", status=None) == []
+    assert services.inbox.threads(tenant="beta", status=None) == []
 
     # 4. At the address it was issued as: it acts on its own email, in beta, and nowhere else.
     await _send(smtp_port, replay.replace(b"ABC123", b"TRUE01"), to=[token])
     suppressed, _, _ = _state(services)
     assert suppressed == [(beta_id, AP)]
-    assert services.inbox(tenant="acme", status=None) == []
+    assert services.inbox.threads(tenant="acme", status=None) == []
 
 
 # -- tokens issued before the upgrade -----------------------------------------------------------
@@ -234,13 +234,13 @@ async def test_a_message_level_token_acts_only_for_a_single_recipient_email(
     acme = await _invoice(services, transport, "acme")  # two recipients
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"][0]["contacts"] = [{"email": AP, "roles": ["ap"]}]
-    assert services.import_document(doc, tenant="beta").errors == []
+    assert services.ledger.import_document(doc, tenant="beta").errors == []
     beta = await _invoice(services, transport, "beta")  # one recipient
     assert list(beta) == [AP]
 
     def legacy(sent: SentMail) -> str:
         uid = sent.sender.partition("+")[2].partition("-")[0]
-        return issue_verp(uid, key=services.verp_key, domain="relay.example")  # no recipient
+        return issue_verp(uid, key=services.links.verp_key, domain="relay.example")  # no recipient
 
     shared = legacy(acme[AP])
     await _send(smtp_port, dsn(acme[AP], envelope_to=shared), to=[shared])
@@ -252,7 +252,7 @@ async def test_a_message_level_token_acts_only_for_a_single_recipient_email(
     await _send(
         smtp_port, dsn(beta[AP], envelope_to=single).replace(b"ABC123", b"OLD001"), to=[single]
     )
-    assert _state(services)[0] == [(services.tenant_id("beta"), AP)]
+    assert _state(services)[0] == [(services.tenants.id("beta"), AP)]
 
 
 # -- the clerk's one click ----------------------------------------------------------------------
@@ -266,8 +266,8 @@ async def _unverified_thread(services: Services, transport: MemoryTransport) -> 
         envelope_to="ar@acme.example",
         diagnostic="smtp; 550 5.1.1 <script>window.pwned=1</script> unknown",
     )
-    assert services.ingest_inbound([("file:u.eml", raw)]).matched == 1
-    (thread,) = services.inbox(tenant="acme", status=None)
+    assert services.inbound.ingest([("file:u.eml", raw)]).matched == 1
+    (thread,) = services.inbox.threads(tenant="acme", status=None)
     return int(thread["id"])
 
 
@@ -306,10 +306,10 @@ async def test_one_click_suppress_from_an_unverified_entry_over_http(
     done = await client.post(url, data={"address": AP, "csrf": token})
 
     assert done.status_code == 303
-    (row,) = services.suppressions(tenant="acme")
+    (row,) = services.suppressions.blocked(tenant="acme")
     assert (row["address"], row["kind"], row["created_by"]) == (AP, "manual", "ana@acme.example")
-    assert services.suppressions(tenant="beta") == []
-    timeline = services.inbox_thread(thread_id, tenant="acme")["timeline"]
+    assert services.suppressions.blocked(tenant="beta") == []
+    timeline = services.inbox.thread(thread_id, tenant="acme")["timeline"]
     assert any(e["type"] == "note" and e["author"] == "ana@acme.example" for e in timeline)
 
 
@@ -333,6 +333,6 @@ async def test_one_click_suppress_from_the_cli(
     assert done.returncode == 0, done.stderr
     assert f"thread {thread_id}: {AP} suppressed" in done.stdout
 
-    (row,) = services.suppressions(tenant="acme")
+    (row,) = services.suppressions.blocked(tenant="acme")
     assert (row["address"], row["created_by"]) == (AP, "bo")
-    assert services.suppressions(tenant="beta") == []
+    assert services.suppressions.blocked(tenant="beta") == []

@@ -246,7 +246,7 @@ async def smtp_port(relay_env: tuple[Services, MemoryTransport]) -> AsyncIterato
     services, _ = relay_env
     config = InboundConfig.model_validate({"port": 0, "hostname": "mx.test"})
     addresses = build_inbound_addresses(services.config.tenants, services.config.relay)
-    server = await start_inbound(config, addresses, services.receive_inbound)
+    server = await start_inbound(config, addresses, services.inbound.receive)
     yield int(server.sockets[0].getsockname()[1])
     server.close()
     await server.wait_closed()
@@ -256,12 +256,12 @@ async def _bounce(
     services: Services, transport: MemoryTransport, port: int, *, status: str, diagnostic: str
 ) -> int:
     """Send INV-1042; deliver the DSN of ap@'s copy to its VERP address over SMTP; the thread."""
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     sent: SentMail = next(m for m in transport.sent if m.recipients == (AP,))
     raw = dsn(sent, status=status, diagnostic=f"smtp; {diagnostic}")
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10) as client:
         await client.sendmail("", [sent.sender], raw)
-    (thread,) = services.inbox(tenant="acme", status=None)
+    (thread,) = services.inbox.threads(tenant="acme", status=None)
     return int(thread["id"])
 
 
@@ -289,7 +289,7 @@ async def test_an_unambiguous_dsn_over_smtp_suppresses_at_once(
     (event,) = _events(services)
     assert (event.hard, event.review) == (True, None)
     assert event.evidence is not None and event.evidence["wording"] == "userunknown"
-    thread = services.inbox_thread(thread_id, tenant="acme")
+    thread = services.inbox.thread(thread_id, tenant="acme")
     assert thread["reviews"] == 0
     assert not [e for e in thread["timeline"] if e["type"] == "review"]
 
@@ -303,7 +303,7 @@ async def test_weak_evidence_over_smtp_opens_a_review_that_the_clerk_suppresses_
     assert _suppressed(services) == []  # the classifier's "hard" alone blocks nothing
     (event,) = _events(services)
     assert (event.hard, event.review, event.reason) == (False, "open", "userunknown")
-    thread = services.inbox_thread(thread_id, tenant="acme")
+    thread = services.inbox.thread(thread_id, tenant="acme")
     assert thread["reviews"] == 1 and thread["status"] == "open"
     (review,) = [e for e in thread["timeline"] if e["type"] == "review"]
     assert review["address"] == AP and review["status"] == "5.0.0"
@@ -311,10 +311,10 @@ async def test_weak_evidence_over_smtp_opens_a_review_that_the_clerk_suppresses_
     assert "5.0.0 does not say the mailbox or domain does not exist" in review["detail"]
     kinds = [e["type"] for e in thread["timeline"]]
     assert kinds.index("review") == kinds.index("bounce") + 1  # beside the bounce it is about
-    (listed,) = services.inbox(tenant="acme", status=None, only="review")
+    (listed,) = services.inbox.threads(tenant="acme", status=None, only="review")
     assert listed["id"] == thread_id and listed["reviews"] == 1
     with pytest.raises(MailerError, match="open bounce review"):
-        services.inbox_update(thread_id, tenant="acme", status=ThreadStatus.RESOLVED)
+        services.inbox.update(thread_id, tenant="acme", status=ThreadStatus.RESOLVED)
 
     config = write_config(tmp_path, db_url, 2525)
     shown = await asyncio.to_thread(dunmail, config, "inbox", "show", str(thread_id))
@@ -329,12 +329,12 @@ async def test_weak_evidence_over_smtp_opens_a_review_that_the_clerk_suppresses_
     assert _suppressed(services) == [(AP, "manual")]
     (event,) = _events(services)
     assert event.review == "suppressed"
-    thread = services.inbox_thread(thread_id, tenant="acme")
+    thread = services.inbox.thread(thread_id, tenant="acme")
     assert thread["reviews"] == 0
-    assert services.inbox(tenant="acme", status=None, only="review") == []
+    assert services.inbox.threads(tenant="acme", status=None, only="review") == []
     notes = [e for e in thread["timeline"] if e["type"] == "note"]
     assert notes[-1]["author"] == "bo" and "bounce review" in notes[-1]["summary"]
-    services.inbox_update(thread_id, tenant="acme", status=ThreadStatus.RESOLVED)
+    services.inbox.update(thread_id, tenant="acme", status=ThreadStatus.RESOLVED)
 
 
 @pytest.fixture
@@ -384,7 +384,7 @@ async def test_weak_evidence_over_smtp_is_reviewed_on_the_web_and_dismissed(
     refused = await client.post(resolve, data={"status": "resolved", "csrf": token})
     assert refused.status_code == 303
     assert "open bounce review" in (await client.get(refused.headers["location"])).text
-    assert services.inbox_thread(thread_id, tenant="acme")["status"] == "open"
+    assert services.inbox.thread(thread_id, tenant="acme")["status"] == "open"
 
     done = await client.post(url, data={"address": AP, "csrf": token})
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from bounce.ingest import read_paths
+from bounce.spool import read_paths
 from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.inbox_models import DeliveryEvent, InboundMail, InboundStatus
@@ -87,7 +87,7 @@ async def _sent(
 ) -> SentMail:
     """The invoice email as sent to ``to``: one transaction per recipient, each with the VERP
     return path of that recipient, so a DSN built from it is ``to``'s bounce."""
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     assert all(len(mail.recipients) == 1 for mail in transport.sent)  # one envelope each
     (mine,) = [mail for mail in transport.sent if mail.recipients == (to,)]
     return mine
@@ -110,7 +110,7 @@ async def test_hard_bounce_suppresses_and_the_next_reminder_skips_the_address(
     assert sent.sender.startswith("bounces+")
     assert sent.recipients == ("ap@globex.example",)  # billing@ had its own envelope
 
-    summary = services.ingest_inbound([("file:bounce.eml", dsn(sent))])
+    summary = services.inbound.ingest([("file:bounce.eml", dsn(sent))])
 
     assert (summary.stored, summary.matched, summary.unmatched) == (1, 1, 0)
     assert summary.suppressed == ["ap@globex.example"]
@@ -129,15 +129,15 @@ async def test_hard_bounce_suppresses_and_the_next_reminder_skips_the_address(
         ("ap@globex.example", message.tenant_id)
     ]
     assert suppressions[0].reason.startswith("hard bounce 5.1.1")
-    assert services.suppressions(tenant="acme")[0]["address"] == "ap@globex.example"
+    assert services.suppressions.blocked(tenant="acme")[0]["address"] == "ap@globex.example"
 
     # Processing again (the decoder improved) adds nothing.
-    again = services.reprocess_inbound()
+    again = services.inbound.reprocess()
     assert (again.matched, again.suppressed) == (1, [])
     assert [len(rows) for rows in _rows(services)] == [1, 1, 1]
 
     clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
-    await services.tick()
+    await services.dunning.tick()
     later = transport.sent[2:]  # after the invoice's two envelopes
     assert later, "a reminder is due after the due date"
     assert all(mail.recipients == ("billing@globex.example",) for mail in later)
@@ -153,19 +153,19 @@ async def test_matched_by_header_and_by_message_id_without_verp_only_threads(
     sent = await _sent(services, transport)
     tenant_inbox = "ar@acme.example"  # the tenant's own server returned it: no VERP token
     by_header = dsn(sent, envelope_to=tenant_inbox)
-    assert services.ingest_inbound([("file:a.eml", by_header)]).matched == 1
+    assert services.inbound.ingest([("file:a.eml", by_header)]).matched == 1
     headers = b"\r\n".join(
         line
         for line in sent.data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
         if not line.lower().startswith(b"x-dunmail-message")
     )
     by_id = dsn(sent, envelope_to=tenant_inbox, original=headers + b"\r\n\r\n")
-    assert services.ingest_inbound([("file:b.eml", by_id)]).matched == 1
+    assert services.inbound.ingest([("file:b.eml", by_id)]).matched == 1
     inbound, events, suppressions = _rows(services)
     assert [i.matched_by for i in inbound] == ["header", "message-id"]
     assert (events, suppressions) == ([], [])
-    (thread,) = services.inbox(tenant="acme", status=None)
-    timeline = services.inbox_thread(thread["id"], tenant="acme")["timeline"]
+    (thread,) = services.inbox.threads(tenant="acme", status=None)
+    timeline = services.inbox.thread(thread["id"], tenant="acme")["timeline"]
     unverified = [e for e in timeline if e["type"] == "unverified"]
     assert [e["address"] for e in unverified] == ["ap@globex.example"] * 2
     assert not [e for e in timeline if e["type"] == "bounce"]
@@ -182,7 +182,7 @@ async def test_forged_bounces_are_unmatched_and_suppress_nothing(
     unknown_uid = sent.data.replace(
         message_from_bytes(sent.data)["X-Dunmail-Message"].encode(), b"0123456789abcdef"
     )
-    summary = services.ingest_inbound(
+    summary = services.inbound.ingest(
         [
             ("file:bad-mac.eml", dsn(sent, envelope_to=bad_mac)),
             (
@@ -196,7 +196,7 @@ async def test_forged_bounces_are_unmatched_and_suppress_nothing(
     assert {i.status for i in inbound} == {InboundStatus.UNMATCHED}
     assert all(i.message_id is None for i in inbound)
     # Kept with the tenant whose address received it (the AR inbox), none for a bad token.
-    assert [i.tenant_id for i in inbound] == [None, services.tenant_id("acme")]
+    assert [i.tenant_id for i in inbound] == [None, services.tenants.id("acme")]
     assert "VERP" in (inbound[0].error or "")
     assert (events, suppressions) == ([], [])
 
@@ -212,7 +212,7 @@ async def test_delay_notice_is_recorded_but_suppresses_nothing(
         status="4.4.1",
         diagnostic="smtp; 421 4.4.1 mx.globex.example: connection timed out",
     )
-    summary = services.ingest_inbound([("file:delay.eml", notice)])
+    summary = services.inbound.ingest([("file:delay.eml", notice)])
     assert (summary.matched, summary.suppressed) == (1, [])
     inbound, events, suppressions = _rows(services)
     assert inbound[0].kind == "delayed"
@@ -227,8 +227,8 @@ async def test_the_same_message_twice_is_stored_once(
 ) -> None:
     services, transport = relay_env
     raw = dsn(await _sent(services, transport))
-    first = services.ingest_inbound([("file:a.eml", raw)])
-    second = services.ingest_inbound([("file:a-copy.eml", raw)])
+    first = services.inbound.ingest([("file:a.eml", raw)])
+    second = services.inbound.ingest([("file:a-copy.eml", raw)])
     assert (first.stored, first.duplicates) == (1, 0)
     assert (second.stored, second.duplicates, second.matched) == (0, 1, 0)
     assert [len(rows) for rows in _rows(services)] == [1, 1, 1]
@@ -238,7 +238,7 @@ async def test_garbage_is_stored_without_raising(
     relay_env: tuple[Services, MemoryTransport],
 ) -> None:
     services, _ = relay_env
-    summary = services.ingest_inbound([("file:junk", b"\x00\xff\xfe not mail at all \x80" * 50)])
+    summary = services.inbound.ingest([("file:junk", b"\x00\xff\xfe not mail at all \x80" * 50)])
     assert summary.stored == 1
     inbound, events, suppressions = _rows(services)
     assert inbound[0].raw.startswith(b"\x00\xff\xfe")
@@ -337,9 +337,9 @@ async def test_complaint_suppresses_the_complainer(
         "--B--\r\n"
     ).encode()
     unproved = arf.replace(f"Original-Mail-From: <{sent.sender}>\r\n".encode(), b"")
-    summary = services.ingest_inbound([("file:arf-unproved.eml", unproved)])
+    summary = services.inbound.ingest([("file:arf-unproved.eml", unproved)])
     assert (summary.unmatched, summary.suppressed) == (1, [])  # reached no tenant's address
-    summary = services.ingest_inbound([("file:arf.eml", arf)])
+    summary = services.inbound.ingest([("file:arf.eml", arf)])
     assert summary.matched == 1
     _, _, suppressions = _rows(services)
     assert [(s.address, s.reason) for s in suppressions] == [

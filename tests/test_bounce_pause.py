@@ -1,7 +1,7 @@
 """Every kind of return that leaves a customer with no reachable contact pauses its chasing.
 
 A hard bounce, repeated soft bounces, a complaint (RFC 5965 ARF, with the recipient named or
-redacted) and a person's block all end in one place (bounce/recovery.py::pause_unreachable): a
+redacted) and a person's block all end in one place (bounce/pause.py::pause_unreachable): a
 ``contact_bounced`` hold and a ``fix_contact`` task, after which the dunning pass is quiet
 about that customer instead of logging "no contact to send to" on every pass. Real outbox,
 real returned mail built as the providers build it, SQLite and PostgreSQL.
@@ -76,7 +76,7 @@ def arf(sent: SentMail, *, named: str | None = None, feedback: str = "abuse") ->
 def _only(services: Services, *emails: str, customer: int = 0) -> None:
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"][customer]["contacts"] = [{"email": e, "roles": ["ap"]} for e in emails]
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
 
 
 def _bounce_holds(services: Services) -> list[Hold]:
@@ -93,16 +93,16 @@ async def test_a_complaint_on_the_only_contact_pauses_chasing_quietly_until_fixe
     services, transport = relay_env
     _only(services, ONLY)
     sent = await _sent(services, transport)
-    summary = services.ingest_inbound([("fbl:1", arf(sent))])
+    summary = services.inbound.ingest([("fbl:1", arf(sent))])
     assert (summary.matched, summary.suppressed, summary.paused) == (1, [ONLY], 1)
 
     (hold,) = _bounce_holds(services)
     assert hold.invoice_id is None and "complaint" in (hold.note or "")
-    (task,) = services.inbox(tenant="acme", status=None, only="fix_contact")
+    (task,) = services.inbox.threads(tenant="acme", status=None, only="fix_contact")
     assert (task["document"], task["task"], task["status"]) == ("INV-1042", "fix_contact", "open")
     notes = [
         e["detail"]
-        for e in services.inbox_thread(task["id"], tenant="acme")["timeline"]
+        for e in services.inbox.thread(task["id"], tenant="acme")["timeline"]
         if e["type"] == "note"
     ]
     assert any("no contact of the customer can be reached" in n for n in notes)
@@ -113,34 +113,34 @@ async def test_a_complaint_on_the_only_contact_pauses_chasing_quietly_until_fixe
     doc["customers"][0]["contacts"] = [{"email": ONLY, "roles": ["ap"]}]
     doc["invoices"].append({**doc["invoices"][0], "id": "i-1043", "number": "INV-1043"})
     clock.set(PAST_DUE)
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     caplog.set_level(logging.INFO)
     for day in range(3):
         clock.set(PAST_DUE + timedelta(days=day, minutes=30))
-        dunning, _ = await services.tick()
+        dunning, _ = await services.dunning.tick()
         assert dunning.errors == []
         # A re-import each morning (the ERP sync) touches the invoices again.
-        assert services.import_document(doc, tenant="acme").errors == []
+        assert services.ledger.import_document(doc, tenant="acme").errors == []
     assert len(transport.sent) == 1
     assert not [r for r in caplog.records if "no contact" in r.getMessage()]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
     # The clerk fixes the contact and resends: the hold lifts and chasing resumes.
-    services.inbox_fix_contact(
+    services.inbox.fix_contact(
         task["id"], tenant="acme", old=ONLY, new="payables@globex.example", by="ana"
     )
-    message, addresses = await services.inbox_resend(task["id"], tenant="acme", by="ana")
+    message, addresses = await services.inbox.resend(task["id"], tenant="acme", by="ana")
     assert addresses == ["payables@globex.example"] and message.status.value == "sent"
     assert _bounce_holds(services) == []
-    assert services.inbox(tenant="acme", status=None, only="fix_contact") == []
+    assert services.inbox.threads(tenant="acme", status=None, only="fix_contact") == []
     clock.advance(timedelta(minutes=1))
-    await services.tick()
+    await services.dunning.tick()
     assert {m.recipients for m in transport.sent[2:]} == {("payables@globex.example",)}
     assert any(b"INV-1043" in m.data for m in transport.sent[2:])
 
 
 async def _hard(services: Services, sent: SentMail, clock: FixedClock) -> None:
-    services.ingest_inbound([("dsn:1", dsn(sent, recipient=ONLY))])
+    services.inbound.ingest([("dsn:1", dsn(sent, recipient=ONLY))])
 
 
 async def _soft_to_the_limit(services: Services, sent: SentMail, clock: FixedClock) -> None:
@@ -148,19 +148,19 @@ async def _soft_to_the_limit(services: Services, sent: SentMail, clock: FixedClo
     for n in range(3):  # the default policy: 3 within 7 days
         clock.advance(timedelta(hours=6))
         raw = dsn(sent, recipient=ONLY, **full).replace(b"ABC123", f"SOFT{n}".encode())
-        services.ingest_inbound([(f"dsn:{n}", raw)])
+        services.inbound.ingest([(f"dsn:{n}", raw)])
 
 
 async def _complaint_redacted(services: Services, sent: SentMail, clock: FixedClock) -> None:
-    services.ingest_inbound([("fbl:1", arf(sent))])
+    services.inbound.ingest([("fbl:1", arf(sent))])
 
 
 async def _complaint_named(services: Services, sent: SentMail, clock: FixedClock) -> None:
-    services.ingest_inbound([("fbl:1", arf(sent, named=ONLY.upper(), feedback="opt-out"))])
+    services.inbound.ingest([("fbl:1", arf(sent, named=ONLY.upper(), feedback="opt-out"))])
 
 
 async def _blocked_by_hand(services: Services, sent: SentMail, clock: FixedClock) -> None:
-    assert services.suppress(ONLY, tenant="acme", reason="left the company", by="ana")
+    assert services.suppressions.suppress(ONLY, tenant="acme", reason="left the company", by="ana")
 
 
 Return = Callable[[Services, SentMail, FixedClock], Awaitable[None]]
@@ -182,18 +182,21 @@ async def test_every_return_that_blocks_the_last_contact_pauses_with_a_task(
     sent = await _sent(services, transport)
     await RETURNS[kind](services, sent, clock)
 
-    assert [s["address"] for s in services.suppressions(tenant="acme")] == [ONLY]
+    assert [s["address"] for s in services.suppressions.blocked(tenant="acme")] == [ONLY]
     (hold,) = _bounce_holds(services)
     assert hold.invoice_id is None
-    (task,) = services.inbox(tenant="acme", status=None, only="fix_contact")
+    (task,) = services.inbox.threads(tenant="acme", status=None, only="fix_contact")
     assert task["document"] == "INV-1042"
     clock.set(PAST_DUE)
     for _ in range(2):
-        dunning, _ = await services.tick()
+        dunning, _ = await services.dunning.tick()
         assert dunning.errors == []
         clock.advance(timedelta(days=1))
     assert len(transport.sent) == 1
-    assert "on hold (contact bounced)" in services.plan(tenant="acme", everything=True)[0].reason
+    assert (
+        "on hold (contact bounced)"
+        in services.dunning.plan(tenant="acme", everything=True)[0].reason
+    )
 
 
 @pytest.mark.parametrize("kind", ["arf-complaint-named", "manual-block"])
@@ -204,9 +207,9 @@ async def test_a_return_that_leaves_another_contact_pauses_nothing(
     sent = await _sent(services, transport)
     await RETURNS[kind](services, sent, clock)
     assert _bounce_holds(services) == []
-    assert services.inbox(tenant="acme", status=None, only="fix_contact") == []
+    assert services.inbox.threads(tenant="acme", status=None, only="fix_contact") == []
     clock.set(PAST_DUE)
-    dunning, _ = await services.tick()
+    dunning, _ = await services.dunning.tick()
     assert dunning.errors == [] and transport.sent[-1].recipients == ("billing@globex.example",)
 
 
@@ -223,21 +226,21 @@ async def test_a_complaint_pauses_every_customer_that_shared_the_blocked_address
     doc["invoices"].append(
         {**doc["invoices"][0], "id": "i-7", "number": "INV-7", "customer": "C-2"}
     )
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     sent = await _sent(services, transport)
-    await services.send_invoice("INV-7", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-7", kind="new_invoice", tenant="acme")
 
-    summary = services.ingest_inbound([("fbl:1", arf(sent))])
+    summary = services.inbound.ingest([("fbl:1", arf(sent))])
     assert summary.paused == 1  # the matched email's customer; the other is paused alongside
     assert sorted(h.customer_id for h in _bounce_holds(services)) == [1, 2]
-    tasks = services.inbox(tenant="acme", status=None, only="fix_contact")
+    tasks = services.inbox.threads(tenant="acme", status=None, only="fix_contact")
     assert sorted(t["document"] for t in tasks) == ["INV-1042", "INV-7"]
     # The other customer's thread says why, and its email can be resent once fixed.
     other = next(t for t in tasks if t["document"] == "INV-7")
-    services.inbox_fix_contact(
+    services.inbox.fix_contact(
         other["id"], tenant="acme", old="AP@globex.example", new="ap@initech.example", by="ana"
     )
-    _, addresses = await services.inbox_resend(other["id"], tenant="acme", by="ana")
+    _, addresses = await services.inbox.resend(other["id"], tenant="acme", by="ana")
     assert addresses == ["ap@initech.example"]
     assert [h.customer_id for h in _bounce_holds(services)] == [1]
 
@@ -251,6 +254,6 @@ async def test_a_forged_complaint_blocks_and_pauses_nothing(
     forged = arf(sent).replace(sent.data.split(b"\r\n\r\n", 1)[0], b"From: x@y.example")
     # Nor our VERP token as the original's envelope sender: nothing proves the email.
     forged = forged.replace(sent.sender.encode(), b"someone@y.example")
-    summary = services.ingest_inbound([("fbl:forged", forged)])
+    summary = services.inbound.ingest([("fbl:forged", forged)])
     assert (summary.matched, summary.suppressed, summary.paused) == (0, [], 0)
     assert _bounce_holds(services) == []

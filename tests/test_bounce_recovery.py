@@ -40,7 +40,7 @@ def _only_ap(services: Services) -> None:
     doc["customers"][0]["contacts"] = [
         {"email": "ap@globex.example", "name": "AP", "roles": ["ap"]}
     ]
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
 
 
 def _holds(services: Services) -> list[Hold]:
@@ -56,22 +56,22 @@ async def test_repeated_soft_bounces_suppress_for_a_period_then_the_block_ends(
     services, transport = relay_env
     sent = await _sent(services, transport)
     delayed = dsn(sent, action="delayed", status="4.4.1", diagnostic="smtp; 421 4.4.1 timeout")
-    assert services.ingest_inbound([("file:d.eml", delayed)]).suppressed == []
+    assert services.inbound.ingest([("file:d.eml", delayed)]).suppressed == []
     for n in range(2):
         clock.advance(timedelta(days=1))
         bounce = dsn(sent, **SOFT).replace(b"ABC123", f"SOFT{n}".encode())
-        assert services.ingest_inbound([(f"file:s{n}.eml", bounce)]).suppressed == []
+        assert services.inbound.ingest([(f"file:s{n}.eml", bounce)]).suppressed == []
     clock.advance(timedelta(days=1))
     third = dsn(sent, action="failed", **EXPIRED)
-    assert services.ingest_inbound([("file:s3.eml", third)]).suppressed == ["ap@globex.example"]
-    (row,) = services.suppressions(tenant="acme")
+    assert services.inbound.ingest([("file:s3.eml", third)]).suppressed == ["ap@globex.example"]
+    (row,) = services.suppressions.blocked(tenant="acme")
     assert row["kind"] == "soft"
     assert row["reason"].startswith("3 soft bounces in 7 days")
     assert row["expires_at"] == (clock.now() + timedelta(days=14)).isoformat()
 
     clock.advance(timedelta(days=14, seconds=1))
-    assert services.suppressions(tenant="acme") == []
-    assert services.suppressions(tenant="acme", everything=True)[0]["active"] is False
+    assert services.suppressions.blocked(tenant="acme") == []
+    assert services.suppressions.blocked(tenant="acme", everything=True)[0]["active"] is False
 
 
 async def test_soft_bounces_spread_beyond_the_window_do_not_suppress(
@@ -81,7 +81,7 @@ async def test_soft_bounces_spread_beyond_the_window_do_not_suppress(
     sent = await _sent(services, transport)
     for n in range(3):
         bounce = dsn(sent, **SOFT).replace(b"ABC123", f"SOFT{n}".encode())
-        assert services.ingest_inbound([(f"file:s{n}.eml", bounce)]).suppressed == []
+        assert services.inbound.ingest([(f"file:s{n}.eml", bounce)]).suppressed == []
         clock.advance(timedelta(days=4))
 
 
@@ -90,23 +90,25 @@ async def test_unblock_records_who_when_and_why_and_a_new_bounce_blocks_again(
 ) -> None:
     services, transport = relay_env
     sent = await _sent(services, transport)
-    services.ingest_inbound([("file:b.eml", dsn(sent))])
+    services.inbound.ingest([("file:b.eml", dsn(sent))])
     with pytest.raises(MailerError, match="who"):
-        services.unblock("ap@globex.example", tenant="acme", by="", why="fixed")
+        services.suppressions.unblock("ap@globex.example", tenant="acme", by="", why="fixed")
     with pytest.raises(NotFoundError):
-        services.unblock("billing@globex.example", tenant="acme", by="ana", why="x")
+        services.suppressions.unblock("billing@globex.example", tenant="acme", by="ana", why="x")
 
     clock.advance(timedelta(hours=2))
-    services.unblock("AP@globex.example", tenant="acme", by="ana", why="mailbox recreated")
-    assert services.suppressions(tenant="acme") == []
-    (row,) = services.suppressions(tenant="acme", everything=True)
+    services.suppressions.unblock(
+        "AP@globex.example", tenant="acme", by="ana", why="mailbox recreated"
+    )
+    assert services.suppressions.blocked(tenant="acme") == []
+    (row,) = services.suppressions.blocked(tenant="acme", everything=True)
     assert (row["lifted_by"], row["lift_reason"]) == ("ana", "mailbox recreated")
     assert row["lifted_at"] == clock.now().isoformat()
 
     clock.advance(timedelta(hours=1))
     again = dsn(sent).replace(b"ABC123", b"AGAIN1")
-    assert services.ingest_inbound([("file:b2.eml", again)]).suppressed == ["ap@globex.example"]
-    (row,) = services.suppressions(tenant="acme")
+    assert services.inbound.ingest([("file:b2.eml", again)]).suppressed == ["ap@globex.example"]
+    (row,) = services.suppressions.blocked(tenant="acme")
     assert row["lifted_at"] is None and row["kind"] == "hard"
 
 
@@ -120,21 +122,21 @@ async def test_a_bounce_for_every_recipient_goes_to_the_next_contact_by_role(
         {"email": "owner@globex.example", "roles": ["primary"], "send_invoices": False},
         {"email": "books@globex.example", "roles": ["accountant"], "send_invoices": False},
     ]
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     sent = await _sent(services, transport)
     assert sent.recipients == ("ap@globex.example",)
 
-    summary = services.ingest_inbound([("file:b.eml", dsn(sent))])
+    summary = services.inbound.ingest([("file:b.eml", dsn(sent))])
     assert summary.rerouted == ["books@globex.example"]
-    await services.deliver()
+    await services.sending.deliver()
     assert transport.sent[-1].recipients == ("books@globex.example",)
     assert b"INV-1042" in transport.sent[-1].data
     # Reprocessing the same bounce does not send a third copy.
-    services.reprocess_inbound()
-    await services.deliver()
+    services.inbound.reprocess()
+    await services.sending.deliver()
     assert len(transport.sent) == 2
-    (row,) = services.inbox(tenant="acme", status=None)
-    thread = services.inbox_thread(row["id"], tenant="acme")
+    (row,) = services.inbox.threads(tenant="acme", status=None)
+    thread = services.inbox.thread(row["id"], tenant="acme")
     assert any("sent to books@globex.example instead" in e["summary"] for e in thread["timeline"])
     assert thread["task"] is None and _holds(services) == []
 
@@ -144,10 +146,10 @@ async def test_one_recipient_of_two_bouncing_changes_nothing_for_the_step(
 ) -> None:
     services, transport = relay_env
     sent = await _sent(services, transport)  # to ap and billing; only ap bounces
-    summary = services.ingest_inbound([("file:b.eml", dsn(sent))])
+    summary = services.inbound.ingest([("file:b.eml", dsn(sent))])
     assert (summary.rerouted, summary.paused) == ([], 0)
     assert _holds(services) == []
-    (row,) = services.outbox_rows()
+    (row,) = services.desk.outbox_rows()
     statuses = {r["address"]: r["status"] for r in row["recipients"]}
     assert statuses == {"ap@globex.example": "bounced", "billing@globex.example": "accepted"}
 
@@ -158,20 +160,20 @@ async def test_no_contact_left_pauses_chasing_until_the_contact_is_fixed_and_res
     services, transport = relay_env
     _only_ap(services)
     sent = await _sent(services, transport)
-    summary = services.ingest_inbound([("file:b.eml", dsn(sent))])
+    summary = services.inbound.ingest([("file:b.eml", dsn(sent))])
     assert summary.paused == 1
     (hold,) = _holds(services)
     assert hold.lifted_at is None and hold.invoice_id is None
-    (row,) = services.inbox(tenant="acme", status=None)
+    (row,) = services.inbox.threads(tenant="acme", status=None)
     assert row["task"] == "fix_contact"
     with pytest.raises(MailerError, match="no contact that is not suppressed"):
-        await services.inbox_resend(row["id"], tenant="acme", by="ana")
+        await services.inbox.resend(row["id"], tenant="acme", by="ana")
 
     # Past the due date nothing goes out: the reminder would land in the same dead mailbox.
     clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
-    await services.tick()
+    await services.dunning.tick()
     assert len(transport.sent) == 1
-    plan = services.plan(tenant="acme", everything=True)
+    plan = services.dunning.plan(tenant="acme", everything=True)
     assert "hold" in plan[0].reason
 
     # The clerk corrects the address in the ERP; the import replaces the contacts.
@@ -179,25 +181,25 @@ async def test_no_contact_left_pauses_chasing_until_the_contact_is_fixed_and_res
     doc["customers"][0]["contacts"] = [
         {"email": "payables@globex.example", "name": "AP", "roles": ["ap"]}
     ]
-    assert services.import_document(doc, tenant="acme").errors == []
-    message, addresses = await services.inbox_resend(row["id"], tenant="acme", by="ana")
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
+    message, addresses = await services.inbox.resend(row["id"], tenant="acme", by="ana")
     assert addresses == ["payables@globex.example"]
     assert message.status.value == "sent" and message.manual
     assert transport.sent[-1].recipients == ("payables@globex.example",)
     assert transport.sent[-1].data.count(b"INV-1042") >= 1
     assert all(h.lifted_at is not None for h in _holds(services))
-    thread = services.inbox_thread(row["id"], tenant="acme")
+    thread = services.inbox.thread(row["id"], tenant="acme")
     assert thread["task"] is None
     assert thread["timeline"][-1]["type"] in {"sent", "note"}
     assert any(e["summary"].startswith("note by ana: resent") for e in thread["timeline"])
 
     # Chasing resumes: the reminder that was held now goes to the corrected contact.
     clock.advance(timedelta(minutes=1))
-    await services.tick()
+    await services.dunning.tick()
     assert transport.sent[-1].recipients == ("payables@globex.example",)
     assert len(transport.sent) == 3
     # A second resend is a new email, not a no-op on the first one's key.
-    second, _ = await services.inbox_resend(row["id"], tenant="acme", by="ana")
+    second, _ = await services.inbox.resend(row["id"], tenant="acme", by="ana")
     assert second.id != message.id
 
 
@@ -210,7 +212,7 @@ def _contacts(services: Services) -> list[tuple[str, str | None, str | None]]:
 def _erp_lists(services: Services, *emails: str) -> ImportReport:
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"][0]["contacts"] = [{"email": e, "name": "AP", "roles": ["ap"]} for e in emails]
-    report = services.import_document(doc, tenant="acme")
+    report = services.ledger.import_document(doc, tenant="acme")
     assert report.errors == []
     return report
 
@@ -223,14 +225,14 @@ async def test_a_contact_fixed_in_the_inbox_survives_imports_until_the_erp_is_fi
     services, transport = relay_env
     _only_ap(services)
     sent = await _sent(services, transport)
-    services.ingest_inbound([("file:b.eml", dsn(sent))])
-    (row,) = services.inbox(tenant="acme", status=None)
-    fixed = services.inbox_fix_contact(
+    services.inbound.ingest([("file:b.eml", dsn(sent))])
+    (row,) = services.inbox.threads(tenant="acme", status=None)
+    fixed = services.inbox.fix_contact(
         row["id"], tenant="acme", old="ap@globex.example", new=" payables@globex.example", by="ana"
     )
     assert fixed == "payables@globex.example"
     assert _contacts(services) == [("payables@globex.example", "ap@globex.example", "ana")]
-    about = services.inbox_context(row["id"], tenant="acme")
+    about = services.inbox.context(row["id"], tenant="acme")
     assert [c["erp_email"] for c in about["contacts"]] == ["ap@globex.example"]
 
     # The ERP still says ap@: the fix is kept, the import reports it, and the held reminder
@@ -244,7 +246,7 @@ async def test_a_contact_fixed_in_the_inbox_survives_imports_until_the_erp_is_fi
         {"customer": "C-1", "erp_email": "ap@globex.example", "email": "payables@globex.example"}
     ]
     assert _contacts(services) == [("payables@globex.example", "ap@globex.example", "ana")]
-    message, addresses = await services.inbox_resend(row["id"], tenant="acme", by="ana")
+    message, addresses = await services.inbox.resend(row["id"], tenant="acme", by="ana")
     assert addresses == ["payables@globex.example"] and message.status.value == "sent"
 
     # The ERP catches up: the same row, no longer standing in for anything.
@@ -257,21 +259,21 @@ async def test_an_erp_that_changes_the_contact_itself_replaces_the_correction(
 ) -> None:
     services, transport = relay_env
     _only_ap(services)
-    services.ingest_inbound([("file:b.eml", dsn(await _sent(services, transport)))])
-    (row,) = services.inbox(tenant="acme", status=None)
-    services.inbox_fix_contact(
+    services.inbound.ingest([("file:b.eml", dsn(await _sent(services, transport)))])
+    (row,) = services.inbox.threads(tenant="acme", status=None)
+    services.inbox.fix_contact(
         row["id"], tenant="acme", old="ap@globex.example", new="payables@globex.example", by="ana"
     )
     # Correcting the correction keeps the ERP's original address; back to it, nothing stands in.
-    services.inbox_fix_contact(
+    services.inbox.fix_contact(
         row["id"], tenant="acme", old="payables@globex.example", new="ap2@globex.example", by="bo"
     )
     assert _contacts(services) == [("ap2@globex.example", "ap@globex.example", "bo")]
-    services.inbox_fix_contact(
+    services.inbox.fix_contact(
         row["id"], tenant="acme", old="ap2@globex.example", new="ap@globex.example", by="bo"
     )
     assert _contacts(services) == [("ap@globex.example", None, None)]
-    services.inbox_fix_contact(
+    services.inbox.fix_contact(
         row["id"], tenant="acme", old="ap@globex.example", new="payables@globex.example", by="ana"
     )
     # The ERP now lists someone else: that is news from the source of truth, and it wins.
@@ -279,7 +281,7 @@ async def test_an_erp_that_changes_the_contact_itself_replaces_the_correction(
     assert report.corrections_kept == []
     assert _contacts(services) == [("finance@globex.example", None, None)]
     # Listing both the old and the corrected address: each is its own contact.
-    services.inbox_fix_contact(
+    services.inbox.fix_contact(
         row["id"], tenant="acme", old="finance@globex.example", new="fin@globex.example", by="ana"
     )
     report = _erp_lists(services, "finance@globex.example", "fin@globex.example")
@@ -320,10 +322,10 @@ async def test_a_persons_reply_threads_in_by_in_reply_to_and_suppresses_nothing(
         for line in sent.data.split(b"\r\n")
         if line.lower().startswith(b"message-id:")
     )
-    summary = services.ingest_inbound([("file:r.eml", _reply(sent, in_reply_to=message_id))])
+    summary = services.inbound.ingest([("file:r.eml", _reply(sent, in_reply_to=message_id))])
     assert (summary.matched, summary.suppressed) == (1, [])
-    (row,) = services.inbox(tenant="acme", status=None)
-    reply = services.inbox_thread(row["id"], tenant="acme")["timeline"][-1]
+    (row,) = services.inbox.threads(tenant="acme", status=None)
+    reply = services.inbox.thread(row["id"], tenant="acme")["timeline"][-1]
     assert reply["type"] == "reply"
     assert reply["summary"] == "INV-1042: reply from Pat <ap@globex.example>: Re: Invoice INV-1042"
     assert "paid" in reply["detail"] and "yesterday" in reply["detail"]
@@ -336,8 +338,8 @@ async def test_a_reply_to_mail_that_is_not_ours_is_unmatched(
     services, transport = relay_env
     sent = await _sent(services, transport)
     raw = _reply(sent, in_reply_to="<0123456789abcdef0123@elsewhere.example>")
-    assert services.ingest_inbound([("file:r.eml", raw)]).unmatched == 1
-    assert services.inbox(tenant="acme", status=None) == []
+    assert services.inbound.ingest([("file:r.eml", raw)]).unmatched == 1
+    assert services.inbox.threads(tenant="acme", status=None) == []
 
 
 async def test_bounce_report_lists_bounces_and_complaints_since_a_date(
@@ -347,15 +349,20 @@ async def test_bounce_report_lists_bounces_and_complaints_since_a_date(
     sent = await _sent(services, transport)
     clock.advance(timedelta(hours=1))
     poisoned = 'smtp; 550 5.1.1 =HYPERLINK("http://x") user unknown'
-    services.ingest_inbound([("file:b.eml", dsn(sent, diagnostic=poisoned))])
+    services.inbound.ingest([("file:b.eml", dsn(sent, diagnostic=poisoned))])
     delayed = dsn(sent, action="delayed", status="4.4.1", diagnostic="smtp; 421 4.4.1 timeout")
-    services.ingest_inbound([("file:d.eml", delayed.replace(b"ABC123", b"DELAY1"))])
+    services.inbound.ingest([("file:d.eml", delayed.replace(b"ABC123", b"DELAY1"))])
 
-    rows = services.bounce_report(tenant="acme", since=clock.now() - timedelta(minutes=5))
+    rows = services.suppressions.bounce_report(
+        tenant="acme", since=clock.now() - timedelta(minutes=5)
+    )
     found = [(r["document"], r["address"], r["event"], r["hard"], r["suppressed"]) for r in rows]
     assert found == [("INV-1042", "ap@globex.example", "bounce", True, True)]
     assert rows[0]["reason"] == "userunknown" and rows[0]["status"] == "5.1.1"
-    assert services.bounce_report(tenant="acme", since=clock.now() + timedelta(minutes=1)) == []
+    assert (
+        services.suppressions.bounce_report(tenant="acme", since=clock.now() + timedelta(minutes=1))
+        == []
+    )
 
     parsed = list(csv.DictReader(io.StringIO(to_csv([{**rows[0], "diagnostic": "=cmd"}]))))
     assert parsed[0]["diagnostic"] == "'=cmd"
@@ -370,16 +377,16 @@ async def test_every_message_of_a_rerouted_step_keeps_its_occasion(
     doc["customers"][0]["contacts"].append(
         {"email": "books@globex.example", "roles": ["accountant"], "send_invoices": False}
     )
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     sent = await _sent(services, transport)
     both = dsn(sent) + b""
-    services.ingest_inbound([("file:b1.eml", both)])
+    services.inbound.ingest([("file:b1.eml", both)])
     # billing@'s own copy, returned to its own VERP address (one envelope per recipient).
     billing = next(m for m in transport.sent if m.recipients == ("billing@globex.example",))
     other = dsn(
         billing, recipient="billing@globex.example", diagnostic="smtp; 550 5.1.1 no such user"
     )
-    summary = services.ingest_inbound([("file:b2.eml", other.replace(b"ABC123", b"OTHER1"))])
+    summary = services.inbound.ingest([("file:b2.eml", other.replace(b"ABC123", b"OTHER1"))])
     assert summary.rerouted == ["books@globex.example"]
     with Session(services.engine) as session:
         occasions = session.exec(select(Message.occasion).order_by(col(Message.id))).all()
@@ -406,7 +413,7 @@ async def test_cli_suppressions_bounce_report_and_resend(
     try:
         _only_ap(services)
         sent = await _sent(services, transport)
-        services.ingest_inbound([("file:b.eml", dsn(sent))])
+        services.inbound.ingest([("file:b.eml", dsn(sent))])
     finally:
         await services.close()
     config = write_config(tmp_path, db_url, sink.port)
@@ -452,14 +459,14 @@ async def test_an_expired_email_does_not_pause_chasing_as_if_the_contact_were_wr
     services, transport = relay_env
     _only_ap(services)
     sent = await _sent(services, transport)
-    summary = services.ingest_inbound([("file:x.eml", dsn(sent, action="failed", **EXPIRED))])
+    summary = services.inbound.ingest([("file:x.eml", dsn(sent, action="failed", **EXPIRED))])
     assert (summary.rerouted, summary.paused, summary.suppressed) == ([], 0, [])
     assert _holds(services) == []
-    (row,) = services.inbox(tenant="acme", status=None)
+    (row,) = services.inbox.threads(tenant="acme", status=None)
     assert row["task"] is None
     notes = [
         e
-        for e in services.inbox_thread(row["id"], tenant="acme")["timeline"]
+        for e in services.inbox.thread(row["id"], tenant="acme")["timeline"]
         if e["type"] == "note"
     ]
     assert [n["detail"] for n in notes] == [

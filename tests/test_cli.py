@@ -268,7 +268,8 @@ def test_worker_killed_mid_send_loses_nothing_and_sends_once(tmp_path: Path, db_
             "from mailer.clock import FixedClock; from datetime import datetime;"
             f"s = build_services(load_config(__import__('pathlib').Path({str(config)!r})),"
             f" FixedClock(datetime.fromisoformat({AT!r})));"
-            "s.enqueue_invoice_email('INV-1042', kind='new_invoice', tenant=None, manual=False)"
+            "s.sending.enqueue_invoice_email("
+            "'INV-1042', kind='new_invoice', tenant=None, manual=False)"
         ),
     ]
     subprocess.run(enqueue, check=True, cwd=tmp_path, env=_env(), timeout=60)

@@ -53,9 +53,11 @@ async def test_opendkim_passes_rsa_and_ed25519(tmp_path: Path, clock: FixedClock
     )
     services = build_services(config, clock)
     try:
-        services.import_document(DEMO_DOC, tenant=None)
-        services.enqueue_invoice_email("INV-1042", kind="new_invoice", tenant=None, manual=False)
-        assert (await services.deliver()).sent == 1
+        services.ledger.import_document(DEMO_DOC, tenant=None)
+        services.sending.enqueue_invoice_email(
+            "INV-1042", kind="new_invoice", tenant=None, manual=False
+        )
+        assert (await services.sending.deliver()).sent == 1
     finally:
         await services.close()
         server.close()

@@ -130,7 +130,7 @@ def services_config(mta: VerifyingMTA) -> dict[str, Any]:
 @pytest.fixture
 def services(services: Services) -> Services:
     """conftest's ``services`` on this module's settings, with DOC imported."""
-    assert services.import_document(DOC, tenant="acme").errors == []
+    assert services.ledger.import_document(DOC, tenant="acme").errors == []
     return services
 
 
@@ -202,7 +202,7 @@ def _delivered(mta: VerifyingMTA, message_id: str, *, count: int) -> list[bytes]
 async def test_opendkim_milter_passes_rsa_and_ed25519(
     services: Services, mta: VerifyingMTA
 ) -> None:
-    message = await services.send_invoice("INV-1", kind="new_invoice", tenant="acme")
+    message = await services.sending.send_invoice("INV-1", kind="new_invoice", tenant="acme")
     # With milter_default_action = tempfail, a milter that failed would be a 4xx here.
     assert message.status is MessageStatus.SENT, message.last_error
 
@@ -238,7 +238,7 @@ def _tamper(message: bytes) -> bytes:
 async def test_a_body_byte_changed_after_signing_fails_both(
     services: Services, mta: VerifyingMTA
 ) -> None:
-    message = await services.send_invoice("INV-1", kind="new_invoice", tenant="acme")
+    message = await services.sending.send_invoice("INV-1", kind="new_invoice", tenant="acme")
     assert message.status is MessageStatus.SENT, message.last_error
     message_id = f"<{message.uid}@{SIGNING_DOMAIN}>"
     (sent,) = _delivered(mta, message_id, count=1)

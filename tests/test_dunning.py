@@ -1,6 +1,6 @@
 """The scheduler against real databases: grace, manual sends, holds, pre-flight, catch-up.
 
-Time moves with the injected clock; every pass is ``Services.tick`` (decide, queue, deliver),
+Time moves with the injected clock; every pass is ``DunningService.tick`` (decide, queue, deliver),
 as ``dunmail tick`` runs it, into a MemoryTransport that parses each message it is given.
 """
 
@@ -75,7 +75,7 @@ def _kinds(services: Services) -> list[tuple[str, str | None, str]]:
 
 async def _tick_at(services: Services, clock: FixedClock, when: datetime) -> None:
     clock.set(when)
-    await services.tick()
+    await services.dunning.tick()
 
 
 async def test_new_invoice_goes_out_after_the_grace_period_and_an_edit_restarts_it(
@@ -86,7 +86,7 @@ async def test_new_invoice_goes_out_after_the_grace_period_and_an_edit_restarts_
     assert transport.sent == []
     # Edited at minute 4: the five minutes start again.
     edited = _doc(lines=[{"description": "Support", "quantity": "2", "unit_price": "120.00"}])
-    assert services.import_document(edited, tenant="acme").invoices.updated == 1
+    assert services.ledger.import_document(edited, tenant="acme").invoices.updated == 1
     await _tick_at(services, clock, START + timedelta(minutes=5))
     assert transport.sent == []
     await _tick_at(services, clock, START + timedelta(minutes=9))
@@ -104,7 +104,7 @@ async def test_mark_sent_at_minute_three_cancels_the_automatic_email(
 ) -> None:
     services, transport = env
     clock.set(START + timedelta(minutes=3))
-    assert services.mark_sent("INV-1042", tenant="acme") == 0
+    assert services.ledger.mark_sent("INV-1042", tenant="acme") == 0
     await _tick_at(services, clock, START + timedelta(minutes=10))
     assert transport.sent == [] and _kinds(services) == []
 
@@ -118,7 +118,7 @@ async def test_several_invoices_issued_at_once_get_one_email_each(
     doc["invoices"] = [
         {**template, "id": f"i-{n}", "number": f"INV-{n}"} for n in range(2000, 2025)
     ]
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(minutes=6))
     await _tick_at(services, clock, START + timedelta(minutes=7))
     assert len(emails(transport)) == 26  # 25 new ones and INV-1042, each once
@@ -141,7 +141,7 @@ async def test_future_dated_invoice_waits_and_drafts_are_never_sent(
         },
         {**base, "id": "i-draft", "number": "INV-D", "status": "draft"},
     ]
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(hours=1))
     numbers = sorted(_numbers(services))
     assert numbers == ["INV-1042"]
@@ -172,7 +172,7 @@ async def test_reminders_follow_the_cadence_and_stop_when_paid(
     ]
     payment = _payment("p-1", "120.00", "2026-04-02T12:00:00Z")
     clock.set(datetime(2026, 4, 2, 12, tzinfo=UTC))
-    assert services.import_document(payment, tenant="acme").errors == []
+    assert services.ledger.import_document(payment, tenant="acme").errors == []
     for day in (7, 14, 21, 28):
         await _tick_at(services, clock, datetime(2026, 4, day, 9, tzinfo=UTC))
     # The payment's receipt, and no reminder for a paid invoice.
@@ -185,14 +185,14 @@ async def test_a_payment_between_queueing_and_sending_skips_the_reminder(
     services, transport = env
     await _tick_at(services, clock, START + timedelta(minutes=5))
     clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
-    report = services.schedule().run_pass(clock.now())  # queued, not yet delivered
+    report = services.dunning.invoices.run_pass(clock.now())  # queued, not yet delivered
     assert report.queued["late_payment_reminder"] == 1
     paid = _payment("p-1", "120.00", "2026-04-01T08:00:30Z")
-    assert services.import_document(paid, tenant="acme").errors == []
-    delivered = await services.deliver()
+    assert services.ledger.import_document(paid, tenant="acme").errors == []
+    delivered = await services.sending.deliver()
     assert (delivered.attempted, delivered.skipped) == (0, 1)
     assert len(emails(transport)) == 1  # only the invoice itself
-    rows = services.outbox_rows()
+    rows = services.desk.outbox_rows()
     assert rows[0]["status"] == "skipped"
     assert rows[0]["skip_reason"] == "invoice INV-1042 is paid"
 
@@ -203,7 +203,7 @@ async def test_a_hold_with_an_end_date_resumes_chasing_by_itself(
     services, transport = env
     await _tick_at(services, clock, START + timedelta(minutes=5))
     clock.set(datetime(2026, 3, 25, 9, tzinfo=UTC))
-    hold = services.place_hold(
+    hold = services.desk.place_hold(
         tenant="acme",
         customer=None,
         invoice="INV-1042",
@@ -212,8 +212,8 @@ async def test_a_hold_with_an_end_date_resumes_chasing_by_itself(
         note="disputes line 1",
         by="test",
     )
-    assert [h["id"] for h in services.holds(tenant="acme")] == [hold.id]
-    plan = services.plan(tenant="acme", customer="C-1")
+    assert [h["id"] for h in services.desk.holds(tenant="acme")] == [hold.id]
+    plan = services.dunning.plan(tenant="acme", customer="C-1")
     assert "on hold (dispute) until 2026-04-03" in plan[0].reason
     for day in (28, 30, 31):
         await _tick_at(services, clock, datetime(2026, 3, day, 10, tzinfo=UTC))
@@ -233,7 +233,7 @@ async def test_a_customer_hold_lifted_by_hand_resumes_at_the_next_pass(
 ) -> None:
     services, transport = env
     await _tick_at(services, clock, START + timedelta(minutes=5))
-    hold = services.place_hold(
+    hold = services.desk.place_hold(
         tenant="acme",
         customer="C-1",
         invoice=None,
@@ -244,11 +244,11 @@ async def test_a_customer_hold_lifted_by_hand_resumes_at_the_next_pass(
     )
     await _tick_at(services, clock, datetime(2026, 4, 1, 9, tzinfo=UTC))
     assert len(emails(transport)) == 1
-    services.lift_hold(hold.id or 0, tenant="acme")
+    services.desk.lift_hold(hold.id or 0, tenant="acme")
     await _tick_at(services, clock, datetime(2026, 4, 1, 9, 1, tzinfo=UTC))
     assert len(emails(transport)) == 2
     with pytest.raises(MailerError, match="no hold 999"):
-        services.lift_hold(999, tenant="acme")
+        services.desk.lift_hold(999, tenant="acme")
 
 
 async def test_a_manual_reminder_counts_as_the_step_it_replaces(
@@ -258,7 +258,7 @@ async def test_a_manual_reminder_counts_as_the_step_it_replaces(
     await _tick_at(services, clock, START + timedelta(minutes=5))
     await _tick_at(services, clock, datetime(2026, 4, 1, 8, tzinfo=UTC))  # step 2 (+1)
     clock.set(datetime(2026, 4, 6, 15, tzinfo=UTC))
-    await services.send_invoice("INV-1042", kind="late_payment_reminder", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="late_payment_reminder", tenant="acme")
     # The +7 step (8 April) is covered by the manual send two days earlier.
     await _tick_at(services, clock, datetime(2026, 4, 8, 9, tzinfo=UTC))
     await _tick_at(services, clock, datetime(2026, 4, 9, 9, tzinfo=UTC))
@@ -283,7 +283,7 @@ async def test_catch_up_after_downtime_sends_one_reminder_not_a_burst(
         ("new_invoice", "new"),
         ("late_payment_reminder", "step 4"),
     ]
-    plan = services.plan(tenant="acme", everything=True)
+    plan = services.dunning.plan(tenant="acme", everything=True)
     assert plan[0].next_at == datetime(2026, 5, 20, 8, tzinfo=UTC)
 
 
@@ -292,7 +292,7 @@ def _suppress(services: Services, *addresses: str, reason: str = "hard bounce 5.
         for address in addresses:
             session.add(
                 Suppression(
-                    tenant_id=services.tenant_id("acme"),
+                    tenant_id=services.tenants.id("acme"),
                     address=address,
                     reason=reason,
                     created_at=START,
@@ -306,11 +306,11 @@ async def test_recipients_suppressed_after_queueing_are_skipped_and_recorded(
 ) -> None:
     services, transport = env
     clock.set(START + timedelta(minutes=5))
-    services.schedule().run_pass(clock.now())  # queued to both contacts
+    services.dunning.invoices.run_pass(clock.now())  # queued to both contacts
     _suppress(services, "ap@globex.example", "billing@globex.example")
-    await services.deliver()
+    await services.sending.deliver()
     assert transport.sent == []
-    row = services.outbox_rows()[0]
+    row = services.desk.outbox_rows()[0]
     assert row["status"] == "skipped"
     assert row["skip_reason"].startswith("recipient suppressed: ap@globex.example (hard bounce")
 
@@ -320,11 +320,11 @@ async def test_one_recipient_suppressed_after_queueing_gets_nothing_the_other_ge
 ) -> None:
     services, transport = env
     clock.set(START + timedelta(minutes=5))
-    services.schedule().run_pass(clock.now())
+    services.dunning.invoices.run_pass(clock.now())
     _suppress(services, "ap@globex.example", reason="complaint")
-    await services.deliver()
+    await services.sending.deliver()
     assert [m.recipients for m in emails(transport)] == [("billing@globex.example",)]
-    recipients = {r["address"]: r["status"] for r in services.outbox_rows()[0]["recipients"]}
+    recipients = {r["address"]: r["status"] for r in services.desk.outbox_rows()[0]["recipients"]}
     assert recipients == {"ap@globex.example": "rejected", "billing@globex.example": "accepted"}
 
 
@@ -333,10 +333,12 @@ async def test_a_suppressed_contact_is_left_out_when_the_email_is_queued(
 ) -> None:
     services, transport = env
     # Blocked by hand, typed in another case: addresses compare without regard to case.
-    assert services.suppress("AP@Globex.example", tenant="acme", reason="left", by="ana")
+    assert services.suppressions.suppress(
+        "AP@Globex.example", tenant="acme", reason="left", by="ana"
+    )
     await _tick_at(services, clock, START + timedelta(minutes=5))
     assert [m.recipients for m in emails(transport)] == [("billing@globex.example",)]
-    assert [r["address"] for r in services.outbox_rows()[0]["recipients"]] == [
+    assert [r["address"] for r in services.desk.outbox_rows()[0]["recipients"]] == [
         "billing@globex.example"
     ]
 
@@ -350,7 +352,7 @@ async def test_when_every_invoice_contact_is_suppressed_the_next_contact_by_role
         {"email": "cfo@globex.example", "roles": ["primary"], "send_invoices": False},
         {"email": "books@globex.example", "roles": ["accountant"], "send_invoices": False},
     ]
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     _suppress(services, "ap@globex.example", "billing@globex.example")
     await _tick_at(services, clock, START + timedelta(minutes=5))
     # The accountant ranks before the primary contact (billing, AP, accountant, primary).
@@ -364,7 +366,7 @@ async def test_a_customer_whose_contacts_all_opted_out_gets_no_fallback(
     doc = copy.deepcopy(DEMO_DOC)
     for contact in doc["customers"][0]["contacts"]:
         contact["send_invoices"] = False
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(minutes=5))
     assert transport.sent == []
 
@@ -375,10 +377,10 @@ async def test_an_edit_after_queueing_replaces_the_email_with_the_new_version(
     services, transport = env
     await _tick_at(services, clock, START + timedelta(minutes=5))
     clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
-    services.schedule().run_pass(clock.now())
+    services.dunning.invoices.run_pass(clock.now())
     edited = _doc(lines=[{"description": "Support", "quantity": "3", "unit_price": "120.00"}])
-    assert services.import_document(edited, tenant="acme").errors == []
-    await services.deliver()
+    assert services.ledger.import_document(edited, tenant="acme").errors == []
+    await services.sending.deliver()
     kinds = _kinds(services)
     assert kinds[1] == ("late_payment_reminder", "step 2", "skipped")
     assert kinds[2] == ("late_payment_reminder", "step 2", "sent")
@@ -400,9 +402,9 @@ async def test_a_customer_without_contacts_does_not_stop_the_batch(
     doc["invoices"].append(
         {**doc["invoices"][0], "id": "i-2", "number": "INV-2", "customer": "C-2"}
     )
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     clock.set(START + timedelta(minutes=5))
-    dunning, delivered = await services.tick()
+    dunning, delivered = await services.dunning.tick()
     assert dunning.errors == [
         "invoice INV-2: invoice INV-2: its customer has no contact to send to"
     ]
@@ -412,7 +414,7 @@ async def test_a_customer_without_contacts_does_not_stop_the_batch(
         assert stuck.next_action_at is None  # waits for a contact, not retried every tick
     # Adding a contact puts it back in line.
     doc["customers"][1]["contacts"] = [{"email": "ap@initech.example"}]
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(minutes=11))
     assert len(emails(transport)) == 2
 
@@ -422,15 +424,15 @@ async def test_plan_explains_every_decision_without_writing(
 ) -> None:
     services, transport = env
     clock.set(START + timedelta(minutes=2))
-    [waiting] = services.plan(tenant="acme", everything=True)
+    [waiting] = services.dunning.plan(tenant="acme", everything=True)
     assert waiting.action is None and "grace period" in waiting.reason
     clock.set(START + timedelta(minutes=6))
-    [due] = services.plan(tenant="acme")
+    [due] = services.dunning.plan(tenant="acme")
     assert due.action is not None and due.action.kind == "new_invoice"
     assert due.recipients == ("billing@globex.example", "ap@globex.example")
     assert due.as_dict()["send"] == "new_invoice"
     assert _kinds(services) == []  # planning queues nothing
-    assert services.plan(tenant="acme", customer="nobody") == []
+    assert services.dunning.plan(tenant="acme", customer="nobody") == []
 
 
 async def test_an_unknown_customer_cadence_is_refused_at_import(
@@ -439,7 +441,7 @@ async def test_an_unknown_customer_cadence_is_refused_at_import(
     services, _ = env
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"][0]["cadence"] = "brutal"
-    report = services.import_document(doc, tenant="acme")
+    report = services.ledger.import_document(doc, tenant="acme")
     assert [(e.where, e.reason) for e in report.errors] == [
         ("customers[0].cadence", "unknown cadence 'brutal'; this tenant has standard")
     ]
@@ -460,9 +462,9 @@ async def test_a_customer_cadence_and_time_zone_decide_the_send_time(
     """A Sydney customer on a gentle cadence: reminded once, at 09:00 Sydney time."""
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"][0].update(time_zone="Australia/Sydney", cadence="gentle")
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(minutes=5))
-    [entry] = services.plan(tenant="acme", customer="C-1")
+    [entry] = services.dunning.plan(tenant="acme", customer="C-1")
     # Due 31 March (Sydney) + 10 days = Friday 10 April, 09:00 AEST = 23:00 UTC on the 9th.
     assert entry.next_at == datetime(2026, 4, 9, 23, 0, tzinfo=UTC)
 
@@ -481,7 +483,7 @@ async def test_a_dst_change_neither_shifts_nor_duplicates_a_send(
     """London, steps every day around the 29 March change: always 08:00 local, once each."""
     doc = _doc(due_at="2026-03-27")
     doc["customers"][0]["time_zone"] = "Europe/London"
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(minutes=5))
     now = datetime(2026, 3, 26, 23, tzinfo=UTC)
     while now < datetime(2026, 4, 2, tzinfo=UTC):  # every 30 minutes for a week
@@ -516,7 +518,7 @@ async def test_customer_level_chasing_sends_one_email_for_all_overdue_invoices(
         {**base, "id": "i-mid", "number": "INV-MID", "due_at": "2026-03-12"},
         {**base, "id": "i-new", "number": "INV-NEW", "due_at": "2026-04-30"},
     ]
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(minutes=5))  # three invoice emails
     await _tick_at(services, clock, datetime(2026, 3, 11, 8, tzinfo=UTC))  # OLD +1
     await _tick_at(services, clock, datetime(2026, 3, 13, 8, tzinfo=UTC))  # MID +1: rides
@@ -545,13 +547,13 @@ def _messages(services: Services) -> list[Message]:
 async def test_a_customer_level_email_is_skipped_when_everything_on_it_is_paid(
     services: Services, clock: FixedClock
 ) -> None:
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(minutes=5))
     clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
-    assert services.schedule().run_pass(clock.now()).queued["overdue_summary"] == 1
+    assert services.dunning.invoices.run_pass(clock.now()).queued["overdue_summary"] == 1
     paid = _payment("p-1", "120.00", "2026-04-01T08:00:10Z")
-    assert services.import_document(paid, tenant="acme").errors == []
-    await services.deliver()
+    assert services.ledger.import_document(paid, tenant="acme").errors == []
+    await services.sending.deliver()
     summary = [m for m in _messages(services) if m.kind == "overdue_summary"][0]
     assert summary.status is MessageStatus.SKIPPED
     assert summary.skip_reason == "every invoice on it is settled (INV-1042)"
@@ -563,12 +565,12 @@ async def test_plan_lists_the_ledgers_pending_events(
     services, transport = env
     clock.set(START + timedelta(hours=1))
     payment = _payment("p-7", "20.00", "2026-03-02T09:30:00Z")
-    assert services.import_document(payment, tenant="acme").errors == []
-    entries = {e.document: e for e in services.plan(tenant="acme")}
+    assert services.ledger.import_document(payment, tenant="acme").errors == []
+    entries = {e.document: e for e in services.dunning.plan(tenant="acme")}
     assert entries["payment:p-7"].action is not None
     assert entries["payment:p-7"].action.kind == "payment_receipt"
-    await services.tick()
-    assert "payment:p-7" not in {e.document for e in services.plan(tenant="acme")}
+    await services.dunning.tick()
+    assert "payment:p-7" not in {e.document for e in services.dunning.plan(tenant="acme")}
     assert any(b"p-7" in m.data for m in emails(transport))
 
 
@@ -578,8 +580,8 @@ async def test_a_manual_send_of_a_queued_automatic_invoice_email_sends_it_once(
     """The relay was down when the automatic email was queued; the clerk presses send."""
     services, transport = env
     clock.set(START + timedelta(minutes=5))
-    services.schedule().run_pass(clock.now())  # queued, not delivered
-    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    services.dunning.invoices.run_pass(clock.now())  # queued, not delivered
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     assert message.status is MessageStatus.SENT
     await _tick_at(services, clock, START + timedelta(minutes=6))
     assert len(emails(transport)) == 1
@@ -593,13 +595,13 @@ async def test_importing_old_payments_sends_no_receipts(
     services, transport = env
     clock.set(datetime(2026, 4, 20, 9, tzinfo=UTC))
     assert (
-        services.import_document(
+        services.ledger.import_document(
             _payment("p-old", "20.00", "2026-03-10T10:00:00Z"), tenant="acme"
         ).errors
         == []
     )
     assert (
-        services.import_document(
+        services.ledger.import_document(
             _payment("p-new", "30.00", "2026-04-19T10:00:00Z"), tenant="acme"
         ).errors
         == []
@@ -611,5 +613,5 @@ async def test_importing_old_payments_sends_no_receipts(
         "happened 2026-03-10, more than 7 days before it was imported: no email"
     )
     assert events["payment:p-new"].status is EventStatus.PENDING
-    dunning, _ = await services.tick()
+    dunning, _ = await services.dunning.tick()
     assert dunning.queued["payment_receipt"] == 1

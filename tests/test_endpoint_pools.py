@@ -109,8 +109,8 @@ async def test_own_smtp_on_the_relays_host_and_port_keeps_its_own_budget_and_log
     try:
         messages = {}
         for slug in ("acme", "big", "tiny"):
-            assert services.import_document(DEMO_DOC, tenant=slug).errors == []
-            messages[slug] = await services.send_invoice(
+            assert services.ledger.import_document(DEMO_DOC, tenant=slug).errors == []
+            messages[slug] = await services.sending.send_invoice(
                 "INV-1042", kind="new_invoice", tenant=slug
             )
         keys = [t.key for t in services.transports]

@@ -82,7 +82,7 @@ def _message(services: Services, number: str) -> Message:
 
 
 def test_a_10000_line_invoice_is_refused_at_import_with_its_position(services: Services) -> None:
-    report = services.import_document(
+    report = services.ledger.import_document(
         _document(
             _invoice("INV-1", "C-1", 3),
             _invoice("INV-HUGE", "C-1", 10_000),
@@ -99,7 +99,7 @@ def test_a_10000_line_invoice_is_refused_at_import_with_its_position(services: S
 
 @pytest.mark.services_config(pdf={"max_lines": 5})
 def test_the_line_limit_is_configurable(services: Services) -> None:
-    report = services.import_document(
+    report = services.ledger.import_document(
         _document(_invoice("INV-1", "C-1", 6), _invoice("INV-2", "C-1", 5)), tenant="acme"
     )
     assert [(e.where, e.reason.split(";")[0]) for e in report.errors] == [
@@ -122,17 +122,19 @@ async def test_a_render_over_its_budget_is_killed_and_the_email_still_goes_once(
     services = build_services(config, clock, pdf_renderer=renderer)
     try:
         [before] = await renderer.start()
-        report = services.import_document(
+        report = services.ledger.import_document(
             _document(_invoice("INV-SLOW", "C-1", SLOW_LINES)), tenant="acme"
         )
         assert report.errors == []
         started = time.perf_counter()
-        message = await services.send_invoice("INV-SLOW", kind="new_invoice", tenant="acme")
+        message = await services.sending.send_invoice("INV-SLOW", kind="new_invoice", tenant="acme")
         took = time.perf_counter() - started
         # The pool recovered: a fresh worker renders the next document.
-        small = services.import_document(_document(_invoice("INV-OK", "C-1", 1)), tenant="acme")
+        small = services.ledger.import_document(
+            _document(_invoice("INV-OK", "C-1", 1)), tenant="acme"
+        )
         assert small.errors == []
-        ok = await services.send_invoice("INV-OK", kind="new_invoice", tenant="acme")
+        ok = await services.sending.send_invoice("INV-OK", kind="new_invoice", tenant="acme")
         after = renderer.worker_pids()
     finally:
         await services.close()
@@ -171,16 +173,18 @@ async def test_a_slow_render_for_one_tenant_does_not_hold_another_tenants_mail(
     )
     services = build_services(config, clock, pdf_renderer=renderer)
     try:
-        await services.start_pdfs()  # what dunmail run does before its first pass
+        await services.pdfs.start()  # what dunmail run does before its first pass
         slow = _document(_invoice("INV-SLOW", "C-1", SLOW_LINES))
-        assert services.import_document(slow, tenant="acme").errors == []
+        assert services.ledger.import_document(slow, tenant="acme").errors == []
         quick = _document(_invoice("BETA-1", "C-1", 2))
-        assert services.import_document(quick, tenant="beta").errors == []
+        assert services.ledger.import_document(quick, tenant="beta").errors == []
         for number, slug in (("INV-SLOW", "acme"), ("BETA-1", "beta")):
-            services.enqueue_invoice_email(number, kind="new_invoice", tenant=slug, manual=False)
+            services.sending.enqueue_invoice_email(
+                number, kind="new_invoice", tenant=slug, manual=False
+            )
 
         started = time.perf_counter()
-        first = await services.deliver()
+        first = await services.sending.deliver()
         pass_took = time.perf_counter() - started
         beta_sent = [e for e in smtpd.envelopes if b"BETA-1" in e.content]
         acme_early = [e for e in smtpd.envelopes if b"INV-SLOW" in e.content]
@@ -192,7 +196,7 @@ async def test_a_slow_render_for_one_tenant_does_not_hold_another_tenants_mail(
                     break
             await asyncio.sleep(0.1)
         clock.advance(timedelta(seconds=5))
-        await services.deliver()
+        await services.sending.deliver()
         acme = _message(services, "INV-SLOW")
     finally:
         await services.close()

@@ -37,7 +37,7 @@ from mailer.outbound.models import (
     MessageStatus,
     RecipientStatus,
 )
-from mailer.outbound.outbox import EnqueueRequest
+from mailer.outbound.requests import EnqueueRequest
 from tests.conftest import make_config
 from tests.smtpd import RecordingServer
 from tests.test_outbox import _context
@@ -338,7 +338,7 @@ async def test_fault_matrix(
         if case.down_for is not None:
             await smtpd.close()  # nothing listens: every connection is refused
 
-        report = await services.deliver()
+        report = await services.sending.deliver()
         _check_nothing_lost(services, start)
         attempted = [(m, r) for m, r in _outbox(services) if m.attempts]
         assert attempted and report.attempted == len(attempted)
@@ -377,7 +377,7 @@ async def test_fault_matrix(
             while await _next_pass(services, clock):
                 pass
             clock.advance(timedelta(days=1))  # a final state is final
-            assert (await services.deliver()).attempted == 0
+            assert (await services.sending.deliver()).attempted == 0
     finally:
         await services.close()
 
@@ -426,7 +426,7 @@ def _services(
 
 def _enqueue(services: Services, case: Case) -> list[str]:
     """The row's messages: one to both recipients, or a backlog alternating two domains."""
-    tenant_id = services.tenant_id(None)
+    tenant_id = services.tenants.id(None)
     everyone: list[str] = []
     with Session(services.engine) as session:
         for n in range(case.messages):
@@ -436,7 +436,7 @@ def _enqueue(services: Services, case: Case) -> list[str]:
                 else [f"ap{n}@{('globex', 'initech')[n % 2]}.example"]
             )
             everyone += to
-            services.outbox.enqueue(
+            services.sending.queue.enqueue(
                 session,
                 EnqueueRequest(
                     tenant_id=tenant_id,
@@ -466,7 +466,7 @@ async def _next_pass(
     if due is None or (before is not None and due >= before):
         return False
     clock.set(max(clock.now(), due))
-    await services.deliver()
+    await services.sending.deliver()
     _check_nothing_lost(services, clock.now())
     return True
 

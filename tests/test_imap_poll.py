@@ -76,7 +76,7 @@ async def build(
     def make(imap: dict[str, Any]) -> Services:
         config = make_config(tmp_path, db_url, tenants=_tenant(tmp_path, imap))
         services = build_services(config, clock, MemoryTransport())
-        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+        assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
         made.append(services)
         return services
 
@@ -88,8 +88,8 @@ async def build(
 async def _two_bounces(services: Services) -> list[bytes]:
     transport = services.transports[0]
     assert isinstance(transport, MemoryTransport)
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
-    await services.send_invoice("INV-1042", kind="invoice_reminder", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="invoice_reminder", tenant="acme")
     sent: list[SentMail] = transport.sent
     assert len(sent) == 4  # two emails, one envelope (and VERP return path) per recipient
     first = next(m for m in sent[:2] if m.recipients == ("ap@globex.example",))
@@ -110,7 +110,7 @@ async def test_poll_stores_matches_and_flags_then_fetches_nothing_twice(
     services = build(_imap(dovecot, user))
     dovecot.append(user, *await _two_bounces(services), ORDINARY)
 
-    summary, failed = services.poll_mailboxes(tenant="acme")
+    summary, failed = services.inbound.poll_mailboxes(tenant="acme")
 
     assert failed == {}
     assert (summary.stored, summary.matched, summary.unmatched) == (3, 2, 1)
@@ -126,7 +126,7 @@ async def test_poll_stores_matches_and_flags_then_fetches_nothing_twice(
     flags = dovecot.flags(user)
     assert all({"\\Seen", STORED_KEYWORD} <= f for f in flags.values()), flags
 
-    again, failed = services.poll_mailboxes()
+    again, failed = services.inbound.poll_mailboxes()
     assert failed == {}
     assert (again.stored, again.duplicates, again.matched) == (0, 0, 0)
     assert len(_inbound(services)) == 3
@@ -152,7 +152,7 @@ async def test_a_read_message_is_still_fetched_and_one_not_stored_is_left_for_ne
         # The database refusing one message, as a broken connection would mid-poll.
         if raw == bounces[1]:
             raise OSError("database went away")
-        services.receive_inbound(source, raw)
+        services.inbound.receive(source, raw)
 
     result = poll_mailbox(imap, tenant="acme", deliver=flaky)
 
@@ -162,7 +162,7 @@ async def test_a_read_message_is_still_fetched_and_one_not_stored_is_left_for_ne
     assert STORED_KEYWORD not in flags[2] and "\\Seen" not in flags[2]
     assert [r.status for r in _inbound(services)] == [InboundStatus.PROCESSED]
 
-    summary = services.poll_mailbox("acme")  # the next poll picks up the one left behind
+    summary = services.inbound.poll_mailbox("acme")  # the next poll picks up the one left behind
 
     assert (summary.stored, summary.matched) == (1, 1)
     assert STORED_KEYWORD in dovecot.flags(user)[2]
@@ -177,9 +177,9 @@ async def test_a_crash_after_storing_refetches_and_dedup_keeps_it_once(
     services = build(_imap(dovecot, user))
     dovecot.append(user, ORDINARY)
     # Stored by an earlier poll that died before it could flag the message on the server.
-    services.receive_inbound("imap:acme/INBOX/1:1", ORDINARY)
+    services.inbound.receive("imap:acme/INBOX/1:1", ORDINARY)
 
-    summary = services.poll_mailbox("acme")
+    summary = services.inbound.poll_mailbox("acme")
 
     assert (summary.stored, summary.duplicates) == (0, 1)
     assert len(_inbound(services)) == 1
@@ -194,7 +194,7 @@ async def test_after_delete_removes_stored_messages(
     services = build(_imap(dovecot, user, after="delete"))
     dovecot.append(user, *await _two_bounces(services), ORDINARY)
 
-    summary = services.poll_mailbox("acme")
+    summary = services.inbound.poll_mailbox("acme")
 
     assert (summary.stored, summary.matched) == (3, 2)
     assert dovecot.flags(user) == {}
@@ -210,13 +210,13 @@ async def test_the_password_never_reaches_logs_or_errors(
     user = dovecot.user()
     services = build(_imap(dovecot, user))
     dovecot.append(user, ORDINARY)
-    assert services.poll_mailbox("acme").stored == 1
+    assert services.inbound.poll_mailbox("acme").stored == 1
 
     wrong = PASSWORD + "-wrong"
     monkeypatch.setenv(PASSWORD_ENV, wrong)
     with pytest.raises(MailboxError, match="login refused") as refused:
-        services.poll_mailbox("acme")
-    summary, failed = services.poll_mailboxes()
+        services.inbound.poll_mailbox("acme")
+    summary, failed = services.inbound.poll_mailboxes()
 
     assert summary.stored == 0 and set(failed) == {"acme"}
     for secret in (PASSWORD, wrong):
@@ -234,11 +234,11 @@ async def test_implicit_tls_verifies_the_server_certificate(
     services = build({**imap, "ca_file": str(dovecot.ca_file)})
     dovecot.append(user, ORDINARY)
 
-    assert services.poll_mailbox("acme").stored == 1
+    assert services.inbound.poll_mailbox("acme").stored == 1
 
     untrusted = IMAPConfig.model_validate(imap)  # the system CAs do not know the test CA
     with pytest.raises(MailboxError, match="CERTIFICATE_VERIFY_FAILED"):
-        poll_mailbox(untrusted, tenant="acme", deliver=services.receive_inbound)
+        poll_mailbox(untrusted, tenant="acme", deliver=services.inbound.receive)
 
 
 async def test_the_engine_polls_each_mailbox_on_its_own_tick(
@@ -276,7 +276,7 @@ async def test_a_failing_mailbox_tick_logs_and_returns(
     assert "polling acme failed" in caplog.text
     assert PASSWORD not in caplog.text
     with pytest.raises(ConfigError, match="'nope' has no"):
-        services.poll_mailboxes(tenant="nope")  # bad input, not a mailbox failure
+        services.inbound.poll_mailboxes(tenant="nope")  # bad input, not a mailbox failure
 
 
 def test_cli_bounce_poll_prints_the_summary(

@@ -217,12 +217,12 @@ async def engine_side(config_path: Path) -> AsyncIterator[EngineSide]:
     a user to sign in and a link to open."""
     from bounce.inbound_smtp import build_inbound_addresses, start_inbound
     from dunmail.web.app import create_app
-    from dunmail.web.auth import create_user
+    from dunmail.web.users import create_user
     from mailer.config import InboundConfig
 
     services = build_services(load_config(config_path), FixedClock(START), MemoryTransport())
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-    tenant_id = services.tenant_id("acme")
+    assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
+    tenant_id = services.tenants.id("acme")
     with session_scope(services.engine) as session:
         create_user(
             session,
@@ -238,12 +238,12 @@ async def engine_side(config_path: Path) -> AsyncIterator[EngineSide]:
             tenant_id,
             f"invoice:{invoice.id}",
             invoice.version,
-            key=services.link_keys[0],
+            key=services.links.signing,
             expires_at=START + timedelta(days=30),
         )
     inbound = InboundConfig.model_validate({"port": 0, "hostname": "mx.test"})
     addresses = build_inbound_addresses(services.config.tenants, services.config.relay)
-    server = await start_inbound(inbound, addresses, services.receive_inbound)
+    server = await start_inbound(inbound, addresses, services.inbound.receive)
     try:
         port = int(server.sockets[0].getsockname()[1])
         yield EngineSide(services, create_app(services), port, link, "clerk@acme.example")
@@ -442,13 +442,13 @@ async def test_the_engine_leaves_a_tenant_alone_while_its_import_holds_the_lock(
     config = load_config(engine_config(tmp_path, db_url))
     services = build_services(config, clock, MemoryTransport())
     try:
-        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+        assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
         clock.advance(timedelta(minutes=10))  # past the grace period: INV-1042 is due
         locks = ImportLocks(services.engine)
-        with locks.held(services.tenant_id("acme")):
-            dunning, _ = await services.tick()
+        with locks.held(services.tenants.id("acme")):
+            dunning, _ = await services.dunning.tick()
             assert dunning.total_queued == 0
-        dunning, _ = await services.tick()
+        dunning, _ = await services.dunning.tick()
         assert dunning.total_queued == 1
     finally:
         await services.close()

@@ -82,7 +82,7 @@ async def serve(services: Services) -> AsyncIterator[Serve]:
     async def start(store: Store | None = None, **settings: object) -> int:
         config = InboundConfig.model_validate({"port": 0, "hostname": "mx.test", **settings})
         addresses = build_inbound_addresses(services.config.tenants, services.config.relay)
-        server = await start_inbound(config, addresses, store or services.receive_inbound)
+        server = await start_inbound(config, addresses, store or services.inbound.receive)
         servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
@@ -93,7 +93,7 @@ async def serve(services: Services) -> AsyncIterator[Serve]:
 
 
 async def _sent(services: Services) -> SentMail:
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     transport = services.transports[0]
     assert isinstance(transport, MemoryTransport)
     # ap@'s copy: one envelope per recipient, each with its own VERP return path.
@@ -187,15 +187,15 @@ async def test_a_storage_failure_is_451_and_the_retry_is_stored(
 ) -> None:
     port = await serve()
     sent = await _sent(services)
-    working = services.engine
+    working = services.inbound.engine
     # A database that cannot be opened: every store raises, as when the server is down.
-    services.engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
+    services.inbound.engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
     try:
         with pytest.raises(aiosmtplib.SMTPDataError) as failed:
             await _send(port, dsn(sent), to=sent.sender)
     finally:
-        services.engine.dispose()
-        services.engine = working
+        services.inbound.engine.dispose()
+        services.inbound.engine = working
     assert failed.value.code == 451
     assert "4.3.0" in failed.value.message
     assert _inbound(services) == []
@@ -216,7 +216,7 @@ async def test_a_decoding_failure_after_storing_still_answers_250(
 
     # A crashing decoder cannot be provoked with real input (parse promises not to raise):
     # replace the processing step; storing stays real.
-    monkeypatch.setattr(services, "process_inbound", broken)
+    monkeypatch.setattr(services.inbound, "process", broken)
 
     await _send(port, dsn(sent), to=sent.sender)
 

@@ -37,7 +37,7 @@ def env(
 
 
 async def _sent(services: Services, transport: MemoryTransport) -> SentMail:
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     return sent_to(transport)  # ap@'s copy: its own envelope and VERP return path
 
 
@@ -61,7 +61,7 @@ def add_clerk(services: Services, email: str, tenant: str = "acme") -> None:
     with session_scope(services.engine) as session:
         session.add(
             User(
-                tenant_id=services.tenant_id(tenant),
+                tenant_id=services.tenants.id(tenant),
                 email=email,
                 password_hash="-",
                 created_at=services.clock.now(),
@@ -81,9 +81,9 @@ async def test_a_bounce_opens_a_thread_with_a_derived_timeline(
     services, transport = env
     sent = await _sent(services, transport)
     clock.advance(timedelta(minutes=5))
-    assert services.ingest_inbound([("file:b.eml", dsn(sent))]).matched == 1
+    assert services.inbound.ingest([("file:b.eml", dsn(sent))]).matched == 1
 
-    (row,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
+    (row,) = services.inbox.threads(tenant="acme", status=ThreadStatus.OPEN)
     assert (row["customer"], row["document"], row["status"], row["assignee"]) == (
         "C-1",
         "INV-1042",
@@ -91,7 +91,7 @@ async def test_a_bounce_opens_a_thread_with_a_derived_timeline(
         None,
     )
     assert row["last_event"] == "INV-1042 to ap@globex.example bounced: userunknown (5.1.1)"
-    thread = services.inbox_thread(row["id"], tenant="acme")
+    thread = services.inbox.thread(row["id"], tenant="acme")
     assert _types(thread) == ["sent", "bounce"]
     sent_entry, bounce = thread["timeline"]
     assert "ap@globex.example" in sent_entry["summary"]
@@ -104,14 +104,14 @@ async def test_a_bounce_opens_a_thread_with_a_derived_timeline(
     assert sent_entry["at"] < bounce["at"]
 
     # Processing again does not add a second thread or a second bounce.
-    services.reprocess_inbound()
-    assert len(services.inbox(tenant="acme", status=None)) == 1
-    assert _types(services.inbox_thread(row["id"], tenant="acme")) == ["sent", "bounce"]
+    services.inbound.reprocess()
+    assert len(services.inbox.threads(tenant="acme", status=None)) == 1
+    assert _types(services.inbox.thread(row["id"], tenant="acme")) == ["sent", "bounce"]
 
     # At the same instant, inbound mail keeps its arrival order.
-    assert services.ingest_inbound([("file:ooo.eml", _auto_reply(sent))]).matched == 1
-    assert _types(services.inbox_thread(row["id"], tenant="acme")) == ["sent", "bounce", "reply"]
-    (row,) = services.inbox(tenant="acme", status=None)
+    assert services.inbound.ingest([("file:ooo.eml", _auto_reply(sent))]).matched == 1
+    assert _types(services.inbox.thread(row["id"], tenant="acme")) == ["sent", "bounce", "reply"]
+    (row,) = services.inbox.threads(tenant="acme", status=None)
     assert row["last_event"].startswith("INV-1042: auto-reply from AP <ap@globex.example>")
 
 
@@ -120,33 +120,33 @@ async def test_resolve_then_a_bounce_or_a_reply_reopens(
 ) -> None:
     services, transport = env
     sent = await _sent(services, transport)
-    services.ingest_inbound([("file:b.eml", dsn(sent))])
-    (row,) = services.inbox(tenant="acme", status=None)
+    services.inbound.ingest([("file:b.eml", dsn(sent))])
+    (row,) = services.inbox.threads(tenant="acme", status=None)
     thread_id = row["id"]
 
-    assert services.inbox_update(thread_id, tenant="acme", status=ThreadStatus.RESOLVED)[
+    assert services.inbox.update(thread_id, tenant="acme", status=ThreadStatus.RESOLVED)[
         "status"
     ] == ("resolved")
-    assert services.inbox(tenant="acme", status=ThreadStatus.OPEN) == []
+    assert services.inbox.threads(tenant="acme", status=ThreadStatus.OPEN) == []
     # A reprocess run re-attaches the same bounce: that is not news, the thread stays resolved.
-    services.reprocess_inbound()
-    assert services.inbox(tenant="acme", status=ThreadStatus.OPEN) == []
+    services.inbound.reprocess()
+    assert services.inbox.threads(tenant="acme", status=ThreadStatus.OPEN) == []
 
     clock.advance(timedelta(hours=1))
     billing = sent_to(transport, "billing@globex.example")  # its own return path
     other = dsn(
         billing, recipient="billing@globex.example", diagnostic="smtp; 550 5.1.1 no such user"
     )
-    assert services.ingest_inbound([("file:b2.eml", other)]).matched == 1
-    (reopened,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
+    assert services.inbound.ingest([("file:b2.eml", other)]).matched == 1
+    (reopened,) = services.inbox.threads(tenant="acme", status=ThreadStatus.OPEN)
     assert reopened["id"] == thread_id
     assert reopened["last_event"].startswith("INV-1042 to billing@globex.example bounced:")
 
-    services.inbox_update(thread_id, tenant="acme", status=ThreadStatus.RESOLVED)
+    services.inbox.update(thread_id, tenant="acme", status=ThreadStatus.RESOLVED)
     clock.advance(timedelta(hours=1))
-    assert services.ingest_inbound([("file:ooo.eml", _auto_reply(sent))]).matched == 1
-    (again,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
-    thread = services.inbox_thread(again["id"], tenant="acme")
+    assert services.inbound.ingest([("file:ooo.eml", _auto_reply(sent))]).matched == 1
+    (again,) = services.inbox.threads(tenant="acme", status=ThreadStatus.OPEN)
+    thread = services.inbox.thread(again["id"], tenant="acme")
     # Both contacts bounced and there is no third: chasing pauses, and the thread says so.
     assert _types(thread) == ["sent", "bounce", "bounce", "note", "reply"]
     assert thread["task"] == "fix_contact"
@@ -158,19 +158,19 @@ async def test_resolve_then_a_bounce_or_a_reply_reopens(
 
 async def test_notes_and_assignee(env: tuple[Services, MemoryTransport], clock: FixedClock) -> None:
     services, transport = env
-    services.ingest_inbound([("file:b.eml", dsn(await _sent(services, transport)))])
-    (row,) = services.inbox(tenant="acme", status=None)
+    services.inbound.ingest([("file:b.eml", dsn(await _sent(services, transport)))])
+    (row,) = services.inbox.threads(tenant="acme", status=None)
     clock.advance(timedelta(minutes=10))
-    thread = services.inbox_note(
+    thread = services.inbox.note(
         row["id"], "called Globex, new AP address coming", tenant="acme", author="mia"
     )
     assert _types(thread) == ["sent", "bounce", "note"]
     note = thread["timeline"][-1]
     assert (note["author"], note["detail"]) == ("mia", "called Globex, new AP address coming")
     add_clerk(services, "mia@acme.example")
-    mia = services.inbox_update(row["id"], tenant="acme", assignee=" MIA@acme.example ")
+    mia = services.inbox.update(row["id"], tenant="acme", assignee=" MIA@acme.example ")
     assert mia["assignee"] == "mia@acme.example"
-    (listed,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
+    (listed,) = services.inbox.threads(tenant="acme", status=ThreadStatus.OPEN)
     assert listed["assignee"] == "mia@acme.example"
     # A note is not an event: the line still shows the bounce.
     assert "bounced" in listed["last_event"]
@@ -180,24 +180,29 @@ async def test_another_tenant_cannot_see_or_touch_the_thread(
     env: tuple[Services, MemoryTransport],
 ) -> None:
     services, transport = env
-    services.ingest_inbound([("file:b.eml", dsn(await _sent(services, transport)))])
-    (row,) = services.inbox(tenant="acme", status=None)
-    assert services.inbox(tenant="beta", status=None) == []
+    services.inbound.ingest([("file:b.eml", dsn(await _sent(services, transport)))])
+    (row,) = services.inbox.threads(tenant="acme", status=None)
+    assert services.inbox.threads(tenant="beta", status=None) == []
     with pytest.raises(NotFoundError, match=f"no thread {row['id']}"):
-        services.inbox_thread(row["id"], tenant="beta")
+        services.inbox.thread(row["id"], tenant="beta")
     with pytest.raises(NotFoundError):
-        services.inbox_note(row["id"], "x", tenant="beta", author="eve")
+        services.inbox.note(row["id"], "x", tenant="beta", author="eve")
     with pytest.raises(NotFoundError):
-        services.inbox_update(row["id"], tenant="beta", status=ThreadStatus.RESOLVED)
+        services.inbox.update(row["id"], tenant="beta", status=ThreadStatus.RESOLVED)
     with pytest.raises(NotFoundError):
-        await services.inbox_resend(row["id"], tenant="beta", by="eve")
+        await services.inbox.resend(row["id"], tenant="beta", by="eve")
     # Suppression lists are per tenant: beta neither sees nor lifts acme's block.
-    assert services.suppressions(tenant="beta") == []
+    assert services.suppressions.blocked(tenant="beta") == []
     with pytest.raises(NotFoundError):
-        services.unblock("ap@globex.example", tenant="beta", by="eve", why="x")
-    assert [r["address"] for r in services.suppressions(tenant="acme")] == ["ap@globex.example"]
-    assert services.bounce_report(tenant="beta", since=datetime(2026, 1, 1, tzinfo=UTC)) == []
-    assert services.inbox_thread(row["id"], tenant="acme")["status"] == "open"
+        services.suppressions.unblock("ap@globex.example", tenant="beta", by="eve", why="x")
+    assert [r["address"] for r in services.suppressions.blocked(tenant="acme")] == [
+        "ap@globex.example"
+    ]
+    assert (
+        services.suppressions.bounce_report(tenant="beta", since=datetime(2026, 1, 1, tzinfo=UTC))
+        == []
+    )
+    assert services.inbox.thread(row["id"], tenant="acme")["status"] == "open"
 
 
 async def test_an_unmatched_bounce_is_listed_and_has_no_thread(
@@ -208,9 +213,9 @@ async def test_an_unmatched_bounce_is_listed_and_has_no_thread(
     local, _, domain = sent.sender.partition("@")
     prefix, _, mac = local.rpartition("-")
     forged = dsn(sent, envelope_to=f"{prefix}-{'a' * len(mac)}@{domain}")
-    assert services.ingest_inbound([("file:forged.eml", forged)]).unmatched == 1
-    assert services.inbox(tenant="acme", status=None) == []
-    (row,) = services.inbox_unmatched()
+    assert services.inbound.ingest([("file:forged.eml", forged)]).unmatched == 1
+    assert services.inbox.threads(tenant="acme", status=None) == []
+    (row,) = services.inbox.unmatched()
     assert (row["kind"], row["source"]) == ("bounce", "file:forged.eml")
     assert row["subject"] == "Undelivered Mail Returned to Sender"
     assert "VERP" in row["why"]
@@ -222,12 +227,12 @@ async def test_cli_shows_mail_text_verbatim(tmp_path: Path, db_url: str, clock: 
         make_config(tmp_path, db_url, relay={"domain": "relay.example"}), clock, transport
     )
     try:
-        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+        assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
         sent = await _sent(services, transport)
         # "User unknown" with 5.1.1: unambiguous, so suppressed and no review holds the thread open.
         said = f"550 5.1.1 <ap@globex.example>: User unknown {HOSTILE}"
         hostile = dsn(sent, diagnostic=f"smtp; {said}")
-        assert services.ingest_inbound([("file:b.eml", hostile)]).matched == 1
+        assert services.inbound.ingest([("file:b.eml", hostile)]).matched == 1
         add_clerk(services, "mia@acme.example")
     finally:
         await services.close()
@@ -284,7 +289,7 @@ async def _three_threads(
     doc = copy.deepcopy(DEMO_DOC)
     template = doc["invoices"][0]
     doc["invoices"] = [{**template, "id": f"i-{n}", "number": f"INV-{n}"} for n in (1, 2, 3)]
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
 
     def delayed(sent: SentMail) -> bytes:
         return dsn(
@@ -297,13 +302,13 @@ async def _three_threads(
         "INV-3": delayed,
     }
     for number, report in reports.items():
-        await services.send_invoice(number, kind="new_invoice", tenant="acme")
+        await services.sending.send_invoice(number, kind="new_invoice", tenant="acme")
         clock.advance(timedelta(minutes=1))
         # ap@'s copy (one envelope per recipient); once ap@ bounced, the later emails go to
         # billing@ only, and their reports come back to billing@'s return path.
         sent = sent_to(transport) if number == "INV-1" else transport.sent[-1]
-        assert services.ingest_inbound([(f"file:{number}.eml", report(sent))]).matched
-    return {r["document"]: r["id"] for r in services.inbox(tenant="acme", status=None)}
+        assert services.inbound.ingest([(f"file:{number}.eml", report(sent))]).matched
+    return {r["document"]: r["id"] for r in services.inbox.threads(tenant="acme", status=None)}
 
 
 async def test_filters_run_in_sql_and_agree_with_the_timelines(
@@ -314,18 +319,20 @@ async def test_filters_run_in_sql_and_agree_with_the_timelines(
     assert list(ids) == ["INV-3", "INV-2", "INV-1"]
 
     def listed(only: str) -> list[str]:
-        return [r["document"] for r in services.inbox(tenant="acme", status=None, only=only)]
+        return [
+            r["document"] for r in services.inbox.threads(tenant="acme", status=None, only=only)
+        ]
 
     assert listed("bounced") == ["INV-1"]
     assert listed("replied") == ["INV-2"]
     assert listed("fix_contact") == []  # INV-1's billing contact is still there
     for document, thread_id in ids.items():
-        types = set(_types(services.inbox_thread(thread_id, tenant="acme")))
+        types = set(_types(services.inbox.thread(thread_id, tenant="acme")))
         assert ("bounce" in types) == (document in listed("bounced"))
         assert ("reply" in types) == (document in listed("replied"))
-    assert services.inbox(tenant="beta", status=None, only="bounced") == []
+    assert services.inbox.threads(tenant="beta", status=None, only="bounced") == []
     with pytest.raises(MailerError, match="unknown thread filter"):
-        services.inbox(tenant="acme", status=None, only="everything")
+        services.inbox.threads(tenant="acme", status=None, only="everything")
 
 
 async def test_threads_page_by_cursor_newest_first(
@@ -336,7 +343,7 @@ async def test_threads_page_by_cursor_newest_first(
     seen: list[str] = []
     cursor = None
     while True:
-        page = services.inbox(tenant="acme", status=None, limit=2, before=cursor)
+        page = services.inbox.threads(tenant="acme", status=None, limit=2, before=cursor)
         if not page:
             break
         assert len(page) <= 2
@@ -345,4 +352,4 @@ async def test_threads_page_by_cursor_newest_first(
     assert seen == ["INV-3", "INV-2", "INV-1"]
     for bad in ("yesterday~1", "2026-03-01T10:00:00~x", "2026-03-01T10:00:00~1", "~"):
         with pytest.raises(MailerError, match="cursor"):
-            services.inbox(tenant="acme", status=None, before=bad)
+            services.inbox.threads(tenant="acme", status=None, before=bad)

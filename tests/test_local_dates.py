@@ -25,9 +25,9 @@ from dunmail.web.hosted import build_document
 from mailer.clock import FixedClock
 from mailer.content.context import invoice_context, party_context
 from mailer.content.event_context import payment_plan_context
-from mailer.content.formatting import format_day
 from mailer.content.pdf_html import environment, render_html
 from mailer.content.pdfstore import build_pdf_context
+from mailer.content.formatting import format_day
 from mailer.content.render import Renderer
 from mailer.content.statement import Transaction, statement
 from mailer.ledger.documents import parse_document
@@ -351,7 +351,7 @@ def far_env(
     services: Services, transport: MemoryTransport, clock: FixedClock
 ) -> tuple[Services, MemoryTransport, FixedClock]:
     """One tenant in UTC, its customers in their own zones, reminded once, a day after due."""
-    assert services.import_document(_document(), tenant="acme").errors == []
+    assert services.ledger.import_document(_document(), tenant="acme").errors == []
     return services, transport, clock
 
 
@@ -368,7 +368,7 @@ async def test_imported_due_dates_reach_the_inbox_as_31_march_in_every_zone(
     services, transport, clock = far_env
     for moment in TICKS:
         clock.set(moment)
-        await services.tick()
+        await services.dunning.tick()
     by_customer: dict[str, list[tuple[str, str, str]]] = {}
     for sent in transport.sent:
         (address,) = sent.recipients

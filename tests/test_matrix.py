@@ -532,9 +532,9 @@ async def test_every_kind_language_toggle_in_zone(
             for at, doc in plan:
                 if at == now:
                     for slug in ("pdf", "plain"):
-                        report = services.import_document(doc, tenant=slug)
+                        report = services.ledger.import_document(doc, tenant=slug)
                         assert report.errors == [], (slug, at, report.errors)
-            await services.tick()
+            await services.dunning.tick()
             now += TICK
     finally:
         await services.close()

@@ -18,7 +18,7 @@ from mailer.errors import MailerError
 from mailer.outbound.dkim import dns_record
 from mailer.outbound.memory import MemoryTransport
 from mailer.outbound.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
-from mailer.outbound.outbox import EnqueueRequest
+from mailer.outbound.requests import EnqueueRequest
 from mailer.outbound.verp import derive_key, verify_verp
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer
@@ -35,7 +35,7 @@ async def _services(
     relay = {"host": smtpd.host, "port": smtpd.port} if smtpd else {}
     config = make_config(tmp_path, db_url, relay={"domain": "relay.example", **relay}, **overrides)
     services = build_services(config, clock, transport)
-    report = services.import_document(DEMO_DOC, tenant="acme")
+    report = services.ledger.import_document(DEMO_DOC, tenant="acme")
     assert report.errors == []
     return services
 
@@ -55,7 +55,7 @@ def services_config(smtpd: RecordingServer) -> dict[str, Any]:
 @pytest.fixture
 def services(services: Services) -> Services:
     """conftest's ``services`` on this module's settings, with DEMO_DOC imported."""
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
     return services
 
 
@@ -78,9 +78,13 @@ def _attempts(services: Services) -> list[DeliveryAttempt]:
 
 
 async def test_enqueue_is_idempotent(services: Services) -> None:
-    first = services.enqueue_invoice_email("INV-1042", kind="new_invoice", tenant=None, manual=True)
-    again = services.enqueue_invoice_email("INV-1042", kind="new_invoice", tenant=None, manual=True)
-    other = services.enqueue_invoice_email(
+    first = services.sending.enqueue_invoice_email(
+        "INV-1042", kind="new_invoice", tenant=None, manual=True
+    )
+    again = services.sending.enqueue_invoice_email(
+        "INV-1042", kind="new_invoice", tenant=None, manual=True
+    )
+    other = services.sending.enqueue_invoice_email(
         "INV-1042", kind="invoice_reminder", tenant=None, manual=True
     )
     assert first.id == again.id and first.uid == again.uid
@@ -89,7 +93,7 @@ async def test_enqueue_is_idempotent(services: Services) -> None:
 
 
 async def test_same_recipients_in_another_order_are_one_message(services: Services) -> None:
-    tenant_id = services.tenant_id("acme")
+    tenant_id = services.tenants.id("acme")
     now = services.clock.now()
 
     def request(recipients: list[str]) -> EnqueueRequest:
@@ -103,15 +107,15 @@ async def test_same_recipients_in_another_order_are_one_message(services: Servic
         )
 
     with Session(services.engine) as session:
-        a = services.outbox.enqueue(session, request(["b@x.test", "a@x.test"]), now=now)
-        b = services.outbox.enqueue(session, request(["A@x.test", "b@X.test"]), now=now)
+        a = services.sending.queue.enqueue(session, request(["b@x.test", "a@x.test"]), now=now)
+        b = services.sending.queue.enqueue(session, request(["A@x.test", "b@X.test"]), now=now)
         assert a.id == b.id
 
 
 async def test_a_batch_enqueue_skips_what_is_already_queued(services: Services) -> None:
     """``enqueue_many`` (the scheduler's path) keeps the one-email-per-key rule, recipients
     included, whether the duplicate is in the outbox already or twice in the batch."""
-    tenant_id = services.tenant_id("acme")
+    tenant_id = services.tenants.id("acme")
     now = services.clock.now()
 
     def request(document: str, occasion: str) -> EnqueueRequest:
@@ -126,15 +130,15 @@ async def test_a_batch_enqueue_skips_what_is_already_queued(services: Services) 
         )
 
     with Session(services.engine) as session:
-        services.outbox.enqueue(session, request("invoice:1", "step 1"), now=now)
+        services.sending.queue.enqueue(session, request("invoice:1", "step 1"), now=now)
         batch = [
             request("invoice:1", "step 1"),  # already queued
             request("invoice:1", "step 2"),  # another occasion: another email
             request("invoice:2", "step 1"),
             request("invoice:2", "step 1"),  # twice in the batch
         ]
-        services.outbox.enqueue_many(session, batch, now=now)
-        services.outbox.enqueue_many(session, batch, now=now)  # a re-run changes nothing
+        services.sending.queue.enqueue_many(session, batch, now=now)
+        services.sending.queue.enqueue_many(session, batch, now=now)  # a re-run changes nothing
         session.commit()
     with Session(services.engine) as session:
         messages = session.exec(select(Message).order_by(Message.id)).all()
@@ -154,7 +158,7 @@ async def test_a_batch_enqueue_skips_what_is_already_queued(services: Services) 
 async def test_manual_send_delivers_signed_mail_through_the_relay(
     services: Services, smtpd: RecordingServer, tmp_path: Path
 ) -> None:
-    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.SENT
     # One envelope per recipient, each with its own VERP return path (mailer/outbound/envelopes.py).
     assert len(smtpd.envelopes) == 2
@@ -191,8 +195,8 @@ async def test_manual_send_delivers_signed_mail_through_the_relay(
 async def test_send_marks_invoice_sent_and_is_idempotent(
     services: Services, smtpd: RecordingServer
 ) -> None:
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert len(smtpd.envelopes) == 2  # one envelope for each of the two recipients
 
 
@@ -200,7 +204,7 @@ async def test_send_marks_invoice_sent_and_is_idempotent(
 async def test_partial_rcpt_failure_retries_only_the_deferred(
     services: Services, smtpd: RecordingServer, clock: FixedClock
 ) -> None:
-    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.DEFERRED
     assert _recipients(services, message.id) == {
         "ap@globex.example": "accepted",
@@ -208,10 +212,10 @@ async def test_partial_rcpt_failure_retries_only_the_deferred(
     }
     assert smtpd.envelopes[0].rcpt_tos == ("ap@globex.example",)
     # Not due yet: nothing happens at the same instant.
-    assert (await services.deliver()).attempted == 0
+    assert (await services.sending.deliver()).attempted == 0
     smtpd.script(rcpt=None)
     clock.advance(timedelta(hours=1))
-    report = await services.deliver()
+    report = await services.sending.deliver()
     assert report.sent == 1
     assert smtpd.envelopes[1].rcpt_tos == ("billing@globex.example",)
     first = email.message_from_bytes(smtpd.envelopes[0].content, policy=policy.default)
@@ -227,7 +231,7 @@ async def test_partial_rcpt_failure_retries_only_the_deferred(
 async def test_partial_permanent_rejection_is_recorded_per_recipient(
     services: Services, smtpd: RecordingServer
 ) -> None:
-    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.SENT
     assert _recipients(services, message.id)["billing@globex.example"] == "rejected"
     assert _attempts(services)[0].outcome.value == "partial"
@@ -237,11 +241,11 @@ async def test_partial_permanent_rejection_is_recorded_per_recipient(
 async def test_5xx_fails_at_once(
     services: Services, smtpd: RecordingServer, clock: FixedClock
 ) -> None:
-    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.FAILED
     assert message.last_error is not None and message.last_error.startswith("554")
     clock.advance(timedelta(days=1))
-    assert (await services.deliver()).attempted == 0
+    assert (await services.sending.deliver()).attempted == 0
 
 
 @pytest.mark.smtpd_options(greeting="421 4.3.2 Service shutting down")
@@ -249,7 +253,7 @@ async def test_4xx_backs_off_with_jitter_until_max_age_then_fails(
     services: Services, smtpd: RecordingServer, clock: FixedClock
 ) -> None:
     start = clock.now()
-    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.DEFERRED
     gaps = []
     last = start
@@ -260,7 +264,7 @@ async def test_4xx_backs_off_with_jitter_until_max_age_then_fails(
         gaps.append(row.next_attempt_at - last)
         clock.set(row.next_attempt_at + timedelta(seconds=1))
         last = clock.now()
-        await services.deliver()
+        await services.sending.deliver()
     final = next(m for m in _messages(services) if m.id == message.id)
     assert final.status is MessageStatus.FAILED
     assert clock.now() - start >= services.config.delivery.max_age
@@ -275,26 +279,26 @@ async def test_4xx_backs_off_with_jitter_until_max_age_then_fails(
 async def test_connection_dropped_mid_data_is_retried_not_sent(
     services: Services, smtpd: RecordingServer, clock: FixedClock
 ) -> None:
-    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.DEFERRED
     smtpd.script(drop=None)
     clock.advance(timedelta(hours=1))
-    assert (await services.deliver()).sent == 1
+    assert (await services.sending.deliver()).sent == 1
     assert len(smtpd.envelopes) == 2  # one envelope for each of the two recipients
 
 
 async def test_lease_blocks_other_workers_until_it_expires(
     services: Services, smtpd: RecordingServer, clock: FixedClock
 ) -> None:
-    message = services.enqueue_invoice_email(
+    message = services.sending.enqueue_invoice_email(
         "INV-1042", kind="new_invoice", tenant=None, manual=False
     )
     # A worker claims the row and dies before sending (its lease is committed).
-    claimed = services.outbox.claim_due(clock.now(), limit=10)
+    claimed = services.sending.dispatcher.claim_due(clock.now(), limit=10)
     assert [c.id for c in claimed] == [message.id]
-    assert (await services.deliver()).attempted == 0  # leased: nobody else takes it
+    assert (await services.sending.deliver()).attempted == 0  # leased: nobody else takes it
     clock.advance(timedelta(seconds=services.config.delivery.lease_seconds + 1))
-    assert (await services.deliver()).sent == 1
+    assert (await services.sending.deliver()).sent == 1
     assert len(smtpd.envelopes) == 2  # one envelope for each of the two recipients
 
 
@@ -311,7 +315,7 @@ async def test_own_smtp_mode_sends_as_the_tenant(
     }
     services = await _services(tmp_path, db_url, clock, tenants={"acme": tenant})
     try:
-        message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     finally:
         await services.close()
     assert message.status is MessageStatus.SENT
@@ -338,8 +342,8 @@ async def test_header_injection_through_customer_data_is_refused(
                 }
             ]
         }
-        assert services.import_document(evil, tenant=None).errors == []
-        message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+        assert services.ledger.import_document(evil, tenant=None).errors == []
+        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     finally:
         await services.close()
     # The name is body text, never a header: the subject carries no customer data, and no
@@ -355,10 +359,10 @@ async def test_one_bad_message_does_not_stop_the_batch(
     transport = MemoryTransport()
     services = await _services(tmp_path, db_url, clock, transport=transport)
     try:
-        tenant_id = services.tenant_id(None)
+        tenant_id = services.tenants.id(None)
         with Session(services.engine) as session:
             for kind in ("no_such_kind", "new_invoice"):
-                services.outbox.enqueue(
+                services.sending.queue.enqueue(
                     session,
                     EnqueueRequest(
                         tenant_id=tenant_id,
@@ -371,7 +375,7 @@ async def test_one_bad_message_does_not_stop_the_batch(
                     now=clock.now(),
                 )
             session.commit()
-        report = await services.deliver()
+        report = await services.sending.deliver()
     finally:
         await services.close()
     assert (report.sent, report.failed) == (1, 1)
@@ -421,8 +425,8 @@ async def test_a_customer_in_an_untranslated_language_gets_the_tenants_language_
     services = await _services(tmp_path, db_url, clock, smtpd, tenants={"acme": _spanish_tenant()})
     try:
         doc = {**DEMO_DOC, "customers": [{**DEMO_DOC["customers"][0], "locale": "ja"}]}
-        assert services.import_document(doc, tenant="acme").errors == []
-        message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+        assert services.ledger.import_document(doc, tenant="acme").errors == []
+        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     finally:
         await services.close()
     assert message.status is MessageStatus.SENT
@@ -445,13 +449,13 @@ async def test_a_switched_off_kind_is_skipped_automatically_and_refused_by_hand(
     tenant = _spanish_tenant(emails={"invoice_reminder": {"enabled": False}})
     services = await _services(tmp_path, db_url, clock, smtpd, tenants={"acme": tenant})
     try:
-        skipped = services.enqueue_invoice_email(
+        skipped = services.sending.enqueue_invoice_email(
             "INV-1042", kind="invoice_reminder", tenant=None, manual=False
         )
         assert skipped is None
         with pytest.raises(MailerError, match=r"invoice_reminder emails are switched off"):
-            await services.send_invoice("INV-1042", kind="invoice_reminder", tenant=None)
-        sent = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+            await services.sending.send_invoice("INV-1042", kind="invoice_reminder", tenant=None)
+        sent = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     finally:
         await services.close()
     assert [m.kind for m in _messages(services)] == ["new_invoice"]

@@ -173,7 +173,7 @@ def services_config(smtpd: RecordingServer) -> dict[str, Any]:
 def two_tenants(services: Services) -> Services:
     """The shared services with DEMO_DOC imported for both tenants."""
     for slug in ("acme", "beta"):
-        assert services.import_document(DEMO_DOC, tenant=slug).errors == []
+        assert services.ledger.import_document(DEMO_DOC, tenant=slug).errors == []
     return services
 
 
@@ -189,15 +189,15 @@ async def test_a_saved_subject_is_sent_for_that_tenant_only(
     two_tenants: Services, smtpd: RecordingServer
 ) -> None:
     services = two_tenants
-    services.save_template(
+    services.desk.save_template(
         "new_invoice",
         "subject",
         "Your invoice {{ invoice.number }} is ready\n",
         tenant="acme",
         updated_by="test",
     )
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="beta")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="beta")
     assert _subjects(smtpd) == [
         "Your invoice INV-1042 is ready",
         "Invoice INV-1042 from Beta Tools",
@@ -208,25 +208,25 @@ async def test_a_saved_subject_is_sent_for_that_tenant_only(
     assert b"Subject: Your invoice INV-1042 is ready" in preview.data
 
     # Reset: the next pass uses the built-in subject again.
-    assert services.reset_template("new_invoice", tenant="acme") == 1
-    await services.send_invoice("INV-1042", kind="invoice_reminder", tenant="acme")
+    assert services.desk.reset_template("new_invoice", tenant="acme") == 1
+    await services.sending.send_invoice("INV-1042", kind="invoice_reminder", tenant="acme")
     assert _subjects(smtpd)[-1].startswith("Reminder: invoice INV-1042 is due on")
 
 
 async def test_a_refused_template_is_not_stored(two_tenants: Services) -> None:
     services = two_tenants
     with pytest.raises(TemplateError, match=r"^line 2: access to '__class__'"):
-        services.save_template(
+        services.desk.save_template(
             "new_invoice", "text", "Hi\n{{ ''.__class__ }}", tenant="acme", updated_by="t"
         )
-    services.save_template(
+    services.desk.save_template(
         "new_invoice", "text", "v1 {{ invoice.number }}", tenant="acme", updated_by="a"
     )
-    services.save_template(
+    services.desk.save_template(
         "new_invoice", "text", "v2 {{ invoice.number }}", tenant="acme", updated_by="b"
     )
     with pytest.raises(TemplateError):
-        services.save_template(
+        services.desk.save_template(
             "new_invoice", "text", "v3 {{ invoice.number", tenant="acme", updated_by="c"
         )
     with Session(services.engine) as session:
@@ -234,7 +234,7 @@ async def test_a_refused_template_is_not_stored(two_tenants: Services) -> None:
     assert [(r.part, r.source, r.updated_by) for r in rows] == [
         ("text", "v2 {{ invoice.number }}", "b")
     ]
-    assert services.template_overrides("new_invoice", tenant="beta") == {}
+    assert services.desk.template_overrides("new_invoice", tenant="beta") == {}
 
 
 # -- the command line --------------------------------------------------------------------------

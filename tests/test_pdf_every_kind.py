@@ -202,11 +202,11 @@ async def _deliver(tmp_path: Path, db_url: str, clock: FixedClock, smtpd: Any) -
     )
     services = build_services(config, clock, pdf_renderer=PDFRenderer(workers=0))
     try:
-        report = services.import_document(DOCUMENT, tenant="acme")
+        report = services.ledger.import_document(DOCUMENT, tenant="acme")
         assert report.errors == []
         clock.advance(timedelta(minutes=6))  # past the grace of invoices, notes and estimates
-        await services.tick()
-        await services.send_statement("C-1", tenant="acme")
+        await services.dunning.tick()
+        await services.sending.send_statement("C-1", tenant="acme")
         with Session(services.engine) as session:
             messages = session.exec(select(Message).order_by(col(Message.id))).all()
         received: dict[str, EmailMessage] = {}

@@ -618,21 +618,21 @@ async def test_an_active_plan_stops_reminders_and_its_cancellation_resumes_them(
         "invoices": ["i-1042"],
     }
     doc = copy.deepcopy(DEMO_DOC) | {"payment_plans": [plan]}
-    assert app.import_document(doc, tenant="acme").errors == []
+    assert app.ledger.import_document(doc, tenant="acme").errors == []
     clock.set(START + timedelta(minutes=6))
-    await app.tick()
+    await app.dunning.tick()
     assert _sent_kinds(app) == ["new_invoice"]  # a hold never stops the invoice itself
     for day in (28, 30, 31):
         clock.set(datetime(2026, 3, day, 10, tzinfo=UTC))
-        await app.tick()
+        await app.dunning.tick()
     clock.set(datetime(2026, 4, 2, 9, tzinfo=UTC))
-    await app.tick()
+    await app.dunning.tick()
     assert _sent_kinds(app) == ["new_invoice"]  # past due, but on the plan: not chased
 
-    assert app.import_document(
+    assert app.ledger.import_document(
         {"payment_plans": [plan | {"status": "cancelled"}]}, tenant="acme"
     ).ok
     clock.set(datetime(2026, 4, 2, 9, 1, tzinfo=UTC))
-    await app.tick()
+    await app.dunning.tick()
     assert _sent_kinds(app) == ["new_invoice", "late_payment_reminder"]
     assert len(emails(transport)) == 2

@@ -95,7 +95,7 @@ def env(
     services: Services, tmp_path: Path, db_url: str, postfix: PrivatePostfix
 ) -> tuple[Services, Path]:
     """Services whose relay is the private Postfix, and a CLI config file on the same database."""
-    assert services.import_document(DOC, tenant="acme").errors == []
+    assert services.ledger.import_document(DOC, tenant="acme").errors == []
     cli_config = write_config(tmp_path, db_url, postfix.port)
     text = cli_config.read_text()
     assert 'email = "ar@acme.example"\n' in text
@@ -121,7 +121,7 @@ def _ingest(config: Path, clock: FixedClock, *paths: Path) -> str:
 
 
 def _outbox_row(services: Services, uid: str) -> dict[str, Any]:
-    (row,) = [r for r in services.outbox_rows() if r["uid"] == uid]
+    (row,) = [r for r in services.desk.outbox_rows() if r["uid"] == uid]
     return row
 
 
@@ -150,7 +150,7 @@ async def test_unknown_user_bounce_reaches_the_thread_and_suppresses(
     env: tuple[Services, Path], clock: FixedClock, postfix: PrivatePostfix
 ) -> None:
     services, config = env
-    message = await services.send_invoice("INV-1", kind="new_invoice", tenant="acme")
+    message = await services.sending.send_invoice("INV-1", kind="new_invoice", tenant="acme")
     assert message.status is MessageStatus.SENT, message.last_error
     verp = f"bounces+{message.uid}-"
 
@@ -172,7 +172,7 @@ async def test_unknown_user_bounce_reaches_the_thread_and_suppresses(
 
     # A reminder queued before the bounce is known still lists the address.
     clock.advance(timedelta(minutes=1))
-    queued = services.enqueue_invoice_email(
+    queued = services.sending.enqueue_invoice_email(
         "INV-1", kind="invoice_reminder", tenant="acme", manual=True
     )
     assert queued is not None
@@ -212,7 +212,7 @@ async def test_unknown_user_bounce_reaches_the_thread_and_suppresses(
     # Pre-flight drops the suppressed address from the queued reminder before the SMTP
     # conversation: Postfix never hears of it again and only the billing contact gets it.
     clock.advance(timedelta(minutes=1))
-    delivered_pass = await services.deliver()
+    delivered_pass = await services.sending.deliver()
     assert (delivered_pass.sent, delivered_pass.failed, delivered_pass.skipped) == (1, 0, 0)
     reminder = _outbox_row(services, queued.uid)
     assert reminder["status"] == MessageStatus.SENT.value
@@ -232,12 +232,14 @@ async def test_unknown_user_bounce_reaches_the_thread_and_suppresses(
 
     # Emails queued from now on are addressed to the remaining contact only.
     clock.advance(timedelta(minutes=1))
-    later = await services.send_invoice("INV-1", kind="late_payment_reminder", tenant="acme")
+    later = await services.sending.send_invoice(
+        "INV-1", kind="late_payment_reminder", tenant="acme"
+    )
     assert later.status is MessageStatus.SENT, later.last_error
     assert [r["address"] for r in _outbox_row(services, later.uid)["recipients"]] == [KNOWN_MAILBOX]
     assert len(postfix.wait_for(postfix.customer, KNOWN_MAILBOX, count=3)) == 3
     assert postfix.log().count(f"to=<{UNKNOWN}>") == 1
-    timeline = services.inbox_thread(thread["id"], tenant="acme")["timeline"]
+    timeline = services.inbox.thread(thread["id"], tenant="acme")["timeline"]
     assert [(e["type"], e["summary"]) for e in timeline] == [
         ("sent", f"INV-1 new_invoice sent to {UNKNOWN}, {KNOWN_MAILBOX}"),
         ("bounce", f"INV-1 to {UNKNOWN} bounced: userunknown (5.1.1)"),
@@ -250,7 +252,7 @@ async def test_expired_mail_is_a_final_failure_after_a_delay_notice(
     env: tuple[Services, Path], clock: FixedClock, postfix: PrivatePostfix
 ) -> None:
     services, config = env
-    message = await services.send_invoice("INV-2", kind="new_invoice", tenant="acme")
+    message = await services.sending.send_invoice("INV-2", kind="new_invoice", tenant="acme")
     # Postfix queued it: for the engine the email is sent; what follows comes back by mail.
     assert message.status is MessageStatus.SENT, message.last_error
     verp = f"bounces+{message.uid}-"

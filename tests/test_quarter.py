@@ -585,7 +585,7 @@ async def test_a_quarter_of_three_tenants_sends_exactly_the_emails_an_ar_team_ex
                     at, action = actions.pop(0)
                     await _act(config, tmp_path, smtpd, at, action)
                 clock.set(now)
-                await engine.tick()
+                await engine.dunning.tick()
             day += timedelta(days=1)
     finally:
         await engine.close()

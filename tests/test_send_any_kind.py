@@ -176,7 +176,7 @@ async def ledger(
     config = make_config(tmp_path, db_url, tenants={"acme": acme})
     transport = MemoryTransport()
     services = build_services(config, clock, transport)
-    assert services.import_document(LEDGER, tenant="acme").errors == []
+    assert services.ledger.import_document(LEDGER, tenant="acme").errors == []
     yield services, transport
     await services.close()
 
@@ -189,17 +189,17 @@ def _messages(services: Services) -> list[Message]:
 async def test_every_kind_is_sent_by_hand_once(ledger: tuple[Services, MemoryTransport]) -> None:
     services, transport = ledger
     for kind, document, ref in BY_HAND:
-        sent = await services.send_email(kind, document=document, ref=ref, tenant="acme")
+        sent = await services.sending.send_email(kind, document=document, ref=ref, tenant="acme")
         assert sent.kind == kind
         assert [m.status for m in sent.messages] == [MessageStatus.SENT], (kind, sent.messages)
         assert all(m.manual for m in sent.messages)
-        again = await services.send_email(kind, document=document, ref=ref, tenant="acme")
+        again = await services.sending.send_email(kind, document=document, ref=ref, tenant="acme")
         assert [m.id for m in again.messages] == [m.id for m in sent.messages], kind
     assert len(emails(transport)) == len(BY_HAND)  # each once, however often asked
     kinds = [m.kind for m in _messages(services)]
     assert sorted(kinds) == sorted(k for k, _, _ in BY_HAND)
     # The events sent by hand are done: the next pass does not send them a second time.
-    dunning, _ = await services.tick()
+    dunning, _ = await services.dunning.tick()
     assert not set(dunning.queued) & {"payment_receipt", "credit_note", "refund", "estimate"}
 
 
@@ -208,9 +208,9 @@ async def test_a_by_hand_email_is_built_by_the_engine_s_own_builders(
 ) -> None:
     """The receipt by hand carries the context the event pass would queue, to the letter."""
     services, transport = ledger
-    await services.tick()  # the event pass queues and sends the receipt by itself
+    await services.dunning.tick()  # the event pass queues and sends the receipt by itself
     automatic = next(m for m in _messages(services) if m.kind == "payment_receipt")
-    sent = await services.send_email(
+    sent = await services.sending.send_email(
         "payment_receipt", document="payment", ref="p-1", tenant="acme"
     )
     [by_hand] = sent.messages
@@ -233,9 +233,11 @@ async def test_wrong_documents_and_kinds_are_refused_clearly(
     ]
     for kind, document, ref, words in cases:
         with pytest.raises(MailerError, match=re.escape(words)):
-            await services.send_email(kind, document=document, ref=ref, tenant="acme")
+            await services.sending.send_email(kind, document=document, ref=ref, tenant="acme")
     # The document's own email when no kind is named.
-    sent = await services.send_email(None, document="credit_note", ref="cn-1", tenant="acme")
+    sent = await services.sending.send_email(
+        None, document="credit_note", ref="cn-1", tenant="acme"
+    )
     assert sent.kind == "credit_note"
 
 
@@ -244,20 +246,20 @@ async def test_a_failed_message_is_retried_as_the_same_email_once_its_cause_is_f
 ) -> None:
     services, transport = ledger
     transport.fail_next(PermanentDeliveryError(550, "5.7.1 relay refused"))
-    sent = await services.send_email(
+    sent = await services.sending.send_email(
         "payment_receipt", document="payment", ref="p-1", tenant="acme"
     )
     [failed] = sent.messages
     assert failed.status is MessageStatus.FAILED and failed.last_error
-    retried = await services.retry_message(failed.id or 0, tenant="acme")
+    retried = await services.sending.retry_message(failed.id or 0, tenant="acme")
     assert retried.id == failed.id and retried.uid == failed.uid
     assert retried.status is MessageStatus.SENT and retried.attempts == 2
     delivered = email.message_from_bytes(transport.sent[-1].data, policy=policy.default)
     assert failed.uid in str(delivered["Message-ID"])
     with pytest.raises(MailerError, match=f"message {failed.id} is sent: only a failed"):
-        await services.retry_message(failed.id or 0, tenant="acme")
+        await services.sending.retry_message(failed.id or 0, tenant="acme")
     with pytest.raises(MailerError, match="no message 99999"):
-        await services.retry_message(99999, tenant="acme")
+        await services.sending.retry_message(99999, tenant="acme")
 
 
 async def test_a_credit_note_that_settles_an_invoice_earns_no_thank_you(
@@ -271,9 +273,9 @@ async def test_a_credit_note_that_settles_an_invoice_earns_no_thank_you(
         dict(invoices["invoices"][0], id=f"i-{n}", number=f"INV-{n}", lines=LINE)
         for n in (5000, 6000)
     ]
-    assert services.import_document(invoices, tenant="acme").errors == []
+    assert services.ledger.import_document(invoices, tenant="acme").errors == []
     clock.advance(timedelta(hours=1))
-    await services.tick()
+    await services.dunning.tick()
     sent = {m.context["invoice"]["number"] for m in _messages(services) if m.kind == "new_invoice"}
     assert {"INV-5000", "INV-6000"} <= sent
     clock.advance(timedelta(hours=1))
@@ -290,15 +292,15 @@ async def test_a_credit_note_that_settles_an_invoice_earns_no_thank_you(
             dict(LEDGER["credit_notes"][0], id="cn-9", number="CN-9", invoice="i-6000")
         ],
     }
-    assert services.import_document(settlements, tenant="acme").errors == []
+    assert services.ledger.import_document(settlements, tenant="acme").errors == []
     clock.advance(timedelta(hours=1))
-    await services.tick()
+    await services.dunning.tick()
     later = [m for m in _messages(services) if m.created_at > START + timedelta(hours=1)]
     thanks = [m.context["invoice"]["number"] for m in later if m.kind == "thank_you"]
     assert thanks == ["INV-5000"]
     notes = [m.context["credit_note"]["number"] for m in later if m.kind == "credit_note"]
     assert notes == ["CN-9"]
-    plan = {e.document: e for e in services.plan(tenant="acme", customer="C-1")}
+    plan = {e.document: e for e in services.dunning.plan(tenant="acme", customer="C-1")}
     assert plan["INV-6000"].action is None
 
 
@@ -308,20 +310,20 @@ async def test_the_outbox_row_records_the_language_it_was_rendered_in(
     services, _ = ledger
     german = copy.deepcopy(DEMO_DOC)
     german["customers"][0]["locale"] = "de"
-    assert services.import_document(german, tenant="acme").errors == []
-    sent = await services.send_email(
+    assert services.ledger.import_document(german, tenant="acme").errors == []
+    sent = await services.sending.send_email(
         "new_invoice", document="invoice", ref="INV-1042", tenant="acme"
     )
     [message] = sent.messages
     assert message.context["locale"] == "de" and message.language == "en"
     spanish = copy.deepcopy(DEMO_DOC)
     spanish["customers"][0]["locale"] = "es-MX"
-    assert services.import_document(spanish, tenant="acme").errors == []
-    reminder = await services.send_email(
+    assert services.ledger.import_document(spanish, tenant="acme").errors == []
+    reminder = await services.sending.send_email(
         "invoice_reminder", document="invoice", ref="INV-1042", tenant="acme"
     )
     assert reminder.messages[0].language == "es"
-    [row] = [r for r in services.outbox_rows() if r["id"] == message.id]
+    [row] = [r for r in services.desk.outbox_rows() if r["id"] == message.id]
     assert row["language"] == "en"
 
 
@@ -331,7 +333,7 @@ async def test_a_preview_s_view_link_opens_the_page_a_real_send_s_does(
     services, transport = relay_env
     preview = await build_preview(services, "new_invoice", invoice="INV-1042", tenant="acme")
     previewed = _view_link(preview.data)
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     real = _view_link(transport.sent[-1].data)
     async with httpx.AsyncClient(base_url=web_server) as client:
         pages = [await client.get(f"/l/{token}") for token in (previewed, real)]

@@ -316,7 +316,7 @@ async def paris(
 ) -> tuple[Services, MemoryTransport]:
     """A customer in Paris; invoice due Thursday 12 March, reminded a day later (Friday)."""
     doc = _document("Europe/Paris", "2026-03-12T12:00:00+00:00")
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START + timedelta(minutes=5))  # the invoice goes out
     assert _sent_kinds(services) == [("new_invoice", "sent")]
     return services, transport
@@ -324,7 +324,7 @@ async def paris(
 
 async def _tick_at(services: Services, clock: FixedClock, when: datetime) -> None:
     clock.set(when)
-    await services.tick()
+    await services.dunning.tick()
 
 
 def _reminders(services: Services) -> list[Message]:
@@ -356,7 +356,7 @@ async def test_engine_down_over_a_weekend_catches_up_on_monday_morning(
     await _tick_at(services, clock, local(PARIS, 2026, 3, 16, 7, 59))  # Monday, still closed
     assert _reminders(services) == []
     assert len(transport.sent) == 1
-    [entry] = services.plan(tenant="acme", everything=True)
+    [entry] = services.dunning.plan(tenant="acme", everything=True)
     assert entry.next_at == local(PARIS, 2026, 3, 16, 8, 0)
     await _tick_at(services, clock, local(PARIS, 2026, 3, 16, 8, 0))
     [reminder] = _reminders(services)
@@ -373,7 +373,7 @@ async def test_a_reminder_queued_before_the_window_closed_waits_for_the_next_ope
     at 18:05. The message waits, unattempted, for Monday 08:00, and goes once."""
     services, transport = paris
     clock.set(local(PARIS, 2026, 3, 13, 17, 55))
-    services.schedule().run_pass(clock.now())  # decided and queued; not delivered
+    services.dunning.invoices.run_pass(clock.now())  # decided and queued; not delivered
     [queued] = _reminders(services)
     assert queued.status is MessageStatus.QUEUED
     await _tick_at(services, clock, local(PARIS, 2026, 3, 13, 18, 5))
@@ -425,13 +425,15 @@ async def test_what_answers_the_customer_or_a_person_goes_at_once_at_night(
             }
         ]
     }
-    assert services.import_document(payment, tenant="acme").errors == []
-    dunning, delivered = await services.tick()
+    assert services.ledger.import_document(payment, tenant="acme").errors == []
+    dunning, delivered = await services.dunning.tick()
     assert dunning.queued["payment_receipt"] == 1 and delivered.sent == 1
     assert _reminders(services) == []  # the automatic one waits for Monday
-    by_hand = await services.send_invoice("INV-7", kind="late_payment_reminder", tenant="acme")
+    by_hand = await services.sending.send_invoice(
+        "INV-7", kind="late_payment_reminder", tenant="acme"
+    )
     assert by_hand.status is MessageStatus.SENT
-    [statement] = await services.send_statement("C-1", tenant="acme")
+    [statement] = await services.sending.send_statement("C-1", tenant="acme")
     assert statement.status is MessageStatus.SENT
     kinds = [str(message_from_bytes(m.data)["Subject"]) for m in transport.sent]
     assert len(kinds) == 4, kinds  # invoice, receipt, reminder by hand, statement by hand
@@ -459,7 +461,7 @@ async def test_a_new_york_statement_goes_at_the_window_opening_new_york_time(
     paris_only["invoices"][0]["customer"] = "C-2"
     doc["customers"] += paris_only["customers"]
     doc["invoices"] += paris_only["invoices"]
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     await _tick_at(services, clock, START)
     with Session(services.engine) as session:
         scheduled = {c.external_id: c.next_statement_at for c in session.exec(select(Customer))}
@@ -504,7 +506,7 @@ async def test_dunmail_run_at_night_sends_the_overdue_reminder_the_next_business
     services = build_services(config, clock)
     try:
         doc = _document("America/New_York", "2026-03-10T16:00:00+00:00")  # Tuesday
-        assert services.import_document(doc, tenant="acme").errors == []
+        assert services.ledger.import_document(doc, tenant="acme").errors == []
         await _tick_at(services, clock, START + timedelta(minutes=5))
     finally:
         await services.close()

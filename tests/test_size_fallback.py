@@ -47,8 +47,8 @@ async def _send(
     )
     services = build_services(config, clock, pdf_renderer=PDFRenderer(workers=0))
     try:
-        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-        message = await services.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+        assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
+        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     except BaseException:
         await services.close()
         raise

@@ -91,7 +91,7 @@ def monthly(services: Services, transport: MemoryTransport) -> tuple[Services, M
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"].append({"id": "C-quiet", "name": "Quiet Ltd",
                              "contacts": [{"email": "ap@quiet.example"}]})  # fmt: skip
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     return services, transport
 
 
@@ -109,7 +109,7 @@ async def test_monthly_statements_go_out_once_and_catch_up_after_downtime(
 ) -> None:
     services, transport = monthly
     clock.set(START)
-    await services.tick()
+    await services.dunning.tick()
     with Session(services.engine) as session:
         scheduled = {
             c.external_id: c.next_statement_at for c in session.exec(select(Customer)).all()
@@ -118,9 +118,9 @@ async def test_monthly_statements_go_out_once_and_catch_up_after_downtime(
         "C-quiet": datetime(2026, 4, 1, 8, tzinfo=UTC)
     }
     clock.set(datetime(2026, 4, 1, 8, tzinfo=UTC))
-    dunning, _ = await services.tick()
+    dunning, _ = await services.dunning.tick()
     assert dunning.queued["statement"] == 1  # C-quiet owes nothing: no statement
-    await services.tick()
+    await services.dunning.tick()
     with Session(services.engine) as session:
         events = session.exec(select(Event).where(col(Event.kind) == "statement")).all()
         assert [(e.status, e.key) for e in events] == [
@@ -133,10 +133,10 @@ async def test_monthly_statements_go_out_once_and_catch_up_after_downtime(
     # Down from 2 April to Saturday 20 June: May's and June's statements fell due; one goes
     # out, on Monday morning, not on the Saturday the engine came back.
     clock.set(datetime(2026, 6, 20, 9, tzinfo=UTC))
-    dunning, _ = await services.tick()
+    dunning, _ = await services.dunning.tick()
     assert dunning.queued["statement"] == 0
     clock.set(datetime(2026, 6, 22, 8, tzinfo=UTC))
-    dunning, _ = await services.tick()
+    dunning, _ = await services.dunning.tick()
     assert dunning.queued["statement"] == 1
     with Session(services.engine) as session:
         c1 = session.exec(select(Customer).where(col(Customer.external_id) == "C-1")).one()
@@ -149,37 +149,37 @@ async def test_a_statement_by_hand(
 ) -> None:
     services, transport = monthly
     clock.set(START + timedelta(days=3))
-    [message] = await services.send_statement("C-1", tenant="acme", style="balance_forward")
+    [message] = await services.sending.send_statement("C-1", tenant="acme", style="balance_forward")
     assert message.status.value == "sent"
     assert message.context["statement"]["style"] == "balance_forward"
     assert len(emails(transport)) == 1
     with pytest.raises(MailerError, match="Quiet has nothing|C-quiet has nothing"):
-        await services.send_statement("C-quiet", tenant="acme")
+        await services.sending.send_statement("C-quiet", tenant="acme")
     with pytest.raises(MailerError, match="no customer with id 'C-nobody'"):
-        await services.send_statement("C-nobody", tenant="acme")
+        await services.sending.send_statement("C-nobody", tenant="acme")
 
 
 async def test_a_customer_on_its_own_weekly_schedule(services: Services, clock: FixedClock) -> None:
     """The tenant sends no statements; one customer asked for them every Friday."""
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"][0]["statements"] = "weekly:fri"
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     clock.set(START)  # Monday 2 March
-    await services.tick()
+    await services.dunning.tick()
     with Session(services.engine) as session:
         c1 = session.exec(select(Customer)).one()
         assert c1.next_statement_at == datetime(2026, 3, 6, 8, tzinfo=UTC)  # Friday 08:00
     clock.set(datetime(2026, 3, 6, 8, tzinfo=UTC))
-    dunning, _ = await services.tick()
+    dunning, _ = await services.dunning.tick()
     assert dunning.queued["statement"] == 1
     # Back to the tenant's schedule (none): no more statements.
     doc["customers"][0]["statements"] = ""
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     clock.set(datetime(2026, 3, 13, 9, tzinfo=UTC))
-    dunning, _ = await services.tick()
+    dunning, _ = await services.dunning.tick()
     assert dunning.queued["statement"] == 0
     doc["customers"][0]["statements"] = "fortnightly"
-    report = services.import_document(doc, tenant="acme")
+    report = services.ledger.import_document(doc, tenant="acme")
     assert [e.where for e in report.errors] == ["customers[0].statements"]
     assert "monthly:D" in report.errors[0].reason
 
@@ -203,9 +203,9 @@ async def test_a_billed_soon_notice_waits_for_the_send_window(
          "currency": "EUR", "interval": "month", "status": "active",
          "started_at": "2026-02-02", "next_bill_at": "2026-03-05"}
     ]  # fmt: skip
-    assert services.import_document(doc, tenant="acme").errors == []
-    dunning, _ = await services.tick()
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
+    dunning, _ = await services.dunning.tick()
     assert dunning.queued["subscription_billed_soon"] == 0
     clock.set(datetime(2026, 3, 3, 8, tzinfo=UTC))  # the window opens
-    dunning, _ = await services.tick()
+    dunning, _ = await services.dunning.tick()
     assert dunning.queued["subscription_billed_soon"] == 1

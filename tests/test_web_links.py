@@ -77,12 +77,12 @@ def relay_env(services: Services, transport: MemoryTransport) -> tuple[Services,
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"][0]["name"] = EVIL_NAME
     doc["invoices"][0]["lines"][0]["description"] = EVIL_LINE
-    assert services.import_document(doc, tenant="acme").errors == []
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
     return services, transport
 
 
 async def _send(services: Services, transport: MemoryTransport) -> SentMail:
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     return transport.sent[-1]
 
 
@@ -95,7 +95,7 @@ def _links(sent: SentMail, services: Services) -> dict[str, str]:
     tokens = re.findall(r"/l/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", body.get_content())
     found = {}
     for token in tokens:
-        claims = verify_link(token, keys=services.link_keys, now=services.clock.now())
+        claims = verify_link(token, keys=services.links.keys, now=services.clock.now())
         found[claims.purpose] = token
     return found
 
@@ -147,9 +147,9 @@ async def test_view_page_shows_the_emailed_invoice_branded_and_escaped(
             .order_by(col(WebhookDelivery.id))
         ).all()
     assert [(h.tenant_id, h.event) for h in hooks] == [
-        (services.tenant_id("acme"), "link.clicked")
+        (services.tenants.id("acme"), "link.clicked")
     ] * 2
-    uid = verify_link(links["view"], keys=services.link_keys, now=services.clock.now()).message
+    uid = verify_link(links["view"], keys=services.links.keys, now=services.clock.now()).message
     data = hooks[0].payload["data"]
     assert (data["message"], data["purpose"], data["action"]) == (uid, "view", "opened")
     assert links["view"] not in str(hooks[0].payload)
@@ -183,7 +183,7 @@ async def test_an_expired_link_offers_a_fresh_one_to_the_contacts_on_file_rate_l
 ) -> None:
     services, transport = relay_env
     view = _links(await _send(services, transport), services)["view"]
-    expires = verify_link(view, keys=services.link_keys, now=clock.now()).expires_at
+    expires = verify_link(view, keys=services.links.keys, now=clock.now()).expires_at
     clock.set(expires + timedelta(days=1))
     async with _client(web_server) as client:
         gone = await client.get(f"/l/{view}")
@@ -205,7 +205,7 @@ async def test_an_expired_link_offers_a_fresh_one_to_the_contacts_on_file_rate_l
     assert sorted(m.occasion or "" for m in fresh) == [f"fresh link {n}" for n in (1, 2, 3)]
     assert all(m.manual and m.kind == "new_invoice" for m in fresh)
     # The copies go out like any email: to the contacts, with links that work again.
-    await services.deliver()
+    await services.sending.deliver()
     assert {tuple(sorted(s.recipients)) for s in emails(transport)[1:]} == {
         ("ap@globex.example", "billing@globex.example")
     }
@@ -252,13 +252,13 @@ async def test_a_token_naming_another_tenants_email_is_a_404(
 ) -> None:
     services, transport = relay_env
     view = _links(await _send(services, transport), services)["view"]
-    claims = verify_link(view, keys=services.link_keys, now=clock.now())
+    claims = verify_link(view, keys=services.links.keys, now=clock.now())
     forged = issue_link(
         "view",
-        services.tenant_id("beta"),
+        services.tenants.id("beta"),
         claims.document,
         claims.version,
-        key=services.link_keys[0],
+        key=services.links.signing,
         expires_at=claims.expires_at,
         message=claims.message,
     )
@@ -276,7 +276,7 @@ async def test_a_rotated_out_key_verifies_only_while_it_is_configured(
 ) -> None:
     services, transport = relay_env
     view = _links(await _send(services, transport), services)["view"]
-    claims = verify_link(view, keys=services.link_keys, now=clock.now())
+    claims = verify_link(view, keys=services.links.keys, now=clock.now())
     old_key = derive_key(b"the secret before the rotation", "links")
     old = issue_link(
         "view",
@@ -289,7 +289,7 @@ async def test_a_rotated_out_key_verifies_only_while_it_is_configured(
     )
     async with _client(web_server) as client:
         assert (await client.get(f"/l/{old}")).status_code == 404
-        services.link_keys.append(old_key)
+        services.links.keys.append(old_key)
         assert (await client.get(f"/l/{old}")).status_code == 200
 
 
@@ -322,13 +322,13 @@ async def test_clicks_show_in_the_inbox_thread_as_text(
     services, transport = relay_env
     sent = await _send(services, transport)
     links = _links(sent, services)
-    services.ingest_inbound([("file:bounce.eml", dsn(sent))])  # a bounce opens the thread
-    (thread,) = services.inbox(tenant="acme", status=None)
+    services.inbound.ingest([("file:bounce.eml", dsn(sent))])  # a bounce opens the thread
+    (thread,) = services.inbox.threads(tenant="acme", status=None)
     clock.advance(timedelta(minutes=5))
     async with _client(web_server) as client:
         await client.get(f"/l/{links['view']}")
         await client.get(f"/l/{links['pay']}")
-    timeline = services.inbox_thread(thread["id"], tenant="acme")["timeline"]
+    timeline = services.inbox.thread(thread["id"], tenant="acme")["timeline"]
     clicks = [(e["summary"], e["detail"]) for e in timeline if e["type"] == "click"]
     assert clicks == [("INV-1042: viewed", UA), ("INV-1042: Pay clicked", UA)]
 
@@ -356,12 +356,12 @@ async def test_a_click_without_a_thread_files_a_resolved_one_that_a_bounce_reope
     async with _client(web_server) as client:
         await client.get(f"/l/{links['view']}")
     # The view is on the document's timeline, but it is nobody's work: no open thread.
-    assert services.inbox(tenant="acme", status=ThreadStatus.OPEN) == []
-    (thread,) = services.inbox(tenant="acme", status=None)
+    assert services.inbox.threads(tenant="acme", status=ThreadStatus.OPEN) == []
+    (thread,) = services.inbox.threads(tenant="acme", status=None)
     assert thread["status"] == "resolved"
-    timeline = services.inbox_thread(thread["id"], tenant="acme")["timeline"]
+    timeline = services.inbox.thread(thread["id"], tenant="acme")["timeline"]
     assert [e["summary"] for e in timeline if e["type"] == "click"] == ["INV-1042: viewed"]
     clock.advance(timedelta(minutes=5))
-    services.ingest_inbound([("file:bounce.eml", dsn(sent))])
-    (reopened,) = services.inbox(tenant="acme", status=ThreadStatus.OPEN)
+    services.inbound.ingest([("file:bounce.eml", dsn(sent))])
+    (reopened,) = services.inbox.threads(tenant="acme", status=ThreadStatus.OPEN)
     assert reopened["id"] == thread["id"]

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from dunmail.app import Services
 from dunmail.cli import app as cli
-from dunmail.web import auth, ui
+from dunmail.web import auth, ui, users
 from dunmail.web.models import User, WebSession
 from mailer.clock import FixedClock
 from mailer.db import session_scope
@@ -39,11 +39,11 @@ def fast_argon2(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """argon2id with the smallest cost: the same code paths, a millisecond per hash instead of
     tens (the real parameters are checked in test_passwords_are_argon2id...)."""
     monkeypatch.setattr(
-        auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        users, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     )
-    auth._dummy_hash.cache_clear()
+    users._dummy_hash.cache_clear()
     yield
-    auth._dummy_hash.cache_clear()
+    users._dummy_hash.cache_clear()
 
 
 @pytest.fixture
@@ -57,9 +57,9 @@ def relay_env(
 
 def add_user(services: Services, email: str, tenant: str = "acme") -> None:
     with session_scope(services.engine) as session:
-        auth.create_user(
+        users.create_user(
             session,
-            tenant_id=services.tenant_id(tenant),
+            tenant_id=services.tenants.id(tenant),
             email=email,
             name="Clerk",
             password=PASSWORD,
@@ -81,12 +81,12 @@ async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD)
 
 async def bounced(services: Services, transport: MemoryTransport, diagnostic: str) -> int:
     """Send INV-1042, bounce it hard with ``diagnostic``; the thread's id."""
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     # ap@'s copy: each recipient has its own envelope and VERP return path.
     sent = next(m for m in transport.sent if m.recipients == ("ap@globex.example",))
     raw = dsn(sent, diagnostic=diagnostic)
-    assert services.ingest_inbound([("file:b.eml", raw)]).matched == 1
-    (row,) = services.inbox(tenant="acme", status=None)
+    assert services.inbound.ingest([("file:b.eml", raw)]).matched == 1
+    (row,) = services.inbox.threads(tenant="acme", status=None)
     return int(row["id"])
 
 
@@ -145,7 +145,7 @@ async def test_pages_need_a_sign_in_and_the_password_decides(
     token = client.cookies[auth.COOKIE]
     with Session(services.engine) as session:
         (web,) = session.exec(select(WebSession)).all()  # only the SHA-256 of the token is stored
-        assert web.token_hash == auth.token_hash(token) and token not in web.token_hash
+        assert web.token_hash == users.token_hash(token) and token not in web.token_hash
     inbox = await client.get("/inbox")
     assert inbox.status_code == 200 and "ana@acme.example" in inbox.text
     assert "script-src" not in inbox.headers["content-security-policy"]  # default-src 'none'
@@ -222,7 +222,7 @@ async def test_a_clerk_of_another_tenant_sees_and_touches_nothing(
             f"/inbox/threads/{thread_id}/{action}", data={**data, "csrf": token}
         )
         assert posted.status_code == 404, action
-    assert services.inbox_thread(thread_id, tenant="acme")["status"] == "open"
+    assert services.inbox.thread(thread_id, tenant="acme")["status"] == "open"
     assert "ap@globex.example" not in (await client.get("/inbox/suppressions")).text
     assert "ap@globex.example" not in (await client.get("/inbox/outbox")).text
     report = await client.get("/inbox/report.csv", params={"since": "2026-01-01"})
@@ -235,7 +235,7 @@ async def test_text_from_mail_is_shown_escaped(
     services, transport = relay_env
     thread_id = await bounced(services, transport, f"smtp; 550 5.1.1 {SCRIPT} unknown")
     raw = reply(transport.sent[0], f"Re: invoice {IMG}", f"We paid. {SCRIPT}\r\n")
-    assert services.ingest_inbound([("file:r.eml", raw)]).matched == 1
+    assert services.inbound.ingest([("file:r.eml", raw)]).matched == 1
     add_user(services, "ana@acme.example")
     await login(client, "ana@acme.example")
 
@@ -293,15 +293,15 @@ async def test_actions_work_the_thread(
 
     page = await post(f"{url}/hold", scope="invoice", reason="dispute", note="wrong qty")
     assert "hold placed" in page and "wrong qty" in page
-    (hold,) = services.holds(tenant="acme")
+    (hold,) = services.desk.holds(tenant="acme")
     assert "lifted" in await post(f"/inbox/holds/{hold['id']}/lift", back=url)
-    assert services.holds(tenant="acme") == []
+    assert services.desk.holds(tenant="acme") == []
 
     # The bounce blocked ap@; billing@ got the email instead. Unblock ap@ with a reason.
     assert "ap@globex.example" in (await client.get("/inbox/suppressions")).text
     page = await post("/inbox/suppressions/unblock", address="ap@globex.example", reason="fixed")
     assert "ap@globex.example unblocked" in page
-    assert services.suppressions(tenant="acme") == []
+    assert services.suppressions.blocked(tenant="acme") == []
 
     page = await post(f"{url}/send", what="reminder")
     assert "invoice_reminder sent" in page
@@ -358,7 +358,7 @@ def test_passwords_are_argon2id_and_rehashed_when_parameters_change(
     session.flush()
 
     def new(email: str, password: str = PASSWORD) -> User:
-        return auth.create_user(
+        return users.create_user(
             session,
             tenant_id=tenant.id or 0,
             email=email,
@@ -369,20 +369,20 @@ def test_passwords_are_argon2id_and_rehashed_when_parameters_change(
 
     user = new("ana@acme.example")
     assert user.password_hash.startswith("$argon2id$") and PASSWORD not in user.password_hash
-    with pytest.raises(auth.AuthError, match="already a user"):
+    with pytest.raises(users.AuthError, match="already a user"):
         new("ANA@acme.example")
-    with pytest.raises(auth.AuthError, match="at least 12"):
+    with pytest.raises(users.AuthError, match="at least 12"):
         new("bo@acme.example", "short")
     with pytest.raises(AddressError):
         new("bo@acme.example\r\nBcc: x@y.example")
     # Hashed with other (older) parameters: it still verifies and is replaced on sign-in.
     user.password_hash = PasswordHasher(time_cost=1, memory_cost=8192).hash(PASSWORD)
     old = user.password_hash
-    assert auth.authenticate(session, "ana@acme.example", PASSWORD) is not None
+    assert users.authenticate(session, "ana@acme.example", PASSWORD) is not None
     (stored,) = session.exec(select(User)).all()
-    assert stored.password_hash != old and not auth.HASHER.check_needs_rehash(stored.password_hash)
-    assert auth.authenticate(session, "ana@acme.example", "wrong password!!") is None
-    assert auth.authenticate(session, "not an address", PASSWORD) is None
+    assert stored.password_hash != old and not users.HASHER.check_needs_rehash(stored.password_hash)
+    assert users.authenticate(session, "ana@acme.example", "wrong password!!") is None
+    assert users.authenticate(session, "not an address", PASSWORD) is None
 
 
 async def test_the_inbox_pages_through_threads_and_filters_in_sql(

@@ -125,9 +125,9 @@ async def test_signed_events_for_a_send_and_a_bounce(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     services, transport = env
-    message = await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     assert receiver.requests == []  # queued with the result, sent by the worker
-    await services.deliver_webhooks()
+    await services.sending.deliver_webhooks()
 
     ((headers, body),) = receiver.requests
     payload = json.loads(body)
@@ -143,8 +143,8 @@ async def test_signed_events_for_a_send_and_a_bounce(
     assert (data["message"], data["invoice"], data["customer"]) == (message.uid, "INV-1042", "C-1")
     assert {r["status"] for r in data["recipients"]} == {"accepted"}
 
-    services.ingest_inbound([("file:b.eml", dsn(sent_to(transport)))])
-    await services.deliver_webhooks()
+    services.inbound.ingest([("file:b.eml", dsn(sent_to(transport)))])
+    await services.sending.deliver_webhooks()
     assert receiver.events() == ["message.sent", "message.bounced"]
     bounced = json.loads(receiver.requests[-1][1])["data"]
     assert (bounced["address"], bounced["hard"], bounced["status"]) == (
@@ -154,8 +154,8 @@ async def test_signed_events_for_a_send_and_a_bounce(
     )
     assert bounced["thread"] is not None
     # Ingesting the same DSN again records nothing new, so it emits nothing either.
-    services.reprocess_inbound()
-    await services.deliver_webhooks()
+    services.inbound.reprocess()
+    await services.sending.deliver_webhooks()
     assert len(receiver.requests) == 2
     assert [r.status for r in _rows(services)] == [WebhookStatus.DELIVERED] * 2
     assert SECRET not in caplog.text
@@ -166,23 +166,23 @@ async def test_a_failed_delivery_is_retried_with_backoff(
 ) -> None:
     services, _ = env
     receiver.fail = 2
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
-    await services.deliver_webhooks()
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    await services.sending.deliver_webhooks()
     (row,) = _rows(services)
     assert (row.status, row.attempts, row.last_error) == (WebhookStatus.PENDING, 1, "HTTP 500")
     # 1 minute, with jitter from its upper half
     assert clock.now() + timedelta(seconds=30) <= row.next_attempt_at
     assert row.next_attempt_at <= clock.now() + timedelta(minutes=1)
 
-    await services.deliver_webhooks()  # not due yet
+    await services.sending.deliver_webhooks()  # not due yet
     assert len(receiver.requests) == 1
     clock.advance(timedelta(minutes=1))
-    await services.deliver_webhooks()
+    await services.sending.deliver_webhooks()
     (row,) = _rows(services)
     assert (row.attempts, row.status) == (2, WebhookStatus.PENDING)
     assert row.next_attempt_at >= clock.now() + timedelta(minutes=1)  # 2 minutes, jittered
     clock.advance(timedelta(minutes=2))
-    await services.tick()  # the engine's tick delivers webhooks too
+    await services.dunning.tick()  # the engine's tick delivers webhooks too
     (row,) = _rows(services)
     assert (row.attempts, row.status, row.last_error) == (3, WebhookStatus.DELIVERED, None)
     ids = {headers["Dunmail-Delivery"] for headers, _ in receiver.requests}
@@ -205,16 +205,16 @@ async def test_nothing_is_lost_while_the_endpoint_is_down_and_it_gives_up_after_
     config = make_config(tmp_path, db_url, tenants=_acme(tmp_path, hooks))
     services = build_services(config, clock, MemoryTransport())
     try:
-        assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-        await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
-        await services.deliver_webhooks()
+        assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
+        await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+        await services.sending.deliver_webhooks()
         (row,) = _rows(services)
         assert (row.status, row.attempts) == (WebhookStatus.PENDING, 1)
         assert row.last_error is not None and "ConnectError" in row.last_error
         tries = 1
         while row.status is WebhookStatus.PENDING:
             clock.advance(row.next_attempt_at - clock.now())
-            await services.deliver_webhooks()
+            await services.sending.deliver_webhooks()
             (row,) = _rows(services)
             tries += 1
         assert row.status is WebhookStatus.FAILED and row.attempts == tries
@@ -229,11 +229,11 @@ async def test_nothing_is_lost_while_the_endpoint_is_down_and_it_gives_up_after_
 async def test_an_endpoint_gets_only_the_events_it_asked_for(
     services: Services, transport: MemoryTransport, receiver: Receiver
 ) -> None:
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
-    await services.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
-    services.ingest_inbound([("file:b.eml", dsn(sent_to(transport)))])
-    services.ingest_inbound([("file:ooo.eml", _auto_reply(sent_to(transport)))])
-    await services.deliver_webhooks()
+    assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
+    await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+    services.inbound.ingest([("file:b.eml", dsn(sent_to(transport)))])
+    services.inbound.ingest([("file:ooo.eml", _auto_reply(sent_to(transport)))])
+    await services.sending.deliver_webhooks()
     assert sorted(receiver.events()) == ["message.bounced", "thread.replied"]
     replied = next(json.loads(b)["data"] for _, b in receiver.requests if b"replied" in b)
     assert replied["auto_reply"] is True and replied["thread"] is not None

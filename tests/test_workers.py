@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.outbound.models import Message, MessageStatus
-from mailer.outbound.outbox import EnqueueRequest
+from mailer.outbound.requests import EnqueueRequest
 from tests.conftest import make_config
 from tests.smtpd import RecordingServer
 from tests.test_outbox import _context
@@ -41,10 +41,10 @@ def _build(
 
 
 def _enqueue(services: Services, count: int) -> None:
-    tenant_id = services.tenant_id(None)
+    tenant_id = services.tenants.id(None)
     with Session(services.engine) as session:
         for n in range(count):
-            services.outbox.enqueue(
+            services.sending.queue.enqueue(
                 session,
                 EnqueueRequest(
                     tenant_id=tenant_id,
@@ -73,7 +73,7 @@ async def test_two_workers_claim_disjoint_rows(
         _enqueue(one, 60)
         claims = await asyncio.gather(
             *(
-                asyncio.to_thread(worker.outbox.claim_due, clock.now(), limit=40)
+                asyncio.to_thread(worker.sending.dispatcher.claim_due, clock.now(), limit=40)
                 for worker in (one, two)
             )
         )
@@ -92,7 +92,7 @@ async def test_two_concurrent_passes_send_each_message_once(
     two = _build(tmp_path, db_url, clock, smtpd)
     try:
         _enqueue(one, 200)
-        reports = await asyncio.gather(one.deliver(), two.deliver())
+        reports = await asyncio.gather(one.sending.deliver(), two.sending.deliver())
     finally:
         await one.close()
         await two.close()
@@ -111,7 +111,7 @@ async def test_tenant_rate_limit_defers_without_spending_attempts(
     services = _build(tmp_path, db_url, clock, smtpd, rate_per_minute=3)
     try:
         _enqueue(services, 5)
-        report = await services.deliver()
+        report = await services.sending.deliver()
         assert (report.sent, report.throttled) == (3, 2)
         with Session(services.engine) as session:
             waiting = [
@@ -120,7 +120,7 @@ async def test_tenant_rate_limit_defers_without_spending_attempts(
         assert len(waiting) == 2 and all(m.attempts == 0 for m in waiting)
         assert all(m.next_attempt_at > clock.now() for m in waiting)
         clock.advance(timedelta(minutes=1))
-        assert (await services.deliver()).sent == 2
+        assert (await services.sending.deliver()).sent == 2
     finally:
         await services.close()
     assert len(smtpd.envelopes) == 5
@@ -133,13 +133,13 @@ async def test_a_421_pauses_the_server_for_the_rest_of_the_pass(
     smtpd.script(greeting="421 4.7.0 Too many connections, slow down")
     try:
         _enqueue(services, 30)
-        first = await services.deliver()
+        first = await services.sending.deliver()
         # Once the server said 421, the rest of the batch waits instead of hammering it.
         assert first.attempted < 30 and first.throttled > 0
         assert smtpd.envelopes == []
         smtpd.script(greeting=None)
         clock.advance(timedelta(hours=5))
-        await services.deliver()
+        await services.sending.deliver()
     finally:
         await services.close()
     assert _statuses(services) == {"sent": 30}
@@ -167,10 +167,12 @@ async def test_a_batch_slower_than_its_lease_keeps_its_claims(
     one = _build(tmp_path, db_url, clock, smtpd, relay={"max_connections": 1})  # 8 x 0.5 s
     two = _build(tmp_path, db_url, clock, smtpd)
     # A 3 s lease (below what config allows), so the heartbeat renews every second.
-    one.outbox._policy = one.outbox._policy.model_copy(update={"lease_seconds": 3})
+    one.sending.dispatcher._policy = one.sending.dispatcher._policy.model_copy(
+        update={"lease_seconds": 3}
+    )
     try:
         _enqueue(one, 8)
-        first = asyncio.create_task(one.outbox.deliver_due())
+        first = asyncio.create_task(one.sending.dispatcher.deliver_due())
         while not await asyncio.to_thread(_claimed, one):  # worker one holds the batch
             await asyncio.sleep(0.05)
         clock.advance(timedelta(seconds=10))  # every claim of worker one has now lapsed ...
@@ -178,7 +180,7 @@ async def test_a_batch_slower_than_its_lease_keeps_its_claims(
         while not await asyncio.to_thread(_renewed, one):  # ... until its heartbeat renews them
             assert asyncio.get_running_loop().time() < deadline, "no lease was renewed"
             await asyncio.sleep(0.05)
-        stolen = await asyncio.to_thread(two.outbox.claim_due, clock.now(), limit=25)
+        stolen = await asyncio.to_thread(two.sending.dispatcher.claim_due, clock.now(), limit=25)
         await first
         assert stolen == []
         ids = Counter(email.message_from_bytes(e.content)["Message-ID"] for e in smtpd.envelopes)

@@ -1,7 +1,8 @@
 """The JSON API for ERPs (``/api/v1``): upserts, holds, sends, and reads, per tenant by API key.
 
-Every upsert is the file import (``Services.import_into``) of a one-record document, so the API
-and ``dunmail import`` share one validation: the body is first checked by the same pydantic
+Every upsert is the file import (``services.ledger.import_into``, through
+``api_service.upsert``) of a one-record document, so the API and ``dunmail import`` share one
+validation: the body is first checked by the same pydantic
 wire models (``mailer.ledger.record``; FastAPI's 422 ``detail[].loc`` names the field), then by the
 ledger, whose refusals come back as 422 ``{"errors": [{"loc": "invoices[0].lines[1].unit_price",
 "msg": ...}]}``. Every POST honours ``Idempotency-Key`` (see ``dunmail/web/idempotency.py`` for
@@ -21,31 +22,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
 
-from dunmail.web import idempotency
-from dunmail.web.api_reads import message_json
+from dunmail.web import api_service
 from dunmail.web.apikeys import ERRORS, Api, ApiRoute, Call
 from dunmail.web.deps import RowId
-from dunmail.web.idempotency import Answer, IdempotencyError
+from dunmail.web.idempotency import Answer
 from mailer.clock import as_utc
 from mailer.content.kinds import PAYMENT_REQUESTS, Kind
-from mailer.db import session_scope
-from mailer.errors import MailerError, NotFoundError
-from mailer.ledger.imports import ImportReport, find_invoice
-from mailer.ledger.models import HoldReason, Invoice
+from mailer.errors import NotFoundError
+from mailer.ledger.models import HoldReason
 from mailer.ledger.record import CreditNoteRecord, CustomerRecord, InvoiceRecord, PaymentRecord
 
 log = logging.getLogger(__name__)
-Record = TypeVar("Record", bound=BaseModel)
 
 router = APIRouter(prefix="/api/v1", tags=["api"], route_class=ApiRoute)
 
@@ -83,80 +78,6 @@ def _respond(answer: Answer) -> JSONResponse:
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
 
 
-def _refused(exc: IdempotencyError) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-
-
-# -- upserts: one-record import documents --------------------------------------------------------
-
-
-def _import(
-    call: Call, section: str, describe: Callable[[Session, ImportReport], dict[str, Any]]
-) -> JSONResponse:
-    """Import the body as ``{section: [body]}`` and store the answer in the same transaction."""
-    services = call.services
-    document = {section: [call.document]}
-    try:
-        with session_scope(services.engine) as session:
-            if call.idempotency_key is not None:
-                found = idempotency.replay(
-                    session, tenant_id=call.tenant_id, key=call.idempotency_key, digest=call.digest
-                )
-                if found is not None:
-                    return _respond(found)
-            report = services.import_into(session, document, tenant_id=call.tenant_id)
-            answer = _import_answer(session, report, section, describe)
-            if call.idempotency_key is not None:
-                idempotency.store_answer(
-                    session,
-                    tenant_id=call.tenant_id,
-                    key=call.idempotency_key,
-                    digest=call.digest,
-                    answer=answer,
-                    now=services.clock.now(),
-                )
-    except IdempotencyError as exc:
-        return _refused(exc)
-    except IntegrityError:
-        # A twin request with the same key committed first; our import rolled back with this.
-        if call.idempotency_key is None:
-            raise
-        try:
-            answer = idempotency.stored(
-                services.engine,
-                tenant_id=call.tenant_id,
-                key=call.idempotency_key,
-                digest=call.digest,
-            )
-        except IdempotencyError as exc:
-            return _refused(exc)
-    return _respond(answer)
-
-
-def _import_answer(
-    session: Session,
-    report: ImportReport,
-    section: str,
-    describe: Callable[[Session, ImportReport], dict[str, Any]],
-) -> Answer:
-    if report.errors:
-        errors = [{"loc": e.where, "msg": e.reason} for e in report.errors]
-        return Answer(422, {"detail": "the record was refused", "errors": errors})
-    counts = report.counts()[section]
-    outcome = next(
-        (name for name in ("created", "updated", "unchanged") if getattr(counts, name)),
-        "unchanged",
-    )
-    return Answer(200, {"outcome": outcome, "events": report.events, **describe(session, report)})
-
-
-def _record(body: BaseModel) -> Callable[[Session, ImportReport], dict[str, Any]]:
-    def describe(session: Session, report: ImportReport) -> dict[str, Any]:
-        return {"id": getattr(body, "id", None)}
-
-    return describe
-
-
 class UpsertResult(BaseModel):
     """What an upsert did: ``outcome`` is created, updated or unchanged."""
 
@@ -166,18 +87,22 @@ class UpsertResult(BaseModel):
     invoice: dict[str, Any] | None = None
 
 
-async def _upsert(
-    call: Call,
-    section: str,
-    model: type[Record],
-    describe: Callable[[Record], Callable[[Session, ImportReport], dict[str, Any]]],
-) -> JSONResponse:
+async def _upsert(call: Call, section: str, model: type[BaseModel]) -> JSONResponse:
     """Validate the body as ``model`` and import it, in a worker thread (``Call.in_thread``)."""
 
-    def work() -> JSONResponse:
-        return _import(call, section, describe(call.record(model)))
+    def work() -> Answer:
+        body = call.record(model)
+        return api_service.upsert(
+            call.services,
+            tenant_id=call.tenant_id,
+            section=section,
+            record=call.document,
+            record_id=getattr(body, "id", None),
+            key=call.idempotency_key,
+            digest=call.digest,
+        )
 
-    return await call.in_thread(work)
+    return _respond(await call.in_thread(work))
 
 
 @router.post(
@@ -189,7 +114,7 @@ async def _upsert(
 async def upsert_customer(call: Api) -> JSONResponse:
     """Create or update a customer by its ERP id; a listed ``contacts`` array replaces its
     contacts (omit it to leave them alone)."""
-    return await _upsert(call, "customers", CustomerRecord, _record)
+    return await _upsert(call, "customers", CustomerRecord)
 
 
 @router.post(
@@ -199,18 +124,7 @@ async def upsert_invoice(call: Api) -> JSONResponse:
     """Create or update an invoice with its lines. A change of number, customer, currency,
     dates or lines raises its ``version``; a status change alone does not."""
 
-    def described(body: InvoiceRecord) -> Callable[[Session, ImportReport], dict[str, Any]]:
-        def describe(session: Session, report: ImportReport) -> dict[str, Any]:
-            invoice = session.exec(
-                select(Invoice).where(
-                    Invoice.tenant_id == call.tenant_id, Invoice.external_id == body.id
-                )
-            ).one()
-            return {"id": body.id, "invoice": _invoice(invoice)}
-
-        return describe
-
-    return await _upsert(call, "invoices", InvoiceRecord, described)
+    return await _upsert(call, "invoices", InvoiceRecord)
 
 
 @router.post(
@@ -218,7 +132,7 @@ async def upsert_invoice(call: Api) -> JSONResponse:
 )
 async def upsert_payment(call: Api) -> JSONResponse:
     """Record a payment and its allocations to invoices (a new one queues a receipt)."""
-    return await _upsert(call, "payments", PaymentRecord, _record)
+    return await _upsert(call, "payments", PaymentRecord)
 
 
 @router.post(
@@ -229,33 +143,16 @@ async def upsert_payment(call: Api) -> JSONResponse:
 )
 async def upsert_credit_note(call: Api) -> JSONResponse:
     """Create or update a credit note (any change raises its version)."""
-    return await _upsert(call, "credit_notes", CreditNoteRecord, _record)
+    return await _upsert(call, "credit_notes", CreditNoteRecord)
 
 
 @router.get("/invoices/{number}", responses=ERRORS)
 def get_invoice(number: str, call: Api) -> dict[str, Any]:
     """One of the tenant's invoices: version, status, totals and balance in minor units."""
-    with Session(call.services.engine) as session:
-        try:
-            invoice = find_invoice(session, tenant_id=call.tenant_id, number=number)
-        except NotFoundError as exc:
-            raise HTTPException(404, detail=str(exc)) from None
-        return _invoice(invoice)
-
-
-def _invoice(invoice: Invoice) -> dict[str, Any]:
-    return {
-        "id": invoice.external_id,
-        "number": invoice.number,
-        "version": invoice.version,
-        "status": invoice.status.value,
-        "currency": invoice.currency,
-        "total_minor": invoice.total_minor,
-        "balance_minor": invoice.balance_minor,
-        "issued_at": invoice.issued_at.isoformat(),
-        "due_at": invoice.due_at.isoformat(),
-        "sent_at": invoice.sent_at.isoformat() if invoice.sent_at else None,
-    }
+    try:
+        return api_service.invoice(call.services, tenant_id=call.tenant_id, number=number)
+    except NotFoundError as exc:
+        raise HTTPException(404, detail=str(exc)) from None
 
 
 # -- actions: reserve the key, do the work, keep the answer --------------------------------------
@@ -263,34 +160,13 @@ def _invoice(invoice: Invoice) -> dict[str, Any]:
 
 async def _action(call: Call, work: Callable[[], Awaitable[Answer]]) -> JSONResponse:
     """Run ``work`` once per Idempotency-Key; MailerErrors become 404 or 422 answers."""
-    services = call.services
-    key = call.idempotency_key
-    if key is not None:
-        try:
-            found = idempotency.reserve(
-                services.engine,
-                tenant_id=call.tenant_id,
-                key=key,
-                digest=call.digest,
-                now=services.clock.now(),
-            )
-        except IdempotencyError as exc:
-            return _refused(exc)
-        if found is not None:
-            return _respond(found)
-    try:
-        try:
-            answer = await work()
-        except NotFoundError as exc:
-            answer = Answer(404, {"detail": str(exc)})
-        except MailerError as exc:
-            answer = Answer(422, {"detail": str(exc)})
-    except BaseException:
-        if key is not None:
-            idempotency.release(services.engine, tenant_id=call.tenant_id, key=key)
-        raise
-    if key is not None:
-        idempotency.complete(services.engine, tenant_id=call.tenant_id, key=key, answer=answer)
+    answer = await api_service.once(
+        call.services,
+        tenant_id=call.tenant_id,
+        key=call.idempotency_key,
+        digest=call.digest,
+        work=work,
+    )
     return _respond(answer)
 
 
@@ -310,7 +186,7 @@ async def mark_sent(number: str, call: Api) -> JSONResponse:
     cancelled (their count is returned)."""
 
     def work() -> dict[str, Any]:
-        cancelled = call.services.mark_sent(number, tenant=call.slug)
+        cancelled = call.services.ledger.mark_sent(number, tenant=call.slug)
         return {"invoice": number, "cancelled": cancelled}
 
     return await _action(call, _sync(work))
@@ -331,8 +207,13 @@ async def send_invoice(number: str, body: SendRequest, call: Api) -> JSONRespons
     message); answers with the message and its per-recipient results."""
 
     async def work() -> Answer:
-        message = await call.services.send_invoice(number, kind=body.kind, tenant=call.slug)
-        return Answer(200, message_json(call, message.uid, attempts=True))
+        message = await call.services.sending.send_invoice(number, kind=body.kind, tenant=call.slug)
+        return Answer(
+            200,
+            api_service.message(
+                call.services, tenant_id=call.tenant_id, uid=message.uid, attempts=True
+            ),
+        )
 
     return await _action(call, work)
 
@@ -353,7 +234,7 @@ async def place_hold(body: HoldRequest, call: Api) -> JSONResponse:
     """Pause reminders for an invoice or a customer, until ``until`` or until lifted."""
 
     def work() -> dict[str, Any]:
-        hold = call.services.place_hold(
+        hold = call.services.desk.place_hold(
             tenant=call.slug,
             customer=body.customer,
             invoice=body.invoice,
@@ -372,7 +253,7 @@ async def lift_hold(hold_id: RowId, call: Api) -> JSONResponse:
     """End a hold now; chasing resumes at the next pass."""
 
     def work() -> dict[str, Any]:
-        call.services.lift_hold(hold_id, tenant=call.slug)
+        call.services.desk.lift_hold(hold_id, tenant=call.slug)
         return _hold(call, hold_id)
 
     return await _action(call, _sync(work))
@@ -387,11 +268,11 @@ async def delete_hold(hold_id: RowId, call: Api) -> JSONResponse:
 @router.get("/holds", responses=ERRORS)
 def list_holds(call: Api, everything: bool = Query(False, alias="all")) -> list[dict[str, Any]]:
     """The tenant's active holds (``?all=true``: lifted and ended ones too), newest first."""
-    return call.services.holds(tenant=call.slug, active_only=not everything)
+    return call.services.desk.holds(tenant=call.slug, active_only=not everything)
 
 
 def _hold(call: Call, hold_id: int) -> dict[str, Any]:
-    for row in call.services.holds(tenant=call.slug, active_only=False):
+    for row in call.services.desk.holds(tenant=call.slug, active_only=False):
         if row["id"] == hold_id:
             return row
     raise NotFoundError(f"no hold {hold_id}")

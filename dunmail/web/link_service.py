@@ -87,11 +87,11 @@ def open_link(services: Services, token: str) -> Opened:
     :class:`LinkInvalid` for a bad MAC, an unknown purpose or tenant, or an email that is not
     the token's tenant's: all of them look the same to the customer.
     """
-    if not services.link_keys:
+    if not services.links.keys:
         raise LinkInvalid("no link keys are configured")
     now = services.clock.now()
-    claims = verify_link(token, keys=services.link_keys, now=now, allow_expired=True)
-    if claims.purpose not in PURPOSES or claims.tenant_id not in services.tenant_ids.values():
+    claims = verify_link(token, keys=services.links.keys, now=now, allow_expired=True)
+    if claims.purpose not in PURPOSES or claims.tenant_id not in services.tenants.ids.values():
         raise LinkInvalid("link names an unknown purpose or tenant")
     with Session(services.engine, expire_on_commit=False) as session:
         message = None
@@ -123,7 +123,7 @@ def open_link(services: Services, token: str) -> Opened:
 def shown(services: Services, opened: Opened) -> Shown | None:
     """What the link shows: its email's kind and frozen context; for a preview's link, the
     invoice it names as the ledger has it now, through the builder the outbox stores a
-    context with (``Services.invoice_email``), while that version is current. None: nothing
+    context with (``Triggers.invoice_email``), while that version is current. None: nothing
     to show (a preview's link to an invoice changed since, or to no invoice)."""
     message, claims = opened.message, opened.claims
     if message is not None:
@@ -140,7 +140,7 @@ def shown(services: Services, opened: Opened) -> Shown | None:
         # The page of a paid invoice thanks; of an open one, says how overdue it is.
         kind = Kind.THANK_YOU if invoice.status is InvoiceStatus.PAID else Kind.INVOICE_REMINDER
         try:
-            email = services.invoice_email(
+            email = services.sending.triggers.invoice_email(
                 session, tenant_id=claims.tenant_id, number=invoice.number, kind=kind, sending=False
             )
         except MailerError:
@@ -221,7 +221,7 @@ def request_fresh_link(services: Services, opened: Opened, *, user_agent: str) -
             message, [c.email for c in contacts], occasion=f"fresh link {number}", manual=True
         )
         request = replace(copied, context={**copied.context, "fresh_link": True})
-        services.outbox.enqueue(session, request, now=now)
+        services.sending.queue.enqueue(session, request, now=now)
         _record(session, services, opened, action="refreshed", user_agent=user_agent)
     return FreshLink.SENT
 
@@ -243,13 +243,13 @@ def revoke_links(
     row = LinkRevocation(reason=reason[:300], created_by=by[:200], created_at=now, tenant_id=0)
     if token is not None:
         token = token.strip().rsplit("/l/", 1)[-1].split("/")[0].split("?")[0]
-        claims = verify_link(token, keys=services.link_keys, now=now, allow_expired=True)
-        if tenant is not None and services.tenant_id(tenant) != claims.tenant_id:
+        claims = verify_link(token, keys=services.links.keys, now=now, allow_expired=True)
+        if tenant is not None and services.tenants.id(tenant) != claims.tenant_id:
             raise NotFoundError("that link belongs to another tenant")
         row.tenant_id, row.token_hash = claims.tenant_id, token_hash(token)
         what = f"the {claims.purpose} link to {claims.document}"
     else:
-        row.tenant_id = services.tenant_id(tenant)
+        row.tenant_id = services.tenants.id(tenant)
         with Session(services.engine) as session:
             found = find_invoice(session, tenant_id=row.tenant_id, number=invoice or "")
             row.document = f"invoice:{found.id}"
@@ -283,8 +283,8 @@ async def fetch_link_pdf(services: Services, opened: Opened) -> tuple[bytes, str
     )
     if target is None or (target.document, target.version) != (claims.document, claims.version):
         return None
-    if services.pdf_store is not None:
-        stored = await services.pdf_store.fetch_pdf(
+    if services.pdfs.store is not None:
+        stored = await services.pdfs.store.fetch_pdf(
             tenant_id=message.tenant_id,
             document=target.document,
             version=target.version,

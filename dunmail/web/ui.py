@@ -14,9 +14,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import Session
 
-from bounce.threads import THREAD_FILTERS
+from bounce.inbox import THREAD_FILTERS
 from dunmail.web import auth
 from dunmail.web.deps import RowId, services_of
 from dunmail.web.ui_common import (
@@ -57,11 +56,13 @@ def inbox(
         status = ThreadStatus(chosen) if chosen in ("open", "resolved") else None
         only = chosen if chosen in THREAD_FILTERS else None
         try:
-            rows = services.inbox(
+            rows = services.inbox.threads(
                 tenant=clerk.tenant, status=status, only=only, limit=PAGE + 1, before=before
             )
         except MailerError:  # a cursor edited by hand: the first page instead
-            rows = services.inbox(tenant=clerk.tenant, status=status, only=only, limit=PAGE + 1)
+            rows = services.inbox.threads(
+                tenant=clerk.tenant, status=status, only=only, limit=PAGE + 1
+            )
     older = rows[PAGE - 1]["cursor"] if len(rows) > PAGE else None
     rows = rows[:PAGE]
     context = {"rows": rows, "filters": FILTERS, "chosen": chosen, "older": older}
@@ -73,13 +74,14 @@ def thread_page(request: Request, thread_id: RowId, clerk: SignedIn) -> Response
     """One thread: its timeline and what can be done about it."""
     services = services_of(request)
     try:
-        thread = services.inbox_thread(thread_id, tenant=clerk.tenant)
-        about = services.inbox_context(thread_id, tenant=clerk.tenant)
+        thread = services.inbox.thread(thread_id, tenant=clerk.tenant)
+        about = services.inbox.context(thread_id, tenant=clerk.tenant)
     except NotFoundError:
         return not_found(request, clerk, f"thread {thread_id}")
-    holds = [h for h in services.holds(tenant=clerk.tenant) if h["customer"] == about["customer"]]
-    with Session(services.engine) as session:
-        users = [u.email for u in auth.list_users(session, tenant_id=clerk.tenant_id)]
+    holds = [
+        h for h in services.desk.holds(tenant=clerk.tenant) if h["customer"] == about["customer"]
+    ]
+    users = [u.email for u in services.accounts.users(tenant_id=clerk.tenant_id)]
     context = {
         "thread": thread,
         "about": about,
@@ -113,7 +115,7 @@ def assign(request: Request, thread_id: RowId, clerk: Checked, assignee: Text = 
         return _act(
             thread_id,
             f"assigned to {who}" if who else "unassigned",
-            lambda: services.inbox_update(thread_id, tenant=clerk.tenant, assignee=who),
+            lambda: services.inbox.update(thread_id, tenant=clerk.tenant, assignee=who),
         )
     except NotFoundError:
         return not_found(request, clerk, f"thread {thread_id}")
@@ -132,7 +134,7 @@ def set_status(
         return _act(
             thread_id,
             "resolved" if wanted is ThreadStatus.RESOLVED else "reopened",
-            lambda: services.inbox_update(thread_id, tenant=clerk.tenant, status=wanted),
+            lambda: services.inbox.update(thread_id, tenant=clerk.tenant, status=wanted),
         )
     except NotFoundError:
         return not_found(request, clerk, f"thread {thread_id}")
@@ -148,7 +150,7 @@ def note(request: Request, thread_id: RowId, clerk: Checked, text: Text) -> Resp
         return _act(
             thread_id,
             "note added",
-            lambda: services.inbox_note(
+            lambda: services.inbox.note(
                 thread_id, text.strip(), tenant=clerk.tenant, author=clerk.email
             ),
         )
@@ -170,7 +172,7 @@ def fix_contact(
         return _act(
             thread_id,
             f"contact {old} is now {new.strip()}: resend the bounced email when ready",
-            lambda: services.inbox_fix_contact(
+            lambda: services.inbox.fix_contact(
                 thread_id, tenant=clerk.tenant, old=old, new=new, by=clerk.email
             ),
         )
@@ -192,7 +194,7 @@ def suppress_unverified(
         return _act(
             thread_id,
             f"{address.strip()} suppressed",
-            lambda: services.inbox_suppress_unverified(
+            lambda: services.inbox.suppress_unverified(
                 thread_id, address, tenant=clerk.tenant, by=clerk.email
             ),
         )
@@ -213,7 +215,7 @@ def dismiss_review(
         return _act(
             thread_id,
             f"review of {address.strip()} dismissed",
-            lambda: services.inbox_dismiss_review(
+            lambda: services.inbox.dismiss_review(
                 thread_id, address, tenant=clerk.tenant, by=clerk.email
             ),
         )
@@ -226,7 +228,7 @@ async def resend(request: Request, thread_id: RowId, clerk: Checked) -> Response
     """Send the bounced email again to the customer's contacts as they are now."""
     services = services_of(request)
     try:
-        message, addresses = await services.inbox_resend(
+        message, addresses = await services.inbox.resend(
             thread_id, tenant=clerk.tenant, by=clerk.email
         )
     except NotFoundError:
@@ -254,15 +256,15 @@ async def send_now(
     services = services_of(request)
     url = thread_url(thread_id)
     try:
-        about = services.inbox_context(thread_id, tenant=clerk.tenant)
+        about = services.inbox.context(thread_id, tenant=clerk.tenant)
         if what == "reminder" and about["invoice"] is not None:
             kind = about["invoice"]["reminder_kind"]
-            message = await services.send_invoice(
+            message = await services.sending.send_invoice(
                 about["invoice"]["number"], kind=kind, tenant=clerk.tenant
             )
             return redirect_back(url, *_outcome(message, f"{kind} sent"))
         if what == "statement" and about["customer"] is not None:
-            messages = await services.send_statement(about["customer"], tenant=clerk.tenant)
+            messages = await services.sending.send_statement(about["customer"], tenant=clerk.tenant)
             outcomes = [_outcome(m, "statement sent") for m in messages]
             failed = [text for level, text in outcomes if level == "error"]
             return (
@@ -302,11 +304,11 @@ def hold(
     def place() -> None:
         if reason not in HOLD_REASONS:
             raise MailerError(f"a hold's reason is one of {', '.join(HOLD_REASONS)}")
-        about = services.inbox_context(thread_id, tenant=clerk.tenant)
+        about = services.inbox.context(thread_id, tenant=clerk.tenant)
         number = about["invoice"]["number"] if about["invoice"] else None
         if scope == "invoice" and number is None:
             raise MailerError("this thread is about no invoice: hold the customer")
-        services.place_hold(
+        services.desk.place_hold(
             tenant=clerk.tenant,
             customer=about["customer"] if scope == "customer" else None,
             invoice=number if scope == "invoice" else None,
@@ -329,7 +331,7 @@ def lift(
     """End a hold now; chasing resumes at the next pass."""
     services = services_of(request)
     try:
-        services.lift_hold(hold_id, tenant=clerk.tenant)
+        services.desk.lift_hold(hold_id, tenant=clerk.tenant)
     except NotFoundError:
         return not_found(request, clerk, f"hold {hold_id}")
     return redirect_back(auth.local_path(back, "/inbox/holds"), "ok", f"hold {hold_id} lifted")

@@ -22,12 +22,12 @@ from jinja2 import meta, nodes
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, select
 
-from mailer.content.compiled import collect_unsafe
 from mailer.content.kinds import KINDS
 from mailer.content.models import TemplateOverride
+from mailer.content.compiled import collect_unsafe
 from mailer.content.render import PARTS, Renderer, describe_error, error_line
-from mailer.content.samples import sample_context
 from mailer.content.sandbox import SAVE_BUDGET, metered
+from mailer.content.samples import sample_context
 from mailer.errors import TemplateError
 
 MAX_SOURCE_BYTES = 64 * 1024
@@ -242,7 +242,7 @@ def list_overrides(session: Session, *, tenant_id: int) -> list[TemplateOverride
 
 def stored_overrides(engine: Engine) -> Callable[[int, str], Mapping[str, str]]:
     """``overrides(tenant_id, kind)`` read from the database, for
-    :class:`~mailer.outbound.outbox.Outbox`."""
+    :class:`~mailer.outbound.assemble.Assembler`."""
 
     def overrides(tenant_id: int, kind: str) -> Mapping[str, str]:
         with Session(engine) as session:

@@ -58,7 +58,7 @@ class PDFSource(Protocol):
 
 
 class Snapshot(Protocol):
-    """What is stored of a message and needed to build it (``mailer.outbound.outbox.Claimed``)."""
+    """What is stored of a message and needed to build it (``mailer.outbound.requests.Claimed``)."""
 
     @property
     def uid(self) -> str: ...

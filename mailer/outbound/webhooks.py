@@ -2,7 +2,7 @@
 
 :meth:`Webhooks.emit` adds one :class:`~.models.WebhookDelivery` row per endpoint of the
 tenant that wants the event, in the caller's transaction (an event exists exactly when what
-caused it was committed). :meth:`Webhooks.deliver_due` (``Services.tick``) claims due rows,
+caused it was committed). :meth:`Webhooks.deliver_due` (``DunningService.tick``) claims due rows,
 signs and POSTs them, and records the answer: a 2xx is delivered; anything else is retried
 with exponential backoff and jitter (1 minute doubling up to 6 hours) until
 :data:`GIVE_UP_AFTER` (3 days) has passed since the event, when the row becomes ``failed``.
@@ -68,7 +68,7 @@ GIVE_UP_AFTER = timedelta(days=3)
 TIMEOUT_SECONDS = 10.0
 # A claimed row is pushed this far into the future before it is sent: a worker that dies
 # mid-request leaves the row to be retried once this runs out (the lease of
-# mailer/outbound/outbox.py).
+# mailer/outbound/dispatch.py).
 LEASE = timedelta(minutes=2)
 SIGNATURE_TOLERANCE = timedelta(minutes=5)
 
