@@ -1,6 +1,6 @@
 """Address clean-up for decoded reports; the one module allowed to use flanker.
 
-Detectors find candidate addresses with a permissive pattern (``detectors.base.ADDRESS``), which
+Detectors find candidate addresses with a permissive pattern (``detectors.scan.ADDRESS``), which
 is fast but cannot tell ``a..b@example.org`` or an over-long label from a mailbox. flanker's
 RFC 5322 addr-spec parser can, so every candidate that reaches a report goes through it once.
 
@@ -17,7 +17,7 @@ import logging
 from functools import lru_cache
 from typing import Any
 
-from bounce.detectors.base import ADDRESS
+from bounce.detectors.scan import ADDRESS
 
 
 def normalize_address(value: str) -> str | None:

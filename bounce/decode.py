@@ -9,8 +9,9 @@ from dataclasses import replace
 
 from bounce.addresses import normalize_address
 from bounce.classify import classify_hard, classify_reason
-from bounce.detectors.base import Detector, Finding, Hit, Mail, read_mail
+from bounce.detectors.base import Detector, Finding, Hit, Mail
 from bounce.detectors.dsn import DELIVERED, stated_actions
+from bounce.detectors.mime import read_mail
 from bounce.detectors.phrase import Phrase
 from bounce.registry import DETECTORS
 from bounce.report import Kind, Recipient, Report

@@ -17,30 +17,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import mailbox
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from bounce import Kind, Recipient, Report, parse
+from bounce import Kind, parse
 from bounce.authority import Mailboxes, arrival_of, match_report
-from bounce.evidence import Decision, decide_suppression
+from bounce.delivery_events import recipients_of, record_recipient
 from bounce.recovery import Enqueue, react_to_return
 from bounce.threads import record_thread
 from mailer.db import session_scope
-from mailer.inbox_models import DeliveryEvent, InboundMail, InboundStatus
-from mailer.outbound.models import Message, MessageRecipient, RecipientStatus
-from mailer.outbound.suppression import (
-    SoftBouncePolicy,
-    SuppressionKind,
-    soft_bounces_reached,
-    suppress,
-)
+from mailer.inbox_models import InboundMail, InboundStatus
+from mailer.outbound.models import MessageRecipient
+from mailer.outbound.suppression import SoftBouncePolicy
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +106,8 @@ def process(
 
     Only a VERP-proved match acts, and only on the recipients its tokens name; a match by
     headers threads the mail in the receiving tenant (``mailboxes``, bounce/authority.py) and
-    the timeline shows it as unverified (bounce/threads.py).
+    the timeline shows it as unverified (bounce/timeline.py). What is recorded per proved
+    recipient is bounce/delivery_events.py's.
 
     ``emit`` (``Webhooks.emit``) queues ``message.bounced`` / ``message.complained`` for each
     newly recorded recipient event and ``thread.replied`` for a reply or auto-reply the first
@@ -174,30 +168,26 @@ def process(
     }
     # A reply acts on nobody, whoever it names; a bounce only on the recipients proved.
     may_act = set(rows) if reply else set(found.authority) & set(rows)
-    for recipient in _recipients(report, {a: rows[a].address for a in may_act}):
+    for recipient in recipients_of(report, {a: rows[a].address for a in may_act}):
         address = recipient.address.lower()
         if address not in may_act:
             # Not an address this token proves: record nothing against it, suppress nothing.
             continue
-        # Suppress now, review or neither: the classifier's hard verdict alone never blocks.
-        decision = decide_suppression(report.kind, recipient)
-        added = _record_event(session, inbound, message, report.kind, recipient, decision, now)
-        outcome.events += added
-        if added and decision.review:
-            outcome.reviews += 1
-        if added and emit is not None and report.kind in _WEBHOOK_EVENTS:
-            emit(
-                session,
-                tenant_id=message.tenant_id,
-                event=_WEBHOOK_EVENTS[report.kind],
-                data=_event_data(message, thread.id, recipient, decision),
-                now=now,
-            )
-        if report.kind is Kind.BOUNCE:
-            _mark_bounced(rows[address], recipient, now)
-            session.add(rows[address])
-        session.flush()
-        if _suppress_for(session, message.tenant_id, report.kind, recipient, decision, policy, now):
+        recorded = record_recipient(
+            session,
+            inbound,
+            message,
+            rows[address],
+            recipient,
+            kind=report.kind,
+            policy=policy,
+            thread_id=thread.id,
+            emit=emit,
+            now=now,
+        )
+        outcome.events += int(recorded.event)
+        outcome.reviews += int(recorded.review)
+        if recorded.suppressed:
             outcome.suppressed.append(rows[address].address)
     if emit is not None and first_time and reply:
         emit(
@@ -226,136 +216,6 @@ def process(
         )
         outcome.rerouted_to, outcome.paused = reaction.rerouted_to, reaction.paused
     return outcome
-
-
-_WEBHOOK_EVENTS = {Kind.BOUNCE: "message.bounced", Kind.COMPLAINT: "message.complained"}
-
-
-def _event_data(
-    message: Message, thread_id: int | None, recipient: Recipient, decision: Decision
-) -> dict[str, object]:
-    """A bounce or complaint webhook's ``data``: the email, the address and the reason;
-    ``hard`` only when the evidence suppressed the address, ``review`` when a person decides."""
-    return {
-        "message": message.uid,
-        "kind": message.kind,
-        "thread": thread_id,
-        "address": recipient.address.lower(),
-        "status": recipient.status,
-        "reason": recipient.reason,
-        "hard": decision.hard,
-        "review": decision.review,
-        "diagnostic": recipient.diagnostic[:300],
-    }
-
-
-def _recipients(report: Report, sent_to: dict[str, str]) -> list[Recipient]:
-    """The report's recipients; an ARF complaint (RFC 5965) often redacts its recipient, so a
-    complaint about a single-recipient email is taken to be about that recipient."""
-    if report.recipients or report.kind is not Kind.COMPLAINT or len(sent_to) != 1:
-        return list(report.recipients)
-    (address,) = sent_to.values()
-    return [
-        Recipient(
-            address=address,
-            status=None,
-            reply_code=None,
-            reason="feedback",
-            hard=False,
-            action=None,
-            diagnostic=report.feedback_type or "",
-        )
-    ]
-
-
-def _suppress_for(
-    session: Session,
-    tenant_id: int,
-    kind: Kind,
-    recipient: Recipient,
-    decision: Decision,
-    policy: SoftBouncePolicy,
-    now: datetime,
-) -> bool:
-    """Block the address if the report calls for it; returns whether it is newly blocked.
-
-    Hard bounces on unambiguous evidence (bounce/evidence.py) and complaints block until
-    unblocked. A soft bounce (a full mailbox, a server refusing for now, or a hard verdict on
-    weak evidence, which also waits for a person's review) blocks only once it repeats
-    ``policy.limit`` times within the window, and then for ``policy.period``; a delay notice
-    is not a failure and blocks nothing.
-    """
-    status = f" {recipient.status}" if recipient.status else ""
-    until = None
-    if kind is Kind.COMPLAINT:
-        block, reason = SuppressionKind.COMPLAINT, "complaint"
-    elif kind is not Kind.BOUNCE:
-        return False
-    elif decision.hard:
-        block, reason = SuppressionKind.HARD, f"hard bounce{status}: {recipient.reason}"
-    else:
-        count = soft_bounces_reached(
-            session, tenant_id=tenant_id, address=recipient.address, policy=policy, now=now
-        )
-        if count is None:
-            return False
-        block, until = SuppressionKind.SOFT, now + policy.period
-        reason = f"{count} soft bounces in {policy.window.days} days{status}: {recipient.reason}"
-        if decision.review:
-            reason += " (a hard verdict on weak evidence, under review)"
-    return suppress(
-        session,
-        tenant_id=tenant_id,
-        address=recipient.address,
-        kind=block,
-        reason=reason,
-        now=now,
-        until=until,
-    )
-
-
-def _mark_bounced(row: MessageRecipient, recipient: Recipient, now: datetime) -> None:
-    """The server accepted it, then the mail came back: for the outbox, a final failure."""
-    status = f" {recipient.status}" if recipient.status else ""
-    row.status = RecipientStatus.BOUNCED
-    row.response = f"bounced{status}: {recipient.reason}: {recipient.diagnostic}"[:1000]
-    row.updated_at = now
-
-
-def _record_event(
-    session: Session,
-    inbound: InboundMail,
-    message: Message,
-    kind: Kind,
-    recipient: Recipient,
-    decision: Decision,
-    now: datetime,
-) -> int:
-    existing = session.exec(
-        select(DeliveryEvent).where(
-            DeliveryEvent.inbound_id == inbound.id,
-            DeliveryEvent.address == recipient.address.lower(),
-        )
-    ).first()
-    if existing is not None:
-        return 0
-    session.add(
-        DeliveryEvent(
-            inbound_id=inbound.id or 0,
-            message_id=message.id or 0,
-            address=recipient.address.lower()[:320],
-            kind=kind.value,
-            status=(recipient.status or None) and recipient.status[:20],
-            reply_code=recipient.reply_code,
-            reason=recipient.reason[:63],
-            hard=decision.hard,
-            diagnostic=recipient.diagnostic[:1000],
-            created_at=now,
-            review="open" if decision.review else None,
-            evidence=decision.evidence.as_dict(),
-        )
-    )
-    return 1
 
 
 def reprocess(
@@ -394,45 +254,3 @@ def reprocess(
                     )
                 )
     return outcomes
-
-
-def read_paths(paths: Iterable[Path]) -> Iterator[tuple[str, bytes]]:
-    """(source, raw bytes) for every message under ``paths``: a Maildir directory (its ``cur/``
-    and ``new/``), a directory of files, an mbox file, or a single message file."""
-    for path in paths:
-        if path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir():
-            maildir = mailbox.Maildir(path, factory=None, create=False)
-            for key in sorted(maildir.keys()):
-                with maildir.get_file(key) as handle:
-                    yield f"maildir:{path.name}/{key}", handle.read()
-        elif path.is_dir():
-            for child in sorted(p for p in path.iterdir() if p.is_file()):
-                yield f"file:{child.name}", child.read_bytes()
-        elif _is_mbox(path):
-            box = mailbox.mbox(path, factory=None, create=False)
-            for number, key in enumerate(box.keys()):
-                yield f"mbox:{path.name}#{number}", box.get_bytes(key)
-        else:
-            yield f"file:{path.name}", path.read_bytes()
-
-
-def count_messages(paths: Iterable[Path]) -> int | None:
-    """How many messages :func:`read_paths` will yield (for a progress bar), or None when
-    that would mean reading an mbox twice."""
-    total = 0
-    for path in paths:
-        if path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir():
-            total += sum(1 for sub in ("cur", "new") for p in (path / sub).iterdir() if p.is_file())
-        elif path.is_dir():
-            total += sum(1 for p in path.iterdir() if p.is_file())
-        elif _is_mbox(path):
-            return None
-        else:
-            total += 1
-    return total
-
-
-def _is_mbox(path: Path) -> bool:
-    # An mbox starts with a "From " separator line (RFC 4155); a single message never does.
-    with path.open("rb") as handle:
-        return handle.read(5) == b"From "

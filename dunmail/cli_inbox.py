@@ -84,7 +84,7 @@ def bounce_ingest(
     at: AtOpt = None,
 ) -> None:
     """Store returned mail, match it to the emails sent, suppress hard-bounced addresses."""
-    from bounce.ingest import count_messages, read_paths
+    from bounce.spool import count_messages, read_paths
 
     async def body(services: Services) -> Any:
         with Progress(
@@ -205,7 +205,7 @@ class StatusFilter(StrEnum):
 
 
 class OnlyFilter(StrEnum):
-    """bounce.threads.THREAD_FILTERS, as the CLI's choices."""
+    """bounce.inbox.THREAD_FILTERS, as the CLI's choices."""
 
     BOUNCED = "bounced"
     REPLIED = "replied"

@@ -10,25 +10,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from mailer.outbound.outbox import EnqueueRequest, Outbox
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from bounce.authority import Mailboxes
+from bounce.inbox import list_threads, list_unmatched, show_thread
 from bounce.ingest import Outcome, reprocess
 from bounce.ingest import process as process_inbound
 from bounce.ingest import store as store_inbound
-from bounce.recovery import pause_unreachable, resend
+from bounce.pause import pause_unreachable
+from bounce.recovery import resend
 from bounce.reporting import bounce_rows
-from bounce.threads import (
-    add_note,
-    close_reviews,
-    fetch_thread,
-    list_threads,
-    list_unmatched,
-    open_reviews,
-    show_thread,
-    unverified_addresses,
-)
+from bounce.review import close_reviews, open_reviews
+from bounce.threads import add_note, fetch_thread
+from bounce.timeline import unverified_addresses
 from dunmail.config import Config
 from dunmail.web.models import User
 from mailer.address import parse_addr_spec
@@ -44,7 +40,6 @@ from mailer.ledger.imports import (
 from mailer.ledger.models import Customer, Invoice
 from mailer.outbound.identity import bounce_domain
 from mailer.outbound.models import Message, Suppression
-from mailer.outbound.outbox import EnqueueRequest, Outbox
 from mailer.outbound.suppression import SoftBouncePolicy, SuppressionKind, suppress, unblock
 from mailer.outbound.suppression import is_active as is_suppressed
 from mailer.outbound.webhooks import Webhooks

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from bounce import Kind, parse
-from bounce.detectors.base import Detector, read_mail
+from bounce.detectors.base import Detector
+from bounce.detectors.mime import read_mail
 from bounce.registry import DETECTORS
 
 RCPT = "ap@customer.test"

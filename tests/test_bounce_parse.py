@@ -13,7 +13,8 @@ import pytest
 
 from bounce import Kind, parse
 from bounce.classify import classify_hard, classify_reason
-from bounce.detectors.base import Finding, Mail, read_mail
+from bounce.detectors.base import Finding, Mail
+from bounce.detectors.mime import read_mail
 from bounce.registry import DETECTORS
 
 ROOT = Path(__file__).resolve().parents[1]

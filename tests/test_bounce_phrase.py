@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import bounce.decode
 import bounce.detectors
 from bounce.classify import RULES
-from bounce.detectors import base
+from bounce.detectors import scan
 from bounce.detectors.phrase import _FOLDS_APART, NeedleIndex, Phrase, comparable, needles_of
 
 
@@ -174,7 +174,7 @@ def test_no_needles_where_they_could_miss(pattern: str, flags: int) -> None:
 def test_the_status_pattern_reads_as_before(text: str) -> None:
     """The look-behind moved after the class digit: the same codes at the same places."""
     before = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-    assert [(m.span(), m.groups()) for m in base.STATUS.finditer(text)] == [
+    assert [(m.span(), m.groups()) for m in scan.STATUS.finditer(text)] == [
         (m.span(), m.groups()) for m in before.finditer(text)
     ]
 
@@ -186,5 +186,5 @@ def test_text_about_reads_as_a_line_by_line_scan(text: str) -> None:
     address = "a@b.example"
     lines = text.split("\n")
     expected = [i for i, line in enumerate(lines) if address in line.lower()]
-    assert base._lines_naming(text.lower(), address) == expected
-    assert bool(base.text_about(text, address)) == bool(expected)
+    assert scan._lines_naming(text.lower(), address) == expected
+    assert bool(scan.text_about(text, address)) == bool(expected)

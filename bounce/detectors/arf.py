@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from .base import Finding, Hit, Mail, first_address, message_id, parse_fields
+from .base import Finding, Hit, Mail
 from .phrase import Phrase
+from .scan import first_address, message_id, parse_fields
 
 _FEEDBACK_SUBJECT = re.compile(r"\b(?:abuse report|complaint|feedback report|spam report)\b", re.I)
 # Asked of every message that reaches this detector: gated on its literal, not tried at every

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .base import Finding, Hit, Mail, first_address
+from .base import Finding, Hit, Mail
+from .scan import first_address
 
 _SUBJECT = re.compile(
     r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort)|auto:|out of (?:the )?office"

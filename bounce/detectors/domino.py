@@ -21,8 +21,9 @@ from __future__ import annotations
 import re
 
 from . import prose
-from .base import ADDRESS, Finding, Mail
+from .base import Finding, Mail
 from .phrase import Phrase
+from .scan import ADDRESS
 
 _MARKS = Phrase(r"was not delivered to:|-+\s*failure reasons\s*-+|lotus domino")
 _DOMINO = re.compile(r"was not delivered to:(.*?)\bbecause:(.*)", re.IGNORECASE | re.DOTALL)

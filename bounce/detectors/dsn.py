@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import re
 
-from .base import (
-    Finding,
-    Hit,
-    Mail,
+from .base import Finding, Hit, Mail
+from .phrase import Phrase, lowered
+from .scan import (
     find_command,
     find_reply_code,
     find_status,
@@ -20,7 +19,6 @@ from .base import (
     strip_type,
     text_about,
 )
-from .phrase import Phrase, lowered
 
 # Also indented or quoted ("> Final-Recipient: ..."), as a forwarded or pasted report is.
 _FIELDS_IN_TEXT = Phrase(

@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 
 from . import prose
-from .base import ADDRESS, Finding, Mail
+from .base import Finding, Mail
 from .phrase import Phrase
+from .scan import ADDRESS
 
 _MARKS = Phrase(
     r"this message was created automatically by mail delivery software"

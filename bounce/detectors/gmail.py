@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 
 from . import prose
-from .base import ADDRESS, Finding, Mail
+from .base import Finding, Mail
 from .phrase import Phrase
+from .scan import ADDRESS
 
 _MARKS = Phrase(
     r"delivery to the following recipients? (?:failed|has been delayed)"

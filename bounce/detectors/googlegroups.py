@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import ADDRESS, Finding, Hit, Mail
+from .base import Finding, Hit, Mail
+from .scan import ADDRESS
 
 _GOOGLE_DOMAINS = ("googlemail.com", "google.com")
 # The notice is localised (Czech, German, Japanese ...), so the facts are stated here once.

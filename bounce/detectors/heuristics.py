@@ -8,8 +8,9 @@ knows: it finds the addresses the notification text is about and the reply text 
 from __future__ import annotations
 
 from . import prose
-from .base import Finding, Hit, Mail, find_status
+from .base import Finding, Hit, Mail
 from .phrase import Phrase
+from .scan import find_status
 
 _BODY = Phrase(
     r"could not be delivered|couldn't be delivered|wasn't able to deliver|was not delivered"

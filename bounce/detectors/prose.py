@@ -12,16 +12,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .base import (
-    ADDRESS,
-    Finding,
-    Hit,
-    Mail,
-    find_command,
-    find_reply_code,
-    find_status,
-)
+from .base import Finding, Hit, Mail
 from .phrase import Phrase
+from .scan import ADDRESS, find_command, find_reply_code, find_status
 
 SUBJECT = re.compile(
     r"undeliver|undelivered|delivery (?:status|failure|fail|notification|problem|report)"

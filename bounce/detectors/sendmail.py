@@ -19,8 +19,9 @@ from __future__ import annotations
 import re
 
 from . import prose
-from .base import ADDRESS, Finding, Mail, text_about
+from .base import Finding, Mail
 from .phrase import Phrase
+from .scan import ADDRESS, text_about
 
 _MARKS = Phrase(
     r"-{3,} ?the following addresses had (?:permanent fatal errors|transient non-fatal errors)"

@@ -6,7 +6,8 @@ import json
 import re
 from typing import Any
 
-from .base import Finding, Hit, Mail, find_reply_code, find_status, first_address
+from .base import Finding, Hit, Mail
+from .scan import find_reply_code, find_status, first_address
 
 _KINDS = {"bounce": "bounce", "complaint": "complaint", "delivery": "delivered"}
 
