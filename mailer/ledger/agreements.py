@@ -1,12 +1,12 @@
 """SERVICE: the import sections that ask for the customer's agreement: estimates, payment plans.
 
 Run by ``mailer.ledger.imports`` like ``mailer.ledger.billing``'s sections (each record in its
-SAVEPOINT), after
-the invoices a plan covers and the payments and credit notes that settle them. Each version of
-an estimate that is ``sent`` is emailed once, ``grace`` after the ERP's last edit; so is a
-proposed payment plan. An active plan puts each invoice it covers on a dunning hold (one
-``Hold`` per invoice, ``Hold.payment_plan_id``); when it ends or drops an invoice, the hold is
-lifted and chasing resumes.
+SAVEPOINT, upserted by ``mailer.ledger.upsert``), after the invoices a plan covers and the
+payments and credit notes that settle them. Each version of an estimate that is ``sent`` is
+emailed once, ``grace`` after the ERP's last edit; so is a proposed payment plan. An active plan
+puts each invoice it covers on a dunning hold (one ``Hold`` per invoice,
+``Hold.payment_plan_id``); when it ends or drops an invoice, the hold is lifted and chasing
+resumes.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlmodel import SQLModel, col, select
+from sqlmodel import col, select
 
 from mailer.content.event_context import estimate_context, payment_plan_context
 from mailer.content.kinds import Kind
 from mailer.errors import DocumentError
 from mailer.ledger import holds
-from mailer.ledger.billing import LedgerScope, Outcome
 from mailer.ledger.documents import ParsedEstimate, ParsedPaymentPlan
 from mailer.ledger.eventlog import EventSpec, assign
 from mailer.ledger.grace import grace_ends
@@ -36,6 +35,7 @@ from mailer.ledger.models import (
     PaymentPlan,
     PaymentPlanStatus,
 )
+from mailer.ledger.upsert import LedgerScope, Outcome, row_id
 
 # A plan still to be kept may not cover an invoice that is not owed (void) or not yet sent.
 _LIVE_PLANS = (PaymentPlanStatus.PROPOSED, PaymentPlanStatus.ACTIVE)
@@ -81,7 +81,7 @@ class AgreementImport:
                 f"number {rec.number!r} already belongs to estimate {clash.external_id!r}",
             )
         content: dict[str, Any] = {
-            "customer_id": _id(customer),
+            "customer_id": row_id(customer),
             "number": rec.number,
             "currency": rec.currency,
             "issued_at": rec.issued_at,
@@ -91,23 +91,11 @@ class AgreementImport:
             "tax_minor": rec.tax_minor,
             "content_hash": rec.content_hash,
         }
-        row = self.scope.find(Estimate, rec.external_id)
-        outcome: Outcome = "unchanged"
-        if row is None:
-            row = Estimate(
-                tenant_id=self.tenant_id,
-                external_id=rec.external_id,
-                status=rec.status,
-                created_at=self.now,
-                updated_at=self.now,
-                **content,
-            )
-            self.session.add(row)
-            outcome = "created"
-        elif row.content_hash != rec.content_hash:
-            assign(row, **content)
-            row.version += 1  # a new document version: its own email and its own PDF
-            outcome = "updated"
+        # A new content hash is a new document version: its own email and its own PDF.
+        upserted = self.scope.upsert(
+            Estimate, rec.external_id, content, new={"status": rec.status}, versioned=True
+        )
+        row, outcome = upserted.row, upserted.outcome
         if assign(row, status=rec.status) and outcome == "unchanged":
             outcome = "updated"
         if outcome == "unchanged":
@@ -124,7 +112,7 @@ class AgreementImport:
         emailed is emailed again, while re-importing the same version never is. An estimate
         that is no longer ``sent`` when its email is still waiting retires it, with a note.
         """
-        document = f"estimate:{_id(row)}"
+        document = f"estimate:{row_id(row)}"
         pending = self.events.pending(kind=Kind.ESTIMATE, document=document)
         if row.status is not EstimateStatus.SENT:
             for event in pending:
@@ -135,7 +123,7 @@ class AgreementImport:
         spec = EventSpec(
             kind=Kind.ESTIMATE,
             key=f"estimate:{row.external_id}:v{row.version}",
-            customer_id=_id(customer),
+            customer_id=row_id(customer),
             document=document,
             context=estimate_context(row),
             # Like a new invoice: sent once the ERP has stopped editing it for a grace period.
@@ -158,38 +146,25 @@ class AgreementImport:
             for j, external_id in enumerate(rec.invoices)
         ]
         values: dict[str, Any] = {
-            "customer_id": _id(customer),
+            "customer_id": row_id(customer),
             "number": rec.number,
             "currency": rec.currency,
             "total_minor": rec.total_minor,
             "status": rec.status,
             "approve_by": rec.approve_by,
             "installments": [item.as_json() for item in rec.installments],
-            "invoice_ids": [_id(invoice) for invoice in invoices],
+            "invoice_ids": [row_id(invoice) for invoice in invoices],
         }
-        row = self.scope.find(PaymentPlan, rec.external_id)
-        was: PaymentPlanStatus | None = None
-        held_before: list[int] = []
-        if row is None:
-            row = PaymentPlan(
-                tenant_id=self.tenant_id,
-                external_id=rec.external_id,
-                created_at=self.now,
-                updated_at=self.now,
-                **values,
-            )
-            self.session.add(row)
-        else:
-            was = row.status
-            held_before = list(row.invoice_ids) if was is PaymentPlanStatus.ACTIVE else []
-            if not assign(row, **values):
-                return "unchanged"  # nothing checked: the ledger already holds it (see payments)
-            row.updated_at = self.now
+        upserted = self.scope.upsert(PaymentPlan, rec.external_id, values)
+        if upserted.outcome == "unchanged":
+            return "unchanged"  # nothing checked: the ledger already holds it (see payments)
+        was = upserted.previous.get("status")
+        held_before = upserted.previous["invoice_ids"] if was is PaymentPlanStatus.ACTIVE else []
         self._check_invoices(rec, invoices, customer=customer)
         self.session.flush()
-        self._plan_holds(row, invoices, held_before=held_before)
-        self._plan_event(row, customer, invoices)
-        return "created" if was is None else "updated"
+        self._plan_holds(upserted.row, invoices, held_before=held_before)
+        self._plan_event(upserted.row, customer, invoices)
+        return upserted.outcome
 
     def _check_invoices(
         self, rec: ParsedPaymentPlan, invoices: Sequence[Invoice], *, customer: Customer
@@ -224,7 +199,7 @@ class AgreementImport:
             )
         ).all()
         active = row.status is PaymentPlanStatus.ACTIVE
-        covered = {_id(invoice): invoice for invoice in invoices} if active else {}
+        covered = {row_id(invoice): invoice for invoice in invoices} if active else {}
         for hold in current:
             if hold.invoice_id in covered:
                 hold.note = note  # the plan's number may have changed
@@ -255,7 +230,7 @@ class AgreementImport:
         A proposal still waiting when the plan becomes active, completed or cancelled is
         retired with a note: the customer has answered, or there is nothing left to approve.
         """
-        document = f"payment_plan:{_id(row)}"
+        document = f"payment_plan:{row_id(row)}"
         if row.status is not PaymentPlanStatus.PROPOSED:
             for event in self.events.pending(kind=Kind.PAYMENT_PLAN, document=document):
                 note = f"the plan became {row.status.value} before the proposal was sent"
@@ -265,18 +240,9 @@ class AgreementImport:
         spec = EventSpec(
             kind=Kind.PAYMENT_PLAN,
             key=f"payment_plan:{row.external_id}",
-            customer_id=_id(customer),
+            customer_id=row_id(customer),
             document=document,
             context=payment_plan_context(row, balances),
             due_at=grace_ends(self.now, self.grace),
         )
-        if not self.events.record(spec):
-            self.events.refresh(spec, restart=True)
-
-
-def _id(row: SQLModel) -> int:
-    """The primary key of a flushed row (SQLModel types it optional until the INSERT)."""
-    value = getattr(row, "id", None)
-    if not isinstance(value, int):
-        raise RuntimeError(f"{type(row).__name__} was never flushed")
-    return value
+        self.events.record_or_refresh(spec)

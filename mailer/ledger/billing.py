@@ -1,8 +1,8 @@
 """SERVICE: the import sections a billing system sends: refunds, failed autopays, subscriptions.
 
-Each record is upserted like the ledger's own sections (``mailer.ledger.imports`` runs them, each
-in its
-SAVEPOINT, after the payments and invoices they refer to) and records the events it calls for:
+Each record is upserted like the ledger's own (``mailer.ledger.upsert``; ``mailer.ledger.imports``
+runs them, each in its SAVEPOINT, after the payments and invoices they refer to) and records the
+events it calls for:
 a refund notice and a failed-autopay notice at once; for a subscription, a confirmation when
 first seen active, a notice when it becomes cancelled, and a "billed soon" reminder ahead of
 every bill date, retired (skipped, with a note) when the date moves or the plan is cancelled.
@@ -11,10 +11,10 @@ every bill date, retired (skipped, with a note) when the date moves or the plan 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, SQLModel, col
+from sqlmodel import col
 
 from mailer.content.event_context import (
     autopay_context,
@@ -26,44 +26,19 @@ from mailer.content.event_context import (
 from mailer.content.kinds import Kind
 from mailer.errors import DocumentError
 from mailer.ledger.documents import ParsedAutopayFailure, ParsedRefund, ParsedSubscription
-from mailer.ledger.eventlog import EventLog, EventSpec, assign
+from mailer.ledger.eventlog import EventSpec
 from mailer.ledger.localtime import customer_zone, local_date
 from mailer.ledger.models import (
     AutopayFailure,
     Customer,
-    Estimate,
     Invoice,
     Payment,
-    PaymentPlan,
     Refund,
     Subscription,
     SubscriptionStatus,
 )
 from mailer.ledger.money import from_minor
-
-Outcome = Literal["created", "updated", "unchanged"]  # as in mailer.ledger.imports
-# The tables the import's sections look up by external id (also ``mailer.ledger.agreements``'s).
-_Row = TypeVar(
-    "_Row", Customer, Invoice, Payment, Refund, AutopayFailure, Subscription, Estimate, PaymentPlan
-)
-
-
-class LedgerScope(Protocol):
-    """What the billing sections need of the running import
-    (``mailer.ledger.imports._Importer``)."""
-
-    session: Session
-    tenant_id: int
-    now: datetime
-    events: EventLog
-
-    def find(self, table: type[_Row], external_id: str) -> _Row | None:
-        """The tenant's row of ``table`` with this external id, if any."""
-        ...
-
-    def ref(self, table: type[_Row], external_id: str, where: str) -> _Row:
-        """The row a record refers to; a DocumentError at ``where`` when there is none."""
-        ...
+from mailer.ledger.upsert import LedgerScope, Outcome, row_id
 
 
 class BillingImport:
@@ -87,7 +62,7 @@ class BillingImport:
     def refund(self, rec: ParsedRefund) -> Outcome:
         payment = self.scope.ref(Payment, rec.payment, f"{rec.where}.payment")
         values: dict[str, Any] = {
-            "payment_id": _id(payment),
+            "payment_id": row_id(payment),
             "customer_id": payment.customer_id,
             "amount_minor": rec.amount_minor,
             "currency": rec.currency,
@@ -96,9 +71,8 @@ class BillingImport:
             "method": rec.method,
             "receipt_number": rec.receipt_number,
         }
-        row = self.scope.find(Refund, rec.external_id)
-        created = row is None
-        if row is not None and not assign(row, **values):
+        upserted = self.scope.upsert(Refund, rec.external_id, values)
+        if upserted.outcome == "unchanged":
             return "unchanged"  # nothing checked: the ledger already holds it (see payments)
         if payment.currency != rec.currency:
             raise DocumentError(
@@ -119,24 +93,19 @@ class BillingImport:
                 f"{from_minor(total, cur)} {cur}, more than the payment's "
                 f"{from_minor(payment.amount_minor, cur)} {cur}",
             )
-        if row is None:
-            row = Refund(tenant_id=self.tenant_id, external_id=rec.external_id, **values)
-            self.session.add(row)
+        row = upserted.row
         self.session.flush()
         spec = EventSpec(
             kind=Kind.REFUND,
             key=f"refund:{row.external_id}",
             customer_id=payment.customer_id,
-            document=f"refund:{_id(row)}",
+            document=f"refund:{row_id(row)}",
             context=refund_context(row, payment),
             due_at=self.now,
             happened_at=row.refunded_at,
         )
-        if created:
-            self.events.record(spec)
-        else:
-            self.events.refresh(spec)
-        return "created" if created else "updated"
+        self.events.announce(spec, new=upserted.created)
+        return upserted.outcome
 
     # -- autopay failures ------------------------------------------------------------------
 
@@ -153,8 +122,8 @@ class BillingImport:
                     at, f"invoice {rec.invoice!r} is in {invoice.currency}, not {rec.currency}"
                 )
         values: dict[str, Any] = {
-            "customer_id": _id(customer),
-            "invoice_id": _id(invoice) if invoice else None,
+            "customer_id": row_id(customer),
+            "invoice_id": row_id(invoice) if invoice else None,
             "amount_minor": rec.amount_minor,
             "currency": rec.currency,
             "attempted_at": rec.attempted_at,
@@ -162,36 +131,30 @@ class BillingImport:
             "next_retry_at": rec.next_retry_at,
             "method": rec.method,
         }
-        row = self.scope.find(AutopayFailure, rec.external_id)
-        created = row is None
-        if row is None:
-            row = AutopayFailure(tenant_id=self.tenant_id, external_id=rec.external_id, **values)
-            self.session.add(row)
-        elif not assign(row, **values):
+        upserted = self.scope.upsert(AutopayFailure, rec.external_id, values)
+        if upserted.outcome == "unchanged":
             return "unchanged"
+        row = upserted.row
         self.session.flush()
         spec = EventSpec(
             kind=Kind.AUTOPAY_FAILED,
             key=f"autopay:{row.external_id}",
-            customer_id=_id(customer),
-            document=f"autopay:{_id(row)}",
+            customer_id=row_id(customer),
+            document=f"autopay:{row_id(row)}",
             context=autopay_context(row, invoice.number if invoice else None),
             due_at=self.now,  # the customer should fix the card before the next attempt
             invoice_id=values["invoice_id"],
             happened_at=row.attempted_at,
         )
-        if created:
-            self.events.record(spec)
-        else:
-            self.events.refresh(spec)
-        return "created" if created else "updated"
+        self.events.announce(spec, new=upserted.created)
+        return upserted.outcome
 
     # -- subscriptions ---------------------------------------------------------------------
 
     def subscription(self, rec: ParsedSubscription) -> Outcome:
         customer = self.scope.ref(Customer, rec.customer, f"{rec.where}.customer")
         values: dict[str, Any] = {
-            "customer_id": _id(customer),
+            "customer_id": row_id(customer),
             "plan": rec.plan,
             "amount_minor": rec.amount_minor,
             "currency": rec.currency,
@@ -202,25 +165,13 @@ class BillingImport:
             "cancelled_at": rec.cancelled_at,
             "ends_at": rec.ends_at,
         }
-        row = self.scope.find(Subscription, rec.external_id)
-        was: SubscriptionStatus | None = None
-        if row is None:
-            row = Subscription(
-                tenant_id=self.tenant_id,
-                external_id=rec.external_id,
-                created_at=self.now,
-                updated_at=self.now,
-                **values,
-            )
-            self.session.add(row)
-        else:
-            was = row.status
-            if not assign(row, **values):
-                return "unchanged"
-            row.updated_at = self.now
+        upserted = self.scope.upsert(Subscription, rec.external_id, values)
+        if upserted.outcome == "unchanged":
+            return "unchanged"
         self.session.flush()
-        self._subscription_events(row, customer, was=was)
-        return "created" if was is None else "updated"
+        was = None if upserted.created else upserted.previous["status"]
+        self._subscription_events(upserted.row, customer, was=was)
+        return upserted.outcome
 
     def _subscription_events(
         self, row: Subscription, customer: Customer, *, was: SubscriptionStatus | None
@@ -231,7 +182,7 @@ class BillingImport:
         A confirmation still pending when the cancellation arrives is skipped: the customer
         needs one email, and "cancelled" is the one that is still true.
         """
-        document = f"subscription:{_id(row)}"
+        document = f"subscription:{row_id(row)}"
         context = subscription_context(row)
         if row.status is SubscriptionStatus.ACTIVE:
             kind, occasion, new = Kind.SUBSCRIPTION_CONFIRMATION, "confirmed", was is None
@@ -245,12 +196,9 @@ class BillingImport:
         key = f"subscription:{row.external_id}:{occasion}"
         happened = row.started_at if occasion == "confirmed" else row.cancelled_at
         spec = EventSpec(
-            kind, key, _id(customer), document, context, self.now, happened_at=happened
+            kind, key, row_id(customer), document, context, self.now, happened_at=happened
         )
-        if new:
-            self.events.record(spec)
-        else:
-            self.events.refresh(spec)
+        self.events.announce(spec, new=new)
         self._billed_soon(row, customer, document=document)
 
     def _billed_soon(self, row: Subscription, customer: Customer, *, document: str) -> None:
@@ -269,7 +217,7 @@ class BillingImport:
             wanted = EventSpec(
                 kind=Kind.SUBSCRIPTION_BILLED_SOON,
                 key=f"subscription:{row.external_id}:billed:{day.isoformat()}",
-                customer_id=_id(customer),
+                customer_id=row_id(customer),
                 document=document,
                 context=billed_soon_context(row, due_at=due, zone=zone),
                 due_at=due,
@@ -277,8 +225,8 @@ class BillingImport:
         for event in self.events.pending(kind=Kind.SUBSCRIPTION_BILLED_SOON, document=document):
             if wanted is None or event.key != wanted.key:
                 self.events.skip(event, _stale_bill_note(row, self.now))
-        if wanted is not None and not self.events.record(wanted):
-            self.events.refresh(wanted, restart=True)
+        if wanted is not None:
+            self.events.record_or_refresh(wanted)
 
 
 def _stale_bill_note(row: Subscription, now: datetime) -> str:
@@ -290,11 +238,3 @@ def _stale_bill_note(row: Subscription, now: datetime) -> str:
     if row.next_bill_at <= now:
         return "the bill date has passed"
     return f"the next bill moved to {row.next_bill_at.isoformat()}"
-
-
-def _id(row: SQLModel) -> int:
-    """The primary key of a flushed row (SQLModel types it optional until the INSERT)."""
-    value = getattr(row, "id", None)
-    if not isinstance(value, int):
-        raise RuntimeError(f"{type(row).__name__} was never flushed")
-    return value

@@ -106,6 +106,20 @@ class EventLog:
             return False
         return self.revise(event, spec, restart=restart)
 
+    def announce(self, spec: EventSpec, *, new: bool, restart: bool = False) -> None:
+        """The occasion of a record that changed: recorded when the record is ``new``, else its
+        still-pending event is refreshed (:meth:`refresh`)."""
+        if new:
+            self.record(spec)
+        else:
+            self.refresh(spec, restart=restart)
+
+    def record_or_refresh(self, spec: EventSpec) -> None:
+        """Record ``spec``, or when its key exists, bring the pending event up to date and due
+        at ``spec.due_at`` (a grace period starts again with every edit)."""
+        if not self.record(spec):
+            self.refresh(spec, restart=True)
+
     def revise(self, event: Event, spec: EventSpec, *, restart: bool = False) -> bool:
         """Make a pending ``event`` ask for ``spec``, its key included; True if it changed.
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,22 +38,18 @@ from mailer.ledger.eventlog import EventLog, EventSpec, assign
 from mailer.ledger.grace import grace_ends
 from mailer.ledger.holds import touch_customer_invoices
 from mailer.ledger.models import (
-    AutopayFailure,
     Contact,
     ContactRole,
     CreditNote,
     Customer,
-    Estimate,
     Invoice,
     InvoiceStatus,
     Payment,
     PaymentAllocation,
-    PaymentPlan,
-    Refund,
-    Subscription,
     Tenant,
 )
 from mailer.ledger.money import from_minor
+from mailer.ledger.upsert import LedgerScope, Outcome, Upserted, row_id
 from mailer.outbound.suppression import active as active_suppressions
 from mailer.outbound.suppression import normal
 
@@ -61,8 +57,6 @@ log = logging.getLogger(__name__)
 
 ROLE_PRIORITY = (ContactRole.BILLING, ContactRole.AP, ContactRole.ACCOUNTANT, ContactRole.PRIMARY)
 _UNPAYABLE = (InvoiceStatus.DRAFT, InvoiceStatus.VOID)
-
-Outcome = Literal["created", "updated", "unchanged"]
 
 
 class _Want(NamedTuple):
@@ -74,18 +68,6 @@ class _Want(NamedTuple):
     amount_where: str
 
 
-_Row = TypeVar(
-    "_Row",
-    Customer,
-    Invoice,
-    Payment,
-    CreditNote,
-    Refund,
-    AutopayFailure,
-    Subscription,
-    Estimate,
-    PaymentPlan,
-)
 _Rec = TypeVar(
     "_Rec",
     ParsedCustomer,
@@ -326,14 +308,7 @@ def _position(where: str) -> tuple[int, list[Any]]:
     return rank, [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", where)]
 
 
-def _id(row: Customer | Invoice | Payment | CreditNote) -> int:
-    """The primary key of a flushed row (SQLModel types it optional until the INSERT)."""
-    if row.id is None:
-        raise RuntimeError(f"{type(row).__name__} {row.external_id!r} was never flushed")
-    return row.id
-
-
-class _Importer:
+class _Importer(LedgerScope):
     """The per-import state: one tenant, one ``now``; every query is scoped to the tenant."""
 
     def __init__(
@@ -346,13 +321,10 @@ class _Importer:
         grace: timedelta = timedelta(minutes=5),
         notice_max_age: timedelta | None = None,
     ) -> None:
-        self.session = session
-        self.tenant_id = tenant_id
-        self.now = now
+        events = EventLog(session, tenant_id, now, max_age=notice_max_age)
+        super().__init__(session, tenant_id, now, events)
         self.cadences = cadences
         self.grace = grace
-        self.events = EventLog(session, tenant_id, now, max_age=notice_max_age)
-        self.rejected: dict[str, set[str]] = {}
         self._zones: dict[str, str | None] = {}
         self._declared: dict[int, InvoiceStatus] = {}  # invoice id -> status the ERP sent now
         self.corrections_kept: list[KeptCorrection] = []
@@ -377,26 +349,6 @@ class _Importer:
         )
         return self.session.exec(query).first()
 
-    def find(self, table: type[_Row], external_id: str) -> _Row | None:
-        """The tenant's row of ``table`` with this external id, if any."""
-        query = select(table).where(
-            col(table.tenant_id) == self.tenant_id, col(table.external_id) == external_id
-        )
-        return self.session.exec(query).first()
-
-    def ref(self, table: type[_Row], external_id: str, where: str) -> _Row:
-        """The row a record refers to; a DocumentError at ``where`` when there is none."""
-        row = self.find(table, external_id)
-        if row is None:
-            kind, section = table.__name__.lower(), f"{table.__name__.lower()}s"
-            note = (
-                " (its record in this document was refused)"
-                if external_id in self.rejected.get(section, ())
-                else ""
-            )
-            raise DocumentError(where, f"unknown {kind} {external_id!r}{note}")
-        return row
-
     def _allocated(self, invoice_id: int | None) -> int:
         """How much of an invoice payments and credit notes settle, pending rows included."""
         query = sa.select(sa.func.coalesce(sa.func.sum(PaymentAllocation.amount_minor), 0)).where(
@@ -415,19 +367,6 @@ class _Importer:
     # -- customers -------------------------------------------------------------------------
 
     def customer(self, rec: ParsedCustomer) -> Outcome:
-        row = self.find(Customer, rec.external_id)
-        outcome: Outcome = "unchanged"
-        if row is None:
-            row = Customer(
-                tenant_id=self.tenant_id,
-                external_id=rec.external_id,
-                name=rec.name,
-                chase=True,
-                created_at=self.now,
-                updated_at=self.now,
-            )
-            self.session.add(row)
-            outcome = "created"
         values: dict[str, Any] = {"name": rec.name, "locale": rec.locale}
         values["time_zone"] = rec.time_zone
         if rec.chase is not None:
@@ -440,18 +379,22 @@ class _Importer:
                     f"{', '.join(sorted(self.cadences)) or 'none'}",
                 )
             values["cadence"] = rec.cadence or None
-        if rec.statements is not None and (rec.statements or None) != row.statement_schedule:
+        if rec.statements is not None:
             values["statement_schedule"] = rec.statements or None
-            values["next_statement_at"] = None  # the statement pass schedules it anew
-        if assign(row, **values) and outcome == "unchanged":
-            outcome = "updated"
+
+        def rescheduled(row: Customer) -> None:
+            if values.get("statement_schedule", row.statement_schedule) != row.statement_schedule:
+                values["next_statement_at"] = None  # the statement pass schedules it anew
+
+        upserted = self.upsert(Customer, rec.external_id, values, before_update=rescheduled)
+        row, outcome = upserted.row, upserted.outcome
         self.session.flush()
         if rec.contacts is not None and self._sync_contacts(row, rec.contacts):
             outcome = "updated" if outcome == "unchanged" else outcome
         if outcome == "updated":
             row.updated_at = self.now
             # Zone, cadence, chase switch or contacts changed: the scheduler looks again.
-            touch_customer_invoices(self.session, _id(row), self.now)
+            touch_customer_invoices(self.session, row_id(row), self.now)
         return outcome
 
     def _sync_contacts(self, customer: Customer, contacts: tuple[ParsedContact, ...]) -> bool:
@@ -487,7 +430,7 @@ class _Importer:
                     )
             if row is None:
                 row = Contact(
-                    tenant_id=self.tenant_id, customer_id=_id(customer), email=parsed.email
+                    tenant_id=self.tenant_id, customer_id=row_id(customer), email=parsed.email
                 )
                 self.session.add(row)
                 changed = True
@@ -529,31 +472,25 @@ class _Importer:
             "tax_minor": rec.tax_minor,
             "content_hash": rec.content_hash,
         }
-        row = self.find(Invoice, rec.external_id)
-        outcome: Outcome = "unchanged"
-        if row is None:
-            row = Invoice(
-                tenant_id=self.tenant_id,
-                external_id=rec.external_id,
-                status=rec.status,
-                created_at=self.now,
-                updated_at=self.now,
-                **content,
-            )
-            self.session.add(row)
-            self.session.flush()
-            outcome = "created"
-        elif row.content_hash != rec.content_hash:
+
+        def same_currency(row: Invoice) -> None:
             if row.currency != rec.currency and self._allocated(row.id):
                 raise DocumentError(
                     f"{rec.where}.currency",
                     "cannot change: payments or credit notes are allocated to this invoice",
                 )
-            assign(row, **content)
-            row.version += 1
-            outcome = "updated"
-        self._declared[_id(row)] = rec.status
-        balance = row.total_minor - self._allocated(_id(row))
+
+        upserted = self.upsert(
+            Invoice,
+            rec.external_id,
+            content,
+            new={"status": rec.status},
+            versioned=True,
+            before_update=same_currency,
+        )
+        row, outcome = upserted.row, upserted.outcome
+        self._declared[row_id(row)] = rec.status
+        balance = row.total_minor - self._allocated(row_id(row))
         if assign(row, balance_minor=balance, status=_settled(rec.status, balance)):
             outcome = "updated" if outcome == "unchanged" else outcome
         if outcome != "unchanged":
@@ -615,7 +552,7 @@ class _Importer:
         self.session.add(
             PaymentAllocation(
                 tenant_id=self.tenant_id,
-                invoice_id=_id(invoice),
+                invoice_id=row_id(invoice),
                 amount_minor=amount_minor,
                 **owner,
             )
@@ -639,15 +576,9 @@ class _Importer:
             "lines": [line.as_json() for line in rec.lines],
             "reason": rec.reason,
         }
-        row = self.find(CreditNote, rec.external_id)
-        created = row is None
-        if row is None:
-            row = CreditNote(tenant_id=self.tenant_id, external_id=rec.external_id, **values)
-            self.session.add(row)
-            self.session.flush()
-        outcome = self._upsert_settlement(
-            row, values, wanted, created=created, customer=customer, credit_note_id=row.id
-        )
+        upserted = self.upsert(CreditNote, rec.external_id, values)
+        row, created = upserted.row, upserted.created
+        outcome = self._settle(upserted, wanted, customer=customer, credit_note_id=row.id)
         if outcome == "unchanged":
             return outcome
         if outcome == "updated":
@@ -656,19 +587,16 @@ class _Importer:
         spec = EventSpec(
             kind=Kind.CREDIT_NOTE,
             key=f"credit_note:{row.external_id}",
-            customer_id=_id(customer),
-            document=f"credit_note:{_id(row)}",
+            customer_id=row_id(customer),
+            document=f"credit_note:{row_id(row)}",
             context=credit_note_context(row, invoice.number if invoice else None),
             # Like a new invoice: sent once the ERP has stopped editing it for a grace period.
             due_at=grace_ends(self.now, self.grace, issued_at=row.issued_at),
             version=row.version,
-            invoice_id=_id(invoice) if invoice else None,
+            invoice_id=row_id(invoice) if invoice else None,
             happened_at=row.issued_at,
         )
-        if created:
-            self.events.record(spec)
-        else:
-            self.events.refresh(spec, restart=True)
+        self.events.announce(spec, new=created, restart=True)
         return outcome
 
     # -- payments --------------------------------------------------------------------------
@@ -692,54 +620,44 @@ class _Importer:
             "method": rec.method,
             "receipt_number": rec.receipt_number,
         }
-        row = self.find(Payment, rec.external_id)
-        created = row is None
-        if row is None:
-            row = Payment(tenant_id=self.tenant_id, external_id=rec.external_id, **values)
-            self.session.add(row)
-            self.session.flush()
-        outcome = self._upsert_settlement(
-            row, values, wanted, created=created, customer=customer, payment_id=row.id
-        )
+        upserted = self.upsert(Payment, rec.external_id, values)
+        row, created = upserted.row, upserted.created
+        outcome = self._settle(upserted, wanted, customer=customer, payment_id=row.id)
         if outcome == "unchanged":
             return outcome
         only = wanted[0].invoice if len(wanted) == 1 else None
         spec = EventSpec(
             kind=Kind.PAYMENT_RECEIPT,
             key=f"payment:{row.external_id}",
-            customer_id=_id(customer),
-            document=f"payment:{_id(row)}",
+            customer_id=row_id(customer),
+            document=f"payment:{row_id(row)}",
             context=payment_context(row, [(w.invoice, w.amount_minor) for w in wanted]),
             due_at=self.now,  # a receipt goes at once
-            invoice_id=_id(only) if only else None,
+            invoice_id=row_id(only) if only else None,
             happened_at=row.received_at,
         )
-        if created:
-            self.events.record(spec)
-        else:
-            self.events.refresh(spec)
+        self.events.announce(spec, new=created)
         return outcome
 
-    def _upsert_settlement(
+    def _settle(
         self,
-        row: Payment | CreditNote,
-        values: dict[str, Any],
+        upserted: Upserted[Payment] | Upserted[CreditNote],
         wanted: list[_Want],
         *,
-        created: bool,
         customer: Customer,
         **owner: int | None,
     ) -> Outcome:
-        """Update a payment or credit note and replace its allocations with ``wanted``.
+        """Replace the allocations of a payment or credit note just upserted with ``wanted``.
 
         Nothing is checked when nothing changed, so re-importing a payment whose invoice was
         voided since stays "unchanged" instead of failing on data the ledger already holds.
         """
         old = self._allocations(**owner)
         same = sorted((a.invoice_id, a.amount_minor) for a in old) == sorted(
-            (_id(w.invoice), w.amount_minor) for w in wanted
+            (row_id(w.invoice), w.amount_minor) for w in wanted
         )
-        if not assign(row, **values) and same and not created:
+        row = upserted.row
+        if upserted.outcome == "unchanged" and same:
             return "unchanged"
         for want in wanted:
             self._check_target(want.invoice, customer=customer, row=row, where=want.invoice_where)
@@ -747,9 +665,9 @@ class _Importer:
             touched = self._release(old)  # allocations are replaced wholesale on re-import
             for want in wanted:
                 self._allocate(want.invoice, want.amount_minor, where=want.amount_where, **owner)
-                touched.append(_id(want.invoice))
+                touched.append(row_id(want.invoice))
             self._rebalance(i for i in touched if i is not None)
-        return "created" if created else "updated"
+        return "created" if upserted.created else "updated"
 
     def _release(self, allocations: list[PaymentAllocation]) -> list[int | None]:
         for allocation in allocations:
