@@ -15,7 +15,7 @@ ledger, and schemathesis against the JSON API's OpenAPI spec. Nothing may raise.
   that failed) are counted too: not a crash, but a bug.
 * import: ``--documents`` mutants of a valid document that uses every section (values replaced
   by other types, NaN, huge numbers, bad dates and zones, unknown fields, dangling references,
-  duplicated records, whole sections broken) through ``Services.import_document`` on a SQLite
+  duplicated records, whole sections broken) through ``services.ledger.import_document`` on a SQLite
   ledger. Every record must be applied or refused at its position (``invoices[3]...``).
 * api: schemathesis' Python API in-process against ``create_app(services)`` with an API key;
   every operation of the OpenAPI spec gets ``--api-examples`` positive and as many negative
@@ -774,8 +774,8 @@ def _record_count(doc: Any) -> int:
 
 
 def fuzz_imports(services: Any, tenant: str, *, count: int, seed: int) -> ImportRun:
-    """``count`` mutated documents through ``services.import_document``, one ledger for all, so
-    later documents update what earlier ones created."""
+    """``count`` mutated documents through ``services.ledger.import_document``, one ledger for
+    all, so later documents update what earlier ones created."""
     run = ImportRun()
     started = time.perf_counter()
     for index in range(count):
@@ -783,7 +783,7 @@ def fuzz_imports(services: Any, tenant: str, *, count: int, seed: int) -> Import
         where = {"seed": seed, "index": index}
         run.records += _record_count(doc)
         try:
-            report = services.import_document(copy.deepcopy(doc), tenant=tenant)
+            report = services.ledger.import_document(copy.deepcopy(doc), tenant=tenant)
         except Exception as exc:  # the finding itself: a record must be refused, not crash
             sample = json.dumps(doc, default=repr)[:2000]
             run.exceptions.append({**where, "error": repr(exc)[:300], "document": sample})
@@ -919,8 +919,8 @@ def build_app_services(workdir: Path) -> tuple[Any, Any, str, str]:
     app over them and an API key: ``(services, app, tenant, key)``."""
     from bench._workload import TENANT, make_config
     from dunmail.app import build_services
-    from dunmail.web.apikeys import create_key
     from dunmail.web.app import create_app
+    from dunmail.web.keyring import create_key
     from mailer.clock import FixedClock
     from mailer.db import session_scope
     from mailer.outbound.memory import MemoryTransport
@@ -928,12 +928,12 @@ def build_app_services(workdir: Path) -> tuple[Any, Any, str, str]:
     config = make_config(workdir, f"sqlite:///{workdir / 'fuzz.db'}", None)
     clock = FixedClock(datetime(2026, 3, 16, 9, 0, tzinfo=UTC))
     services = build_services(config, clock, MemoryTransport())
-    report = services.import_document(copy.deepcopy(BASE_DOCUMENT), tenant=TENANT)
+    report = services.ledger.import_document(copy.deepcopy(BASE_DOCUMENT), tenant=TENANT)
     if report.errors:
         raise RuntimeError(f"the base document does not import: {report.errors}")
     with session_scope(services.engine) as session:
         _, key = create_key(
-            session, tenant_id=services.tenant_id(TENANT), name="fuzz", now=clock.now()
+            session, tenant_id=services.tenants.id(TENANT), name="fuzz", now=clock.now()
         )
     return services, create_app(services), TENANT, key
 
@@ -955,7 +955,8 @@ def build_table(r: dict[str, Any]) -> list[dict[str, str]]:
             f"{SLOW_SECONDS:.0f} s); {b['swallowed']} detector exceptions caught inside parse",
         },
         {
-            "what": "fuzz: mutated import documents through Services.import_document (SQLite)",
+            "what": "fuzz: mutated import documents through "
+            "services.ledger.import_document (SQLite)",
             "measured": f"{i['documents']:,} documents, {i['exceptions']} exceptions, "
             f"{i['unaccounted']} records unaccounted",
             "target": "0 exceptions; every record applied or refused at its position "

@@ -64,7 +64,7 @@ def serve(db_url: str, workdir: Path, port: int, limits: bool) -> None:
     from dunmail.app import build_services
     from dunmail.config import Config
     from dunmail.web.app import create_app
-    from dunmail.web.auth import create_user
+    from dunmail.web.users import create_user
     from mailer.clock import SystemClock
     from mailer.db import session_scope
     from mailer.outbound.memory import MemoryTransport
@@ -95,7 +95,7 @@ def serve(db_url: str, workdir: Path, port: int, limits: bool) -> None:
     with session_scope(services.engine) as session:
         create_user(
             session,
-            tenant_id=services.tenant_id("bench"),
+            tenant_id=services.tenants.id("bench"),
             email=USER,
             name="Clerk",
             password=PASSWORD,

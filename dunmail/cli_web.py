@@ -82,9 +82,6 @@ def user_add(
     it would stay in the shell history and show in the process list)."""
     import os
 
-    from dunmail.web.auth import create_user
-    from mailer.db import session_scope
-
     if password_env is not None:
         password = os.environ.get(password_env, "")
         if not password:
@@ -94,17 +91,11 @@ def user_add(
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
 
     async def body(services: Services) -> tuple[str, str]:
-        tenant_id = services.tenant_id(tenant)
-        with session_scope(services.engine) as session:
-            user = create_user(
-                session,
-                tenant_id=tenant_id,
-                email=email,
-                name=name,
-                password=password,
-                now=services.clock.now(),
-            )
-            return user.email, services.tenant_slug(tenant_id)
+        tenant_id = services.tenants.id(tenant)
+        user = services.accounts.add_user(
+            tenant_id=tenant_id, email=email, name=name, password=password
+        )
+        return user.email, services.tenants.slug(tenant_id)
 
     address, slug = with_services(config, None, body)
     plain(f"user {address} added to tenant {slug}")
@@ -113,18 +104,14 @@ def user_add(
 @user_app.command("list")
 def user_list(tenant: TenantOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """The users (of one tenant with --tenant): email, tenant, name, created, disabled."""
-    from sqlmodel import Session
-
-    from dunmail.web.auth import list_users
 
     async def body(services: Services) -> list[dict[str, Any]]:
-        tenant_id = services.tenant_id(tenant) if tenant else None
-        with Session(services.engine) as session:
-            users = list_users(session, tenant_id=tenant_id)
+        tenant_id = services.tenants.id(tenant) if tenant else None
+        users = services.accounts.users(tenant_id=tenant_id)
         return [
             {
                 "email": u.email,
-                "tenant": services.tenant_slug(u.tenant_id),
+                "tenant": services.tenants.slug(u.tenant_id),
                 "name": u.name,
                 "created_at": u.created_at.isoformat(),
                 "disabled_at": u.disabled_at.isoformat() if u.disabled_at else None,
@@ -150,12 +137,9 @@ def user_disable(
     at: AtOpt = None,
 ) -> None:
     """Refuse the user's sign-in from now on and end their open sessions."""
-    from dunmail.web.auth import disable_user
-    from mailer.db import session_scope
 
     async def body(services: Services) -> str:
-        with session_scope(services.engine) as session:
-            return disable_user(session, email, now=services.clock.now()).email
+        return services.accounts.disable_user(email).email
 
     plain(f"user {with_services(config, at, body)} disabled")
 
@@ -171,15 +155,12 @@ def apikey_create(
     config: ConfigOpt = None,
 ) -> None:
     """Issue a key for a tenant; it is printed once and only its hash is kept."""
-    from dunmail.web.apikeys import create_key
-    from mailer.db import session_scope
 
     async def body(services: Services) -> None:
-        tenant_id = services.tenant_id(tenant)
-        with session_scope(services.engine) as session:
-            row, key = create_key(session, tenant_id=tenant_id, name=name, now=services.clock.now())
+        tenant_id = services.tenants.id(tenant)
+        row, key = services.accounts.create_key(tenant_id=tenant_id, name=name)
         err.print(
-            f"API key {row.prefix} for tenant {services.tenant_slug(tenant_id)}; "
+            f"API key {row.prefix} for tenant {services.tenants.slug(tenant_id)}; "
             "it is shown once, store it now:",
             highlight=False,
         )
@@ -193,16 +174,12 @@ def apikey_list(
     tenant: TenantOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Every API key (or a tenant's): prefix, name, created, last used, revoked."""
-    from sqlmodel import Session
-
-    from dunmail.web.apikeys import list_keys
 
     async def body(services: Services) -> None:
-        tenant_id = services.tenant_id(tenant) if tenant else None
-        with Session(services.engine) as session:
-            rows = list_keys(session, tenant_id=tenant_id)
+        tenant_id = services.tenants.id(tenant) if tenant else None
+        rows = services.accounts.keys(tenant_id=tenant_id)
         for row in rows:
-            row["tenant"] = services.tenant_slug(row.pop("tenant_id"))
+            row["tenant"] = services.tenants.slug(row.pop("tenant_id"))
         if as_json:
             print(json.dumps(rows, indent=2))
             return
@@ -227,12 +204,9 @@ def apikey_revoke(
     config: ConfigOpt = None,
 ) -> None:
     """Refuse a key from now on."""
-    from dunmail.web.apikeys import revoke_key
-    from mailer.db import session_scope
 
     async def body(services: Services) -> None:
-        with session_scope(services.engine) as session:
-            row = revoke_key(session, prefix=prefix, now=services.clock.now())
+        row = services.accounts.revoke_key(prefix)
         console.print(f"API key {row.prefix} ({escape(row.name)}) revoked", highlight=False)
 
     with_services(config, None, body)

@@ -18,7 +18,7 @@ import pytest
 from sqlmodel import Session, select
 
 from dunmail.app import Services
-from dunmail.web.apikeys import create_key
+from dunmail.web.keyring import create_key
 from dunmail.web.link_service import revoke_links
 from mailer.clock import FixedClock
 from mailer.db import session_scope
@@ -48,7 +48,7 @@ def _view_token(sent: SentMail, services: Services) -> str:
     body = parsed.get_body(preferencelist=("plain",))
     assert body is not None
     for token in re.findall(r"/l/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", body.get_content()):
-        if verify_link(token, keys=services.link_keys, now=services.clock.now()).purpose == "view":
+        if verify_link(token, keys=services.links.keys, now=services.clock.now()).purpose == "view":
             return str(token)
     raise AssertionError("no view link in the email")
 
@@ -69,13 +69,13 @@ async def test_tampered_expired_revoked_and_cross_tenant_links_lead_nowhere(
     services, transport = relay_env
     view = _view_token(await _sent(services, transport), services)
     payload, mac = view.split(".")
-    claims = verify_link(view, keys=services.link_keys, now=clock.now())
+    claims = verify_link(view, keys=services.links.keys, now=clock.now())
     cross = issue_link(
         "view",
-        services.tenant_id("beta"),
+        services.tenants.id("beta"),
         claims.document,
         claims.version,
-        key=services.link_keys[0],
+        key=services.links.signing,
         expires_at=claims.expires_at,
         message=claims.message,
     )
@@ -113,7 +113,7 @@ async def test_tampered_expired_revoked_and_cross_tenant_links_lead_nowhere(
 def _api_key(services: Services, slug: str) -> str:
     with session_scope(services.engine) as session:
         _, key = create_key(
-            session, tenant_id=services.tenant_id(slug), name="erp", now=services.clock.now()
+            session, tenant_id=services.tenants.id(slug), name="erp", now=services.clock.now()
         )
     return key
 
@@ -130,7 +130,7 @@ async def test_another_tenants_key_reads_and_touches_nothing(
         httpx.AsyncClient(base_url=base, headers=beta) as b,
     ):
         message = (await a.post("/invoices/INV-1042/send", json={"kind": "new_invoice"})).json()
-        services.ingest_inbound([("file:b.eml", dsn(transport.sent[-1]))])
+        services.inbound.ingest([("file:b.eml", dsn(transport.sent[-1]))])
         (thread,) = (await a.get("/threads")).json()
         hold = (await a.post("/holds", json={"invoice": "INV-1042", "reason": "dispute"})).json()
         sent_before = len(transport.sent)
@@ -161,10 +161,10 @@ async def test_another_tenants_key_reads_and_touches_nothing(
         assert (await a.get("/invoices/INV-1042")).json()["sent_at"] is not None
     with Session(services.engine) as session:
         (row,) = session.exec(select(Hold)).all()
-        assert row.lifted_at is None and row.tenant_id == services.tenant_id("acme")
+        assert row.lifted_at is None and row.tenant_id == services.tenants.id("acme")
         names = {(c.tenant_id, c.name) for c in session.exec(select(Customer)).all()}
     assert names == {
-        (services.tenant_id("acme"), "Globex"),
-        (services.tenant_id("beta"), "Hijacked"),
+        (services.tenants.id("acme"), "Globex"),
+        (services.tenants.id("beta"), "Hijacked"),
     }
-    assert services.inbox(tenant="beta", status=None) == []
+    assert services.inbox.threads(tenant="beta", status=None) == []

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from sqlmodel import Session, select
 
 from dunmail.app import Services
-from dunmail.web import auth
+from dunmail.web import auth, users
 from dunmail.web.models import User
 from dunmail.web.throttle import plan_keys
 from mailer.address import canonical_login
@@ -129,11 +129,11 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """argon2id at its smallest cost: the same code paths, a millisecond per hash (the real
     parameters are checked in tests/test_web_ui.py)."""
     monkeypatch.setattr(
-        auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        users, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     )
-    auth._dummy_hash.cache_clear()
+    users._dummy_hash.cache_clear()
     yield
-    auth._dummy_hash.cache_clear()
+    users._dummy_hash.cache_clear()
 
 
 def test_lookup_throttle_and_stored_name_agree_for_every_spelling(
@@ -142,7 +142,7 @@ def test_lookup_throttle_and_stored_name_agree_for_every_spelling(
     tenant = Tenant(slug="acme", name="Acme", email="ar@acme.example", created_at=clock.now())
     session.add(tenant)
     session.flush()
-    user = auth.create_user(
+    user = users.create_user(
         session,
         tenant_id=tenant.id or 0,
         email="Ｃｌｅｒｋ@ac\u00adme\u3002example",
@@ -152,8 +152,8 @@ def test_lookup_throttle_and_stored_name_agree_for_every_spelling(
     )
     session.commit()
     assert user.email == "clerk@acme.example"
-    with pytest.raises(auth.AuthError, match="already a user"):
-        auth.create_user(
+    with pytest.raises(users.AuthError, match="already a user"):
+        users.create_user(
             session,
             tenant_id=tenant.id or 0,
             email="clerk@ac\u200dme.example",
@@ -165,7 +165,7 @@ def test_lookup_throttle_and_stored_name_agree_for_every_spelling(
     @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
     @given(spellings("clerk@acme.example"))
     def found(typed: str) -> None:
-        assert auth.authenticate(session, typed, PASSWORD) == user
+        assert users.authenticate(session, typed, PASSWORD) == user
         keys = plan_keys(typed, "10.0.0.1", LoginConfig())
         assert f"a:{user.email}" in keys.limits
 
@@ -228,9 +228,9 @@ def relay_env(
 ) -> tuple[Services, MemoryTransport]:
     """The services ``web_server`` serves, with this module's sign-in limits and one clerk."""
     with session_scope(services.engine) as session:
-        auth.create_user(
+        users.create_user(
             session,
-            tenant_id=services.tenant_id("acme"),
+            tenant_id=services.tenants.id("acme"),
             email="clerk@acme.example",
             name="Clerk",
             password=PASSWORD,

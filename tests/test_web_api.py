@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from dunmail.app import Services
-from dunmail.web.apikeys import create_key, revoke_key
+from dunmail.web.keyring import create_key, revoke_key
 from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.outbound.memory import MemoryTransport
@@ -38,7 +38,7 @@ def relay_env(
 def _key(services: Services, slug: str) -> str:
     with session_scope(services.engine) as session:
         _, key = create_key(
-            session, tenant_id=services.tenant_id(slug), name="erp", now=services.clock.now()
+            session, tenant_id=services.tenants.id(slug), name="erp", now=services.clock.now()
         )
     return key
 
@@ -95,7 +95,7 @@ async def test_requests_without_a_valid_key_are_refused(
         assert response.headers["www-authenticate"] == "Bearer"
         assert "api key" in response.json()["detail"].lower()
     assert good.status_code == 200
-    assert services.import_document({}, tenant="acme").errors == []  # nothing was imported
+    assert services.ledger.import_document({}, tenant="acme").errors == []  # nothing was imported
     assert key not in caplog.text and key.split("_", 2)[2] not in caplog.text
 
 
@@ -202,7 +202,7 @@ async def test_another_tenant_cannot_read_the_message_or_thread(
 ) -> None:
     services, transport = relay_env
     sent = (await api.post("/invoices/INV-1042/send", json={"kind": "new_invoice"})).json()
-    services.ingest_inbound([("file:b.eml", dsn(sent_to(transport)))])
+    services.inbound.ingest([("file:b.eml", dsn(sent_to(transport)))])
     (thread,) = (await api.get("/threads")).json()
     assert (await api.get(f"/threads/{thread['id']}")).status_code == 200
     suppressed = (await api.get("/suppressions")).json()

@@ -1,132 +1,29 @@
-"""Per-tenant API keys for the JSON API: issued once, kept only as a SHA-256, checked in
-constant time.
-
-A key reads ``dm_<prefix>_<secret>``: ``prefix`` is 8 random hex characters, stored in clear
-so a key can be named in lists and logs and found by one indexed look-up; ``secret`` is
-``secrets.token_urlsafe(32)`` (256 bits). Only ``sha256(key)`` is stored, so a copy of the
-database grants nothing; a plain hash suffices (no salt or slow KDF) because the key is random,
-not a password someone chose.
+"""The FastAPI side of API keys: ``Authorization: Bearer dm_...`` checked before the body is
+read, and :class:`Call`, an authenticated call with its tenant, Idempotency-Key and body.
+The keys themselves (issue, hash, check) are ``dunmail/web/keyring.py``, reached through
+``Services.accounts``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import re
-import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Annotated, Any, TypeVar
 
 import anyio
-import sqlalchemy as sa
 from fastapi import Depends, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 
 from dunmail.app import Services
 from dunmail.web import idempotency
 from dunmail.web.deps import services_of
 from dunmail.web.models import ApiKey
-from mailer.errors import NotFoundError
-
-_KEY = re.compile(r"^dm_(?P<prefix>[0-9a-f]{8})_(?P<secret>[A-Za-z0-9_-]{43})$")
-# last_used_at is a hint for people ("is this key still used?"), not an audit log: one write per
-# key per minute at most, so a busy ERP does not turn every read into a write.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-def hash_key(key: str) -> str:
-    """The stored form of a key: hex SHA-256."""
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def create_key(session: Session, *, tenant_id: int, name: str, now: datetime) -> tuple[ApiKey, str]:
-    """Issue a key for the tenant; returns the row and the key itself, which is shown once and
-    never stored."""
-    name = name.strip()
-    if not name:
-        raise ValueError("an API key needs a name (what uses it, e.g. 'erp-sync')")
-    while True:
-        prefix = secrets.token_hex(4)
-        if session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first() is None:
-            break
-    key = f"dm_{prefix}_{secrets.token_urlsafe(32)}"
-    row = ApiKey(
-        tenant_id=tenant_id, name=name[:200], prefix=prefix, key_hash=hash_key(key), created_at=now
-    )
-    session.add(row)
-    session.flush()
-    return row, key
-
-
-def list_keys(session: Session, *, tenant_id: int | None = None) -> list[dict[str, Any]]:
-    """Every key (or the tenant's), oldest first: prefix, name, times; never the hash."""
-    query = select(ApiKey).order_by(col(ApiKey.created_at), col(ApiKey.id))
-    if tenant_id is not None:
-        query = query.where(ApiKey.tenant_id == tenant_id)
-    return [
-        {
-            "prefix": k.prefix,
-            "tenant_id": k.tenant_id,
-            "name": k.name,
-            "created_at": k.created_at.isoformat(),
-            "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
-            "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
-        }
-        for k in session.exec(query).all()
-    ]
-
-
-def revoke_key(session: Session, *, prefix: str, now: datetime) -> ApiKey:
-    """Refuse the key from now on (revoking twice keeps the first time)."""
-    row = session.exec(select(ApiKey).where(ApiKey.prefix == prefix.strip().lower())).first()
-    if row is None:
-        raise NotFoundError(f"no API key with prefix {prefix!r}")
-    if row.revoked_at is None:
-        row.revoked_at = now
-        session.add(row)
-        session.flush()
-    return row
-
-
-def authenticate(engine: Engine, key: str, *, now: datetime) -> ApiKey | None:
-    """The live key row for ``key``, or None (malformed, unknown, wrong secret or revoked).
-
-    The row is found by its prefix and the hashes are compared with ``hmac.compare_digest``, so
-    the time taken says nothing about how much of the secret was right.
-    """
-    match = _KEY.match(key)
-    if match is None:
-        return None
-    with Session(engine, expire_on_commit=False) as session:
-        row = session.exec(select(ApiKey).where(ApiKey.prefix == match["prefix"])).first()
-        if row is None or not hmac.compare_digest(row.key_hash, hash_key(key)):
-            return None
-        if row.revoked_at is not None:
-            return None
-        stale = now - LAST_USED_RESOLUTION
-        if row.last_used_at is None or row.last_used_at < stale:
-            session.execute(
-                sa.update(ApiKey)
-                .where(
-                    col(ApiKey.id) == row.id,
-                    sa.or_(col(ApiKey.last_used_at).is_(None), col(ApiKey.last_used_at) < stale),
-                )
-                .values(last_used_at=now)
-            )
-            session.commit()
-        session.expunge(row)
-        return row
-
 
 # -- the FastAPI side: who is calling --------------------------------------------------------
 
@@ -248,9 +145,7 @@ async def api_key(request: Request) -> ApiKey:
     if not credentials or scheme.lower() != "bearer":
         raise _unauthorized("missing API key: send Authorization: Bearer <key>")
     services = services_of(request)
-    row = await anyio.to_thread.run_sync(
-        lambda: authenticate(services.engine, credentials, now=services.clock.now())
-    )
+    row = await anyio.to_thread.run_sync(lambda: services.accounts.api_key(credentials))
     if row is None:
         raise _unauthorized("invalid or revoked API key")
     request.state.api_key = row
@@ -296,7 +191,7 @@ async def api_call(
     return Call(
         services=services,
         tenant_id=row.tenant_id,
-        slug=services.tenant_slug(row.tenant_id),
+        slug=services.tenants.slug(row.tenant_id),
         key_prefix=row.prefix,
         idempotency_key=idempotency_key,
         method=request.method,

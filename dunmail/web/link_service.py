@@ -23,8 +23,8 @@ from mailer.content.kinds import Kind
 from mailer.content.models import StoredPDF
 from mailer.db import session_scope
 from mailer.errors import LinkInvalid, MailerError, NotFoundError
-from mailer.ledger.imports import customer_contacts, find_invoice
 from mailer.ledger.models import Customer, Invoice, InvoiceStatus
+from mailer.ledger.queries import customer_contacts, find_invoice
 from mailer.outbound.links import PURPOSES, LinkClaims, token_hash, verify_link
 from mailer.outbound.models import LinkEvent, LinkRevocation, Message
 

@@ -91,7 +91,7 @@ def _invalid(request: Request) -> Response:
 
 def _branding(request: Request, opened: Opened) -> hosted.Branding:
     services = services_of(request)
-    _, config = services.tenant_config(opened.claims.tenant_id)
+    _, config = services.tenants.config(opened.claims.tenant_id)
     context = opened.message.context if opened.message is not None else {}
     branding = hosted.build_branding(context, config.branding.as_context())
     if not branding.name:
@@ -211,7 +211,7 @@ async def refresh_link(token: str, request: Request) -> Response:
 
 def _payment_target(services: Services, opened: Opened) -> str | None:
     claims = opened.claims
-    _, config = services.tenant_config(claims.tenant_id)
+    _, config = services.tenants.config(claims.tenant_id)
     template = getattr(config.payments, _PAYMENT_URLS.get(claims.purpose, ""), None)
     found = shown(services, opened)
     context = found.context if found is not None else {}
@@ -230,7 +230,7 @@ def _document_page(request: Request, opened: Opened) -> Response:
     found = shown(services, opened)
     if found is None:
         return _invalid(request)
-    _, config = services.tenant_config(claims.tenant_id)
+    _, config = services.tenants.config(claims.tenant_id)
     document = hosted.build_document(
         found.kind, found.context, sent_at=found.sent_at, now=services.clock.now()
     )
@@ -241,7 +241,7 @@ def _document_page(request: Request, opened: Opened) -> Response:
             claims.tenant_id,
             claims.document,
             claims.version,
-            key=services.link_keys[0],
+            key=services.links.signing,
             expires_at=claims.expires_at,
             message=message.uid if message is not None else None,
         )
@@ -258,7 +258,7 @@ def _document_page(request: Request, opened: Opened) -> Response:
         "pdf_url": f"/l/{opened.token}/pdf"
         if has_pdf
         and message is not None
-        and (services.pdf_store is not None or message.pdf_sha256)
+        and (services.pdfs.store is not None or message.pdf_sha256)
         else None,
     }
     response = page(request, "link_document.html", context)

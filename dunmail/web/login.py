@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import re
 import secrets
 from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import Session
 
 from dunmail.web import auth
 from dunmail.web.deps import services_of
-from dunmail.web.throttle import LoginThrottle, ThrottleUnavailable
 from dunmail.web.ui_common import (
     Checked,
     render,
 )
-from mailer.db import session_scope
+from dunmail.web.users import MAX_PASSWORD
 
 router = APIRouter()
 
 
 # -- sign in and out ---------------------------------------------------------------------------
-
-
-def _throttle(request: Request) -> LoginThrottle:
-    """The sign-in throttle (dunmail/web/throttle.py); its counts live in the database."""
-    services = services_of(request)
-    return LoginThrottle(services.engine, services.config.web.login)
 
 
 def _login_page(
@@ -88,7 +77,7 @@ def login_form(request: Request, next: str | None = None) -> Response:
 async def login(
     request: Request,
     email: Annotated[str, Form(max_length=320)],
-    password: Annotated[str, Form(max_length=auth.MAX_PASSWORD)],
+    password: Annotated[str, Form(max_length=MAX_PASSWORD)],
     csrf: Annotated[str, Form(max_length=100)] = "",
     next: Annotated[str, Form(max_length=2000)] = "/inbox",
 ) -> Response:
@@ -106,51 +95,23 @@ async def login(
         )
     # The peer, or X-Forwarded-For's client when uvicorn trusts the proxy that sent it.
     client = request.client.host if request.client else "-"
-    throttle = _throttle(request)
-    now = services.clock.now()
-    try:
-        # Counted before the password is checked, in one statement: no burst gets past the
-        # limit, and a locked name refuses the right password too.
-        refused = await asyncio.to_thread(throttle.claim, email, client, now)
-    except ThrottleUnavailable:
+    attempt = await services.accounts.attempt_sign_in(
+        email, password, client=client, previous=request.cookies.get(auth.COOKIE)
+    )
+    if attempt.busy:
         return _busy(request, target, email)
-    if refused is not None:
-        minutes = math.ceil(refused.retry_after / 60)
+    if attempt.refused is not None:
+        retry_after = attempt.refused.retry_after
         return _login_page(
             request,
             next_url=target,
             email=email,
             status_code=429,
-            retry_after=refused.retry_after,
-            error=f"Too many sign-in attempts: try again in {minutes} minute(s).",
+            retry_after=retry_after,
+            error=f"Too many sign-in attempts: try again in {math.ceil(retry_after / 60)} "
+            "minute(s).",
         )
-
-    def check() -> tuple[int | None, str | None]:
-        with Session(services.engine) as session:  # read, and the transaction ends...
-            credentials = auth.read_credentials(session, email)
-        if not auth.check_password(credentials, password):  # ...before argon2 runs
-            return None, None
-        return credentials.user_id, auth.rehashed(credentials, password)
-
-    previous = request.cookies.get(auth.COOKIE)
-
-    def start(user_id: int, new_hash: str | None) -> str | None:
-        with session_scope(services.engine) as session:
-            return auth.sign_in(
-                session,
-                user_id,
-                now=services.clock.now(),
-                hours=services.config.web.session_hours,
-                previous=previous,
-                new_hash=new_hash,
-            )
-
-    try:
-        user_id, new_hash = await asyncio.to_thread(check)
-        token = None if user_id is None else await asyncio.to_thread(start, user_id, new_hash)
-    except sa.exc.OperationalError:  # the database stayed locked past its busy timeout
-        return _busy(request, target, email)
-    if token is None:  # the attempt stays counted
+    if attempt.token is None:
         return _login_page(
             request,
             next_url=target,
@@ -158,12 +119,10 @@ async def login(
             status_code=401,
             error="Wrong email or password.",
         )
-    with contextlib.suppress(ThrottleUnavailable):  # signed in; the attempt stays counted
-        await asyncio.to_thread(throttle.succeeded, email, client)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         auth.COOKIE,
-        token,
+        attempt.token,
         max_age=services.config.web.session_hours * 3600,
         httponly=True,
         samesite="lax",
@@ -177,10 +136,7 @@ async def login(
 @router.post("/logout")
 def logout(request: Request, clerk: Checked) -> Response:
     """Revoke this session; the cookie is worthless from now on, even if kept."""
-    services = services_of(request)
-    with Session(services.engine) as session:
-        auth.end_session(session, request.cookies.get(auth.COOKIE, ""), now=services.clock.now())
-        session.commit()
+    services_of(request).accounts.sign_out(request.cookies.get(auth.COOKIE, ""))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(auth.COOKIE, path="/")
     return response

@@ -32,14 +32,14 @@ router = APIRouter()
 @router.get("/inbox/outbox", response_class=HTMLResponse)
 def outbox(request: Request, clerk: SignedIn) -> Response:
     """The tenant's newest emails: status, recipients, and why any was skipped or failed."""
-    rows = services_of(request).tenant_outbox(tenant=clerk.tenant)
+    rows = services_of(request).desk.tenant_outbox(tenant=clerk.tenant)
     return render(request, clerk, "outbox.html", {"rows": rows})
 
 
 @router.get("/inbox/suppressions", response_class=HTMLResponse)
 def suppressions(request: Request, clerk: SignedIn, all: bool = False) -> Response:
     """The tenant's blocked addresses (``all``: lifted and expired too)."""
-    rows = services_of(request).suppressions(tenant=clerk.tenant, everything=all)
+    rows = services_of(request).suppressions.blocked(tenant=clerk.tenant, everything=all)
     return render(request, clerk, "suppressions.html", {"rows": rows, "everything": all})
 
 
@@ -56,7 +56,7 @@ def unblock(
     if not reason.strip():
         return redirect_back(target, "error", "say why the address may get mail again")
     try:
-        services_of(request).unblock(
+        services_of(request).suppressions.unblock(
             address, tenant=clerk.tenant, by=clerk.email, why=reason.strip()
         )
     except MailerError as exc:
@@ -67,7 +67,7 @@ def unblock(
 @router.get("/inbox/holds", response_class=HTMLResponse)
 def holds(request: Request, clerk: SignedIn) -> Response:
     """The tenant's active holds."""
-    rows = services_of(request).holds(tenant=clerk.tenant)
+    rows = services_of(request).desk.holds(tenant=clerk.tenant)
     return render(request, clerk, "holds.html", {"rows": rows})
 
 
@@ -84,7 +84,7 @@ def _since(request: Request, value: str | None) -> datetime:
 def report(request: Request, clerk: SignedIn, since: str | None = None) -> Response:
     """Bounces and complaints since a date, by reason, with the CSV to download."""
     start = _since(request, since)
-    rows = services_of(request).bounce_report(tenant=clerk.tenant, since=start)
+    rows = services_of(request).suppressions.bounce_report(tenant=clerk.tenant, since=start)
     context = {"rows": rows, "since": start.date().isoformat(), "by_reason": by_reason(rows)}
     return render(request, clerk, "report.html", context)
 
@@ -93,7 +93,7 @@ def report(request: Request, clerk: SignedIn, since: str | None = None) -> Respo
 def report_csv(request: Request, clerk: SignedIn, since: str | None = None) -> Response:
     """The bounce report as a CSV attachment (formula-like cells defused by ``to_csv``)."""
     start = _since(request, since)
-    rows = services_of(request).bounce_report(tenant=clerk.tenant, since=start)
+    rows = services_of(request).suppressions.bounce_report(tenant=clerk.tenant, since=start)
     name = re.sub(r"[^a-z0-9_-]", "_", clerk.tenant.lower())
     headers = {
         **SECURITY_HEADERS,
