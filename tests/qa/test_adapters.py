@@ -88,3 +88,22 @@ def test_adapters_never_touch_the_database() -> None:
         if (found := _touches_the_database(path))
     }
     assert not offences, f"adapters call services, never the database: {offences}"
+
+
+def test_web_adapters_build_no_queries() -> None:
+    """Not even a ``select``: a route that builds a query has a service's work in it."""
+    offences: dict[str, list[str]] = {}
+    for name in sorted(WEB_ADAPTERS):
+        path = WEB / name
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            else:
+                continue
+            found = [m for m in modules if m.split(".")[0] in ("sqlmodel", "sqlalchemy")]
+            offences.setdefault(name, []).extend(f"line {node.lineno}: {m}" for m in found)
+    offences = {name: found for name, found in offences.items() if found}
+    assert not offences, f"web adapters import no database library: {offences}"
