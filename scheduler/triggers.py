@@ -17,16 +17,9 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from mailer.clock import Clock
-from mailer.content.context import invoice_context, party_context
+from mailer.content.context import invoice_context, overdue_summary_context, party_context
 from mailer.content.kinds import Kind
 from mailer.errors import MailerError, NotFoundError
-from mailer.ledger.imports import (
-    contacts_by_customer,
-    customer_contacts,
-    find_invoice,
-    invoice_contacts,
-)
-from mailer.ledger.localtime import customer_zone, days_between
 from mailer.ledger.models import (
     Customer,
     Event,
@@ -35,6 +28,12 @@ from mailer.ledger.models import (
     Payment,
     PaymentAllocation,
     Tenant,
+)
+from mailer.ledger.queries import (
+    contacts_by_customer,
+    customer_contacts,
+    find_invoice,
+    invoice_contacts,
 )
 from mailer.outbound.models import Message
 from mailer.outbound.queue import Queue
@@ -211,31 +210,13 @@ class Triggers:
         if not recipients:
             raise MailerError(f"customer {customer.external_id} has no contact to send to")
         currency = invoices[0].currency
-        # Calendar days where the customer is, as the reminder for each invoice counts them.
-        zone = customer_zone(customer.time_zone, tenant_row.time_zone)
-        overdue_days = [max(0, days_between(i.due_at, now, zone)) for i in invoices]
-        items = [
-            {
-                "number": i.number,
-                "issued_at": i.issued_at.isoformat(),
-                "due_at": i.due_at.isoformat(),
-                "days_overdue": days,
-                "total_minor": i.total_minor,
-                "balance_minor": i.balance_minor,
-            }
-            for i, days in zip(invoices, overdue_days, strict=True)
-        ]
-        context = {
-            **party_context(
-                tenant=tenant_row, customer=customer, branding=config.branding.as_context()
-            ),
-            "overdue": {
-                "currency": currency,
-                "balance_minor": sum(i.balance_minor for i in invoices),
-                "items": items,
-            },
-            "days_overdue": max(overdue_days),
-        }
+        context = overdue_summary_context(
+            tenant=tenant_row,
+            customer=customer,
+            invoices=invoices,
+            now=now,
+            branding=config.branding.as_context(),
+        )
         request = EnqueueRequest(
             tenant_id=customer.tenant_id,
             kind=Kind.OVERDUE_SUMMARY,

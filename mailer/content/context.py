@@ -6,7 +6,7 @@ the email always describes the document version it was enqueued for.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -65,4 +65,39 @@ def invoice_context(
         **party_context(tenant=tenant, customer=customer, branding=branding),
         "invoice": invoice_data(invoice),  # the one InvoiceData builder: receipts use it too
         "days_overdue": max(0, overdue),
+    }
+
+
+def overdue_summary_context(
+    *,
+    tenant: Tenant,
+    customer: Customer,
+    invoices: Sequence[Invoice],
+    now: datetime,
+    branding: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An ``overdue_summary``: one customer's overdue ``invoices``, all in one currency, with
+    their total balance. Each invoice's ``days_overdue`` counts calendar days where the customer
+    is, as the reminder for that invoice counts them; the email's is the oldest's."""
+    zone = customer_zone(customer.time_zone, tenant.time_zone)
+    overdue_days = [max(0, days_between(i.due_at, now, zone)) for i in invoices]
+    items = [
+        {
+            "number": i.number,
+            "issued_at": i.issued_at.isoformat(),
+            "due_at": i.due_at.isoformat(),
+            "days_overdue": days,
+            "total_minor": i.total_minor,
+            "balance_minor": i.balance_minor,
+        }
+        for i, days in zip(invoices, overdue_days, strict=True)
+    ]
+    return {
+        **party_context(tenant=tenant, customer=customer, branding=branding),
+        "overdue": {
+            "currency": invoices[0].currency,
+            "balance_minor": sum(i.balance_minor for i in invoices),
+            "items": items,
+        },
+        "days_overdue": max(overdue_days),
     }
