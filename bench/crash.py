@@ -196,7 +196,9 @@ def enqueue(config_path: Path, messages: int) -> None:
     generate_key(config_path.parent / "dkim-s1.pem", DKIMAlgorithm.RSA_SHA256)
     services = build_services(load_config(config_path), SystemClock())
     try:
-        services.import_document(make_document(messages, max(1, messages // 10)), tenant=TENANT)
+        services.ledger.import_document(
+            make_document(messages, max(1, messages // 10)), tenant=TENANT
+        )
         with services.engine.begin() as conn:  # as `dunmail mark-sent` does, for all at once
             conn.execute(sa.update(Invoice).values(sent_at=services.clock.now()))
         queued = enqueue_invoice_emails(services)

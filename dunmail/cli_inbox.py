@@ -103,7 +103,7 @@ def bounce_ingest(
                     yield item
                     progress.advance(task)
 
-            return services.ingest_inbound(counted())
+            return services.inbound.ingest(counted())
 
     summary = with_services(config, at, body)
     _print_ingest(summary)
@@ -125,7 +125,7 @@ def bounce_report(
     assert start is not None
 
     async def body(services: Services) -> list[dict[str, Any]]:
-        return services.bounce_report(tenant=tenant, since=start)
+        return services.suppressions.bounce_report(tenant=tenant, since=start)
 
     rows = with_services(config, at, body)
     if as_csv:
@@ -151,7 +151,7 @@ def bounce_reprocess(config: ConfigOpt = None, at: AtOpt = None) -> None:
     """Decode, match and suppress again over all stored inbound mail (after a decoder fix)."""
 
     async def body(services: Services) -> Any:
-        return services.reprocess_inbound()
+        return services.inbound.reprocess()
 
     _print_ingest(with_services(config, at, body))
 
@@ -161,7 +161,7 @@ def bounce_poll(tenant: TenantOpt = None, config: ConfigOpt = None, at: AtOpt = 
     """Poll the tenants' IMAP mailboxes once: store, match and suppress what arrived."""
 
     async def body(services: Services) -> Any:
-        return await asyncio.to_thread(services.poll_mailboxes, tenant=tenant)
+        return await asyncio.to_thread(services.inbound.poll_mailboxes, tenant=tenant)
 
     summary, failed = with_services(config, at, body)
     _print_ingest(summary)
@@ -236,7 +236,7 @@ def inbox(
     wanted = None if status is StatusFilter.ALL else ThreadStatus(status.value)
 
     async def body(services: Services) -> list[dict[str, Any]]:
-        return services.inbox(
+        return services.inbox.threads(
             tenant=tenant, status=wanted, only=only.value if only else None, limit=limit
         )
 
@@ -280,7 +280,7 @@ def inbox_show(
     """A thread's timeline: emails sent, attempt results, bounces, replies and notes."""
 
     async def body(services: Services) -> dict[str, Any]:
-        return services.inbox_thread(thread, tenant=tenant)
+        return services.inbox.thread(thread, tenant=tenant)
 
     found = with_services(config, None, body)
     if as_json:
@@ -300,7 +300,7 @@ def inbox_unmatched(
     """Inbound mail that matched no email sent (forged, or not about our mail)."""
 
     async def body(services: Services) -> list[dict[str, Any]]:
-        return services.inbox_unmatched(tenant=tenant)
+        return services.inbox.unmatched(tenant=tenant)
 
     rows = with_services(config, None, body)
     if as_json:
@@ -329,7 +329,7 @@ def inbox_note(
 
     async def body(services: Services) -> dict[str, Any]:
         by = author or f"cli:{getpass.getuser()}"
-        return services.inbox_note(thread, text, tenant=tenant, author=by)
+        return services.inbox.note(thread, text, tenant=tenant, author=by)
 
     with_services(config, at, body)
     plain(f"thread {thread}: note added")
@@ -342,7 +342,7 @@ def inbox_resolve(
     """Mark a thread resolved; the next bounce or reply reopens it."""
 
     async def body(services: Services) -> dict[str, Any]:
-        return services.inbox_update(thread, tenant=tenant, status=ThreadStatus.RESOLVED)
+        return services.inbox.update(thread, tenant=tenant, status=ThreadStatus.RESOLVED)
 
     with_services(config, at, body)
     plain(f"thread {thread}: resolved")
@@ -359,7 +359,7 @@ def inbox_assign(
     """Give a thread to someone."""
 
     async def body(services: Services) -> dict[str, Any]:
-        return services.inbox_update(thread, tenant=tenant, assignee=user)
+        return services.inbox.update(thread, tenant=tenant, assignee=user)
 
     with_services(config, at, body)
     plain(f"thread {thread}: assigned to {user}")
@@ -376,7 +376,7 @@ def inbox_resend(
     """After fixing the contact: send the thread's bounced email again and resume chasing."""
 
     async def body(services: Services) -> tuple[Any, list[str]]:
-        return await services.inbox_resend(
+        return await services.inbox.resend(
             thread, tenant=tenant, by=by or f"cli:{getpass.getuser()}"
         )
 
@@ -400,7 +400,7 @@ def inbox_suppress(
     """Block the address an unverified bounce or an open bounce review on the thread names."""
 
     async def body(services: Services) -> bool:
-        return services.inbox_suppress_unverified(
+        return services.inbox.suppress_unverified(
             thread, address, tenant=tenant, by=by or f"cli:{getpass.getuser()}"
         )
 
@@ -420,7 +420,7 @@ def inbox_dismiss(
     """Dismiss the open bounce review of an address: its hard verdict was wrong, keep mailing."""
 
     async def body(services: Services) -> int:
-        return services.inbox_dismiss_review(
+        return services.inbox.dismiss_review(
             thread, address, tenant=tenant, by=by or f"cli:{getpass.getuser()}"
         )
 
@@ -450,7 +450,7 @@ def suppressions(
         return
 
     async def body(services: Services) -> list[dict[str, Any]]:
-        return services.suppressions(tenant=tenant, everything=everything)
+        return services.suppressions.blocked(tenant=tenant, everything=everything)
 
     rows = with_services(config, at, body)
     if as_json:
@@ -486,7 +486,7 @@ def suppressions_add(
     """Block an address by hand until someone unblocks it."""
 
     async def body(services: Services) -> bool:
-        return services.suppress(
+        return services.suppressions.suppress(
             address, tenant=tenant, reason=reason, by=by or f"cli:{getpass.getuser()}"
         )
 
@@ -506,7 +506,9 @@ def suppressions_unblock(
     """Let the tenant's emails go to a suppressed address again (who, when and why are kept)."""
 
     async def body(services: Services) -> None:
-        services.unblock(address, tenant=tenant, by=by or f"cli:{getpass.getuser()}", why=reason)
+        services.suppressions.unblock(
+            address, tenant=tenant, by=by or f"cli:{getpass.getuser()}", why=reason
+        )
 
     with_services(config, at, body)
     plain(f"{address}: unblocked")

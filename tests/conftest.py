@@ -260,7 +260,7 @@ async def _demo_services(
     transport = MemoryTransport()
     config = make_config(tmp_path, db_url, relay={"domain": "relay.example"}, tenants=tenants)
     services = build_services(config, clock, transport)
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
     yield services, transport
     await services.close()
 
@@ -271,7 +271,7 @@ async def relay_env(
 ) -> AsyncIterator[tuple[Services, MemoryTransport]]:
     """The shared ``services`` with DEMO_DOC imported, and the ``transport`` they send into:
     what the bounce and inbox tests start from."""
-    assert services.import_document(DEMO_DOC, tenant="acme").errors == []
+    assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
     yield services, transport
 
 

@@ -57,7 +57,7 @@ async def test_script_in_a_diagnostic_subject_or_reply_never_runs_in_the_inbox(
     subject = "Re: invoice <img src=x onerror=\"window.pwned='subject'\">"
     body = "<script>window.pwned='body'</script><svg onload=\"window.pwned='svg'\">\r\n"
     mails = [("b.eml", dsn(sent, diagnostic=diagnostic)), ("r.eml", reply(sent, subject, body))]
-    assert services.ingest_inbound(mails).matched == 2
+    assert services.inbound.ingest(mails).matched == 2
     add_user(services, "ana@acme.example")
     async with async_playwright() as p:
         browser = await p.chromium.launch(

@@ -126,7 +126,7 @@ async def test_the_invoice_pdf_fetches_nothing_from_the_network_or_the_disk(
             '<link rel="stylesheet" href="file:///etc/passwd">'
             f'<iframe src="file:///etc/passwd"></iframe><img src="{base}/line.png">'
         )
-        assert services.import_document(doc, tenant="acme").errors == []
+        assert services.ledger.import_document(doc, tenant="acme").errors == []
         preview = await build_preview(services, "new_invoice", invoice="INV-1042", tenant="acme")
     finally:
         await services.close()

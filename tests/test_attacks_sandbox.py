@@ -107,7 +107,9 @@ async def test_a_refused_template_is_never_stored_or_sent(
     services, transport = relay_env
     for source in ESCAPES[:8]:
         with pytest.raises(TemplateError):
-            services.save_template("new_invoice", "text", source, tenant="acme", updated_by="t")
+            services.desk.save_template(
+                "new_invoice", "text", source, tenant="acme", updated_by="t"
+            )
     with Session(services.engine) as session:
         assert session.exec(select(TemplateOverride)).all() == []
     sent = await _sent(services, transport)
@@ -258,7 +260,7 @@ async def test_an_unsafe_override_stored_before_the_check_is_cleaned_when_sent(
     with Session(services.engine) as session:  # as an older version stored it: unchecked
         session.add(
             TemplateOverride(
-                tenant_id=services.tenant_id("acme"),
+                tenant_id=services.tenants.id("acme"),
                 kind="new_invoice",
                 part="html",
                 source=f"{LAYOUT}{markup}{{% endblock %}}",

@@ -46,7 +46,7 @@ async def serve(services: Services) -> AsyncIterator[Serve]:
     async def start(**settings: object) -> int:
         config = InboundConfig.model_validate({"port": 0, "hostname": "mx.test", **settings})
         addresses = build_inbound_addresses(services.config.tenants, services.config.relay)
-        server = await start_inbound(config, addresses, services.receive_inbound)
+        server = await start_inbound(config, addresses, services.inbound.receive)
         servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 

@@ -79,7 +79,7 @@ async def test_fix_the_contact_resend_and_see_the_new_attempt(
     services, transport = relay_env
     _only_ap(services)  # one contact: its bounce leaves nobody, the thread gets fix_contact
     sent = await _sent(services, transport)
-    assert services.ingest_inbound([("file:b.eml", dsn(sent))]).paused == 1
+    assert services.inbound.ingest([("file:b.eml", dsn(sent))]).paused == 1
     add_user(services, "ana@acme.example")
     dialogs: list[str] = []
     page = await _signed_in(browser, web_server, dialogs)
@@ -115,7 +115,7 @@ async def test_script_in_a_bounce_or_a_reply_shows_as_text_and_never_runs(
     hostile = dsn(sent, diagnostic="smtp; 550 5.1.1 <script>window.pwned=1</script> unknown")
     subject = "Re: invoice <img src=x onerror=alert(1)>"
     answer = reply(sent, subject, "<script>alert(2)</script>\r\n")
-    assert services.ingest_inbound([("b.eml", hostile), ("r.eml", answer)]).matched == 2
+    assert services.inbound.ingest([("b.eml", hostile), ("r.eml", answer)]).matched == 2
     add_user(services, "ana@acme.example")
     dialogs: list[str] = []
     page = await _signed_in(browser, web_server, dialogs)

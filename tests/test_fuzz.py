@@ -145,7 +145,7 @@ def test_mutated_import_documents_are_applied_or_refused_by_position(
 ) -> None:
     services, _, tenant, _ = app_env
     doc = mutate_document(random.Random(seed))
-    report = services.import_document(copy.deepcopy(doc), tenant=tenant)
+    report = services.ledger.import_document(copy.deepcopy(doc), tenant=tenant)
     assert check_import(doc, report) is None
 
 
@@ -154,7 +154,7 @@ def test_a_section_that_is_not_a_list_is_refused_by_name(
 ) -> None:
     services, _, tenant, _ = app_env
     doc = {**copy.deepcopy(BASE_DOCUMENT), "invoices": "Infinity"}
-    report = services.import_document(doc, tenant=tenant)
+    report = services.ledger.import_document(doc, tenant=tenant)
     assert check_import(doc, report) is None
     assert [(e.where, e.reason) for e in report.errors] == [
         ("$", "'invoices' must be a list of records")
@@ -198,7 +198,7 @@ def test_a_stamp_at_the_edge_of_time_is_refused_at_its_field(
     services, _, tenant, _ = app_env
     doc = copy.deepcopy(BASE_DOCUMENT)
     doc[section][0][field] = stamp
-    report = services.import_document(doc, tenant=tenant)
+    report = services.ledger.import_document(doc, tenant=tenant)
     assert check_import(doc, report) is None
     assert [e.where for e in report.errors][:1] == [f"{section}[0].{field}"]
     assert "out of range" in report.errors[0].reason

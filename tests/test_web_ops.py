@@ -27,7 +27,7 @@ async def test_metrics_count_the_queue_sends_and_bounces(
 ) -> None:
     services, transport = relay_env
     sent = await _sent(services, transport)
-    services.ingest_inbound([("file:b.eml", dsn(sent))])
+    services.inbound.ingest([("file:b.eml", dsn(sent))])
     async with httpx.AsyncClient(base_url=web_server) as client:
         response = await client.get("/metrics")
     assert response.status_code == 200
@@ -49,7 +49,7 @@ async def test_the_demo_start_page_shows_outbox_and_inbox_and_escapes_mail(
     services, transport = relay_env
     sent = await _sent(services, transport)
     hostile = dsn(sent, diagnostic="smtp; 550 5.1.1 <script>alert(1)</script> unknown")
-    services.ingest_inbound([("file:b.eml", hostile)])
+    services.inbound.ingest([("file:b.eml", hostile)])
     async with httpx.AsyncClient(base_url=web_server) as client:
         response = await client.get("/")
     assert response.status_code == 200

@@ -1,6 +1,5 @@
-"""Services for the AR desk's controls: holds on chasing, tenants' template overrides and the
-outbox listings. A mixin of :class:`dunmail.app.Services`, which provides the engine, clock,
-renderer and tenant lookups declared here."""
+"""The AR desk's controls: holds on chasing, tenants' template overrides and the outbox
+listings. One part of :class:`dunmail.app.Services`, built once with what it reads."""
 
 from __future__ import annotations
 
@@ -22,21 +21,20 @@ from mailer.content.render import Renderer
 from mailer.db import session_scope
 from mailer.ledger.models import Hold, HoldReason, Tenant
 from mailer.outbound.models import Message, MessageRecipient
+from mailer.tenants import Tenants
 from scheduler.holds import lift_hold, list_holds, place_hold
 
 
-class DeskServices:
-    """Holds, template overrides and outbox listings (``Services`` inherits them)."""
+class Desk:
+    """Holds, template overrides and outbox listings, each a tenant's by its slug."""
 
-    clock: Clock
-    engine: Engine
-    renderer: Renderer
-
-    def tenant_id(self, slug: str | None) -> int:
-        raise NotImplementedError
-
-    def tenant_slug(self, tenant_id: int) -> str:
-        raise NotImplementedError
+    def __init__(
+        self, engine: Engine, *, clock: Clock, tenants: Tenants, renderer: Renderer
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.tenants = tenants
+        self.renderer = renderer  # validates a template before it is stored
 
     # -- holds -------------------------------------------------------------------------------
 
@@ -52,7 +50,7 @@ class DeskServices:
         by: str,
     ) -> Hold:
         """Pause chasing an invoice or a whole customer, until ``until`` or until lifted."""
-        tenant_id = self.tenant_id(tenant)
+        tenant_id = self.tenants.id(tenant)
         with session_scope(self.engine) as session:
             hold = place_hold(
                 session,
@@ -70,7 +68,7 @@ class DeskServices:
 
     def lift_hold(self, hold_id: int, *, tenant: str | None) -> Hold:
         """End a hold now; chasing resumes on the next pass."""
-        tenant_id = self.tenant_id(tenant)
+        tenant_id = self.tenants.id(tenant)
         with session_scope(self.engine) as session:
             hold = lift_hold(session, tenant_id=tenant_id, hold_id=hold_id, now=self.clock.now())
             session.expunge(hold)
@@ -78,7 +76,7 @@ class DeskServices:
 
     def holds(self, *, tenant: str | None, active_only: bool = True) -> list[dict[str, Any]]:
         """The tenant's holds, newest first."""
-        tenant_id = self.tenant_id(tenant)
+        tenant_id = self.tenants.id(tenant)
         with Session(self.engine) as session:
             return list_holds(
                 session, tenant_id=tenant_id, now=self.clock.now(), active_only=active_only
@@ -90,7 +88,7 @@ class DeskServices:
         self, kind: str, part: str, source: str, *, tenant: str | None, updated_by: str
     ) -> TemplateOverride:
         """Validate and store a tenant's template; a refusal (TemplateError) stores nothing."""
-        tenant_id = self.tenant_id(tenant)
+        tenant_id = self.tenants.id(tenant)
         with session_scope(self.engine) as session:
             row = store_override(
                 session,
@@ -107,19 +105,19 @@ class DeskServices:
 
     def reset_template(self, kind: str, *, tenant: str | None, part: str | None = None) -> int:
         """Go back to the built-in template(s) of ``kind``; returns how many were removed."""
-        tenant_id = self.tenant_id(tenant)
+        tenant_id = self.tenants.id(tenant)
         with session_scope(self.engine) as session:
             return reset_overrides(session, tenant_id=tenant_id, kind=kind, part=part)
 
     def template_overrides(self, kind: str, *, tenant: str | None) -> dict[str, str]:
         """The tenant's overrides of ``kind``: part -> source."""
-        tenant_id = self.tenant_id(tenant)
+        tenant_id = self.tenants.id(tenant)
         with Session(self.engine) as session:
             return fetch_overrides(session, tenant_id=tenant_id, kind=kind)
 
     def template_list(self, *, tenant: str | None) -> list[TemplateOverride]:
         """Every override the tenant has."""
-        tenant_id = self.tenant_id(tenant)
+        tenant_id = self.tenants.id(tenant)
         with Session(self.engine) as session:
             rows = list_overrides(session, tenant_id=tenant_id)
             session.expunge_all()
@@ -137,9 +135,9 @@ class DeskServices:
 
     def tenant_outbox(self, *, tenant: str | None, limit: int = 200) -> list[dict[str, Any]]:
         """:meth:`outbox_rows` of one tenant only (the AR inbox's outbox page)."""
-        tenant_id = self.tenant_id(tenant)
+        tenant_id = self.tenants.id(tenant)
         query = select(Message).where(col(Message.tenant_id) == tenant_id)
-        slugs: dict[int | None, str] = {tenant_id: tenant or self.tenant_slug(tenant_id)}
+        slugs: dict[int | None, str] = {tenant_id: tenant or self.tenants.slug(tenant_id)}
         with Session(self.engine) as session:
             return _listing(session, query, slugs, limit)
 
