@@ -33,7 +33,7 @@ DELIVER_STAGES = (
     ("  commit / flush", "sqlalchemy/orm/session.py", "commit"),
 )
 ENQUEUE_STAGES = (
-    ("invoice_contacts (query per invoice)", "mailer/ledger/imports.py", "invoice_contacts"),
+    ("invoice_contacts (query per invoice)", "mailer/ledger/queries.py", "invoice_contacts"),
     ("invoice_context", "mailer/content/context.py", "invoice_context"),
     ("Queue.enqueue", "mailer/outbound/queue.py", "enqueue"),
     ("  enqueue: idempotency look-up", "mailer/outbound/queue.py", "_find"),

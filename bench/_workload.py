@@ -22,8 +22,8 @@ from mailer.content.context import invoice_context
 from mailer.content.kinds import KINDS
 from mailer.db import session_scope
 from mailer.dunning_config import WEEKDAYS
-from mailer.ledger.imports import invoice_contacts
 from mailer.ledger.models import Customer, Invoice, Tenant
+from mailer.ledger.queries import invoice_contacts
 from mailer.outbound.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
 from mailer.outbound.requests import EnqueueRequest
 

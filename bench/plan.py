@@ -102,7 +102,7 @@ PASS_STAGES = (
     ("  active holds (query per batch)", "scheduler/dunning.py", "active_holds"),
     ("  evaluate (pure cadence)", "scheduler/cadence.py", "evaluate"),
     ("  Triggers.enqueue_batch", "scheduler/triggers.py", "enqueue_batch"),
-    ("    contacts (query per batch)", "mailer/ledger/imports.py", "contacts_by_customer"),
+    ("    contacts (query per batch)", "mailer/ledger/queries.py", "contacts_by_customer"),
     ("    invoice_context", "mailer/content/context.py", "invoice_context"),
     ("    Queue.enqueue_many (executemany inserts)", "mailer/outbound/queue.py", "enqueue_many"),
     ("  state update (executemany)", "scheduler/dunning.py", "_update_invoices"),

@@ -20,8 +20,8 @@ from sqlmodel import Session, col, select
 from bounce.threads import add_note, reopen_thread
 from mailer.inbox_models import Thread
 from mailer.ledger import holds
-from mailer.ledger.imports import contacts_by_customer
 from mailer.ledger.models import Contact, Hold, HoldReason
+from mailer.ledger.queries import contacts_by_customer
 from mailer.outbound.models import Message
 from mailer.outbound.suppression import normal
 

@@ -30,8 +30,8 @@ from mailer.errors import MailerError
 from mailer.inbox_models import DeliveryEvent, Thread
 from mailer.ledger import holds
 from mailer.ledger.holds import touch_customer_invoices
-from mailer.ledger.imports import contacts_by_customer, rank_contacts
 from mailer.ledger.models import Contact
+from mailer.ledger.queries import contacts_by_customer, rank_contacts
 from mailer.outbound.models import Message, MessageRecipient, RecipientStatus
 from mailer.outbound.requests import EnqueueRequest
 from mailer.outbound.suppression import active as active_suppressions

@@ -14,8 +14,8 @@ from sqlmodel import Session, col, select
 
 from mailer.errors import MailerError, NotFoundError
 from mailer.ledger import holds
-from mailer.ledger.imports import find_invoice
 from mailer.ledger.models import Customer, Hold, HoldReason, Invoice
+from mailer.ledger.queries import find_invoice
 
 
 def place_hold(

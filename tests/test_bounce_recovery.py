@@ -22,7 +22,8 @@ from bounce.reporting import to_csv
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.errors import MailerError, NotFoundError
-from mailer.ledger.imports import ImportReport, KeptCorrection
+from mailer.ledger.contacts import KeptCorrection
+from mailer.ledger.imports import ImportReport
 from mailer.ledger.models import Contact, Hold, HoldReason
 from mailer.outbound.memory import MemoryTransport, SentMail
 from mailer.outbound.models import Message

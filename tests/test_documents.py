@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from mailer.errors import DocumentError
-from mailer.ledger.documents import ParsedDocument, decode_document, parse_document
+from mailer.ledger.documents import decode_document, parse_document
 from mailer.ledger.models import ContactRole, InvoiceStatus
+from mailer.ledger.parsed import ParsedDocument
 
 
 def document() -> dict[str, Any]:

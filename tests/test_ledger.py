@@ -15,13 +15,7 @@ from sqlmodel import Session, select
 from mailer.clock import FixedClock
 from mailer.db import create_all, make_engine
 from mailer.errors import NotFoundError
-from mailer.ledger.imports import (
-    ImportReport,
-    RecordCounts,
-    find_invoice,
-    import_document,
-    invoice_contacts,
-)
+from mailer.ledger.imports import ImportReport, RecordCounts, import_document
 from mailer.ledger.models import (
     Contact,
     CreditNote,
@@ -32,6 +26,7 @@ from mailer.ledger.models import (
     PaymentAllocation,
     Tenant,
 )
+from mailer.ledger.queries import find_invoice, invoice_contacts
 
 
 @pytest.fixture

@@ -26,9 +26,9 @@ from mailer.content.event_context import (
 from mailer.content.pdf_html import DOCUMENTS
 from mailer.content.statement import Transaction, statement
 from mailer.errors import TemplateError
-from mailer.ledger.documents import ParsedLine
 from mailer.ledger.models import CreditNote, Estimate, EstimateStatus, Invoice, Payment, Refund
 from mailer.ledger.money import round_minor
+from mailer.ledger.parsed import ParsedLine
 
 _MARCH = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

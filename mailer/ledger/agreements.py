@@ -21,7 +21,6 @@ from mailer.content.event_context import estimate_context, payment_plan_context
 from mailer.content.kinds import Kind
 from mailer.errors import DocumentError
 from mailer.ledger import holds
-from mailer.ledger.documents import ParsedEstimate, ParsedPaymentPlan
 from mailer.ledger.eventlog import EventSpec, assign
 from mailer.ledger.grace import grace_ends
 from mailer.ledger.models import (
@@ -35,6 +34,7 @@ from mailer.ledger.models import (
     PaymentPlan,
     PaymentPlanStatus,
 )
+from mailer.ledger.parsed import ParsedEstimate, ParsedPaymentPlan
 from mailer.ledger.upsert import LedgerScope, Outcome, row_id
 
 # A plan still to be kept may not cover an invoice that is not owed (void) or not yet sent.

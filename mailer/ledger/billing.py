@@ -25,7 +25,6 @@ from mailer.content.event_context import (
 )
 from mailer.content.kinds import Kind
 from mailer.errors import DocumentError
-from mailer.ledger.documents import ParsedAutopayFailure, ParsedRefund, ParsedSubscription
 from mailer.ledger.eventlog import EventSpec
 from mailer.ledger.localtime import customer_zone, local_date
 from mailer.ledger.models import (
@@ -38,6 +37,7 @@ from mailer.ledger.models import (
     SubscriptionStatus,
 )
 from mailer.ledger.money import from_minor
+from mailer.ledger.parsed import ParsedAutopayFailure, ParsedRefund, ParsedSubscription
 from mailer.ledger.upsert import LedgerScope, Outcome, row_id
 
 

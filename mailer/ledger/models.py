@@ -94,7 +94,7 @@ class PricedDocument(SQLModel):
     priced lines, its totals, and the version that rises whenever its content changes.
 
     ``content_hash`` is the sha256 of what the customer sees, status left out
-    (``mailer.ledger.documents.Priced.content_hash``): an import compares it to tell a new
+    (``mailer.ledger.parsed.Priced.content_hash``): an import compares it to tell a new
     version from a re-import. Each table names its own unique constraints: a constraint, like a
     column, belongs to one table.
     """

@@ -1,6 +1,6 @@
 """SERVICE: the one way an import section puts a record into the ledger.
 
-Every section (customers, invoices, ... payment plans; ``mailer.ledger.imports``,
+Every section (customers, invoices, ... payment plans; ``mailer.ledger.receivables``,
 ``mailer.ledger.billing``, ``mailer.ledger.agreements``) follows the same skeleton: find the
 tenant's row by the record's external id; insert it when there is none; otherwise write only
 the values that differ, so an unchanged re-import writes nothing. A versioned document (one with

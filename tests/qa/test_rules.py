@@ -321,8 +321,6 @@ MAX_LINES = 400
 OVERSIZED = {
     "dunmail/cli.py": 664,
     "dunmail/cli_inbox.py": 512,
-    "mailer/ledger/documents.py": 902,
-    "mailer/ledger/imports.py": 894,
     "scheduler/dunning.py": 480,
 }
 
