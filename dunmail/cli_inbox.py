@@ -484,11 +484,10 @@ def suppressions_add(
     at: AtOpt = None,
 ) -> None:
     """Block an address by hand until someone unblocks it."""
+    who = by or f"cli:{getpass.getuser()}"
 
     async def body(services: Services) -> bool:
-        return services.suppressions.suppress(
-            address, tenant=tenant, reason=reason, by=by or f"cli:{getpass.getuser()}"
-        )
+        return services.suppressions.suppress(address, tenant=tenant, reason=reason, by=who)
 
     new = with_services(config, at, body)
     plain(f"{address}: {'suppressed' if new else 'was already suppressed'}")
@@ -504,11 +503,10 @@ def suppressions_unblock(
     at: AtOpt = None,
 ) -> None:
     """Let the tenant's emails go to a suppressed address again (who, when and why are kept)."""
+    who = by or f"cli:{getpass.getuser()}"
 
     async def body(services: Services) -> None:
-        services.suppressions.unblock(
-            address, tenant=tenant, by=by or f"cli:{getpass.getuser()}", why=reason
-        )
+        services.suppressions.unblock(address, tenant=tenant, by=who, why=reason)
 
     with_services(config, at, body)
     plain(f"{address}: unblocked")
