@@ -68,18 +68,7 @@ class AgreementImport:
 
     def estimate(self, rec: ParsedEstimate) -> Outcome:
         customer = self.scope.ref(Customer, rec.customer, f"{rec.where}.customer")
-        clash = self.session.exec(
-            select(Estimate).where(
-                col(Estimate.tenant_id) == self.tenant_id,
-                col(Estimate.number) == rec.number,
-                col(Estimate.external_id) != rec.external_id,
-            )
-        ).first()
-        if clash is not None:
-            raise DocumentError(
-                f"{rec.where}.number",
-                f"number {rec.number!r} already belongs to estimate {clash.external_id!r}",
-            )
+        self.scope.claim_number(Estimate, rec.number, rec.where, rec.external_id)
         content: dict[str, Any] = {
             "customer_id": row_id(customer),
             "number": rec.number,

@@ -113,18 +113,7 @@ class LedgerImport(Settlement):
 
     def invoice(self, rec: ParsedInvoice) -> Outcome:
         customer = self.ref(Customer, rec.customer, f"{rec.where}.customer")
-        clash = self.session.exec(
-            select(Invoice).where(
-                col(Invoice.tenant_id) == self.tenant_id,
-                col(Invoice.number) == rec.number,
-                col(Invoice.external_id) != rec.external_id,
-            )
-        ).first()
-        if clash is not None:
-            raise DocumentError(
-                f"{rec.where}.number",
-                f"number {rec.number!r} already belongs to invoice {clash.external_id!r}",
-            )
+        self.claim_number(Invoice, rec.number, rec.where, rec.external_id)
         content: dict[str, Any] = {
             "customer_id": customer.id,
             "number": rec.number,

@@ -96,6 +96,25 @@ class LedgerScope:
             raise DocumentError(where, f"unknown {kind} {external_id!r}{note}")
         return row
 
+    def claim_number(
+        self, table: type[Invoice | Estimate], number: str, rec_where: str, external_id: str
+    ) -> None:
+        """A number the tenant prints belongs to one of its invoices (or estimates): a
+        DocumentError at ``rec_where.number`` when another row of ``table`` has it."""
+        clash = self.session.exec(
+            select(table).where(
+                col(table.tenant_id) == self.tenant_id,
+                col(table.number) == number,
+                col(table.external_id) != external_id,
+            )
+        ).first()
+        if clash is not None:
+            kind = table.__name__.lower()
+            raise DocumentError(
+                f"{rec_where}.number",
+                f"number {number!r} already belongs to {kind} {clash.external_id!r}",
+            )
+
     def upsert(
         self,
         table: type[Row],
