@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from dunmail.config import Config
 from dunmail.desk import Desk
@@ -40,9 +38,8 @@ from mailer.outbound.dispatch import Dispatcher
 from mailer.outbound.dkim import DKIMSigner
 from mailer.outbound.identity import alignment_problem, sender_identity, signing_keys
 from mailer.outbound.links import DownloadLinks, LinkMinter
-from mailer.outbound.models import Message
 from mailer.outbound.queue import Queue
-from mailer.outbound.requests import EnqueueRequest, SendingProfile
+from mailer.outbound.requests import SendingProfile
 from mailer.outbound.smtp import SMTPTransport
 from mailer.outbound.transport import Transport
 from mailer.outbound.verp import derive_key
@@ -257,12 +254,6 @@ def build_services(
     )
     used: Sequence[Transport] = [transport] if transport is not None else list(transports.values())
 
-    def enqueue(session: Session, request: EnqueueRequest, now: datetime) -> Message:
-        return queue.enqueue(session, request, now=now)
-
-    async def deliver(ids: Sequence[int]) -> object:
-        return await dispatcher.deliver_due(only=list(ids))
-
     services = Services(
         config=config,
         clock=clock,
@@ -278,9 +269,9 @@ def build_services(
             tenants=tenants,
             verp_key=verp_key,
             webhooks=webhooks,
-            enqueue=enqueue,
+            queue=queue,
         ),
-        inbox=Inbox(engine, clock=clock, tenants=tenants, enqueue=enqueue, deliver=deliver),
+        inbox=Inbox(engine, clock=clock, tenants=tenants, queue=queue, dispatcher=dispatcher),
         suppressions=Suppressions(engine, clock=clock, tenants=tenants),
         desk=Desk(engine, clock=clock, tenants=tenants, renderer=renderer),
         links=LinkKeys(keys=[link_key, *previous_link_keys(config)], verp_key=verp_key),

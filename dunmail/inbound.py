@@ -10,20 +10,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bounce.authority import Mailboxes
 from bounce.ingest import Outcome, process, reprocess, store
-from bounce.recovery import Enqueue
 from dunmail.config import Config
 from mailer.clock import Clock
 from mailer.db import session_scope
 from mailer.errors import ConfigError, MailerError
 from mailer.inbox_models import InboundMail, InboundStatus
 from mailer.outbound.identity import bounce_domain
+from mailer.outbound.models import Message
+from mailer.outbound.queue import Queue
+from mailer.outbound.requests import EnqueueRequest
 from mailer.outbound.suppression import SoftBouncePolicy
 from mailer.outbound.webhooks import Webhooks
 from mailer.tenants import Tenants
@@ -70,9 +72,9 @@ class Inbound:
         tenants: Tenants,
         verp_key: bytes,
         webhooks: Webhooks,
-        enqueue: Enqueue,
+        queue: Queue,
     ) -> None:
-        """``verp_key`` proves a bounce is of our mail; ``enqueue`` queues what dunning sends
+        """``verp_key`` proves a bounce is of our mail; ``queue`` takes what dunning sends
         in reaction (another contact, bounce/recovery.py); ``webhooks`` tells the tenant."""
         self.engine = engine
         self.config = config
@@ -80,7 +82,7 @@ class Inbound:
         self.tenants = tenants
         self.verp_key = verp_key
         self.webhooks = webhooks
-        self.enqueue = enqueue
+        self.queue = queue
 
     def process(self, session: Session, inbound: InboundMail) -> Outcome:
         """Decode, match, suppress and let dunning react (bounce/ingest.py), in the caller's
@@ -92,9 +94,13 @@ class Inbound:
             now=self.clock.now(),
             mailboxes=self.mailboxes(),
             policy_for=self.soft_bounce_policy,
-            enqueue=self.enqueue,
+            enqueue=self._enqueue,
             emit=self.webhooks.emit,
         )
+
+    def _enqueue(self, session: Session, request: EnqueueRequest, now: datetime) -> Message:
+        """bounce/'s way to queue an email, in the caller's transaction."""
+        return self.queue.enqueue(session, request, now=now)
 
     def mailboxes(self) -> Mailboxes:
         """Which tenant each receiving address is: its AR inbox (reply_to, else its email:
@@ -218,7 +224,7 @@ class Inbound:
             now=self.clock.now(),
             mailboxes=self.mailboxes(),
             policy_for=self.soft_bounce_policy,
-            enqueue=self.enqueue,
+            enqueue=self._enqueue,
         ):
             summary.add(outcome)
         return summary

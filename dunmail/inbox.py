@@ -7,7 +7,7 @@ the recovery after a bounce bounce/recovery.py's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from bounce.inbox import list_threads, list_unmatched, show_thread
 from bounce.pause import pause_unreachable
-from bounce.recovery import Enqueue, resend
+from bounce.recovery import resend
 from bounce.review import close_reviews, open_reviews
 from bounce.threads import add_note, fetch_thread
 from bounce.timeline import unverified_addresses
@@ -29,13 +29,13 @@ from mailer.inbox_models import ThreadStatus
 from mailer.ledger.contacts import replace_contact_email
 from mailer.ledger.models import Customer, Invoice
 from mailer.ledger.queries import customer_contacts
+from mailer.outbound.dispatch import Dispatcher
 from mailer.outbound.models import Message, Suppression
+from mailer.outbound.queue import Queue
+from mailer.outbound.requests import EnqueueRequest
 from mailer.outbound.suppression import SuppressionKind, suppress
 from mailer.outbound.suppression import is_active as is_suppressed
 from mailer.tenants import Tenants
-
-# Deliver these queued messages now (a resend is delivered at once, not at the next pass).
-Deliver = Callable[[Sequence[int]], Awaitable[object]]
 
 
 class Inbox:
@@ -47,15 +47,15 @@ class Inbox:
         *,
         clock: Clock,
         tenants: Tenants,
-        enqueue: Enqueue,
-        deliver: Deliver,
+        queue: Queue,
+        dispatcher: Dispatcher,
     ) -> None:
-        """``enqueue`` and ``deliver`` are the outbox's: a resend is queued, then sent now."""
+        """A resend is put in the ``queue``, then the ``dispatcher`` delivers it at once."""
         self.engine = engine
         self.clock = clock
         self.tenants = tenants
-        self.enqueue = enqueue
-        self.deliver = deliver
+        self.queue = queue
+        self.dispatcher = dispatcher
 
     def threads(
         self,
@@ -89,6 +89,10 @@ class Inbox:
         with Session(self.engine) as session:
             return show_thread(session, fetch_thread(session, thread_id, tenant_id=tenant_id))
 
+    def _enqueue(self, session: Session, request: EnqueueRequest, now: datetime) -> Message:
+        """bounce/'s way to queue an email, in the caller's transaction."""
+        return self.queue.enqueue(session, request, now=now)
+
     async def resend(
         self, thread_id: int, *, tenant: str | None, by: str
     ) -> tuple[Message, list[str]]:
@@ -98,11 +102,11 @@ class Inbox:
         with session_scope(self.engine) as session:
             thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
             message, addresses = resend(
-                session, thread, by=by, enqueue=self.enqueue, now=self.clock.now()
+                session, thread, by=by, enqueue=self._enqueue, now=self.clock.now()
             )
             session.flush()
             message_id = message.id or 0
-        await self.deliver([message_id])
+        await self.dispatcher.deliver_due(only=[message_id])
         with Session(self.engine) as session:
             refreshed = session.get(Message, message_id)
         if refreshed is None:  # the row was committed above; only a wiped database loses it
