@@ -35,7 +35,7 @@ from mailer.ledger.models import (
     PaymentPlanStatus,
 )
 from mailer.ledger.parsed import ParsedEstimate, ParsedPaymentPlan
-from mailer.ledger.upsert import LedgerScope, Outcome, row_id
+from mailer.ledger.upsert import LedgerScope, Outcome, Section, row_id
 
 # A plan still to be kept may not cover an invoice that is not owed (void) or not yet sent.
 _LIVE_PLANS = (PaymentPlanStatus.PROPOSED, PaymentPlanStatus.ACTIVE)
@@ -49,7 +49,7 @@ _BEFORE_SENT = {
 }
 
 
-class AgreementImport:
+class AgreementImport(Section):
     """Estimates and payment plans, applied within one ledger import.
 
     ``grace`` is how long after the last edit a sent estimate or a proposed plan is emailed,
@@ -57,11 +57,7 @@ class AgreementImport:
     """
 
     def __init__(self, scope: LedgerScope, *, grace: timedelta) -> None:
-        self.scope = scope
-        self.session = scope.session
-        self.tenant_id = scope.tenant_id
-        self.now = scope.now
-        self.events = scope.events
+        super().__init__(scope)
         self.grace = grace
 
     # -- estimates -------------------------------------------------------------------------

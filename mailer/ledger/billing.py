@@ -38,10 +38,10 @@ from mailer.ledger.models import (
 )
 from mailer.ledger.money import from_minor
 from mailer.ledger.parsed import ParsedAutopayFailure, ParsedRefund, ParsedSubscription
-from mailer.ledger.upsert import LedgerScope, Outcome, row_id
+from mailer.ledger.upsert import LedgerScope, Outcome, Section, row_id
 
 
-class BillingImport:
+class BillingImport(Section):
     """Refunds, autopay failures and subscriptions, applied within one ledger import.
 
     ``billed_soon`` is how long before a bill its reminder is due; ``tenant_zone`` dates the
@@ -49,11 +49,7 @@ class BillingImport:
     """
 
     def __init__(self, scope: LedgerScope, *, billed_soon: timedelta, tenant_zone: str) -> None:
-        self.scope = scope
-        self.session = scope.session
-        self.tenant_id = scope.tenant_id
-        self.now = scope.now
-        self.events = scope.events
+        super().__init__(scope)
         self.billed_soon = billed_soon
         self.tenant_zone = tenant_zone
 

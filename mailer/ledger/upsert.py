@@ -156,6 +156,18 @@ class LedgerScope:
         return Upserted(row, "updated", previous)
 
 
+class Section:
+    """A group of import sections run within one import (``mailer.ledger.billing``,
+    ``mailer.ledger.agreements``): the import's scope, session, tenant, ``now`` and events."""
+
+    def __init__(self, scope: LedgerScope) -> None:
+        self.scope = scope
+        self.session = scope.session
+        self.tenant_id = scope.tenant_id
+        self.now = scope.now
+        self.events = scope.events
+
+
 def row_id(row: SQLModel) -> int:
     """The primary key of a flushed row (SQLModel types it optional until the INSERT)."""
     value = getattr(row, "id", None)
