@@ -47,8 +47,7 @@ from typing import Any
 from bench._workload import TENANT, enqueue_invoice_emails, make_config, make_document
 from dunmail.app import build_services
 from mailer.clock import SystemClock
-from mailer.content import pdf
-from mailer.content import pdf_pool
+from mailer.content import pdf, pdf_pool
 from mailer.content.pdf_samples import sample_pdf_context
 from mailer.outbound.memory import MemoryTransport
 

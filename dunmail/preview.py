@@ -18,9 +18,9 @@ from typing import Any
 from sqlmodel import Session
 
 from dunmail.app import Services
+from mailer.content.formatting import normalise_locale
 from mailer.content.i18n import fallback_note
 from mailer.content.kinds import INVOICE_EMAILS, KINDS
-from mailer.content.formatting import normalise_locale
 from mailer.content.samples import sample_context
 from mailer.errors import MailerError
 from mailer.outbound.assemble import Assembler, PDFFile

@@ -25,9 +25,9 @@ from dunmail.web.hosted import build_document
 from mailer.clock import FixedClock
 from mailer.content.context import invoice_context, party_context
 from mailer.content.event_context import payment_plan_context
+from mailer.content.formatting import format_day
 from mailer.content.pdf_html import environment, render_html
 from mailer.content.pdfstore import build_pdf_context
-from mailer.content.formatting import format_day
 from mailer.content.render import Renderer
 from mailer.content.statement import Transaction, statement
 from mailer.ledger.documents import parse_document

@@ -22,12 +22,12 @@ from jinja2 import meta, nodes
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, select
 
+from mailer.content.compiled import collect_unsafe
 from mailer.content.kinds import KINDS
 from mailer.content.models import TemplateOverride
-from mailer.content.compiled import collect_unsafe
 from mailer.content.render import PARTS, Renderer, describe_error, error_line
-from mailer.content.sandbox import SAVE_BUDGET, metered
 from mailer.content.samples import sample_context
+from mailer.content.sandbox import SAVE_BUDGET, metered
 from mailer.errors import TemplateError
 
 MAX_SOURCE_BYTES = 64 * 1024
