@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.web.models import User
 from mailer.clock import FixedClock
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
 from mailer.inbox_models import ThreadStatus
 from mailer.outbound.memory import MemoryTransport, SentMail
-from tests.conftest import DEMO_DOC, make_config, sent_to
+from tests.conftest import DEMO_DOC, sent_to
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import dunmail, write_config
 
@@ -221,13 +221,11 @@ async def test_an_unmatched_bounce_is_listed_and_has_no_thread(
     assert "VERP" in row["why"]
 
 
-async def test_cli_shows_mail_text_verbatim(tmp_path: Path, db_url: str, clock: FixedClock) -> None:
-    transport = MemoryTransport()
-    services = build_services(
-        make_config(tmp_path, db_url, relay={"domain": "relay.example"}), clock, transport
-    )
+async def test_cli_shows_mail_text_verbatim(
+    relay_env: tuple[Services, MemoryTransport], tmp_path: Path, db_url: str
+) -> None:
+    services, transport = relay_env
     try:
-        assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
         sent = await _sent(services, transport)
         # "User unknown" with 5.1.1: unambiguous, so suppressed and no review holds the thread open.
         said = f"550 5.1.1 <ap@globex.example>: User unknown {HOSTILE}"
