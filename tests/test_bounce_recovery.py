@@ -19,7 +19,7 @@ import pytest
 from sqlmodel import Session, col, select
 
 from bounce.reporting import to_csv
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.errors import MailerError, NotFoundError
 from mailer.ledger.contacts import KeptCorrection
@@ -27,7 +27,7 @@ from mailer.ledger.imports import ImportReport
 from mailer.ledger.models import Contact, Hold, HoldReason
 from mailer.outbound.memory import MemoryTransport, SentMail
 from mailer.outbound.models import Message
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import DEMO_DOC
 from tests.test_bounce_ingest import _sent, dsn
 from tests.test_cli import Sink, dunmail, start_sink, write_config
 
@@ -401,16 +401,12 @@ def sink(tmp_path: Path) -> Iterator[Sink]:
     server.stop()
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_cli_suppressions_bounce_report_and_resend(
-    tmp_path: Path, sink: Sink, clock: FixedClock
+    services: Services, transport: MemoryTransport, tmp_path: Path, db_url: str, sink: Sink
 ) -> None:
     """The commands an AR clerk runs, as processes, on SQLite (the services beneath them run
     on both databases above)."""
-    db_url = f"sqlite:///{tmp_path / 'cli.db'}"
-    transport = MemoryTransport()
-    services = build_services(
-        make_config(tmp_path, db_url, relay={"domain": "relay.example"}), clock, transport
-    )
     try:
         _only_ap(services)
         sent = await _sent(services, transport)
