@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.outbound.memory import MemoryTransport
 from mailer.outbound.models import WebhookDelivery, WebhookStatus
 from mailer.outbound.webhooks import GIVE_UP_AFTER, verify_signature
-from tests.conftest import DEMO_DOC, make_config, sent_to
+from tests.conftest import DEMO_DOC, sent_to
 from tests.test_bounce_ingest import dsn
 from tests.test_inbox import _auto_reply
 
@@ -91,16 +91,36 @@ def hook_events() -> list[str] | None:
 
 
 @pytest.fixture
+def hook_url(request: pytest.FixtureRequest) -> str:
+    """Where the endpoint is: ``receiver``, or (a test parametrizes it "closed") a loopback port
+    nothing listens on, so every delivery is refused."""
+    if getattr(request, "param", None) != "closed":
+        receiver: Receiver = request.getfixturevalue("receiver")
+        return receiver.url
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    url = f"http://127.0.0.1:{closed.server_address[1]}/hooks"
+    closed.server_close()  # nothing listens there now: connection refused
+    return url
+
+
+@pytest.fixture
+def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every log record captured from before the services are built (ask for it first)."""
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+@pytest.fixture
 def services_config(
     tmp_path: Path,
-    receiver: Receiver,
+    hook_url: str,
     monkeypatch: pytest.MonkeyPatch,
     hook_events: list[str] | None,
 ) -> dict[str, Any]:
-    """This module's shared ``services``: acme with one endpoint, at ``receiver``, for the
+    """This module's shared ``services``: acme with one endpoint, at ``hook_url``, for the
     ``hook_events``."""
     monkeypatch.setenv(SECRET_ENV, SECRET)
-    hook: dict[str, Any] = {"url": receiver.url, "secret_env": SECRET_ENV}
+    hook: dict[str, Any] = {"url": hook_url, "secret_env": SECRET_ENV}
     if hook_events is not None:
         hook["events"] = hook_events
     return {"tenants": _acme(tmp_path, [hook])}
@@ -189,21 +209,12 @@ async def test_a_failed_delivery_is_retried_with_backoff(
     assert len(receiver.requests) == 3 and len(ids) == 1  # one event, three tries
 
 
+@pytest.mark.parametrize("hook_url", ["closed"], indirect=True)
+@pytest.mark.parametrize("hook_events", [["message.sent"]])
 async def test_nothing_is_lost_while_the_endpoint_is_down_and_it_gives_up_after_days(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    debug_logs: pytest.LogCaptureFixture, services: Services, clock: FixedClock
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-    closed = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    url = f"http://127.0.0.1:{closed.server_address[1]}/hooks"
-    closed.server_close()  # nothing listens there now: connection refused
-    hooks = [{"url": url, "secret_env": SECRET_ENV, "events": ["message.sent"]}]
-    config = make_config(tmp_path, db_url, tenants=_acme(tmp_path, hooks))
-    services = build_services(config, clock, MemoryTransport())
+    caplog = debug_logs
     try:
         assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
         await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
