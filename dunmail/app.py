@@ -17,6 +17,7 @@ from dunmail.inbox import Inbox
 from dunmail.ledger_service import LedgerService
 from dunmail.link_keys import LinkKeys
 from dunmail.pdfs import Pdfs
+from dunmail.preview import Previews
 from dunmail.sending import Sending
 from dunmail.suppressions import Suppressions
 from dunmail.web.accounts import Accounts
@@ -75,6 +76,7 @@ class Services:
     inbox: Inbox  # the AR inbox's threads and a clerk's actions on them
     suppressions: Suppressions  # who is not mailed, blocking and unblocking by hand
     desk: Desk  # holds, template overrides, outbox listings
+    previews: Previews  # dunmail/preview.py: an email as it would be sent, sent nowhere
     links: LinkKeys  # the keys that prove a link or a VERP address is ours
     pdfs: Pdfs  # the PDF store and renderer; started by ``dunmail run``
     assembler: Assembler
@@ -274,6 +276,15 @@ def build_services(
         inbox=Inbox(engine, clock=clock, tenants=tenants, queue=queue, dispatcher=dispatcher),
         suppressions=Suppressions(engine, clock=clock, tenants=tenants),
         desk=Desk(engine, clock=clock, tenants=tenants, renderer=renderer),
+        previews=Previews(
+            engine,
+            clock=clock,
+            tenants=tenants,
+            triggers=triggers,
+            dispatcher=dispatcher,
+            renderer=renderer,
+            assembler=assembler,
+        ),
         links=LinkKeys(keys=[link_key, *previous_link_keys(config)], verp_key=verp_key),
         pdfs=Pdfs(
             pass_wait_seconds=config.pdf.pass_wait_seconds,

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from mailer.clock import Clock
+from mailer.content.kinds import KINDS
 from mailer.content.models import TemplateOverride
 from mailer.content.overrides import (
     fetch_overrides,
@@ -17,8 +18,9 @@ from mailer.content.overrides import (
     reset_overrides,
     store_override,
 )
-from mailer.content.render import Renderer
+from mailer.content.render import PARTS, Renderer
 from mailer.db import session_scope
+from mailer.errors import MailerError
 from mailer.ledger.models import Hold, HoldReason, Tenant
 from mailer.outbound.models import Message, MessageRecipient
 from mailer.tenants import Tenants
@@ -115,6 +117,25 @@ class Desk:
         with Session(self.engine) as session:
             return fetch_overrides(session, tenant_id=tenant_id, kind=kind)
 
+    def template_sources(
+        self, kind: str, *, tenant: str | None
+    ) -> list[tuple[str, str, str | None]]:
+        """What each part of ``kind`` renders from, as (part, origin, source): the tenant's
+        override, else the built-in; a text part converted from an HTML override has no source.
+        """
+        if kind not in KINDS:
+            raise MailerError(f"unknown email kind {kind!r}; known kinds: {', '.join(KINDS)}")
+        overrides = self.template_overrides(kind, tenant=tenant)
+        parts: list[tuple[str, str, str | None]] = []
+        for name in PARTS:
+            if name in overrides:
+                parts.append((name, "override", overrides[name]))
+            elif name == "text" and "html" in overrides:
+                parts.append((name, "converted from the HTML override", None))
+            else:
+                parts.append((name, "built-in", self.renderer.builtin_source(kind, name)))
+        return parts
+
     def template_list(self, *, tenant: str | None) -> list[TemplateOverride]:
         """Every override the tenant has."""
         tenant_id = self.tenants.id(tenant)
@@ -122,6 +143,10 @@ class Desk:
             rows = list_overrides(session, tenant_id=tenant_id)
             session.expunge_all()
             return rows
+
+    def database(self) -> str:
+        """The database's URL without its password, for ``dunmail init`` to say where it is."""
+        return self.engine.url.render_as_string(hide_password=True)
 
     # -- outbox listings ---------------------------------------------------------------------
 

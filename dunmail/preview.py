@@ -15,17 +15,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from dunmail.app import Services
+from mailer.clock import Clock
 from mailer.content.formatting import normalise_locale
 from mailer.content.i18n import fallback_note
 from mailer.content.kinds import INVOICE_EMAILS, KINDS
+from mailer.content.render import Renderer
 from mailer.content.samples import sample_context
 from mailer.errors import MailerError
 from mailer.outbound.assemble import Assembler, PDFFile
+from mailer.outbound.dispatch import Dispatcher
 from mailer.outbound.requests import Claimed
 from mailer.tenant_config import TenantConfig
+from mailer.tenants import Tenants
+from scheduler.triggers import Triggers
 
 # The kinds a preview can build from an invoice in the ledger; any kind works with a sample.
 SAMPLE_RECIPIENT = "customer@example.com"
@@ -53,76 +58,111 @@ class _Source:
     version: int | None = None
 
 
-async def build_preview(
-    services: Services,
-    kind: str,
-    *,
-    invoice: str | None,
-    tenant: str | None,
-    locale: str | None = None,
-    sample: bool = False,
-) -> Preview:
-    """Render, compose and sign ``kind`` for ``invoice`` (or its sample context) in memory."""
-    if kind not in KINDS:
-        raise MailerError(f"unknown email kind {kind!r}; known kinds: {', '.join(KINDS)}")
-    tenant_id = services.tenants.id(tenant)
-    _, config = services.tenants.config(tenant_id)
-    if sample:
-        source = _sample(kind, config, locale)
-    elif invoice is None:
-        raise MailerError(f"say which invoice with --invoice, or preview {kind} with --sample")
-    elif kind not in INVOICE_EMAILS:
-        raise MailerError(
-            f"{kind} is not an invoice email ({', '.join(INVOICE_EMAILS)}): "
-            "preview it with --sample"
-        )
-    else:
-        source = _from_ledger(services, kind, invoice, tenant_id, locale)
+class Previews:
+    """Builds previews from the parts that send for real, minus the database writes."""
 
-    profile = services.sending.dispatcher.profile(tenant_id)
-    uid = secrets.token_hex(10)  # as Queue.enqueue makes them; nothing is stored under it
-    snapshot = Claimed(
-        id=0,
-        uid=uid,
-        tenant_id=tenant_id,
-        kind=kind,
-        context=source.context,
-        created_at=services.clock.now(),
-        attempts=0,
-        recipients=source.recipients,
-        previously_accepted=0,
-        invoice_id=source.invoice_id,
-        document_version=source.version,
-    )
-    envelope = profile.identity.envelope(uid)
-    language = services.renderer.language_of(source.context)
-    asked = locale or source.context.get("locale")
-    note = fallback_note(asked if isinstance(asked, str) else None, language)
-    assembler = services.assembler.previewing()
-    skipped = _no_pdf_reason(assembler, snapshot, config)
-    if skipped is None:
-        try:
-            built = await assembler.with_pdfs(_RenderHere()).assemble(
-                snapshot, profile.sender, envelope, now=snapshot.created_at
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock,
+        tenants: Tenants,
+        triggers: Triggers,
+        dispatcher: Dispatcher,
+        renderer: Renderer,
+        assembler: Assembler,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._tenants = tenants
+        self._triggers = triggers
+        self._dispatcher = dispatcher
+        self._renderer = renderer
+        self._assembler = assembler
+
+    async def build(
+        self,
+        kind: str,
+        *,
+        invoice: str | None,
+        tenant: str | None,
+        locale: str | None = None,
+        sample: bool = False,
+    ) -> Preview:
+        """Render, compose and sign ``kind`` for ``invoice`` (or its sample context) in memory."""
+        if kind not in KINDS:
+            raise MailerError(f"unknown email kind {kind!r}; known kinds: {', '.join(KINDS)}")
+        tenant_id = self._tenants.id(tenant)
+        _, config = self._tenants.config(tenant_id)
+        if sample:
+            source = _sample(kind, config, locale)
+        elif invoice is None:
+            raise MailerError(f"say which invoice with --invoice, or preview {kind} with --sample")
+        elif kind not in INVOICE_EMAILS:
+            raise MailerError(
+                f"{kind} is not an invoice email ({', '.join(INVOICE_EMAILS)}): "
+                "preview it with --sample"
             )
-            return Preview(
-                kind,
-                source.recipients,
-                built.data,
-                built.pdf_filename,
-                None,
-                config.sends(kind),
-                language,
-                note,
+        else:
+            source = self._from_ledger(kind, invoice, tenant_id, locale, config)
+        profile = self._dispatcher.profile(tenant_id)
+        uid = secrets.token_hex(10)  # as Queue.enqueue makes them; nothing is stored under it
+        snapshot = Claimed(
+            id=0,
+            uid=uid,
+            tenant_id=tenant_id,
+            kind=kind,
+            context=source.context,
+            created_at=self._clock.now(),
+            attempts=0,
+            recipients=source.recipients,
+            previously_accepted=0,
+            invoice_id=source.invoice_id,
+            document_version=source.version,
+        )
+        envelope = profile.identity.envelope(uid)
+        language = self._renderer.language_of(source.context)
+        asked = locale or source.context.get("locale")
+        note = fallback_note(asked if isinstance(asked, str) else None, language)
+        assembler = self._assembler.previewing()
+        skipped = _no_pdf_reason(assembler, snapshot, config)
+        if skipped is None:
+            try:
+                built = await assembler.with_pdfs(_RenderHere()).assemble(
+                    snapshot, profile.sender, envelope, now=snapshot.created_at
+                )
+                return Preview(
+                    kind,
+                    source.recipients,
+                    built.data,
+                    built.pdf_filename,
+                    None,
+                    config.sends(kind),
+                    language,
+                    note,
+                )
+            except _PDFFailed as exc:  # the outbox would fail this message: say why, keep the email
+                skipped = str(exc)
+        built = await assembler.with_pdfs(None).assemble(
+            snapshot, profile.sender, envelope, now=snapshot.created_at
+        )
+        return Preview(
+            kind, source.recipients, built.data, None, skipped, config.sends(kind), language, note
+        )
+
+    def _from_ledger(
+        self, kind: str, number: str, tenant_id: int, locale: str | None, config: TenantConfig
+    ) -> _Source:
+        """The context the queue would store for this invoice email, read without writing."""
+        with Session(self._engine) as session:  # never committed: a preview records nothing
+            email = self._triggers.invoice_email(
+                session, tenant_id=tenant_id, number=number, kind=kind, sending=False
             )
-        except _PDFFailed as exc:  # the outbox would fail this message: show why, keep the email
-            skipped = str(exc)
-    built = await assembler.with_pdfs(None).assemble(
-        snapshot, profile.sender, envelope, now=snapshot.created_at
-    )
-    return Preview(
-        kind, source.recipients, built.data, None, skipped, config.sends(kind), language, note
-    )
+        context = email.context
+        if locale is not None:
+            context["locale"] = normalise_locale(locale, config.locale)
+        invoice = email.invoice
+        return _Source(context, email.recipients, invoice.id, invoice.version)
 
 
 def _sample(kind: str, config: TenantConfig, locale: str | None) -> _Source:
@@ -132,22 +172,6 @@ def _sample(kind: str, config: TenantConfig, locale: str | None) -> _Source:
     branding = {k: v for k, v in config.branding.as_context().items() if v}
     context["tenant"] = {"name": config.name, "email": config.email, **branding}
     return _Source(context, (SAMPLE_RECIPIENT,))
-
-
-def _from_ledger(
-    services: Services, kind: str, number: str, tenant_id: int, locale: str | None
-) -> _Source:
-    """The context ``enqueue_invoice_email`` would store, read without writing anything."""
-    with Session(services.engine) as session:  # never committed: a preview records nothing
-        email = services.sending.triggers.invoice_email(
-            session, tenant_id=tenant_id, number=number, kind=kind, sending=False
-        )
-    context = email.context
-    if locale is not None:
-        _, config = services.tenants.config(tenant_id)
-        context["locale"] = normalise_locale(locale, config.locale)
-    invoice = email.invoice
-    return _Source(context, email.recipients, invoice.id, invoice.version)
 
 
 def _no_pdf_reason(assembler: Assembler, snapshot: Claimed, config: TenantConfig) -> str | None:

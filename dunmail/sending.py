@@ -46,7 +46,7 @@ from mailer.outbound.requests import PassReport
 from mailer.outbound.webhooks import Webhooks
 from mailer.tenants import Tenants
 from scheduler.cadence import manual_send
-from scheduler.dunning import state_of, store_state
+from scheduler.invoice_state import state_of, store_state
 from scheduler.rules import RulesBook
 from scheduler.statements import record_statements
 from scheduler.triggers import Triggers

@@ -66,7 +66,7 @@ class InvoiceFacts:
     state: DunningState
     hold: ActiveHold | None = None  # the hold in force now, if any
     # The settlement that closed it was a credit note, not a payment: nothing to thank for
-    # (the customer gets the credit note's own email). See scheduler.dunning.closed_by_credit.
+    # (the customer gets the credit note's own email). See scheduler.invoice_state.closed_by_credit.
     closed_by_credit: bool = False
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -27,19 +26,23 @@ from mailer.errors import MailerError
 from mailer.ledger.importlock import tenants_importing
 from mailer.ledger.models import (
     Customer,
-    Hold,
     HoldReason,
     Invoice,
     InvoiceStatus,
-    PaymentAllocation,
 )
 from scheduler.cadence import (
     Action,
     ActiveHold,
-    DunningState,
     Evaluation,
-    InvoiceFacts,
     evaluate,
+)
+from scheduler.invoice_state import (
+    active_holds,
+    closed_by_credit,
+    customers_by_id,
+    facts_of,
+    state_columns,
+    update_invoices,
 )
 from scheduler.rules import RulesBook
 from scheduler.triggers import Triggers
@@ -190,8 +193,8 @@ class Dunning:
                 states.append(
                     {"b_id": invoice.id, **state_columns(result.state), "next_action_at": next_at}
                 )
-        _update_invoices(session, states)
-        _update_invoices(session, times)
+        update_invoices(session, states)
+        update_invoices(session, times)
 
     def _summarise(self, session: Session, decision: _Decision, now: datetime) -> None:
         """The customer-level email; every invoice on it counts as chased now."""
@@ -349,132 +352,3 @@ def _overdue(session: Session, invoice: Invoice, now: datetime) -> list[Invoice]
     ).all()
     found = list(rows)
     return found if any(i.id == invoice.id for i in found) else [invoice, *found]
-
-
-def facts_of(
-    invoice: Invoice,
-    customer: Customer,
-    hold: ActiveHold | None,
-    *,
-    closed_by_credit: bool = False,
-) -> InvoiceFacts:
-    return InvoiceFacts(
-        closed_by_credit=closed_by_credit,
-        number=invoice.number,
-        status=invoice.status,
-        balance_minor=invoice.balance_minor,
-        currency=invoice.currency,
-        issued_at=invoice.issued_at,
-        due_at=invoice.due_at,
-        updated_at=invoice.updated_at,
-        chase=customer.chase,
-        state=state_of(invoice),
-        hold=hold,
-    )
-
-
-def closed_by_credit(session: Session, invoices: Iterable[Invoice]) -> set[int]:
-    """The paid invoices among ``invoices`` whose balance a credit note closed: their newest
-    settlement (allocation) is a credit note's, not a payment's.
-
-    An import replaces a payment's or a credit note's allocations whenever they change, so the
-    newest allocation of an invoice is the settlement that last moved its balance, the one
-    that made it paid. A paid invoice with no allocation was paid in the ERP: a payment.
-    """
-    paid = [i.id for i in invoices if i.status is InvoiceStatus.PAID and i.id is not None]
-    if not paid:
-        return set()
-    newest = (
-        sa.select(
-            col(PaymentAllocation.invoice_id),
-            sa.func.max(col(PaymentAllocation.id)).label("newest"),
-        )
-        .where(col(PaymentAllocation.invoice_id).in_(paid))
-        .group_by(col(PaymentAllocation.invoice_id))
-        .subquery()
-    )
-    rows = session.execute(
-        sa.select(col(PaymentAllocation.invoice_id))
-        .join(newest, newest.c.newest == col(PaymentAllocation.id))
-        .where(col(PaymentAllocation.credit_note_id).is_not(None))
-    )
-    return {int(invoice_id) for invoice_id in rows.scalars()}
-
-
-def state_of(invoice: Invoice) -> DunningState:
-    return DunningState(
-        sent_at=invoice.sent_at,
-        step=invoice.dunning_step,
-        repeats=invoice.dunning_repeats,
-        last_dunned_at=invoice.last_dunned_at,
-    )
-
-
-def state_columns(state: DunningState) -> dict[str, Any]:
-    return {
-        "sent_at": state.sent_at,
-        "dunning_step": state.step,
-        "dunning_repeats": state.repeats,
-        "last_dunned_at": state.last_dunned_at,
-    }
-
-
-def _update_invoices(session: Session, rows: list[dict[str, Any]]) -> None:
-    """One executemany UPDATE by id: thousands of invoices per pass, one prepared statement."""
-    if not rows:
-        return
-    table = Invoice.__table__  # type: ignore[attr-defined]
-    values: dict[str, Any] = {name: sa.bindparam(name) for name in rows[0] if name != "b_id"}
-    session.connection().execute(
-        sa.update(table).where(table.c.id == sa.bindparam("b_id")).values(**values), rows
-    )
-
-
-def store_state(invoice: Invoice, state: DunningState) -> None:
-    invoice.sent_at = state.sent_at
-    invoice.dunning_step = state.step
-    invoice.dunning_repeats = state.repeats
-    invoice.last_dunned_at = state.last_dunned_at
-
-
-def customers_by_id(session: Session, ids: Iterable[int]) -> dict[int, Customer]:
-    wanted = list(ids)
-    if not wanted:
-        return {}
-    rows = session.exec(select(Customer).where(col(Customer.id).in_(wanted))).all()
-    return {c.id or 0: c for c in rows}
-
-
-def active_holds(
-    session: Session, invoices: Iterable[Invoice], now: datetime
-) -> dict[int, ActiveHold]:
-    """The hold in force at ``now`` for each invoice (its own, or its customer's).
-
-    Where several apply, the one that lasts longest wins (an open-ended one beats all).
-    """
-    invoices = list(invoices)
-    if not invoices:
-        return {}
-    customer_ids = list({i.customer_id for i in invoices})
-    rows = session.exec(
-        select(Hold).where(
-            col(Hold.customer_id).in_(customer_ids),
-            col(Hold.lifted_at).is_(None),
-            sa.or_(col(Hold.ends_at).is_(None), col(Hold.ends_at) > now),
-        )
-    ).all()
-    if not rows:
-        return {}
-    far = now + timedelta(days=365 * 1000)
-    result: dict[int, ActiveHold] = {}
-    for invoice in invoices:
-        applicable = [
-            h
-            for h in rows
-            if h.customer_id == invoice.customer_id
-            and (h.invoice_id is None or h.invoice_id == invoice.id)
-        ]
-        if applicable:
-            best = max(applicable, key=lambda h: h.ends_at or far)
-            result[invoice.id or 0] = ActiveHold(best.reason, best.ends_at)
-    return result

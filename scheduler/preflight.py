@@ -21,7 +21,7 @@ from mailer.outbound.models import Message, MessageRecipient, RecipientStatus
 from mailer.outbound.suppression import active as active_suppressions
 from mailer.outbound.suppression import normal
 from scheduler.cadence import Action, ActiveHold, chase_blocker
-from scheduler.dunning import active_holds, customers_by_id, facts_of
+from scheduler.invoice_state import active_holds, customers_by_id, facts_of
 from scheduler.rules import RulesBook
 from scheduler.triggers import Triggers
 

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from dunmail.app import Services
-from dunmail.preview import build_preview
 from mailer.clock import FixedClock
 from mailer.content.attachment import plan_pdf
 from mailer.content.kinds import KINDS
@@ -119,8 +118,8 @@ async def test_crlf_in_every_imported_field_adds_no_header(
         tenant="acme",
         updated_by="t",
     )
-    preview = await build_preview(
-        services, "new_invoice", invoice="INV-1042" + INJECTED, tenant="acme"
+    preview = await services.previews.build(
+        "new_invoice", invoice="INV-1042" + INJECTED, tenant="acme"
     )
     assert_no_injected_header(preview.data)
     for _ in range(4):  # new invoice after its grace, receipt, credit note, estimate

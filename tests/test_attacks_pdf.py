@@ -23,7 +23,6 @@ import pytest
 from pydantic import ValidationError
 
 from dunmail.app import Services, build_services
-from dunmail.preview import build_preview
 from mailer.clock import FixedClock
 from mailer.outbound.memory import MemoryTransport
 from tests.conftest import DEMO_DOC, WEASYPRINT_SKIP, make_config
@@ -127,7 +126,7 @@ async def test_the_invoice_pdf_fetches_nothing_from_the_network_or_the_disk(
             f'<iframe src="file:///etc/passwd"></iframe><img src="{base}/line.png">'
         )
         assert services.ledger.import_document(doc, tenant="acme").errors == []
-        preview = await build_preview(services, "new_invoice", invoice="INV-1042", tenant="acme")
+        preview = await services.previews.build("new_invoice", invoice="INV-1042", tenant="acme")
     finally:
         await services.close()
     assert preview.pdf == "INV-1042.pdf", preview.pdf_skipped

@@ -13,7 +13,6 @@ import pytest
 from sqlmodel import Session, select
 
 from dunmail.app import Services
-from dunmail.preview import build_preview
 from mailer.content.models import TemplateOverride
 from mailer.content.overrides import MAX_SOURCE_BYTES, validate_override
 from mailer.content.render import Renderer
@@ -202,8 +201,8 @@ async def test_a_saved_subject_is_sent_for_that_tenant_only(
         "Your invoice INV-1042 is ready",
         "Invoice INV-1042 from Beta Tools",
     ]
-    preview = await build_preview(
-        services, "new_invoice", invoice="INV-1042", tenant="acme", sample=False
+    preview = await services.previews.build(
+        "new_invoice", invoice="INV-1042", tenant="acme", sample=False
     )
     assert b"Subject: Your invoice INV-1042 is ready" in preview.data
 

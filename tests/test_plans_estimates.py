@@ -28,7 +28,7 @@ from mailer.ledger.models import (
 from mailer.outbound.compose import Rendered
 from mailer.outbound.memory import MemoryTransport
 from mailer.outbound.models import Message
-from scheduler.dunning import active_holds
+from scheduler.invoice_state import active_holds
 from tests.conftest import DEMO_DOC, START, emails
 from tests.test_events import BASE_KEYS, GRACE, _conforms, _same_keys, add_tenant
 

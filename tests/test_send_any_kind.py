@@ -11,7 +11,7 @@ import copy
 import email
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
@@ -22,8 +22,7 @@ import httpx
 import pytest
 from sqlmodel import Session, col, select
 
-from dunmail.app import Services, build_services
-from dunmail.preview import build_preview
+from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.content.kinds import KINDS
 from mailer.errors import MailerError, PermanentDeliveryError
@@ -167,18 +166,18 @@ def _every_kind_on() -> dict[str, dict[str, bool]]:
 
 
 @pytest.fixture
-async def ledger(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, MemoryTransport]]:
-    """Services for acme with every kind switched on and ``LEDGER`` imported, into memory."""
+def services_config(tmp_path: Path, db_url: str) -> dict[str, Any]:
+    """This module's shared ``services``: acme with every kind switched on."""
     acme = make_config(tmp_path, db_url).tenants["acme"].model_dump(mode="json")
     acme["emails"] = _every_kind_on()
-    config = make_config(tmp_path, db_url, tenants={"acme": acme})
-    transport = MemoryTransport()
-    services = build_services(config, clock, transport)
+    return {"tenants": {"acme": acme}}
+
+
+@pytest.fixture
+def ledger(services: Services, transport: MemoryTransport) -> tuple[Services, MemoryTransport]:
+    """The shared ``services`` with ``LEDGER`` imported, and the ``transport`` they send into."""
     assert services.ledger.import_document(LEDGER, tenant="acme").errors == []
-    yield services, transport
-    await services.close()
+    return services, transport
 
 
 def _messages(services: Services) -> list[Message]:
@@ -331,7 +330,7 @@ async def test_a_preview_s_view_link_opens_the_page_a_real_send_s_does(
     relay_env: tuple[Services, MemoryTransport], web_server: str
 ) -> None:
     services, transport = relay_env
-    preview = await build_preview(services, "new_invoice", invoice="INV-1042", tenant="acme")
+    preview = await services.previews.build("new_invoice", invoice="INV-1042", tenant="acme")
     previewed = _view_link(preview.data)
     await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     real = _view_link(transport.sent[-1].data)

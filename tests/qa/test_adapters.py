@@ -45,8 +45,8 @@ WEB_SERVICES = {
     "link_service.py",
     "ops_service.py",
 }
-# The commands already thin (the others are made so one at a time, then listed here).
-CLI_ADAPTERS = {"dunmail/cli_common.py", "dunmail/cli_inbox.py", "dunmail/cli_web.py"}
+# The command line: every module that parses a command.
+CLI_ADAPTERS = {f"dunmail/{p.name}" for p in (ROOT / "dunmail").glob("cli*.py")}
 OPENERS = {"Session", "session_scope"}
 
 

@@ -1,0 +1,107 @@
+"""``dunmail suppressions``: the addresses not mailed, and blocking or unblocking one by hand."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from dunmail.app import Services
+from dunmail.cli_common import (
+    AtOpt,
+    ByOpt,
+    ConfigOpt,
+    JsonOpt,
+    TenantOpt,
+    app,
+    console,
+    plain,
+    with_services,
+)
+
+suppressions_app = typer.Typer(
+    help="Addresses the tenant's emails must not go to: list, block by hand, unblock."
+)
+app.add_typer(suppressions_app, name="suppressions")
+
+
+@suppressions_app.callback(invoke_without_command=True)
+def suppressions(
+    ctx: typer.Context,
+    everything: Annotated[
+        bool, typer.Option("--all", help="also lifted and expired blocks")
+    ] = False,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The tenant's suppressed addresses: its emails are not sent to them."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    async def body(services: Services) -> list[dict[str, Any]]:
+        return services.suppressions.blocked(tenant=tenant, everything=everything)
+
+    rows = with_services(config, at, body)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("address", "kind", "reason", "since", "until", "lifted")
+    for r in rows:
+        lifted = (
+            f"{r['lifted_at'][:16]} by {r['lifted_by']}: {r['lift_reason']}"
+            if r["lifted_at"]
+            else ""
+        )
+        table.add_row(
+            escape(r["address"]),
+            r["kind"],
+            escape(r["reason"]),
+            r["created_at"][:16],
+            (r["expires_at"] or "")[:16],
+            escape(lifted),
+        )
+    console.print(table)
+
+
+@suppressions_app.command("add")
+def suppressions_add(
+    address: Annotated[str, typer.Argument(help="the address to block")],
+    reason: Annotated[str, typer.Option("--reason", help="why, for whoever unblocks it")],
+    by: ByOpt = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Block an address by hand until someone unblocks it."""
+    who = by or f"cli:{getpass.getuser()}"
+
+    async def body(services: Services) -> bool:
+        return services.suppressions.suppress(address, tenant=tenant, reason=reason, by=who)
+
+    new = with_services(config, at, body)
+    plain(f"{address}: {'suppressed' if new else 'was already suppressed'}")
+
+
+@suppressions_app.command("unblock")
+def suppressions_unblock(
+    address: Annotated[str, typer.Argument(help="the suppressed address")],
+    reason: Annotated[str, typer.Option("--reason", help="why it may be mailed again")],
+    by: ByOpt = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Let the tenant's emails go to a suppressed address again (who, when and why are kept)."""
+    who = by or f"cli:{getpass.getuser()}"
+
+    async def body(services: Services) -> None:
+        services.suppressions.unblock(address, tenant=tenant, by=who, why=reason)
+
+    with_services(config, at, body)
+    plain(f"{address}: unblocked")
