@@ -503,6 +503,8 @@ async def test_dunmail_run_at_night_sends_the_overdue_reminder_the_next_business
         web={"enabled": False},
     )
     clock.set(START)
+    # Its own build: over SMTP to smtpd, closed before ``dunmail run`` builds the engine's own on
+    # this database, as a deployment would.
     services = build_services(config, clock)
     try:
         doc = _document("America/New_York", "2026-03-10T16:00:00+00:00")  # Tuesday
