@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Engine
 
 from dunmail.config import Config
-from dunmail.desk import Desk
-from dunmail.dunning_service import DunningService
-from dunmail.inbound import Inbound
-from dunmail.inbox import Inbox
-from dunmail.ledger_service import LedgerService
-from dunmail.link_keys import LinkKeys
-from dunmail.pdfs import Pdfs
-from dunmail.preview import Previews
-from dunmail.sending import Sending
-from dunmail.suppressions import Suppressions
+from dunmail.services.desk import Desk
+from dunmail.services.dunning import DunningService
+from dunmail.services.inbound import Inbound
+from dunmail.services.inbox import Inbox
+from dunmail.services.ledger import LedgerService
+from dunmail.services.link_keys import LinkKeys
+from dunmail.services.pdfs import Pdfs
+from dunmail.services.previews import Previews
+from dunmail.services.sending import Sending
+from dunmail.services.suppressions import Suppressions
 from dunmail.web.accounts import Accounts
 from dunmail.wiring import (
     configured_attach_pdf,
@@ -70,13 +70,13 @@ class Services:
     engine: Engine  # the tests read the database through it
     tenants: Tenants  # mailer/tenants.py: slug <-> id, each tenant's table
     ledger: LedgerService  # imports, an invoice marked sent by hand
-    sending: Sending  # dunmail/sending.py: by hand, retries, delivery passes
-    dunning: DunningService  # dunmail/dunning_service.py: tick and plan over the passes
+    sending: Sending  # dunmail/services/sending.py: by hand, retries, delivery passes
+    dunning: DunningService  # dunmail/services/dunning.py: tick and plan over the passes
     inbound: Inbound  # returned mail coming in: ingest, receive, poll, reprocess
     inbox: Inbox  # the AR inbox's threads and a clerk's actions on them
     suppressions: Suppressions  # who is not mailed, blocking and unblocking by hand
     desk: Desk  # holds, template overrides, outbox listings
-    previews: Previews  # dunmail/preview.py: an email as it would be sent, sent nowhere
+    previews: Previews  # dunmail/services/previews.py: an email as it would be sent, sent nowhere
     links: LinkKeys  # the keys that prove a link or a VERP address is ours
     pdfs: Pdfs  # the PDF store and renderer; started by ``dunmail run``
     assembler: Assembler

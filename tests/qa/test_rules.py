@@ -287,7 +287,7 @@ def test_the_hand_down_check_sees_what_it_forbids() -> None:
     """The check above would pass vacuously if it looked in the wrong place: the wiring it
     replaced (issue 16) fails it on every count."""
     old = """
-from dunmail.sending import Sending
+from dunmail.services.sending import Sending
 from mailer.outbound.dispatch import Dispatcher
 from scheduler.dunning import Dunning
 from scheduler.events import EventPass

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dunmail.sending import Sending
+from dunmail.services.sending import Sending
 from mailer.clock import Clock
 from mailer.outbound.requests import PassReport
 from mailer.tenants import Tenants

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from dunmail.by_hand import (
+from dunmail.services.by_hand import (
     INVOICE,
     SentByHand,
     event_by_hand,
