@@ -16,12 +16,12 @@ import io
 import json
 import re
 import stat
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email import policy
 from email.header import Header
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.table import Table
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.cli_common import SafeConsole
 from dunmail.config import load_config
 from dunmail.terminal import printable
@@ -131,23 +131,26 @@ EVIL_NAME = "Globex\x1b[2J\x1b[H\u202eevil\u202c\x9b2J\x07\x08\rOK"
 
 
 @pytest.fixture
-async def replied(
-    tmp_path: Path, db_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, SentMail, Path]]:
-    """acme's INV-1042 sent to a customer whose name carries escapes, a second tenant
-    ("beta"), and a config file for the CLI."""
-    transport = MemoryTransport()
+def services_config(tmp_path: Path, db_url: str) -> dict[str, Any]:
+    """This module's shared ``services`` (what ``replied`` starts from): acme and a second
+    tenant, "beta"."""
     acme = make_config(tmp_path, db_url).tenants["acme"].model_dump(mode="json")
     beta = {"name": "Beta Ltd", "email": "ar@beta.example"}
     tenants = {"acme": acme, "beta": beta}  # the CLI's config (write_config) has acme alone
-    config = make_config(tmp_path, db_url, relay={"domain": "relay.example"}, tenants=tenants)
-    services = build_services(config, clock, transport)
+    return {"relay": {"domain": "relay.example"}, "tenants": tenants}
+
+
+@pytest.fixture
+async def replied(
+    services: Services, transport: MemoryTransport, tmp_path: Path, db_url: str
+) -> tuple[Services, SentMail, Path]:
+    """acme's INV-1042 sent to a customer whose name carries escapes, a second tenant
+    ("beta"), and a config file for the CLI."""
     doc = copy.deepcopy(DEMO_DOC)
     doc["customers"][0]["name"] = EVIL_NAME
     assert services.ledger.import_document(doc, tenant="acme").errors == []
     await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
-    yield services, transport.sent[-1], write_config(tmp_path, db_url, 2525)
-    await services.close()
+    return services, transport.sent[-1], write_config(tmp_path, db_url, 2525)
 
 
 def _cli_output(config: Path, thread: int) -> str:
