@@ -164,6 +164,8 @@ async def test_secrets_never_reach_the_logs_or_the_clis_stderr(
         config = _secret_config(
             tmp_path, db_url, smtpd, f"http://127.0.0.1:{hooks.server_address[1]}/hook"
         )
+        # Its own build: the secrets, the webhook receiver and DEBUG capture must be in place
+        # before it, since what the build logs is checked too; then the same config goes to the CLI.
         services = build_services(config, clock)
         try:
             assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
