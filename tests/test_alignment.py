@@ -102,6 +102,7 @@ async def test_relay_mode_mail_verifies_for_the_relay_domain_and_the_tenants(
         relay={"domain": "relay.example", "dkim": [relay_key.model_dump()]},
     )
     transport = MemoryTransport()
+    # Its own build: what start-up logs is under test, so the build runs inside the capture.
     with caplog.at_level(logging.WARNING, logger="dunmail"):
         services = build_services(config, clock, transport)
     try:
@@ -124,6 +125,7 @@ async def test_start_up_warns_when_no_key_aligns(
     tmp_path: Path, clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = make_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}")  # d=acme.example only
+    # Its own build: the warning under test is logged while building.
     with caplog.at_level(logging.WARNING, logger="dunmail"):
         services = build_services(config, clock, MemoryTransport())
     await services.close()
