@@ -9,15 +9,16 @@ from __future__ import annotations
 import mailbox
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dunmail.app import build_services
+from dunmail.app import Services
 from dunmail.capture import start_capture
-from mailer.clock import FixedClock
 from mailer.outbound.dkim import dns_record
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import DEMO_DOC
 
 OPENDKIM = shutil.which("opendkim") or (
     "/usr/sbin/opendkim" if Path("/usr/sbin/opendkim").exists() else None
@@ -27,10 +28,26 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def test_opendkim_passes_rsa_and_ed25519(tmp_path: Path, clock: FixedClock) -> None:
+@pytest.fixture
+async def capture(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    """A capturing SMTP server on loopback: its port and the Maildir it delivers into."""
     maildir = tmp_path / "maildir"
     server = await start_capture("127.0.0.1", 0, maildir)
-    port = server.sockets[0].getsockname()[1]
+    yield server.sockets[0].getsockname()[1], maildir
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+def transport() -> None:
+    """This module's shared services send over SMTP, to ``capture``."""
+    return None
+
+
+@pytest.fixture
+def services_config(tmp_path: Path, capture: tuple[int, Path]) -> dict[str, Any]:
+    """This module's shared ``services``: the relay is ``capture``; acme signs with an RSA and
+    an Ed25519 key."""
     keys = [
         {
             "domain": "acme.example",
@@ -45,23 +62,23 @@ async def test_opendkim_passes_rsa_and_ed25519(tmp_path: Path, clock: FixedClock
             "key_file": str(tmp_path / "k" / "ed1.key"),
         },
     ]
-    config = make_config(
-        tmp_path,
-        f"sqlite:///{tmp_path / 'db.sqlite'}",
-        relay={"host": "127.0.0.1", "port": port},
-        tenants={"acme": {"name": "Acme Supplies", "email": "ar@acme.example", "dkim": keys}},
+    return {
+        "relay": {"host": "127.0.0.1", "port": capture[0]},
+        "tenants": {"acme": {"name": "Acme Supplies", "email": "ar@acme.example", "dkim": keys}},
+    }
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_opendkim_passes_rsa_and_ed25519(
+    services: Services, capture: tuple[int, Path], tmp_path: Path
+) -> None:
+    _, maildir = capture
+    config = services.config
+    services.ledger.import_document(DEMO_DOC, tenant=None)
+    services.sending.enqueue_invoice_email(
+        "INV-1042", kind="new_invoice", tenant=None, manual=False
     )
-    services = build_services(config, clock)
-    try:
-        services.ledger.import_document(DEMO_DOC, tenant=None)
-        services.sending.enqueue_invoice_email(
-            "INV-1042", kind="new_invoice", tenant=None, manual=False
-        )
-        assert (await services.sending.deliver()).sent == 1
-    finally:
-        await services.close()
-        server.close()
-        await server.wait_closed()
+    assert (await services.sending.deliver()).sent == 1
 
     # One copy per recipient (each its own envelope), the same signed bytes: check one.
     delivered = list(mailbox.Maildir(maildir, create=False))[0]
