@@ -234,8 +234,16 @@ def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
+def services_options() -> dict[str, Any]:
+    """Keyword arguments of ``build_services`` itself for the shared ``services`` (``pdfs``,
+    ``pdf_renderer``, ``attach_pdf``): none, unless a module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
 async def services(
     services_config: dict[str, Any],
+    services_options: dict[str, Any],
     tmp_path: Path,
     db_url: str,
     clock: FixedClock,
@@ -249,7 +257,8 @@ async def services(
     each test file. A module whose mail must cross real SMTP overrides ``transport`` to give
     None (the configured SMTPTransport) and points the relay at ``smtpd`` in its
     ``services_config``."""
-    built = build_services(make_config(tmp_path, db_url, **services_config), clock, transport)
+    config = make_config(tmp_path, db_url, **services_config)
+    built = build_services(config, clock, transport, **services_options)
     yield built
     await built.close()
 

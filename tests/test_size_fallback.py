@@ -12,7 +12,7 @@ from __future__ import annotations
 import email
 from email import policy
 from email.message import EmailMessage
-from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -24,35 +24,41 @@ from tests.conftest import WEASYPRINT_SKIP
 if WEASYPRINT_SKIP:
     pytest.skip(WEASYPRINT_SKIP, allow_module_level=True)
 
-from dunmail.app import Services, build_services  # noqa: E402  (after the skip)
-from mailer.clock import FixedClock
+from dunmail.app import Services  # noqa: E402  (after the skip)
 from mailer.content.pdf_pool import PDFRenderer
 from mailer.outbound.compose import message_id
 from mailer.outbound.models import DeliveryAttempt, Message, MessageStatus
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import DEMO_DOC
 from tests.smtpd import RecordingServer
 
 # The email alone is about 10 KB; with the invoice PDF it is well over 20 KB.
 SERVER_LIMIT = 20_000
 
 
-async def _send(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
-) -> tuple[Services, Message]:
-    config = make_config(
-        tmp_path,
-        db_url,
-        pdfs=True,
-        relay={"domain": "relay.example", "host": smtpd.host, "port": smtpd.port},
-    )
-    services = build_services(config, clock, pdf_renderer=PDFRenderer(workers=0))
-    try:
-        assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
-        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-    except BaseException:
-        await services.close()
-        raise
-    return services, message
+@pytest.fixture
+def transport() -> None:
+    """This module's shared services send over SMTP, to ``smtpd``."""
+    return None
+
+
+@pytest.fixture
+def services_config(smtpd: RecordingServer) -> dict[str, Any]:
+    """This module's shared ``services``: PDFs attached, the relay is ``smtpd``."""
+    return {
+        "pdfs": True,
+        "relay": {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port},
+    }
+
+
+@pytest.fixture
+def services_options() -> dict[str, Any]:
+    """This module's shared ``services`` render their PDFs in-process."""
+    return {"pdf_renderer": PDFRenderer(workers=0)}
+
+
+async def _send(services: Services) -> Message:
+    assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
+    return await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
 
 
 def _parsed(raw: bytes) -> EmailMessage:
@@ -91,26 +97,19 @@ def _assert_linked(services: Services, smtpd: RecordingServer, message: Message)
 
 @pytest.mark.smtpd_options(size_limit=SERVER_LIMIT)
 async def test_a_server_advertising_a_smaller_size_gets_the_link_version(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+    services: Services, smtpd: RecordingServer
 ) -> None:
-    services, message = await _send(tmp_path, db_url, clock, smtpd)
-    try:
-        _assert_linked(services, smtpd, message)
-        # The advertised SIZE is checked before MAIL: the too-big version never went out.
-        assert smtpd.commands.count("MAIL") == 2  # one per recipient, both the link version
-        for sent in smtpd.envelopes:
-            assert f"SIZE={len(sent.content)}" in sent.mail_options
-    finally:
-        await services.close()
+    message = await _send(services)
+    _assert_linked(services, smtpd, message)
+    # The advertised SIZE is checked before MAIL: the too-big version never went out.
+    assert smtpd.commands.count("MAIL") == 2  # one per recipient, both the link version
+    for sent in smtpd.envelopes:
+        assert f"SIZE={len(sent.content)}" in sent.mail_options
 
 
 @pytest.mark.smtpd_options(size_limit=None)
 async def test_a_552_at_end_of_data_without_advertised_size_gets_the_link_version(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    smtpd: RecordingServer,
-    monkeypatch: pytest.MonkeyPatch,
+    services: Services, smtpd: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A server that advertises no SIZE yet refuses, after the whole body, what is over its limit.
     accept = smtpd.handler.handle_DATA
@@ -124,26 +123,20 @@ async def test_a_552_at_end_of_data_without_advertised_size_gets_the_link_versio
         return await accept(smtp, session, envelope)
 
     monkeypatch.setattr(smtpd.handler, "handle_DATA", refuse_big)
-    services, message = await _send(tmp_path, db_url, clock, smtpd)
-    try:
-        _assert_linked(services, smtpd, message)
-        assert len(refused) == 1 and refused[0] > SERVER_LIMIT  # the PDF version, once
-        assert smtpd.commands.count("DATA") == 3  # then the link version, once per recipient
-    finally:
-        await services.close()
+    message = await _send(services)
+    _assert_linked(services, smtpd, message)
+    assert len(refused) == 1 and refused[0] > SERVER_LIMIT  # the PDF version, once
+    assert smtpd.commands.count("DATA") == 3  # then the link version, once per recipient
 
 
 @pytest.mark.smtpd_options(size_limit=None, data="552 5.3.4 Message too big")
 async def test_a_server_refusing_the_link_version_too_fails_after_one_fallback(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+    services: Services, smtpd: RecordingServer
 ) -> None:
-    services, message = await _send(tmp_path, db_url, clock, smtpd)
-    try:
-        assert message.status is MessageStatus.FAILED
-        assert message.last_error is not None and "5.3.4" in message.last_error
-        assert smtpd.envelopes == []
-        # The PDF version, then the link version; never a third try or a loop.
-        assert smtpd.commands.count("DATA") == 2
-        assert len(_attempts(services, message)) == 1
-    finally:
-        await services.close()
+    message = await _send(services)
+    assert message.status is MessageStatus.FAILED
+    assert message.last_error is not None and "5.3.4" in message.last_error
+    assert smtpd.envelopes == []
+    # The PDF version, then the link version; never a third try or a loop.
+    assert smtpd.commands.count("DATA") == 2
+    assert len(_attempts(services, message)) == 1
