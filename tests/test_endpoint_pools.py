@@ -21,11 +21,10 @@ from tests.conftest import WEASYPRINT_SKIP
 if WEASYPRINT_SKIP:
     pytest.skip(WEASYPRINT_SKIP, allow_module_level=True)
 
-from dunmail.app import build_services  # noqa: E402  (after the skip)
-from mailer.clock import FixedClock
+from dunmail.app import Services  # noqa: E402  (after the skip)
 from mailer.content.pdf_pool import PDFRenderer
 from mailer.outbound.models import MessageStatus
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import DEMO_DOC
 from tests.smtpd import RecordingServer
 
 # The email alone is about 10 KB; with the invoice PDF it is well over 20 KB.
@@ -65,24 +64,28 @@ def _pdfs(raw: bytes) -> list[str]:
     return [part.get_filename() or "" for part in parsed.iter_attachments()]
 
 
-@pytest.mark.smtpd_options(auth=PASSWORDS)
-async def test_own_smtp_on_the_relays_host_and_port_keeps_its_own_budget_and_login(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer, passwords: None
-) -> None:
+@pytest.fixture
+def transport() -> None:
+    """This module's shared services send over SMTP, to ``smtpd``."""
+    return None
+
+
+@pytest.fixture
+def services_config(tmp_path: Path, smtpd: RecordingServer, passwords: None) -> dict[str, Any]:
+    """This module's shared ``services``: PDFs attached; the relay and two own-SMTP tenants all
+    at ``smtpd``, each with its own budget and login."""
     where = {"host": smtpd.host, "port": smtpd.port, "timeout_seconds": 5}
     relay_login = {"username": "relay-user", "password_env": "POOLS_RELAY_PW"}
-    config = make_config(
-        tmp_path,
-        db_url,
-        pdfs=True,
-        relay={
+    return {
+        "pdfs": True,
+        "relay": {
             "domain": "relay.example",
             **where,
             **relay_login,
             "max_message_bytes": RELAY_BUDGET,
             "max_connections": 1,
         },
-        tenants={
+        "tenants": {
             # Relay mode: the relay's small budget, so its PDF is linked.
             "acme": _tenant("acme", tmp_path),
             # The same server and even the same account as the relay, but its own (larger)
@@ -104,8 +107,19 @@ async def test_own_smtp_on_the_relays_host_and_port_keeps_its_own_budget_and_log
                 },
             ),
         },
-    )
-    services = build_services(config, clock, pdf_renderer=PDFRenderer(workers=0))
+    }
+
+
+@pytest.fixture
+def services_options() -> dict[str, Any]:
+    """This module's shared ``services`` render their PDFs in-process."""
+    return {"pdf_renderer": PDFRenderer(workers=0)}
+
+
+@pytest.mark.smtpd_options(auth=PASSWORDS)
+async def test_own_smtp_on_the_relays_host_and_port_keeps_its_own_budget_and_login(
+    services: Services, smtpd: RecordingServer
+) -> None:
     try:
         messages = {}
         for slug in ("acme", "big", "tiny"):
