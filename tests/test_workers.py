@@ -37,6 +37,7 @@ def _build(
         tenants=tenants,
         delivery={"batch_size": 25},
     )
+    # Its own build: the tests here run two or more Services (workers) on one database.
     return build_services(config, clock)
 
 
