@@ -523,6 +523,7 @@ async def test_every_kind_language_toggle_in_zone(
     zone: str, tmp_path: Path, smtpd: RecordingServer
 ) -> None:
     clock = FixedClock(datetime(2026, 3, 2, 0, 0, tzinfo=UTC))
+    # Its own build: one ledger per zone on its own clock and config, run through a quarter.
     services = build_services(_config(tmp_path, smtpd), clock)
     try:
         plan = stages(zone)
