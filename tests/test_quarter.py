@@ -574,6 +574,7 @@ async def test_a_quarter_of_three_tenants_sends_exactly_the_emails_an_ar_team_ex
     # The engine runs all quarter (``dunmail run`` ticks on its clock); the operator's work
     # goes through the CLI with ``--at``.
     clock = FixedClock(START)
+    # Its own build: the engine beside the CLI's processes, from the config file they share.
     engine = build_services(load_config(config), clock)
     actions = sorted(ACTIONS, key=lambda item: item[0])
     day = START
