@@ -220,6 +220,7 @@ async def engine_side(config_path: Path) -> AsyncIterator[EngineSide]:
     from dunmail.web.users import create_user
     from mailer.config import InboundConfig
 
+    # Its own build: the engine's side, beside import processes on the same config file.
     services = build_services(load_config(config_path), FixedClock(START), MemoryTransport())
     assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
     tenant_id = services.tenants.id("acme")
@@ -440,6 +441,7 @@ async def test_the_engine_leaves_a_tenant_alone_while_its_import_holds_the_lock(
     invoice in between. It waits for the import; delivery and other tenants do not."""
     clock = FixedClock(START)
     config = load_config(engine_config(tmp_path, db_url))
+    # Its own build: the engine, from the config file an import process shares with it.
     services = build_services(config, clock, MemoryTransport())
     try:
         assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
