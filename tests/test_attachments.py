@@ -9,7 +9,7 @@ import asyncio
 import copy
 import email
 import hashlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
@@ -64,43 +64,80 @@ class CountingRenderer:
         await self.inner.close()
 
 
-async def _services(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    smtpd: RecordingServer,
-    renderer: CountingRenderer,
-    attach_pdf: Callable[[int, str], bool] | None = None,
-    **relay: Any,
-) -> Services:
-    config = make_config(
-        tmp_path,
-        db_url,
-        pdfs=True,
-        relay={"domain": "relay.example", "host": smtpd.host, "port": smtpd.port, **relay},
-    )
-    services = build_services(config, clock, pdf_renderer=renderer, attach_pdf=attach_pdf)
+@pytest.fixture
+def renderer(request: pytest.FixtureRequest) -> CountingRenderer | None:
+    """The shared services' PDF renderer: in-process, or (a test parametrizes it indirectly)
+    with that many worker processes, or None for none at all."""
+    workers = getattr(request, "param", 0)
+    return None if workers is None else CountingRenderer(workers=workers)
+
+
+@pytest.fixture
+def asked() -> list[tuple[int, str]]:
+    """What ``attach_pdf`` was asked, in order."""
+    return []
+
+
+@pytest.fixture
+def attach_pdf(
+    request: pytest.FixtureRequest, asked: list[tuple[int, str]]
+) -> Callable[[int, str], bool] | None:
+    """Which PDFs are attached: as the tenant config says, or (a test parametrizes it
+    indirectly with a kind) only that kind's, each question recorded in ``asked``."""
+    only = getattr(request, "param", None)
+    if only is None:
+        return None
+
+    def attach(tenant_id: int, kind: str) -> bool:
+        asked.append((tenant_id, kind))
+        return kind == only
+
+    return attach
+
+
+@pytest.fixture
+def transport() -> None:
+    """This module's shared services send over SMTP, to ``smtpd``."""
+    return None
+
+
+@pytest.fixture
+def services_config(
+    request: pytest.FixtureRequest, tmp_path: Path, db_url: str, smtpd: RecordingServer
+) -> dict[str, Any]:
+    """This module's shared ``services``: PDFs attached, the relay is ``smtpd``. A test's
+    ``services_config`` marker adds to that: its ``relay`` to the relay's table, its ``acme``
+    to acme's, ``pdfs`` replaces."""
+    marker = request.node.get_closest_marker("services_config")
+    extra = dict(marker.kwargs) if marker else {}
+    relay = {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}
+    settings: dict[str, Any] = {"pdfs": True, "relay": {**relay, **extra.pop("relay", {})}}
+    if "acme" in extra:
+        acme = make_config(tmp_path, db_url).tenants["acme"]
+        table = acme.model_dump(mode="json", exclude_defaults=True)
+        settings["tenants"] = {"acme": {**table, **extra.pop("acme")}}
+    return {**settings, **extra}
+
+
+@pytest.fixture
+def services_options(
+    renderer: CountingRenderer | None, attach_pdf: Callable[[int, str], bool] | None
+) -> dict[str, Any]:
+    """This module's shared ``services`` render through ``renderer`` and ask ``attach_pdf``."""
+    options: dict[str, Any] = {}
+    if renderer is not None:
+        options["pdf_renderer"] = renderer
+    if attach_pdf is not None:
+        options["attach_pdf"] = attach_pdf
+    return options
+
+
+@pytest.fixture
+def services(services: Services) -> Services:
+    """conftest's ``services`` on this module's settings, with DEMO_DOC imported."""
     report = services.ledger.import_document(DEMO_DOC, tenant="acme")
     assert report.errors == []
     return services
-
-
-@pytest.fixture
-def renderer() -> CountingRenderer:
-    return CountingRenderer(workers=0)
-
-
-@pytest.fixture
-async def services(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    smtpd: RecordingServer,
-    renderer: CountingRenderer,
-) -> AsyncIterator[Services]:
-    services = await _services(tmp_path, db_url, clock, smtpd, renderer)
-    yield services
-    await services.close()
 
 
 def _received(smtpd: RecordingServer, index: int = -1) -> EmailMessage:
@@ -250,72 +287,35 @@ async def test_a_retry_sends_the_bytes_the_first_attempt_recorded(
     assert _message(services, message.id).pdf_sha256 == message.pdf_sha256
 
 
+@pytest.mark.parametrize("attach_pdf", ["new_invoice"], indirect=True)
 async def test_attach_pdf_switches_pdfs_off_per_tenant_and_kind(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    smtpd: RecordingServer,
-    renderer: CountingRenderer,
+    services: Services, smtpd: RecordingServer, asked: list[tuple[int, str]]
 ) -> None:
-    asked: list[tuple[int, str]] = []
-
-    def attach_pdf(tenant_id: int, kind: str) -> bool:
-        asked.append((tenant_id, kind))
-        return kind == "new_invoice"
-
-    services = await _services(tmp_path, db_url, clock, smtpd, renderer, attach_pdf=attach_pdf)
-    try:
-        reminder = await services.sending.send_invoice(
-            "INV-1042", kind="invoice_reminder", tenant=None
-        )
-        new = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-        tenant_id = services.tenants.id("acme")
-    finally:
-        await services.close()
+    reminder = await services.sending.send_invoice("INV-1042", kind="invoice_reminder", tenant=None)
+    new = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
+    tenant_id = services.tenants.id("acme")
     assert _pdfs(_received(smtpd, 0)) == [] and reminder.pdf_sha256 is None
     assert len(_pdfs(_received(smtpd, 1))) == 1 and new.pdf_sha256 is not None
     assert asked == [(tenant_id, "invoice_reminder"), (tenant_id, "new_invoice")]
 
 
+@pytest.mark.services_config(acme={"emails": {"invoice_reminder": {"attach_pdf": False}}})
 async def test_attach_pdf_comes_from_the_tenant_config(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    smtpd: RecordingServer,
-    renderer: CountingRenderer,
+    services: Services, smtpd: RecordingServer
 ) -> None:
-    acme = (
-        make_config(tmp_path, db_url).tenants["acme"].model_dump(mode="json", exclude_defaults=True)
-    )
-    acme["emails"] = {"invoice_reminder": {"attach_pdf": False}}
-    relay = {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}
-    config = make_config(tmp_path, db_url, relay=relay, tenants={"acme": acme})
-    services = build_services(config, clock, pdfs=True, pdf_renderer=renderer)
-    try:
-        services.ledger.import_document(DEMO_DOC, tenant="acme")
-        reminder = await services.sending.send_invoice(
-            "INV-1042", kind="invoice_reminder", tenant=None
-        )
-        new = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-    finally:
-        await services.close()
+    assert services.pdfs.store is not None  # PDFs are on: acme attaches new_invoice's
+    reminder = await services.sending.send_invoice("INV-1042", kind="invoice_reminder", tenant=None)
+    new = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert _pdfs(_received(smtpd, 0)) == [] and reminder.pdf_sha256 is None
     assert len(_pdfs(_received(smtpd, 1))) == 1 and new.pdf_sha256 is not None
 
 
+# Large enough for the email itself (~10 KB), far too small for it with the PDF.
+@pytest.mark.services_config(relay={"max_message_bytes": 20_000})
 async def test_a_pdf_over_the_size_limit_is_linked_not_attached(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    smtpd: RecordingServer,
-    renderer: CountingRenderer,
+    services: Services, smtpd: RecordingServer, clock: FixedClock
 ) -> None:
-    # Large enough for the email itself (~10 KB), far too small for it with the PDF.
-    services = await _services(tmp_path, db_url, clock, smtpd, renderer, max_message_bytes=20_000)
-    try:
-        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-    finally:
-        await services.close()
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.SENT  # never a failed send
     assert len(smtpd.envelopes[0].content) <= 20_000
     received = _received(smtpd)
@@ -336,13 +336,12 @@ async def test_a_pdf_over_the_size_limit_is_linked_not_attached(
     assert message.pdf_sha256 == stored.sha256
 
 
+@pytest.mark.parametrize("renderer", [1], indirect=True)  # one worker process
 async def test_renders_through_the_process_pool(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+    services: Services, db_url: str, smtpd: RecordingServer
 ) -> None:
     if db_url.startswith("postgresql"):
         pytest.skip("the pool is the same for both databases; once is enough")
-    renderer = CountingRenderer(workers=1)
-    services = await _services(tmp_path, db_url, clock, smtpd, renderer)
     try:
         message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     finally:
@@ -352,19 +351,11 @@ async def test_renders_through_the_process_pool(
     assert message.pdf_sha256 == hashlib.sha256(data).hexdigest()
 
 
-async def test_without_pdfs_nothing_is_attached(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
-) -> None:
-    config = make_config(
-        tmp_path, db_url, relay={"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}
-    )
-    services = build_services(config, clock)
-    try:
-        assert services.pdfs.store is None
-        services.ledger.import_document(DEMO_DOC, tenant="acme")
-        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-    finally:
-        await services.close()
+@pytest.mark.services_config(pdfs=False)
+@pytest.mark.parametrize("renderer", [None], indirect=True)  # build_services' default
+async def test_without_pdfs_nothing_is_attached(services: Services, smtpd: RecordingServer) -> None:
+    assert services.pdfs.store is None
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert _pdfs(_received(smtpd)) == []
     assert message.pdf_sha256 is None
 
@@ -395,6 +386,7 @@ def test_pdf_context_keeps_only_what_the_pdf_shows() -> None:
 async def test_pdfs_switch_on_by_themselves_when_a_tenant_attaches_one(
     tmp_path: Path, db_url: str, clock: FixedClock
 ) -> None:
+    # Its own builds: two Services side by side, one config with PDFs and one without.
     with_pdfs = build_services(make_config(tmp_path, db_url, pdfs=True), clock)
     without = build_services(make_config(tmp_path, db_url), clock)
     try:
