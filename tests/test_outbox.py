@@ -12,7 +12,7 @@ import dkim
 import pytest
 from sqlmodel import Session, select
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.errors import MailerError
 from mailer.outbound.dkim import dns_record
@@ -20,36 +20,26 @@ from mailer.outbound.memory import MemoryTransport
 from mailer.outbound.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
 from mailer.outbound.requests import EnqueueRequest
 from mailer.outbound.verp import derive_key, verify_verp
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import DEMO_DOC
 from tests.smtpd import RecordingServer
 
 
-async def _services(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    smtpd: RecordingServer | None = None,
-    transport: MemoryTransport | None = None,
-    **overrides: Any,
-) -> Services:
-    relay = {"host": smtpd.host, "port": smtpd.port} if smtpd else {}
-    config = make_config(tmp_path, db_url, relay={"domain": "relay.example", **relay}, **overrides)
-    services = build_services(config, clock, transport)
-    report = services.ledger.import_document(DEMO_DOC, tenant="acme")
-    assert report.errors == []
-    return services
+@pytest.fixture
+def transport(request: pytest.FixtureRequest) -> MemoryTransport | None:
+    """This module's shared services send over SMTP, to ``smtpd``, unless a test parametrizes
+    this fixture indirectly with "memory"."""
+    return MemoryTransport() if getattr(request, "param", None) == "memory" else None
 
 
 @pytest.fixture
-def transport() -> None:
-    """This module's shared services send over SMTP, to ``smtpd``."""
-    return None
-
-
-@pytest.fixture
-def services_config(smtpd: RecordingServer) -> dict[str, Any]:
-    """This module's shared ``services``: the relay is ``smtpd``."""
-    return {"relay": {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}}
+def services_config(request: pytest.FixtureRequest, smtpd: RecordingServer) -> dict[str, Any]:
+    """This module's shared ``services``: the relay is ``smtpd``; a test's ``services_config``
+    marker adds to that, and a test that parametrizes this fixture indirectly gives a function
+    of ``smtpd`` returning its settings."""
+    relay = {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}
+    marker = request.node.get_closest_marker("services_config")
+    extra = getattr(request, "param", lambda _: {})(smtpd)
+    return {"relay": relay, **extra, **(marker.kwargs if marker else {})}
 
 
 @pytest.fixture
@@ -302,9 +292,7 @@ async def test_lease_blocks_other_workers_until_it_expires(
     assert len(smtpd.envelopes) == 2  # one envelope for each of the two recipients
 
 
-async def test_own_smtp_mode_sends_as_the_tenant(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
-) -> None:
+def _own_smtp(smtpd: RecordingServer) -> dict[str, Any]:
     tenant = {
         "name": "Acme Supplies",
         "email": "ar@acme.example",
@@ -313,11 +301,14 @@ async def test_own_smtp_mode_sends_as_the_tenant(
         "bounce_domain": "bounce.acme.example",
         "smtp": {"host": smtpd.host, "port": smtpd.port},
     }
-    services = await _services(tmp_path, db_url, clock, tenants={"acme": tenant})
-    try:
-        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-    finally:
-        await services.close()
+    return {"tenants": {"acme": tenant}}
+
+
+@pytest.mark.parametrize("services_config", [_own_smtp], indirect=True, ids=["own_smtp"])
+async def test_own_smtp_mode_sends_as_the_tenant(
+    services: Services, smtpd: RecordingServer
+) -> None:
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.SENT
     msg = email.message_from_bytes(smtpd.envelopes[0].content, policy=policy.default)
     assert msg["From"] == "Acme Supplies <ar@acme.example>"
@@ -327,25 +318,21 @@ async def test_own_smtp_mode_sends_as_the_tenant(
     assert "DKIM-Signature" not in msg  # no key configured for this tenant
 
 
+@pytest.mark.parametrize("transport", ["memory"], indirect=True)
 async def test_header_injection_through_customer_data_is_refused(
-    tmp_path: Path, db_url: str, clock: FixedClock
+    services: Services, transport: MemoryTransport
 ) -> None:
-    transport = MemoryTransport()
-    services = await _services(tmp_path, db_url, clock, transport=transport)
-    try:
-        evil = {
-            "customers": [
-                {
-                    "id": "C-1",
-                    "name": "Globex\r\nBcc: victim@evil.test",
-                    "contacts": [{"email": "ap@globex.example", "roles": ["ap"]}],
-                }
-            ]
-        }
-        assert services.ledger.import_document(evil, tenant=None).errors == []
-        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-    finally:
-        await services.close()
+    evil = {
+        "customers": [
+            {
+                "id": "C-1",
+                "name": "Globex\r\nBcc: victim@evil.test",
+                "contacts": [{"email": "ap@globex.example", "roles": ["ap"]}],
+            }
+        ]
+    }
+    assert services.ledger.import_document(evil, tenant=None).errors == []
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     # The name is body text, never a header: the subject carries no customer data, and no
     # extra recipient appears anywhere.
     assert message.status is MessageStatus.SENT
@@ -353,11 +340,10 @@ async def test_header_injection_through_customer_data_is_refused(
     assert b"Bcc:" not in transport.sent[0].data.split(b"\r\n\r\n", 1)[0]
 
 
+@pytest.mark.parametrize("transport", ["memory"], indirect=True)
 async def test_one_bad_message_does_not_stop_the_batch(
-    tmp_path: Path, db_url: str, clock: FixedClock
+    services: Services, clock: FixedClock
 ) -> None:
-    transport = MemoryTransport()
-    services = await _services(tmp_path, db_url, clock, transport=transport)
     try:
         tenant_id = services.tenants.id(None)
         with Session(services.engine) as session:
@@ -419,16 +405,13 @@ def _spanish_tenant(**extra: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.services_config(tenants={"acme": _spanish_tenant()})
 async def test_a_customer_in_an_untranslated_language_gets_the_tenants_language_and_brand(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+    services: Services, smtpd: RecordingServer
 ) -> None:
-    services = await _services(tmp_path, db_url, clock, smtpd, tenants={"acme": _spanish_tenant()})
-    try:
-        doc = {**DEMO_DOC, "customers": [{**DEMO_DOC["customers"][0], "locale": "ja"}]}
-        assert services.ledger.import_document(doc, tenant="acme").errors == []
-        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
-    finally:
-        await services.close()
+    doc = {**DEMO_DOC, "customers": [{**DEMO_DOC["customers"][0], "locale": "ja"}]}
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
+    message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant=None)
     assert message.status is MessageStatus.SENT
     msg = email.message_from_bytes(smtpd.envelopes[0].content, policy=policy.default)
     assert msg["Subject"] == "Factura INV-1042 de Acme Suministros"
@@ -443,11 +426,12 @@ async def test_a_customer_in_an_untranslated_language_gets_the_tenants_language_
     assert "Calle Mayor 1" in text and "CIF B-12345678" in text
 
 
+@pytest.mark.services_config(
+    tenants={"acme": _spanish_tenant(emails={"invoice_reminder": {"enabled": False}})}
+)
 async def test_a_switched_off_kind_is_skipped_automatically_and_refused_by_hand(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+    services: Services, smtpd: RecordingServer
 ) -> None:
-    tenant = _spanish_tenant(emails={"invoice_reminder": {"enabled": False}})
-    services = await _services(tmp_path, db_url, clock, smtpd, tenants={"acme": tenant})
     try:
         skipped = services.sending.enqueue_invoice_email(
             "INV-1042", kind="invoice_reminder", tenant=None, manual=False
