@@ -84,7 +84,7 @@ def attach_pdf(
 ) -> Callable[[int, str], bool] | None:
     """Which PDFs are attached: as the tenant config says, or (a test parametrizes it
     indirectly with a kind) only that kind's, each question recorded in ``asked``."""
-    only = getattr(request, "param", None)
+    only: str | None = getattr(request, "param", None)
     if only is None:
         return None
 

@@ -38,7 +38,7 @@ def services_config(request: pytest.FixtureRequest, smtpd: RecordingServer) -> d
     of ``smtpd`` returning its settings."""
     relay = {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}
     marker = request.node.get_closest_marker("services_config")
-    extra = getattr(request, "param", lambda _: {})(smtpd)
+    extra: dict[str, Any] = getattr(request, "param", lambda _: {})(smtpd)
     return {"relay": relay, **extra, **(marker.kwargs if marker else {})}
 
 
