@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any, get_type_hints
 
 import pytest
@@ -24,11 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, col, select
 
-from tests.conftest import WEASYPRINT_SKIP, make_config
+from tests.conftest import WEASYPRINT_SKIP
 
 if WEASYPRINT_SKIP:  # mailer.content.pdfstore, and every render here, needs WeasyPrint and Pango
     pytest.skip(WEASYPRINT_SKIP, allow_module_level=True)
 
+from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.content import (
     kinds,  # noqa: E402  (after the skip)
@@ -179,45 +179,55 @@ _RUNS: dict[str, Delivered] = {}
 
 
 @pytest.fixture
+def transport() -> None:
+    """This module's shared services send over SMTP, to ``smtpd``."""
+    return None
+
+
+@pytest.fixture
+def services_config(smtpd: Any) -> dict[str, Any]:
+    """This module's shared ``services``: PDFs on (the defaults), the relay is ``smtpd``."""
+    return {
+        "pdfs": True,
+        "relay": {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port},
+    }
+
+
+@pytest.fixture
+def services_options() -> dict[str, Any]:
+    """This module's shared ``services`` render their PDFs in-process."""
+    from mailer.content.pdf_pool import PDFRenderer
+
+    return {"pdf_renderer": PDFRenderer(workers=0)}
+
+
+@pytest.fixture
 async def delivered(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: Any
+    services: Services, db_url: str, clock: FixedClock, smtpd: Any
 ) -> AsyncIterator[Delivered]:
     """DOCUMENT imported with PDFs on (the defaults), one tick after the grace period and a
     statement by hand: each kind's message row and what the SMTP server received for it."""
     backend = db_url.split(":", 1)[0]
     if backend not in _RUNS:
-        _RUNS[backend] = await _deliver(tmp_path, db_url, clock, smtpd)
+        _RUNS[backend] = await _deliver(services, clock, smtpd)
     yield _RUNS[backend]
 
 
-async def _deliver(tmp_path: Path, db_url: str, clock: FixedClock, smtpd: Any) -> Delivered:
-    from dunmail.app import build_services
-    from mailer.content.pdf_pool import PDFRenderer
-
-    config = make_config(
-        tmp_path,
-        db_url,
-        pdfs=True,
-        relay={"domain": "relay.example", "host": smtpd.host, "port": smtpd.port},
-    )
-    services = build_services(config, clock, pdf_renderer=PDFRenderer(workers=0))
-    try:
-        report = services.ledger.import_document(DOCUMENT, tenant="acme")
-        assert report.errors == []
-        clock.advance(timedelta(minutes=6))  # past the grace of invoices, notes and estimates
-        await services.dunning.tick()
-        await services.sending.send_statement("C-1", tenant="acme")
-        with Session(services.engine) as session:
-            messages = session.exec(select(Message).order_by(col(Message.id))).all()
-        received: dict[str, EmailMessage] = {}
-        for envelope in smtpd.envelopes:
-            parsed = email.message_from_bytes(envelope.content, policy=policy.default)
-            assert isinstance(parsed, EmailMessage)
-            uid = str(parsed["X-Dunmail-Message"] or "")
-            received[uid] = parsed
-        return {m.kind: (m, received.get(m.uid)) for m in messages}
-    finally:
-        await services.close()
+async def _deliver(services: Services, clock: FixedClock, smtpd: Any) -> Delivered:
+    report = services.ledger.import_document(DOCUMENT, tenant="acme")
+    assert report.errors == []
+    clock.advance(timedelta(minutes=6))  # past the grace of invoices, notes and estimates
+    await services.dunning.tick()
+    await services.sending.send_statement("C-1", tenant="acme")
+    with Session(services.engine) as session:
+        messages = session.exec(select(Message).order_by(col(Message.id))).all()
+    received: dict[str, EmailMessage] = {}
+    for envelope in smtpd.envelopes:
+        parsed = email.message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        uid = str(parsed["X-Dunmail-Message"] or "")
+        received[uid] = parsed
+    return {m.kind: (m, received.get(m.uid)) for m in messages}
 
 
 async def test_every_kind_with_a_pdf_is_delivered_with_its_pdf(
