@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from dunmail.app import Services, build_services
-from mailer.clock import FixedClock
+from dunmail.app import Services
 from mailer.outbound.memory import MemoryTransport
 from tests.conftest import DEMO_DOC, WEASYPRINT_SKIP, make_config
 from tests.test_web_ui import fast_argon2
@@ -83,13 +82,35 @@ def _png() -> bytes:
     return out.getvalue()
 
 
+@pytest.fixture
+def services_config(http_listener: tuple[str, list[str]]) -> dict[str, Any]:
+    """This module's shared ``services``: PDFs on; acme's logo is at ``http_listener``."""
+    base, _ = http_listener
+    return {
+        "pdfs": True,
+        "tenants": {
+            "acme": {
+                "name": "Acme Supplies",
+                "email": "ar@acme.example",
+                "branding": {"logo_url": f"{base}/logo.png"},
+            }
+        },
+    }
+
+
+@pytest.fixture
+def services_options() -> dict[str, Any]:
+    """This module's shared ``services`` render their PDFs in-process."""
+    from mailer.content.pdf_pool import PDFRenderer
+
+    return {"pdf_renderer": PDFRenderer(workers=0)}
+
+
 @pytest.mark.skipif(WEASYPRINT_SKIP is not None, reason=WEASYPRINT_SKIP or "")
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_the_invoice_pdf_fetches_nothing_from_the_network_or_the_disk(
-    tmp_path: Path, db_url: str, clock: FixedClock, http_listener: tuple[str, list[str]]
+    tmp_path: Path, db_url: str, http_listener: tuple[str, list[str]], services: Services
 ) -> None:
-    from mailer.content.pdf_pool import PDFRenderer
-
     base, requests = http_listener
     # The only URL a tenant configures is its logo, and only as http(s).
     with pytest.raises(ValidationError, match="logo_url must be an http"):
@@ -104,19 +125,6 @@ async def test_the_invoice_pdf_fetches_nothing_from_the_network_or_the_disk(
                 }
             },
         )
-    config = make_config(
-        tmp_path,
-        db_url,
-        pdfs=True,
-        tenants={
-            "acme": {
-                "name": "Acme Supplies",
-                "email": "ar@acme.example",
-                "branding": {"logo_url": f"{base}/logo.png"},
-            }
-        },
-    )
-    services = build_services(config, clock, MemoryTransport(), pdf_renderer=PDFRenderer(workers=0))
     try:
         doc = copy.deepcopy(DEMO_DOC)
         # Markup in customer data that would load things if it were not escaped.
