@@ -1,7 +1,7 @@
 """The SMTP fault matrix (issue 7): a scripted loopback server misbehaves, the outbox records it.
 
-One table, one row per fault. Each row runs through the real outbox (``build_services`` with the
-relay or the tenant's own SMTP pointed at ``tests/smtpd.py``), on SQLite and on PostgreSQL:
+One table, one row per fault. Each row runs through the real outbox (conftest's ``services`` with
+the relay or the tenant's own SMTP pointed at ``tests/smtpd.py``), on SQLite and on PostgreSQL:
 
 1. the first delivery pass meets the fault: the message's status, each recipient's status and
    reply code, the attempt count, ``last_error`` and the retry time must be as the row says;
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.outbound.models import (
     OPEN_MESSAGE_STATES,
@@ -38,7 +38,6 @@ from mailer.outbound.models import (
     RecipientStatus,
 )
 from mailer.outbound.requests import EnqueueRequest
-from tests.conftest import make_config
 from tests.smtpd import RecordingServer
 from tests.test_outbox import _context
 
@@ -324,14 +323,8 @@ CASES = [
     indirect=["db_url"],
 )
 async def test_fault_matrix(
-    case: Case,
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    smtpd: RecordingServer,
-    tls_ca_file: Path,
+    case: Case, services: Services, clock: FixedClock, smtpd: RecordingServer
 ) -> None:
-    services = _services(case, tmp_path, db_url, clock, smtpd, tls_ca_file)
     try:
         recipients = _enqueue(services, case)
         start = clock.now()
@@ -400,14 +393,16 @@ async def test_fault_matrix(
 # -- set-up --------------------------------------------------------------------------------------
 
 
-def _services(
-    case: Case,
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    smtpd: RecordingServer,
-    ca_file: Path,
-) -> Services:
+@pytest.fixture
+def transport() -> None:
+    """This module's shared services send over SMTP, to ``smtpd``."""
+    return None
+
+
+@pytest.fixture
+def services_config(case: Case, smtpd: RecordingServer, tls_ca_file: Path) -> dict[str, Any]:
+    """This module's shared ``services``: acme sends to ``smtpd`` through the relay, or through
+    its own SMTP where the case says so, with the case's endpoint settings."""
     server = {"host": smtpd.host, "port": smtpd.port, **case.endpoint}
     tenant: dict[str, Any] = {
         "name": "Acme Supplies",
@@ -418,10 +413,9 @@ def _services(
     if case.smtp is None:
         relay |= server
     else:
-        smtp = {k: (str(ca_file) if v == CA else v) for k, v in case.smtp.items()}
+        smtp = {k: (str(tls_ca_file) if v == CA else v) for k, v in case.smtp.items()}
         tenant |= {"delivery": "smtp", "smtp": {**server, **smtp}}
-    config = make_config(tmp_path, db_url, relay=relay, delivery=DELIVERY, tenants={"acme": tenant})
-    return build_services(config, clock)
+    return {"relay": relay, "delivery": DELIVERY, "tenants": {"acme": tenant}}
 
 
 def _enqueue(services: Services, case: Case) -> list[str]:
