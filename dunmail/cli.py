@@ -198,14 +198,28 @@ def mark_sent(
 
 
 @app.command()
-def run(config: ConfigOpt = None) -> None:
-    """Run the engine until interrupted: delivery, plus the capture server and demo if set."""
+def run(
+    config: ConfigOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="delivery processes on the one queue, this one included (default: one per CPU)",
+        ),
+    ] = None,
+) -> None:
+    """Run the engine until interrupted: dunning, delivery in N processes, the web app, and the
+    capture server and demo if set."""
     from dunmail.runner import run_engine
+    from dunmail.workers import default_workers
 
     with cli_errors():
         cfg = load_config(config)
         setup_cli_logging(cfg)
-        asyncio.run(run_engine(cfg, SystemClock()))
+        count = workers or default_workers()
+        asyncio.run(run_engine(cfg, SystemClock(), workers=count))
 
 
 def main() -> None:

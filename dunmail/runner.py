@@ -16,6 +16,7 @@ from dunmail.app import Services, build_services
 from dunmail.capture import start_capture
 from dunmail.config import Config
 from dunmail.demo import seed_demo
+from dunmail.workers import DeliveryWorkers
 from mailer.clock import Clock
 from mailer.errors import MailerError
 from scheduler.runner import Tick, build_scheduler
@@ -23,8 +24,11 @@ from scheduler.runner import Tick, build_scheduler
 log = logging.getLogger(__name__)
 
 
-async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set or SIGINT/SIGTERM arrives."""
+async def run_engine(
+    config: Config, clock: Clock, *, stop: asyncio.Event | None = None, workers: int = 1
+) -> None:
+    """Run until ``stop`` is set or SIGINT/SIGTERM arrives, delivering in ``workers``
+    processes: this one and ``workers - 1`` delivery workers (dunmail/workers.py)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -45,6 +49,7 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
         )
     services = build_services(config, clock)
     inbound: asyncio.Server | None = None
+    delivery = DeliveryWorkers(config, workers - 1) if workers > 1 else None
     try:
         inbound = await _start_inbound(config, services)
         if config.demo.seed and services.tenants.ids:
@@ -60,9 +65,13 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
         await services.pdfs.start()
         # Catch up at once rather than after the first interval: everything that fell due
         # while the engine was down is evaluated once, here.
+        if delivery is not None:
+            delivery.start()  # after the migration: they share the catch-up pass's mail
         await services.dunning.tick()
         ticks = [Tick("tick", config.delivery.poll_seconds, services.dunning.tick)]
         ticks += mailbox_ticks(services)
+        if delivery is not None:
+            ticks.append(Tick("workers", config.delivery.poll_seconds, _supervisor(delivery)))
         scheduler = build_scheduler(ticks)
         scheduler.start()
         log.info(
@@ -75,6 +84,8 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
         if web is not None:
             await web.stop()
     finally:
+        if delivery is not None:
+            await delivery.stop()
         if inbound is not None:
             inbound.close()
             await inbound.wait_closed()
@@ -82,6 +93,13 @@ async def run_engine(config: Config, clock: Clock, *, stop: asyncio.Event | None
         if capture is not None:
             capture.close()
             await capture.wait_closed()
+
+
+def _supervisor(delivery: DeliveryWorkers) -> Callable[[], Awaitable[None]]:
+    async def supervise() -> None:
+        delivery.supervise()
+
+    return supervise
 
 
 async def _start_inbound(config: Config, services: Services) -> asyncio.Server | None:

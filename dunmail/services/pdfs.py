@@ -23,14 +23,15 @@ class Pdfs:
     renderer: PDFRendering | None = None  # closed with the services when it has close()
     passes: PDFStore | None = None  # the outbox's view of ``store`` (see :meth:`start`)
 
-    async def start(self) -> None:
-        """For ``dunmail run``: warm the PDF workers now, and let each delivery pass wait at
-        most ``[pdf] pass_wait_seconds`` for a PDF; a slower one finishes rendering off the
-        pass and its email goes at a later pass, so no tenant's document holds up the others.
+    async def start(self, *, warm: bool = True) -> None:
+        """For ``dunmail run``: warm the PDF workers now (unless ``warm`` is False: a delivery
+        worker's start on its first render), and let each delivery pass wait at most
+        ``[pdf] pass_wait_seconds`` for a PDF; a slower one finishes rendering off the pass and
+        its email goes at a later pass, so no tenant's document holds up the others.
         One-shot commands keep waiting for their PDFs: nothing would finish a render after
         they exit."""
         start = getattr(self.renderer, "start", None)
-        if start is not None:
+        if start is not None and warm:
             await start()
         if self.passes is not None:
             self.passes.pass_wait = self.pass_wait_seconds
