@@ -14,18 +14,21 @@ import time
 from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlmodel import Session, select
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.content.models import StoredPDF
+from mailer.outbound.memory import MemoryTransport
 from mailer.outbound.models import Message, MessageStatus
-from tests.conftest import DEMO_DOC, WEASYPRINT_SKIP, make_config
+from tests.conftest import DEMO_DOC, WEASYPRINT_SKIP
 from tests.smtpd import RecordingServer
+
+if TYPE_CHECKING:
+    from mailer.content.pdf_pool import PDFRenderer
 
 needs_weasyprint = pytest.mark.skipif(bool(WEASYPRINT_SKIP), reason=WEASYPRINT_SKIP or "")
 
@@ -55,6 +58,45 @@ def _document(*invoices: dict[str, Any]) -> dict[str, Any]:
 
 def _beta() -> dict[str, Any]:
     return {"name": "Beta Ltd", "email": "ar@beta.example"}
+
+
+@pytest.fixture
+def pdf_renderer(request: pytest.FixtureRequest) -> PDFRenderer | None:
+    """None (build_services' default), or, where a test parametrizes this fixture indirectly
+    with PDFRenderer's keyword arguments, that worker pool: then this module's shared services
+    attach PDFs and send over SMTP to ``smtpd``."""
+    if not hasattr(request, "param"):
+        return None
+    from mailer.content.pdf_pool import PDFRenderer
+
+    return PDFRenderer(**request.param)
+
+
+@pytest.fixture
+def transport(pdf_renderer: PDFRenderer | None) -> MemoryTransport | None:
+    """Memory, or SMTP to ``smtpd`` when the test renders through ``pdf_renderer``."""
+    return MemoryTransport() if pdf_renderer is None else None
+
+
+@pytest.fixture
+def services_config(
+    request: pytest.FixtureRequest, pdf_renderer: PDFRenderer | None
+) -> dict[str, Any]:
+    """The test's ``services_config`` marker; with ``pdf_renderer``, PDFs on and the relay at
+    ``smtpd`` too."""
+    marker = request.node.get_closest_marker("services_config")
+    settings = dict(marker.kwargs) if marker else {}
+    if pdf_renderer is None:
+        return settings
+    smtpd: RecordingServer = request.getfixturevalue("smtpd")
+    relay = {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}
+    return {"pdfs": True, "relay": relay, **settings}
+
+
+@pytest.fixture
+def services_options(pdf_renderer: PDFRenderer | None) -> dict[str, Any]:
+    """This module's shared ``services`` render through ``pdf_renderer``, if any."""
+    return {} if pdf_renderer is None else {"pdf_renderer": pdf_renderer}
 
 
 def _parsed(raw: bytes) -> EmailMessage:
@@ -109,17 +151,13 @@ def test_the_line_limit_is_configurable(services: Services) -> None:
 
 
 @needs_weasyprint
+@pytest.mark.parametrize("pdf_renderer", [{"workers": 1, "render_seconds": 0.5}], indirect=True)
 async def test_a_render_over_its_budget_is_killed_and_the_email_still_goes_once(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+    services: Services, pdf_renderer: PDFRenderer, db_url: str, smtpd: RecordingServer
 ) -> None:
-    from mailer.content.pdf_pool import PDFRenderer
-
     if db_url.startswith("postgresql"):
         pytest.skip("the worker pool is the same for both databases; once is enough")
-    renderer = PDFRenderer(workers=1, render_seconds=0.5)
-    relay = {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}
-    config = make_config(tmp_path, db_url, pdfs=True, relay=relay)
-    services = build_services(config, clock, pdf_renderer=renderer)
+    renderer = pdf_renderer
     try:
         [before] = await renderer.start()
         report = services.ledger.import_document(
@@ -154,24 +192,13 @@ async def test_a_render_over_its_budget_is_killed_and_the_email_still_goes_once(
 
 
 @needs_weasyprint
+@pytest.mark.parametrize("pdf_renderer", [{"workers": 2}], indirect=True)
+@pytest.mark.services_config(tenants={"beta": _beta()}, pdf={"pass_wait_seconds": 0.3})
 async def test_a_slow_render_for_one_tenant_does_not_hold_another_tenants_mail(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+    services: Services, db_url: str, clock: FixedClock, smtpd: RecordingServer
 ) -> None:
-    from mailer.content.pdf_pool import PDFRenderer
-
     if db_url.startswith("postgresql"):
         pytest.skip("the worker pool is the same for both databases; once is enough")
-    renderer = PDFRenderer(workers=2)
-    relay = {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}
-    config = make_config(
-        tmp_path,
-        db_url,
-        pdfs=True,
-        relay=relay,
-        tenants={"beta": _beta()},
-        pdf={"pass_wait_seconds": 0.3},
-    )
-    services = build_services(config, clock, pdf_renderer=renderer)
     try:
         await services.pdfs.start()  # what dunmail run does before its first pass
         slow = _document(_invoice("INV-SLOW", "C-1", SLOW_LINES))
