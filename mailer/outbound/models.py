@@ -188,3 +188,18 @@ class WebhookDelivery(SQLModel, table=True):
     next_attempt_at: datetime = at_column()
     delivered_at: datetime | None = at_column(nullable=True)
     last_error: str | None = Field(default=None, max_length=1000)
+
+
+class ThrottleState(SQLModel, table=True):
+    """One rate-limited key (``tenant:7``, ``domain:example.com``, ``endpoint:...``) shared by
+    every delivery process on every machine (mailer/outbound/throttle.py): its GCRA theoretical
+    arrival time and the back-off a 421 / 4.7.x put on it. Both are whole microseconds since
+    the Unix epoch, so one ``UPDATE ... RETURNING`` does the arithmetic on either database."""
+
+    __tablename__ = "throttle"
+
+    key: str = Field(primary_key=True, max_length=330)
+    scope: str = Field(max_length=20)  # tenant, domain or endpoint: the key's prefix
+    tat: int = Field(default=0, sa_type=sa.BigInteger)
+    paused_until: int | None = Field(default=None, sa_type=sa.BigInteger)
+    reason: str | None = Field(default=None, max_length=300)  # the reply that paused it

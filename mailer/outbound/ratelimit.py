@@ -1,13 +1,16 @@
-"""Pure token buckets and keyed throttling with back-off; the caller passes ``now``."""
+"""Pure rate limiting: token buckets and keyed throttling with back-off for one process, and
+the GCRA arithmetic the shared, database-kept throttle uses; the caller passes ``now``."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 ZERO = timedelta(0)
 _MICROSECOND = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A bucket counts in token-microseconds-per-minute: with ``rate`` tokens a minute it gains exactly
 # ``rate`` units a microsecond and a token costs this many units, so no float rounding ever
 # creeps in, and waits come out in whole microseconds, timedelta's resolution.
@@ -118,6 +121,48 @@ class Throttle:
             burst = self._burst_for(key) if self._burst_for is not None else None
             bucket = self._buckets[key] = TokenBucket(self._rate_for(key), burst=burst)
         return bucket
+
+
+class Cell(NamedTuple):
+    """A GCRA decision: ``tat`` to store when the take conforms, else ``wait`` microseconds."""
+
+    conforms: bool
+    tat: int  # the new theoretical arrival time (unchanged when it does not conform)
+    wait: int  # microseconds until a take would conform; 0 when it does
+
+
+def gcra_interval(rate_per_minute: int) -> int:
+    """Microseconds between two takes at ``rate_per_minute``, rounded up: never faster."""
+    if rate_per_minute < 1:
+        raise ValueError(f"rate_per_minute must be at least 1, not {rate_per_minute}")
+    return -(-_UNITS_PER_TOKEN // rate_per_minute)
+
+
+def gcra(tat: int, now: int, *, interval: int, burst: int) -> Cell:
+    """The generic cell rate algorithm: one take at ``now`` against a key whose theoretical
+    arrival time is ``tat`` (all in microseconds since the epoch).
+
+    A take conforms when ``max(tat, now) + interval - burst * interval <= now``: ``burst`` takes
+    at once from a fresh key, then one per ``interval``. So over any window of length ``d`` at
+    most ``burst + d / interval`` takes conform, which is the token bucket's promise kept in one
+    number a database can update in a single statement (mailer/outbound/throttle.py does).
+    """
+    if burst < 1 or interval < 1:
+        raise ValueError(f"burst and interval must be at least 1, not {burst}, {interval}")
+    new_tat = max(tat, now) + interval
+    allowed_at = new_tat - burst * interval
+    if allowed_at <= now:
+        return Cell(True, new_tat, 0)
+    return Cell(False, tat, allowed_at - now)
+
+
+def to_micros(at: datetime) -> int:
+    """An aware datetime as whole microseconds since the Unix epoch (the throttle's unit)."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + micros * _MICROSECOND
 
 
 def enhanced_status(text: str) -> str | None:
