@@ -7,7 +7,7 @@ they are marked on the server, matched, and never fetched twice; on SQLite and P
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,13 @@ import pytest
 from sqlmodel import Session, col, select
 
 from bounce.imap import STORED_KEYWORD, MailboxError, poll_mailbox
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.runner import mailbox_ticks
-from mailer.clock import FixedClock
 from mailer.config import IMAPConfig
 from mailer.errors import ConfigError
 from mailer.inbox_models import InboundMail, InboundStatus
 from mailer.outbound.memory import MemoryTransport, SentMail
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import DEMO_DOC
 from tests.dovecot import PASSWORD, DovecotServer, dovecot  # noqa: F401  (the fixture)
 from tests.test_bounce_ingest import dsn
 from tests.test_cli import dunmail, write_config
@@ -62,27 +61,55 @@ def _tenant(tmp_path: Path, imap: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-Build = Callable[..., Services]
+Settings = Callable[[DovecotServer], dict[str, Any]]
 
 
 @pytest.fixture
-async def build(
-    tmp_path: Path, db_url: str, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Build]:
-    """Services for a tenant whose mailbox is ``imap``; each test's ledger is fresh."""
+def user(dovecot: DovecotServer) -> str:  # noqa: F811
+    """A mailbox nobody has used yet on ``dovecot``."""
+    return dovecot.user()
+
+
+@pytest.fixture
+def imap(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """acme's ``[tenants.acme.imap]``: ``user``'s mailbox on ``dovecot``, with the settings a
+    test parametrizes indirectly (a function of the server); or, given None, a closed port on
+    loopback and no server at all."""
+    extra: Settings | None = getattr(request, "param", lambda _: {})
+    if extra is None:
+        # Port 9 on loopback (discard) is closed here: the connection is refused at once.
+        return {
+            "host": "127.0.0.1",
+            "port": 9,
+            "tls": "none",
+            "username": "u",
+            "password_env": PASSWORD_ENV,
+        }
+    server: DovecotServer = request.getfixturevalue("dovecot")
+    return _imap(server, request.getfixturevalue("user"), **extra(server))
+
+
+@pytest.fixture
+def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every log record captured from before the services are built (ask for it first)."""
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+@pytest.fixture
+def services_config(
+    tmp_path: Path, imap: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """This module's shared ``services``: a tenant whose mailbox is ``imap``."""
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
-    made: list[Services] = []
+    return {"tenants": _tenant(tmp_path, imap)}
 
-    def make(imap: dict[str, Any]) -> Services:
-        config = make_config(tmp_path, db_url, tenants=_tenant(tmp_path, imap))
-        services = build_services(config, clock, MemoryTransport())
-        assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
-        made.append(services)
-        return services
 
-    yield make
-    for services in made:
-        await services.close()
+@pytest.fixture
+def services(services: Services) -> Services:
+    """conftest's ``services`` on this module's settings, with DEMO_DOC imported."""
+    assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
+    return services
 
 
 async def _two_bounces(services: Services) -> list[bytes]:
@@ -104,10 +131,9 @@ def _inbound(services: Services) -> list[InboundMail]:
 
 async def test_poll_stores_matches_and_flags_then_fetches_nothing_twice(
     dovecot: DovecotServer,  # noqa: F811
-    build: Build,
+    user: str,
+    services: Services,
 ) -> None:
-    user = dovecot.user()
-    services = build(_imap(dovecot, user))
     dovecot.append(user, *await _two_bounces(services), ORDINARY)
 
     summary, failed = services.inbound.poll_mailboxes(tenant="acme")
@@ -134,10 +160,9 @@ async def test_poll_stores_matches_and_flags_then_fetches_nothing_twice(
 
 async def test_a_read_message_is_still_fetched_and_one_not_stored_is_left_for_next_time(
     dovecot: DovecotServer,  # noqa: F811
-    build: Build,
+    user: str,
+    services: Services,
 ) -> None:
-    user = dovecot.user()
-    services = build(_imap(dovecot, user))
     bounces = await _two_bounces(services)
     dovecot.append(user, *bounces)
     # A person opened the first bounce in their mail client: \Seen alone must not hide it.
@@ -171,10 +196,9 @@ async def test_a_read_message_is_still_fetched_and_one_not_stored_is_left_for_ne
 
 async def test_a_crash_after_storing_refetches_and_dedup_keeps_it_once(
     dovecot: DovecotServer,  # noqa: F811
-    build: Build,
+    user: str,
+    services: Services,
 ) -> None:
-    user = dovecot.user()
-    services = build(_imap(dovecot, user))
     dovecot.append(user, ORDINARY)
     # Stored by an earlier poll that died before it could flag the message on the server.
     services.inbound.receive("imap:acme/INBOX/1:1", ORDINARY)
@@ -186,12 +210,12 @@ async def test_a_crash_after_storing_refetches_and_dedup_keeps_it_once(
     assert STORED_KEYWORD in dovecot.flags(user)[1]
 
 
+@pytest.mark.parametrize("imap", [lambda _: {"after": "delete"}], indirect=True, ids=["delete"])
 async def test_after_delete_removes_stored_messages(
     dovecot: DovecotServer,  # noqa: F811
-    build: Build,
+    user: str,
+    services: Services,
 ) -> None:
-    user = dovecot.user()
-    services = build(_imap(dovecot, user, after="delete"))
     dovecot.append(user, *await _two_bounces(services), ORDINARY)
 
     summary = services.inbound.poll_mailbox("acme")
@@ -201,14 +225,13 @@ async def test_after_delete_removes_stored_messages(
 
 
 async def test_the_password_never_reaches_logs_or_errors(
+    debug_logs: pytest.LogCaptureFixture,
     dovecot: DovecotServer,  # noqa: F811
-    build: Build,
-    caplog: pytest.LogCaptureFixture,
+    user: str,
+    services: Services,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    user = dovecot.user()
-    services = build(_imap(dovecot, user))
+    caplog = debug_logs
     dovecot.append(user, ORDINARY)
     assert services.inbound.poll_mailbox("acme").stored == 1
 
@@ -225,28 +248,33 @@ async def test_the_password_never_reaches_logs_or_errors(
         assert secret not in failed["acme"]
 
 
+def _implicit_tls(server: DovecotServer) -> dict[str, Any]:
+    return {"tls": "implicit", "port": server.tls_port, "ca_file": str(server.ca_file)}
+
+
+@pytest.mark.parametrize("imap", [_implicit_tls], indirect=True, ids=["implicit_tls"])
 async def test_implicit_tls_verifies_the_server_certificate(
     dovecot: DovecotServer,  # noqa: F811
-    build: Build,
+    user: str,
+    imap: dict[str, Any],
+    services: Services,
 ) -> None:
-    user = dovecot.user()
-    imap = _imap(dovecot, user, tls="implicit", port=dovecot.tls_port)
-    services = build({**imap, "ca_file": str(dovecot.ca_file)})
     dovecot.append(user, ORDINARY)
 
     assert services.inbound.poll_mailbox("acme").stored == 1
 
-    untrusted = IMAPConfig.model_validate(imap)  # the system CAs do not know the test CA
+    without_ca = {k: v for k, v in imap.items() if k != "ca_file"}
+    untrusted = IMAPConfig.model_validate(without_ca)  # the system CAs do not know the test CA
     with pytest.raises(MailboxError, match="CERTIFICATE_VERIFY_FAILED"):
         poll_mailbox(untrusted, tenant="acme", deliver=services.inbound.receive)
 
 
+@pytest.mark.parametrize("imap", [lambda _: {"poll_seconds": 30}], indirect=True, ids=["30s"])
 async def test_the_engine_polls_each_mailbox_on_its_own_tick(
     dovecot: DovecotServer,  # noqa: F811
-    build: Build,
+    user: str,
+    services: Services,
 ) -> None:
-    user = dovecot.user()
-    services = build(_imap(dovecot, user, poll_seconds=30))
     dovecot.append(user, ORDINARY)
 
     (tick,) = mailbox_ticks(services)
@@ -256,19 +284,10 @@ async def test_the_engine_polls_each_mailbox_on_its_own_tick(
     assert len(_inbound(services)) == 1
 
 
+@pytest.mark.parametrize("imap", [None], indirect=True, ids=["closed"])
 async def test_a_failing_mailbox_tick_logs_and_returns(
-    build: Build, caplog: pytest.LogCaptureFixture
+    services: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Port 9 on loopback (discard) is closed here: the connection is refused at once.
-    services = build(
-        {
-            "host": "127.0.0.1",
-            "port": 9,
-            "tls": "none",
-            "username": "u",
-            "password_env": PASSWORD_ENV,
-        }
-    )
     (tick,) = mailbox_ticks(services)
 
     await tick.run()  # logs; the scheduler tries again next interval
