@@ -17,7 +17,6 @@ import asyncio
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from email import message_from_bytes
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,8 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, col, select
 
-from dunmail.app import Services, build_services
-from dunmail.config import Config
+from dunmail.app import Services
 from dunmail.runner import run_engine
 from mailer.clock import FixedClock
 from mailer.content.kinds import KINDS
@@ -39,7 +37,7 @@ from mailer.outbound.memory import MemoryTransport
 from mailer.outbound.models import Message, MessageStatus
 from scheduler.cadence import DunningState, InvoiceFacts, Rules, evaluate, occasion_step
 from scheduler.calendar import SendCalendar
-from tests.conftest import START, make_config
+from tests.conftest import START
 from tests.smtpd import RecordingServer
 
 ZONES = (
@@ -295,19 +293,24 @@ def _settings(*, tenant: dict[str, Any] | None = None, **config: Any) -> dict[st
     return {"tenants": {"acme": acme}, **config}
 
 
-def _config_data(
-    tmp_path: Path, db_url: str, *, tenant: dict[str, Any] | None = None, **config: Any
-) -> Config:
-    """One tenant, reminding a day after the due date; ``tenant`` adds to its table."""
-    return make_config(tmp_path, db_url, **_settings(tenant=tenant, **config))
+@pytest.fixture
+def transport(request: pytest.FixtureRequest) -> MemoryTransport | None:
+    """Memory, or (a test parametrizes this fixture indirectly with "smtp") SMTP to ``smtpd``."""
+    return None if getattr(request, "param", None) == "smtp" else MemoryTransport()
 
 
 @pytest.fixture
-def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+def services_config(
+    request: pytest.FixtureRequest, transport: MemoryTransport | None
+) -> dict[str, Any]:
     """This module's shared ``services``: ``_settings()`` unless the test's
-    ``services_config`` marker says otherwise."""
+    ``services_config`` marker says otherwise; over SMTP, the relay is ``smtpd``."""
     marker = request.node.get_closest_marker("services_config")
-    return dict(marker.kwargs) if marker else _settings()
+    settings = dict(marker.kwargs) if marker else _settings()
+    if transport is None:
+        smtpd: RecordingServer = request.getfixturevalue("smtpd")
+        settings["relay"] = {"domain": "relay.example", "host": smtpd.host, "port": smtpd.port}
+    return settings
 
 
 @pytest.fixture
@@ -489,23 +492,18 @@ def _statement_customers(services: Services) -> list[str]:
         return [m.context["customer"]["id"] for m in rows]
 
 
+@pytest.mark.parametrize("transport", ["smtp"], indirect=True)
+@pytest.mark.services_config.with_args(
+    **_settings(tenant={"time_zone": "Europe/Paris"}, web={"enabled": False})
+)
 async def test_dunmail_run_at_night_sends_the_overdue_reminder_the_next_business_morning(
-    tmp_path: Path, db_url: str, clock: FixedClock, smtpd: RecordingServer
+    services: Services, clock: FixedClock, smtpd: RecordingServer
 ) -> None:
     """``dunmail run`` catches up at once when it starts. Started on Wednesday at 21:00 in
     New York, with a reminder overdue since that morning, its first pass sends nothing; run
     again on Thursday at 08:00, it sends the reminder, once."""
-    config = _config_data(
-        tmp_path,
-        db_url,
-        tenant={"time_zone": "Europe/Paris"},
-        relay={"domain": "relay.example", "host": smtpd.host, "port": smtpd.port},
-        web={"enabled": False},
-    )
+    config = services.config
     clock.set(START)
-    # Its own build: over SMTP to smtpd, closed before ``dunmail run`` builds the engine's own on
-    # this database, as a deployment would.
-    services = build_services(config, clock)
     try:
         doc = _document("America/New_York", "2026-03-10T16:00:00+00:00")  # Tuesday
         assert services.ledger.import_document(doc, tenant="acme").errors == []
