@@ -14,15 +14,13 @@ from typing import Any
 import dkim
 import pytest
 
-from dunmail.app import build_services
-from dunmail.config import Config
-from mailer.clock import FixedClock
+from dunmail.app import Services
 from mailer.config import DeliveryMode, DKIMConfig, RelayConfig
 from mailer.outbound.dkim import generate_key
 from mailer.outbound.identity import aligned, alignment_problem, from_domain, signing_keys
 from mailer.outbound.memory import MemoryTransport
 from mailer.tenant_config import TenantConfig
-from tests.conftest import DEMO_DOC, emails, make_config
+from tests.conftest import DEMO_DOC, emails
 from tests.test_dkim import make_dns, signature_count, tags
 
 
@@ -91,22 +89,43 @@ def test_relay_dkim_reads_from_toml_as_one_table_or_many(tmp_path: Path) -> None
         RelayConfig(dkim=[{**one, "selector": "bad selector"}])  # type: ignore[list-item]
 
 
+@pytest.fixture
+def relay_key(tmp_path: Path) -> DKIMConfig:
+    """A key the relay signs with, for relay.example, on disk."""
+    key = _key(tmp_path, "relay.example", "r1")
+    generate_key(key.key_file, key.algorithm)
+    return key
+
+
+@pytest.fixture
+def services_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """This module's shared ``services``: make_config's (acme signs for acme.example only), or,
+    parametrized indirectly with "relay_key", the relay signing with ``relay_key`` too."""
+    if getattr(request, "param", None) != "relay_key":
+        return {}
+    key: DKIMConfig = request.getfixturevalue("relay_key")
+    return {"relay": {"domain": "relay.example", "dkim": [key.model_dump()]}}
+
+
+@pytest.fixture
+def startup_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """dunmail's warnings captured from before the services are built (ask for it first)."""
+    caplog.set_level(logging.WARNING, logger="dunmail")
+    return caplog
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("services_config", ["relay_key"], indirect=True)
 async def test_relay_mode_mail_verifies_for_the_relay_domain_and_the_tenants(
-    tmp_path: Path, clock: FixedClock, caplog: pytest.LogCaptureFixture
+    startup_logs: pytest.LogCaptureFixture,
+    services: Services,
+    transport: MemoryTransport,
+    relay_key: DKIMConfig,
 ) -> None:
-    relay_key = _key(tmp_path, "relay.example", "r1")
-    generate_key(relay_key.key_file, relay_key.algorithm)
-    config: Config = make_config(
-        tmp_path,
-        f"sqlite:///{tmp_path / 'a.db'}",
-        relay={"domain": "relay.example", "dkim": [relay_key.model_dump()]},
-    )
-    transport = MemoryTransport()
-    # Its own build: what start-up logs is under test, so the build runs inside the capture.
-    with caplog.at_level(logging.WARNING, logger="dunmail"):
-        services = build_services(config, clock, transport)
+    caplog, config = startup_logs, services.config
     try:
-        assert not [r for r in caplog.records if "DKIM does not align" in r.getMessage()]
+        logged = [*caplog.get_records("setup"), *caplog.records]  # set-up built the services
+        assert not [r for r in logged if "DKIM does not align" in r.getMessage()]
         assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
         await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
     finally:
@@ -121,13 +140,12 @@ async def test_relay_mode_mail_verifies_for_the_relay_domain_and_the_tenants(
     assert [bool(dkim.DKIM(sent.data).verify(idx=i, dnsfunc=dns)) for i in (0, 1)] == [True, True]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_start_up_warns_when_no_key_aligns(
-    tmp_path: Path, clock: FixedClock, caplog: pytest.LogCaptureFixture
+    startup_logs: pytest.LogCaptureFixture,
+    services: Services,  # d=acme.example only
 ) -> None:
-    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'b.db'}")  # d=acme.example only
-    # Its own build: the warning under test is logged while building.
-    with caplog.at_level(logging.WARNING, logger="dunmail"):
-        services = build_services(config, clock, MemoryTransport())
-    await services.close()
-    (warning,) = [r.getMessage() for r in caplog.records if "DKIM does not align" in r.getMessage()]
+    caplog = startup_logs
+    logged = caplog.get_records("setup")  # set-up built the services
+    (warning,) = [r.getMessage() for r in logged if "DKIM does not align" in r.getMessage()]
     assert warning.startswith("tenants.acme: mail from @relay.example is signed for acme.example")
