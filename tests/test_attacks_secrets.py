@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,14 +20,14 @@ from typing import Any
 import httpx
 import pytest
 
-from dunmail.app import Services, build_services
+from dunmail.app import Services
 from dunmail.web.keyring import create_key
 from mailer.clock import FixedClock
 from mailer.content.kinds import KINDS
 from mailer.db import session_scope
 from mailer.errors import TemplateError
 from mailer.outbound.memory import MemoryTransport
-from tests.conftest import DEMO_DOC, make_config
+from tests.conftest import DEMO_DOC
 from tests.smtpd import RecordingServer
 from tests.test_cli import ROOT, _env
 from tests.test_web_ui import fast_argon2
@@ -62,12 +63,10 @@ class _Hooks(BaseHTTPRequestHandler):
         pass
 
 
-def _secret_config(tmp_path: Path, db_url: str, smtpd: RecordingServer, hook: str) -> Any:
-    return make_config(
-        tmp_path,
-        db_url,
-        secret_key_env="ATTACK_SECRET_KEY",
-        tenants={
+def _secret_settings(tmp_path: Path, smtpd: RecordingServer, hook: str) -> dict[str, Any]:
+    return {
+        "secret_key_env": "ATTACK_SECRET_KEY",
+        "tenants": {
             "acme": {
                 "name": "Acme Supplies",
                 "email": "ar@acme.example",
@@ -89,7 +88,7 @@ def _secret_config(tmp_path: Path, db_url: str, smtpd: RecordingServer, hook: st
                 "webhooks": [{"url": hook, "secret_env": "ATTACK_HOOK_SECRET"}],
             }
         },
-    )
+    }
 
 
 def _config_toml(config: Any) -> str:
@@ -141,86 +140,104 @@ def _public_key_base64(pem: bytes) -> str:
     return b64encode(der).decode()
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the database plays no part
-@pytest.mark.smtpd_options(auth={SMTP_USER: SMTP_PASSWORD})
-async def test_secrets_never_reach_the_logs_or_the_clis_stderr(
-    tmp_path: Path,
-    db_url: str,
-    clock: FixedClock,
-    smtpd: RecordingServer,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from dunmail.web.app import create_app
-
-    caplog.set_level(logging.DEBUG)  # the root logger: every library's records too
-    monkeypatch.setenv("ATTACK_SMTP_PASSWORD", SMTP_PASSWORD)
-    monkeypatch.setenv("ATTACK_HOOK_SECRET", WEBHOOK_SECRET)
-    monkeypatch.setenv("ATTACK_SECRET_KEY", SECRET_KEY)
+@pytest.fixture
+def hook_url() -> Iterator[str]:
+    """A loopback webhook receiver (``_Hooks``) for the secrets test, and its URL."""
     hooks = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
     _Hooks.bodies = []
     threading.Thread(target=hooks.serve_forever, daemon=True).start()
-    try:
-        config = _secret_config(
-            tmp_path, db_url, smtpd, f"http://127.0.0.1:{hooks.server_address[1]}/hook"
-        )
-        # Its own build: the secrets, the webhook receiver and DEBUG capture must be in place
-        # before it, since what the build logs is checked too; then the same config goes to the CLI.
-        services = build_services(config, clock)
-        try:
-            assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
-            message = await services.sending.send_invoice(
-                "INV-1042", kind="new_invoice", tenant="acme"
-            )
-            assert message.status == "sent", message.last_error
-            assert smtpd.logins == [SMTP_USER]  # AUTH with the password really happened
-            text = smtpd.messages[-1].get_body(preferencelist=("plain",))
-            assert text is not None
-            tokens = re.findall(r"/l/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", text.get_content())
-            assert tokens
-            with session_scope(services.engine) as session:
-                _, api_key = create_key(
-                    session, tenant_id=services.tenants.id("acme"), name="erp", now=clock.now()
-                )
-            app = httpx.ASGITransport(app=create_app(services))
-            async with httpx.AsyncClient(transport=app, base_url="http://dunmail") as client:
-                for token in tokens:
-                    await client.get(f"/l/{token}")
-                    await client.get(f"/l/{token}x")  # a tampered one is logged too
-                auth = {"Authorization": f"Bearer {api_key}"}
-                assert (await client.get("/api/v1/messages", headers=auth)).status_code == 200
-                wrong = {"Authorization": f"Bearer {api_key[:-3]}xyz"}
-                assert (await client.get("/api/v1/messages", headers=wrong)).status_code == 401
-            clock.advance(timedelta(minutes=1))
-            await services.sending.deliver_webhooks()
-            assert _Hooks.bodies, "the webhook was delivered (signed with the secret)"
-            # A failing send in-process: the server now refuses the password.
-            smtpd.script(auth={SMTP_USER: "another password"})
-            smtpd.drop_connections()
-            await services.sending.send_invoice("INV-1042", kind="invoice_reminder", tenant="acme")
-        finally:
-            await services.close()
+    yield f"http://127.0.0.1:{hooks.server_address[1]}/hook"
+    hooks.shutdown()
+    hooks.server_close()
 
-        # The CLI, at DEBUG, sending through the server that refuses the password.
-        config_file = tmp_path / "config.toml"
-        config_file.write_text(_config_toml(config))
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "dunmail.cli", "send", "--invoice", "INV-1042", "--kind"),
-            *("late_payment_reminder", "--config", str(config_file)),
-            cwd=str(ROOT),
-            env=_env(
-                ATTACK_SMTP_PASSWORD=SMTP_PASSWORD,
-                ATTACK_HOOK_SECRET=WEBHOOK_SECRET,
-                ATTACK_SECRET_KEY=SECRET_KEY,
-            ),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+
+@pytest.fixture
+def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every record of every library captured, from before the services are built (ask for it
+    first)."""
+    caplog.set_level(logging.DEBUG)  # the root logger: every library's records too
+    return caplog
+
+
+@pytest.fixture
+def transport() -> None:
+    """This module's shared services send over SMTP, to ``smtpd``."""
+    return None
+
+
+@pytest.fixture
+def services_config(
+    tmp_path: Path, smtpd: RecordingServer, hook_url: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """This module's shared ``services``: acme sends through its own SMTP login at ``smtpd``
+    and signs its webhooks to ``hook_url``, every secret from the environment."""
+    monkeypatch.setenv("ATTACK_SMTP_PASSWORD", SMTP_PASSWORD)
+    monkeypatch.setenv("ATTACK_HOOK_SECRET", WEBHOOK_SECRET)
+    monkeypatch.setenv("ATTACK_SECRET_KEY", SECRET_KEY)
+    return _secret_settings(tmp_path, smtpd, hook_url)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the database plays no part
+@pytest.mark.smtpd_options(auth={SMTP_USER: SMTP_PASSWORD})
+async def test_secrets_never_reach_the_logs_or_the_clis_stderr(
+    debug_logs: pytest.LogCaptureFixture,
+    services: Services,
+    tmp_path: Path,
+    clock: FixedClock,
+    smtpd: RecordingServer,
+) -> None:
+    from dunmail.web.app import create_app
+
+    caplog, config = debug_logs, services.config
+    try:
+        assert services.ledger.import_document(DEMO_DOC, tenant="acme").errors == []
+        message = await services.sending.send_invoice("INV-1042", kind="new_invoice", tenant="acme")
+        assert message.status == "sent", message.last_error
+        assert smtpd.logins == [SMTP_USER]  # AUTH with the password really happened
+        text = smtpd.messages[-1].get_body(preferencelist=("plain",))
+        assert text is not None
+        tokens = re.findall(r"/l/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", text.get_content())
+        assert tokens
+        with session_scope(services.engine) as session:
+            _, api_key = create_key(
+                session, tenant_id=services.tenants.id("acme"), name="erp", now=clock.now()
+            )
+        app = httpx.ASGITransport(app=create_app(services))
+        async with httpx.AsyncClient(transport=app, base_url="http://dunmail") as client:
+            for token in tokens:
+                await client.get(f"/l/{token}")
+                await client.get(f"/l/{token}x")  # a tampered one is logged too
+            auth = {"Authorization": f"Bearer {api_key}"}
+            assert (await client.get("/api/v1/messages", headers=auth)).status_code == 200
+            wrong = {"Authorization": f"Bearer {api_key[:-3]}xyz"}
+            assert (await client.get("/api/v1/messages", headers=wrong)).status_code == 401
+        clock.advance(timedelta(minutes=1))
+        await services.sending.deliver_webhooks()
+        assert _Hooks.bodies, "the webhook was delivered (signed with the secret)"
+        # A failing send in-process: the server now refuses the password.
+        smtpd.script(auth={SMTP_USER: "another password"})
+        smtpd.drop_connections()
+        await services.sending.send_invoice("INV-1042", kind="invoice_reminder", tenant="acme")
     finally:
-        hooks.shutdown()
-        hooks.server_close()
+        await services.close()
+
+    # The CLI, at DEBUG, sending through the server that refuses the password.
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(_config_toml(config))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "dunmail.cli", "send", "--invoice", "INV-1042", "--kind"),
+        *("late_payment_reminder", "--config", str(config_file)),
+        cwd=str(ROOT),
+        env=_env(
+            ATTACK_SMTP_PASSWORD=SMTP_PASSWORD,
+            ATTACK_HOOK_SECRET=WEBHOOK_SECRET,
+            ATTACK_SECRET_KEY=SECRET_KEY,
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     stderr = err.decode()
     assert process.returncode not in (0, None), (out, stderr)
     assert "535" in stderr or "auth" in stderr.lower(), stderr  # it did fail on the login
@@ -246,7 +263,7 @@ async def test_secrets_never_reach_the_logs_or_the_clis_stderr(
     # httpx narrating this test's own requests to the app.
     logged = "\n".join(
         formatter.format(r)
-        for r in caplog.records
+        for r in [*caplog.get_records("setup"), *caplog.records]  # set-up built the services
         if r.name != "mail.log" and "http://dunmail/" not in r.getMessage()
     )
     assert caplog.records  # the run did log
