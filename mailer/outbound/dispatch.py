@@ -35,7 +35,7 @@ from mailer.errors import (
 from mailer.outbound.assemble import Assembler
 from mailer.outbound.envelopes import send_each
 from mailer.outbound.models import OPEN_MESSAGE_STATES, Message, MessageRecipient, MessageStatus
-from mailer.outbound.ratelimit import Throttle, enhanced_status, should_back_off
+from mailer.outbound.ratelimit import enhanced_status, should_back_off
 from mailer.outbound.record import Attempt, Recorder, Recording, event_data
 from mailer.outbound.requests import (
     Claimed,
@@ -45,6 +45,7 @@ from mailer.outbound.requests import (
     WindowCheck,
     claimed_of,
 )
+from mailer.outbound.throttle import SharedThrottle
 from mailer.outbound.transport import SendResult
 from mailer.outbound.webhooks import Webhooks
 
@@ -96,7 +97,10 @@ class Dispatcher:
             webhooks=webhooks,
         )
         rates = {f"tenant:{p.tenant_id}": p.rate_per_minute for p in profiles.values()}
-        self._throttle = Throttle(lambda key: rates.get(key, policy.domain_rate_per_minute))
+        # In the database, so every worker on every machine shares one limit and one back-off.
+        self._throttle = SharedThrottle(
+            engine, lambda key: rates.get(key, policy.domain_rate_per_minute)
+        )
 
     def profile(self, tenant_id: int) -> SendingProfile:
         """How tenant ``tenant_id``'s mail is sent (for a preview that must match)."""
@@ -281,7 +285,11 @@ class Dispatcher:
         keys = [f"tenant:{profile.tenant_id}"]
         keys += sorted({f"domain:{a.rpartition('@')[2]}" for a in claimed.recipients})
         endpoint = f"endpoint:{profile.transport.key}"
-        wait = self._throttle.paused_for(endpoint, started) or self._throttle.delay(keys, started)
+        try:
+            wait = await asyncio.to_thread(self._throttle.delay, keys, started, closed=[endpoint])
+        except sa.exc.SQLAlchemyError as exc:  # not sent, so not an attempt: just later
+            log.warning("message %s: the throttle could not be asked: %s", claimed.uid, exc)
+            wait = timedelta(seconds=self._policy.poll_seconds)
         if wait > timedelta(0):
             attempt.throttled_until = started + wait
             return attempt
@@ -315,7 +323,7 @@ class Dispatcher:
                     claimed, profile.sender, envelope, now=started, link_pdf=True
                 )
                 attempt.result = await send_each(profile.transport, built.data, envelopes=envelopes)
-            self._note_backoff(attempt.result, started)
+            await self._note_backoff(attempt.result, started)
         except PDFPending as exc:
             # Its PDF renders off the pass (mailer/content/pdfstore.py): not an attempt, just later,
             # so a slow document never holds up this pass and every other tenant's mail.
@@ -323,8 +331,7 @@ class Dispatcher:
         except DeliveryError as exc:
             attempt.error = exc
             if should_back_off(exc.code, enhanced_status(exc.message)):
-                until = started + self._policy.domain_backoff
-                self._throttle.back_off(f"endpoint:{profile.transport.key}", until)
+                await self._back_off(endpoint, started, exc.message)
         except TemplateError as exc:
             log.error("message %s: template error: %s", claimed.uid, exc)
             attempt.error = _permanent_from(exc)
@@ -334,11 +341,18 @@ class Dispatcher:
         attempt.finished_at = self._clock.now()
         return attempt
 
-    def _note_backoff(self, result: SendResult, now: datetime) -> None:
+    async def _note_backoff(self, result: SendResult, now: datetime) -> None:
         for r in result.recipients:
             if r.temporary and should_back_off(r.code, enhanced_status(r.message)):
-                domain = r.address.rpartition("@")[2]
-                self._throttle.back_off(f"domain:{domain}", now + self._policy.domain_backoff)
+                await self._back_off(f"domain:{r.address.rpartition('@')[2]}", now, r.message)
+
+    async def _back_off(self, key: str, now: datetime, reason: str) -> None:
+        """Pause ``key`` for every worker; never raises, as the mail it follows may be sent."""
+        until = now + self._policy.domain_backoff
+        try:
+            await asyncio.to_thread(self._throttle.back_off, key, until, now, reason=reason)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("could not pause %s until %s: %s", key, until.isoformat(), exc)
 
 
 def _too_big(exc: DeliveryError) -> bool:
