@@ -62,9 +62,9 @@ def _beta() -> dict[str, Any]:
 
 @pytest.fixture
 def pdf_renderer(request: pytest.FixtureRequest) -> PDFRenderer | None:
-    """None (build_services' default), or, where a test parametrizes this fixture indirectly
-    with PDFRenderer's keyword arguments, that worker pool: then this module's shared services
-    attach PDFs and send over SMTP to ``smtpd``."""
+    """None (the services' own default), or, where a test parametrizes this fixture
+    indirectly with PDFRenderer's keyword arguments, that worker pool: then this module's
+    shared services attach PDFs and send over SMTP to ``smtpd``."""
     if not hasattr(request, "param"):
         return None
     from mailer.content.pdf_pool import PDFRenderer
