@@ -323,7 +323,7 @@ class Dispatcher:
                     claimed, profile.sender, envelope, now=started, link_pdf=True
                 )
                 attempt.result = await send_each(profile.transport, built.data, envelopes=envelopes)
-            await self._note_backoff(attempt.result, started)
+            await self._note_backoff(attempt.result)
         except PDFPending as exc:
             # Its PDF renders off the pass (mailer/content/pdfstore.py): not an attempt, just later,
             # so a slow document never holds up this pass and every other tenant's mail.
@@ -331,7 +331,7 @@ class Dispatcher:
         except DeliveryError as exc:
             attempt.error = exc
             if should_back_off(exc.code, enhanced_status(exc.message)):
-                await self._back_off(endpoint, started, exc.message)
+                await self._back_off(endpoint, exc.message)
         except TemplateError as exc:
             log.error("message %s: template error: %s", claimed.uid, exc)
             attempt.error = _permanent_from(exc)
@@ -341,13 +341,15 @@ class Dispatcher:
         attempt.finished_at = self._clock.now()
         return attempt
 
-    async def _note_backoff(self, result: SendResult, now: datetime) -> None:
+    async def _note_backoff(self, result: SendResult) -> None:
         for r in result.recipients:
             if r.temporary and should_back_off(r.code, enhanced_status(r.message)):
-                await self._back_off(f"domain:{r.address.rpartition('@')[2]}", now, r.message)
+                await self._back_off(f"domain:{r.address.rpartition('@')[2]}", r.message)
 
-    async def _back_off(self, key: str, now: datetime, reason: str) -> None:
-        """Pause ``key`` for every worker; never raises, as the mail it follows may be sent."""
+    async def _back_off(self, key: str, reason: str) -> None:
+        """Pause ``key`` for every worker, from the reply on; never raises, as the mail it
+        follows may have been sent."""
+        now = self._clock.now()
         until = now + self._policy.domain_backoff
         try:
             await asyncio.to_thread(self._throttle.back_off, key, until, now, reason=reason)
