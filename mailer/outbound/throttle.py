@@ -4,13 +4,15 @@ One ``throttle`` row per key (``tenant:7``, ``domain:example.com``, ``endpoint:.
 key's GCRA theoretical arrival time (``tat``) and any back-off (``paused_until``), in whole
 microseconds since the epoch. A take is one atomic upsert per key::
 
-    INSERT INTO throttle (key, scope, tat) VALUES (:key, :scope, :now + :interval)
+    INSERT INTO throttle (key, scope, tat) SELECT :key, :scope, :now + :interval
+      WHERE NOT EXISTS (SELECT 1 FROM throttle WHERE key = :relay AND paused_until > :now)
     ON CONFLICT (key) DO UPDATE SET tat = GREATEST(throttle.tat, :now) + :interval
     WHERE GREATEST(throttle.tat, :now) + :interval - :burst * :interval <= :now
       AND (throttle.paused_until IS NULL OR throttle.paused_until <= :now)
     RETURNING tat
 
-(SQLite: ``max()`` for ``GREATEST``, under the writer lock its BEGIN IMMEDIATE takes). A row
+(SQLite: ``max()`` for ``GREATEST``, under the writer lock its BEGIN IMMEDIATE takes; ``:relay``
+is the ``closed`` key, paused but never metered, checked in the same statement). A row
 comes back when the take conforms; none when it does not, and nothing changed. The keys of one
 message are taken in one transaction, in sorted order (PostgreSQL's row locks then never
 deadlock), and rolled back together when any refuses, as ``ratelimit.Throttle.delay`` does in
