@@ -2,10 +2,10 @@
 
 A Hypothesis property signs random messages (folded headers, names in odd case, trailing
 spaces and tabs, empty and blank-only bodies, 8-bit UTF-8 and Latin-1 bytes, long lines, bare
-LF and CR inside a CRLF message, and LF-only messages) with ``dkim_fast`` and with dkimpy for
-the same key, selector, domain, h= list and t=, and compares the headers; dkimpy then verifies
-both signatures. OpenDKIM, an independent implementation, verifies a few more (as
-tests/test_dkim_independent.py does: its ``TestPublicKeys`` file serves the keys).
+LF and CR inside a CRLF message, mixed line ends, LF-only messages) with ``dkim_fast`` and with
+dkimpy for the same key, selector, domain, h= list and t=, and compares the headers; dkimpy
+then verifies both signatures. OpenDKIM, an independent implementation, verifies a few more
+(as tests/test_dkim_independent.py does: its ``TestPublicKeys`` file serves the keys).
 """
 
 from __future__ import annotations
@@ -148,8 +148,14 @@ def messages(draw: st.DrawFn) -> bytes:
     lines = draw(st.lists(_BODY_TEXT, max_size=25))
     body = b"\r\n".join(lines) + draw(st.sampled_from([b"", b"\r\n", b"\r\n\r\n", b" \r\n\t\r\n"]))
     message = b"\r\n".join(fields) + b"\r\n\r\n" + body
-    if draw(st.integers(0, 9)) == 0:  # an LF-only message is signed with LF-ended headers
+    shape = draw(st.integers(0, 9))
+    if shape == 0:  # an LF-only message is signed with LF-ended headers
         message = message.replace(b"\r\n", b"\n")
+    elif shape == 1:  # mixed line ends, the header/body boundary included
+        lines = message.split(b"\r\n")
+        ends = draw(st.lists(st.sampled_from([b"\r\n", b"\n"]), min_size=len(lines)))
+        message = b"".join(line + end for line, end in zip(lines[:-1], ends, strict=False))
+        message += lines[-1]
     return message
 
 

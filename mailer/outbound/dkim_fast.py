@@ -31,7 +31,6 @@ _C_VALUE: Final = b"relaxed/relaxed"
 _B_PLACEHOLDER: Final = b"0" * 60  # dkimpy's: forces b= onto a line of its own when folding
 
 _LINE_END: Final = re.compile(rb"\r?\n")
-_BLANK_LINE: Final = re.compile(rb"(?:\A|(?<=\n))\r?\n")  # the empty line that ends the header
 _FIELD_NAME: Final = re.compile(rb"([\x21-\x7e]+?):")
 _WSP_RUN: Final = re.compile(rb"[\t ]+")
 _WSP_BEFORE_CRLF: Final = re.compile(rb"[\t ]+\r\n")
@@ -76,15 +75,13 @@ def line_separator(message: bytes) -> bytes:
 def split_message(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """The header fields as (name, raw value, continuation lines CRLF-joined) and the body
     with every line end made CRLF, as dkimpy's ``rfc822_parse`` returns them."""
-    blank = _BLANK_LINE.search(message)
-    if blank is None:
-        head, body = message, b""
-    else:
-        head, body = message[: blank.start()], message[blank.end() :]
-        if body.count(b"\n") != body.count(CRLF):
-            body = _LINE_END.sub(CRLF, body)
+    head_end, body_start = _empty_line(message)
+    head, body = message[:head_end], message[body_start:]
+    crlf_only = message.count(b"\n") == message.count(CRLF)  # no bare LF: the engine's form
+    if not crlf_only:
+        body = _LINE_END.sub(CRLF, body)
     fields: list[list[bytes]] = []
-    for line in _LINE_END.split(head):
+    for line in head.split(CRLF) if crlf_only else _LINE_END.split(head):
         if not line:  # only the very end: a header with no body after it
             break
         if line[0] in (0x09, 0x20):
@@ -100,10 +97,27 @@ def split_message(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return [(name, value) for name, value in fields], body
 
 
+def _empty_line(message: bytes) -> tuple[int, int]:
+    """Where the header ends and the body starts: around the first empty line, where an LF
+    (or the very start) is followed by CRLF or LF; no empty line means no body."""
+    if message.startswith((b"\n", CRLF)):
+        return 0, message.index(b"\n") + 1
+    crlf = message.find(b"\n\r\n")
+    lf = message.find(b"\n\n", 0, None if crlf == -1 else crlf + 1)
+    if crlf == -1 and lf == -1:
+        return len(message), len(message)
+    if lf == -1 or -1 < crlf < lf:
+        return crlf + 1, crlf + 3
+    return lf + 1, lf + 2
+
+
 def relaxed_header_value(value: bytes) -> bytes:
-    """RFC 6376 s3.4.2 for a value: unfold, runs of WSP to one space, strip; no CRLF added."""
-    if b"\n" in value:
-        value = _LINE_END.sub(b"", value)
+    """RFC 6376 s3.4.2 for a value: unfold, runs of WSP to one space, strip; no CRLF added.
+
+    ``value`` comes from ``split_message`` or ``fold``, so every LF in it ends a CRLF we put
+    there, and removing each CRLF is dkimpy's removal of each CR?LF.
+    """
+    value = value.replace(CRLF, b"")
     if b"\t" in value or b"  " in value:
         value = _WSP_RUN.sub(b" ", value)
     return value.strip()
@@ -113,14 +127,15 @@ def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 s3.4.4 (as dkimpy does it): WSP before CRLF dropped, runs of WSP to one space,
     trailing empty lines dropped, a CRLF added if the body does not end in one, CRLF alone -> ''.
     """
-    if b"\t" in body or b" \r\n" in body:
+    tab = b"\t" in body
+    if tab or b" \r\n" in body:
         body = _WSP_BEFORE_CRLF.sub(CRLF, body)
-    if b"\t" in body or b"  " in body:
+    if tab or b"  " in body:
         body = _WSP_RUN.sub(b" ", body)
     if not body.endswith(CRLF):
         body += CRLF
-    else:
-        end = len(body)
+    elif body.endswith(b"\r\n\r\n"):
+        end = len(body) - 2
         while end >= 4 and body[end - 4 : end] == b"\r\n\r\n":
             end -= 2
         body = body[:end]
@@ -143,17 +158,10 @@ def headers_to_sign(present: Iterable[bytes], signed: frozenset[bytes]) -> list[
 
 def _select(fields: Sequence[tuple[bytes, bytes]], include: Sequence[bytes]) -> list[int]:
     """Indexes of the fields h= covers: each name's occurrences from the bottom up (s5.4.2)."""
-    chosen: list[int] = []
-    below: dict[bytes, int] = {}
-    for name in include:
-        i = below.get(name, len(fields))
-        while i > 0:
-            i -= 1
-            if fields[i][0] == name:
-                chosen.append(i)
-                break
-        below[name] = i
-    return chosen
+    occurrences: dict[bytes, list[int]] = {}
+    for i, (name, _) in enumerate(fields):
+        occurrences.setdefault(name, []).append(i)
+    return [occurrences[name].pop() for name in include if occurrences.get(name)]
 
 
 def fold(value: bytes, namelen: int, linesep: bytes) -> bytes:
