@@ -1,4 +1,4 @@
-"""The shared throttle: what one take costs, on SQLite and PostgreSQL, beside the in-process one.
+"""The shared throttle: what one take costs, on SQLite and PostgreSQL.
 
     PYTHONPATH=. python -m bench.throttle [--takes 2000] [--postgres URL]
 
@@ -7,7 +7,6 @@ relay's key checked for a back-off (mailer/outbound/dispatch.py). Figures are pe
 of this process (``time.process_time``: the driver and SQLAlchemy, not the PostgreSQL server's
 own work) and wall time (which does include the server and the round trips):
 
-* in-process: ``ratelimit.Throttle.delay``, what each process did alone before;
 * shared, conforming: ``SharedThrottle.delay`` that takes (one transaction: a pause check and
   one upsert per key);
 * shared, refused by the database: the bucket is empty and this process has not heard yet;
@@ -36,7 +35,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailer.db import create_schema, make_engine
-from mailer.outbound.ratelimit import Throttle
 from mailer.outbound.throttle import SharedThrottle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,11 +58,6 @@ def _per_take(work: Callable[[int], object], takes: int) -> dict[str, float]:
         best_cpu = min(best_cpu, (time.process_time() - cpu) / takes * 1e6)
         best_wall = min(best_wall, (time.perf_counter() - wall) / takes * 1e6)
     return {"cpu_us": round(best_cpu, 1), "wall_us": round(best_wall, 1)}
-
-
-def in_process(takes: int) -> dict[str, float]:
-    throttle = Throttle(lambda key: 10**9)
-    return _per_take(lambda n: throttle.delay(KEYS, T0 + n * STEP), takes)
 
 
 def shared(url: str, takes: int) -> dict[str, dict[str, float]]:
@@ -111,14 +104,7 @@ def postgres(takes: int, admin_url: str) -> dict[str, Any]:
 
 
 def build_table(r: dict[str, Any]) -> list[dict[str, str]]:
-    rows = [
-        {
-            "what": "throttle take, in one process (before)",
-            "measured": f"{r['in_process']['cpu_us']:.1f} µs CPU",
-            "target": "-",
-            "notes": "ratelimit.Throttle.delay, tenant + domain keys",
-        }
-    ]
+    rows: list[dict[str, str]] = []
     for db in ("sqlite", "postgresql"):
         figures = r[db]
         if "skipped" in figures:
@@ -157,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "python": platform.python_version(),
         "takes": args.takes,
-        "in_process": in_process(args.takes),
         "sqlite": sqlite,
         "postgresql": postgres(args.takes, args.postgres),
     }
