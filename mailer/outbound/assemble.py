@@ -21,8 +21,9 @@ from mailer.content.attachment import PDFTarget, plan_pdf, with_download_notice
 from mailer.content.kinds import KINDS
 from mailer.content.pdf_html import PDFError
 from mailer.content.render import Renderer
-from mailer.outbound.compose import Attachment, Draft, Envelope, build_message, to_bytes
+from mailer.outbound.compose import Attachment, Draft, Envelope
 from mailer.outbound.links import DownloadLinks, LinkMinter
+from mailer.outbound.mime import compose
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +236,14 @@ class Assembler:
             envelope=envelope,
         )
         if pdf is None:
-            signed = sender.signer.sign(to_bytes(build_message(rendered, draft)))
+            signed = sender.signer.sign(compose(rendered, draft))
             return Assembled(signed, pdf_note=note)
         target, file = pdf
         links = self._links
         if not link_pdf or links is None:
             attachment = Attachment(filename=target.filename, content=file.data)
             attached = replace(draft, attachments=[attachment])
-            signed = sender.signer.sign(to_bytes(build_message(rendered, attached)))
+            signed = sender.signer.sign(compose(rendered, attached))
             limit = sender.max_message_bytes
             if limit is None or len(signed) <= limit or links is None:
                 return Assembled(signed, file.sha256, target.filename)
@@ -257,7 +258,7 @@ class Assembler:
             "download_notice", snapshot.context, url=url, filename=target.filename
         )
         linked = with_download_notice(rendered, text=text, html=html)
-        data = sender.signer.sign(to_bytes(build_message(linked, draft)))
+        data = sender.signer.sign(compose(linked, draft))
         return Assembled(data, file.sha256, target.filename, pdf_linked=True)
 
     def with_links(self, snapshot: Snapshot) -> dict[str, Any]:

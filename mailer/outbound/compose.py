@@ -1,7 +1,9 @@
 """PURE: build the outgoing MIME message from rendered parts; every header from data is checked.
 
 Messages are built with the stdlib ``email`` package and serialised with exact CRLF line endings
-(RFC 5322 s2.1), so the bytes that are DKIM-signed are the bytes sent.
+(RFC 5322 s2.1), so the bytes that are DKIM-signed are the bytes sent. This is the reference:
+the outbox writes the same message with :func:`mailer.outbound.mime.compose`, from a
+precompiled skeleton and the C codecs, about 6x cheaper (tests/test_compose_fast.py compares).
 """
 
 from __future__ import annotations
