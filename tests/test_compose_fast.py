@@ -144,7 +144,7 @@ _NAMES = st.text(
 _FILENAMES = st.sampled_from(["INV-1042.pdf", "Factură FA-7.pdf", 'a "b".pdf', "", "é" * 300])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     subject=_HEADER_TEXT,
     text=_BODIES,
@@ -155,6 +155,7 @@ _FILENAMES = st.sampled_from(["INV-1042.pdf", "Factură FA-7.pdf", 'a "b".pdf', 
     pdf=st.none() | st.tuples(_FILENAMES, st.binary(max_size=400)),
     extra=st.dictionaries(st.sampled_from(["List-Unsubscribe", "X-Tag"]), _HEADER_TEXT),
     offset=st.integers(-12, 14),
+    uid=st.text("0123456789abcdef", min_size=1, max_size=70),
 )
 def test_same_message_as_the_stdlib(
     subject: str,
@@ -166,10 +167,12 @@ def test_same_message_as_the_stdlib(
     pdf: tuple[str, bytes] | None,
     extra: dict[str, str],
     offset: int,
+    uid: str,
 ) -> None:
     def message(clean: Callable[[str], str]) -> tuple[Rendered, Draft]:
         rendered = Rendered(subject=clean(subject), text=text, html=html)
         return rendered, _draft(
+            uid=uid,
             date=WHEN.astimezone(timezone(timedelta(hours=offset))),
             to=[make_address(f"r{n}@globex.example", clean(x)) for n, x in enumerate(to_names)],
             envelope=Envelope(
@@ -287,3 +290,16 @@ def test_base64_has_the_stdlib_layout(size: int) -> None:
     data = bytes(range(256)) * (size // 256 + 1)
     data = data[:size]
     assert base64_lines(data) == encodebytes(data).replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize("uid", ["u1", "a;b c,d", "x" * 90])
+def test_boundaries_and_their_header_lines_are_the_references(uid: str) -> None:
+    rendered = Rendered(subject="s", text="t\n", html="<p>t</p>")
+    draft = _draft(uid=uid, attachments=[Attachment("a.pdf", b"%PDF")])
+    assert compose(rendered, draft) == _reference(rendered, draft)
+
+
+def test_a_non_ascii_uid_makes_no_boundary() -> None:
+    """uids are ``secrets.token_hex``; a boundary is ASCII (RFC 2046 s5.1.1)."""
+    with pytest.raises(UnicodeEncodeError):
+        compose(Rendered(subject="s", text="t", html="h"), _draft(uid="é-uid"))
