@@ -26,6 +26,7 @@ from mailer.content.formatting import LOCALE_FILTERS
 from mailer.content.i18n import choose_language
 from mailer.content.safe_html import clean_html, find_unsafe
 from mailer.content.sandbox import Sandbox, active_meter, build_sandbox
+from mailer.content.slots import SLOT_FILTERS, literal_attributes
 from mailer.content.translation import fill_filters, gettext_functions
 
 
@@ -55,6 +56,7 @@ def _environment(
     loader: jinja2.BaseLoader, translations: NullTranslations, *, autoescape: bool
 ) -> Sandbox:
     filters = {**LOCALE_FILTERS, **SAFETY_FILTERS, **fill_filters(translations, html=autoescape)}
+    filters.update(SLOT_FILTERS)
     return build_sandbox(loader, translations, autoescape=autoescape, filters=filters)
 
 
@@ -143,11 +145,12 @@ def _cleaned(
         meter = active_meter()
         pieces: list[str] = []
         written = 0
-        for piece in render(context):
-            written += len(piece)
-            if meter is not None:
-                meter.size(written)
-            pieces.append(piece)
+        with literal_attributes():  # its links are checked as written
+            for piece in render(context):
+                written += len(piece)
+                if meter is not None:
+                    meter.size(written)
+                pieces.append(piece)
         html = "".join(pieces)
         tenant = context.get("tenant")
         logo = image_url(tenant.get("logo_url")) if isinstance(tenant, Mapping) else None

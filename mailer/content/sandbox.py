@@ -26,6 +26,7 @@ from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
+from mailer.content.slots import Slot, SlotValues
 from mailer.content.translation import TranslateLiterals
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
@@ -110,7 +111,7 @@ def _finalize(value: Any) -> Any:
     """Every ``{{ expression }}`` passes here before it is written (Jinja's ``finalize``)."""
     meter = _METER.get()
     if meter is not None and isinstance(value, str):
-        meter.produce(len(value))
+        meter.produce(value.chars if isinstance(value, Slot) else len(value))
     return value
 
 
@@ -284,7 +285,10 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = super()._parse(source, name, filename)
         folder = TranslateLiterals(self.translations, autoescape=bool(self.autoescape))
-        return cast(nodes.Template, _MeterLoops().visit(folder.visit(tree)))
+        tree = folder.visit(tree)
+        if self.autoescape:  # HTML: values become slots (mailer/content/slots.py)
+            tree = SlotValues().visit(tree)
+        return cast(nodes.Template, _MeterLoops().visit(tree))
 
 
 def build_sandbox(
