@@ -6,6 +6,9 @@ Each run sends ``--messages`` reminder-sized emails (text + HTML, DKIM rsa-sha25
 
 * raw: copies of one pipeline-built message, sent by 16 workers, each with its own
   ``aiosmtplib.SMTP`` connected once (connecting is not timed): the ceiling for a Python client.
+* raw, signing: the same messages without their DKIM-Signature, each signed just before it is
+  sent (the engine's key and signer: rsa-sha256 through OpenSSL): the ceiling for a Python
+  client that must sign, and what the one-process pipeline is measured against (>= 80 %).
 * pipeline, one process: one relay tenant pointing at the sink, over a SQLite file and, when one
   answers at ``$DUNMAIL_BENCH_POSTGRES``, a private PostgreSQL schema. The ledger (customers,
   invoices) is imported once per database; each run starts from an empty outbox and times apart
@@ -75,17 +78,22 @@ from bench._workload import (
 )
 from dunmail.app import build_services
 from mailer.clock import SystemClock
-from mailer.config import DKIMAlgorithm
+from mailer.config import DKIMAlgorithm, DKIMConfig
 from mailer.db import make_engine, session_scope
-from mailer.outbound.dkim import generate_key
+from mailer.outbound.dkim import DKIMSigner, generate_key
 from mailer.outbound.memory import MemoryTransport
 from mailer.outbound.models import Message
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-TARGET_RATIO = 0.40  # the pipeline's deliver rate, as a share of the raw rate
-TARGET_SCALING = 1.7  # issue 7: two processes over one, on PostgreSQL
+# Issue 17: one process delivers at >= 80 % of a raw aiosmtplib loop that DKIM-signs each
+# prebuilt message with the same key (the limit once signing is required); N processes
+# deliver >= 0.85 x N x one on PostgreSQL; the enqueue runs at >= 5,000 messages a second.
+TARGET_RATIO = 0.80
 WORKERS = 2  # engine processes in the shared-queue measurement
+TARGET_SCALING = 0.85 * WORKERS
+TARGET_ENQUEUE = 5000.0
+_DKIM_HEADER = re.compile(rb"^DKIM-Signature:.*?\r\n(?![ \t])", re.S | re.M | re.I)
 LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
@@ -141,6 +149,35 @@ async def measure_raw(sink: Sink, messages: list[tuple[str, str, bytes]]) -> flo
     async def worker(client: aiosmtplib.SMTP) -> None:
         for sender, rcpt, data in pending:  # one shared iterator: each message goes once
             await client.sendmail(sender, [rcpt], data)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in clients))
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*(c.quit() for c in clients))
+    return elapsed
+
+
+def unsigned(messages: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+    """The messages without the pipeline's DKIM-Signature header, for the signing raw loop."""
+    return [(sender, rcpt, _DKIM_HEADER.sub(b"", data, count=1)) for sender, rcpt, data in messages]
+
+
+async def measure_raw_signed(
+    sink: Sink, messages: list[tuple[str, str, bytes]], signer: DKIMSigner
+) -> float:
+    """As :func:`measure_raw`, each message DKIM-signed (rsa-sha256, the engine's key, through
+    OpenSSL with the engine's fast canonicalisation) just before it is sent: what a client that
+    must sign can reach, with nothing else to do."""
+    clients = [
+        aiosmtplib.SMTP(hostname=sink.host, port=sink.port, local_hostname="bench.localhost")
+        for _ in range(CONNECTIONS)
+    ]
+    await asyncio.gather(*(c.connect() for c in clients))
+    pending = iter(messages)
+
+    async def worker(client: aiosmtplib.SMTP) -> None:
+        for sender, rcpt, data in pending:
+            await client.sendmail(sender, [rcpt], signer.sign(data))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in clients))
@@ -372,7 +409,7 @@ def summarise(
     args: argparse.Namespace,
     sink: Sink,
     sample: Sample,
-    raw_seconds: list[float],
+    raws: tuple[list[float], list[float]],
     c_seconds: list[float],
     pipelines: dict[str, list[PipelineRun]],
     pairs: dict[str, list[PairRun]],
@@ -381,7 +418,9 @@ def summarise(
 ) -> dict[str, Any]:
     """The JSON result, with the rows run_all.py puts in the README."""
     n = args.messages
+    raw_seconds, signed_seconds = raws
     raw_rate = _median([n / s for s in raw_seconds])
+    signed_rate = _median([n / s for s in signed_seconds])
     runs = len(raw_seconds)
     median_of = f"median of {runs} run{'s' if runs != 1 else ''}"
     if runs < args.runs:
@@ -393,7 +432,14 @@ def summarise(
             "target": "-",
             "notes": f"{n:,} prebuilt {len(sample.data) / 1024:.1f} KB messages into "
             f"{sink.name}; {median_of}",
-        }
+        },
+        {
+            "what": "raw aiosmtplib signing each message, 16 connections",
+            "measured": f"{signed_rate:,.0f} msg/s",
+            "target": "-",
+            "notes": "the same messages, each DKIM-signed (rsa-sha256, the engine's key, "
+            f"OpenSSL) just before it is sent: the limit once signing is required; {median_of}",
+        },
     ]
     result: dict[str, Any] = {
         "benchmark": "send",
@@ -410,6 +456,10 @@ def summarise(
         "message_bytes": len(sample.data),
         "connections": CONNECTIONS,
         "raw": {"rate": round(raw_rate, 1), "seconds": [round(s, 4) for s in raw_seconds]},
+        "raw_signed": {
+            "rate": round(signed_rate, 1),
+            "seconds": [round(s, 4) for s in signed_seconds],
+        },
         "c_client": None,
         "pipeline": {},
         "target_ratio": TARGET_RATIO,
@@ -434,9 +484,12 @@ def summarise(
         e2e = _median([r["end_to_end_rate"] for r in rows])
         enqueue = _median([r["enqueue_seconds"] for r in rows])
         cpu_ms = _median([r["cpu_seconds"] for r in rows]) * 1000 / n
-        ratio = deliver / raw_rate if raw_rate else 0.0
+        plain = deliver / raw_rate if raw_rate else 0.0
+        ratio = deliver / signed_rate if signed_rate else 0.0
         verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
-        met = met and ratio >= TARGET_RATIO
+        enqueue_rate = n / enqueue if enqueue else 0.0
+        enqueued = "met" if enqueue_rate >= TARGET_ENQUEUE else "MISSED"
+        met = met and ratio >= TARGET_RATIO and enqueue_rate >= TARGET_ENQUEUE
         paired = pairs[backend]
         pair_rows = [r.as_dict(n) for r in paired]
         workers = len(paired[0].passes)
@@ -470,14 +523,15 @@ def summarise(
         label = LABELS[backend]
         if backend == "postgresql":
             scaled = "met" if scaling >= TARGET_SCALING else "MISSED"
-            scaling_target = f">= {TARGET_SCALING:.1f}x (issue 7; {scaled})"
+            scaling_target = f">= {TARGET_SCALING:.2f}x (0.85 x N; {scaled})"
         else:
-            scaling_target = "- (issue 7 sets >= 1.7x for PostgreSQL)"
+            scaling_target = f"- (>= {TARGET_SCALING:.2f}x is set for PostgreSQL)"
         table += [
             {
                 "what": f"pipeline deliver, {label}, 1 process",
-                "measured": f"{deliver:,.0f} msg/s ({ratio:.0%} of raw)",
-                "target": f">= {TARGET_RATIO:.0%} of raw ({verdict})",
+                "measured": f"{deliver:,.0f} msg/s ({ratio:.0%} of signing raw, "
+                f"{plain:.0%} of plain raw)",
+                "target": f">= {TARGET_RATIO:.0%} of signing raw ({verdict})",
                 "notes": "claim, render, compose, DKIM rsa-sha256, send, record; "
                 f"16 connections; {cpu_ms:.1f} ms CPU/msg; {median_of}",
             },
@@ -496,6 +550,12 @@ def summarise(
                 "target": scaling_target,
                 "notes": f"deliver rate with {workers} processes over 1, same {CONNECTIONS} "
                 f"connections in all; {os.cpu_count()} CPUs; median of the per-run factors",
+            },
+            {
+                "what": f"enqueue, {label}",
+                "measured": f"{enqueue_rate:,.0f} msg/s",
+                "target": f">= {TARGET_ENQUEUE:,.0f} msg/s ({enqueued})",
+                "notes": f"{n:,} reminders queued in one transaction, as a dunning pass does",
             },
             {
                 "what": f"pipeline end to end, {label}, 1 process",
@@ -532,6 +592,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     generate_key(workdir / "dkim-s1.pem", DKIMAlgorithm.RSA_SHA256)
     sample = await build_sample(workdir)
     messages = raw_messages(sample, args.messages)
+    bare = unsigned(messages)
+    if any(b"DKIM-Signature" in data for _, _, data in bare):
+        raise SystemExit("could not take the DKIM-Signature off the sample")
+    signer = DKIMSigner(
+        [DKIMConfig(domain="bench.example", selector="s1", key_file=workdir / "dkim-s1.pem")]
+    )
     skipped: dict[str, str] = {}
     backends = list(dict.fromkeys(args.db))
     if "postgresql" in backends and (reason := postgres_reason()) is not None:
@@ -553,6 +619,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 flush=True,
             )
         raw_seconds: list[float] = []
+        signed_seconds: list[float] = []
         c_seconds: list[float] = []
         pipelines: dict[str, list[PipelineRun]] = {b: [] for b in backends}
         pairs: dict[str, list[PairRun]] = {b: [] for b in backends}
@@ -563,7 +630,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             took = sink.wait_for(before + args.messages) - before
             if took != args.messages:
                 raise SystemExit(f"raw: the sink took {took} of {args.messages}")
-            line = f"run {i + 1}: raw {args.messages / raw_seconds[-1]:,.0f} msg/s"
+            before = sink.received()
+            signed_seconds.append(await measure_raw_signed(sink, bare, signer))
+            took = sink.wait_for(before + args.messages) - before
+            if took != args.messages:
+                raise SystemExit(f"raw signed: the sink took {took} of {args.messages}")
+            line = (
+                f"run {i + 1}: raw {args.messages / raw_seconds[-1]:,.0f} msg/s, signing "
+                f"{args.messages / signed_seconds[-1]:,.0f} msg/s"
+            )
             if (c := measure_c_client(sink, sample, args.messages)) is not None:
                 c_seconds.append(c)
                 line += f"; smtp-source {args.messages / c:,.0f} msg/s"
@@ -587,7 +662,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 )
                 break
         result = summarise(
-            args, sink, sample, raw_seconds, c_seconds, pipelines, pairs, ledgers, skipped
+            args,
+            sink,
+            sample,
+            (raw_seconds, signed_seconds),
+            c_seconds,
+            pipelines,
+            pairs,
+            ledgers,
+            skipped,
         )
         if args.profile:
             if "sqlite" not in ledgers:
