@@ -60,7 +60,10 @@ def _variants(kind: str, language: str) -> list[dict[str, Any]]:
     branded tenant whose CSS selects on attributes."""
     first = sample_context(kind, locale=language)
     second = copy.deepcopy(first)
-    second["customer"]["name"] = 'O\'Brien & "Sons" <Ltd>\u00a0Co'
+    second["customer"]["name"] = 'O\'Brien & "Sons" <Ltd>\u00a0Co\r\nNUL\x00 '
+    for value in second.values():  # document numbers, written bare in text and tables
+        if isinstance(value, dict) and isinstance(value.get("number"), str):
+            value["number"] += " \r\n&amp; <b>\x00"
     branded = copy.deepcopy(first)
     branded["tenant"] = {
         **branded["tenant"],

@@ -26,7 +26,7 @@ from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from mailer.content.slots import Slot, SlotValues
+from mailer.content.slots import SlotValues
 from mailer.content.translation import TranslateLiterals
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
@@ -111,7 +111,7 @@ def _finalize(value: Any) -> Any:
     """Every ``{{ expression }}`` passes here before it is written (Jinja's ``finalize``)."""
     meter = _METER.get()
     if meter is not None and isinstance(value, str):
-        meter.produce(value.chars if isinstance(value, Slot) else len(value))
+        meter.produce(len(value))
     return value
 
 
@@ -320,7 +320,24 @@ def build_sandbox(
     env.filters.update(filters, _budget_loop=_loop, _budget_concat=_concat)
     for name in ("center", "indent", "wordwrap", "format", "replace"):
         env.filters[name] = _sized_filter(name, env.filters[name])
+    for name in ("_slot_text", "_slot_attr"):  # HTML only (mailer/content/slots.py)
+        if name in env.filters:
+            env.filters[name] = _counted_slot(env.filters[name])
     return env
+
+
+def _counted_slot(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A slot filter that counts the value it replaces with a placeholder, so that a tenant's
+    template is sized by what it writes, not by its placeholders."""
+
+    def counted(context: Any, value: Any) -> Any:
+        meter = _METER.get()
+        if meter is not None and isinstance(value, str):
+            meter.produce(len(value))
+        return original(context, value)
+
+    counted.jinja_pass_arg = original.jinja_pass_arg  # type: ignore[attr-defined]
+    return counted
 
 
 def active_meter() -> _Meter | None:

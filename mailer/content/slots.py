@@ -41,11 +41,9 @@ _SLOTTED_ATTRIBUTES = frozenset({"href", "src", "alt", "title"})
 _ATTRIBUTE = re.compile(r"([\w:-]+)\s*=\s*[\"']?[^\"'=<>]*$")
 
 
-class Slot(Markup):
-    """A placeholder written instead of a value; ``chars`` is the value's length, which the
-    render budget counts (``mailer/content/sandbox.py``)."""
-
-    chars: int = 0
+# A slot's value: its text (unescaped), whether it is in an attribute, and what the render
+# wrote for a Markup value (None for a plain string, which the render escapes).
+Value = tuple[str, bool, str | None]
 
 
 class _Render:
@@ -53,16 +51,16 @@ class _Render:
 
     def __init__(self, attributes: bool) -> None:
         self.attributes = attributes  # may link and image attributes be slots?
-        self.values: list[tuple[str, bool]] = []
+        self.values: list[Value] = []
 
 
 _SLOTS: ContextVar[_Render | None] = ContextVar("dunmail_slots", default=None)
 
 
 @contextmanager
-def collecting(*, attributes: bool) -> Iterator[list[tuple[str, bool]]]:
-    """Collect the slots of the render inside: yields the list of (escaped value, in an
-    attribute) that the skeleton's placeholders stand for."""
+def collecting(*, attributes: bool) -> Iterator[list[Value]]:
+    """Collect the slots of the render inside: yields the list of :data:`Value` that the
+    skeleton's placeholders stand for."""
     state = _Render(attributes)
     token = _SLOTS.set(state)
     try:
@@ -90,13 +88,24 @@ def _slot(value: Any, attribute: bool) -> Any:
     state = _SLOTS.get()
     if state is None or not isinstance(value, str) or (attribute and not state.attributes):
         return value
-    escaped = str(escape(value))
-    if not escaped or "<" in escaped or OPEN in escaped:
-        return value  # :empty, markup or slots already: the skeleton keeps it
-    placeholder = Slot(f"{OPEN}{len(state.values)}{CLOSE}")
-    placeholder.chars = len(escaped)
-    state.values.append((escaped, attribute))
-    return placeholder
+    if not value or OPEN in value or CLOSE in value or "\r" in value or "\x00" in value:
+        # :empty, slots already, or what the HTML parser rewrites: the skeleton keeps it
+        return value
+    if type(value) is str:  # text, which the render escapes: no markup in it
+        state.values.append((value, attribute, None))
+    elif "<" in value:
+        return value  # markup: the skeleton keeps it
+    else:  # Markup without tags: its text, and what the render wrote
+        state.values.append((unescape(value), attribute, str(value)))
+    number = len(state.values) - 1
+    if number >= len(_PLACEHOLDERS):
+        _PLACEHOLDERS.extend(
+            Markup(f"{OPEN}{i}{CLOSE}") for i in range(len(_PLACEHOLDERS), number * 2)
+        )
+    return _PLACEHOLDERS[number]
+
+
+_PLACEHOLDERS: list[Markup] = [Markup(f"{OPEN}{i}{CLOSE}") for i in range(256)]
 
 
 # Marked to take the render's context so that Jinja never folds them into a constant while it
@@ -177,11 +186,10 @@ _TEXT = str.maketrans({"&": "&amp;", "\u00a0": "&nbsp;", "<": "&lt;", ">": "&gt;
 _ATTR = str.maketrans({"&": "&amp;", "\u00a0": "&nbsp;", '"': "&quot;"})
 
 
-def serialise(escaped: str, attribute: bool) -> str:
-    """A value as the inliner's HTML serialiser writes it back: ``escaped`` (markupsafe's
-    escaping, or a Markup value) parsed, then escaped the way html5ever escapes text or a
-    double-quoted attribute."""
-    return unescape(escaped).translate(_ATTR if attribute else _TEXT)
+def serialise(text: str, attribute: bool) -> str:
+    """A value's ``text`` as the inliner's HTML serialiser writes it back: escaped the way
+    html5ever escapes text or a double-quoted attribute."""
+    return text.translate(_ATTR if attribute else _TEXT)
 
 
 class InlinedShapes:
@@ -195,7 +203,7 @@ class InlinedShapes:
         self._lock = threading.Lock()
 
     def fill(
-        self, group: tuple[str, ...], version: str, skeleton: str, values: list[tuple[str, bool]]
+        self, group: tuple[str, ...], version: str, skeleton: str, values: list[Value]
     ) -> str | None:
         """``skeleton`` inlined (once for its group and version) with ``values`` filled in;
         None if the skeleton has characters that read as placeholders but are not (then the
@@ -212,8 +220,8 @@ class InlinedShapes:
                 shapes[skeleton] = parts
         out = parts[:]
         for i in range(1, len(out), 2):
-            escaped, attribute = values[int(out[i])]
-            out[i] = serialise(escaped, attribute)
+            text, attribute, _ = values[int(out[i])]
+            out[i] = serialise(text, attribute)
         return "".join(out)
 
     def _shapes(self, group: tuple[str, ...], version: str) -> dict[str, list[str]]:
@@ -239,6 +247,11 @@ class InlinedShapes:
         return dict(self._groups)
 
 
-def written(skeleton: str, values: list[tuple[str, bool]]) -> str:
+def written(skeleton: str, values: list[Value]) -> str:
     """The skeleton with its values as the render wrote them (before inlining)."""
-    return _PLACEHOLDER.sub(lambda m: values[int(m.group(1))][0], skeleton)
+
+    def value(match: re.Match[str]) -> str:
+        text, _, wrote = values[int(match.group(1))]
+        return str(escape(text)) if wrote is None else wrote
+
+    return _PLACEHOLDER.sub(value, skeleton)
