@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, select
 
 from mailer.address import parse_addr_spec
@@ -24,6 +24,9 @@ from mailer.content.render import Renderer
 from mailer.errors import MailerError
 from mailer.outbound.models import Message, MessageRecipient, MessageStatus, RecipientStatus
 from mailer.outbound.requests import EnqueueRequest, idempotency_key
+
+_MESSAGES: sa.Table = Message.__table__  # type: ignore[attr-defined]
+_RECIPIENTS: sa.Table = MessageRecipient.__table__  # type: ignore[attr-defined]
 
 
 class Queue:
@@ -40,42 +43,70 @@ class Queue:
         change that caused it (or not at all).
         """
         key = idempotency_key(request)
-        existing = self._find(session, request.tenant_id, key)
-        if existing is not None:
-            return existing
         addresses = sorted({parse_addr_spec(a) for a in request.recipients})
         if not addresses:
             raise MailerError(f"{request.kind} for {request.document}: no recipients")
-        message = Message(
-            uid=secrets.token_hex(10),
-            tenant_id=request.tenant_id,
-            customer_id=request.customer_id,
-            invoice_id=request.invoice_id,
-            kind=request.kind,
-            document_version=request.version,
-            idempotency_key=key,
-            context=dict(request.context),
-            created_at=now,
-            next_attempt_at=max(now, request.not_before or now),
-            manual=request.manual,
-            occasion=request.occasion,
-            language=self._renderer.language_of(request.context),
-        )
-        try:
-            with session.begin_nested():
-                session.add(message)
-                session.flush()
-                session.add_all(
-                    MessageRecipient(message_id=message.id or 0, address=a) for a in addresses
-                )
-                session.flush()
-        except IntegrityError:
-            # Another process enqueued the same email between our look-up and insert.
+        if session.new:  # a message added through the ORM must be there to conflict with
+            session.flush()
+        row = self._row(request, key, now)
+        # Core, no look-up first and no savepoint: the unique (tenant, key) index answers
+        # whether the email is new (ON CONFLICT DO NOTHING returns no id when it is not).
+        connection = session.connection()
+        inserted = connection.execute(
+            self._insert(session).returning(_MESSAGES.c.id), row
+        ).scalar_one_or_none()
+        if inserted is None:
+            # Already there, or another process enqueued it a moment ago (its commit waited for).
             found = self._find(session, request.tenant_id, key)
             if found is None:
-                raise
+                raise MailerError(f"{request.kind} for {request.document}: enqueue conflicted")
             return found
+        connection.execute(
+            sa.insert(_RECIPIENTS),
+            [
+                {"message_id": inserted, "address": a, "status": RecipientStatus.PENDING}
+                for a in addresses
+            ],
+        )
+        # The row as written, handed to the session as if just loaded: no flush, no query.
+        message = Message(id=inserted, **row)
+        make_transient_to_detached(message)
+        session.add(message)
         return message
+
+    def _row(self, r: EnqueueRequest, key: str, now: datetime) -> dict[str, Any]:
+        """The message's columns as :meth:`enqueue` and :meth:`enqueue_many` insert them."""
+        return {
+            "uid": secrets.token_hex(10),
+            "tenant_id": r.tenant_id,
+            "customer_id": r.customer_id,
+            "invoice_id": r.invoice_id,
+            "kind": r.kind,
+            "document_version": r.version,
+            "idempotency_key": key,
+            "status": MessageStatus.QUEUED,
+            "context": dict(r.context),
+            "created_at": now,
+            "next_attempt_at": max(now, r.not_before or now),
+            "attempts": 0,
+            "claimed_until": None,
+            "claimed_by": None,
+            "finished_at": None,
+            "last_error": None,
+            "skip_reason": None,
+            "manual": r.manual,
+            "occasion": r.occasion,
+            "pdf_sha256": None,
+            "language": self._renderer.language_of(r.context),
+        }
+
+    @staticmethod
+    def _insert(session: Session) -> Any:
+        """INSERT of a message that does nothing when its (tenant, key) is already there."""
+        dialect = session.get_bind().dialect.name
+        return (pg_insert if dialect == "postgresql" else sqlite_insert)(
+            _MESSAGES
+        ).on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
 
     def enqueue_many(
         self, session: Session, requests: Sequence[EnqueueRequest], *, now: datetime
@@ -97,37 +128,16 @@ class Queue:
             seen.add(key)
             if not r.recipients:
                 raise MailerError(f"{r.kind} for {r.document}: no recipients")
-            uid = secrets.token_hex(10)
-            rows.append(
-                {
-                    "uid": uid,
-                    "tenant_id": r.tenant_id,
-                    "customer_id": r.customer_id,
-                    "invoice_id": r.invoice_id,
-                    "kind": r.kind,
-                    "document_version": r.version,
-                    "idempotency_key": key,
-                    "status": MessageStatus.QUEUED,
-                    "context": dict(r.context),
-                    "created_at": now,
-                    "next_attempt_at": max(now, r.not_before or now),
-                    "attempts": 0,
-                    "manual": r.manual,
-                    "occasion": r.occasion,
-                    "language": self._renderer.language_of(r.context),
-                }
-            )
+            row = self._row(r, key, now)
+            rows.append(row)
             recipient_rows.extend(
-                {"uid": uid, "address": a}
+                {"uid": row["uid"], "address": a}
                 for a in sorted({parse_addr_spec(a) for a in r.recipients})
             )
         if not rows:
             return
-        message_table = Message.__table__  # type: ignore[attr-defined]
-        recipient_table = MessageRecipient.__table__  # type: ignore[attr-defined]
-        insert = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(
-            message_table
-        ).on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+        insert = self._insert(session)
+        message_table, recipient_table = _MESSAGES, _RECIPIENTS
         # Plain executemany, no RETURNING: the driver prepares each statement once, where a
         # multi-row VALUES with RETURNING is re-parsed for every page (3x slower on
         # PostgreSQL). Each recipient row finds its message by the message's uid; the rows of
