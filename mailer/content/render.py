@@ -6,9 +6,12 @@ Templates run in a sandbox (``mailer/content/sandbox.py``) compiled per language
 customer, and money and dates through Babel in that same locale (``mailer/content/formatting.py``).
 
 Mail clients disagree about CSS: Gmail and Outlook drop or ignore much of a ``<style>`` block,
-so after rendering every rule is copied onto the elements it matches (``css_inline``); the
-block stays in place for the clients that honour it, which is where the mobile media query
-lives. Layout is tables, and the only remote resource an email may load is the tenant's logo.
+so every rule is copied onto the elements it matches (``css_inline``); the block stays in
+place for the clients that honour it, which is where the mobile media query lives. That is
+done once per shape, not per message: the HTML renders with its values as placeholders, the
+skeleton is inlined once per (tenant, kind, language, template version) and each message
+fills it (``mailer/content/slots.py``). Layout is tables, and the only remote resource an
+email may load is the tenant's logo.
 The text part has its own template; a kind without one gets text converted from its HTML.
 
 Tenant overrides (``mailer/content/overrides.py``) are whole templates, written exactly like the
