@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_dict, manager_of_class
 from sqlmodel import Session, select
 
 from mailer.address import parse_addr_spec
@@ -28,6 +29,15 @@ from mailer.outbound.requests import EnqueueRequest, idempotency_key
 
 _MESSAGES: sa.Table = Message.__table__  # type: ignore[attr-defined]
 _RECIPIENTS: sa.Table = MessageRecipient.__table__  # type: ignore[attr-defined]
+
+_manager = manager_of_class(Message)
+_NO_VALUES = {c.key: None for c in _MESSAGES.columns}
+_INSERTS = {
+    is_pg: (pg_insert if is_pg else sqlite_insert)(_MESSAGES).on_conflict_do_nothing(
+        index_elements=["tenant_id", "idempotency_key"]
+    )
+    for is_pg in (False, True)
+}
 
 
 class Queue:
@@ -70,7 +80,10 @@ class Queue:
             ],
         )
         # The row as written, handed to the session as if just loaded: no flush, no query.
-        message = Message(id=inserted, **row)
+        # Built as a query's result is (no per-field validation or instrumented setattr):
+        # every column in place, so nothing is expired and nothing loads again.
+        message = _manager.new_instance()
+        instance_dict(message).update(_NO_VALUES, id=inserted, **row)
         make_transient_to_detached(message)
         session.add(message)
         return message
@@ -98,10 +111,7 @@ class Queue:
     @staticmethod
     def _insert(session: Session) -> Any:
         """INSERT of a message that does nothing when its (tenant, key) is already there."""
-        dialect = session.get_bind().dialect.name
-        return (pg_insert if dialect == "postgresql" else sqlite_insert)(
-            _MESSAGES
-        ).on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+        return _INSERTS[session.get_bind().dialect.name == "postgresql"]
 
     def enqueue_many(
         self, session: Session, requests: Sequence[EnqueueRequest], *, now: datetime
