@@ -21,14 +21,12 @@ T = TypeVar("T")
 DELIVER_STAGES = (
     ("claim (select + lease)", "mailer/outbound/dispatch.py", "claim_due"),
     ("render (Jinja2 + Babel)", "mailer/content/render.py", "render"),
-    ("compose: build_message (stdlib email)", "mailer/outbound/compose.py", "build_message"),
-    ("compose: to_bytes (stdlib email)", "mailer/outbound/compose.py", "to_bytes"),
-    ("DKIM sign (dkimpy + OpenSSL)", "mailer/outbound/dkim.py", "sign"),
+    ("compose (mime.py skeleton)", "mailer/outbound/mime.py", "compose"),
+    ("DKIM sign (dkim_fast + OpenSSL)", "mailer/outbound/dkim.py", "sign"),
     ("envelope + VERP", "mailer/outbound/identity.py", "envelope_for"),
-    ("throttle", "mailer/outbound/ratelimit.py", "delay"),
+    ("throttle (one shared take per batch)", "mailer/outbound/throttle.py", "delay_many"),
     ("SMTP send (aiosmtplib)", "mailer/outbound/smtp.py", "send"),
     ("record results (one txn per batch)", "mailer/outbound/record.py", "record"),
-    ("  record: session.get per row", "sqlalchemy/orm/session.py", "get"),
     ("  record: decide()", "mailer/outbound/delivery.py", "decide"),
     ("  commit / flush", "sqlalchemy/orm/session.py", "commit"),
 )

@@ -242,7 +242,10 @@ class Dispatcher:
                 if not batch:
                     break
                 in_flight.update(c.id for c in batch)
-                await asyncio.gather(*(recorder.put(self._attempt(c)) for c in batch))
+                waits = await self._throttled(batch, now)
+                await asyncio.gather(
+                    *(recorder.put(self._attempt(c, w)) for c, w in zip(batch, waits, strict=True))
+                )
         finally:
             await recorder.close()
             heartbeat.cancel()
@@ -270,7 +273,30 @@ class Dispatcher:
                 .values(claimed_until=until)
             )
 
-    async def _attempt(self, claimed: Claimed) -> Attempt:
+    async def _throttled(self, batch: Sequence[Claimed], now: datetime) -> list[timedelta]:
+        """How long each claimed message must wait for the tenant's and its recipient domains'
+        limits (zero: its takes are made), asked of the shared throttle once for the batch.
+
+        The server is only paused (after a 421 or 4.7.x from it), never metered: the rate
+        limits are the tenant's and each recipient domain's. Metering the endpoint too gave
+        it a bucket of domain_rate_per_minute, which capped everything sent through one
+        relay, over all its tenants and domains, at a single domain's rate."""
+        requests: list[tuple[Sequence[str], Sequence[str]]] = []
+        for claimed in batch:
+            profile = self._profiles.get(claimed.tenant_id)
+            if profile is None:
+                requests.append(((), ()))  # no profile: the attempt fails before any take
+                continue
+            keys = [f"tenant:{profile.tenant_id}"]
+            keys += sorted({f"domain:{a.rpartition('@')[2]}" for a in claimed.recipients})
+            requests.append((keys, (f"endpoint:{profile.transport.key}",)))
+        try:
+            return await asyncio.to_thread(self._throttle.delay_many, requests, now)
+        except sa.exc.SQLAlchemyError as exc:  # not sent, so not an attempt: just later
+            log.warning("the throttle could not be asked for %d messages: %s", len(batch), exc)
+            return [timedelta(seconds=self._policy.poll_seconds)] * len(batch)
+
+    async def _attempt(self, claimed: Claimed, wait: timedelta) -> Attempt:
         started = self._clock.now()
         profile = self._profiles.get(claimed.tenant_id)
         attempt = Attempt(claimed, started, started, endpoint="-")
@@ -278,18 +304,7 @@ class Dispatcher:
             attempt.error = TransientDeliveryError(0, "tenant has no sending profile configured")
             return attempt
         attempt.endpoint = profile.transport.key
-        # The server is only paused (after a 421 or 4.7.x from it), never metered: the rate
-        # limits are the tenant's and each recipient domain's. Metering the endpoint too gave
-        # it a bucket of domain_rate_per_minute, which capped everything sent through one
-        # relay, over all its tenants and domains, at a single domain's rate.
-        keys = [f"tenant:{profile.tenant_id}"]
-        keys += sorted({f"domain:{a.rpartition('@')[2]}" for a in claimed.recipients})
         endpoint = f"endpoint:{profile.transport.key}"
-        try:
-            wait = await asyncio.to_thread(self._throttle.delay, keys, started, closed=[endpoint])
-        except sa.exc.SQLAlchemyError as exc:  # not sent, so not an attempt: just later
-            log.warning("message %s: the throttle could not be asked: %s", claimed.uid, exc)
-            wait = timedelta(seconds=self._policy.poll_seconds)
         if wait > timedelta(0):
             attempt.throttled_until = started + wait
             return attempt

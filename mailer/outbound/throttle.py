@@ -2,25 +2,20 @@
 
 One ``throttle`` row per key (``tenant:7``, ``domain:example.com``, ``endpoint:...``) holds the
 key's GCRA theoretical arrival time (``tat``) and any back-off (``paused_until``), in whole
-microseconds since the epoch. A take is one atomic upsert per key::
+microseconds since the epoch.
 
-    INSERT INTO throttle (key, scope, tat) SELECT :key, :scope, :now + :interval
-      WHERE NOT EXISTS (SELECT 1 FROM throttle WHERE key = :relay AND paused_until > :now)
-    ON CONFLICT (key) DO UPDATE SET tat = GREATEST(throttle.tat, :now) + :interval
-    WHERE GREATEST(throttle.tat, :now) + :interval - :burst * :interval <= :now
-      AND (throttle.paused_until IS NULL OR throttle.paused_until <= :now)
-    RETURNING tat
-
-(SQLite: ``max()`` for ``GREATEST``, under the writer lock its BEGIN IMMEDIATE takes; ``:relay``
-is the ``closed`` key, paused but never metered, checked in the same statement). A row
-comes back when the take conforms; none when it does not, and nothing changed. The keys of one
-message are taken in one transaction, in sorted order (PostgreSQL's row locks then never
-deadlock), and rolled back together when any refuses, as ``ratelimit.Throttle.delay`` does in
-one process. The arithmetic is ``ratelimit.gcra``'s; this module only asks the database.
+A claimed batch asks once (:meth:`SharedThrottle.delay_many`): in one transaction the rows of
+every key its messages name are created if new, locked in key order (``SELECT ... FOR UPDATE``
+on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` holds the writer lock), each message's take decided
+in order by the pure ``ratelimit.gcra`` (all its metered keys conform and are taken, or the
+longest wait is returned and nothing is taken; a paused ``closed`` key, the relay, holds it
+too), and the new times written back in one executemany before the commit. Key order means
+PostgreSQL's row locks never deadlock; the lock means N processes together never take more
+than a key allows. Asking per message instead cost a transaction per message and made every
+worker of a tenant queue on that tenant's row.
 
 The only memory kept here is of refusals: a key the database said waits until T is refused
-locally until T. That never lets more through than the database would, so N processes together
-stay within each key's limit.
+locally until T. That never lets more through than the database would.
 """
 
 from __future__ import annotations
@@ -39,16 +34,7 @@ from mailer.outbound.ratelimit import ZERO, from_micros, gcra, gcra_interval, to
 log = logging.getLogger(__name__)
 
 _TABLE: sa.Table = ThrottleState.__table__  # type: ignore[attr-defined]
-_PARAMS = ("key", "scope", "fresh", "now", "step", "tolerance", "closed")
-# The closed key's pause is checked in the same statement: no row to insert while it holds.
-_TAKE = (
-    "INSERT INTO throttle (key, scope, tat) SELECT {key}, {scope}, {fresh} WHERE NOT EXISTS "
-    "(SELECT 1 FROM throttle WHERE key = {closed} AND paused_until > {now}) "
-    "ON CONFLICT (key) DO UPDATE SET tat = {greatest}(throttle.tat, {now}) + {step} "
-    "WHERE {greatest}(throttle.tat, {now}) + {step} - {tolerance} <= {now} "
-    "AND (throttle.paused_until IS NULL OR throttle.paused_until <= {now}) "
-    "RETURNING tat"
-)
+_PARAMS = ("key", "now")
 _PAUSED = "SELECT paused_until FROM throttle WHERE key = {key} AND paused_until > {now}"
 _MICROSECOND = timedelta(microseconds=1)
 _REMEMBERED = 10_000  # refusals kept in memory before the passed ones are forgotten
@@ -58,7 +44,7 @@ class SharedThrottle:
     """``ratelimit.Throttle``'s contract, kept in the database for every process at once.
 
     ``rate_for(key)`` is the key's rate a minute; ``burst_for(key)`` how many may go at once
-    (None: one minute's worth, as ``TokenBucket``). Every method takes ``now`` from the
+    (None: one minute's worth). Every method takes ``now`` from the
     caller's injected clock; nothing here reads a clock.
     """
 
@@ -75,9 +61,6 @@ class SharedThrottle:
         postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if postgres else sqlite.insert
         mark = "%({})s" if postgres else ":{}"  # psycopg's and sqlite3's named parameters
-        self._take_sql = _TAKE.format(
-            greatest="GREATEST" if postgres else "max", **{n: mark.format(n) for n in _PARAMS}
-        )
         self._pause_sql = _PAUSED.format(**{n: mark.format(n) for n in _PARAMS})
         self._refused_until: dict[str, datetime] = {}  # what the database said, kept till then
 
@@ -92,25 +75,83 @@ class SharedThrottle:
 
         ``closed`` keys are only checked for a back-off, never metered (a relay: its pause
         holds every message sent through it, its rate is its domains' and tenants')."""
-        unique = sorted(set(keys))
-        paused = sorted(set(closed) - set(unique))
-        known = self._known_wait([*unique, *paused], now)
-        if known > ZERO:
-            return known
-        # The first closed key goes into every take's statement; any others (none from the
-        # dispatcher) are asked on their own first.
-        first, others = (paused[0], paused[1:]) if paused else ("", [])
-        with self._engine.connect() as connection, connection.begin() as transaction:
-            wait = max(self._pauses(connection, others, now).values(), default=ZERO)
-            if wait > ZERO:
-                return wait
-            for n, key in enumerate(unique):
-                if not self._take(connection, key, first, now):
-                    wait = self._wait(connection, unique[n:], paused, now)
-                    transaction.rollback()  # the keys taken before this one get theirs back
-                    return wait
-            if not unique:
-                return max(self._pauses(connection, paused[:1], now).values(), default=ZERO)
+        return self.delay_many([(keys, tuple(closed))], now)[0]
+
+    def delay_many(
+        self, requests: Sequence[tuple[Sequence[str], Sequence[str]]], now: datetime
+    ) -> list[timedelta]:
+        """:meth:`delay` for each ``(keys, closed)`` in order, in one transaction: a claimed
+        batch asks once, not once per message, so the throttle costs one round trip and one
+        short lock of each key's row per batch, whatever the batch's size.
+
+        The rows of every key named are locked in key order (``FOR UPDATE`` on PostgreSQL,
+        ``BEGIN IMMEDIATE`` on SQLite), the takes are decided in order by the pure ``gcra``
+        against the locked values, and the new times written back before the commit: what N
+        processes take together never exceeds any key's limit."""
+        waits = [self._known_wait([*keys, *closed], now) for keys, closed in requests]
+        asking = [n for n, wait in enumerate(waits) if wait <= ZERO]
+        metered = sorted({k for n in asking for k in requests[n][0]})
+        named = sorted({*metered, *(k for n in asking for k in requests[n][1])})
+        if not named:
+            return waits
+        at = to_micros(now)
+        with self._engine.begin() as connection:
+            connection.execute(
+                self._insert(_TABLE).on_conflict_do_nothing(index_elements=[_TABLE.c.key]),
+                [{"key": key, "scope": _scope(key), "tat": 0} for key in metered],
+            )
+            query = (
+                sa.select(_TABLE.c.key, _TABLE.c.tat, _TABLE.c.paused_until)
+                .where(_TABLE.c.key.in_(named))
+                .order_by(_TABLE.c.key)
+            )
+            if connection.dialect.name == "postgresql":
+                query = query.with_for_update()
+            rows = {key: (tat, paused) for key, tat, paused in connection.execute(query)}
+            tats = {key: rows[key][0] for key in metered}
+            changed: set[str] = set()
+            for n in asking:
+                keys, closed = requests[n]
+                waits[n] = self._decide(keys, closed, rows, tats, changed, at, now)
+            if changed:
+                connection.execute(
+                    _TABLE.update()
+                    .where(_TABLE.c.key == sa.bindparam("b_key"))
+                    .values(tat=sa.bindparam("b_tat")),
+                    [{"b_key": key, "b_tat": tats[key]} for key in sorted(changed)],
+                )
+        return waits
+
+    def _decide(
+        self,
+        keys: Sequence[str],
+        closed: Sequence[str],
+        rows: dict[str, tuple[int, int | None]],
+        tats: dict[str, int],
+        changed: set[str],
+        at: int,
+        now: datetime,
+    ) -> timedelta:
+        """One message's take against the batch's running times: every key conforms and is
+        taken, or the longest wait (a back-off, or GCRA's) is returned and nothing taken."""
+        longest = 0
+        for key in sorted({*keys, *closed}):
+            paused = (rows.get(key, (0, None))[1] or 0) - at
+            if paused > 0:
+                self._remember(key, now + paused * _MICROSECOND)
+                longest = max(longest, paused)
+        cells = {}
+        for key in sorted(set(keys)):
+            interval, burst = self.limits(key)
+            cells[key] = gcra(tats[key], at, interval=interval, burst=burst)
+            if not cells[key].conforms:
+                self._remember(key, now + cells[key].wait * _MICROSECOND)
+                longest = max(longest, cells[key].wait)
+        if longest > 0:
+            return longest * _MICROSECOND
+        for key, cell in cells.items():
+            tats[key] = cell.tat
+            changed.add(key)
         return ZERO
 
     def back_off(self, key: str, until: datetime, now: datetime, *, reason: str = "") -> None:
@@ -137,45 +178,6 @@ class SharedThrottle:
             return self._pauses(connection, [key], now).get(key, ZERO)
 
     # -- the database ----------------------------------------------------------------------
-
-    def _take(self, connection: Connection, key: str, closed: str, now: datetime) -> bool:
-        interval, burst = self.limits(key)
-        at = to_micros(now)
-        params = {
-            "key": key,
-            "scope": _scope(key),
-            "fresh": at + interval,
-            "now": at,
-            "step": interval,
-            "tolerance": burst * interval,
-            "closed": closed,
-        }
-        # Plain SQL, written once per dialect: building and caching a Core statement per take
-        # cost more CPU than the database's own work.
-        return connection.exec_driver_sql(self._take_sql, params).first() is not None
-
-    def _wait(
-        self, connection: Connection, keys: Sequence[str], closed: Sequence[str], now: datetime
-    ) -> timedelta:
-        """The longest wait of ``keys`` (GCRA or back-off) and ``closed`` (back-off only),
-        each remembered until it passes."""
-        rows = connection.execute(
-            sa.select(_TABLE.c.key, _TABLE.c.tat, _TABLE.c.paused_until).where(
-                _TABLE.c.key.in_([*keys, *closed])
-            )
-        ).all()
-        at = to_micros(now)
-        longest = ZERO
-        for key, tat, paused_until in rows:
-            micros = (paused_until or 0) - at
-            if key in keys:
-                interval, burst = self.limits(key)
-                micros = max(micros, gcra(tat, at, interval=interval, burst=burst).wait)
-            if micros > 0:
-                wait = micros * _MICROSECOND
-                self._remember(key, now + wait)
-                longest = max(longest, wait)
-        return longest
 
     def _pauses(
         self, connection: Connection, keys: Sequence[str], now: datetime
