@@ -31,12 +31,9 @@ DELIVER_STAGES = (
     ("  commit / flush", "sqlalchemy/orm/session.py", "commit"),
 )
 ENQUEUE_STAGES = (
-    ("invoice_contacts (query per invoice)", "mailer/ledger/queries.py", "invoice_contacts"),
+    ("contacts_by_customer (a query per 500)", "mailer/ledger/queries.py", "contacts_by_customer"),
     ("invoice_context", "mailer/content/context.py", "invoice_context"),
-    ("Queue.enqueue", "mailer/outbound/queue.py", "enqueue"),
-    ("  enqueue: idempotency look-up", "mailer/outbound/queue.py", "_find"),
-    ("  enqueue: savepoint + flush", "sqlalchemy/orm/session.py", "flush"),
-    ("  enqueue: make_address", "mailer/outbound/compose.py", "make_address"),
+    ("Queue.enqueue_many", "mailer/outbound/queue.py", "enqueue_many"),
 )
 
 

@@ -23,7 +23,7 @@ from mailer.content.kinds import KINDS
 from mailer.db import session_scope
 from mailer.dunning_config import WEEKDAYS
 from mailer.ledger.models import Customer, Invoice, Tenant
-from mailer.ledger.queries import invoice_contacts
+from mailer.ledger.queries import contacts_by_customer
 from mailer.outbound.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
 from mailer.outbound.requests import EnqueueRequest
 
@@ -121,10 +121,9 @@ def make_config(
 
 
 def enqueue_invoice_emails(services: Services, kind: str = "invoice_reminder") -> int:
-    """Enqueue a ``kind`` email for every invoice in one transaction, as a tick would.
-
-    Per invoice this does what ``Sending.enqueue_invoice_email`` does, minus its own session.
-    """
+    """Enqueue a ``kind`` email for every invoice in one transaction, as a dunning pass does:
+    contacts read for a batch of customers at once, the emails written by ``Queue.enqueue_many``
+    in batches of 500 (scheduler/triggers.py's ``enqueue_batch`` shape)."""
     tenant_id = services.tenants.id(TENANT)
     now = services.clock.now()
     with session_scope(services.engine) as session:
@@ -138,19 +137,27 @@ def enqueue_invoice_emails(services: Services, kind: str = "invoice_reminder") -
         invoices = session.exec(
             select(Invoice).where(col(Invoice.tenant_id) == tenant_id).order_by(col(Invoice.id))
         ).all()
-        for invoice in invoices:
-            customer = customers[invoice.customer_id]
-            request = EnqueueRequest(
-                tenant_id=tenant_id,
-                kind=kind,
-                recipients=[c.email for c in invoice_contacts(session, invoice)],
-                context=invoice_context(tenant=tenant, customer=customer, invoice=invoice, now=now),
-                document=f"invoice:{invoice.id}",
-                version=invoice.version,
-                customer_id=customer.id,
-                invoice_id=invoice.id,
-            )
-            services.sending.queue.enqueue(session, request, now=now)
+        for start in range(0, len(invoices), 500):
+            batch = invoices[start : start + 500]
+            contacts = contacts_by_customer(session, {i.customer_id for i in batch}, now=now)
+            requests = []
+            for invoice in batch:
+                customer = customers[invoice.customer_id]
+                requests.append(
+                    EnqueueRequest(
+                        tenant_id=tenant_id,
+                        kind=kind,
+                        recipients=[c.email for c in contacts[invoice.customer_id]],
+                        context=invoice_context(
+                            tenant=tenant, customer=customer, invoice=invoice, now=now
+                        ),
+                        document=f"invoice:{invoice.id}",
+                        version=invoice.version,
+                        customer_id=customer.id,
+                        invoice_id=invoice.id,
+                    )
+                )
+            services.sending.queue.enqueue_many(session, requests, now=now)
         return len(invoices)
 
 
