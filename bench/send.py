@@ -12,9 +12,10 @@ Each run sends ``--messages`` reminder-sized emails (text + HTML, DKIM rsa-sha25
 * pipeline, one process: one relay tenant pointing at the sink, over a SQLite file and, when one
   answers at ``$DUNMAIL_BENCH_POSTGRES``, a private PostgreSQL schema. The ledger (customers,
   invoices) is imported once per database; each run starts from an empty outbox and times apart
-  the enqueue (``Queue.enqueue_many`` in batches of 500, one transaction, as a dunning pass) and one ``Sending.deliver()`` pass
-  (claim, render, compose, DKIM, send over the pooled ``SMTPTransport`` with 16
-  connections, record). Rate limits are set far above reach: this measures throughput, not pacing.
+  the enqueue (``Queue.enqueue_many`` in batches of 500, one transaction, as a dunning pass)
+  and one ``Sending.deliver()`` pass (claim, render, compose, DKIM, send over the pooled
+  ``SMTPTransport`` with 16 connections, record). Rate limits are set far above reach: this
+  measures throughput, not pacing.
 * pipeline, two processes: the same enqueued outbox (copied aside after the enqueue and put
   back, rows and ids unchanged), delivered by two ``spawn``ed engine processes at once, each
   with its own ``Services`` from the same settings and 8 connections (16 in all). They claim
