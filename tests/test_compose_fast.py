@@ -144,7 +144,7 @@ _NAMES = st.text(
 _FILENAMES = st.sampled_from(["INV-1042.pdf", "Factură FA-7.pdf", 'a "b".pdf', "", "é" * 300])
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     subject=_HEADER_TEXT,
     text=_BODIES,
