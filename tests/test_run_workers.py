@@ -25,14 +25,14 @@ from tests.test_cli import Sink, _env, start_sink, write_config
 from tests.test_outbox import _context
 from tests.test_run import _free_port
 
-MESSAGES = 600
+MESSAGES = 400
 
 
 @pytest.fixture
 def slow_sink(tmp_path: Path) -> Iterator[Sink]:
-    """A sink that takes 0.1 s per message: one process alone needs seconds for the queue,
+    """A sink that takes 0.05 s per message: one process alone needs seconds for the queue,
     so every delivery process gets a share."""
-    server = start_sink(tmp_path, data_delay=0.1)
+    server = start_sink(tmp_path, data_delay=0.05)
     yield server
     server.stop()
 
