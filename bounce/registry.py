@@ -14,10 +14,10 @@ from bounce.detectors.fml import FMLDetector
 from bounce.detectors.gmail import GmailDetector
 from bounce.detectors.googlegroups import GoogleGroupsDetector
 from bounce.detectors.heuristics import TextBounceDetector
+from bounce.detectors.json_event import JSONEventDetector
 from bounce.detectors.postfix import PostfixDetector
 from bounce.detectors.qmail import QmailDetector
 from bounce.detectors.sendmail import SendmailDetector
-from bounce.detectors.sesjson import SESJSONDetector
 from bounce.detectors.yahoo import YahooDetector
 
 # Structured formats first: a JSON notice or an RFC 3464/5965 part states its facts. An
@@ -26,7 +26,7 @@ from bounce.detectors.yahoo import YahooDetector
 # notice is built on an MTA's layout come before that MTA (Yahoo before qmail). The generic
 # prose reader is the last resort, for mail systems no family knows.
 DETECTORS: list[Detector] = [
-    SESJSONDetector(),
+    JSONEventDetector(),
     ARFDetector(),
     DSNDetector(),
     AutoReplyDetector(),

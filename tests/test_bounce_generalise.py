@@ -167,7 +167,7 @@ def test_the_corpus_delivery_notice_is_delivered_with_or_without_its_family() ->
 
 def test_every_detector_declares_its_families() -> None:
     generic = {d.name for d in DETECTORS if not d.families}
-    assert generic == {"dsn", "text", "arf", "autoreply"}
+    assert generic == {"dsn", "text", "arf", "autoreply", "json_event"}
     for detector in DETECTORS:
         assert isinstance(detector.families, tuple)
         assert all(isinstance(f, str) and f for f in detector.families)
@@ -292,9 +292,9 @@ def test_the_generic_readers_hold_without_the_family_detectors(
     """The issue's targets, met with each family's own detector switched off."""
     for name in ("leave-one-family-out", "generic only"):
         figures = readings[name]
-        assert figures.detection.percent >= 99.0, (name, figures.detection.misses)
-        assert figures.recipients.percent >= 98.5, (name, figures.recipients.misses)
-        assert figures.status.percent >= 98.5, (name, figures.status.misses)
+        assert figures.detection.percent >= 99.5, (name, figures.detection.misses)
+        assert figures.recipients.percent >= 99.0, (name, figures.recipients.misses)
+        assert figures.status.percent >= 98.0, (name, figures.status.misses)
         assert figures.message_id.percent >= 99.0, (name, figures.message_id.misses)
         assert figures.false_positives == [], name
 

@@ -64,6 +64,7 @@ _SIGNAL = re.compile(
     r"disabled|blocked|expired|timed? ?out|no such|unable|could not|couldn't",
     re.IGNORECASE,
 )
+_ANGLE_NEXT = re.compile(r"[ \t]*<(?:mailto:)?([^<>\s@:]+@[^<>\s]+)>", re.IGNORECASE)
 _NEAR_MESSAGE_ID = re.compile(r"message[- ]?id|msgid|queue id", re.IGNORECASE)
 
 Block = tuple[str, str]  # (failed address, the text the notice wrote about it)
@@ -186,20 +187,33 @@ def _addresses(mail: Mail) -> list[tuple[str, int]]:
     found: list[tuple[str, int]] = []
     # Exim and Google name the failed addresses in a header; trust it over the prose.
     failed = [a.lower() for a in ADDRESS.findall(mail.header("x-failed-recipients"))]
-    for index, line in enumerate(lines):
-        if "@" not in line or _SKIP_LINE.match(line):
+    matches = [
+        (index, line, match)
+        for index, line in enumerate(lines)
+        if "@" in line and not _SKIP_LINE.match(line)
+        for match in ADDRESS.finditer(line)
+    ]
+    # "a@b <c@d>": an address written as the display name of another is no mailbox (RFC 5322
+    # name-addr), wherever else the notice repeats it.
+    excluded |= {shown for _, line, m in matches if (shown := _display_name(line, m)) is not None}
+    for index, line, match in matches:
+        address = match.group(0).lower().strip(".")
+        if address in excluded or (failed and address not in failed):
             continue
-        for match in ADDRESS.finditer(line):
-            address = match.group(0).lower().strip(".")
-            if address in excluded or (failed and address not in failed):
-                continue
-            if _incidental(line, match) or any(address == a for a, _ in found):
-                continue
-            found.append((address, index))
+        if _incidental(line, match) or any(address == a for a, _ in found):
+            continue
+        found.append((address, index))
     for address in failed:
         if all(address != a for a, _ in found):
             found.append((address, len(lines)))
     return found
+
+
+def _display_name(line: str, match: re.Match[str]) -> str | None:
+    """The address ``match`` when the line writes it as the display name of another address."""
+    angle = _ANGLE_NEXT.match(line, match.end())
+    shown = match.group(0).lower().strip(".")
+    return shown if angle is not None and angle.group(1).lower() != shown else None
 
 
 def _incidental(line: str, match: re.Match[str]) -> bool:
