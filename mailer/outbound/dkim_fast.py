@@ -32,8 +32,6 @@ _B_PLACEHOLDER: Final = b"0" * 60  # dkimpy's: forces b= onto a line of its own 
 
 _LINE_END: Final = re.compile(rb"\r?\n")
 _FIELD_NAME: Final = re.compile(rb"([\x21-\x7e]+?):")
-_WSP_RUN: Final = re.compile(rb"[\t ]+")
-_WSP_BEFORE_CRLF: Final = re.compile(rb"[\t ]+\r\n")
 # dkimpy's RE_BTAG: the b= tag with its value removed, folding whitespace allowed anywhere.
 _FWS: Final = rb"(?:(?:\s*\r?\n)?\s+)?"
 _B_TAG: Final = re.compile(rb"([;\s]b" + _FWS + rb"=)(?:" + _FWS + rb"[a-zA-Z0-9+/=])*(?:\r?\n\Z)?")
@@ -111,27 +109,35 @@ def _empty_line(message: bytes) -> tuple[int, int]:
     return lf + 1, lf + 2
 
 
+def _one_space(text: bytes) -> bytes:
+    """Every run of SP and HTAB as one SP (RFC 6376 s3.4.2/s3.4.4).
+
+    ``bytes.replace`` rather than a regex: a regex for runs stops at every single space of the
+    text (a 7 KB body took 200 us); here a run of n needs log2(n) passes, each a C scan.
+    """
+    if b"\t" in text:
+        text = text.replace(b"\t", b" ")
+    while b"  " in text:
+        text = text.replace(b"  ", b" ")
+    return text
+
+
 def relaxed_header_value(value: bytes) -> bytes:
     """RFC 6376 s3.4.2 for a value: unfold, runs of WSP to one space, strip; no CRLF added.
 
     ``value`` comes from ``split_message`` or ``fold``, so every LF in it ends a CRLF we put
     there, and removing each CRLF is dkimpy's removal of each CR?LF.
     """
-    value = value.replace(CRLF, b"")
-    if b"\t" in value or b"  " in value:
-        value = _WSP_RUN.sub(b" ", value)
-    return value.strip()
+    return _one_space(value.replace(CRLF, b"")).strip()
 
 
 def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 s3.4.4 (as dkimpy does it): WSP before CRLF dropped, runs of WSP to one space,
     trailing empty lines dropped, a CRLF added if the body does not end in one, CRLF alone -> ''.
     """
-    tab = b"\t" in body
-    if tab or b" \r\n" in body:
-        body = _WSP_BEFORE_CRLF.sub(CRLF, body)
-    if tab or b"  " in body:
-        body = _WSP_RUN.sub(b" ", body)
+    body = _one_space(body)
+    if b" \r\n" in body:  # after _one_space, WSP before a line end is one space
+        body = body.replace(b" \r\n", CRLF)
     if not body.endswith(CRLF):
         body += CRLF
     elif body.endswith(b"\r\n\r\n"):
