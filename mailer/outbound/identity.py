@@ -79,6 +79,12 @@ def _organisational(domain: str) -> str | None:
     return found.lower() if isinstance(found, str) else None
 
 
+def organisational_domain(domain: str) -> str | None:
+    """The organisational domain of ``domain`` (RFC 7489 s3.2), None under no public suffix:
+    where DMARC looks for a policy when the From domain has none of its own (s6.6.3)."""
+    return _organisational(domain.lower().rstrip("."))
+
+
 def alignment_problem(tenant: TenantConfig, relay: RelayConfig) -> str | None:
     """Why the tenant's mail will not pass DMARC by DKIM, or None when a key aligns with From.
 
