@@ -13,6 +13,7 @@ from rich.table import Table
 
 from dunmail import (  # noqa: F401  (each adds its commands or command group to app)
     cli_bounce,
+    cli_domain,
     cli_holds,
     cli_inbox,
     cli_send,
