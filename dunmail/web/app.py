@@ -17,7 +17,7 @@ import anyio
 from fastapi import FastAPI
 
 from dunmail.app import Services
-from dunmail.web import api, api_reads, links, login, ops, ui, ui_lists
+from dunmail.web import api, api_reads, capture_views, links, login, ops, ui, ui_lists
 from dunmail.web.limits import BodyLimit, Limit, SignedInFirst
 
 
@@ -33,6 +33,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.state.large_bodies = anyio.CapacityLimiter(1)  # apikeys.Call.in_thread
     app.include_router(ops.router)
+    app.include_router(capture_views.router)  # dev only: the capture viewer
     app.include_router(links.router)
     app.include_router(login.router)
     app.include_router(ui.router)

@@ -23,6 +23,7 @@ WEB_ADAPTERS = {
     "apikeys.py",
     "app.py",
     "auth.py",
+    "capture_views.py",
     "deps.py",
     "hosted.py",
     "limits.py",
