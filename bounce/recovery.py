@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from bounce.pause import (
@@ -32,7 +33,7 @@ from mailer.ledger import holds
 from mailer.ledger.holds import touch_customer_invoices
 from mailer.ledger.models import Contact
 from mailer.ledger.queries import contacts_by_customer, rank_contacts
-from mailer.outbound.models import Message, MessageRecipient, RecipientStatus
+from mailer.outbound.models import Message, MessageRecipient, RecipientRole, RecipientStatus
 from mailer.outbound.requests import EnqueueRequest
 from mailer.outbound.suppression import active as active_suppressions
 from mailer.outbound.suppression import normal
@@ -169,10 +170,12 @@ def resend(
 
 
 def _reached_someone(session: Session, message: Message, now: datetime) -> bool:
-    """Whether a recipient of ``message`` may have got it: not refused, not returned, and not
-    suppressed since."""
+    """Whether a customer recipient of ``message`` may have got it: not refused, not returned,
+    and not suppressed since. The AR team's copies (mailer/outbound/copies.py) do not count."""
     recipients = session.exec(
-        select(MessageRecipient).where(MessageRecipient.message_id == message.id)
+        select(MessageRecipient).where(
+            MessageRecipient.message_id == message.id, MessageRecipient.role == RecipientRole.TO
+        )
     ).all()
     blocked = {
         a
@@ -188,19 +191,25 @@ def _reached_someone(session: Session, message: Message, now: datetime) -> bool:
 
 
 def _dead_address(session: Session, message: Message, now: datetime) -> bool:
-    """Whether a recipient of ``message`` hard-bounced or is blocked: the contact is wrong."""
+    """Whether a customer recipient of ``message`` hard-bounced or is blocked: the contact is
+    wrong. A copy's bounce is about the AR team's address, never the customer's contact."""
+    rows = session.exec(
+        select(MessageRecipient.address, MessageRecipient.role).where(
+            MessageRecipient.message_id == message.id
+        )
+    ).all()
+    addresses = [a for a, role in rows if role is RecipientRole.TO]
+    copies = [a.lower() for a, role in rows if role is not RecipientRole.TO]
     hard = session.exec(
         select(DeliveryEvent.id).where(
             DeliveryEvent.message_id == message.id,
             DeliveryEvent.kind == "bounce",
             col(DeliveryEvent.hard).is_(True),
+            sa.func.lower(DeliveryEvent.address).not_in(copies),
         )
     ).first()
     if hard is not None:
         return True
-    addresses = session.exec(
-        select(MessageRecipient.address).where(MessageRecipient.message_id == message.id)
-    ).all()
     return bool(active_suppressions(session, [message.tenant_id], addresses, now))
 
 

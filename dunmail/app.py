@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Engine
 
 from dunmail.config import Config
+from dunmail.services.customers import Customers
 from dunmail.services.desk import Desk
 from dunmail.services.dunning import DunningService
 from dunmail.services.inbound import Inbound
@@ -74,6 +75,7 @@ class Services:
     dunning: DunningService  # dunmail/services/dunning.py: tick and plan over the passes
     inbound: Inbound  # returned mail coming in: ingest, receive, poll, reprocess
     inbox: Inbox  # the AR inbox's threads and a clerk's actions on them
+    customers: Customers  # the clerk's look-ups: customers, documents, outbox, blocks, resend
     suppressions: Suppressions  # who is not mailed, blocking and unblocking by hand
     desk: Desk  # holds, template overrides, outbox listings
     previews: Previews  # dunmail/services/previews.py: an email as it would be sent, sent nowhere
@@ -204,7 +206,7 @@ def build_services(
     )
     tenants = Tenants(config.tenants, tenant_ids)
     rules = RulesBook(tenants)
-    queue = Queue(renderer)
+    queue = Queue(renderer, tenants=tenants)
     triggers = Triggers(tenants=tenants, queue=queue, clock=clock)
     preflight = Preflight(rules=rules, triggers=triggers)
     webhooks = Webhooks(config.tenants, tenant_ids, batch_size=config.delivery.batch_size)
@@ -274,6 +276,9 @@ def build_services(
             queue=queue,
         ),
         inbox=Inbox(engine, clock=clock, tenants=tenants, queue=queue, dispatcher=dispatcher),
+        customers=Customers(
+            engine, clock=clock, tenants=tenants, queue=queue, dispatcher=dispatcher
+        ),
         suppressions=Suppressions(engine, clock=clock, tenants=tenants),
         desk=Desk(engine, clock=clock, tenants=tenants, renderer=renderer),
         previews=Previews(

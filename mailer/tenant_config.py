@@ -14,9 +14,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mailer.address import parse_addr_spec
 from mailer.config import DeliveryMode, DKIMConfig, IMAPConfig, SMTPEndpoint, is_loopback
 from mailer.content.kinds import KINDS
 from mailer.dunning_config import DunningConfig
+from mailer.errors import AddressError
 
 _HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}")
 _NOT_IN_URL = re.compile(r"[\s\x00-\x1f\x7f\"'<>\\]")
@@ -70,11 +72,44 @@ class BrandingConfig(_Frozen):
         }
 
 
+def _copy_addresses(value: list[str] | None) -> list[str] | None:
+    """``cc`` / ``bcc``: bare addresses, each checked as the outbox checks a recipient, so a
+    typo stops the config from loading (naming the address) instead of failing every email."""
+    if value is None:
+        return None
+    found: list[str] = []
+    for address in value:
+        try:
+            found.append(parse_addr_spec(address))
+        except AddressError as exc:
+            raise ValueError(f"{address!r} is not a copy address: {exc}") from None
+    return list(dict.fromkeys(found))
+
+
+def _not_both(cc: list[str] | None, bcc: list[str] | None) -> None:
+    both = sorted(set(cc or ()) & set(bcc or ()))
+    if both:
+        raise ValueError(f"{both[0]!r} is in both cc and bcc; keep it in one")
+
+
 class EmailKindConfig(_Frozen):
     """Whether a tenant sends one kind of email, and with its PDF attached."""
 
     enabled: bool
     attach_pdf: bool
+    # The AR team's copies of this kind, instead of the tenant's ``cc`` / ``bcc`` (unset:
+    # those; ``[]``: none for this kind).
+    cc: list[str] | None = None
+    bcc: list[str] | None = None
+    # statement only: attach the PDF of each open invoice it lists, within the size budget
+    attach_invoices: bool = False
+
+    _addresses = field_validator("cc", "bcc")(_copy_addresses)
+
+    @model_validator(mode="after")
+    def _copy_once(self) -> EmailKindConfig:
+        _not_both(self.cc, self.bcc)
+        return self
 
 
 def _kind_settings(value: object) -> object:
@@ -94,6 +129,8 @@ def _kind_settings(value: object) -> object:
             continue
         if given.get("attach_pdf") and spec.pdf is None:
             raise ValueError(f"{name}.attach_pdf: a {name} email has no PDF to attach")
+        if given.get("attach_invoices") and name != "statement":
+            raise ValueError(f"{name}.attach_invoices: only a statement lists open invoices")
         merged[name] = {"enabled": spec.default_on, "attach_pdf": spec.pdf is not None, **given}
     return merged
 
@@ -166,6 +203,10 @@ class TenantConfig(_Frozen):
     # One entry per kind in mailer.content.kinds.KINDS, defaults filled in:
     # [tenants.<slug>.emails.<kind>]
     emails: dict[str, EmailKindConfig] = Field(default_factory=dict, validate_default=True)
+    # The AR team's copies of every customer email: cc in the Cc header, bcc only in the
+    # envelope (never in a header). A kind's own emails.<kind>.cc / .bcc replace these.
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
     dunning: DunningConfig = Field(default_factory=DunningConfig)
     imap: IMAPConfig | None = None  # the tenant's own mailbox, polled for returned mail
     bounces: BounceConfig = Field(default_factory=lambda: BounceConfig())
@@ -181,9 +222,26 @@ class TenantConfig(_Frozen):
         """Whether this tenant sends ``kind`` emails at all."""
         return self.emails[kind].enabled
 
+    def copies(self, kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(cc, bcc) of ``kind`` emails: the kind's own lists where set, else the tenant's."""
+        spec = self.emails.get(kind)
+        cc = spec.cc if spec is not None and spec.cc is not None else self.cc
+        bcc = spec.bcc if spec is not None and spec.bcc is not None else self.bcc
+        return tuple(cc), tuple(a for a in bcc if a not in cc)
+
+    def attaches_invoices(self, kind: str) -> bool:
+        """Whether ``kind`` emails (statements) attach each open invoice's PDF."""
+        spec = self.emails.get(kind)
+        return spec is not None and spec.attach_invoices
+
     def attaches_pdf(self, kind: str) -> bool:
         """Whether ``kind`` emails carry their PDF (never for a kind that has none)."""
         return self.emails[kind].attach_pdf
+
+    @field_validator("cc", "bcc")
+    @classmethod
+    def _copy_addresses(cls, value: list[str]) -> list[str]:
+        return _copy_addresses(value) or []
 
     @field_validator("dkim", mode="before")
     @classmethod
@@ -198,6 +256,11 @@ class TenantConfig(_Frozen):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _copy_once(self) -> TenantConfig:
+        _not_both(self.cc, self.bcc)
+        return self
 
     @model_validator(mode="after")
     def _smtp_mode_needs_a_server(self) -> TenantConfig:

@@ -74,6 +74,10 @@ class Snapshot(Protocol):
     @property
     def recipients(self) -> tuple[str, ...]: ...
     @property
+    def to(self) -> tuple[str, ...]: ...
+    @property
+    def cc(self) -> tuple[str, ...]: ...
+    @property
     def invoice_id(self) -> int | None: ...
     @property
     def document_version(self) -> int | None: ...
@@ -232,8 +236,11 @@ class Assembler:
             uid=snapshot.uid,
             message_id_domain=sender.message_id_domain,
             date=snapshot.created_at,
-            to=[make_address(a) for a in snapshot.recipients],
+            # Every customer address, owed or not, so a retry is the same bytes; the cc copies
+            # too, and never a bcc (mailer/outbound/copies.py).
+            to=[make_address(a) for a in snapshot.to or snapshot.recipients],
             envelope=envelope,
+            cc=[make_address(a) for a in snapshot.cc],
         )
         if pdf is None:
             signed = sender.signer.sign(compose(rendered, draft))

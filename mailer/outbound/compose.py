@@ -88,6 +88,9 @@ class Draft:
     envelope: Envelope
     attachments: Sequence[Attachment] = ()
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    # The tenant's AR copies shown to every recipient (RFC 5322 s3.6.3). Blind copies are
+    # never here: they are only envelope recipients (mailer/outbound/copies.py).
+    cc: Sequence[Address] = ()
 
 
 def safe_header(value: str, *, name: str) -> str:
@@ -138,6 +141,8 @@ def build_message(rendered: Rendered, draft: Draft) -> Message:
         msg = body
     msg["From"] = _mailbox(draft.envelope.from_addr)
     msg["To"] = ", ".join(_mailbox(a) for a in draft.to)
+    if draft.cc:
+        msg["Cc"] = ", ".join(_mailbox(a) for a in draft.cc)
     if draft.envelope.reply_to is not None:
         msg["Reply-To"] = _mailbox(draft.envelope.reply_to)
     _add_unstructured(msg, "Subject", rendered.subject.strip())

@@ -53,6 +53,7 @@ def decide(
     error: BaseException | None,
     policy: DeliveryConfig,
     rng: random.Random,
+    copies: frozenset[str] = frozenset(),
 ) -> Decision:
     """Next state of a message after attempt number ``attempts`` to ``recipients``.
 
@@ -60,6 +61,11 @@ def decide(
     accepted it on an earlier attempt, who are never sent to again. A recipient is *accepted*
     only when the server took the DATA for it (RFC 5321 s4.2.5: 250 after the final dot).
     A 4xx is retried with backoff until ``policy.max_age``, then fails like a 5xx.
+
+    ``copies`` are the AR team's cc/bcc among ``recipients`` (mailer/outbound/copies.py), and
+    ``previously_accepted`` counts customers only: the message is sent when a customer took it
+    and failed when none did, whatever the copies got. A deferred copy is retried while the
+    customer's email was taken; once it failed for good, nothing is retried for a copy alone.
     """
     expired = is_expired(created_at, now, max_age=policy.max_age)
     updates: list[RecipientUpdate] = []
@@ -92,8 +98,20 @@ def decide(
         status = RecipientStatus.REJECTED if permanent or expired else RecipientStatus.DEFERRED
         updates = [RecipientUpdate(a, status, code, _short(response)) for a in recipients]
 
-    accepted = previously_accepted + sum(u.status is RecipientStatus.ACCEPTED for u in updates)
-    deferred = any(u.status is RecipientStatus.DEFERRED for u in updates)
+    customer = [u for u in updates if u.address not in copies]
+    accepted = previously_accepted + sum(u.status is RecipientStatus.ACCEPTED for u in customer)
+    deferred = any(u.status is RecipientStatus.DEFERRED for u in customer)
+    if not deferred and any(u.status is RecipientStatus.DEFERRED for u in updates):
+        if accepted:
+            deferred = True  # only a copy waits: the customer has it; retry the copy
+        else:
+            why = "not retried: the customer's email was not delivered"
+            updates = [
+                RecipientUpdate(u.address, RecipientStatus.REJECTED, u.code, f"{why}; {u.response}")
+                if u.status is RecipientStatus.DEFERRED
+                else u
+                for u in updates
+            ]
     rejected = any(u.status is RecipientStatus.REJECTED for u in updates)
     if deferred:
         delay = retry_after(

@@ -261,6 +261,9 @@ def compose(rendered: Rendered, draft: Draft) -> bytes:
             mime_head,
             _sender_line("From", sender.display_name, sender.addr_spec),
             _addresses("To", [(a.display_name, a.addr_spec) for a in draft.to]),
+            _addresses("Cc", [(a.display_name, a.addr_spec) for a in draft.cc])
+            if draft.cc
+            else b"",
             b""
             if reply_to is None
             else _sender_line("Reply-To", reply_to.display_name, reply_to.addr_spec),

@@ -37,6 +37,16 @@ class RecipientStatus(StrEnum):
     BOUNCED = "bounced"  # accepted, then returned as a final failure (bounce/ingest.py)
 
 
+class RecipientRole(StrEnum):
+    """Whom a recipient row is: the customer (``to``), or the tenant's AR team's copy, shown in
+    the Cc header (``cc``) or in no header at all (``bcc``). Only ``to`` rows decide whether the
+    customer's email was sent; a copy's refusal or bounce is about the copy alone."""
+
+    TO = "to"
+    CC = "cc"
+    BCC = "bcc"
+
+
 class AttemptOutcome(StrEnum):
     ACCEPTED = "accepted"
     PARTIAL = "partial"
@@ -97,6 +107,7 @@ class MessageRecipient(SQLModel, table=True):
     message_id: int = Field(foreign_key="message.id", index=True)
     address: str = Field(max_length=320, index=True)
     status: RecipientStatus = state_column(RecipientStatus, RecipientStatus.PENDING)
+    role: RecipientRole = state_column(RecipientRole, RecipientRole.TO)
     code: int | None = None
     response: str | None = Field(default=None, max_length=1000)
     updated_at: datetime | None = at_column(nullable=True)

@@ -21,11 +21,18 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, manager_of_class
 from sqlmodel import Session, select
 
-from mailer.address import parse_addr_spec
 from mailer.content.render import Renderer
 from mailer.errors import MailerError
-from mailer.outbound.models import Message, MessageRecipient, MessageStatus, RecipientStatus
+from mailer.outbound.copies import plan_recipients
+from mailer.outbound.models import (
+    Message,
+    MessageRecipient,
+    MessageStatus,
+    RecipientRole,
+    RecipientStatus,
+)
 from mailer.outbound.requests import EnqueueRequest, idempotency_key
+from mailer.tenants import Tenants
 
 _MESSAGES: sa.Table = Message.__table__  # type: ignore[attr-defined]
 _RECIPIENTS: sa.Table = MessageRecipient.__table__  # type: ignore[attr-defined]
@@ -43,9 +50,14 @@ _INSERTS = {
 class Queue:
     """Put emails in the outbox and find them there; nothing is sent here."""
 
-    def __init__(self, renderer: Renderer) -> None:
-        """``renderer`` tells each message's language from its context, stored with it."""
+    def __init__(self, renderer: Renderer, *, tenants: Tenants | None = None) -> None:
+        """``renderer`` tells each message's language from its context, stored with it;
+        ``tenants`` gives each tenant's AR copies (cc, bcc) of each kind, which every email
+        gets as recipients of their own (mailer/outbound/copies.py). Read once per tenant and
+        kind: the configuration does not change while the engine runs."""
         self._renderer = renderer
+        self._tenants = tenants
+        self._copies: dict[tuple[int, str], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def enqueue(self, session: Session, request: EnqueueRequest, *, now: datetime) -> Message:
         """Add ``request`` unless the same email is already there; return the one message.
@@ -54,7 +66,7 @@ class Queue:
         change that caused it (or not at all).
         """
         key = idempotency_key(request)
-        addresses = sorted({parse_addr_spec(a) for a in request.recipients})
+        addresses = self._recipients(request)
         if not addresses:
             raise MailerError(f"{request.kind} for {request.document}: no recipients")
         if session.new:  # a message added through the ORM must be there to conflict with
@@ -75,8 +87,13 @@ class Queue:
         connection.execute(
             sa.insert(_RECIPIENTS),
             [
-                {"message_id": inserted, "address": a, "status": RecipientStatus.PENDING}
-                for a in addresses
+                {
+                    "message_id": inserted,
+                    "address": a,
+                    "status": RecipientStatus.PENDING,
+                    "role": role,
+                }
+                for a, role in addresses
             ],
         )
         # The row as written, handed to the session as if just loaded: no flush, no query.
@@ -87,6 +104,17 @@ class Queue:
         make_transient_to_detached(message)
         session.add(message)
         return message
+
+    def _recipients(self, request: EnqueueRequest) -> list[tuple[str, RecipientRole]]:
+        """The customer's addresses, then the tenant's copies of this kind (none without)."""
+        if self._tenants is None or not request.recipients:
+            return plan_recipients(request.recipients)
+        key = (request.tenant_id, request.kind)
+        copies = self._copies.get(key)
+        if copies is None:
+            copies = self._tenants.config(request.tenant_id)[1].copies(request.kind)
+            self._copies[key] = copies
+        return plan_recipients(request.recipients, *copies)
 
     def _row(self, r: EnqueueRequest, key: str, now: datetime) -> dict[str, Any]:
         """The message's columns as :meth:`enqueue` and :meth:`enqueue_many` insert them."""
@@ -136,8 +164,8 @@ class Queue:
             row = self._row(r, key, now)
             rows.append(row)
             recipient_rows.extend(
-                {"uid": row["uid"], "address": a}
-                for a in sorted({parse_addr_spec(a) for a in r.recipients})
+                {"uid": row["uid"], "address": a, "role": role.value}
+                for a, role in self._recipients(r)
             )
         if not rows:
             return
@@ -148,11 +176,12 @@ class Queue:
         # PostgreSQL). Each recipient row finds its message by the message's uid; the rows of
         # a message that was already there find nothing and insert nothing.
         recipients_by_uid = sa.insert(recipient_table).from_select(
-            ["message_id", "address", "status"],
+            ["message_id", "address", "status", "role"],
             sa.select(
                 message_table.c.id,
                 sa.bindparam("address", type_=sa.String()),
                 sa.literal(RecipientStatus.PENDING.value),
+                sa.bindparam("role", type_=sa.String()),
             ).where(message_table.c.uid == sa.bindparam("uid")),
         )
         # Core on the session's connection: the ORM would treat a list of rows as its own
@@ -205,9 +234,10 @@ _PG_MESSAGES = sa.text(
     "ORDER BY r.ord ON CONFLICT (tenant_id, idempotency_key) DO NOTHING"
 )
 _PG_RECIPIENTS = sa.text(
-    "INSERT INTO messagerecipient (message_id, address, status) "
-    "SELECT m.id, r.address, :status "
-    "FROM json_to_recordset(CAST(:rows AS json)) AS r(uid text, address text, ord integer) "
+    "INSERT INTO messagerecipient (message_id, address, status, role) "
+    "SELECT m.id, r.address, :status, r.role "
+    "FROM json_to_recordset(CAST(:rows AS json)) "
+    "AS r(uid text, address text, role text, ord integer) "
     "JOIN message m ON m.uid = r.uid ORDER BY r.ord"
 )
 

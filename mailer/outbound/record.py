@@ -161,6 +161,7 @@ class Recording:
             error=attempt.error,
             policy=self._policy,
             rng=self._rng,
+            copies=claimed.copies,
         )
         log.info(
             "message %s attempt %d: %s (%s)",

@@ -16,7 +16,13 @@ from sqlmodel import Session
 from mailer.outbound.assemble import Sender, Signer
 from mailer.outbound.delivery import Decision
 from mailer.outbound.identity import SenderIdentity
-from mailer.outbound.models import Message, MessageRecipient, MessageStatus, RecipientStatus
+from mailer.outbound.models import (
+    Message,
+    MessageRecipient,
+    MessageStatus,
+    RecipientRole,
+    RecipientStatus,
+)
 from mailer.outbound.transport import Transport
 
 
@@ -90,6 +96,13 @@ class Claimed:
     invoice_id: int | None = None
     document_version: int | None = None
     pdf_sha256: str | None = None  # recorded by an earlier attempt: a retry sends those bytes
+    # The headers' To and Cc: every customer / cc row, owed or not, so a retry to one of them
+    # is the same bytes (empty: ``recipients`` are the To, as for a preview).
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    # The AR team's copies among ``recipients`` (mailer/outbound/copies.py): their results
+    # never decide the customer's email.
+    copies: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -119,7 +132,8 @@ class PassReport:
 
 def claimed_of(message: Message, recipients: Sequence[MessageRecipient]) -> Claimed:
     """A claimed message as an attempt needs it: the recipients still owed it, and how many
-    took it already (a retry is owed only to those that have not)."""
+    customer recipients took it already (a retry is owed only to those that have not)."""
+    recipients = sorted(recipients, key=lambda r: r.id or 0)  # as queued: the headers' order
     owed = [
         r for r in recipients if r.status in (RecipientStatus.PENDING, RecipientStatus.DEFERRED)
     ]
@@ -132,8 +146,13 @@ def claimed_of(message: Message, recipients: Sequence[MessageRecipient]) -> Clai
         created_at=message.created_at,
         attempts=message.attempts,
         recipients=tuple(r.address for r in owed),
-        previously_accepted=sum(r.status is RecipientStatus.ACCEPTED for r in recipients),
+        previously_accepted=sum(
+            r.status is RecipientStatus.ACCEPTED and r.role is RecipientRole.TO for r in recipients
+        ),
         invoice_id=message.invoice_id,
         document_version=message.document_version,
         pdf_sha256=message.pdf_sha256,
+        to=tuple(r.address for r in recipients if r.role is RecipientRole.TO),
+        cc=tuple(r.address for r in recipients if r.role is RecipientRole.CC),
+        copies=frozenset(r.address for r in recipients if r.role is not RecipientRole.TO),
     )
