@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Engine
 
 from dunmail.config import Config
-from dunmail.services.customers import Customers
 from dunmail.services.desk import Desk
 from dunmail.services.dunning import DunningService
 from dunmail.services.inbound import Inbound
@@ -75,7 +74,6 @@ class Services:
     dunning: DunningService  # dunmail/services/dunning.py: tick and plan over the passes
     inbound: Inbound  # returned mail coming in: ingest, receive, poll, reprocess
     inbox: Inbox  # the AR inbox's threads and a clerk's actions on them
-    customers: Customers  # the clerk's look-ups: customers, documents, outbox, blocks, resend
     suppressions: Suppressions  # who is not mailed, blocking and unblocking by hand
     desk: Desk  # holds, template overrides, outbox listings
     previews: Previews  # dunmail/services/previews.py: an email as it would be sent, sent nowhere
@@ -276,9 +274,6 @@ def build_services(
             queue=queue,
         ),
         inbox=Inbox(engine, clock=clock, tenants=tenants, queue=queue, dispatcher=dispatcher),
-        customers=Customers(
-            engine, clock=clock, tenants=tenants, queue=queue, dispatcher=dispatcher
-        ),
         suppressions=Suppressions(engine, clock=clock, tenants=tenants),
         desk=Desk(engine, clock=clock, tenants=tenants, renderer=renderer),
         previews=Previews(
