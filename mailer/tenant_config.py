@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mailer.address import parse_addr_spec
+from mailer.bank_config import BankConfig
 from mailer.config import DeliveryMode, DKIMConfig, IMAPConfig, SMTPEndpoint, is_loopback
 from mailer.content.kinds import KINDS
 from mailer.dunning_config import DunningConfig
@@ -211,6 +212,7 @@ class TenantConfig(_Frozen):
     imap: IMAPConfig | None = None  # the tenant's own mailbox, polled for returned mail
     bounces: BounceConfig = Field(default_factory=lambda: BounceConfig())
     payments: PaymentsConfig = Field(default_factory=lambda: PaymentsConfig())
+    bank: BankConfig | None = None  # the account customers pay into (mailer/bank_config.py)
     webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @field_validator("emails", mode="before")
