@@ -39,6 +39,9 @@ class Entry:
     status: str | None = None
     reason: str | None = None
     author: str | None = None
+    email_kind: str | None = None  # the email's Kind, for the clerk's words (dunmail/labels.py)
+    code: int | None = None  # an attempt's SMTP reply code
+    to: tuple[str, ...] = ()  # the addresses a send reached
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the time as ISO 8601."""
@@ -71,6 +74,8 @@ def build_timeline(session: Session, thread: Thread) -> list[Entry]:
                 type="queued",
                 summary=f"{document_label(m)} {m.kind} {m.status.value}",
                 detail=m.skip_reason or m.last_error or "",
+                status=m.status.value,
+                email_kind=m.kind,
             )
             entries.append((queued, (0, m.id or 0)))
     for a in attempts:
@@ -206,6 +211,9 @@ def _attempt_entry(attempt: DeliveryAttempt, message: Message) -> Entry:
             detail=f"attempt {attempt.number} via {attempt.endpoint}:{code} "
             f"{attempt.response or ''}".rstrip(),
             status=attempt.outcome.value,
+            email_kind=message.kind,
+            code=attempt.code,
+            to=tuple(accepted),
         )
     return Entry(
         at=attempt.finished_at,
@@ -213,6 +221,8 @@ def _attempt_entry(attempt: DeliveryAttempt, message: Message) -> Entry:
         summary=f"{label} {message.kind} attempt {attempt.number} {attempt.outcome.value}{code}",
         detail=attempt.response or "",
         status=attempt.outcome.value,
+        email_kind=message.kind,
+        code=attempt.code,
     )
 
 
@@ -235,6 +245,7 @@ def _event_entry(event: DeliveryEvent, message: Message) -> Entry:
         address=event.address,
         status=event.status,
         reason=event.reason,
+        email_kind=message.kind,
     )
 
 
