@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -213,14 +212,19 @@ def run(
 ) -> None:
     """Run the engine until interrupted: dunning, delivery in N processes, the web app, and the
     capture server and demo if set."""
-    from dunmail.runner import run_engine
+    from dunmail.runner import PortTaken, run_until_interrupted
     from dunmail.workers import default_workers
 
     with cli_errors():
         cfg = load_config(config)
         setup_cli_logging(cfg)
         count = workers or default_workers()
-        asyncio.run(run_engine(cfg, SystemClock(), workers=count))
+        try:
+            code = run_until_interrupted(cfg, SystemClock(), workers=count)
+        except PortTaken as exc:
+            err.print(f"dunmail: {exc.strerror}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -30,6 +31,36 @@ app = typer.Typer(
     no_args_is_help=True,
     help="dunmail: invoice email delivery and dunning for AR teams.",
 )
+
+
+def installed_version() -> str:
+    """The installed package's version (its metadata, so a build and its ``--version`` agree)."""
+    try:
+        return metadata.version("dunmail")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"dunmail {installed_version()}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_print_version,
+            is_eager=True,
+            help="print the installed version and exit",
+        ),
+    ] = False,
+) -> None:
+    """dunmail: invoice email delivery and dunning for AR teams."""
 
 
 class SafeConsole(Console):

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
+import threading
 from collections.abc import Awaitable, Callable, Iterator
+from multiprocessing import resource_tracker
 
 import uvicorn
 
@@ -23,6 +27,70 @@ from scheduler.runner import Tick, build_scheduler
 
 log = logging.getLogger(__name__)
 
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+
+
+class PortTaken(OSError):
+    """A port the engine must listen on is in use (or may not be bound): ``dunmail run``
+    says which, and where to change it, on one line."""
+
+    def __init__(self, what: str, section: str, host: str, port: int, reason: OSError) -> None:
+        self.what = what
+        if reason.errno == errno.EADDRINUSE:
+            why = "is in use"
+            fix = f"set [{section}] port or stop the other process"
+        else:
+            why = f"cannot be opened ({reason.strerror or reason})"
+            fix = f"set [{section}] host and port"
+        super().__init__(reason.errno, f"port {port} on {host} {why} ({what}); {fix}")
+
+
+@contextlib.contextmanager
+def _listening(what: str, section: str, host: str, port: int) -> Iterator[None]:
+    """Turn a failed bind of ``host:port`` into :class:`PortTaken`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise PortTaken(what, section, host, port, exc) from None
+        raise
+
+
+def run_until_interrupted(config: Config, clock: Clock, *, workers: int) -> int:
+    """``dunmail run``: the engine until Ctrl-C (exit status 130) or SIGTERM (0).
+
+    Ctrl-C reaches every process of the terminal's group, and a spawned Python process turns
+    it into a KeyboardInterrupt and a traceback wherever it is (a PDF worker waiting for a job,
+    a delivery worker still importing). So SIGINT is blocked here, before any thread or process
+    exists: every thread and every child inherits the mask (fork and exec keep it), and one
+    thread of this process takes the signal with ``sigwait`` and stops the engine, which stops
+    its children itself (dunmail/workers.py, ``PDFRenderer.close``)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        asyncio.run(run_engine(config, clock, workers=workers))
+        return 0
+    # multiprocessing starts its resource tracker at the first spawn, and unblocks SIGINT in
+    # the calling thread when it has: started now, it is running before the mask is set.
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    interrupted = threading.Event()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def wait_for_ctrl_c() -> None:
+            signal.sigwait({signal.SIGINT})
+            interrupted.set()
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=wait_for_ctrl_c, name="ctrl-c", daemon=True).start()
+        await run_engine(config, clock, stop=stop, workers=workers)
+
+    asyncio.run(main())
+    return INTERRUPTED if interrupted.is_set() else 0
+
 
 async def run_engine(
     config: Config, clock: Clock, *, stop: asyncio.Event | None = None, workers: int = 1
@@ -37,10 +105,17 @@ async def run_engine(
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
     capture = None
+    # The web port first: every port is known to be free before any work starts.
+    web_socket = _bind_web(config)
     if config.capture.enabled:
-        capture = await start_capture(
-            config.capture.host, config.capture.port, config.capture.maildir
-        )
+        settings = config.capture
+        try:
+            with _listening("capture", "capture", settings.host, settings.port):
+                capture = await start_capture(settings.host, settings.port, settings.maildir)
+        except BaseException:
+            if web_socket is not None:
+                web_socket.close()
+            raise
         log.info(
             "capture SMTP server on %s:%d filing into %s/",
             config.capture.host,
@@ -51,7 +126,8 @@ async def run_engine(
     inbound: asyncio.Server | None = None
     delivery = DeliveryWorkers(config, workers - 1) if workers > 1 else None
     try:
-        inbound = await _start_inbound(config, services)
+        with _listening("inbound SMTP", "inbound", config.inbound.host, config.inbound.port):
+            inbound = await _start_inbound(config, services)
         if config.demo.seed and services.tenants.ids:
             queued = seed_demo(services, tenant=sorted(services.tenants.ids)[0])
             if queued:
@@ -78,7 +154,7 @@ async def run_engine(
             "dunmail running (database %s); Ctrl-C stops it",
             services.engine.url.render_as_string(hide_password=True),
         )
-        web = await _start_web(config, services)
+        web = await _start_web(config, services, web_socket)
         await stop.wait()
         await scheduler.stop()
         if web is not None:
@@ -90,6 +166,8 @@ async def run_engine(
             inbound.close()
             await inbound.wait_closed()
         await services.close()
+        if web_socket is not None:
+            web_socket.close()
         if capture is not None:
             capture.close()
             await capture.wait_closed()
@@ -161,9 +239,29 @@ class _WebServer:
         await self._task
 
 
-async def _start_web(config: Config, services: Services) -> _WebServer | None:
+def _bind_web(config: Config) -> socket.socket | None:
+    """The web app's listening socket, bound before anything else starts (uvicorn serves it)."""
     settings = config.web
     if not settings.enabled:
+        return None
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+    with _listening("web", "web", settings.host, settings.port):
+        try:
+            sock.bind((settings.host, settings.port))
+        except OSError:
+            sock.close()
+            raise
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _start_web(
+    config: Config, services: Services, sock: socket.socket | None
+) -> _WebServer | None:
+    settings = config.web
+    if not settings.enabled or sock is None:
         return None
     from dunmail.web.app import create_app
 
@@ -178,7 +276,7 @@ async def _start_web(config: Config, services: Services) -> _WebServer | None:
             lifespan="off",
         )
     )
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(0.02)
     if task.done():
