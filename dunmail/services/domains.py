@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -42,6 +43,7 @@ DEFAULT_KEYS_DIR = Path("keys")
 # Key files: <dir>/<domain>.<selector>.pem (RSA, PKCS#1 PEM) or .key (ed25519, the base64 seed
 # dkimpy reads); one selector per algorithm, as a DKIM key record holds one key (RFC 6376 s3.6.1).
 _SUFFIX = {DKIMAlgorithm.RSA_SHA256: ".pem", DKIMAlgorithm.ED25519_SHA256: ".key"}
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _ALGORITHM_NAME = {DKIMAlgorithm.RSA_SHA256: "rsa", DKIMAlgorithm.ED25519_SHA256: "ed25519"}
 
 
@@ -253,9 +255,12 @@ def _domain(value: str) -> str:
     if len(labels) < 2 or not all(labels) or any(len(label) > 63 for label in labels):
         raise ConfigError(f"{value!r} is not a domain name (e.g. invoices.acme.com)")
     try:
-        return name.encode("idna").decode("ascii")
+        ascii_name = name.encode("idna").decode("ascii")
     except UnicodeError:
         raise ConfigError(f"{value!r} is not a valid domain name") from None
+    if not all(_LABEL.fullmatch(label) for label in ascii_name.split(".")):
+        raise ConfigError(f"{value!r} is not a valid domain name (letters, digits, hyphens)")
+    return ascii_name
 
 
 def _spf_term(value: str) -> str:

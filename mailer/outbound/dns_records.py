@@ -222,7 +222,7 @@ def check_spf(plan: DomainPlan, record: Record, lookup: Lookup) -> Finding:
         return Finding("SPF", Status.FAIL, detail)
     missing = [m for m in plan.spf_mechanisms if m.lower() not in terms]
     if missing:
-        detail = f"{record.name} does not name {' '.join(missing)} (the relay)"
+        detail = f"{record.name} does not name {' '.join(missing)} (a sending host in config)"
         return Finding("SPF", Status.FAIL, f"{detail}: {_publish(record)}")
     if not plan.spf_mechanisms:
         detail = (
