@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Engine
 
 from dunmail.config import Config
+from dunmail.services.bank import BankService
 from dunmail.services.desk import Desk
 from dunmail.services.dunning import DunningService
 from dunmail.services.inbound import Inbound
@@ -70,6 +71,7 @@ class Services:
     engine: Engine  # the tests read the database through it
     tenants: Tenants  # mailer/tenants.py: slug <-> id, each tenant's table
     ledger: LedgerService  # imports, an invoice marked sent by hand
+    bank: BankService  # dunmail/services/bank.py: bank statements in, the unmatched queue
     sending: Sending  # dunmail/services/sending.py: by hand, retries, delivery passes
     dunning: DunningService  # dunmail/services/dunning.py: tick and plan over the passes
     inbound: Inbound  # returned mail coming in: ingest, receive, poll, reprocess
@@ -256,6 +258,7 @@ def build_services(
     )
     used: Sequence[Transport] = [transport] if transport is not None else list(transports.values())
 
+    ledger = LedgerService(engine, config=config, clock=clock, tenants=tenants)
     services = Services(
         config=config,
         clock=clock,
@@ -263,7 +266,8 @@ def build_services(
         sending=sending,
         dunning=dunning,
         tenants=tenants,
-        ledger=LedgerService(engine, config=config, clock=clock, tenants=tenants),
+        ledger=ledger,
+        bank=BankService(engine, clock=clock, tenants=tenants, ledger=ledger),
         inbound=Inbound(
             engine,
             config=config,

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dunmail import (  # noqa: F401  (each adds its commands or command group to app)
+    cli_bank,
     cli_bounce,
     cli_domain,
     cli_holds,
