@@ -8,7 +8,7 @@ No ``from __future__ import annotations`` here: it breaks SQLModel relationships
 (fastapi/sqlmodel#196).
 """
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -113,4 +113,35 @@ class ThreadNote(SQLModel, table=True):
     thread_id: int = Field(foreign_key="thread.id", index=True)
     author: str = Field(max_length=200)
     text: str = Field(sa_column=Column(sa.Text, nullable=False))
+    created_at: datetime = at_column()
+
+
+class ProposalStatus(StrEnum):
+    """Life of what a reply's triage proposes: waiting for a clerk, then taken or set aside."""
+
+    PROPOSED = "proposed"  # waiting for a clerk's one click
+    ACCEPTED = "accepted"  # a clerk took it: the hold, task or contact change is made
+    AUTO = "auto"  # placed without a clerk because the tenant opted in (promise holds only)
+    NONE = "none"  # the reply asks for nothing we can do in one click (other, out of office)
+
+
+class ReplyProposal(SQLModel, table=True):
+    """What a customer's reply means (bounce/triage.py) and the action proposed to the clerk:
+    one per reply. The reply itself stays in ``InboundMail``; the hold it led to, once
+    accepted, is the ledger's ``Hold`` row named here."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    thread_id: int = Field(foreign_key="thread.id", index=True)
+    inbound_id: int = Field(foreign_key="inboundmail.id", unique=True)
+    intent: str = Field(max_length=20)  # bounce.triage.Intent value
+    language: str | None = Field(default=None, max_length=10)
+    promised_on: date | None = None  # promise_to_pay: the day the customer named
+    new_address: str | None = Field(default=None, max_length=320)  # wrong_contact
+    evidence: str = Field(default="", max_length=300)  # the customer's words that decided it
+    hold_until: datetime | None = at_column(nullable=True)  # promise: promised day + grace
+    status: ProposalStatus = state_column(ProposalStatus, ProposalStatus.PROPOSED, index=True)
+    hold_id: int | None = Field(default=None, foreign_key="hold.id")
+    decided_by: str | None = Field(default=None, max_length=200)
+    decided_at: datetime | None = at_column(nullable=True)
     created_at: datetime = at_column()

@@ -187,6 +187,17 @@ class BounceConfig(_Frozen):
     soft_suppress_days: Annotated[int, Field(ge=1, le=3650)] = 14
 
 
+class RepliesConfig(_Frozen):
+    """What a customer's reply may do without a clerk (bounce/proposals.py). Every action
+    triage proposes waits for a clerk's click unless ``auto_promise_holds``: then a promise
+    to pay holds the invoice until the promised day plus ``promise_grace_days`` by itself
+    (still shown in the thread). A promise with no day holds ``promise_default_days``."""
+
+    auto_promise_holds: bool = False
+    promise_grace_days: Annotated[int, Field(ge=0, le=60)] = 3
+    promise_default_days: Annotated[int, Field(ge=1, le=90)] = 7
+
+
 class TenantConfig(_Frozen):
     """A business that sends its invoices through dunmail."""
 
@@ -211,6 +222,7 @@ class TenantConfig(_Frozen):
     dunning: DunningConfig = Field(default_factory=DunningConfig)
     imap: IMAPConfig | None = None  # the tenant's own mailbox, polled for returned mail
     bounces: BounceConfig = Field(default_factory=lambda: BounceConfig())
+    replies: RepliesConfig = Field(default_factory=lambda: RepliesConfig())
     payments: PaymentsConfig = Field(default_factory=lambda: PaymentsConfig())
     bank: BankConfig | None = None  # the account customers pay into (mailer/bank_config.py)
     webhooks: list[WebhookConfig] = Field(default_factory=list)
