@@ -354,7 +354,7 @@ def dns_lookup(nameserver: str | None, *, timeout: float) -> Lookup:
         try:
             answer = resolver.resolve(name, rtype, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:
-            return Answer(problem="NXDOMAIN (no such name)")
+            return Answer(problem="NXDOMAIN (no such name)", nxdomain=True)
         except dns.resolver.NoNameservers:
             return Answer(problem="SERVFAIL (no name server answered)")
         except dns.exception.Timeout:

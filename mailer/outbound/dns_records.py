@@ -149,6 +149,7 @@ class Answer:
 
     values: tuple[str, ...] = ()
     problem: str | None = None
+    nxdomain: bool = False  # the name does not exist: absent, as opposed to unanswered
 
 
 Lookup = Callable[[str, str], Answer]  # (name, "TXT" | "MX") -> Answer
@@ -202,15 +203,36 @@ def check_dkim(key: DKIMKey, record: Record, lookup: Lookup) -> Finding:
     return Finding(record.label, Status.PASS, f"{record.name} matches {key.key_file}")
 
 
+# RFC 7208 s4.6.4: evaluating a record may cost at most 10 DNS lookups (include:, a, mx, ...).
+SPF_LOOKUP_LIMIT = 10
+
+
+def _spf_records(values: Sequence[str]) -> list[str]:
+    return [v for v in values if v.lower().split()[:1] == ["v=spf1"]]
+
+
 def _spf_terms(value: str) -> list[str]:
     return [t.lower().lstrip("+") for t in value.split()[1:]]
+
+
+def _named_terms(value: str, lookup: Lookup, budget: list[int]) -> list[str]:
+    """The record's terms plus those of the records it ``include:``s (a provider's list of
+    servers), within SPF's lookup limit; an include's ``all`` says nothing about ours."""
+    terms = _spf_terms(value)
+    named = list(terms)
+    for term in terms:
+        if term.startswith("include:") and budget[0] > 0:
+            budget[0] -= 1
+            for included in _spf_records(lookup(term.removeprefix("include:"), "TXT").values):
+                named += [t for t in _named_terms(included, lookup, budget) if "all" not in t]
+    return named
 
 
 def check_spf(plan: DomainPlan, record: Record, lookup: Lookup) -> Finding:
     answer, failed = _lookup(lookup, record)
     if failed:
         return failed
-    spf = [v for v in answer.values if v.lower().split()[:1] == ["v=spf1"]]
+    spf = _spf_records(answer.values)
     if not spf:
         return Finding("SPF", Status.FAIL, f"no v=spf1 record at {record.name}: {_publish(record)}")
     if len(spf) > 1:
@@ -220,7 +242,8 @@ def check_spf(plan: DomainPlan, record: Record, lookup: Lookup) -> Finding:
     if "all" in terms or "?all" in terms:
         detail = f"{spf[0]!r} at {record.name} lets any host send as it: end with -all"
         return Finding("SPF", Status.FAIL, detail)
-    missing = [m for m in plan.spf_mechanisms if m.lower() not in terms]
+    named = _named_terms(spf[0], lookup, [SPF_LOOKUP_LIMIT])
+    missing = [m for m in plan.spf_mechanisms if m.lower() not in named]
     if missing:
         detail = f"{record.name} does not name {' '.join(missing)} (a sending host in config)"
         return Finding("SPF", Status.FAIL, f"{detail}: {_publish(record)}")
@@ -233,22 +256,26 @@ def check_spf(plan: DomainPlan, record: Record, lookup: Lookup) -> Finding:
     return Finding("SPF", Status.PASS, f"{record.name} names {' '.join(plan.spf_mechanisms)}")
 
 
+def _dmarc_tags(answer: Answer) -> list[dict[str, str]]:
+    return [parse_tags(v) for v in answer.values if v.replace(" ", "").startswith("v=DMARC1")]
+
+
 def check_dmarc(plan: DomainPlan, record: Record, lookup: Lookup) -> Finding:
     answer, failed = _lookup(lookup, record)
     where = record.name
     org = organisational_domain(plan.from_domain)
-    if (failed or not answer.values) and org and org != plan.from_domain:
+    absent = answer.nxdomain or (failed is None and not _dmarc_tags(answer))
+    if absent and org and org != plan.from_domain:
         # RFC 7489 s6.6.3: no record at the From domain; the organisational domain's applies.
-        answer, failed = lookup(f"_dmarc.{org}", "TXT"), None
-        where = f"_dmarc.{org}"
-        if answer.problem is not None:
-            answer = Answer()
+        inherited = lookup(f"_dmarc.{org}", "TXT")
+        if inherited.problem is None and _dmarc_tags(inherited):
+            answer, failed, where = inherited, None, f"_dmarc.{org} (inherited)"
     if failed:
         return failed
-    dmarc = [parse_tags(v) for v in answer.values if v.replace(" ", "").startswith("v=DMARC1")]
+    dmarc = _dmarc_tags(answer)
     if len(dmarc) != 1:
         count = "no" if not dmarc else str(len(dmarc))
-        detail = f"{count} v=DMARC1 record(s) at {where}: {_publish(record)}"
+        detail = f"{count} v=DMARC1 record(s) at {where} (one is needed): {_publish(record)}"
         return Finding("DMARC", Status.FAIL, detail)
     policy = dmarc[0].get("p", "").lower()
     if policy not in {"none", "quarantine", "reject"}:
