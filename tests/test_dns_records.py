@@ -23,7 +23,8 @@ from mailer.outbound.dns_records import (
 RSA_TXT = "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAzz"
 
 
-def plan(from_domain: str = "mail.acme.co.uk", **changes: object) -> DomainPlan:
+def plan(**changes: object) -> DomainPlan:
+    from_domain = "mail.acme.co.uk"
     fields: dict[str, object] = {
         "domain": from_domain,
         "from_domain": from_domain,
