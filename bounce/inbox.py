@@ -70,6 +70,7 @@ def list_threads(
             {
                 **_thread_fields(session, thread),
                 "last_event": last.summary if last else "",
+                "last": last.as_dict() if last else None,  # its fields, for the clerk's words
                 "last_event_at": (last.at if last else thread.last_event_at).isoformat(),
                 "cursor": f"{thread.last_event_at.isoformat()}~{thread.id}",
             }

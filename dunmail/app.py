@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from dunmail.config import Config
 from dunmail.services.bank import BankService
+from dunmail.services.customers import Customers
 from dunmail.services.desk import Desk
 from dunmail.services.dunning import DunningService
 from dunmail.services.inbound import Inbound
@@ -76,6 +77,7 @@ class Services:
     dunning: DunningService  # dunmail/services/dunning.py: tick and plan over the passes
     inbound: Inbound  # returned mail coming in: ingest, receive, poll, reprocess
     inbox: Inbox  # the AR inbox's threads and a clerk's actions on them
+    customers: Customers  # the clerk's look-ups: customers, documents, outbox, blocks, resend
     suppressions: Suppressions  # who is not mailed, blocking and unblocking by hand
     desk: Desk  # holds, template overrides, outbox listings
     previews: Previews  # dunmail/services/previews.py: an email as it would be sent, sent nowhere
@@ -278,6 +280,9 @@ def build_services(
             queue=queue,
         ),
         inbox=Inbox(engine, clock=clock, tenants=tenants, queue=queue, dispatcher=dispatcher),
+        customers=Customers(
+            engine, clock=clock, tenants=tenants, queue=queue, dispatcher=dispatcher
+        ),
         suppressions=Suppressions(engine, clock=clock, tenants=tenants),
         desk=Desk(engine, clock=clock, tenants=tenants, renderer=renderer),
         previews=Previews(

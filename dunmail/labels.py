@@ -43,6 +43,7 @@ from dunmail.label_words import (
     SUPPRESSION_KINDS,
     THREAD_STATUSES,
 )
+from mailer.content.formatting import format_money
 from mailer.content.i18n import parse_locale
 
 DOMAIN = "clerk"
@@ -102,6 +103,10 @@ class Labels:
 
     def hold_reason(self, reason: str | None) -> str:
         return self._word(HOLD_REASONS, reason)
+
+    def money(self, amount_minor: int | None, currency: str) -> str:
+        """An amount in minor units as the clerk's language writes it (JPY has no cents)."""
+        return "" if amount_minor is None else format_money(amount_minor, currency, self.language)
 
     def reply(self, code: int | None) -> str:
         """An SMTP reply code in words with the code: "accepted by the receiving server (250)"."""

@@ -304,9 +304,10 @@ async def test_actions_work_the_thread(
     assert services.suppressions.blocked(tenant="acme") == []
 
     page = await post(f"{url}/send", what="reminder")
-    assert "invoice_reminder sent" in page
+    assert "Reminder before the due date sent" in page  # the clerk's words, not the code
     outbox = (await client.get("/inbox/outbox")).text
-    assert outbox.count("invoice_reminder") == 1 and "new_invoice" in outbox
+    assert outbox.count("Reminder before the due date") == 1 and "New invoice" in outbox
+    assert "invoice_reminder" not in outbox and "new_invoice" not in outbox
 
     csv = await client.get("/inbox/report.csv", params={"since": "2026-03-01"})
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")

@@ -28,8 +28,10 @@ from dunmail.web.ui_common import (
     redirect_back,
     render,
     thread_url,
+    words,
 )
 from mailer.clock import as_utc
+from mailer.content.kinds import Kind
 from mailer.errors import MailerError, NotFoundError
 from mailer.inbox_models import ThreadStatus
 from mailer.ledger.models import HoldReason
@@ -82,9 +84,16 @@ def thread_page(request: Request, thread_id: RowId, clerk: SignedIn) -> Response
         h for h in services.desk.holds(tenant=clerk.tenant) if h["customer"] == about["customer"]
     ]
     users = [u.email for u in services.accounts.users(tenant_id=clerk.tenant_id)]
+    # Each email of the thread (to resend any), and since when, why and by whom a contact is
+    # blocked (services/customers.py).
+    emails = services.customers.thread_emails(thread_id, tenant=clerk.tenant)
+    addresses = [c["email"] for c in about["contacts"]]
+    blocks = services.customers.blocks(addresses, tenant=clerk.tenant)
     context = {
         "thread": thread,
         "about": about,
+        "emails": emails,
+        "blocks": blocks,
         "holds": holds,
         "users": users,
         "hold_reasons": HOLD_REASONS,
@@ -262,10 +271,12 @@ async def send_now(
             message = await services.sending.send_invoice(
                 about["invoice"]["number"], kind=kind, tenant=clerk.tenant
             )
-            return redirect_back(url, *_outcome(message, f"{kind} sent"))
+            said = words(request, clerk).kind(kind)
+            return redirect_back(url, *_outcome(message, f"{said} sent"))
         if what == "statement" and about["customer"] is not None:
             messages = await services.sending.send_statement(about["customer"], tenant=clerk.tenant)
-            outcomes = [_outcome(m, "statement sent") for m in messages]
+            said = words(request, clerk).kind(Kind.STATEMENT)
+            outcomes = [_outcome(m, f"{said} sent") for m in messages]
             failed = [text for level, text in outcomes if level == "error"]
             return (
                 redirect_back(url, "error", "; ".join(failed))

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from dunmail.labels import Labels, labels_for
 from dunmail.web.auth import Clerk, csrf_checked, signed_in
-from dunmail.web.deps import page
+from dunmail.web.deps import page, services_of
 from mailer.ledger.models import HoldReason
 
 FLASH_COOKIE = "dunmail_flash"
@@ -42,13 +43,23 @@ def render(
     context: dict[str, Any],
     status_code: int = 200,
 ) -> HTMLResponse:
-    """A page of the inbox, with the clerk's nav and the flash message of the last action."""
+    """A page of the inbox, with the clerk's nav, the flash message of the last action, and
+    ``L``, the clerk's words for the engine's codes in the tenant's language (dunmail/labels.py).
+    """
     flash = read_flash(request)
-    response = page(request, f"ui/{name}", {**context, "clerk": clerk, "flash": flash}, status_code)
+    labels = words(request, clerk)
+    extra = {"clerk": clerk, "flash": flash, "L": labels, "lang": labels.language}
+    response = page(request, f"ui/{name}", {**context, **extra}, status_code)
     if flash is not None:
         response.delete_cookie(FLASH_COOKIE, path="/")
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def words(request: Request, clerk: Clerk | None) -> Labels:
+    """The clerk's words (dunmail/labels.py) in the language of the clerk's tenant."""
+    locale = services_of(request).customers.language(tenant=clerk.tenant) if clerk else None
+    return labels_for(locale)
 
 
 def redirect_back(url: str, level: str, text: str) -> RedirectResponse:
