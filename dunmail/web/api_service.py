@@ -6,6 +6,8 @@ dict they get; see ``idempotency.py`` for the two ways an answer is kept.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -15,11 +17,14 @@ from sqlmodel import Session, col, func, select
 
 from dunmail.app import Services
 from dunmail.web import idempotency
+from dunmail.web.deps import MAX_ROW_ID
 from dunmail.web.idempotency import Answer, IdempotencyError
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
+from mailer.ledger import pages
 from mailer.ledger.imports import ImportReport
 from mailer.ledger.models import Customer, Invoice
+from mailer.ledger.pages import invoice_json
 from mailer.ledger.queries import find_invoice
 from mailer.outbound.models import DeliveryAttempt, Message, MessageRecipient, MessageStatus
 
@@ -100,20 +105,69 @@ def invoice(services: Services, *, tenant_id: int, number: str) -> dict[str, Any
         return invoice_json(find_invoice(session, tenant_id=tenant_id, number=number))
 
 
-def invoice_json(invoice: Invoice) -> dict[str, Any]:
-    """An invoice as the API shows it: version, status, totals and balance in minor units."""
-    return {
-        "id": invoice.external_id,
-        "number": invoice.number,
-        "version": invoice.version,
-        "status": invoice.status.value,
-        "currency": invoice.currency,
-        "total_minor": invoice.total_minor,
-        "balance_minor": invoice.balance_minor,
-        "issued_at": invoice.issued_at.isoformat(),
-        "due_at": invoice.due_at.isoformat(),
-        "sent_at": invoice.sent_at.isoformat() if invoice.sent_at else None,
-    }
+class CursorError(MailerError):
+    """A ``cursor`` this API did not give (or gave for another list)."""
+
+
+def encode_cursor(kind: str, last: int | None) -> str | None:
+    """The opaque cursor of the page after row ``last`` of list ``kind`` (None: no next page).
+
+    Opaque so that clients pass it back rather than build it; not secret: every query names
+    the key's tenant, so a made-up cursor reads nothing another tenant owns."""
+    if last is None:
+        return None
+    return base64.urlsafe_b64encode(f"{kind}:{last}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str | None) -> int | None:
+    """The row id a ``cursor`` of list ``kind`` stands for (CursorError if it is not one)."""
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        name, _, number = text.partition(":")
+        last = int(number)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise CursorError("cursor: not a cursor this API gave") from None
+    if name != kind or not 0 <= last <= MAX_ROW_ID:
+        raise CursorError(f"cursor: not a cursor of {kind}") from None
+    return last
+
+
+PageQuery = Callable[..., pages.Page]
+LISTS: dict[str, PageQuery] = {
+    "customers": pages.customers_page,
+    "invoices": pages.invoices_page,
+    "payments": pages.payments_page,
+    "credit-notes": pages.credit_notes_page,
+}
+
+
+def ledger_page(
+    services: Services,
+    kind: str,
+    *,
+    tenant_id: int,
+    cursor: str | None,
+    limit: int,
+    **filters: Any,
+) -> dict[str, Any]:
+    """One page of the tenant's ``kind`` (a key of :data:`LISTS`) with the next page's cursor."""
+    after = decode_cursor(kind, cursor)
+    with Session(services.engine) as session:
+        page = LISTS[kind](session, tenant_id=tenant_id, after=after, limit=limit, **filters)
+    return {"items": page.items, "next_cursor": encode_cursor(kind, page.last), "limit": limit}
+
+
+def ledger_record(services: Services, kind: str, *, tenant_id: int, key: str) -> dict[str, Any]:
+    """One of the tenant's customers (by ERP id), payments (by ERP id) or credit notes (by
+    number); NotFoundError otherwise."""
+    with Session(services.engine) as session:
+        if kind == "customers":
+            return pages.customer(session, tenant_id=tenant_id, external_id=key)
+        if kind == "payments":
+            return pages.payment(session, tenant_id=tenant_id, external_id=key)
+        return pages.credit_note(session, tenant_id=tenant_id, number=key)
 
 
 # -- actions: reserve the key, do the work, keep the answer --------------------------------------
@@ -168,19 +222,35 @@ def messages(
     status: MessageStatus | None,
     limit: int,
     offset: int,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
-    """The tenant's emails, newest first, a page at a time, with the total."""
+    """The tenant's emails, newest first, a page at a time, with the total and the next page's
+    ``cursor`` (keyset: the page after it starts below its last row, whatever arrived since)."""
+    before = decode_cursor("messages", cursor)
     with Session(services.engine) as session:
         query = select(Message).where(Message.tenant_id == tenant_id)
         if status is not None:
             query = query.where(col(Message.status) == status)
         total = session.exec(select(func.count()).select_from(query.subquery())).one()
-        messages = session.exec(
-            query.order_by(col(Message.id).desc()).limit(limit).offset(offset)
-        ).all()
+        if before is not None:
+            query = query.where(col(Message.id) < before)
+        messages = list(
+            session.exec(
+                query.order_by(col(Message.id).desc()).limit(limit + 1).offset(offset)
+            ).all()
+        )
+        more = len(messages) > limit
+        messages = messages[:limit]
         recipients = _recipients(session, [m.id or 0 for m in messages])
         items = [_message(session, m, recipients.get(m.id or 0, [])) for m in messages]
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    last = messages[-1].id if more and messages else None
+    return {
+        "items": items,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next_cursor": encode_cursor("messages", last),
+    }
 
 
 def message(services: Services, *, tenant_id: int, uid: str, attempts: bool) -> dict[str, Any]:
