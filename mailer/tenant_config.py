@@ -88,7 +88,7 @@ def _copy_addresses(value: list[str] | None) -> list[str] | None:
 
 
 def _not_both(cc: list[str] | None, bcc: list[str] | None) -> None:
-    both = sorted(set(cc or ()) & set(bcc or ()))
+    both = sorted({a.lower() for a in cc or ()} & {a.lower() for a in bcc or ()})
     if both:
         raise ValueError(f"{both[0]!r} is in both cc and bcc; keep it in one")
 
@@ -241,7 +241,8 @@ class TenantConfig(_Frozen):
         spec = self.emails.get(kind)
         cc = spec.cc if spec is not None and spec.cc is not None else self.cc
         bcc = spec.bcc if spec is not None and spec.bcc is not None else self.bcc
-        return tuple(cc), tuple(a for a in bcc if a not in cc)
+        shown = {a.lower() for a in cc}
+        return tuple(cc), tuple(a for a in bcc if a.lower() not in shown)
 
     def attaches_invoices(self, kind: str) -> bool:
         """Whether ``kind`` emails (statements) attach each open invoice's PDF."""
