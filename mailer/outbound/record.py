@@ -139,12 +139,11 @@ class Recording:
                                 "updated_at": attempt.finished_at,
                             }
                         )
-            if message_rows:
-                session.execute(sa.update(Message), message_rows)
-            if recipient_rows:
-                session.execute(sa.update(MessageRecipient), recipient_rows)
+            connection = session.connection()
+            _update_by_id(connection, _table(Message), message_rows)
+            _update_by_id(connection, _table(MessageRecipient), recipient_rows)
             if attempt_rows:
-                session.execute(sa.insert(DeliveryAttempt), attempt_rows)
+                connection.execute(sa.insert(_table(DeliveryAttempt)), attempt_rows)
 
     def _decide(self, attempt: Attempt, *, attempts: int) -> Decision | None:
         """The decision for one attempt; None when it was throttled and never tried."""
@@ -171,6 +170,30 @@ class Recording:
             decision.code,
         )
         return decision
+
+
+def _table(model: type[Any]) -> sa.Table:
+    table: sa.Table = model.__table__
+    return table
+
+
+def _update_by_id(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """``UPDATE table SET ... WHERE id = ?`` as one executemany per set of columns written.
+
+    SQLAlchemy Core rather than the ORM's bulk update by primary key: the ORM's path sorted and
+    re-processed every row of every batch, half of what recording a result cost.
+    """
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        columns = tuple(sorted(k for k in row if k != "id"))
+        groups.setdefault(columns, []).append({"row_id": row["id"], **{k: row[k] for k in columns}})
+    for columns, batch in groups.items():
+        statement = (
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("row_id"))
+            .values({name: sa.bindparam(name) for name in columns})
+        )
+        connection.execute(statement, batch)
 
 
 def _message_row(current: Any, attempt: Attempt, decision: Decision | None) -> dict[str, Any]:
