@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from email import policy
 from email.parser import BytesParser
-from email.utils import parsedate_to_datetime
+from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
 from bounce.reply import reply_text
@@ -49,6 +49,11 @@ class Case:
     def body(self) -> str:
         return reply_text(self.raw)
 
+    def known(self) -> frozenset[str]:
+        """The sender's address: whoever writes is not the new contact they name."""
+        headers = BytesParser(policy=policy.default).parsebytes(self.raw, headersonly=True)
+        return frozenset({parseaddr(str(headers["From"]))[1].lower()})
+
 
 def load_cases(corpus: Path = CORPUS) -> list[Case]:
     """Every labelled reply, in file order."""
@@ -70,8 +75,9 @@ def load_cases(corpus: Path = CORPUS) -> list[Case]:
 
 
 def judge(case: Case) -> Verdict:
-    """The classifier's verdict on one labelled reply."""
-    return triage_reply(case.body(), written_on=case.written_on())
+    """The classifier's verdict on one labelled reply, told (as bounce/proposals.py tells it)
+    that the sender's own address is no new contact."""
+    return triage_reply(case.body(), written_on=case.written_on(), known=case.known())
 
 
 def is_wrong_action(case: Case, verdict: Verdict) -> bool:

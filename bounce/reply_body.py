@@ -11,7 +11,8 @@ it does not do is here:
 * a closing that starts a sentence ("Thanks, we paid it yesterday") is text, not a signature:
   the library cuts from any line starting "Thanks," to the end, so its signature cut is kept
   only when that line is the closing alone;
-* lines still quoted with ">" (a reply written above an unlabelled quote) are history.
+* lines still quoted with ">" (a reply written above an unlabelled quote) are history;
+* runs of spaces and tabs are one space, as the library's patterns expect.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ _CLOSING_ALONE = re.compile(
 # "Thanks," / "Saludos," / "Cordialement" alone on a line: the library's signature cut is
 # right only when its first line is one of these (a word or three, then nothing).
 _CLOSING_LINE = re.compile(r"^[\W_]*[\w'’ ]{1,40}?[,.!]?\s*$")
+_BLANKS = re.compile(r"[ \t\u00a0]+")
 _QUOTED_LINE = re.compile(r"^[ \t]*>.*$\n?", re.MULTILINE)
 MAX_CHARS = 20_000
 
@@ -69,6 +71,8 @@ def latest_text(body: str) -> str:
     """The newest part of a reply's plain-text ``body``: no quoted history, signature or
     disclaimer. Empty when nothing of the customer's own is left."""
     text = body.replace("\r\n", "\n").replace("\r", "\n")[:MAX_CHARS]
+    # The library's headers and closings are written with single spaces ("Kind regards,").
+    text = _BLANKS.sub(" ", text)
     text = _cut_at_first(text, (_RO_WROTE, _RO_HEADERS))
     message = EmailMessage(
         text=text, languages=list(_LIBRARY_LANGUAGES), keep_hyphen_lists=True

@@ -56,6 +56,7 @@ _FAMILIES = {
 _NEGATION = re.compile(phrases.NEGATION)
 _ADDRESS = re.compile(phrases.ADDR)
 _CLAUSE_END = re.compile(r"[.;!?\n]|,(?= )")
+_BLANKS = re.compile(r"[ \t\u00a0]+")
 _WINDOW = 30  # characters before a statement searched for a negation in its clause
 
 
@@ -89,7 +90,8 @@ def triage_reply(body: str, *, written_on: date, known: frozenset[str] = frozens
 
 def classify_text(text: str, *, written_on: date, known: frozenset[str] = frozenset()) -> Verdict:
     """Classify the customer's own words ``text`` (already without quoted history)."""
-    folded = fold(text)
+    # Runs of spaces and tabs are one space: the phrases are written with single spaces.
+    folded = _BLANKS.sub(" ", fold(text))
     hits: dict[Intent, tuple[str, str, int]] = {}
     for intent, language, pattern in _compiled():
         if intent in hits:
