@@ -280,6 +280,28 @@ def test_add_keeps_existing_keys_unless_forced(tmp_path: Path, config: Path, add
     ]
 
 
+def test_rotation_checks_the_new_selector_before_config_names_it(
+    config: Path, added: dict[str, Any], zone: Zone
+) -> None:
+    config.write_text(config.read_text() + "\n" + added["config"])  # signing with s1
+    rotated = add(config, "--selector", "s2")
+    assert [k["selector"] for k in rotated["keys"]] == ["s2-rsa", "s2-ed25519"]
+    with serve(zone) as nameserver:  # only s1 is published yet
+        code, lines = check(config, nameserver, "--selector", "s2")
+        assert code == 1 and lines[0].startswith("FAIL DKIM rsa: s2-rsa._domainkey.acme.example")
+        zone.publish(r for r in rotated["records"] if r["label"].startswith("DKIM"))
+        code, lines = check(config, nameserver, "--selector", "s2")
+        assert code == 0, lines
+        assert lines[:2] == [
+            "PASS DKIM rsa: s2-rsa._domainkey.acme.example matches keys/acme.example.s2-rsa.pem",
+            "PASS DKIM ed25519: s2-ed25519._domainkey.acme.example matches "
+            "keys/acme.example.s2-ed25519.key",
+        ]
+        # Without --selector, config's keys (s1) are the ones checked.
+        code, lines = check(config, nameserver)
+        assert code == 0 and "s1-rsa._domainkey" in lines[0]
+
+
 def test_the_relays_own_domain_gets_relay_tables(config: Path) -> None:
     result = dunmail(config, "domain", "add", "relay.example", "--selector", "r1", "--json")
     assert result.returncode == 0, result.stderr

@@ -142,7 +142,7 @@ class Domains:
         target = self._target(domain, tenant)
         base = selector or f"dunmail{self.clock.now():%Y%m}"
         made = tuple(
-            _make_key(domain, f"{base}-{_ALGORITHM_NAME[alg]}", alg, keys_dir, force=force)
+            _make_key(domain, _paired(base, alg), alg, keys_dir, force=force)
             for alg in (DKIMAlgorithm.RSA_SHA256, DKIMAlgorithm.ED25519_SHA256)
         )
         configs = [_key_config(domain, key.path, key.selector, key.algorithm) for key in made]
@@ -225,24 +225,34 @@ class Domains:
 
     def _local_keys(self, domain: str, selector: str | None, keys_dir: Path) -> list[DKIMConfig]:
         """The keys config signs ``domain`` with; without any, those ``domain add`` left in
-        ``keys_dir``. ``selector`` S keeps S itself and the S-rsa / S-ed25519 pair."""
+        ``keys_dir`` (a rotation's new selector is checked before config names it).
+        ``selector`` S keeps S itself and the S-rsa / S-ed25519 pair."""
+
+        def chosen(keys: Sequence[DKIMConfig]) -> list[DKIMConfig]:
+            wanted = {
+                (k.selector, k.algorithm): k
+                for k in keys
+                if k.domain.lower() == domain
+                and (selector is None or k.selector in (selector, _paired(selector, k.algorithm)))
+            }
+            return list(wanted.values())
+
         configured = [
             *self.config.relay.dkim,
             *(k for t in self.config.tenants.values() for k in t.dkim),
         ]
-        keys = {(k.selector, k.algorithm): k for k in configured if k.domain.lower() == domain}
-        found = list(keys.values())
-        if not found:
-            found = [
+        return chosen(configured) or chosen(
+            [
                 _key_config(domain, path, path.name[len(domain) + 1 : -len(suffix)], alg)
                 for alg, suffix in _SUFFIX.items()
                 for path in sorted(keys_dir.glob(f"{domain}.*{suffix}"))
             ]
-        if selector is not None:
-            found = [
-                k for k in found if k.selector == selector or k.selector.startswith(f"{selector}-")
-            ]
-        return found
+        )
+
+
+def _paired(selector: str, algorithm: DKIMAlgorithm) -> str:
+    """The selector ``domain add --selector S`` gives a key of ``algorithm``: S-rsa, S-ed25519."""
+    return f"{selector}-{_ALGORITHM_NAME[algorithm]}"
 
 
 def _tenant_domains(tenant: TenantConfig) -> set[str]:
