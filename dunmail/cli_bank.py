@@ -11,7 +11,16 @@ import typer
 from rich.table import Table
 
 from dunmail.app import Services
-from dunmail.cli_common import ConfigOpt, JsonOpt, TenantOpt, app, console, plain, with_services
+from dunmail.cli_common import (
+    AtOpt,
+    ConfigOpt,
+    JsonOpt,
+    TenantOpt,
+    app,
+    console,
+    plain,
+    with_services,
+)
 
 bank_app = typer.Typer(
     no_args_is_help=True,
@@ -26,6 +35,7 @@ def bank_import(
     tenant: TenantOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    at: AtOpt = None,
 ) -> None:
     """Match each credit to invoices (by RF reference, else amount and customer) and record the
     payments; what cannot be matched waits in `dunmail bank unmatched`. Re-importing is a no-op."""
@@ -33,7 +43,7 @@ def bank_import(
     async def body(services: Services) -> Any:
         return services.bank.import_statement(file.read_bytes(), tenant=tenant)
 
-    report = with_services(config, None, body)
+    report = with_services(config, at, body)
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
         return

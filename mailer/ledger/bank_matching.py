@@ -26,8 +26,8 @@ from mailer.ledger.references import (
     Reference,
     ReferenceError,
     ReferenceKind,
-    find_references,
     parse_reference,
+    scan_references,
 )
 
 # Words that say what kind of company it is, not which: "Globex B.V." pays for "Globex".
@@ -108,7 +108,9 @@ def references_of(line: StatementLine) -> tuple[list[Reference], list[str]]:
             found.append(parse_reference(text))
         except ReferenceError as exc:
             bad.append(str(exc))
-    found.extend(find_references(line.remittance))
+    in_text, unreadable = scan_references(line.remittance)
+    found.extend(in_text)
+    bad.extend(f"{text} is not a valid RF reference of ours" for text in unreadable)
     return list(dict.fromkeys(found)), bad
 
 

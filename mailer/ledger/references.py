@@ -29,7 +29,10 @@ _DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _BODY_MAX = 21  # ISO 11649: at most 21 characters after "RF" and the two check digits
 # An RF reference in free text, as banks and people write it: any case, grouped by spaces,
 # dashes or nothing ("RF18 5390 0754 7034", "rf18-5390-0754-7034", "RF18539007547034").
-_IN_TEXT = re.compile(r"(?<![0-9A-Z])RF[0-9]{2}(?:[ \-]?[0-9A-Z]){1,21}(?![0-9A-Z])", re.I)
+# A group that starts "RF" and two digits after a space is the next reference, not this one's.
+_IN_TEXT = re.compile(
+    r"(?<![0-9A-Z])RF[0-9]{2}(?:(?:[ \-](?!RF[0-9]{2}))?[0-9A-Z]){1,21}(?![0-9A-Z])", re.I
+)
 
 
 class ReferenceKind(StrEnum):
@@ -100,7 +103,9 @@ def parse_reference(text: str) -> Reference:
     try:
         compact = str(iso11649.validate(text))
     except ValidationError as exc:
-        raise ReferenceError(f"{text.strip()[:40]!r} is not an ISO 11649 reference: {exc}") from None
+        raise ReferenceError(
+            f"{text.strip()[:40]!r} is not an ISO 11649 reference: {exc}"
+        ) from None
     body = compact[4:]
     try:
         kind = ReferenceKind(body[:1])
@@ -114,19 +119,30 @@ def parse_reference(text: str) -> Reference:
 
 
 def find_references(text: str) -> Iterator[Reference]:
-    """Every reference of ours in free text (a transfer's unstructured remittance), in order.
+    """Every reference of ours in free text (a transfer's unstructured remittance), in order."""
+    yield from scan_references(text)[0]
+
+
+def scan_references(text: str) -> tuple[list[Reference], list[str]]:
+    """Our references in free text, and each RF-looking string that is not one (a mistyped
+    check digit, another creditor's reference), so the clerk is told why nothing matched.
 
     A match may run on into the next word ("RF18 I132 X INV 7"). Printed in groups of four,
     the reference ends at its first shorter group, and that cut is tried first (a word after it
     could pass the check digits by chance, one time in 97); else the longest run of its groups
     that is one of ours wins, so a group too many is dropped rather than the reference lost.
     """
-    for found in _IN_TEXT.finditer(text):
-        groups = re.split(r"[ \-]", found.group(0))
+    found: list[Reference] = []
+    unreadable: list[str] = []
+    for match in _IN_TEXT.finditer(text):
+        groups = re.split(r"[ \-]", match.group(0))
         short = next((i for i, g in enumerate(groups) if len(g) != 4), len(groups) - 1)
         for end in dict.fromkeys([short + 1, *range(len(groups), 0, -1)]):
             try:
-                yield parse_reference("".join(groups[:end]))
+                found.append(parse_reference("".join(groups[:end])))
                 break
             except ReferenceError:
                 continue
+        else:
+            unreadable.append(" ".join(groups[: short + 1]))
+    return found, unreadable
