@@ -11,10 +11,14 @@ and the session check of the inbox's form posts.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any
 
 import anyio
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse
 
 from dunmail.app import Services
 from dunmail.web import api, api_reads, capture_views, links, login, ops, ui, ui_lists
@@ -26,10 +30,11 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(
         title="dunmail",
         summary="Invoice email delivery and dunning for AR teams",
-        docs_url="/docs",
+        docs_url=None,  # served by _serve_docs from packaged assets, not from a CDN
         openapi_url="/openapi.json",
         redoc_url=None,
     )
+    _serve_docs(app)
     app.state.services = services
     app.state.large_bodies = anyio.CapacityLimiter(1)  # apikeys.Call.in_thread
     app.include_router(ops.router)
@@ -57,3 +62,49 @@ def create_app(services: Services) -> FastAPI:
         paths=dict.fromkeys(api.LARGE_BODY_PATHS, large),
     )
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+# The API docs load only what this app serves; ReDoc's search runs in a worker made from a blob.
+DOCS_POLICY = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their scripts and styles from the
+    fastapi-offline package, served by this app: FastAPI's defaults load them from a CDN, so
+    the pages would be blank offline or behind a firewall, and would run a third party's code."""
+    app.mount(
+        DOCS_ASSETS,
+        StaticFiles(directory=str(files("fastapi_offline") / "static")),
+        name="docs-assets",
+    )
+    openapi_url = str(app.openapi_url)
+    headers = {"Content-Security-Policy": DOCS_POLICY, "X-Content-Type-Options": "nosniff"}
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+        page.headers.update(headers)
+        return page
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} API",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+        page.headers.update(headers)
+        return page
