@@ -38,6 +38,9 @@ class BrandingConfig(_Frozen):
     brand_color: str | None = None  # "#0b5cad" or "#08c"
     address: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list)
     footer: Annotated[str, Field(max_length=1000)] | None = None  # company number, VAT id
+    # The tenant's tax id (VAT number), printed on its documents beside ``address`` and in the
+    # emails' footer: an invoice must name the seller's (EU VAT Directive art. 226).
+    tax_id: Annotated[str, Field(max_length=50)] | None = None
 
     @field_validator("logo_url")
     @classmethod
@@ -70,6 +73,7 @@ class BrandingConfig(_Frozen):
             "brand_color": self.brand_color,
             "address": list(self.address),
             "footer": self.footer,
+            "tax_id": self.tax_id,
         }
 
 

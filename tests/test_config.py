@@ -142,6 +142,7 @@ def test_branding_and_email_kinds_have_defaults(tmp_path: Path) -> None:
         "brand_color": None,
         "address": [],
         "footer": None,
+        "tax_id": None,
     }
     assert set(tenant.emails) == set(KINDS)
     for name, spec in KINDS.items():

@@ -23,7 +23,7 @@ def test_migrations_match_the_models(engine: Engine) -> None:
 def test_migrating_twice_is_a_no_op(engine: Engine) -> None:
     create_schema(engine)
     with engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0016"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0019"
 
 
 def test_times_come_back_aware_utc_and_states_as_words(engine: Engine) -> None:

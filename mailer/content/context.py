@@ -16,7 +16,7 @@ from mailer.ledger.localtime import customer_zone, days_between
 from mailer.ledger.models import Customer, Invoice, Tenant
 
 # The branding keys of ``mailer.content.shapes.TenantData`` a caller may pass (``BrandingConfig``).
-BRANDING_KEYS = ("logo_url", "brand_color", "address", "footer", "css")
+BRANDING_KEYS = ("logo_url", "brand_color", "address", "footer", "css", "tax_id")
 
 
 def party_context(
@@ -41,9 +41,21 @@ def party_context(
         "fallback_locale": normalise_locale(tenant.locale),
         "time_zone": customer_zone(customer.time_zone, tenant.time_zone),
         "tenant": tenant_data,
-        "customer": {"name": customer.name, "id": customer.external_id},
+        "customer": customer_data(customer),
         "links": {"view": None, "pay": None},
     }
+
+
+def customer_data(customer: Customer) -> dict[str, Any]:
+    """``shapes.CustomerData``: the billing address and tax id only where the ERP gave them, so
+    a snapshot stays as small as before for customers without (templates read them with
+    ``.get``, as snapshots queued before they existed lack them too)."""
+    data: dict[str, Any] = {"name": customer.name, "id": customer.external_id}
+    if customer.billing_address:
+        data["billing_address"] = list(customer.billing_address)
+    if customer.tax_id:
+        data["tax_id"] = customer.tax_id
+    return data
 
 
 def invoice_context(

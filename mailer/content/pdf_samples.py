@@ -59,8 +59,14 @@ def sample_pdf_context(
             "logo_url": None,
             "brand_color": "#0b6e4f",
             "footer": "Acme Supplies Ltd · Registered in England 01234567 · VAT GB123456789",
+            "tax_id": "GB123456789",
         },
-        "customer": {"name": customer_name, "id": "C-1001"},
+        "customer": {
+            "name": customer_name,
+            "id": "C-1001",
+            "billing_address": ["Königsallee 27", "40212 Düsseldorf", "Germany"],
+            "tax_id": "DE811907980",
+        },
     }
     if document == "invoice":
         context["invoice"] = invoice_data(_invoice("INV-2026-0042", currency, lines, 0))

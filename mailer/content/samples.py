@@ -21,8 +21,9 @@ _TENANT: TenantData = {
     "logo_url": "https://acme.example/logo.png",
     "brand_color": "#0b5cad",
     "address": ["Acme Supplies SRL", "Strada Exemplu 12", "010101 Bucharest, Romania"],
-    "footer": "Acme Supplies SRL · VAT RO12345678 · Reg. J40/1234/2020",
+    "footer": "Acme Supplies SRL · Reg. J40/1234/2020",
     "css": None,
+    "tax_id": "RO12345678",
 }
 _LINES: list[LineData] = [
     {
@@ -238,7 +239,12 @@ def sample_context(kind: str, *, locale: str) -> dict[str, Any]:
     context: dict[str, Any] = {
         "locale": locale,
         "tenant": _TENANT,
-        "customer": {"name": "Globex Corporation", "id": "C-1001"},
+        "customer": {
+            "name": "Globex Corporation",
+            "id": "C-1001",
+            "billing_address": ["Globex Corporation", "1 Globex Plaza", "Cypress Creek, OR 97401"],
+            "tax_id": "US12-3456789",
+        },
         "links": links,
         # The sample tenant's zone (its address is in Bucharest); every sample time falls on
         # the same day there as in UTC, so previews print the dates written above.

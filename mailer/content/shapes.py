@@ -44,11 +44,14 @@ class TenantData(TypedDict):
     address: NotRequired[list[str]]  # postal address, one line each
     footer: NotRequired[str | None]  # legal line (company number, VAT id)
     css: NotRequired[str | None]  # extra CSS rules; sanitised, then inlined
+    tax_id: NotRequired[str | None]  # VAT number, on documents and in the footer
 
 
 class CustomerData(TypedDict):
     name: str
     id: str
+    billing_address: NotRequired[list[str]]  # "Bill to" lines, where the ERP gave them
+    tax_id: NotRequired[str]  # VAT number, where the ERP gave one
 
 
 class LineData(TypedDict):

@@ -53,6 +53,10 @@ class Customer(SQLModel, table=True):
     next_statement_at: datetime | None = at_column(nullable=True)
     # Its own schedule ("monthly:15", "weekly:fri", "never"); NULL: the tenant's.
     statement_schedule: str | None = Field(default=None, max_length=20)
+    # What its documents print under "Bill to" (one item per line) and its tax id (VAT number);
+    # NULL: none given by the ERP.
+    billing_address: list[str] | None = Field(default=None, sa_type=sa.JSON)
+    tax_id: str | None = Field(default=None, max_length=50)
     created_at: datetime = at_column()
     updated_at: datetime = at_column()
 

@@ -45,6 +45,8 @@ class ParsedCustomer:
     contacts: tuple[ParsedContact, ...] | None
     cadence: str | None = None  # None: keep; "": the tenant's default
     statements: str | None = None  # None: keep; "": the tenant's schedule
+    billing_address: tuple[str, ...] | None = None  # None: keep; (): none
+    tax_id: str | None = None  # None: keep; "": none
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ def parse_customer(rec: CustomerRecord, where: str, doc: ParsedDocument) -> Pars
         contacts,
         rec.cadence,
         rec.statements,
+        None if rec.billing_address is None else tuple(rec.billing_address),
+        rec.tax_id,
     )
 
 

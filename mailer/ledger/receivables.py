@@ -91,6 +91,10 @@ class LedgerImport(Settlement):
             values["cadence"] = rec.cadence or None
         if rec.statements is not None:
             values["statement_schedule"] = rec.statements or None
+        if rec.billing_address is not None:
+            values["billing_address"] = list(rec.billing_address) or None
+        if rec.tax_id is not None:
+            values["tax_id"] = rec.tax_id or None
 
         def rescheduled(row: Customer) -> None:
             if values.get("statement_schedule", row.statement_schedule) != row.statement_schedule:

@@ -124,6 +124,12 @@ Email = Annotated[str, PlainValidator(_email)]
 Stamp = Annotated[date | datetime, PlainValidator(_stamp)]
 Label = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=100)]
 Code = Annotated[str, PlainValidator(_code)]
+# A postal address line as invoices print it (one list item per line) and a tax id such as a VAT
+# number ("FR40303265045"); "" clears the tax id, [] the address.
+AddressLine = Annotated[
+    str, StringConstraints(strict=True, max_length=200, pattern=r"^[^\r\n\x00]*$")
+]
+TaxId = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, max_length=50)]
 
 
 # -- wire models: the document exactly as the ERP sends it ---------------------------------------
@@ -157,6 +163,9 @@ class CustomerRecord(Record):
     # The customer's own statement schedule ("monthly:15", "weekly:fri", "never"); "" goes
     # back to the tenant's [dunning.statements]
     statements: Annotated[str, PlainValidator(_statement_schedule)] | None = None
+    # What the customer's invoices print under "Bill to"; absent keeps the ledger's value
+    billing_address: Annotated[list[AddressLine], Field(max_length=10)] | None = None
+    tax_id: TaxId | None = None
     contacts: list[ContactRecord] | None = None
 
 
