@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from dunmail.cli_common import ConfigOpt, JsonOpt, app, cli_errors, console, plain, print_json
+from dunmail.cli_common import (
+    ConfigOpt,
+    JsonOpt,
+    app,
+    cli_errors,
+    console,
+    one_line,
+    plain,
+    print_json,
+)
 from dunmail.config import load_config
 from dunmail.services.domains import DEFAULT_KEYS_DIR, Domains, DomainSetup
 from mailer.clock import SystemClock
@@ -120,5 +129,5 @@ def domain_check(
         colour = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red"}
         for finding in report.findings:
             tag = f"[{colour[finding.status]}]{finding.status.value.upper()}[/]"
-            console.print(f"{tag} {escape(finding.line)}", highlight=False)
+            console.print(f"{tag} {escape(one_line(finding.line))}", highlight=False)
     raise typer.Exit(0 if report.ok else 1)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from mailer.config import DKIMAlgorithm
 from mailer.outbound.dns_records import (
     Answer,
@@ -103,7 +106,7 @@ def test_a_key_of_the_wrong_type_and_a_monitoring_policy() -> None:
         }
     )
     assert found["DKIM rsa"].startswith(
-        "fail k=ed25519 at s1._domainkey.mail.acme.co.uk, but keys/s1.pem is rsa"
+        "fail k='ed25519' at s1._domainkey.mail.acme.co.uk, but keys/s1.pem is rsa"
     )
     # The From domain's own record wins over the organisational domain's p=reject.
     assert found["DMARC"].startswith("warn _dmarc.mail.acme.co.uk has p=none")
@@ -132,3 +135,32 @@ def test_sending_hosts_become_spf_mechanisms() -> None:
     assert sending_mechanism("[2001:db8::1]") == "ip6:2001:db8::1"
     assert sending_mechanism("Out.Relay.Example.") == "a:out.relay.example"
     assert sending_mechanism("127.0.0.1") is None and sending_mechanism("localhost") is None
+
+
+NAMES = sorted({name for name, _ in GOOD} | {"_dmarc.mail.acme.co.uk"})
+STRANGER = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=80)
+ANSWERS = st.one_of(
+    st.lists(STRANGER, max_size=3),
+    st.lists(st.builds(lambda v: f"v=spf1 {v}", STRANGER), max_size=2),
+    st.lists(st.builds(lambda v: f"v=DMARC1; {v}", STRANGER), max_size=2),
+    st.lists(st.builds(lambda v: f"v=DKIM1; k=rsa; p={v}", STRANGER), max_size=2),
+)
+
+
+@given(st.dictionaries(st.sampled_from(NAMES), ANSWERS), st.sampled_from(["TXT", "MX"]))
+def test_whatever_dns_answers_the_check_gives_one_finding_per_record(
+    answers: dict[str, list[str]], rtype: str
+) -> None:
+    """A zone is strangers' text: no answer makes the check raise or lose a record's line."""
+    records = {**GOOD, **{(name, rtype): values for name, values in answers.items()}}
+    findings = check(plan(), dns(records))
+    assert [f.label for f in findings] == [
+        "DKIM rsa",
+        "SPF",
+        "DMARC",
+        "MX",
+        "DMARC alignment (DKIM)",
+        "DMARC alignment (SPF)",
+    ]
+    # Text from DNS is quoted: a TXT value cannot start a line of its own ("PASS ...").
+    assert all("\n" not in f.line and "\r" not in f.line for f in findings)

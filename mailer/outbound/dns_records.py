@@ -194,7 +194,7 @@ def check_dkim(key: DKIMKey, record: Record, lookup: Lookup) -> Finding:
         detail = f"{len(published)} key records at {record.name} (one is allowed): keep only"
         return Finding(record.label, Status.FAIL, f"{detail} the one below; {_publish(record)}")
     if tags.get("k", "rsa") != want["k"]:
-        detail = f"k={tags.get('k', 'rsa')} at {record.name}, but {key.key_file} is {want['k']}"
+        detail = f"k={tags.get('k', 'rsa')!r} at {record.name}, but {key.key_file} is {want['k']}"
         return Finding(record.label, Status.FAIL, f"{detail}: {_publish(record)}")
     if tags.get("p") != want["p"]:
         what = "p= is empty (key revoked)" if not tags.get("p") else "p= differs"
