@@ -20,6 +20,7 @@ from dunmail.cli_common import (
     print_json,
     with_services,
 )
+from dunmail.labels import Labels, labels_for
 from mailer.inbox_models import ThreadStatus
 
 inbox_app = typer.Typer(
@@ -65,22 +66,24 @@ def inbox(
         return
     wanted = None if status is StatusFilter.ALL else ThreadStatus(status.value)
 
-    async def body(services: Services) -> list[dict[str, Any]]:
-        return services.inbox.threads(
+    async def body(services: Services) -> tuple[list[dict[str, Any]], Labels]:
+        rows = services.inbox.threads(
             tenant=tenant, status=wanted, only=only.value if only else None, limit=limit
         )
+        return rows, labels_for(services.customers.language(tenant=tenant))
 
-    rows = with_services(config, None, body)
+    rows, words = with_services(config, None, body)
     if as_json:
         print_json(rows)
         return
     if not rows:
         plain(f"no {status.value} threads" if wanted else "no threads")
     for r in rows:
+        last = (words.entry(r["last"]) if r.get("last") else None) or r["last_event"]
         plain(
             f"{r['id']}  {one_line(r['customer'] or '-')}  {one_line(r['document'])}  "
-            f"{r['status']}{_needs_review(r)}  {one_line(r['assignee'] or '-')}  "
-            f"{one_line(r['last_event'])}  {r['last_event_at'][:19]}"
+            f"{words.thread_status(r['status'])}{_needs_review(r)}  "
+            f"{one_line(r['assignee'] or '-')}  {one_line(last)}  {r['last_event_at'][:19]}"
         )
 
 
@@ -90,17 +93,27 @@ def _needs_review(thread: dict[str, Any]) -> str:
     return f" ({count} bounce review{'s' if count > 1 else ''} open)" if count else ""
 
 
-def _print_thread(thread: dict[str, Any]) -> None:
+def _print_thread(thread: dict[str, Any], words: Labels | None = None) -> None:
+    """The thread and its timeline in the clerk's words (dunmail/labels.py; English unless
+    ``words`` say otherwise), each entry's detail under it as the mail system gave it."""
+    words = words or labels_for(None)
     plain(
         f"thread {thread['id']}: {one_line(thread['document'])} of "
         f"{one_line(thread['customer'] or '-')} ({one_line(thread['customer_name'] or '-')}), "
-        f"{thread['status']}{_needs_review(thread)}, assigned to "
+        f"{words.thread_status(thread['status'])}{_needs_review(thread)}, assigned to "
         f"{one_line(thread['assignee'] or 'nobody')}"
     )
     for entry in thread["timeline"]:
-        plain(f"{entry['at'][:19]}  {entry['type']:<9}  {one_line(entry['summary'])}")
+        said = words.entry(entry) or entry["summary"]
+        plain(f"{entry['at'][:19]}  {words.event(entry['type']):<16}  {one_line(said)}")
         if entry["detail"] and entry["type"] != "note":
-            plain(f"{'':30}{entry['detail']}")
+            plain(f"{'':39}{entry['detail']}")
+    for p in thread.get("proposals", []):
+        if p["status"] != "none":
+            plain(
+                f"proposal {p['id']} ({p['status']}): {p['intent'].replace('_', ' ')}: "
+                f"{one_line(p['action'])}; the customer wrote: {one_line(p['evidence'])}"
+            )
 
 
 @inbox_app.command("show")
@@ -109,14 +122,15 @@ def inbox_show(
 ) -> None:
     """A thread's timeline: emails sent, attempt results, bounces, replies and notes."""
 
-    async def body(services: Services) -> dict[str, Any]:
-        return services.inbox.thread(thread, tenant=tenant)
+    async def body(services: Services) -> tuple[dict[str, Any], Labels]:
+        found = services.inbox.thread(thread, tenant=tenant)
+        return found, labels_for(services.customers.language(tenant=tenant))
 
-    found = with_services(config, None, body)
+    found, words = with_services(config, None, body)
     if as_json:
         print_json(found)
         return
-    _print_thread(found)
+    _print_thread(found, words)
 
 
 @inbox_app.command("unmatched")
@@ -256,3 +270,25 @@ def inbox_dismiss(
 
     with_services(config, at, body)
     plain(f"thread {thread}: review of {address} dismissed")
+
+
+@inbox_app.command("accept")
+def inbox_accept(
+    thread: ThreadArg,
+    proposal: Annotated[
+        int | None, typer.Option("--proposal", help="default: the newest one waiting")
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="default: cli:<user>")] = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+    at: AtOpt = None,
+) -> None:
+    """Do what a customer's reply proposes: hold, task or contact change (dunmail inbox show)."""
+
+    async def body(services: Services) -> str:
+        return services.inbox.accept(
+            thread, tenant=tenant, by=by or f"cli:{getpass.getuser()}", proposal=proposal
+        )
+
+    done = with_services(config, at, body)
+    plain(f"thread {thread}: {one_line(done)}")

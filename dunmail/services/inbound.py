@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from bounce.authority import Mailboxes
 from bounce.ingest import Outcome, process, reprocess, store
+from bounce.proposals import ReplyPolicy, propose_for_reply
 from dunmail.config import Config
 from mailer.clock import Clock
 from mailer.db import session_scope
@@ -86,8 +87,9 @@ class Inbound:
 
     def process(self, session: Session, inbound: InboundMail) -> Outcome:
         """Decode, match, suppress and let dunning react (bounce/ingest.py), in the caller's
-        transaction, with the tenant's soft-bounce policy."""
-        return process(
+        transaction, with the tenant's soft-bounce policy; a person's reply is read and its
+        action proposed in its thread (bounce/proposals.py)."""
+        outcome = process(
             session,
             inbound,
             verp_key=self.verp_key,
@@ -96,6 +98,20 @@ class Inbound:
             policy_for=self.soft_bounce_policy,
             enqueue=self._enqueue,
             emit=self.webhooks.emit,
+        )
+        if outcome.status is InboundStatus.PROCESSED and inbound.tenant_id is not None:
+            policy = self.reply_policy(inbound.tenant_id)
+            propose_for_reply(session, inbound, policy=policy, now=self.clock.now())
+        return outcome
+
+    def reply_policy(self, tenant_id: int) -> ReplyPolicy:
+        """The tenant's ``[tenants.<slug>.replies]`` as bounce/proposals.py's policy."""
+        tenant = self.tenants.config(tenant_id)[1]
+        return ReplyPolicy(
+            auto_promise_holds=tenant.replies.auto_promise_holds,
+            grace=timedelta(days=tenant.replies.promise_grace_days),
+            default_wait=timedelta(days=tenant.replies.promise_default_days),
+            time_zone=tenant.time_zone,
         )
 
     def _enqueue(self, session: Session, request: EnqueueRequest, now: datetime) -> Message:

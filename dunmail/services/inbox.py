@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from bounce.inbox import list_threads, list_unmatched, show_thread
 from bounce.pause import pause_unreachable
+from bounce.proposals import accept_proposal, latest_open, thread_proposals
 from bounce.recovery import resend
 from bounce.review import close_reviews, open_reviews
 from bounce.threads import add_note, fetch_thread
@@ -24,8 +25,8 @@ from mailer.address import parse_addr_spec
 from mailer.clock import Clock
 from mailer.content.kinds import reminder_for
 from mailer.db import session_scope
-from mailer.errors import MailerError
-from mailer.inbox_models import ThreadStatus
+from mailer.errors import MailerError, NotFoundError
+from mailer.inbox_models import ReplyProposal, ThreadStatus
 from mailer.ledger.contacts import replace_contact_email
 from mailer.ledger.models import Customer, Invoice
 from mailer.ledger.queries import customer_contacts
@@ -84,10 +85,28 @@ class Inbox:
                 raise MailerError(str(exc)) from None
 
     def thread(self, thread_id: int, *, tenant: str | None) -> dict[str, Any]:
-        """One of the tenant's threads with its timeline; NotFoundError for any other."""
+        """One of the tenant's threads with its timeline and what its replies propose;
+        NotFoundError for any other."""
         tenant_id = self.tenants.id(tenant)
         with Session(self.engine) as session:
-            return show_thread(session, fetch_thread(session, thread_id, tenant_id=tenant_id))
+            found = fetch_thread(session, thread_id, tenant_id=tenant_id)
+            return {**show_thread(session, found), "proposals": thread_proposals(session, found)}
+
+    def accept(
+        self, thread_id: int, *, tenant: str | None, by: str, proposal: int | None = None
+    ) -> str:
+        """The clerk's one click on what a reply proposes (the thread's newest open proposal,
+        or ``proposal``): the hold, task or contact change is made and noted as ``by``.
+        Returns what was done; MailerError when nothing is waiting or it cannot be done."""
+        tenant_id = self.tenants.id(tenant)
+        with session_scope(self.engine) as session:
+            thread = fetch_thread(session, thread_id, tenant_id=tenant_id)
+            chosen = latest_open(session, thread) if proposal is None else None
+            if chosen is None:
+                chosen = session.get(ReplyProposal, proposal)
+                if chosen is None or chosen.thread_id != thread.id:
+                    raise NotFoundError(f"thread {thread_id} has no proposal {proposal}")
+            return accept_proposal(session, chosen, by=by, now=self.clock.now())
 
     def _enqueue(self, session: Session, request: EnqueueRequest, now: datetime) -> Message:
         """bounce/'s way to queue an email, in the caller's transaction."""
