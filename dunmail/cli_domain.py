@@ -91,6 +91,8 @@ def _print_setup(setup: DomainSetup) -> None:
         plain(record.zone_line())
     console.print("\n[bold]Add to config.toml[/bold]:")
     plain(setup.snippet)
+    for warning in setup.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     plain(f"Then: dunmail domain check {setup.plan.domain}")
 
 

@@ -115,7 +115,7 @@ def test_add_prints_every_record_split_for_dns_and_the_config(added: dict[str, A
     dmarc = records[("DMARC", "_dmarc.acme.example", "TXT")]["value"]
     assert dmarc.startswith("v=DMARC1; p=quarantine;") and "rua=mailto:dmarc@acme.example" in dmarc
     assert records[("MX", "bounces.acme.example", "MX")]["value"] == "10 mx.relay.example."
-    assert "[[tenants.acme.dkim]]" in added["config"]
+    assert "[[tenants.acme.dkim]]" in added["config"] and added["warnings"] == []
     assert 'key_file = "keys/acme.example.s1-rsa.pem"' in added["config"]
 
 
@@ -280,6 +280,18 @@ def test_add_keeps_existing_keys_unless_forced(tmp_path: Path, config: Path, add
     ]
 
 
+def test_add_warns_when_the_keys_cannot_align_with_from(tmp_path: Path) -> None:
+    # A relay-mode tenant's mail says From: noreply-invoice@relay.example; its own key adds
+    # reputation but no DMARC alignment, and add says so before anything is published.
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace('delivery = "smtp"', 'delivery = "relay"'))
+    result = dunmail(config, "domain", "add", "acme.example", "--selector", "s1")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "warning: DMARC alignment (DKIM): d=acme.example does not align with From @relay.example"
+    ) in result.stdout
+
+
 def test_rotation_checks_the_new_selector_before_config_names_it(
     config: Path, added: dict[str, Any], zone: Zone
 ) -> None:
@@ -315,6 +327,7 @@ def test_the_relays_own_domain_gets_relay_tables(config: Path) -> None:
     ("args", "message"),
     [
         (["add", "not a domain"], "'not a domain' is not a domain name"),
+        (["add", "acme.example", "--tenant", "Acme Co"], "tenant slug 'Acme Co' must be"),
         (["add", "acme.example", "--selector", "bad sel"], "selector 'bad sel-rsa': not a DNS"),
         (["add", "acme.example", "--spf", "+all"], "--spf '+all': one SPF mechanism"),
         (["check", "acme.example", "--nameserver", "dns.example"], "--nameserver 'dns.example'"),

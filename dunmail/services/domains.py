@@ -22,7 +22,7 @@ import dns.resolver
 
 from dunmail.config import Config
 from mailer.clock import Clock
-from mailer.config import DeliveryMode, DKIMAlgorithm, DKIMConfig
+from mailer.config import DeliveryMode, DKIMAlgorithm, DKIMConfig, check_slug
 from mailer.errors import ConfigError
 from mailer.outbound import identity
 from mailer.outbound.dkim import dns_record, generate_key
@@ -33,7 +33,9 @@ from mailer.outbound.dns_records import (
     Finding,
     Lookup,
     Record,
+    Status,
     check,
+    check_alignment,
     passed,
     sending_mechanism,
 )
@@ -74,6 +76,11 @@ class DomainSetup:
     snippet: str  # TOML for config.toml
 
     @property
+    def warnings(self) -> list[str]:
+        """What will keep the mail from aligning for DMARC, said before any DNS is touched."""
+        return [f.line for f in check_alignment(self.plan) if f.status is not Status.PASS]
+
+    @property
     def records(self) -> list[Record]:
         return self.plan.records()
 
@@ -93,6 +100,7 @@ class DomainSetup:
             ],
             "records": [r.as_dict() for r in self.records],
             "config": self.snippet,
+            "warnings": self.warnings,
         }
 
 
@@ -175,6 +183,8 @@ class Domains:
         relay = self.config.relay
         relay_hosts = (relay.host, *([relay.local_hostname] if relay.local_hostname else []))
         tenants = self.config.tenants
+        if slug is not None:
+            check_slug(slug)
         if slug is None and domain == relay.domain.lower():
             return Target("relay", domain, domain, relay_hosts)
         if slug is None:
