@@ -166,7 +166,7 @@ def build_services(
     pdf_passes: PDFStore | None = None
     if pdfs is None:
         pdfs = any(
-            tenant.sends(kind) and tenant.attaches_pdf(kind)
+            tenant.sends(kind) and (tenant.attaches_pdf(kind) or tenant.attaches_invoices(kind))
             for tenant in config.tenants.values()
             for kind in tenant.emails
         )

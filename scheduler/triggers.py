@@ -40,6 +40,7 @@ from mailer.outbound.queue import Queue
 from mailer.outbound.requests import EnqueueRequest
 from mailer.tenants import Tenants
 from scheduler.cadence import Action
+from scheduler.statement_invoices import INVOICE_PDFS, open_invoice_pdfs
 
 
 class SkipEvent(MailerError):
@@ -260,6 +261,13 @@ class Triggers:
             ),
             **event.context,
         }
+        if event.kind == Kind.STATEMENT and config.attaches_invoices(event.kind):
+            context[INVOICE_PDFS] = open_invoice_pdfs(
+                session,
+                tenant_id=event.tenant_id,
+                customer_id=customer.id or 0,
+                statement=event.context.get("statement") or {},
+            )
         request = EnqueueRequest(
             tenant_id=event.tenant_id,
             kind=event.kind,

@@ -21,7 +21,16 @@ from mailer.content.attachment import PDFTarget, plan_pdf, with_download_notice
 from mailer.content.kinds import KINDS
 from mailer.content.pdf_html import PDFError
 from mailer.content.render import Renderer
-from mailer.outbound.compose import Attachment, Draft, Envelope
+from mailer.outbound.assemble_invoices import (
+    INVOICE_PDFS,
+    SIGNATURE_RESERVE,
+    link_entries,
+    listed_invoices,
+    pdf_context,
+    plan_invoice_attachments,
+    rendering_failed,
+)
+from mailer.outbound.compose import Attachment, Draft, Envelope, Rendered
 from mailer.outbound.links import DownloadLinks, LinkMinter
 from mailer.outbound.mime import compose
 
@@ -242,6 +251,8 @@ class Assembler:
             envelope=envelope,
             cc=[make_address(a) for a in snapshot.cc],
         )
+        if snapshot.context.get(INVOICE_PDFS):
+            rendered, draft = await self._with_invoices(snapshot, rendered, draft, pdf, sender)
         if pdf is None:
             signed = sender.signer.sign(compose(rendered, draft))
             return Assembled(signed, pdf_note=note)
@@ -249,7 +260,7 @@ class Assembler:
         links = self._links
         if not link_pdf or links is None:
             attachment = Attachment(filename=target.filename, content=file.data)
-            attached = replace(draft, attachments=[attachment])
+            attached = replace(draft, attachments=[attachment, *draft.attachments])
             signed = sender.signer.sign(compose(rendered, attached))
             limit = sender.max_message_bytes
             if limit is None or len(signed) <= limit or links is None:
@@ -298,6 +309,55 @@ class Assembler:
             found = await asyncio.to_thread(self._overrides, *key)
             self._override_cache[key] = found
         return found
+
+    async def _with_invoices(
+        self,
+        snapshot: Snapshot,
+        rendered: Rendered,
+        draft: Draft,
+        own: tuple[PDFTarget, PDFFile] | None,
+        sender: Sender,
+    ) -> tuple[Rendered, Draft]:
+        """A statement with its open invoices' PDFs attached within the size budget, and the
+        rest listed with their links (mailer/outbound/assemble_invoices.py). Without a PDF
+        source (a preview that renders none) or a link minter, the email goes as it is."""
+        listed = listed_invoices(snapshot.context)
+        if self._pdfs is None or self._minter is None or not listed:
+            return rendered, draft
+        invoices = []
+        for invoice in listed:
+            try:
+                stored = await self._pdfs.fetch_pdf(
+                    tenant_id=snapshot.tenant_id,
+                    document=invoice.document,
+                    version=invoice.version,
+                    pdf="invoice",
+                    context=pdf_context(snapshot.context, invoice),
+                )
+                invoices.append(replace(invoice, data=stored.data))
+            except PDFError as exc:
+                invoices.append(rendering_failed(invoice, exc, snapshot.uid))
+        mine = [Attachment(own[0].filename, own[1].data)] if own is not None else []
+        base = len(compose(rendered, replace(draft, attachments=mine)))
+        limit = sender.max_message_bytes
+        attached, linked = plan_invoice_attachments(base, invoices, limit=limit)
+        while True:
+            text = rendered
+            if linked:
+                entries = link_entries(
+                    linked,
+                    minter=self._minter,
+                    tenant_id=snapshot.tenant_id,
+                    message=snapshot.uid if self._links_name_message else None,
+                    created_at=snapshot.created_at,
+                )
+                notice = self.renderer.snippet("invoice_links", snapshot.context, invoices=entries)
+                text = with_download_notice(rendered, text=notice[0], html=notice[1])
+            files = [Attachment(i.filename, i.data) for i in attached if i.data is not None]
+            whole = len(compose(text, replace(draft, attachments=[*mine, *files])))
+            if limit is None or not attached or whole + SIGNATURE_RESERVE <= limit:
+                return text, replace(draft, attachments=files)
+            linked.insert(0, attached.pop())  # the notice made it too big: one fewer attached
 
     async def _fetch_pdf(self, snapshot: Snapshot) -> tuple[PDFTarget, PDFFile] | None:
         """The PDF this message carries, or None: from the store, else rendered in the pool."""
