@@ -12,6 +12,7 @@ then looked up in the Maildir's table of contents, so a path never reaches ``ope
 
 from __future__ import annotations
 
+import base64
 import mailbox
 import re
 import unicodedata
@@ -20,6 +21,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
+from urllib.parse import unquote
 
 PER_PAGE = 25
 MAX_QUERY = 200  # characters of a search; more is refused by the route as invalid
@@ -30,7 +32,7 @@ _ORDER = re.compile(r"(\d+)\.M(\d+)P\d+Q(\d+)")
 _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+\-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+\-]{0,126}")
 _UNSAFE_NAME = re.compile(r"[^\w.\- ()+,]")  # \w is Unicode: accented names stay readable
 SUMMARY_HEADERS = ("To", "X-Original-To", "Cc", "Subject")  # what a search looks in
-_BODY_TYPES = ("text/plain", "text/html")
+_CID = re.compile(r"cid:([^\s\"'()<>]+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -202,10 +204,30 @@ class CaptureBox:
         )
 
     def html(self, key: str) -> str | None:
-        """The HTML body as the sender wrote it (for the sandboxed frame only), or None."""
+        """The HTML body as the sender wrote it, for the sandboxed frame only, or None.
+
+        Its ``cid:`` images (a logo in multipart/related) become ``data:`` URIs, the one kind
+        of image the frame's policy lets load, so the message looks as a mail client shows it.
+        """
         msg = self._message(key)
         part = msg.get_body(preferencelist=("html",)) if msg is not None else None
-        return _body_text(part)
+        body = _body_text(part)
+        if msg is None or body is None:
+            return None
+        images = {
+            str(p["Content-ID"]).strip().strip("<>"): p
+            for p in msg.walk()
+            if p["Content-ID"] and p.get_content_maintype() == "image"
+        }
+
+        def inline(found: re.Match[str]) -> str:
+            image = images.get(unquote(found[1]))
+            if image is None:
+                return found[0]
+            data = base64.b64encode(_payload(image)).decode("ascii")
+            return f"data:{_content_type(image)};base64,{data}"
+
+        return _CID.sub(inline, body) if images else body
 
     def attachment(self, key: str, index: int) -> Download | None:
         """The decoded bytes of part ``index`` (a position in the message's walk), or None."""

@@ -77,6 +77,22 @@ def test_alternative_with_a_pdf_is_taken_apart(tmp_path: Path) -> None:
     assert CaptureBox(tmp_path / "md").attachment(key, 99) is None
 
 
+def test_an_inline_logo_shows_as_a_data_uri(tmp_path: Path) -> None:
+    """multipart/related: the HTML's cid: image becomes the one URL the frame may load."""
+    msg = EmailMessage()
+    msg["Subject"] = "logo"
+    msg.set_content("text")
+    msg.add_alternative('<img src="cid:logo@acme" alt="Acme"><img src="cid:gone@acme">', "html")
+    html_part = msg.get_body(preferencelist=("html",))
+    assert isinstance(html_part, EmailMessage)
+    html_part.add_related(b"\x89PNG\r\n", maintype="image", subtype="png", cid="<logo@acme>")
+    key = file_into(tmp_path / "md", msg.as_bytes())
+    shown = CaptureBox(tmp_path / "md").html(key)
+    assert shown is not None
+    assert '<img src="data:image/png;base64,iVBORw0K" alt="Acme">' in shown
+    assert '<img src="cid:gone@acme">' in shown  # no such part: left as it was
+
+
 def test_non_ascii_headers_are_decoded_and_searchable(tmp_path: Path) -> None:
     file_into(tmp_path / "md", invoice_mail(to="Ștefan Îonescu <ap@globex.example>"))
     file_into(tmp_path / "md", invoice_mail(subject="Facture n° 42 — échéance dépassée"))
