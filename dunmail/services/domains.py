@@ -1,9 +1,9 @@
 """Onboarding a sending domain: make its DKIM keys, say what to publish, check what DNS says.
 
 ``dunmail domain add`` and ``dunmail domain check`` each make one call here. This is the edge:
-key files (through mailer/outbound/dkim.py, which owns the key format) and DNS (dnspython)
-happen here; what the records are and whether an answer is right is the pure
-mailer/outbound/dns_records.py. Needs only the config, not the database: a domain is set up
+key files (through mailer/outbound/dkim.py, which owns the key format) and DNS (through
+dunmail/services/dns_lookup.py) happen here; what the records are and whether an answer is
+right is the pure mailer/outbound/dns_records.py. Needs only the config, not the database: a domain is set up
 before the engine's first run.
 """
 
@@ -14,20 +14,16 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import ip_address
 from pathlib import Path
 
-import dns.exception
-import dns.resolver
-
 from dunmail.config import Config
+from dunmail.services.dns_lookup import dns_lookup
 from mailer.clock import Clock
 from mailer.config import DeliveryMode, DKIMAlgorithm, DKIMConfig, check_slug
 from mailer.errors import ConfigError
 from mailer.outbound import identity
 from mailer.outbound.dkim import dns_record, generate_key
 from mailer.outbound.dns_records import (
-    Answer,
     DKIMKey,
     DomainPlan,
     Finding,
@@ -330,61 +326,3 @@ def _snippet(section: str, configs: Sequence[DKIMConfig]) -> str:
             f"algorithm = {json.dumps(c.algorithm.value)}\n"
         )
     return "\n".join(blocks)
-
-
-# --- DNS -----------------------------------------------------------------------------------------
-
-
-def parse_nameserver(value: str) -> tuple[str, int]:
-    """``IP`` or ``IP:PORT`` (``[IPv6]:PORT``) of the server ``--nameserver`` names."""
-    host, port = value, 53
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port_text = rest.removeprefix(":") or "53"
-    elif value.count(":") == 1:
-        host, _, port_text = value.partition(":")
-    else:
-        port_text = "53"
-    try:
-        ip_address(host)
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(
-            f"--nameserver {value!r}: not IP or IP:PORT (e.g. 127.0.0.1:5353)"
-        ) from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"--nameserver {value!r}: port must be 1-65535")
-    return host, port
-
-
-def dns_lookup(nameserver: str | None, *, timeout: float) -> Lookup:
-    """A ``Lookup`` over dnspython: the system's resolvers, or the one ``nameserver`` asked
-    directly (e.g. the zone's own authoritative server, before caches have the new records)."""
-    try:
-        resolver = dns.resolver.Resolver(configure=nameserver is None)
-    except dns.resolver.NoResolverConfiguration:
-        raise ConfigError("no DNS resolver configured here: pass --nameserver IP") from None
-    if nameserver is not None:
-        host, port = parse_nameserver(nameserver)
-        resolver.nameservers = [host]
-        resolver.port = port
-    resolver.lifetime = timeout
-
-    def lookup(name: str, rtype: str) -> Answer:
-        try:
-            answer = resolver.resolve(name, rtype, raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN:
-            return Answer(problem="NXDOMAIN (no such name)", nxdomain=True)
-        except dns.resolver.NoNameservers:
-            return Answer(problem="SERVFAIL (no name server answered)")
-        except dns.exception.Timeout:
-            return Answer(problem=f"no answer within {timeout:g} s")
-        except dns.exception.DNSException as exc:
-            return Answer(problem=f"DNS error ({type(exc).__name__})")
-        if rtype == "TXT":
-            values = tuple(b"".join(r.strings).decode("ascii", "replace") for r in answer)
-        else:
-            values = tuple(r.to_text() for r in answer)
-        return Answer(values=values)
-
-    return lookup
