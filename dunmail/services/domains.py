@@ -3,8 +3,8 @@
 ``dunmail domain add`` and ``dunmail domain check`` each make one call here. This is the edge:
 key files (through mailer/outbound/dkim.py, which owns the key format) and DNS (through
 dunmail/services/dns_lookup.py) happen here; what the records are and whether an answer is
-right is the pure mailer/outbound/dns_records.py. Needs only the config, not the database: a domain is set up
-before the engine's first run.
+right is the pure mailer/outbound/dns_records.py. Needs only the config, not the database:
+a domain is set up before the engine's first run.
 """
 
 from __future__ import annotations
