@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import httpx
 import pytest
 
 from bounce.inbound_smtp import build_inbound_addresses, start_inbound
@@ -28,6 +29,9 @@ from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config
 from tests.test_bounce_ingest import _sent
 from tests.test_cli import dunmail, write_config
+from tests.test_web_ui import add_user, csrf_of, fast_argon2, login
+
+__all__ = ["fast_argon2"]  # a fixture used here, imported from test_web_ui
 
 QUOTE = (
     "\r\n\r\nKind regards,\r\nPat\r\nAccounts Payable\r\n\r\n"
@@ -82,6 +86,14 @@ async def _inbound_server(services: Services) -> AsyncIterator[int]:
 async def smtp_port(relay_env: tuple[Services, MemoryTransport]) -> AsyncIterator[int]:
     async with _inbound_server(relay_env[0]) as port:
         yield port
+
+
+@pytest.fixture
+async def web(web_server: str, request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client (cookies kept) of the app serving ``relay_env``'s services."""
+    request.getfixturevalue("fast_argon2")  # cheap password hashes for the sign-ins
+    async with httpx.AsyncClient(base_url=web_server, timeout=10) as browser:
+        yield browser
 
 
 async def _deliver(port: int, raw: bytes) -> None:
@@ -244,3 +256,39 @@ async def test_the_clerk_sees_and_accepts_the_proposal_with_the_cli(
     ]
     again = dunmail(config, "inbox", "accept", str(row["id"]), "--at", at)
     assert again.returncode == 2 and "no proposal waiting" in again.stderr
+
+
+async def test_the_thread_page_shows_the_proposal_escaped_and_accepts_it_in_one_click(
+    relay_env: tuple[Services, MemoryTransport],
+    smtp_port: int,
+    clock: FixedClock,
+    web: httpx.AsyncClient,
+) -> None:
+    services, transport = relay_env
+    sent = await _sent(services, transport)
+    text = "We will pay on the 20th <script>alert(1)</script>"
+    await _deliver(smtp_port, _reply(sent, text, clock))
+    thread_id = _thread(services)["id"]
+    proposal_id = _thread(services)["proposals"][0]["id"]
+    add_user(services, "ana@acme.example")
+    add_user(services, "bob@beta.example", tenant="beta")
+    assert (await login(web, "bob@beta.example")).status_code == 303
+    page = await web.get("/inbox")
+    url = f"/inbox/threads/{thread_id}/proposals/{proposal_id}/accept"
+    other = await web.post(url, data={"csrf": csrf_of(page.text)})
+    assert other.status_code == 404 and services.desk.holds(tenant="acme") == []
+    await web.post("/logout", data={"csrf": csrf_of(page.text)})
+    web.cookies.clear()
+
+    assert (await login(web, "ana@acme.example")).status_code == 303
+    page = await web.get(f"/inbox/threads/{thread_id}")
+    assert "Accept: hold the invoice until 2026-03-23" in page.text
+    assert "<script>alert(1)" not in page.text and "&lt;script&gt;alert(1)" in page.text
+    done = await web.post(url, data={"csrf": csrf_of(page.text)})
+    assert done.status_code == 303
+    (hold,) = services.desk.holds(tenant="acme")
+    assert (hold["reason"], hold["by"]) == ("promise_to_pay", "ana@acme.example")
+    after = await web.get(f"/inbox/threads/{thread_id}")
+    assert (
+        "accepted by ana@acme.example" in after.text and 'class="accept-proposal"' not in after.text
+    )

@@ -232,6 +232,23 @@ def dismiss_review(
         return not_found(request, clerk, f"thread {thread_id}")
 
 
+@router.post("/inbox/threads/{thread_id}/proposals/{proposal_id}/accept")
+def accept_proposal(
+    request: Request, thread_id: RowId, proposal_id: RowId, clerk: Checked
+) -> Response:
+    """The clerk's one click on what a customer's reply proposes (hold, task, contact)."""
+    services = services_of(request)
+    try:
+        done = services.inbox.accept(
+            thread_id, tenant=clerk.tenant, by=clerk.email, proposal=proposal_id
+        )
+    except NotFoundError:
+        return not_found(request, clerk, f"thread {thread_id}")
+    except MailerError as exc:
+        return redirect_back(thread_url(thread_id), "error", str(exc))
+    return redirect_back(thread_url(thread_id), "ok", done)
+
+
 @router.post("/inbox/threads/{thread_id}/resend")
 async def resend(request: Request, thread_id: RowId, clerk: Checked) -> Response:
     """Send the bounced email again to the customer's contacts as they are now."""
