@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +32,7 @@ from dunmail.cli_common import (
     cli_errors,
     console,
     err,
+    print_table,
     setup_cli_logging,
     with_services,
 )
@@ -156,15 +158,22 @@ def plan(
 ) -> None:
     """The dunning simulator: what a pass at that time would send, to whom, and why."""
 
-    async def body(services: Services) -> list[Any]:
-        return services.dunning.plan(
+    async def body(services: Services) -> tuple[list[Any], datetime]:
+        entries = services.dunning.plan(
             tenant=tenant, customer=customer, everything=everything or bool(customer)
         )
+        return entries, services.clock.now()
 
-    entries = with_services(config, at, body)
+    entries, now = with_services(config, at, body)
     if as_json:
         print(json.dumps([e.as_dict() for e in entries], indent=2))
         return
+    if customer:
+        empty = f"Customer {customer} has no open invoice and nothing pending."
+    elif everything:
+        empty = "There is no open invoice and nothing pending."
+    else:
+        empty = f"Nothing is due before {now.isoformat(timespec='minutes')}."
     table = Table("document", "customer", "send", "to", "why", "next look")
     for e in entries:
         table.add_row(
@@ -175,7 +184,7 @@ def plan(
             escape(e.reason),
             e.next_at.isoformat(timespec="minutes") if e.next_at else "-",
         )
-    console.print(table)
+    print_table(table, empty=empty, text={"send", "to", "why"})
 
 
 @app.command("mark-sent")

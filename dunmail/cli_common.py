@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
@@ -15,9 +15,13 @@ from typing import Annotated, Any, TypeVar
 
 import sqlalchemy as sa
 import typer
-from rich.console import Console, ConsoleOptions, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.markup import escape
+from rich.padding import Padding
 from rich.segment import Segment
+from rich.table import Table
+from rich.text import Text
 
 from dunmail.app import Services, build_services
 from dunmail.config import Config, load_config
@@ -183,3 +187,74 @@ def print_json(data: Any, *, indent: int | None = 2, ensure_ascii: bool = False)
     control and bidi override as a ``\\uXXXX`` escape (JSON decodes it back)."""
     text = json.dumps(data, indent=indent, ensure_ascii=ensure_ascii)
     sys.stdout.write(json_printable(text) + "\n")
+
+
+def fit_columns(table: Table, *, text: Collection[str] = ()) -> Table:
+    """Lay ``table`` out so that no cell is cut short with an ellipsis.
+
+    Columns named in ``text`` hold free text (a reason, a note, an error, a list of
+    addresses): they wrap at spaces, fold a word too long for them, and give way first when
+    the terminal is narrow. Every other column holds something a clerk copies or compares (an
+    invoice number, an id, an amount, a time): it is never wrapped and keeps the width of its
+    longest value. Rich's default is ``overflow="ellipsis"``, which printed ``INV-1...`` for
+    ``INV-1042`` at 80 columns.
+    """
+    for column in table.columns:
+        column.overflow = "fold"
+        longest = max((_longest_line(cell) for cell in column.cells), default=0)
+        header = cell_len(str(column.header))
+        if column.header in text:
+            column.no_wrap = False
+            column.min_width = min(max(header, _TEXT_MIN), longest) or None
+        else:
+            column.no_wrap = True
+            column.min_width = max(header, longest)
+    return table
+
+
+_TEXT_MIN = 8  # a free-text column narrower than this reads as a column of syllables
+
+
+def _longest_line(cell: object) -> int:
+    return max((cell_len(line) for line in _cell_text(cell).splitlines()), default=0)
+
+
+def _least_width(table: Table) -> int:
+    """The narrowest the table can be with every column at its minimum: each column's
+    padding (one space a side) and a border before it, and the closing border."""
+    return sum((column.min_width or 1) + 3 for column in table.columns) + 1
+
+
+def print_table(
+    table: Table, *, empty: str, text: Collection[str] = (), to: Console | None = None
+) -> None:
+    """Print a listing: ``empty``, one plain line, when it has no rows (not a table of headers
+    alone); the table laid out by :func:`fit_columns` when it fits the terminal; else one
+    block per row (its first value, then ``column: value`` lines), so that nothing is cut."""
+    out = to or console
+    if not table.row_count:
+        out.print(printable(empty), markup=False, emoji=False, highlight=False)
+        return
+    fit_columns(table, text=text)
+    if _least_width(table) <= out.width:
+        out.print(table)
+        return
+    for row in zip(*(list(c.cells) for c in table.columns), strict=True):
+        out.print(_record(table, [_cell_text(cell) for cell in row]))
+
+
+def _record(table: Table, values: list[str]) -> RenderableType:
+    """One row as a block: its first value, then a ``column  value`` line per other column,
+    the values wrapping (and folding) within the terminal's width."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for column, value in zip(table.columns[1:], values[1:], strict=True):
+        grid.add_row(Text(str(column.header)), Text(value))
+    return Group(Text(values[0]), Padding(grid, (0, 0, 0, 2)))
+
+
+def _cell_text(cell: object) -> str:
+    if isinstance(cell, Text):
+        return cell.plain
+    return Text.from_markup(cell).plain if isinstance(cell, str) else str(cell)

@@ -19,6 +19,7 @@ from dunmail.cli_common import (
     app,
     console,
     parse_when,
+    print_table,
     with_services,
 )
 from mailer.ledger.models import HoldReason
@@ -107,4 +108,5 @@ def hold_list(
             r["lifted_at"] or "-",
             escape(r["note"] or ""),
         )
-    console.print(table)
+    empty = "There are no holds." if everything else "No hold is in force."
+    print_table(table, empty=empty, text={"reason", "note"})

@@ -20,6 +20,7 @@ from dunmail.cli_common import (
     console,
     err,
     parse_when,
+    print_table,
     with_services,
 )
 from mailer.content.i18n import fallback_note
@@ -223,9 +224,9 @@ def outbox(
             str(r["attempts"]),
             (r["finished_at"] or r["next_attempt_at"] or "")[:19],
             escape("\n".join(f"{x['address']} {x['status']}" for x in r["recipients"])),
-            escape((r["skip_reason"] or r["last_error"] or "")[:60]),
+            escape(r["skip_reason"] or r["last_error"] or ""),
         )
-    console.print(table)
+    print_table(table, empty="The outbox is empty.", text={"recipients", "last error"})
 
 
 @outbox_app.command("retry")

@@ -22,6 +22,7 @@ from dunmail.cli_common import (
     err,
     plain,
     print_json,
+    print_table,
     with_services,
 )
 
@@ -193,7 +194,7 @@ def apikey_list(
                 r["last_used_at"] or "-",
                 r["revoked_at"] or "-",
             )
-        console.print(table)
+        print_table(table, empty="There are no API keys.", text={"name"})
 
     with_services(config, None, body)
 
