@@ -184,6 +184,7 @@ def _review_entry(event: DeliveryEvent, message: Message) -> Entry:
         address=event.address,
         status=event.status,
         reason=event.reason,
+        email_kind=message.kind,
     )
 
 

@@ -29,6 +29,7 @@ from dunmail.cli_common import (
     print_json,
     with_services,
 )
+from dunmail.labels import Labels, labels_for
 from dunmail.terminal import printable
 
 bounce_app = typer.Typer(no_args_is_help=True, help="Returned mail: decode bounces and notices.")
@@ -119,10 +120,11 @@ def bounce_report(
     start = parse_when(since, "--since")
     assert start is not None
 
-    async def body(services: Services) -> list[dict[str, Any]]:
-        return services.suppressions.bounce_report(tenant=tenant, since=start)
+    async def body(services: Services) -> tuple[list[dict[str, Any]], Labels]:
+        rows = services.suppressions.bounce_report(tenant=tenant, since=start)
+        return rows, labels_for(services.customers.language(tenant=tenant))
 
-    rows = with_services(config, at, body)
+    rows, words = with_services(config, at, body)
     if as_csv:
         sys.stdout.write(printable(to_csv(rows)))
         return
@@ -133,12 +135,12 @@ def bounce_report(
         state = "suppressed" if row["suppressed"] else "not suppressed"
         plain(
             f"{row['at'][:16]}  {one_line(row['document'])} to {one_line(row['address'])} "
-            f"{row['event']}: {one_line(row['reason'])} ({one_line(row['status'] or '-')}, "
-            f"{'hard' if row['hard'] else 'soft'}, {state})"
+            f"{words.event(row['event'])}: {one_line(words.failure(row['reason'], row['status']))} "
+            f"({'hard' if row['hard'] else 'soft'}, {state})"
         )
     plain(f"{len(rows)} bounces and complaints since {start.isoformat()}")
     for reason, count in by_reason(rows):
-        plain(f"  {count:6d}  {one_line(reason)}")
+        plain(f"  {count:6d}  {one_line(words.reason(reason))}")
 
 
 @bounce_app.command("reprocess")

@@ -19,9 +19,11 @@ from dunmail.cli_common import (
     TenantOpt,
     app,
     console,
+    one_line,
     plain,
     with_services,
 )
+from dunmail.labels import Labels, labels_for
 
 suppressions_app = typer.Typer(
     help="Addresses the tenant's emails must not go to: list, block by hand, unblock."
@@ -44,26 +46,29 @@ def suppressions(
     if ctx.invoked_subcommand is not None:
         return
 
-    async def body(services: Services) -> list[dict[str, Any]]:
-        return services.suppressions.blocked(tenant=tenant, everything=everything)
+    async def body(services: Services) -> tuple[list[dict[str, Any]], Labels]:
+        rows = services.customers.blocked(tenant=tenant, everything=everything)
+        return rows, labels_for(services.customers.language(tenant=tenant))
 
-    rows = with_services(config, at, body)
+    rows, words = with_services(config, at, body)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("address", "kind", "reason", "since", "until", "lifted")
+    # Since when, why (in words, with the evidence's status) and from what: the bounce of
+    # which email, a complaint, or the person who blocked it (dunmail/labels.py).
+    table = Table("address", "blocked", "why", "from", "lifted")
     for r in rows:
         lifted = (
             f"{r['lifted_at'][:16]} by {r['lifted_by']}: {r['lift_reason']}"
             if r["lifted_at"]
             else ""
         )
+        said = words.block(r)
         table.add_row(
             escape(r["address"]),
-            r["kind"],
-            escape(r["reason"]),
-            r["created_at"][:16],
-            (r["expires_at"] or "")[:16],
+            escape(one_line(said["state"])),
+            escape(one_line(said["why"])),
+            escape(one_line(said["by"])),
             escape(lifted),
         )
     console.print(table)

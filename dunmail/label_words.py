@@ -144,6 +144,12 @@ EVENTS: dict[str, str] = {
     "reviewed": N_("bounce reviewed"),
 }
 
+# How a person closed a bounce review (bounce/review.py), as the timeline's summary ends.
+REVIEW_OUTCOMES: dict[str, str] = {
+    "dismissed": N_("dismissed: the address stays in use"),
+    "suppressed": N_("confirmed: the address is blocked"),
+}
+
 HOLD_REASONS: dict[str, str] = {
     HoldReason.DISPUTE: N_("disputed"),
     HoldReason.PROMISE_TO_PAY: N_("promised to pay"),

@@ -40,6 +40,7 @@ from dunmail.label_words import (
     REASONS,
     RECIPIENT_STATES,
     REPLY_CLASSES,
+    REVIEW_OUTCOMES,
     SUPPRESSION_KINDS,
     THREAD_STATUSES,
 )
@@ -167,6 +168,9 @@ class Labels:
                 )
             case "bounce" | "delayed" | "delivered" | "unverified" | "review" | "reviewed":
                 what = self.event(e.get("type"))
+                closed = str(e.get("summary") or "").rpartition("review closed: ")[2]
+                if e.get("type") == "reviewed" and closed:
+                    what += ", " + self._word(REVIEW_OUTCOMES, closed)
                 return self.text(
                     "{kind} to {address}: {what}: {why}",
                     kind=kind if e.get("email_kind") else self.text("email"),

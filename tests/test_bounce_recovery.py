@@ -428,7 +428,7 @@ async def test_cli_suppressions_bounce_report_and_resend(
         "userunknown",
     )
     text = dunmail(config, "bounce", "report", "--since", "2026-03-01")
-    assert "INV-1042 to ap@globex.example bounce: userunknown" in text.stdout
+    assert "INV-1042 to ap@globex.example bounced: address does not exist (5.1.1)" in text.stdout
     assert "1 bounces and complaints since" in text.stdout
 
     (thread,) = json.loads(dunmail(config, "inbox", "--json").stdout)

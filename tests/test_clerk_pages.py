@@ -91,17 +91,17 @@ async def test_search_a_customer_by_name_number_or_email_and_open_its_page(
     assert "INV-1042" in documents and "€" in documents
     assert "INV-1042" not in (await client.get("/inbox/documents?q=CN-")).text
 
-    page = (await client.get(f"/inbox/customers/{found['globex'][0]}")).text
-    assert 'id="customer-name">Globex' in page
-    assert "INV-1042" in page  # its documents
-    assert "New invoice" in page and "new_invoice" not in page  # its emails, in words
-    contacts = page.split('id="contacts"')[1].split("</table>")[0]
+    shown = (await client.get(f"/inbox/customers/{found['globex'][0]}")).text
+    assert 'id="customer-name">Globex' in shown
+    assert "INV-1042" in shown  # its documents
+    assert "New invoice" in shown and "new_invoice" not in shown  # its emails, in words
+    contacts = shown.split('id="contacts"')[1].split("</table>")[0]
     # ap@ bounced hard: the page says it is blocked, since when, why and from which email.
     assert "Blocked" in contacts and "blocked since 2026-03-02" in contacts
     assert "address does not exist (5.1.1)" in contacts
     assert "what came back about New invoice INV-1042" in contacts
     assert "Unblock this address" in contacts
-    assert re.search(r'href="/inbox/threads/\d+">thread', page)  # its threads
+    assert re.search(r'href="/inbox/threads/\d+">thread', shown)  # its threads
 
 
 async def test_another_tenants_customer_is_not_found_by_id_or_search(
@@ -115,8 +115,8 @@ async def test_another_tenants_customer_is_not_found_by_id_or_search(
         page = (await client.get("/inbox/customers", params={"q": q})).text
         assert _customer_ids(page) == [] and "Beta Secret Co" not in page
     assert "BETA-9" not in (await client.get("/inbox/documents?q=BETA")).text
-    page = await client.get(f"/inbox/customers/{beta_ids[0]['id']}")
-    assert page.status_code == 404 and "Beta Secret Co" not in page.text
+    theirs = await client.get(f"/inbox/customers/{beta_ids[0]['id']}")
+    assert theirs.status_code == 404 and "Beta Secret Co" not in theirs.text
     assert (await client.get("/inbox/customers/999999")).status_code == 404
 
 

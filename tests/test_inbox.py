@@ -249,11 +249,11 @@ async def test_cli_shows_mail_text_verbatim(
     text = dunmail(config, "inbox", "show", str(row["id"]))
     assert text.returncode == 0, text.stderr
     assert HOSTILE in text.stdout  # not styled, not swallowed as markup, no emoji
-    assert "INV-1042 to ap@globex.example bounced: " in text.stdout
+    assert "New invoice to ap@globex.example: bounced: address does not exist" in text.stdout
 
     table = dunmail(config, "inbox")
     assert table.returncode == 0, table.stderr
-    assert "INV-1042 to ap@globex.example bounced: " in table.stdout
+    assert "New invoice to ap@globex.example: bounced: address does not exist" in table.stdout
     assert "C-1" in table.stdout and "open" in table.stdout
     replied = dunmail(config, "inbox", "--only", "replied", "--limit", "5", "--json")
     assert replied.returncode == 0, replied.stderr
