@@ -52,7 +52,8 @@ def camt(entries: list[Entry], *, kind: str = "053", account: str = ACCOUNT) -> 
             "</BkToCstmrDbtCdtNtfctn>"
         )
     xmlns = f"urn:iso:std:iso:20022:tech:xsd:camt.{kind}.001.02"
-    return f'<?xml version="1.0" encoding="UTF-8"?>\n<Document xmlns="{xmlns}">{report}</Document>'.encode()
+    prolog = '<?xml version="1.0" encoding="UTF-8"?>\n'
+    return f'{prolog}<Document xmlns="{xmlns}">{report}</Document>'.encode()
 
 
 def _ntry(e: Entry) -> str:

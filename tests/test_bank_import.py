@@ -4,11 +4,15 @@ payments through the ERP import's path, on SQLite and PostgreSQL; the rest queue
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlmodel import Session, col, select
 
 from dunmail.app import Services
@@ -89,7 +93,7 @@ def paid(services: Services) -> dict[str, int]:
             .join(Payment, col(Payment.id) == col(PaymentAllocation.payment_id))
             .where(col(Payment.external_id).startswith("BT-"))
         ).all()
-    return {number: amount for number, amount in rows}
+    return dict(rows)
 
 
 # (case, entries given the reference function, status, allocations, credit, reason contains)
@@ -202,7 +206,7 @@ def test_a_statement_of_another_account_or_a_bad_file_is_refused(ledger: Service
     bomb = b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaa">]><d>&a;</d>'
     with pytest.raises(DocumentError, match="not well-formed|DTD"):
         ledger.bank.import_statement(bomb, tenant="acme")
-    with pytest.raises(DocumentError, match="neither|not a camt"):
+    with pytest.raises(DocumentError, match="not a camt.053/camt.054 XML file nor an MT940"):
         ledger.bank.import_statement(b"hello", tenant="acme")
     assert state(ledger)["lines"] == []
 
@@ -215,3 +219,112 @@ def test_another_tenants_reference_never_reaches_this_tenants_invoice(ledger: Se
         WRITERS["camt053"]([Entry("120.00", ref=foreign, debtor="X", iban=None)]), tenant="acme"
     ).lines
     assert line["status"] == "unmatched" and "another tenant's reference" in line["reason"]
+
+
+# -- re-importing is a no-op ---------------------------------------------------------------------
+
+entries = st.lists(
+    st.builds(
+        lambda amount, target, debtor, credit, day: (amount, target, debtor, credit, day),
+        st.sampled_from(["45.00", "50.00", "80.00", "120.00", "200.00", "0.01", "999.99"]),
+        st.sampled_from([None, "INV-1", "INV-2", "INV-3", "RF00 1234", "both"]),
+        st.sampled_from(["Globex", "Initech Ltd", "Nobody", None]),
+        st.booleans(),
+        st.integers(min_value=2, max_value=9),
+    ),
+    max_size=6,
+)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lines=entries, fmt=st.sampled_from(sorted(WRITERS)), nonce=st.uuids())
+def test_reimporting_any_statement_changes_nothing(
+    ledger: Services, lines: list[tuple[Any, ...]], fmt: str, nonce: Any
+) -> None:
+    refs = {n: ref(ledger, n, spaced=True) for n in ("INV-1", "INV-2", "INV-3")}
+    refs["both"] = f"{refs['INV-1']} {refs['INV-2']}"
+    statement = WRITERS[fmt](
+        [
+            Entry(
+                amount,
+                text=refs.get(target, target or ""),
+                debtor=debtor,
+                credit=credit,
+                entry_ref=f"{nonce.hex[:8]}-{i}",
+                booked=f"2026-03-0{day}",
+            )
+            for i, (amount, target, debtor, credit, day) in enumerate(lines)
+        ]
+    )
+    first = ledger.bank.import_statement(statement, tenant="acme")
+    before = state(ledger)
+    again = ledger.bank.import_statement(statement, tenant="acme")
+    assert state(ledger) == before  # same rows, no new payment, event or message
+    # (an earlier example may have imported the same lines: the ledger fixture is shared)
+    assert len(first.lines) + first.already_imported == len(lines)
+    assert again.lines == [] and again.already_imported == len(lines)
+
+
+# -- the user's path ------------------------------------------------------------------------------
+
+
+def test_cli_import_pays_sends_the_receipt_and_stops_the_reminder(
+    tmp_path: Path, db_url: str
+) -> None:
+    if db_url.startswith("postgresql"):
+        pytest.skip("the CLI path runs once, on SQLite; the cases above run on both")
+    from tests.test_cli import dunmail, start_sink, write_config
+
+    sink = start_sink(tmp_path)
+    try:
+        config = write_config(tmp_path, db_url, sink.port)
+        with config.open("a") as f:
+            f.write('[tenants.acme.bank]\niban = "DE89 3704 0044 0532 0130 00"\n')
+        (tmp_path / "doc.json").write_text(json.dumps(DOC))
+        done = dunmail(config, "import", str(tmp_path / "doc.json"), "--at", "2026-03-02T09:00Z")
+        assert done.returncode == 0, done.stderr
+        tick = dunmail(config, "tick", "--at", "2026-03-02T09:10:00Z")  # the invoices go out
+        assert tick.returncode == 0, tick.stderr
+
+        def plan() -> dict[str, Any]:
+            out = dunmail(config, "plan", "--at", "2026-03-25T09:00:00Z", "--json")
+            assert out.returncode == 0, out.stderr
+            return {e["document"]: e for e in json.loads(out.stdout)}
+
+        assert plan()["INV-1"]["send"]  # overdue: a reminder is due on the 25th
+        with sa.create_engine(db_url).connect() as conn:
+            invoice_id = conn.scalar(sa.text("select id from invoice where number = 'INV-1'"))
+            tenant_id = conn.scalar(sa.text("select id from tenant where slug = 'acme'"))
+        rf = format_reference(invoice_reference(tenant_id, invoice_id))
+        statement = tmp_path / "camt053.xml"
+        statement.write_bytes(WRITERS["camt053"]([Entry("120.00", ref=rf, booked="2026-03-05")]))
+        imported = dunmail(
+            config, "bank", "import", str(statement), "--json", "--at", "2026-03-05T10:00Z"
+        )
+        assert imported.returncode == 0, imported.stderr
+        assert json.loads(imported.stdout)["matched"] == 1
+        tick = dunmail(config, "tick", "--at", "2026-03-05T10:01:00Z")
+        assert "payment_receipt" in tick.stdout, tick.stdout
+        with sa.create_engine(db_url).connect() as conn:
+            kinds = conn.scalars(sa.text("select kind from message order by id")).all()
+        assert kinds.count("payment_receipt") == 1
+        after = plan()
+        assert after.get("INV-1", {}).get("send") is None  # paid: no reminder
+        assert after["INV-2"]["send"]  # unpaid: still chased
+        again = dunmail(config, "bank", "import", str(statement), "--at", "2026-03-06T10:00Z")
+        assert (
+            "0 matched, 0 unmatched (in the queue), 0 ignored, 1 already imported" in again.stdout
+        )
+        queue = dunmail(config, "bank", "unmatched", "--json")
+        assert queue.returncode == 0 and json.loads(queue.stdout) == []
+        bad = dunmail(config, "bank", "import", str(tmp_path / "doc.json"))
+        assert (
+            bad.returncode == 2
+            and "nor an MT940 statement" in bad.stderr
+            and "Traceback" not in bad.stderr
+        )
+    finally:
+        sink.stop()

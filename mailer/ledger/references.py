@@ -125,24 +125,37 @@ def find_references(text: str) -> Iterator[Reference]:
 
 def scan_references(text: str) -> tuple[list[Reference], list[str]]:
     """Our references in free text, and each RF-looking string that is not one (a mistyped
-    check digit, another creditor's reference), so the clerk is told why nothing matched.
-
-    A match may run on into the next word ("RF18 I132 X INV 7"). Printed in groups of four,
-    the reference ends at its first shorter group, and that cut is tried first (a word after it
-    could pass the check digits by chance, one time in 97); else the longest run of its groups
-    that is one of ours wins, so a group too many is dropped rather than the reference lost.
-    """
+    check digit, another creditor's reference), so the clerk is told why nothing matched."""
     found: list[Reference] = []
     unreadable: list[str] = []
     for match in _IN_TEXT.finditer(text):
         groups = re.split(r"[ \-]", match.group(0))
-        short = next((i for i, g in enumerate(groups) if len(g) != 4), len(groups) - 1)
-        for end in dict.fromkeys([short + 1, *range(len(groups), 0, -1)]):
+        cuts = _cuts(groups)
+        for end in cuts:
             try:
                 found.append(parse_reference("".join(groups[:end])))
                 break
             except ReferenceError:
                 continue
         else:
-            unreadable.append(" ".join(groups[: short + 1]))
+            unreadable.append(" ".join(groups[: cuts[0]]))
     return found, unreadable
+
+
+def _cuts(groups: list[str]) -> list[int]:
+    """Where a reference printed in groups of four may end, most likely first.
+
+    A match may run on into the next words ("RF18 I132 X INV 7"). A group longer than four
+    is a word after the reference; a shorter one is its last group, unless it is a word
+    ("INV"). Shorter cuts than these are never tried: a mistyped reference cut short can pass
+    the check digits (one time in 97) as a *prefix* of itself, naming another document of the
+    same tenant.
+    """
+    if len(groups[0]) > 4:
+        return [1]  # written without spaces: the first group is the whole reference
+    for i, group in enumerate(groups[1:], start=1):
+        if len(group) > 4:
+            return [i]
+        if len(group) < 4:
+            return [i + 1, i] if group.isalpha() and len(group) > 1 else [i + 1]
+    return [len(groups)]
