@@ -7,7 +7,8 @@ from __future__ import annotations
 import copy
 import email
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,15 @@ from sqlmodel import Session, select
 
 from dunmail.app import Services, build_services
 from dunmail.config import load_config
+from mailer.address import make_address
 from mailer.clock import FixedClock
 from mailer.errors import ConfigError
 from mailer.ledger.models import Hold, HoldReason
+from mailer.outbound.compose import Draft, Envelope, Rendered, build_message, to_bytes
 from mailer.outbound.copies import plan_recipients
 from mailer.outbound.dkim import dns_record
 from mailer.outbound.memory import MemoryTransport
+from mailer.outbound.mime import LINE_ENDS, compose
 from mailer.outbound.models import Message, MessageRecipient, MessageStatus, RecipientRole
 from mailer.outbound.requests import EnqueueRequest
 from mailer.tenant_config import TenantConfig
@@ -321,3 +325,33 @@ def test_each_address_gets_one_row_and_customers_keep_their_role(
     assert all(role_of[a.lower()] is not RecipientRole.BCC for a in cc)  # cc wins over bcc
     assert set(role_of) == {a.lower() for a in [*to, *cc, *bcc]}  # nobody dropped
     assert [r for _, r in rows] == sorted((r for _, r in rows), key=list(RecipientRole).index)
+
+
+_NAME = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=40
+)
+
+
+@given(st.lists(st.tuples(_NAME, _ADDRESS), min_size=1, max_size=4))
+def test_the_cc_header_is_the_references_byte_for_byte(cc: list[tuple[str, str]]) -> None:
+    """mime.py writes Cc as the stdlib reference (compose.py) does, after To, and only then."""
+    rendered = Rendered(subject="Invoice", text="Hello\n", html=None)
+    draft = Draft(
+        uid="0123456789abcdef0123",
+        message_id_domain="acme.example",
+        date=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
+        to=[make_address("ap@globex.example", "Globex AP")],
+        envelope=Envelope(
+            from_addr=make_address("noreply-invoice@relay.example", "Acme Supplies"),
+            reply_to=None,
+            mail_from="bounces+x@relay.example",
+        ),
+        cc=[make_address(a, LINE_ENDS.sub(" ", n)) for n, a in cc],
+    )
+    fast = compose(rendered, draft)
+    head = fast.split(b"\r\n\r\n", 1)[0]
+    assert head == to_bytes(build_message(rendered, draft)).split(b"\r\n\r\n", 1)[0]
+    assert head.index(b"\r\nTo: ") < head.index(b"\r\nCc: ")
+    parsed = email.message_from_bytes(fast, policy=policy.default)
+    assert [a.addr_spec for a in parsed["Cc"].addresses] == [a.lower() for _, a in cc]
+    assert b"Cc: " not in compose(rendered, replace(draft, cc=[]))
