@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import email
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from mailer.tenant_config import TenantConfig
 from tests.conftest import DEMO_DOC, make_config
 from tests.smtpd import RecordingServer
 from tests.test_bounce_ingest import dsn
+from tests.test_cli import AT, dunmail, start_sink, write_config
 
 CC = "ar-team@acme.example"
 BCC = "audit@acme.example"
@@ -355,3 +357,23 @@ def test_the_cc_header_is_the_references_byte_for_byte(cc: list[tuple[str, str]]
     parsed = email.message_from_bytes(fast, policy=policy.default)
     assert [a.addr_spec for a in parsed["Cc"].addresses] == [a.lower() for _, a in cc]
     assert b"Cc: " not in compose(rendered, replace(draft, cc=[]))
+
+
+def test_dunmail_send_by_hand_sends_the_copies(tmp_path: Path, db_url: str) -> None:
+    """The user's path: ``dunmail send`` with the tenant's cc and bcc in its config file."""
+    sink = start_sink(tmp_path)
+    try:
+        config = write_config(tmp_path, db_url, sink.port)
+        text = config.read_text()
+        tenant = 'email = "ar@acme.example"\n'
+        config.write_text(text.replace(tenant, f'{tenant}cc = ["{CC}"]\nbcc = ["{BCC}"]\n', 1))
+        doc = tmp_path / "doc.json"
+        doc.write_text(json.dumps(DEMO_DOC))
+        assert dunmail(config, "import", str(doc), "--at", AT).returncode == 0
+        sent = dunmail(config, "send", "--invoice", "INV-1042", "--at", AT)
+        assert sent.returncode == 0, sent.stderr
+        assert "new_invoice for INV-1042: sent" in sent.stdout
+        rows = json.loads(dunmail(config, "outbox", "--json").stdout)
+        assert sink.accepted() == [f"<{rows[0]['uid']}@acme.example>"] * 4  # 2 customers, cc, bcc
+    finally:
+        sink.stop()
