@@ -97,7 +97,7 @@ async def test_search_a_customer_by_name_number_or_email_and_open_its_page(
     assert "New invoice" in shown and "new_invoice" not in shown  # its emails, in words
     contacts = shown.split('id="contacts"')[1].split("</table>")[0]
     # ap@ bounced hard: the page says it is blocked, since when, why and from which email.
-    assert "Blocked" in contacts and "blocked since 2026-03-02" in contacts
+    assert "Blocked since 2026-03-02" in contacts
     assert "address does not exist (5.1.1)" in contacts
     assert "what came back about New invoice INV-1042" in contacts
     assert "Unblock this address" in contacts

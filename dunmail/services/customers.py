@@ -17,6 +17,7 @@ from sqlmodel import Session, col, or_, select
 
 from bounce.recovery import copy_request
 from bounce.threads import add_note, thread_messages
+from dunmail.labels import labels_for
 from dunmail.services.customer_rows import (
     block_row,
     blocks_of,
@@ -255,7 +256,8 @@ class Customers:
             add_note(
                 session,
                 thread,
-                text=f"resent {original.kind} to {', '.join(addresses)}",
+                text=f"resent email {message_id} ({labels_for(None).kind(original.kind)}) "
+                f"to {', '.join(addresses)}",
                 author=by,
                 now=now,
             )
