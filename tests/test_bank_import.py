@@ -328,3 +328,21 @@ def test_cli_import_pays_sends_the_receipt_and_stops_the_reminder(
         )
     finally:
         sink.stop()
+
+
+def test_german_mt940_sub_fields_give_the_payer_and_a_split_reference() -> None:
+    """:86: as German banks write it (?20-?29 purpose, ?31 IBAN, ?32 name), read by mt-940."""
+    from mailer.ledger.bank_matching import references_of
+    from mailer.ledger.bank_statement import parse_statement
+
+    text = (
+        ":20:STARTUMS\r\n:25:37040044/0532013000\r\n:28C:1/1\r\n:60F:C260301EUR0,00\r\n"
+        ":61:2603020302CR120,00NTRFNONREF//B7\r\n"
+        ":86:166?00SEPA-GUTSCHRIFT?109310?20EREF+E2E-1?21SVWZ+RF68 I132?22X Rechnung"
+        "?30COBADEFFXXX?31NL91ABNA0417164300?32Globex BV\r\n:62F:C260302EUR120,00\r\n-"
+    )
+    (line,) = parse_statement(text.encode("latin-1"))
+    assert (line.debtor_name, line.debtor_iban, line.end_to_end_id, line.amount_minor) == (
+        "Globex BV", "NL91ABNA0417164300", "E2E-1", 12000
+    )  # fmt: skip
+    assert [r.text for r in references_of(line)[0]] == ["RF68I132X"]

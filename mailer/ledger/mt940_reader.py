@@ -35,9 +35,14 @@ def parse_mt940(data: bytes) -> list[StatementLine]:
     except UnicodeDecodeError:
         text = data.decode("latin-1")  # MT940 is SWIFT's character set; many banks send Latin-1
     transactions = mt940.models.Transactions(
+        # ?20-?29 joined with spaces: a reference split over two sub-fields stays readable;
+        # ?31 is the other party's IBAN, as SEPA-era German statements write it.
         processors={
-            "post_transaction_details": [mt940.processors.transaction_details_post_processor]
-        }
+            "post_transaction_details": [
+                mt940.processors.transaction_details_post_processor_with_space
+            ]
+        },
+        options=mt940.options.Options(applicant_iban=True, strip_bom=True),
     )
     try:
         transactions.parse(text)
@@ -91,7 +96,7 @@ def _line(data: dict[str, Any], *, account: str, where: str) -> StatementLine:
         remittance=remittance[:1000],
         debtor_name=str(name).strip()[:140] if name else None,
         debtor_iban=str(iban).replace(" ", "").upper() if iban else None,
-        end_to_end_id=str(e2e) if e2e and str(e2e).upper() not in _NO_REF else None,
+        end_to_end_id=str(e2e).strip() if e2e and str(e2e).strip().upper() not in _NO_REF else None,
         source="mt940",
     )
 
