@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 
 from dunmail.app import Services
+from dunmail.capture_reader import Summary, viewer_box
 from dunmail.demo import DEMO_PASSWORD, DEMO_USER
 from dunmail.web import ops_service
 from dunmail.web.deps import SECURITY_HEADERS, page, services_of
@@ -62,25 +63,8 @@ def start(request: Request) -> Response:
     )
 
 
-def _captured(services: Services) -> list[dict[str, str]]:
-    """The newest messages in the capture server's Maildir: date, recipient, subject."""
-    import mailbox
-    from email import policy
-    from email.parser import BytesHeaderParser
-
+def _captured(services: Services) -> list[Summary]:
+    """The newest captured messages (the viewer's first page): the one Maildir reader."""
     capture = services.config.capture
-    if not capture.enabled or not (capture.maildir / "new").is_dir():
-        return []
-    box = mailbox.Maildir(capture.maildir, factory=None, create=False)
-    rows = []
-    for key in sorted(box.keys())[-50:]:
-        with box.get_file(key) as handle:
-            headers = BytesHeaderParser(policy=policy.default).parsebytes(handle.read(65536))
-        rows.append(
-            {
-                "date": str(headers["Date"] or ""),
-                "to": str(headers["To"] or ""),
-                "subject": str(headers["Subject"] or ""),
-            }
-        )
-    return list(reversed(rows))
+    box = viewer_box(env=services.config.env, enabled=capture.enabled, maildir=capture.maildir)
+    return box.page().rows if box is not None else []
