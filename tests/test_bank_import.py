@@ -346,3 +346,25 @@ def test_german_mt940_sub_fields_give_the_payer_and_a_split_reference() -> None:
         "Globex BV", "NL91ABNA0417164300", "E2E-1", 12000
     )  # fmt: skip
     assert [r.text for r in references_of(line)[0]] == ["RF68I132X"]
+
+
+BETA = {"name": "Beta Ltd", "email": "ar@beta.example"}
+
+
+@pytest.mark.services_config(
+    tenants={
+        "acme": {"name": "Acme Supplies", "email": "ar@acme.example", "bank": BANK},
+        "beta": BETA,
+    }
+)
+def test_a_tenant_never_sees_or_pays_into_another_tenants_lines(ledger: Services) -> None:
+    statement = WRITERS["camt053"]([Entry("130.00", debtor="Unknown payer", iban=None)])
+    (line,) = ledger.bank.import_statement(statement, tenant="acme").lines
+    assert ledger.bank.queue(tenant="beta", everything=True) == []
+    with pytest.raises(MailerError, match=f"no bank line {line['id']}"):
+        ledger.bank.allocate(line["id"], ["INV-1"], tenant="beta", by="clerk")
+    # acme's invoice reference in a statement imported for beta: refused, nothing paid
+    other = WRITERS["camt053"]([Entry("120.00", ref=ref(ledger, "INV-1"), entry_ref="B1")])
+    (seen,) = ledger.bank.import_statement(other, tenant="beta").lines
+    assert seen["status"] == "unmatched" and "another tenant's reference" in seen["reason"]
+    assert paid(ledger) == {}
