@@ -192,12 +192,15 @@ async def test_assign_to_a_user_of_the_tenant_only(
     services, transport = relay_env
     thread_id = await bounced(services, transport, "smtp; 550 5.1.1 user unknown")
     add_user(services, "bo@acme.example")
+    add_user(services, "gone@acme.example")
+    services.accounts.disable_user("gone@acme.example")
     add_user(services, "eve@beta.example", "beta")
     await _signed_in(client, services, "ana@acme.example", "acme")
     url = f"/inbox/threads/{thread_id}"
     page = (await client.get(url)).text
     select = page.split('name="assignee"')[1].split("</select>")[0]
-    assert "bo@acme.example" in select and "eve@beta.example" not in select
+    assert 'value="bo@acme.example">Clerk (bo@acme.example)<' in select
+    assert "eve@beta.example" not in select and "gone@acme.example" not in select
 
     async def assign(who: str) -> str:
         token = csrf_of((await client.get(url)).text)

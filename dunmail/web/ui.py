@@ -83,7 +83,12 @@ def thread_page(request: Request, thread_id: RowId, clerk: SignedIn) -> Response
     holds = [
         h for h in services.desk.holds(tenant=clerk.tenant) if h["customer"] == about["customer"]
     ]
-    users = [u.email for u in services.accounts.users(tenant_id=clerk.tenant_id)]
+    # The tenant's users who can sign in, as the assignee's choices (the service refuses others).
+    users = [
+        (u.email, f"{u.name} ({u.email})" if u.name else u.email)
+        for u in services.accounts.users(tenant_id=clerk.tenant_id)
+        if u.disabled_at is None
+    ]
     # Each email of the thread (to resend any), and since when, why and by whom a contact is
     # blocked (services/customers.py).
     emails = services.customers.thread_emails(thread_id, tenant=clerk.tenant)
