@@ -56,6 +56,7 @@ _FAMILIES = {
 _NEGATION = re.compile(phrases.NEGATION)
 _ADDRESS = re.compile(phrases.ADDR)
 _CLAUSE_END = re.compile(r"[.;!?\n]|,(?= )")
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 _BLANKS = re.compile(r"[ \t\u00a0]+")
 _WINDOW = 30  # characters before a statement searched for a negation in its clause
 
@@ -91,7 +92,8 @@ def triage_reply(body: str, *, written_on: date, known: frozenset[str] = frozens
 def classify_text(text: str, *, written_on: date, known: frozenset[str] = frozenset()) -> Verdict:
     """Classify the customer's own words ``text`` (already without quoted history)."""
     # Runs of spaces and tabs are one space: the phrases are written with single spaces.
-    folded = _BLANKS.sub(" ", fold(text))
+    text = _BLANKS.sub(" ", text)
+    folded = fold(text)
     hits: dict[Intent, tuple[str, str, int]] = {}
     for intent, language, pattern in _compiled():
         if intent in hits:
@@ -141,12 +143,15 @@ def _undone(text: str, start: int, end: int) -> bool:
 
 def _sentence(text: str, folded: str, at: int) -> str:
     """The sentence of ``text`` around position ``at`` (positions agree: folding keeps length
-    for the scripts read here), at most 300 characters."""
+    for the scripts read here), at most 300 characters. A full stop ends a sentence only
+    before a blank, so an address's dots do not."""
     if len(folded) != len(text):
         text = folded
-    start = max(text.rfind(c, 0, at) for c in ".!?\n") + 1
-    ends = [i for c in ".!?\n" if (i := text.find(c, at)) >= 0]
-    return " ".join(text[start : min(ends) + 1 if ends else len(text)].split())[:300]
+    starts = [m.end() for m in _SENTENCE_END.finditer(text, 0, at)]
+    end = _SENTENCE_END.search(text, at)
+    return " ".join(text[starts[-1] if starts else 0 : end.end() if end else len(text)].split())[
+        :300
+    ]
 
 
 def _new_address(text: str, at: int, known: frozenset[str]) -> str | None:
