@@ -230,11 +230,10 @@ def run(
         setup_cli_logging(cfg)
         count = workers or default_workers()
         try:
-            code = run_until_interrupted(cfg, SystemClock(), workers=count)
+            run_until_interrupted(cfg, SystemClock(), workers=count)
         except PortTaken as exc:
             err.print(f"dunmail: {exc.strerror}", markup=False, highlight=False)
             raise typer.Exit(1) from None
-    raise typer.Exit(code)
 
 
 def main() -> None:

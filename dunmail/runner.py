@@ -27,8 +27,6 @@ from scheduler.runner import Tick, build_scheduler
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
-
 
 class PortTaken(OSError):
     """A port the engine must listen on is in use (or may not be bound): ``dunmail run``
@@ -56,8 +54,8 @@ def _listening(what: str, section: str, host: str, port: int) -> Iterator[None]:
         raise
 
 
-def run_until_interrupted(config: Config, clock: Clock, *, workers: int) -> int:
-    """``dunmail run``: the engine until Ctrl-C (exit status 130) or SIGTERM (0).
+def run_until_interrupted(config: Config, clock: Clock, *, workers: int) -> None:
+    """``dunmail run``: the engine until Ctrl-C or SIGTERM, either a clean stop (exit 0).
 
     Ctrl-C reaches every process of the terminal's group, and a spawned Python process turns
     it into a KeyboardInterrupt and a traceback wherever it is (a PDF worker waiting for a job,
@@ -69,12 +67,11 @@ def run_until_interrupted(config: Config, clock: Clock, *, workers: int) -> int:
         signal, "pthread_sigmask"
     ):
         asyncio.run(run_engine(config, clock, workers=workers))
-        return 0
+        return
     # multiprocessing starts its resource tracker at the first spawn, and unblocks SIGINT in
     # the calling thread when it has: started now, it is running before the mask is set.
     resource_tracker.ensure_running()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    interrupted = threading.Event()
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -82,14 +79,12 @@ def run_until_interrupted(config: Config, clock: Clock, *, workers: int) -> int:
 
         def wait_for_ctrl_c() -> None:
             signal.sigwait({signal.SIGINT})
-            interrupted.set()
             loop.call_soon_threadsafe(stop.set)
 
         threading.Thread(target=wait_for_ctrl_c, name="ctrl-c", daemon=True).start()
         await run_engine(config, clock, stop=stop, workers=workers)
 
     asyncio.run(main())
-    return INTERRUPTED if interrupted.is_set() else 0
 
 
 async def run_engine(
