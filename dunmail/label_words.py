@@ -12,7 +12,7 @@ from __future__ import annotations
 from bounce.report import Kind as EventKind
 from mailer.content.kinds import Kind
 from mailer.inbox_models import ThreadStatus
-from mailer.ledger.models import HoldReason
+from mailer.ledger.models import HoldReason, InvoiceStatus
 from mailer.outbound.models import AttemptOutcome, MessageStatus, RecipientStatus
 from mailer.outbound.suppression import SuppressionKind
 
@@ -112,6 +112,13 @@ REPLY_CLASSES: dict[str, str] = {
     "3": N_("the receiving server wants more"),
     "4": N_("temporarily refused by the receiving server"),
     "5": N_("refused by the receiving server"),
+}
+
+INVOICE_STATES: dict[str, str] = {
+    InvoiceStatus.DRAFT: N_("draft: not issued"),
+    InvoiceStatus.OPEN: N_("unpaid"),
+    InvoiceStatus.PAID: N_("paid"),
+    InvoiceStatus.VOID: N_("cancelled (void)"),
 }
 
 THREAD_STATUSES: dict[str, str] = {

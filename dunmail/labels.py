@@ -35,6 +35,7 @@ from dunmail.label_words import (
     ATTEMPT_OUTCOMES,
     EVENTS,
     HOLD_REASONS,
+    INVOICE_STATES,
     KINDS,
     MESSAGE_STATES,
     REASONS,
@@ -91,6 +92,10 @@ class Labels:
     def recipient_state(self, status: str | None) -> str:
         """One recipient's state of an email."""
         return self._word(RECIPIENT_STATES, status)
+
+    def invoice_state(self, status: str | None) -> str:
+        """An invoice's state: ``open`` -> "unpaid"."""
+        return self._word(INVOICE_STATES, status)
 
     def thread_status(self, status: str | None) -> str:
         return self._word(THREAD_STATUSES, status)

@@ -88,7 +88,7 @@ async def test_search_a_customer_by_name_number_or_email_and_open_its_page(
     assert _customer_ids((await client.get("/inbox/customers?q=_")).text) == []
 
     documents = (await client.get("/inbox/documents", params={"q": "inv-10"})).text
-    assert "INV-1042" in documents and "€" in documents
+    assert "INV-1042" in documents and "€" in documents and ">unpaid<" in documents
     assert "INV-1042" not in (await client.get("/inbox/documents?q=CN-")).text
 
     shown = (await client.get(f"/inbox/customers/{found['globex'][0]}")).text

@@ -26,7 +26,7 @@ from dunmail import label_words
 from dunmail.labels import DOMAIN, LOCALE_ROOT, extract_labels, labels_for, languages
 from mailer.content.kinds import KINDS, Kind
 from mailer.inbox_models import ThreadStatus
-from mailer.ledger.models import HoldReason
+from mailer.ledger.models import HoldReason, InvoiceStatus
 from mailer.outbound.models import AttemptOutcome, MessageStatus, RecipientStatus
 from mailer.outbound.suppression import SuppressionKind
 
@@ -65,6 +65,7 @@ def test_every_kind_reason_and_state_has_words_in_every_language(language: str) 
         ("attempt", [s.value for s in AttemptOutcome], label_words.ATTEMPT_OUTCOMES),
         ("suppression", [s.value for s in SuppressionKind], label_words.SUPPRESSION_KINDS),
         ("thread", [s.value for s in ThreadStatus], label_words.THREAD_STATUSES),
+        ("invoice", [s.value for s in InvoiceStatus], label_words.INVOICE_STATES),
         ("hold", [s.value for s in HoldReason], label_words.HOLD_REASONS),
         (
             "event",
