@@ -27,6 +27,7 @@ from dunmail.cli_common import (
     parse_when,
     plain,
     print_json,
+    print_table,
     with_services,
 )
 from dunmail.labels import Labels, labels_for
@@ -67,7 +68,7 @@ def bounce_parse(
                 "hard" if r.hard else "soft",
                 message_id,
             )
-    console.print(table)
+    print_table(table, empty="No message to decode.", text={"reason"})
 
 
 @bounce_app.command("ingest")

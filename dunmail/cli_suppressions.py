@@ -18,9 +18,9 @@ from dunmail.cli_common import (
     JsonOpt,
     TenantOpt,
     app,
-    console,
     one_line,
     plain,
+    print_table,
     with_services,
 )
 from dunmail.labels import Labels, labels_for
@@ -71,7 +71,8 @@ def suppressions(
             escape(one_line(said["by"])),
             escape(lifted),
         )
-    console.print(table)
+    empty = "No address has ever been suppressed." if everything else "No address is suppressed."
+    print_table(table, empty=empty, text={"blocked", "why", "from", "lifted"})
 
 
 @suppressions_app.command("add")
