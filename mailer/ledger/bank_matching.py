@@ -185,7 +185,7 @@ def _by_reference(line: StatementLine, refs: Sequence[Reference], ctx: MatchCont
 
 def _by_amount(line: StatementLine, ctx: MatchContext) -> Decision:
     strong = ctx.by_iban | ctx.by_name
-    candidates = [*sorted(strong), *sorted(ctx.similar_name - strong)]
+    candidates = sorted(strong) or sorted(ctx.similar_name)  # similar: only if none surer
     found: list[tuple[int, tuple[InvoiceView, ...], bool]] = []
     other_currency: InvoiceView | None = None
     for customer_id in candidates:

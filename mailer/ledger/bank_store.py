@@ -74,7 +74,8 @@ def load_context(
     if not ours:
         by_iban = _customers_of_iban(session, tenant_id, line.debtor_iban)
         by_name = names.exact(line.debtor_name)
-        similar = names.similar(line.debtor_name) - by_name
+        if not by_iban and not by_name:  # a similar name only when nothing surer is known
+            similar = names.similar(line.debtor_name)
         customer_ids |= by_iban | by_name | similar
     customers = {
         int(c.id or 0): CustomerView(int(c.id or 0), c.name)
