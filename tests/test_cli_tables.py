@@ -143,6 +143,8 @@ def test_empty_listings_say_so_in_one_line(imported: Path) -> None:
         (("hold", "list", "--all"), "There are no holds.\n"),
         (("outbox",), "The outbox is empty.\n"),
         (("apikey", "list"), "There are no API keys.\n"),
+        (("suppressions",), "No address is suppressed.\n"),
+        (("inbox",), "no open threads\n"),
     ):
         done = dunmail(imported, *args)
         assert (done.returncode, done.stdout) == (0, sentence), (args, done.stderr)
