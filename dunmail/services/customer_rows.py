@@ -22,9 +22,15 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def threads_of(session: Session, tenant_id: int) -> dict[str, int]:
-    """The tenant's thread ids by document key (a message's thread is its document's)."""
-    found = session.exec(select(Thread.document, Thread.id).where(Thread.tenant_id == tenant_id))
+def threads_of(session: Session, tenant_id: int, messages: list[Message]) -> dict[str, int]:
+    """The thread id of each of ``messages``' documents that has one, by document key (a
+    message's thread is its document's); only those documents are read."""
+    keys = sorted({document_key(m) for m in messages})
+    found = session.exec(
+        select(Thread.document, Thread.id).where(
+            Thread.tenant_id == tenant_id, col(Thread.document).in_(keys)
+        )
+    )
     return {document: thread_id or 0 for document, thread_id in found}
 
 
@@ -101,7 +107,7 @@ def evidence_of(
         )
         .order_by(col(DeliveryEvent.created_at), col(DeliveryEvent.id))
     ).all()
-    threads = threads_of(session, tenant_id)
+    threads = threads_of(session, tenant_id, [m for _, m in found])
     return {
         event.address.lower(): {
             "event": event.kind,

@@ -163,7 +163,9 @@ class Customers:
                 .where(Thread.customer_id == customer_id, Thread.tenant_id == tenant_id)
                 .order_by(col(Thread.last_event_at).desc())
             ).all()
-            emails = email_rows(session, list(messages), threads_of(session, tenant_id))
+            emails = email_rows(
+                session, list(messages), threads_of(session, tenant_id, list(messages))
+            )
             return {
                 "id": customer.id,
                 "number": customer.external_id,
@@ -207,7 +209,8 @@ class Customers:
                 .order_by(col(Message.id).desc())
                 .limit(limit)
             ).all()
-            return email_rows(session, list(messages), threads_of(session, tenant_id))
+            found = list(messages)
+            return email_rows(session, found, threads_of(session, tenant_id, found))
 
     def thread_emails(self, thread_id: int, *, tenant: str | None) -> list[dict[str, Any]]:
         """The emails of one of the tenant's threads (what its page offers to resend)."""
