@@ -10,8 +10,10 @@ Abstaining is cheaper than a wrong action (a hold that should not be, a contact 
 mistake), so: a statement preceded in its clause by a negation or a supposition ("we have NOT
 paid", "no hemos pagado", "if we paid") does not count, a question does not count, and only
 the reply's own text is read (bounce/reply_body.py), never the quoted reminder below it.
-When several intents are stated, the most cautious action wins: a dispute over anything, a
-wrong contact over payment talk, a payment made over a promise.
+A reply that states two of paid, promised and disputed ("we paid INV-1038; INV-1042 will
+be paid on Friday") abstains: which invoice each clause is about is beyond a phrase reader,
+and the clerk reads it. Otherwise the most cautious action wins: a wrong contact over
+payment talk.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ PRECEDENCE = (
     Intent.PROMISE_TO_PAY,
     Intent.OUT_OF_OFFICE,
 )
+# Statements about the money that contradict each other when one reply makes two of them.
+_MONEY = {Intent.ALREADY_PAID, Intent.PROMISE_TO_PAY, Intent.DISPUTE}
 _FAMILIES = {
     Intent.ALREADY_PAID: phrases.ALREADY_PAID,
     Intent.DISPUTE: phrases.DISPUTE,
@@ -54,6 +58,8 @@ _FAMILIES = {
     Intent.OUT_OF_OFFICE: phrases.OUT_OF_OFFICE,
 }
 _NEGATION = re.compile(phrases.NEGATION)
+_PAST_AFTER = re.compile(phrases.PAST_AFTER)
+_PAYMENT = {Intent.ALREADY_PAID, Intent.PROMISE_TO_PAY}
 _ADDRESS = re.compile(phrases.ADDR)
 _CLAUSE_END = re.compile(r"[.;!?\n]|,(?= )")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
@@ -99,9 +105,11 @@ def classify_text(text: str, *, written_on: date, known: frozenset[str] = frozen
         if intent in hits:
             continue
         for m in pattern.finditer(folded):
-            if not _undone(folded, m.start(), m.end()):
+            if not _undone(folded, m.start(), m.end(), payment=intent in _PAYMENT):
                 hits[intent] = (language, m.group(0), m.start())
                 break
+    if len(_MONEY & hits.keys()) > 1:
+        return Verdict(Intent.OTHER, evidence="several of paid, promised and disputed")
     for intent in PRECEDENCE:
         if intent not in hits:
             continue
@@ -130,12 +138,16 @@ def _compiled() -> list[tuple[Intent, str, re.Pattern[str]]]:
     ]
 
 
-def _undone(text: str, start: int, end: int) -> bool:
+def _undone(text: str, start: int, end: int, *, payment: bool) -> bool:
     """Whether the statement at ``text[start:end]`` is negated or supposed in its clause, or
-    asked as a question."""
+    asked as a question. A statement of payment is also undone by a negation inside its own
+    words ("we will not pay") and by a day put in the past right after it ("el viernes
+    pasado"); the dispute and contact phrases carry their negations by meaning."""
     before = text[max(0, start - _WINDOW) : start]
     clause = _CLAUSE_END.split(before)[-1]
     if _NEGATION.search(clause):
+        return True
+    if payment and (_NEGATION.search(text[start:end]) or _PAST_AFTER.search(text[end:])):
         return True
     rest = _CLAUSE_END.search(text, end)
     return rest is not None and rest.group(0) == "?"

@@ -150,7 +150,7 @@ PROMISE_TO_PAY: dict[str, tuple[str, ...]] = {
         r"released|done|go out|leave|reach|arrive|be with you)",
         r"\b(?:will|should) be paid\b",
         r"\b(?:payment|transfer) (?:is |has been )?(?:scheduled|planned|booked|queued)",
-        r"\bnext payment run\b|\bpayment run (?:on|next|this)",
+        r"\bnext payment run\b",
         r"\bpay(?:ing)? (?:it |this |you |the balance )?(?:on|by|next|tomorrow|this|before|"
         r"at the end)\b",
         # the present for the future, with the day named: "I'm doing the transfer tomorrow"
@@ -167,9 +167,10 @@ PROMISE_TO_PAY: dict[str, tuple[str, ...]] = {
         r"\bprocederemos (?:al|a) (?:pago|abonar|pagar)",
         r"\b(?:pago|transferencia) (?:esta |queda )?(?:programad|previst)",
         # the present for the future, with the day named: "mañana os hago la transferencia"
-        r"\b(?:" + _SOON["es"] + r")\b[^.\n]{0,20}\b(?:hago|hacemos|mando|mandamos|pago|pagamos|"
-        r"abono|abonamos|transfiero|transferimos|realizamos)\b",
-        r"\b(?:hago|hacemos|mando|mandamos|pago|pagamos|abono|abonamos|transfiero|transferimos|"
+        # ("pago" and "abono" are nouns too: "el pago se realizó el viernes" is no promise)
+        r"\b(?:" + _SOON["es"] + r")\b[^.\n]{0,20}\b(?:hago|hacemos|mando|mandamos|pagamos|"
+        r"abonamos|transfiero|transferimos|realizamos)\b",
+        r"\b(?:hago|hacemos|mando|mandamos|pagamos|abonamos|transfiero|transferimos|"
         r"realizamos)\b[^.\n]{0,40}\b(?:" + _SOON["es"] + r")\b",
     ),
     "fr": (
@@ -276,6 +277,9 @@ OUT_OF_OFFICE: dict[str, tuple[str, ...]] = {
         r"\bma intorc\b|\brevin (?:la birou )?(?:pe|in|luni|marti|miercuri|joi|vineri)\b",
     ),
 }
+
+# A word right after a day that puts it in the past: "el viernes pasado", "vendredi dernier".
+PAST_AFTER = r"^\W{0,3}(?:pasad[oa]|dernier|derniere|trecut[aa]?|ago)\b"
 
 # Words that undo a statement when they stand shortly before it in the same clause, or make
 # it a supposition: "we have NOT paid", "no hemos pagado", "nous n'avons pas", "nu am plătit",

@@ -24,21 +24,19 @@ CASES = load_cases()
 
 # file -> why the classifier gets it wrong (dev: seen while writing the phrases; held-out: not)
 KNOWN_MISSES = {
-    "049.eml": "dev, mixed: 'the new invoice ... is wrong too' about another invoice reads as "
-    "a dispute, and a dispute beats a payment",
+    "049.eml": "dev, mixed: paid, and 'the new invoice ... is wrong too' about another "
+    "invoice reads as a dispute; two money statements abstain",
     "008.eml": "held-out: 'Paid on the 22nd' has no subject, and 'update your records' is a "
-    "wrong-contact phrase",
-    "050.eml": "held-out: one invoice paid, this one promised; the classifier does not know "
-    "which invoice each clause is about and a payment beats a promise",
+    "wrong-contact phrase (the one wrong action)",
+    "050.eml": "held-out: one invoice paid, this one promised; which invoice each clause is "
+    "about is beyond the phrases, so it abstains",
     "100.eml": "held-out: as 050 in Spanish",
     "150.eml": "held-out: as 050 in French",
     "200.eml": "held-out: as 050 in Romanian",
-    "056.eml": "held-out: 'se abonó' (it was paid) contains 'abono' (credit note) and the "
-    "dispute phrase's article is optional",
+    "056.eml": "held-out: 'se abonó' (it was paid) contains 'abono' (credit note: the dispute "
+    "phrase's article is optional), so paid and disputed abstain",
     "066.eml": "held-out: 'factura está duplicada': only 'factura duplicada' is a phrase",
-    "072.eml": "held-out: 'a final de mes' is not among the end-of-month words",
-    "092.eml": "held-out: the present-for-future phrase runs past the question mark of "
-    "'¿Han recibido nuestro pago?' into 'el día 9'",
+    "072.eml": "held-out: 'a final de mes' is not among the end-of-month words (no date)",
     "130.eml": "held-out: 'on va faire le virement' (colloquial future) is not a phrase",
     "152.eml": "held-out: 'c payé' (texting spelling of c'est payé)",
     "166.eml": "held-out: 'Factura e dublă': only 'factura dublă' is a phrase",
@@ -92,6 +90,18 @@ def test_labelled_reply(case: Case) -> None:
 )
 def test_negation_supposition_and_question_never_read_as_already_paid(text: str) -> None:
     assert classify_text(text, written_on=date(2026, 1, 12)).intent is not Intent.ALREADY_PAID
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "We will not pay this until the credit note arrives.",
+        "El pago se realizó el viernes pasado.",
+        "We paid INV-1038 last week; INV-1042 will be paid on Friday.",
+    ],
+)
+def test_no_promise_is_read_from_a_refusal_a_past_day_or_a_mixed_reply(text: str) -> None:
+    assert classify_text(text, written_on=date(2026, 1, 12)).intent is not Intent.PROMISE_TO_PAY
 
 
 @pytest.mark.parametrize(
