@@ -149,3 +149,43 @@ def test_the_email_catalog_is_another_domain() -> None:
     with (LOCALE_ROOT / "messages.pot").open("rb") as fh:
         email = {m.id for m in read_po(fh) if m.id}
     assert not email & {m.id for m in extract_labels() if m.id and "{" in str(m.id)}
+
+
+def test_a_block_says_since_when_why_and_from_what() -> None:
+    en = labels_for("en")
+    evidence = {
+        "event": "bounce",
+        "reason": "userunknown",
+        "status": "5.1.1",
+        "email_kind": "late_payment_reminder",
+        "document": "INV-7",
+    }
+    bounce: dict[str, object] = {
+        "kind": "hard",
+        "created_at": "2026-03-02T09:05:00+00:00",
+        "created_by": "bounce",
+        "active": True,
+        "evidence": evidence,
+    }
+    assert en.block(bounce) == {
+        "state": "blocked since 2026-03-02 09:05",
+        "why": "address does not exist (5.1.1)",
+        "by": "what came back about Overdue reminder INV-7",
+    }
+    complaint = {
+        **bounce,
+        "kind": "complaint",
+        "evidence": {**evidence, "event": "complaint"},
+    }
+    assert en.block(complaint)["why"] == "marked as spam by the recipient"
+    manual = {**bounce, "kind": "manual", "created_by": "ana@acme.example", "reason": "left"}
+    assert en.block(manual) == {
+        "state": "blocked since 2026-03-02 09:05",
+        "why": "blocked by a person",
+        "by": "ana@acme.example: left",
+    }
+    soft = {**bounce, "kind": "soft", "expires_at": "2026-03-30T09:05:00+00:00", "evidence": None}
+    assert en.block(soft)["state"] == "blocked since 2026-03-02 09:05 until 2026-03-30 09:05"
+    assert en.block(soft)["why"] == "repeated temporary failures"
+    lifted = {**manual, "active": False}
+    assert labels_for("fr").block(lifted)["state"] == "a été bloqué à partir du 2026-03-02 09:05"
