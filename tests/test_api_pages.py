@@ -4,14 +4,19 @@ another's rows. The app in process through httpx, on SQLite and PostgreSQL (``db
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dunmail.app import Services
+from dunmail.web.api_service import LISTS, CursorError, decode_cursor, encode_cursor
 from dunmail.web.app import create_app
+from dunmail.web.deps import MAX_ROW_ID
 from dunmail.web.keyring import create_key
 from mailer.db import session_scope
 from mailer.outbound.memory import MemoryTransport
@@ -232,3 +237,35 @@ async def test_messages_follow_a_cursor_too(
     assert (await beta.get("/messages")).json()["items"] == []
     bad = await acme.get("/messages", params={"cursor": "bm90LWEtY3Vyc29y"})
     assert bad.status_code == 422
+
+
+@given(last=st.integers(min_value=0, max_value=MAX_ROW_ID), kind=st.sampled_from(sorted(LISTS)))
+def test_a_cursor_stands_for_its_row_and_list(last: int, kind: str) -> None:
+    cursor = encode_cursor(kind, last)
+    assert cursor is not None and re.fullmatch(r"[A-Za-z0-9_-]+", cursor)
+    assert decode_cursor(kind, cursor) == last
+    for other in set(LISTS) - {kind}:
+        with pytest.raises(CursorError):
+            decode_cursor(other, cursor)
+
+
+@given(text=st.text(max_size=60))
+def test_any_other_text_is_a_cursor_error_not_a_crash(text: str) -> None:
+    try:
+        last = decode_cursor("customers", text)
+    except CursorError:
+        return
+    assert last is not None and 0 <= last <= MAX_ROW_ID  # only a cursor we could have given
+
+
+async def test_openapi_documents_the_pages(
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    acme, _ = clients
+    spec = (await acme.get("http://dunmail.test/openapi.json")).json()
+    for path in ("/customers", "/invoices", "/payments", "/credit-notes", "/messages"):
+        params = {p["name"]: p for p in spec["paths"][f"/api/v1{path}"]["get"]["parameters"]}
+        assert params["limit"]["schema"]["maximum"] == 500, path
+        assert "cursor" in params, path
+    for path in ("/customers/{customer_id}", "/payments/{payment_id}", "/credit-notes/{number}"):
+        assert "get" in spec["paths"][f"/api/v1{path}"], path
