@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from difflib import SequenceMatcher
+from difflib import get_close_matches
 from itertools import combinations
 
 from mailer.ledger.bank_models import BankLineStatus, Confidence
@@ -91,11 +91,15 @@ def name_key(name: str) -> str:
     return " ".join(kept or words)
 
 
-def is_similar(a: str, b: str) -> bool:
-    """Two name keys alike enough to suggest, never to apply (a typo, a word added)."""
-    if not a or not b:
-        return False
-    return a in b or b in a or SequenceMatcher(None, a, b).ratio() >= _SIMILAR
+def similar_keys(key: str, keys: Collection[str]) -> list[str]:
+    """Name keys alike enough to suggest, never to apply: one contains the other ("globex"
+    in "globex europe"), or difflib finds them close (a typo). ``get_close_matches`` rules
+    most keys out by its quick upper bounds before the costly ratio."""
+    if len(key) < 3:
+        return []
+    close = get_close_matches(key, keys, n=5, cutoff=_SIMILAR)
+    contained = [k for k in keys if len(k) >= 3 and (k in key or key in k)]
+    return list(dict.fromkeys([*close, *contained[:5]]))
 
 
 def references_of(line: StatementLine) -> tuple[list[Reference], list[str]]:

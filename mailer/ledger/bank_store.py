@@ -14,9 +14,9 @@ from mailer.ledger.bank_matching import (
     CustomerView,
     InvoiceView,
     MatchContext,
-    is_similar,
     name_key,
     references_of,
+    similar_keys,
 )
 from mailer.ledger.bank_models import BankLine, BankLineStatus
 from mailer.ledger.bank_statement import Direction, StatementLine
@@ -56,8 +56,8 @@ class CustomerNames:
     def similar(self, name: str | None) -> frozenset[int]:
         if not name:
             return frozenset()
-        key = name_key(name)
-        return frozenset(i for k, ids in self.by_key.items() if is_similar(key, k) for i in ids)
+        keys = similar_keys(name_key(name), self.by_key.keys())
+        return frozenset(i for k in keys for i in self.by_key[k])
 
 
 def load_context(
