@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from dunmail.app import Services
 from dunmail.cli_common import (
@@ -17,8 +18,8 @@ from dunmail.cli_common import (
     JsonOpt,
     TenantOpt,
     app,
-    console,
     plain,
+    print_table,
     with_services,
 )
 
@@ -70,7 +71,7 @@ def bank_unmatched(
         return
     table = Table("line", "booked", "amount", "debtor", "status", "confidence", "reason")
     for line in lines:
-        table.add_row(
+        cells = (
             str(line["id"]),
             line["booked_on"],
             f"{line['amount']} {line['currency']}",
@@ -79,7 +80,9 @@ def bank_unmatched(
             line["confidence"] or "",
             line["reason"],
         )
-    console.print(table, markup=False, highlight=False)
+        table.add_row(*map(Text, cells))  # Text: a debtor's "[...]" is not markup
+    empty = "No bank line was imported." if everything else "No bank line waits for a clerk."
+    print_table(table, empty=empty, text={"debtor", "reason"})
 
 
 @bank_app.command("allocate")

@@ -145,6 +145,7 @@ def test_empty_listings_say_so_in_one_line(imported: Path) -> None:
         (("apikey", "list"), "There are no API keys.\n"),
         (("suppressions",), "No address is suppressed.\n"),
         (("inbox",), "no open threads\n"),
+        (("bank", "unmatched"), "No bank line waits for a clerk.\n"),
     ):
         done = dunmail(imported, *args)
         assert (done.returncode, done.stdout) == (0, sentence), (args, done.stderr)
