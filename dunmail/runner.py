@@ -100,7 +100,8 @@ async def run_engine(
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
     capture = None
-    # The web port first: every port is known to be free before any work starts.
+    # The web and capture ports before the database is opened, inbound SMTP's before any
+    # pass: a port in use stops the engine before it has done anything.
     web_socket = _bind_web(config)
     if config.capture.enabled:
         settings = config.capture
