@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -368,3 +369,27 @@ def test_a_tenant_never_sees_or_pays_into_another_tenants_lines(ledger: Services
     (seen,) = ledger.bank.import_statement(other, tenant="beta").lines
     assert seen["status"] == "unmatched" and "another tenant's reference" in seen["reason"]
     assert paid(ledger) == {}
+
+
+@pytest.mark.parametrize(
+    ("bank", "says"),
+    [
+        ('iban = "DE89 3704 0044 0532 0130 01"', "tenants.acme.bank.iban: Value error, 'DE89"),
+        ('iban = "DE89370400440532013000"\nbic = "COBADE"', "tenants.acme.bank.bic"),
+        ('iban = "DE89370400440532013000"\nswift = "x"', "tenants.acme.bank.swift"),
+    ],
+)
+def test_a_bad_bank_account_is_a_config_error_naming_tenant_and_key(
+    tmp_path: Path, bank: str, says: str
+) -> None:
+    from dunmail.config import load_config
+    from mailer.errors import ConfigError
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'env = "dev"\n[database]\nurl = "sqlite:///x.db"\n[relay]\nhost = "127.0.0.1"\n'
+        'domain = "relay.example"\n[tenants.acme]\nname = "Acme"\nemail = "ar@acme.example"\n'
+        f"[tenants.acme.bank]\n{bank}\n"
+    )
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_config(path)
