@@ -93,10 +93,12 @@ def _named_patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]
     return day_month, month_day, weekday
 
 
-def find_promised_date(text: str, *, written_on: date) -> date | None:
+def find_promised_date(text: str, *, written_on: date, month_first: bool = False) -> date | None:
     """The first day named in ``text`` (folded), read forward from ``written_on``; None when
-    it names none. A date before ``written_on`` is not a promise and reads as None."""
-    found = _candidates(fold(text), written_on)
+    it names none. A date before ``written_on`` is not a promise and reads as None.
+    ``month_first``: "02/03" is 3 February (the customer's locale writes dates month first,
+    en_US), else 2 March; a number over 12 decides either way."""
+    found = _candidates(fold(text), written_on, month_first)
     if not found:
         return None
     # A full date beats a weekday or a relative word beside it ("Friday 15 January").
@@ -104,7 +106,7 @@ def find_promised_date(text: str, *, written_on: date) -> date | None:
     return when if when >= written_on else None
 
 
-def _candidates(text: str, today: date) -> list[tuple[int, int, date]]:
+def _candidates(text: str, today: date, month_first: bool) -> list[tuple[int, int, date]]:
     """(tier, position, date) of every date expression in ``text``: tier 0 names the month,
     tier 1 does not (a day of the month, a weekday, a relative word)."""
     hits: list[tuple[int, date | None]] = []
@@ -117,7 +119,8 @@ def _candidates(text: str, today: date) -> list[tuple[int, int, date]]:
         hits.append((m.start(), _forward(today, _months()[m[1]], int(m[2]), m[3])))
     for m in _NUMERIC.finditer(text):
         first, second = int(m[1]), int(m[2])
-        day, month = (second, first) if second > 12 >= first else (first, second)
+        swap = second <= 12 < first if month_first else second > 12 >= first
+        day, month = (second, first) if swap != month_first else (first, second)
         hits.append((m.start(), _forward(today, month, day, m[3])))
     full = len(hits)
     for m in _DAY_ONLY.finditer(text):

@@ -9,6 +9,7 @@ noted on the thread, so the timeline says who did what and why.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from email.parser import BytesHeaderParser
@@ -16,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from babel import Locale, UnknownLocaleError
 from sqlmodel import Session, col, select
 
 from bounce.reply import from_and_subject, reply_text
@@ -27,7 +29,7 @@ from mailer.errors import MailerError, NotFoundError
 from mailer.inbox_models import InboundMail, ProposalStatus, ReplyProposal, Thread
 from mailer.ledger import holds
 from mailer.ledger.contacts import replace_contact_email
-from mailer.ledger.models import HoldReason
+from mailer.ledger.models import Customer, HoldReason
 from mailer.outbound.models import Message, MessageRecipient, RecipientRole
 
 AUTO = "auto:promise_to_pay"  # who placed a hold the tenant's opt-in placed
@@ -73,7 +75,13 @@ def propose_for_reply(
     sender = _sender(inbound.raw)
     known = frozenset(_recipients(session, message) | ({sender} if sender else set()))
     written_on = _written_on(inbound, policy.time_zone)
-    verdict = triage_reply(reply_text(inbound.raw), written_on=written_on, known=known)
+    customer = session.get(Customer, thread.customer_id) if thread.customer_id else None
+    verdict = triage_reply(
+        reply_text(inbound.raw),
+        written_on=written_on,
+        known=known,
+        month_first=month_first(customer.locale if customer else None),
+    )
     proposal = ReplyProposal(
         tenant_id=message.tenant_id,
         thread_id=thread.id,
@@ -246,6 +254,19 @@ def latest_open(session: Session, thread: Thread) -> ReplyProposal:
     if found is None:
         raise MailerError(f"thread {thread.id} has no proposal waiting for a clerk")
     return found
+
+
+def month_first(locale: str | None) -> bool:
+    """Whether a customer in ``locale`` writes "02/03" for 3 February: its CLDR short date
+    (Babel) starts with the month. Only a locale with a territory says so (CLDR's bare "en"
+    is American; a customer filed as "en" may be anywhere), else day first."""
+    if not locale or not re.search(r"[_-][A-Za-z]{2}$", locale.strip()):
+        return False
+    try:
+        pattern = Locale.parse(locale.strip().replace("-", "_")).date_formats["short"].pattern
+    except (ValueError, UnknownLocaleError):
+        return False
+    return str(pattern).lstrip().startswith("M")
 
 
 def _hold_until(verdict: Verdict, written_on: date, policy: ReplyPolicy) -> datetime | None:

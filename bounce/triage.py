@@ -88,14 +88,29 @@ class Verdict:
         }
 
 
-def triage_reply(body: str, *, written_on: date, known: frozenset[str] = frozenset()) -> Verdict:
+def triage_reply(
+    body: str,
+    *,
+    written_on: date,
+    known: frozenset[str] = frozenset(),
+    month_first: bool = False,
+) -> Verdict:
     """Classify a reply's plain-text ``body`` (quoted history and all) written on
     ``written_on`` (the reply's Date, in the customer's time zone). ``known`` are addresses
-    that cannot be a new contact (ours, and whoever already gets the email)."""
-    return classify_text(latest_text(body), written_on=written_on, known=known)
+    that cannot be a new contact (ours, and whoever already gets the email); ``month_first``
+    when the customer's locale writes "02/03" for 3 February."""
+    return classify_text(
+        latest_text(body), written_on=written_on, known=known, month_first=month_first
+    )
 
 
-def classify_text(text: str, *, written_on: date, known: frozenset[str] = frozenset()) -> Verdict:
+def classify_text(
+    text: str,
+    *,
+    written_on: date,
+    known: frozenset[str] = frozenset(),
+    month_first: bool = False,
+) -> Verdict:
     """Classify the customer's own words ``text`` (already without quoted history)."""
     # Runs of spaces and tabs are one space: the phrases are written with single spaces.
     text = _BLANKS.sub(" ", text)
@@ -120,9 +135,10 @@ def classify_text(text: str, *, written_on: date, known: frozenset[str] = frozen
                 intent, language, new_address=_new_address(folded, at, known), evidence=evidence
             )
         if intent is Intent.PROMISE_TO_PAY:
+            sentence = fold(_sentence(text, folded, at))
             promised = find_promised_date(
-                fold(_sentence(text, folded, at)), written_on=written_on
-            ) or find_promised_date(folded, written_on=written_on)
+                sentence, written_on=written_on, month_first=month_first
+            ) or find_promised_date(folded, written_on=written_on, month_first=month_first)
             return Verdict(intent, language, promised_on=promised, evidence=evidence)
         return Verdict(intent, language, evidence=evidence)
     return Verdict(Intent.OTHER)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from bench.triage import Case, judge, load_cases
 from bounce.promise_date import find_promised_date
+from bounce.proposals import month_first
 from bounce.reply_body import latest_text
 from bounce.triage import Intent, Verdict, classify_text, triage_reply
 
@@ -123,6 +124,34 @@ def test_no_promise_is_read_from_a_refusal_a_past_day_or_a_mixed_reply(text: str
 )
 def test_promised_dates_read_forward_from_the_reply(text: str, expected: date | None) -> None:
     assert find_promised_date(text, written_on=date(2026, 1, 12)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "month_first", "expected"),
+    [
+        ("We will pay on 02/03.", False, date(2026, 3, 2)),
+        ("We will pay on 02/03.", True, date(2026, 2, 3)),
+        ("We will pay on 01/15.", False, date(2026, 1, 15)),  # no 15th month: either way
+        ("We will pay on 15/01.", True, date(2026, 1, 15)),
+    ],
+)
+def test_numeric_dates_follow_the_customers_locale(
+    text: str, month_first: bool, expected: date
+) -> None:
+    verdict = classify_text(text, written_on=date(2026, 1, 12), month_first=month_first)
+    assert (verdict.intent, verdict.promised_on) == (Intent.PROMISE_TO_PAY, expected)
+
+
+def test_a_locale_writes_month_first_only_with_a_territory_that_does() -> None:
+    assert [month_first(x) for x in ("en_US", "en-US", "en", "en_GB", "fr_CA", None, "zz_ZZ")] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 _QUOTES = [
