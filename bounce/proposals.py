@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from bounce.reply import from_and_subject, reply_text
@@ -26,7 +27,13 @@ from bounce.threads import add_note, document_key
 from bounce.triage import Intent, Verdict, triage_reply
 from mailer.address import parse_addr_spec
 from mailer.errors import MailerError, NotFoundError
-from mailer.inbox_models import InboundMail, ProposalStatus, ReplyProposal, Thread
+from mailer.inbox_models import (
+    InboundMail,
+    InboundStatus,
+    ProposalStatus,
+    ReplyProposal,
+    Thread,
+)
 from mailer.ledger import holds
 from mailer.ledger.contacts import replace_contact_email
 from mailer.ledger.models import Customer, HoldReason
@@ -100,6 +107,21 @@ def propose_for_reply(
     if verdict.intent is Intent.PROMISE_TO_PAY and policy.auto_promise_holds:
         accept_proposal(session, proposal, by=AUTO, now=now)
     return proposal
+
+
+def unproposed_replies(engine: Engine) -> list[int]:
+    """The ids of matched persons' replies that have no proposal yet, oldest first."""
+    with Session(engine) as session:
+        query = (
+            select(InboundMail.id)
+            .where(
+                InboundMail.kind == Kind.NOT_BOUNCE.value,
+                InboundMail.status == InboundStatus.PROCESSED,
+                col(InboundMail.id).not_in(select(ReplyProposal.inbound_id)),
+            )
+            .order_by(col(InboundMail.id))
+        )
+        return [i for i in session.exec(query).all() if i is not None]
 
 
 def accept_proposal(session: Session, proposal: ReplyProposal, *, by: str, now: datetime) -> str:

@@ -19,12 +19,15 @@ from typing import Any
 import aiosmtplib
 import httpx
 import pytest
+from sqlmodel import select
 
 from bounce.inbound_smtp import build_inbound_addresses, start_inbound
 from dunmail.app import Services, build_services
 from mailer.clock import FixedClock
 from mailer.config import InboundConfig
+from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
+from mailer.inbox_models import ReplyProposal
 from mailer.outbound.memory import MemoryTransport, SentMail
 from tests.conftest import DEMO_DOC, make_config
 from tests.test_bounce_ingest import _sent
@@ -292,3 +295,18 @@ async def test_the_thread_page_shows_the_proposal_escaped_and_accepts_it_in_one_
     assert (
         "accepted by ana@acme.example" in after.text and 'class="accept-proposal"' not in after.text
     )
+
+
+async def test_reprocess_reads_the_replies_stored_before_triage_once(
+    relay_env: tuple[Services, MemoryTransport], smtp_port: int, clock: FixedClock
+) -> None:
+    services, transport = relay_env
+    sent = await _sent(services, transport)
+    await _deliver(smtp_port, _reply(sent, "We paid this yesterday.", clock))
+    with session_scope(services.engine) as session:  # as stored before reply triage existed
+        for row in session.exec(select(ReplyProposal)).all():
+            session.delete(row)
+    assert _thread(services)["proposals"] == []
+    services.inbound.reprocess()
+    services.inbound.reprocess()
+    assert [p["intent"] for p in _thread(services)["proposals"]] == ["already_paid"]

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from bounce.authority import Mailboxes
 from bounce.ingest import Outcome, process, reprocess, store
-from bounce.proposals import ReplyPolicy, propose_for_reply
+from bounce.proposals import ReplyPolicy, propose_for_reply, unproposed_replies
 from dunmail.config import Config
 from mailer.clock import Clock
 from mailer.db import session_scope
@@ -232,7 +232,9 @@ class Inbound:
         return summary, failed
 
     def reprocess(self) -> IngestSummary:
-        """Decode, match and suppress again over every stored inbound message."""
+        """Decode, match and suppress again over every stored inbound message, then read the
+        persons' replies that have no proposal yet (those stored before reply triage, or
+        matched only now)."""
         summary = IngestSummary()
         for outcome in reprocess(
             self.engine,
@@ -243,4 +245,10 @@ class Inbound:
             enqueue=self._enqueue,
         ):
             summary.add(outcome)
+        for inbound_id in unproposed_replies(self.engine):
+            with session_scope(self.engine) as session:
+                inbound = session.get(InboundMail, inbound_id)
+                if inbound is not None and inbound.tenant_id is not None:
+                    policy = self.reply_policy(inbound.tenant_id)
+                    propose_for_reply(session, inbound, policy=policy, now=self.clock.now())
         return summary
