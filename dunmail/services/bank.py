@@ -31,7 +31,7 @@ from mailer.ledger.bank_statement import (
     StatementLine,
     parse_statement,
 )
-from mailer.ledger.importlock import ImportLocks
+from mailer.ledger.importlock import BatchCommits, ImportLocks
 from mailer.ledger.models import Customer, Invoice, InvoiceStatus
 from mailer.ledger.money import from_minor
 from mailer.tenants import Tenants
@@ -80,7 +80,9 @@ class BankService:
         """Read a camt.053/camt.054/MT940 file and match, record and queue each new line.
 
         Holds the tenant's import lock (an ERP import and a statement import allocate the same
-        invoices) and commits once: a statement is applied whole or not at all.
+        invoices) and commits in short batches like the ERP import (mailer/ledger/importlock.py),
+        so the running engine keeps its turn at SQLite's one write lock. Each line is committed
+        with its payment, so an import that dies is completed by running it again.
         """
         tenant_id = self.tenants.id(tenant)
         try:
@@ -91,7 +93,14 @@ class BankService:
         report = BankImportReport()
         db = self.ledger.config.database
         locks = ImportLocks(self.engine, lease=timedelta(seconds=db.import_lock_lease_seconds))
-        with locks.held(tenant_id, wait=0.0), session_scope(self.engine) as session:
+        with locks.held(tenant_id, wait=0.0) as lease, session_scope(self.engine) as session:
+            commits = BatchCommits(
+                session,
+                renew=lambda: locks.renew(session, lease),
+                records=db.import_batch_records,
+                seconds=db.import_batch_seconds,
+                pause_ratio=db.import_pause_ratio if self.engine.dialect.name == "sqlite" else 0,
+            )
             names = bank_store.CustomerNames(session, tenant_id)
             for line in lines:
                 if bank_store.find_line(session, tenant_id, line) is not None:
@@ -100,6 +109,8 @@ class BankService:
                 row = self._record(session, tenant_id, line, names)
                 setattr(report, row.status.value, getattr(report, row.status.value) + 1)
                 report.lines.append(_public(row))
+                commits.step()
+            commits.commit()
         return report
 
     def queue(self, *, tenant: str | None, everything: bool = False) -> list[dict[str, Any]]:
