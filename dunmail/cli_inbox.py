@@ -225,8 +225,10 @@ def inbox_resend(
         )
 
     message, addresses = with_services(config, at, body)
+    words = labels_for(None)  # the operator's command line: English words for the codes
     plain(
-        f"thread {thread}: {message.kind} resent to {', '.join(addresses)} ({message.status.value})"
+        f"thread {thread}: {words.kind(message.kind)} resent to {', '.join(addresses)} "
+        f"({words.message_state(message.status.value)})"
     )
 
 
