@@ -311,6 +311,8 @@ def test_cli_import_pays_sends_the_receipt_and_stops_the_reminder(
         assert "payment_receipt" in tick.stdout, tick.stdout
         with sa.create_engine(db_url).connect() as conn:
             kinds = conn.scalars(sa.text("select kind from message order by id")).all()
+            bt = conn.execute(sa.text("select external_id, amount_minor from payment")).all()
+        assert [tuple(p) for p in bt] == [("BT-1", 12000)]
         assert kinds.count("payment_receipt") == 1
         after = plan()
         assert after.get("INV-1", {}).get("send") is None  # paid: no reminder
