@@ -219,13 +219,13 @@ def inbox_resend(
 ) -> None:
     """After fixing the contact: send the thread's bounced email again and resume chasing."""
 
-    async def body(services: Services) -> tuple[Any, list[str]]:
-        return await services.inbox.resend(
+    async def body(services: Services) -> tuple[Any, list[str], Labels]:
+        message, addresses = await services.inbox.resend(
             thread, tenant=tenant, by=by or f"cli:{getpass.getuser()}"
         )
+        return message, addresses, labels_for(services.customers.language(tenant=tenant))
 
-    message, addresses = with_services(config, at, body)
-    words = labels_for(None)  # the operator's command line: English words for the codes
+    message, addresses, words = with_services(config, at, body)
     plain(
         f"thread {thread}: {words.kind(message.kind)} resent to {', '.join(addresses)} "
         f"({words.message_state(message.status.value)})"
