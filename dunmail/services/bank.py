@@ -23,7 +23,7 @@ from mailer.clock import Clock
 from mailer.db import session_scope
 from mailer.errors import DocumentError, MailerError, NotFoundError
 from mailer.ledger import bank_store
-from mailer.ledger.bank_matching import Decision
+from mailer.ledger.bank_matching import Decision, plan_match
 from mailer.ledger.bank_models import BankLine, BankLineStatus
 from mailer.ledger.bank_statement import (
     Direction,
@@ -155,6 +155,8 @@ class BankService:
                 credit_minor=left,
             )
             self._pay(session, tenant_id, row, decision)
+            if row.status is not BankLineStatus.MATCHED:
+                raise MailerError(f"bank line {line_id}: {row.reason}")  # rolled back
             row.resolved_by = by[:200]
             return _public(row)
 
@@ -173,8 +175,6 @@ class BankService:
     def _record(
         self, session: Session, tenant_id: int, line: StatementLine, names: bank_store.CustomerNames
     ) -> BankLine:
-        from mailer.ledger.bank_matching import plan_match
-
         ctx = bank_store.load_context(session, tenant_id, line, names)
         decision = plan_match(line, ctx)
         row = BankLine(
