@@ -34,7 +34,9 @@ def parse_camt(data: bytes) -> list[StatementLine]:
     entry that books several (``NtryDtls/TxDtls`` with their own amounts)."""
     try:
         root = fromstring(data, forbid_dtd=True)
-    except (ParseError, DefusedXmlException) as exc:
+    except DefusedXmlException:
+        raise StatementError("camt XML with a DTD or entities is refused") from None
+    except ParseError as exc:
         raise StatementError(f"not well-formed camt XML: {exc}") from None
     found = _NAMESPACE.fullmatch(root.tag)
     if found is None:
