@@ -23,6 +23,7 @@ from dunmail.cli_common import (
     print_table,
     with_services,
 )
+from dunmail.labels import labels_for
 from mailer.content.i18n import fallback_note
 from mailer.content.kinds import KINDS
 from mailer.content.statement import StatementStyle
@@ -213,17 +214,22 @@ def outbox(
         "recipients",
         "last error",
     )
+    words = labels_for(None)  # the operator's list spans tenants: English words, --json codes
     for r in rows:
         table.add_row(
             str(r["id"]),
             r["tenant"] or "",
-            r["kind"],
+            words.kind(r["kind"]),
             escape(r["document"] or ""),
-            r["status"],
+            words.message_state(r["status"]),
             r["language"] or "",
             str(r["attempts"]),
             (r["finished_at"] or r["next_attempt_at"] or "")[:19],
-            escape("\n".join(f"{x['address']} {x['status']}" for x in r["recipients"])),
+            escape(
+                "\n".join(
+                    f"{x['address']}: {words.recipient_state(x['status'])}" for x in r["recipients"]
+                )
+            ),
             escape(r["skip_reason"] or r["last_error"] or ""),
         )
     print_table(table, empty="The outbox is empty.", text={"recipients", "last error"})
