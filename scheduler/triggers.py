@@ -111,6 +111,7 @@ class Triggers:
             invoice=invoice,
             now=now,
             branding=config.branding.as_context(),
+            bank=config.bank,
         )
         if kind == Kind.THANK_YOU:
             paid_at = session.exec(
@@ -217,6 +218,7 @@ class Triggers:
             invoices=invoices,
             now=now,
             branding=config.branding.as_context(),
+            bank=config.bank,
         )
         request = EnqueueRequest(
             tenant_id=customer.tenant_id,

@@ -10,10 +10,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from mailer.bank_config import BankConfig
+from mailer.content.bank_transfer import bank_transfer
 from mailer.content.event_context import invoice_data
 from mailer.content.formatting import normalise_locale
 from mailer.ledger.localtime import customer_zone, days_between
 from mailer.ledger.models import Customer, Invoice, Tenant
+from mailer.ledger.references import customer_reference, invoice_reference
 
 # The branding keys of ``mailer.content.shapes.TenantData`` a caller may pass (``BrandingConfig``).
 BRANDING_KEYS = ("logo_url", "brand_color", "address", "footer", "css", "tax_id")
@@ -65,19 +68,32 @@ def invoice_context(
     invoice: Invoice,
     now: datetime,
     branding: Mapping[str, Any] | None = None,
+    bank: BankConfig | None = None,
 ) -> dict[str, Any]:
     """Everything the invoice templates may show, as JSON-safe data.
+
+    ``bank`` is the tenant's ``[bank]``: with it, an invoice with a balance carries
+    ``bank_transfer`` (its account, balance and the invoice's RF reference).
 
     ``days_overdue`` counts calendar days in the customer's zone: due 31 March, it is one day
     overdue all through 1 April there, whatever the date in UTC.
     """
     zone = customer_zone(customer.time_zone, tenant.time_zone)
     overdue = days_between(invoice.due_at, now, zone)
-    return {
+    context: dict[str, Any] = {
         **party_context(tenant=tenant, customer=customer, branding=branding),
         "invoice": invoice_data(invoice),  # the one InvoiceData builder: receipts use it too
         "days_overdue": max(0, overdue),
     }
+    if bank is not None and invoice.balance_minor > 0:
+        context["bank_transfer"] = bank_transfer(
+            bank,
+            tenant_name=tenant.name,
+            reference=invoice_reference(tenant.id or 0, invoice.id or 0),
+            amount_minor=invoice.balance_minor,
+            currency=invoice.currency,
+        )
+    return context
 
 
 def overdue_summary_context(
@@ -87,10 +103,13 @@ def overdue_summary_context(
     invoices: Sequence[Invoice],
     now: datetime,
     branding: Mapping[str, Any] | None = None,
+    bank: BankConfig | None = None,
 ) -> dict[str, Any]:
     """An ``overdue_summary``: one customer's overdue ``invoices``, all in one currency, with
     their total balance. Each invoice's ``days_overdue`` counts calendar days where the customer
-    is, as the reminder for that invoice counts them; the email's is the oldest's."""
+    is, as the reminder for that invoice counts them; the email's is the oldest's. With the
+    tenant's ``bank``, ``bank_transfer`` asks for the total under the *customer's* reference:
+    the bank import pays its open invoices oldest first."""
     zone = customer_zone(customer.time_zone, tenant.time_zone)
     overdue_days = [max(0, days_between(i.due_at, now, zone)) for i in invoices]
     items = [
@@ -104,12 +123,18 @@ def overdue_summary_context(
         }
         for i, days in zip(invoices, overdue_days, strict=True)
     ]
-    return {
+    balance = sum(i.balance_minor for i in invoices)
+    context: dict[str, Any] = {
         **party_context(tenant=tenant, customer=customer, branding=branding),
-        "overdue": {
-            "currency": invoices[0].currency,
-            "balance_minor": sum(i.balance_minor for i in invoices),
-            "items": items,
-        },
+        "overdue": {"currency": invoices[0].currency, "balance_minor": balance, "items": items},
         "days_overdue": max(overdue_days),
     }
+    if bank is not None and balance > 0:
+        context["bank_transfer"] = bank_transfer(
+            bank,
+            tenant_name=tenant.name,
+            reference=customer_reference(tenant.id or 0, customer.id or 0),
+            amount_minor=balance,
+            currency=invoices[0].currency,
+        )
+    return context

@@ -186,6 +186,22 @@ class OverdueData(TypedDict):
     items: list[OverdueItem]  # oldest due first; templates write overdue["items"]
 
 
+class BankTransferData(TypedDict):
+    """How to pay by bank transfer (``mailer/content/bank_transfer.py``): the tenant's account,
+    the amount due and the RF reference the bank import matches, and for euros the EPC QR code
+    as an inline PNG ``data:`` URI (None otherwise)."""
+
+    account_name: str
+    iban: str  # compact, as the customer's bank compares it
+    iban_display: str  # in groups of four
+    bic: str | None
+    amount_minor: int
+    currency: str
+    reference: str  # compact ISO 11649 (mailer/ledger/references.py)
+    reference_display: str  # in groups of four
+    qr: str | None
+
+
 class EstimateData(TypedDict):
     number: str
     version: int
@@ -238,6 +254,7 @@ class BaseEmail(TypedDict):
 class InvoiceEmail(BaseEmail):
     invoice: InvoiceData
     days_overdue: int
+    bank_transfer: NotRequired[BankTransferData]  # only where the tenant has [bank]
 
 
 class ThankYouEmail(BaseEmail):
@@ -248,6 +265,7 @@ class ThankYouEmail(BaseEmail):
 class OverdueSummaryEmail(BaseEmail):
     overdue: OverdueData
     days_overdue: int  # of the oldest item
+    bank_transfer: NotRequired[BankTransferData]  # only where the tenant has [bank]
 
 
 class PaymentPlanEmail(BaseEmail):
