@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -43,6 +43,16 @@ class Table:
 
 
 @dataclass(frozen=True)
+class BankTransfer:
+    """How to pay by bank transfer, as the email showed it (``mailer/content/bank_transfer.py``):
+    labelled rows of text, the reference among them, and the EPC QR code as a PNG data: URI."""
+
+    rows: list[tuple[str, str]]
+    reference: str
+    qr: str | None = None
+
+
+@dataclass(frozen=True)
 class HostedDocument:
     """The page of one emailed document, ready for the template: every value is text."""
 
@@ -51,6 +61,7 @@ class HostedDocument:
     table: Table | None = None
     notes: list[str] = field(default_factory=list)
     overdue: str | None = None  # "12 days overdue", shown prominently
+    bank_transfer: BankTransfer | None = None  # where the tenant has [bank] and money is due
 
 
 @dataclass(frozen=True)
@@ -158,14 +169,29 @@ def build_document(
     fmt = _Format(context.get("locale"), context.get("time_zone"))
     try:
         if kind in INVOICE_EMAILS and isinstance(context.get("invoice"), Mapping):
-            return _invoice(kind, context["invoice"], fmt, sent_at=sent_at, now=now)
+            doc = _invoice(kind, context["invoice"], fmt, sent_at=sent_at, now=now)
+            return replace(doc, bank_transfer=_bank_transfer(context.get("bank_transfer"), fmt))
         for key, builder in _BUILDERS.items():
             body = context.get(key)
             if isinstance(body, Mapping):
-                return builder(body, fmt)
+                transfer = _bank_transfer(context.get("bank_transfer"), fmt)
+                return replace(builder(body, fmt), bank_transfer=transfer)
     except (KeyError, TypeError, ValueError, AttributeError):
         pass  # a context of another shape: the generic page still says who sent what
     return HostedDocument(title=kind.replace("_", " ").capitalize(), summary=[])
+
+
+def _bank_transfer(data: object, fmt: _Format) -> BankTransfer | None:
+    """The email's ``bank_transfer`` block as the page shows it, or None without one."""
+    if not isinstance(data, Mapping):
+        return None
+    rows = [("Account holder", str(data["account_name"])), ("IBAN", str(data["iban_display"]))]
+    if data.get("bic"):
+        rows.append(("BIC", str(data["bic"])))
+    rows.append(("Amount", fmt.money(data["amount_minor"], data["currency"])))
+    qr = data.get("qr")
+    shown_qr = qr if isinstance(qr, str) and qr.startswith("data:image/png;base64,") else None
+    return BankTransfer(rows, str(data["reference_display"]), shown_qr)
 
 
 def _lines(lines: object, currency: str, fmt: _Format) -> Table:

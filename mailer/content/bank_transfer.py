@@ -47,7 +47,9 @@ MAX_PAYLOAD = 331  # bytes: the capacity of a version 13 QR code at level M
 MIN_AMOUNT_MINOR, MAX_AMOUNT_MINOR = 1, 99_999_999_999  # EUR0.01 .. EUR999999999.99
 ERROR_LEVEL = "M"  # the only level EPC069-12 allows
 QR_SCALE = 4  # pixels per module of the PNG: about 4 cm wide at 150 dpi, crisp when printed
+QUIET_ZONE = 4  # modules of white around the code, as ISO/IEC 18004 asks
 _SPACES = re.compile(r"\s+")
+_SVG_PATH = re.compile(r' d="([MmHhVvZz0-9 .-]+)"')
 
 
 class EpcError(ValueError):
@@ -109,9 +111,22 @@ def epc_qr(payload: str) -> segno.QRCode:
     return segno.make_qr(payload.encode("utf-8"), error=ERROR_LEVEL, boost_error=False)
 
 
-def qr_data_uri(payload: str) -> str:
-    """``payload``'s QR code as an inline PNG (``data:image/png;base64,...``): nothing to fetch."""
-    return str(epc_qr(payload).png_data_uri(scale=QR_SCALE, border=4))
+def qr_data_uri(qr: segno.QRCode) -> str:
+    """``qr`` as an inline PNG (``data:image/png;base64,...``) for the email and the web page:
+    nothing to fetch."""
+    return str(qr.png_data_uri(scale=QR_SCALE, border=QUIET_ZONE))
+
+
+def qr_svg_path(qr: segno.QRCode) -> tuple[str, int]:
+    """``qr`` as the ``d`` of one SVG path (stroked, 1 unit per module) and the side of its
+    square viewBox, quiet zone included: the PDF draws it as inline ``<svg>``, because its
+    fetcher refuses ``data:`` URIs (``mailer/content/pdf_fetch.py``)."""
+    svg = qr.svg_inline(scale=1, border=QUIET_ZONE, omitsize=False)
+    found = _SVG_PATH.search(svg)
+    if found is None:  # segno always writes one path; a new version that does not is a bug
+        raise EpcError("segno wrote no SVG path for the QR code")
+    side = qr.symbol_size(scale=1, border=QUIET_ZONE)[0]
+    return found.group(1), int(side)
 
 
 def bank_transfer(
@@ -140,6 +155,8 @@ def bank_transfer(
         "reference": reference,
         "reference_display": format_reference(reference),
         "qr": None,
+        "qr_path": None,
+        "qr_size": 0,
     }
     if currency == "EUR" and MIN_AMOUNT_MINOR <= amount_minor <= MAX_AMOUNT_MINOR and name:
         payload = epc_payload(
@@ -149,5 +166,7 @@ def bank_transfer(
             reference=reference,
             bic=bank.bic,
         )
-        data["qr"] = qr_data_uri(payload)
+        qr = epc_qr(payload)
+        data["qr"] = qr_data_uri(qr)
+        data["qr_path"], data["qr_size"] = qr_svg_path(qr)
     return data

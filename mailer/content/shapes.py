@@ -199,7 +199,9 @@ class BankTransferData(TypedDict):
     currency: str
     reference: str  # compact ISO 11649 (mailer/ledger/references.py)
     reference_display: str  # in groups of four
-    qr: str | None
+    qr: str | None  # PNG data: URI (email, hosted page)
+    qr_path: str | None  # the same code as one SVG path, for the PDF (which fetches no data:)
+    qr_size: int  # the side of that path's square viewBox, in modules
 
 
 class EstimateData(TypedDict):
