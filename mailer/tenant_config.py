@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mailer.address import parse_addr_spec
 from mailer.bank_config import BankConfig
+from mailer.checkout_config import CheckoutConfig
 from mailer.config import DeliveryMode, DKIMConfig, IMAPConfig, SMTPEndpoint, is_loopback
 from mailer.content.kinds import KINDS
 from mailer.dunning_config import DunningConfig
@@ -147,6 +148,7 @@ class PaymentsConfig(_Frozen):
     pay_url: str | None = None  # "https://pay.acme.example/invoice/{number}"
     update_payment_url: str | None = None  # "https://pay.acme.example/customer/{customer}/card"
     manage_url: str | None = None  # subscriptions: "https://billing.acme.example/{customer}"
+    checkout: CheckoutConfig | None = None  # the account page's hand-off (checkout_config.py)
 
     @field_validator("pay_url", "update_payment_url", "manage_url")
     @classmethod

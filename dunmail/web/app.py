@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse
 
 from dunmail.app import Services
 from dunmail.web import api, api_reads, capture_views, links, login, ops, ui, ui_lists
+from dunmail.web import portal as portal_views
 from dunmail.web.limits import BodyLimit, Limit, SignedInFirst
 
 
@@ -40,6 +41,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(capture_views.router)  # dev only: the capture viewer
     app.include_router(links.router)
+    app.include_router(portal_views.router)  # a customer's account behind a View link
     app.include_router(login.router)
     app.include_router(ui.router)
     app.include_router(ui_lists.router)

@@ -255,6 +255,7 @@ def _document_page(request: Request, opened: Opened) -> Response:
         "brand_color": branding.brand_color,
         "customer_name": str(customer.get("name", "")) if isinstance(customer, dict) else "",
         "pay_url": pay_url,
+        "account_url": f"/l/{opened.token}/account" if claims.purpose == "view" else None,
         "pdf_url": f"/l/{opened.token}/pdf"
         if has_pdf
         and message is not None

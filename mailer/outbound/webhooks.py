@@ -61,6 +61,7 @@ EVENTS = (
     "message.complained",
     "link.clicked",
     "thread.replied",
+    "payment.intent",  # a customer chose invoices to pay on their account page
 )
 FIRST_RETRY_AFTER = timedelta(minutes=1)
 MAX_RETRY_AFTER = timedelta(hours=6)

@@ -30,6 +30,8 @@ WEB_ADAPTERS = {
     "links.py",
     "login.py",
     "ops.py",
+    "portal.py",  # the customer account page's routes
+    "portal_page.py",  # pure: the account page's words and figures, like hosted.py
     "ui.py",
     "ui_common.py",
     "ui_lists.py",
