@@ -375,3 +375,34 @@ async def test_amounts_and_dates_read_as_in_the_customers_email(
     assert re.sub(r"\s+", " ", total) in email_text, (total, email_text)
     assert re.sub(r"\s+", " ", due) in email_text, (due, email_text)
     assert f"<h1>{heading}</h1>" in page
+
+
+async def test_each_invoice_with_a_stored_pdf_links_it_through_a_signed_download_link(
+    relay_env: tuple[Services, MemoryTransport], web_server: str
+) -> None:
+    from mailer.content.models import StoredPDF
+
+    services, transport = relay_env
+    token, _ = await view_token(services, transport)
+    with Session(services.engine) as session:
+        invoice = session.exec(select(Invoice).where(Invoice.number == "INV-1050")).one()
+        session.add(
+            StoredPDF(
+                tenant_id=invoice.tenant_id,
+                document=f"invoice:{invoice.id}",
+                version=invoice.version,
+                render_key="r" * 64,
+                sha256="s" * 64,
+                pages=1,
+                data=b"%PDF-1.7 portal test",
+                created_at=services.clock.now(),
+            )
+        )
+        session.commit()
+    async with _client(web_server) as client:
+        page = await _account(client, token)
+        link = re.search(r'href="(/l/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+/pdf)">Download INV-1050<', page)
+        assert link is not None and token not in link.group(1)
+        assert "Download INV-1051" not in page  # no PDF stored for it: no dead link
+        pdf = await client.get(link.group(1))
+    assert pdf.status_code == 200 and pdf.content == b"%PDF-1.7 portal test"
