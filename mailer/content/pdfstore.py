@@ -76,6 +76,8 @@ def build_pdf_context(pdf: str, context: Mapping[str, Any]) -> tuple[dict[str, A
     }
     if "time_zone" in context:  # a context queued before contexts had one prints UTC days
         pdf_context["time_zone"] = context["time_zone"]
+    if pdf == "invoice" and context.get("bank_transfer"):  # mailer/content/bank_transfer.py
+        pdf_context["bank_transfer"] = context["bank_transfer"]
     return pdf_context, css if isinstance(css, str) and css else None
 
 
