@@ -406,3 +406,24 @@ async def test_each_invoice_with_a_stored_pdf_links_it_through_a_signed_download
         assert "Download INV-1051" not in page  # no PDF stored for it: no dead link
         pdf = await client.get(link.group(1))
     assert pdf.status_code == 200 and pdf.content == b"%PDF-1.7 portal test"
+
+
+async def test_hand_offs_are_limited_per_customer_per_hour(
+    relay_env: tuple[Services, MemoryTransport], web_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dunmail.services import portal
+
+    monkeypatch.setattr(portal, "INTENTS_PER_HOUR", 2)
+    services, transport = relay_env
+    token, _ = await view_token(services, transport)
+    async with _client(web_server) as client:
+        page = await _account(client, token)
+        form = {"csrf": csrf_of(page), "currency": "EUR", "action": "overdue"}
+        codes = [
+            (await client.post(f"/l/{token}/account/pay", data=form)).status_code for _ in range(3)
+        ]
+        assert codes == [200, 200, 429]
+        assert isinstance(services.clock, FixedClock)
+        services.clock.advance(timedelta(hours=1, minutes=1))
+        again = await client.post(f"/l/{token}/account/pay", data=form)
+    assert again.status_code == 200

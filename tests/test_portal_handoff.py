@@ -21,7 +21,7 @@ from dunmail.services.handoff import (
 )
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-numbers = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30)
+numbers = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=30)
 allocations = st.lists(
     st.tuples(numbers, st.integers(min_value=1, max_value=10**13)),
     min_size=1,

@@ -15,7 +15,7 @@ LANGUAGES = ["es", "fr", "ro"]
 PLACEHOLDER = re.compile(r"%\(\w+\)[sd]")
 
 
-def _ids() -> set[object]:
+def _ids() -> set[str | tuple[str, ...] | list[str]]:
     return {m.id for m in extract_words() if m.id}
 
 
@@ -39,13 +39,8 @@ def test_every_message_is_translated_with_its_placeholders(language: str) -> Non
     missing = []
     for wanted in _ids():
         message = catalog.get(wanted)
-        strings = (
-            [message.string]
-            if message and isinstance(message.string, str)
-            else list(message.string)
-            if message
-            else []
-        )
+        found = message.string if message is not None else None
+        strings: list[str] = [found] if isinstance(found, str) else [str(s) for s in found or ()]
         if message is None or message.fuzzy or not all(strings):
             missing.append(wanted)
             continue
