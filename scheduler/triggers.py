@@ -17,7 +17,12 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from mailer.clock import Clock
-from mailer.content.context import invoice_context, overdue_summary_context, party_context
+from mailer.content.context import (
+    invoice_context,
+    overdue_summary_context,
+    party_context,
+    statement_transfer,
+)
 from mailer.content.kinds import Kind
 from mailer.errors import MailerError, NotFoundError
 from mailer.ledger.models import (
@@ -263,6 +268,14 @@ class Triggers:
             ),
             **event.context,
         }
+        transfer = statement_transfer(
+            tenant=tenant_row,
+            customer=customer,
+            statement=event.context.get("statement") or {},
+            bank=config.bank if event.kind == Kind.STATEMENT else None,
+        )
+        if transfer is not None:
+            context["bank_transfer"] = transfer
         if event.kind == Kind.STATEMENT and config.attaches_invoices(event.kind):
             context[INVOICE_PDFS] = open_invoice_pdfs(
                 session,

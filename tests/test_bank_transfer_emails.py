@@ -229,3 +229,19 @@ async def test_the_hosted_page_shows_the_block(
     qr = re.search(r'<img src="(data:image/png;base64,[^"]+)"', page)
     assert qr is not None and decode_png(qr.group(1)).endswith(reference.replace(" ", ""))
     assert "data:" in response.headers["content-security-policy"]
+
+
+async def test_the_statement_asks_for_its_balance_under_the_customers_reference(
+    ledger: Services, transport: MemoryTransport, has_bank: bool
+) -> None:
+    await ledger.sending.send_statement("C-ro", tenant="acme")
+    text, html = _parts(transport.sent[-1].data)
+    with Session(ledger.engine) as session:
+        customer = session.exec(select(Customer).where(Customer.external_id == "C-ro")).one()
+    reference = format_reference(customer_reference(ledger.tenants.id("acme"), customer.id or 0))
+    if not has_bank:
+        assert "IBAN" not in text and reference not in text and "data:image" not in html
+        return
+    assert HEADINGS["ro"] in text and f"IBAN: {IBAN_SHOWN}" in text and reference in text
+    assert "120,00" in text.split(HEADINGS["ro"])[1]  # the balance, in Romanian
+    assert 'src="data:image/png;base64,' in html

@@ -96,6 +96,26 @@ def invoice_context(
     return context
 
 
+def statement_transfer(
+    *, tenant: Tenant, customer: Customer, statement: Mapping[str, Any], bank: BankConfig | None
+) -> dict[str, Any] | None:
+    """A statement's ``bank_transfer``: its closing balance under the customer's reference
+    (a batch payment of its open invoices, oldest first), or None when nothing is due or the
+    tenant has no ``[bank]``."""
+    balance = statement.get("closing_balance_minor")
+    if bank is None or not isinstance(balance, int) or balance <= 0:
+        return None
+    return dict(
+        bank_transfer(
+            bank,
+            tenant_name=tenant.name,
+            reference=customer_reference(tenant.id or 0, customer.id or 0),
+            amount_minor=balance,
+            currency=str(statement["currency"]),
+        )
+    )
+
+
 def overdue_summary_context(
     *,
     tenant: Tenant,

@@ -292,6 +292,7 @@ class AutopayFailedEmail(BaseEmail):
 
 class StatementEmail(BaseEmail):
     statement: StatementData
+    bank_transfer: NotRequired[BankTransferData]  # only where the tenant has [bank]
 
 
 class EstimateEmail(BaseEmail):
