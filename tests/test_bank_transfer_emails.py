@@ -127,8 +127,9 @@ async def test_the_invoice_emails_show_the_block_only_with_bank_details(
                 assert "data:image" not in html and reference not in html, where
                 continue
             assert heading in text and heading in html, where
-            assert f"IBAN: {IBAN_SHOWN}" in text and "BIC: COBADEFFXXX" in text, where
-            assert re.search(rf"^.+: {re.escape(reference)}$", text, re.M), where
+            colon = " : " if lang == "fr" else ": "
+            assert f"IBAN{colon}{IBAN_SHOWN}" in text and f"BIC{colon}COBADEFFXXX" in text, where
+            assert re.search(rf"^.+ ?: {re.escape(reference)}$", text, re.M), where
             assert reference in html and IBAN_SHOWN in html, where
             qr = re.search(r'<img src="(data:image/png;base64,[^"]+)"', html)
             assert qr is not None, where
@@ -145,7 +146,7 @@ async def test_a_reference_copied_from_the_email_pays_that_invoice(
         Kind.NEW_INVOICE, document="invoice", ref="INV-fr", tenant="acme"
     )
     text, _ = _parts(transport.sent[-1].data)
-    copied = re.search(r"^Référence: (.+)$", text, re.M)
+    copied = re.search(r"^Référence : (.+)$", text, re.M)  # French spacing
     assert copied is not None
     statement = camt([Entry("120.00", text=f"Facture {copied.group(1)} merci")])
     report = ledger.bank.import_statement(statement, tenant="acme")
