@@ -33,6 +33,7 @@ from mailer.content.bank_transfer import (
 from mailer.ledger.references import (
     ReferenceKind,
     build_reference,
+    format_reference,
     invoice_reference,
     parse_reference,
 )
@@ -153,6 +154,7 @@ _NAMES = st.text(st.characters(codec="utf-8"), min_size=1, max_size=150).filter(
 )
 _OUR_REFERENCES = st.builds(
     build_reference,
+    format_reference,
     st.integers(1, 36**5),
     st.sampled_from(list(ReferenceKind)),
     st.integers(1, 36**12),
@@ -230,3 +232,38 @@ def test_an_amount_beyond_the_epc_bounds_gets_no_qr_code() -> None:
         BANK, tenant_name="Acme", reference=REF, amount_minor=MAX_AMOUNT_MINOR + 1, currency="EUR"
     )
     assert data["qr"] is None and data["reference"] == REF
+
+
+def _context_with_block(name: str) -> dict[str, object]:
+    from mailer.content.samples import sample_context
+
+    ctx = sample_context("new_invoice", locale="en")
+    bank = BANK.model_copy(update={"account_name": name})
+    ctx["bank_transfer"] = bank_transfer(
+        bank, tenant_name="Acme", reference=REF, amount_minor=12000, currency="EUR"
+    )
+    return ctx
+
+
+def test_the_account_holder_is_text_in_the_html() -> None:
+    from mailer.content.render import Renderer
+
+    html = Renderer().render("new_invoice", _context_with_block('<b>Acme</b> & "Co"')).html or ""
+    assert "&lt;b&gt;Acme&lt;/b&gt; &amp;" in html and "<b>Acme</b>" not in html
+    # the QR code is the one data: URI, and nothing remote besides the logo and the links
+    assert html.count('src="data:image/png;base64,') == 1 and html.count("data:") == 1
+
+
+def test_a_tenants_html_override_keeps_the_text_but_loses_the_qr_image() -> None:
+    """safe_html lets an override load no image but the logo: the inline QR code goes, the
+    instructions (and the reference to copy) stay."""
+    from mailer.content.render import Renderer
+
+    source = (
+        '{% extends "_layout.html" %}{% block content %}'
+        '{% include "_bank_transfer.html" %}{% endblock %}'
+    )
+    ctx = _context_with_block("Acme Supplies GmbH")
+    html = Renderer().render("new_invoice", ctx, overrides={"html": source}).html or ""
+    assert "Pay by bank transfer" in html and format_reference(REF) in html and "DE89 3704" in html
+    assert "data:image" not in html
