@@ -154,7 +154,6 @@ _NAMES = st.text(st.characters(codec="utf-8"), min_size=1, max_size=150).filter(
 )
 _OUR_REFERENCES = st.builds(
     build_reference,
-    format_reference,
     st.integers(1, 36**5),
     st.sampled_from(list(ReferenceKind)),
     st.integers(1, 36**12),
