@@ -354,16 +354,17 @@ async def test_stripe_checkout_gets_a_line_per_invoice_and_the_allocation(
 
 
 @pytest.mark.parametrize(
-    ("customer_locale", "heading"),
+    ("customer_locale", "heading", "late"),
     [
-        (("en", "UTC"), "Your account"),
-        (("de_DE", "Europe/Berlin"), "Your account"),  # no German catalog: as the email, English
-        (("fr_FR", "Europe/Paris"), "Votre compte"),
-        (("ro_RO", "Europe/Bucharest"), "Contul dumneavoastră"),
+        (("en", "UTC"), "Your account", "20 days overdue"),
+        # No German catalog: as the email, English words and English formats.
+        (("de_DE", "Europe/Berlin"), "Your account", "20 days overdue"),
+        (("fr_FR", "Europe/Paris"), "Votre compte", "20 jours de retard"),
+        (("ro_RO", "Europe/Bucharest"), "Contul dumneavoastră", "20 de zile de întârziere"),
     ],
 )
 async def test_amounts_and_dates_read_as_in_the_customers_email(
-    relay_env: tuple[Services, MemoryTransport], web_server: str, heading: str
+    relay_env: tuple[Services, MemoryTransport], web_server: str, heading: str, late: str
 ) -> None:
     services, transport = relay_env
     token, text = await view_token(services, transport)
@@ -375,6 +376,7 @@ async def test_amounts_and_dates_read_as_in_the_customers_email(
     assert re.sub(r"\s+", " ", total) in email_text, (total, email_text)
     assert re.sub(r"\s+", " ", due) in email_text, (due, email_text)
     assert f"<h1>{heading}</h1>" in page
+    assert row_cells(page, "INV-1050")[4] == late
 
 
 async def test_each_invoice_with_a_stored_pdf_links_it_through_a_signed_download_link(

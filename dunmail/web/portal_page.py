@@ -152,7 +152,6 @@ def build_account(account: Account, *, now: datetime, words: NullTranslations) -
 class HandoffPage:
     total: str
     lines: list[tuple[str, str]]  # invoice number, amount
-    expires: str  # the local day and time the hand-off stops being good, in words
 
 
 def build_handoff(selection: Selection, account: Account) -> HandoffPage:
@@ -164,7 +163,6 @@ def build_handoff(selection: Selection, account: Account) -> HandoffPage:
     return HandoffPage(
         total=format_money(selection.total_minor, selection.currency, account.locale),
         lines=money,
-        expires=_day(selection.expires_at, account),
     )
 
 
