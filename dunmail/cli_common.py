@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -16,9 +17,8 @@ from typing import Annotated, Any, TypeVar
 import sqlalchemy as sa
 import typer
 from rich.cells import cell_len
-from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
-from rich.padding import Padding
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
@@ -76,6 +76,12 @@ class SafeConsole(Console):
     obeyed. Rich's own control segments (cursor moves of a progress bar) and its styles (the
     colours it writes itself) pass untouched.
     """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # Rich fixes the width from $COLUMNS when the console is made (at import); a width
+        # asked for at print time follows the terminal, or $COLUMNS, as they are then.
+        self._width = options.get("width")
 
     def render(
         self, renderable: RenderableType, options: ConsoleOptions | None = None
@@ -240,18 +246,30 @@ def print_table(
         out.print(table)
         return
     for row in zip(*(list(c.cells) for c in table.columns), strict=True):
-        out.print(_record(table, [_cell_text(cell) for cell in row]))
+        for line in _record(table, [_cell_text(cell) for cell in row], text, out.width):
+            # soft_wrap: each line is written as it is; an identifier is never folded in two.
+            out.print(line, soft_wrap=True)
 
 
-def _record(table: Table, values: list[str]) -> RenderableType:
-    """One row as a block: its first value, then a ``column  value`` line per other column,
-    the values wrapping (and folding) within the terminal's width."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(no_wrap=True)
-    grid.add_column(overflow="fold")
-    for column, value in zip(table.columns[1:], values[1:], strict=True):
-        grid.add_row(Text(str(column.header)), Text(value))
-    return Group(Text(values[0]), Padding(grid, (0, 0, 0, 2)))
+def _record(table: Table, values: list[str], text: Collection[str], width: int) -> list[Text]:
+    """One row as a block: its first value, then a ``column  value`` line per other column.
+
+    Free-text values wrap at spaces within ``width``; identifiers stay whole on their line
+    (the terminal wraps one longer than the screen, and it still copies as one piece)."""
+    headers = [str(column.header) for column in table.columns[1:]]
+    label = max(map(len, headers), default=0)
+    indent = " " * (label + 4)
+    lines = [Text(values[0])]
+    for header, value in zip(headers, values[1:], strict=True):
+        words = " ".join(value.split())
+        if header in text:
+            wrapped = textwrap.wrap(words, max(20, width - len(indent)), break_long_words=False)
+        else:
+            wrapped = [words]
+        for number, part in enumerate(wrapped or [""]):
+            head = f"  {header:<{label}}  " if number == 0 else indent
+            lines.append(Text(head + part))
+    return lines
 
 
 def _cell_text(cell: object) -> str:
