@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.table import Table
 
-from dunmail import cli_common
 from dunmail.cli_common import print_table
 from tests.conftest import DEMO_DOC
 from tests.test_cli import AT, dunmail, write_config
@@ -108,12 +107,12 @@ def test_no_identifier_is_ever_cut_at_any_width(
 
 
 @pytest.fixture
-def narrow_terminal() -> Iterator[None]:
-    """The CLI's console at 80 columns, as in a default terminal window."""
-    before = cli_common.console.width
-    cli_common.console.width = 80
+def narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The CLI's console at 80 columns, as in a default terminal window: $COLUMNS, which the
+    console reads when it prints. (Setting ``console.width`` would fix it for every later
+    test of the worker: the width it restored was a number, no longer "follow the terminal".)"""
+    monkeypatch.setenv("COLUMNS", "80")
     yield
-    cli_common.console.width = before
 
 
 @pytest.fixture
