@@ -41,6 +41,8 @@ from mailer.clock import SystemClock
 from mailer.errors import MailerError
 from mailer.outbound.requests import PassReport
 
+__all__ = ["app", "main"]  # the typer app, with every command group registered, and the script
+
 
 @app.command()
 def init(config: ConfigOpt = None) -> None:
