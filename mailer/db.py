@@ -17,8 +17,8 @@ from sqlmodel import Session, SQLModel
 # are the shell's: dunmail/web/models.py registers them when the shell imports it).
 import mailer.content.models  # noqa: F401
 import mailer.inbox_models  # noqa: F401
-import mailer.ledger.intent_models  # noqa: F401
 import mailer.ledger.bank_models  # noqa: F401
+import mailer.ledger.intent_models  # noqa: F401
 import mailer.ledger.models  # noqa: F401
 import mailer.outbound.models  # noqa: F401
 from mailer.errors import ConfigError
