@@ -17,7 +17,6 @@ underscores: a new code is readable the day it appears, and the test fails until
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,9 +26,6 @@ from typing import Any
 
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_file
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po, write_po
-from babel.support import Translations
 
 from dunmail.label_words import (
     ATTEMPT_OUTCOMES,
@@ -46,7 +42,7 @@ from dunmail.label_words import (
     THREAD_STATUSES,
 )
 from mailer.content.formatting import format_money
-from mailer.content.i18n import parse_locale
+from mailer.content.i18n import catalog_languages, domain_translations, write_catalogs
 
 DOMAIN = "clerk"
 SOURCE_LANGUAGE = "en"
@@ -224,37 +220,16 @@ class Labels:
         return {"state": state, "why": why, "by": by}
 
 
-def compile_catalog(root: Path, language: str) -> bytes | None:
-    """``root/<language>/LC_MESSAGES/clerk.po`` compiled to ``.mo`` bytes, or None if absent;
-    fuzzy entries are left out, as ``msgfmt`` would."""
-    path = root / language / "LC_MESSAGES" / f"{DOMAIN}.po"
-    if not path.is_file():
-        return None
-    with path.open("rb") as fh:
-        catalog = read_po(fh, locale=language, domain=DOMAIN)
-    compiled = io.BytesIO()
-    write_mo(compiled, catalog, use_fuzzy=False)
-    return compiled.getvalue()
-
-
 @lru_cache(maxsize=64)
 def labels_for(locale: str | None, root: Path = LOCALE_ROOT) -> Labels:
     """The clerk's words for ``locale`` ("es_MX" reads the es catalog); English for a language
     without a clerk catalog, for junk, and for None."""
-    parsed = parse_locale(locale)
-    if parsed is None or parsed.language == SOURCE_LANGUAGE:
-        return Labels(SOURCE_LANGUAGE, NullTranslations())
-    for name in (f"{parsed.language}_{parsed.territory}", parsed.language):
-        compiled = compile_catalog(root, name)
-        if compiled is not None:
-            return Labels(name, Translations(io.BytesIO(compiled), domain=DOMAIN))
-    return Labels(SOURCE_LANGUAGE, NullTranslations())
+    return Labels(*domain_translations(locale, root, DOMAIN))
 
 
 def languages(root: Path = LOCALE_ROOT) -> list[str]:
     """English plus every language with a clerk catalog."""
-    found = {p.parent.parent.name for p in root.glob(f"*/LC_MESSAGES/{DOMAIN}.po")}
-    return sorted({SOURCE_LANGUAGE} | found)
+    return catalog_languages(root, DOMAIN)
 
 
 def extract_labels() -> Catalog:
@@ -272,15 +247,7 @@ def extract_labels() -> Catalog:
 def refresh_catalogs(root: Path = LOCALE_ROOT) -> None:
     """Re-extract ``clerk.pot`` and merge it into every ``clerk.po`` (new labels arrive
     untranslated and the test names them; translations of unchanged labels are kept)."""
-    template = extract_labels()
-    with (root / f"{DOMAIN}.pot").open("wb") as fh:
-        write_po(fh, template, width=100, include_lineno=False)
-    for path in sorted(root.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
-        with path.open("rb") as fh:
-            catalog = read_po(fh, locale=path.parent.parent.name, domain=DOMAIN)
-        catalog.update(template, no_fuzzy_matching=True, update_header_comment=False)
-        with path.open("wb") as fh:
-            write_po(fh, catalog, width=100, include_lineno=False, ignore_obsolete=True)
+    write_catalogs(root, DOMAIN, extract_labels())
 
 
 if __name__ == "__main__":

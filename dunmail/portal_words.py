@@ -14,18 +14,14 @@ into each ``portal.po``; a test names every string still to translate.
 
 from __future__ import annotations
 
-import io
 from functools import lru_cache
 from gettext import NullTranslations
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir, extract_from_file
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po, write_po
-from babel.support import Translations
 
-from mailer.content.i18n import SOURCE_LANGUAGE, parse_locale
+from mailer.content.i18n import catalog_languages, domain_translations, write_catalogs
 
 DOMAIN = "portal"
 ROOT = Path(__file__).resolve().parents[1] / "templates"
@@ -35,35 +31,15 @@ BUILDER = Path(__file__).resolve().parent / "web" / "portal_page.py"
 ROUTES = Path(__file__).resolve().parent / "web" / "portal.py"
 
 
-@lru_cache(maxsize=16)
-def _compiled(root: Path, language: str) -> bytes | None:
-    path = root / language / "LC_MESSAGES" / f"{DOMAIN}.po"
-    if not path.is_file():
-        return None
-    with path.open("rb") as fh:
-        catalog = read_po(fh, locale=language, domain=DOMAIN)
-    compiled = io.BytesIO()
-    write_mo(compiled, catalog, use_fuzzy=False)  # a fuzzy guess is not a translation
-    return compiled.getvalue()
-
-
 @lru_cache(maxsize=64)
 def words_for(locale: str | None, root: Path = LOCALE_ROOT) -> NullTranslations:
     """The page's words for ``locale`` ("es_MX" reads the es catalog, then English)."""
-    parsed = parse_locale(locale)
-    if parsed is None or parsed.language == SOURCE_LANGUAGE:
-        return NullTranslations()
-    for name in (f"{parsed.language}_{parsed.territory}", parsed.language):
-        compiled = _compiled(root, name)
-        if compiled is not None:
-            return Translations(io.BytesIO(compiled), domain=DOMAIN)
-    return NullTranslations()
+    return domain_translations(locale, root, DOMAIN)[1]
 
 
 def languages(root: Path = LOCALE_ROOT) -> list[str]:
     """English plus every language with a portal catalog."""
-    found = {p.parent.parent.name for p in root.glob(f"*/LC_MESSAGES/{DOMAIN}.po")}
-    return sorted({SOURCE_LANGUAGE} | found)
+    return catalog_languages(root, DOMAIN)
 
 
 def extract_words() -> Catalog:
@@ -90,15 +66,7 @@ def extract_words() -> Catalog:
 def refresh_catalogs(root: Path = LOCALE_ROOT) -> None:
     """Re-extract ``portal.pot`` and merge it into every ``portal.po`` (new messages arrive
     untranslated; translations of unchanged ones are kept)."""
-    template = extract_words()
-    with (root / f"{DOMAIN}.pot").open("wb") as fh:
-        write_po(fh, template, width=100, include_lineno=False)
-    for path in sorted(root.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
-        with path.open("rb") as fh:
-            catalog = read_po(fh, locale=path.parent.parent.name, domain=DOMAIN)
-        catalog.update(template, no_fuzzy_matching=True, update_header_comment=False)
-        with path.open("wb") as fh:
-            write_po(fh, catalog, width=100, include_lineno=False, ignore_obsolete=True)
+    write_catalogs(root, DOMAIN, extract_words())
 
 
 if __name__ == "__main__":

@@ -77,19 +77,55 @@ def _candidates(locale: Locale) -> Iterator[str]:
 
 
 @lru_cache(maxsize=64)
-def compile_catalog(root: Path, name: str) -> bytes | None:
-    """``root/<name>/LC_MESSAGES/messages.po`` compiled to ``.mo`` bytes, or None if absent.
+def compile_catalog(root: Path, name: str, domain: str = DOMAIN) -> bytes | None:
+    """``root/<name>/LC_MESSAGES/<domain>.po`` compiled to ``.mo`` bytes, or None if absent.
 
-    Fuzzy entries are left out, as ``msgfmt`` would: a guess is not a translation.
+    Fuzzy entries are left out, as ``msgfmt`` would: a guess is not a translation. Every
+    gettext domain of the project (the emails' ``messages``, the clerk's ``clerk``, the
+    portal's ``portal``) is read here.
     """
-    path = root / name / "LC_MESSAGES" / f"{DOMAIN}.po"
+    path = root / name / "LC_MESSAGES" / f"{domain}.po"
     if not path.is_file():
         return None
     with path.open("rb") as fh:
-        catalog = read_po(fh, locale=name, domain=DOMAIN)
+        catalog = read_po(fh, locale=name, domain=domain)
     compiled = io.BytesIO()
     write_mo(compiled, catalog, use_fuzzy=False)
     return compiled.getvalue()
+
+
+def domain_translations(
+    locale: str | None, root: Path, domain: str
+) -> tuple[str, NullTranslations]:
+    """The catalog of ``domain`` for ``locale`` ("es_MX" reads es_MX, else es) and its name;
+    English, the source, for English, junk, None or a language without a catalog."""
+    parsed = parse_locale(locale)
+    if parsed is None or parsed.language == SOURCE_LANGUAGE:
+        return SOURCE_LANGUAGE, NullTranslations()
+    for name in _candidates(parsed):
+        compiled = compile_catalog(root, name, domain)
+        if compiled is not None:
+            return name, Translations(io.BytesIO(compiled), domain=domain)
+    return SOURCE_LANGUAGE, NullTranslations()
+
+
+def write_catalogs(locale_root: Path, domain: str, template: Catalog) -> None:
+    """Write ``<domain>.pot`` and merge it into every ``<lang>/LC_MESSAGES/<domain>.po``: new
+    strings arrive untranslated, gone ones are dropped, unchanged translations are kept."""
+    with (locale_root / f"{domain}.pot").open("wb") as fh:
+        write_po(fh, template, width=100, include_lineno=False)
+    for path in sorted(locale_root.glob(f"*/LC_MESSAGES/{domain}.po")):
+        with path.open("rb") as fh:
+            catalog = read_po(fh, locale=path.parent.parent.name, domain=domain)
+        catalog.update(template, no_fuzzy_matching=True, update_header_comment=False)
+        with path.open("wb") as fh:
+            write_po(fh, catalog, width=100, include_lineno=False, ignore_obsolete=True)
+
+
+def catalog_languages(locale_root: Path, domain: str) -> list[str]:
+    """English plus every language with a ``domain`` catalog."""
+    found = {p.parent.parent.name for p in locale_root.glob(f"*/LC_MESSAGES/{domain}.po")}
+    return sorted({SOURCE_LANGUAGE} | found)
 
 
 @lru_cache(maxsize=1024)
@@ -167,15 +203,7 @@ def refresh_catalogs(root: Path) -> None:
     the templates are dropped, translations of unchanged strings are kept. Run it with
     ``python -m mailer.content.i18n`` after editing templates, then translate what is new.
     """
-    template = extract_messages(root / "email")
-    with (root / "locale" / f"{DOMAIN}.pot").open("wb") as fh:
-        write_po(fh, template, width=100, include_lineno=False)
-    for path in sorted((root / "locale").glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
-        with path.open("rb") as fh:
-            catalog = read_po(fh, locale=path.parent.parent.name, domain=DOMAIN)
-        catalog.update(template, no_fuzzy_matching=True, update_header_comment=False)
-        with path.open("wb") as fh:
-            write_po(fh, catalog, width=100, include_lineno=False, ignore_obsolete=True)
+    write_catalogs(root / "locale", DOMAIN, extract_messages(root / "email"))
 
 
 if __name__ == "__main__":
