@@ -13,7 +13,7 @@ import pytest
 
 from dunmail.app import Services
 from mailer.outbound.memory import MemoryTransport
-from tests.test_browser import _skip_reason
+from tests.chromium import skip_reason
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -48,7 +48,7 @@ async def test_the_docs_page_names_only_same_origin_urls_and_they_answer(
 
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason is not None:
         pytest.skip(reason)
     from playwright.async_api import async_playwright

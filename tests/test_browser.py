@@ -8,14 +8,13 @@ the database paths are covered on both databases by tests/test_web_ui.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from dunmail.app import Services
 from mailer.outbound.memory import MemoryTransport
+from tests.chromium import browser, needs_chromium
 from tests.test_bounce_ingest import _sent, dsn
 from tests.test_bounce_recovery import _only_ap
 from tests.test_web_ui import PASSWORD, add_user, fast_argon2, reply
@@ -23,38 +22,13 @@ from tests.test_web_ui import PASSWORD, add_user, fast_argon2, reply
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
-CHROMIUM = Path("/usr/bin/chromium")
-__all__ = ["fast_argon2"]  # a fixture this module uses, imported from test_web_ui
-
-
-def _skip_reason() -> str | None:
-    if not CHROMIUM.exists():
-        return f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        return (
-            "Playwright for Python is not installed (pip install playwright; no browser download)"
-        )
-    return None
+__all__ = ["browser", "fast_argon2"]  # fixtures this module uses, imported
 
 
 pytestmark = [
-    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
+    needs_chromium,
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
 ]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-        )
-        yield browser
-        await browser.close()
 
 
 async def _signed_in(browser: Browser, base: str, dialogs: list[str]) -> Page:

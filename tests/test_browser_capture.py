@@ -15,16 +15,16 @@ import pytest
 from dunmail.capture import start_capture
 from mailer.config import SMTPEndpoint
 from mailer.outbound.smtp import SMTPTransport
-from tests.test_browser import CHROMIUM, _skip_reason, browser
+from tests.chromium import CHROMIUM, browser, needs_chromium
 from tests.test_capture_viewer import invoice_mail
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
 
-__all__ = ["browser"]  # the Chromium fixture, shared with test_browser
+__all__ = ["browser"]  # the Chromium fixture (tests/chromium.py)
 
 pytestmark = [
-    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
+    needs_chromium,
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
 ]
 SCRIPTED = (

@@ -6,7 +6,6 @@ folder (``--basetemp`` keeps them) for a person to look at.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,30 +13,18 @@ import pytest
 
 from dunmail.app import Services
 from mailer.outbound.memory import MemoryTransport
-from tests.test_browser import CHROMIUM, _skip_reason
+from tests.chromium import browser, needs_chromium
 from tests.test_web_ui import PASSWORD, add_user, bounced, fast_argon2
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
 
-__all__ = ["fast_argon2"]  # a fixture, imported from test_web_ui
+__all__ = ["browser", "fast_argon2"]  # fixtures, imported
 
 pytestmark = [
-    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
+    needs_chromium,
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
 ]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-        )
-        yield browser
-        await browser.close()
 
 
 async def test_find_a_customer_and_read_its_page_in_plain_words(

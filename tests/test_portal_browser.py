@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,14 +20,16 @@ import pytest
 from dunmail.app import Services
 from dunmail.services.handoff import verify
 from mailer.outbound.memory import MemoryTransport
+from tests.chromium import browser, needs_chromium
 from tests.portal_fixtures import FORM_SECRET, form_checkout, ledger, tenants, view_token
-from tests.test_browser import CHROMIUM, _skip_reason
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
 
+__all__ = ["browser"]  # the Chromium fixture (tests/chromium.py)
+
 pytestmark = [
-    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
+    needs_chromium,
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
 ]
 
@@ -75,18 +77,6 @@ def services_config(
 def relay_env(services: Services, transport: MemoryTransport) -> tuple[Services, MemoryTransport]:
     assert services.ledger.import_document(ledger(), tenant="acme").errors == []
     return services, transport
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-        )
-        yield browser
-        await browser.close()
 
 
 async def test_open_the_email_link_go_to_the_account_tick_two_and_be_handed_off(

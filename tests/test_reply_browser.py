@@ -4,7 +4,6 @@ words, one click places the hold, and the page then says who accepted it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,32 +12,20 @@ import pytest
 from dunmail.app import Services
 from mailer.clock import FixedClock
 from mailer.outbound.memory import MemoryTransport
+from tests.chromium import browser, needs_chromium
 from tests.test_bounce_ingest import _sent
-from tests.test_browser import CHROMIUM, _skip_reason
 from tests.test_reply_proposals import _reply
 from tests.test_web_ui import PASSWORD, add_user, fast_argon2
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
 
-__all__ = ["fast_argon2"]  # a fixture, imported from test_web_ui
+__all__ = ["browser", "fast_argon2"]  # fixtures, imported
 
 pytestmark = [
-    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
+    needs_chromium,
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
 ]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-        )
-        yield browser
-        await browser.close()
 
 
 async def test_the_clerk_accepts_a_promise_to_pay_in_one_click(
