@@ -280,9 +280,7 @@ def build_services(
             queue=queue,
         ),
         inbox=Inbox(engine, clock=clock, tenants=tenants, queue=queue, dispatcher=dispatcher),
-        customers=Customers(
-            engine, clock=clock, tenants=tenants, queue=queue, dispatcher=dispatcher
-        ),
+        customers=Customers(engine, clock=clock, tenants=tenants),
         suppressions=Suppressions(engine, clock=clock, tenants=tenants),
         desk=Desk(engine, clock=clock, tenants=tenants, renderer=renderer),
         previews=Previews(

@@ -15,9 +15,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select
 
-from bounce.recovery import copy_request
-from bounce.threads import add_note, thread_messages
-from dunmail.labels import labels_for
+from bounce.threads import thread_messages
 from dunmail.services.customer_rows import (
     block_row,
     blocks_of,
@@ -27,14 +25,10 @@ from dunmail.services.customer_rows import (
     threads_of,
 )
 from mailer.clock import Clock
-from mailer.db import session_scope
-from mailer.errors import MailerError, NotFoundError
+from mailer.errors import NotFoundError
 from mailer.inbox_models import Thread
 from mailer.ledger.models import Contact, CreditNote, Customer, Invoice
-from mailer.ledger.queries import contacts_by_customer
-from mailer.outbound.dispatch import Dispatcher
 from mailer.outbound.models import Message, Suppression
-from mailer.outbound.queue import Queue
 from mailer.outbound.suppression import is_active as is_suppressed
 from mailer.tenants import Tenants
 
@@ -57,15 +51,10 @@ class Customers:
         *,
         clock: Clock,
         tenants: Tenants,
-        queue: Queue,
-        dispatcher: Dispatcher,
     ) -> None:
-        """A resend is put in the ``queue``, then the ``dispatcher`` delivers it at once."""
         self.engine = engine
         self.clock = clock
         self.tenants = tenants
-        self.queue = queue
-        self.dispatcher = dispatcher
 
     def language(self, *, tenant: str | None) -> str:
         """The tenant's locale (``[tenants.<slug>] locale``): the language its clerks read."""
@@ -221,58 +210,6 @@ class Customers:
                 raise NotFoundError(f"no thread {thread_id}")
             messages = list(reversed(thread_messages(session, thread)))
             return email_rows(session, messages, {thread.document: thread.id or 0})
-
-    async def resend(
-        self, thread_id: int, message_id: int, *, tenant: str | None, by: str
-    ) -> tuple[Message, list[str]]:
-        """Send email ``message_id`` of the thread again, as it was (its frozen content), to
-        the customer's contacts as they are now that are not blocked; noted on the thread with
-        ``by``, and delivered at once. NotFoundError for an email of another thread or tenant;
-        MailerError when no contact can get it. Unlike the inbox's resend after a bounce
-        (bounce/recovery.py) it lifts no pause: it is one more email, not the fix of a contact.
-        """
-        tenant_id = self.tenants.id(tenant)
-        now = self.clock.now()
-        with session_scope(self.engine) as session:
-            thread = session.get(Thread, thread_id)
-            if thread is None or thread.tenant_id != tenant_id:
-                raise NotFoundError(f"no thread {thread_id}")
-            original = next(
-                (m for m in thread_messages(session, thread) if m.id == message_id), None
-            )
-            if original is None:
-                raise NotFoundError(f"no email {message_id} in thread {thread_id}")
-            if original.customer_id is None:
-                raise MailerError(f"email {message_id} is to no customer: nobody to resend it to")
-            contacts = contacts_by_customer(session, [original.customer_id], now=now)
-            addresses = [c.email for c in contacts.get(original.customer_id, [])]
-            if not addresses:
-                raise MailerError(
-                    "the customer has no contact that is not blocked: correct or unblock one first"
-                )
-            count = 1 + sum(
-                1 for m in thread_messages(session, thread) if m.manual and m.kind == original.kind
-            )
-            occasion = f"{original.occasion or original.kind} resend {count} by hand"[:63]
-            request = copy_request(original, addresses, occasion=occasion, manual=True)
-            message = self.queue.enqueue(session, request, now=now)
-            add_note(
-                session,
-                thread,
-                text=f"resent email {message_id} ({labels_for(None).kind(original.kind)}) "
-                f"to {', '.join(addresses)}",
-                author=by,
-                now=now,
-            )
-            session.flush()
-            new_id = message.id or 0
-        await self.dispatcher.deliver_due(only=[new_id])
-        with Session(self.engine) as session:
-            sent = session.get(Message, new_id)
-            if sent is None:  # committed above; only a wiped database loses it
-                raise MailerError(f"resent message {new_id} is gone")
-            session.expunge(sent)
-        return sent, addresses
 
     def blocks(self, addresses: list[str], *, tenant: str | None) -> dict[str, dict[str, Any]]:
         """The active blocks of ``addresses`` with their evidence, by lower-cased address."""

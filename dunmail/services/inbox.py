@@ -16,20 +16,21 @@ from sqlmodel import Session, col, select
 from bounce.inbox import list_threads, list_unmatched, show_thread
 from bounce.pause import pause_unreachable
 from bounce.proposals import accept_proposal, latest_open, thread_proposals
-from bounce.recovery import resend
+from bounce.recovery import copy_request, resend
 from bounce.review import close_reviews, open_reviews
-from bounce.threads import add_note, fetch_thread
+from bounce.threads import add_note, fetch_thread, thread_messages
 from bounce.timeline import unverified_addresses
+from dunmail.labels import labels_for
 from dunmail.web.models import User
 from mailer.address import parse_addr_spec
 from mailer.clock import Clock
 from mailer.content.kinds import reminder_for
 from mailer.db import session_scope
 from mailer.errors import MailerError, NotFoundError
-from mailer.inbox_models import ReplyProposal, ThreadStatus
+from mailer.inbox_models import ReplyProposal, Thread, ThreadStatus
 from mailer.ledger.contacts import replace_contact_email
 from mailer.ledger.models import Customer, Invoice
-from mailer.ledger.queries import customer_contacts
+from mailer.ledger.queries import contacts_by_customer, customer_contacts
 from mailer.outbound.dispatch import Dispatcher
 from mailer.outbound.models import Message, Suppression
 from mailer.outbound.queue import Queue
@@ -125,12 +126,63 @@ class Inbox:
             )
             session.flush()
             message_id = message.id or 0
+        return await self._delivered(message_id), addresses
+
+    async def resend_email(
+        self, thread_id: int, message_id: int, *, tenant: str | None, by: str
+    ) -> tuple[Message, list[str]]:
+        """Send email ``message_id`` of the thread again, as it was (its frozen content), to
+        the customer's contacts as they are now that are not blocked; noted on the thread with
+        ``by``, and delivered at once. NotFoundError for an email of another thread or tenant;
+        MailerError when no contact can get it. Unlike the inbox's resend after a bounce
+        (bounce/recovery.py) it lifts no pause: it is one more email, not the fix of a contact.
+        """
+        tenant_id = self.tenants.id(tenant)
+        now = self.clock.now()
+        with session_scope(self.engine) as session:
+            thread = session.get(Thread, thread_id)
+            if thread is None or thread.tenant_id != tenant_id:
+                raise NotFoundError(f"no thread {thread_id}")
+            original = next(
+                (m for m in thread_messages(session, thread) if m.id == message_id), None
+            )
+            if original is None:
+                raise NotFoundError(f"no email {message_id} in thread {thread_id}")
+            if original.customer_id is None:
+                raise MailerError(f"email {message_id} is to no customer: nobody to resend it to")
+            contacts = contacts_by_customer(session, [original.customer_id], now=now)
+            addresses = [c.email for c in contacts.get(original.customer_id, [])]
+            if not addresses:
+                raise MailerError(
+                    "the customer has no contact that is not blocked: correct or unblock one first"
+                )
+            count = 1 + sum(
+                1 for m in thread_messages(session, thread) if m.manual and m.kind == original.kind
+            )
+            occasion = f"{original.occasion or original.kind} resend {count} by hand"[:63]
+            request = copy_request(original, addresses, occasion=occasion, manual=True)
+            message = self.queue.enqueue(session, request, now=now)
+            add_note(
+                session,
+                thread,
+                text=f"resent email {message_id} ({labels_for(None).kind(original.kind)}) "
+                f"to {', '.join(addresses)}",
+                author=by,
+                now=now,
+            )
+            session.flush()
+            new_id = message.id or 0
+        return await self._delivered(new_id), addresses
+
+    async def _delivered(self, message_id: int) -> Message:
+        """Deliver the just-queued ``message_id`` at once and read it back, as it ended."""
         await self.dispatcher.deliver_due(only=[message_id])
         with Session(self.engine) as session:
-            refreshed = session.get(Message, message_id)
-        if refreshed is None:  # the row was committed above; only a wiped database loses it
-            raise MailerError(f"resent message {message_id} is gone")
-        return refreshed, addresses
+            message = session.get(Message, message_id)
+            if message is None:  # committed by the caller; only a wiped database loses it
+                raise MailerError(f"resent message {message_id} is gone")
+            session.expunge(message)
+        return message
 
     def unmatched(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
         """Inbound mail that matched no email of ours: all of it, or (``tenant``) only what

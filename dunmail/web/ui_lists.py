@@ -149,7 +149,7 @@ async def resend_email(
     """Send one email of the thread again, as it was, to the customer's contacts as they are."""
     url = thread_url(thread_id)
     try:
-        message, addresses = await services_of(request).customers.resend(
+        message, addresses = await services_of(request).inbox.resend_email(
             thread_id, message_id, tenant=clerk.tenant, by=clerk.email
         )
     except NotFoundError:
