@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,16 +94,70 @@ def db_url(
         return
     if _PG_SKIP:
         pytest.skip(_PG_SKIP)
-    schema = f"t_{secrets.token_hex(6)}"
-    admin = sa.create_engine(PG_ADMIN_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    # A database of its own, copied from this worker's template database, migrated once per
+    # session: CREATE DATABASE ... TEMPLATE takes a fifth of a second where running Alembic's
+    # migrations into an empty schema took a second and a half, for every PostgreSQL test.
+    name = f"t_{secrets.token_hex(6)}"
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{_pg_template()}"'))
     try:
-        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+        yield _pg_url(name)
     finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        # Dropped behind the next test's back: DROP DATABASE waits on the disk.
+        _pg_dropper().submit(_drop_pg_database, name)
+
+
+_PG: dict[str, Any] = {}
+
+
+def _pg_admin() -> Engine:
+    """An AUTOCOMMIT engine on the admin database (CREATE/DROP DATABASE run outside a
+    transaction), one per worker process."""
+    if "admin" not in _PG:
+        _PG["admin"] = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    engine: Engine = _PG["admin"]
+    return engine
+
+
+def _pg_url(database: str) -> str:
+    return sa.make_url(PG_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
+
+
+def _pg_template() -> str:
+    """This worker's migrated template database (made on first use, dropped at exit). No
+    connection to it may stay open: PostgreSQL copies only a database nobody is using."""
+    if "template" not in _PG:
+        name = f"dm_tpl_{os.getpid()}_{secrets.token_hex(3)}"
+        with _pg_admin().connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        engine = make_engine(_pg_url(name))
+        create_schema(engine)
+        engine.dispose()
+        _PG["template"] = name
+        atexit.register(_drop_pg_template, name)
+    template: str = _PG["template"]
+    return template
+
+
+def _drop_pg_database(name: str) -> None:
+    with _pg_admin().connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _pg_dropper() -> ThreadPoolExecutor:
+    """One thread per worker that drops the tests' databases in the order they finished."""
+    if "dropper" not in _PG:
+        _PG["dropper"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-drop")
+    dropper: ThreadPoolExecutor = _PG["dropper"]
+    return dropper
+
+
+def _drop_pg_template(name: str) -> None:
+    if "dropper" in _PG:
+        _PG["dropper"].shutdown(wait=True)  # every test database first
+    _drop_pg_database(name)
+    _pg_admin().dispose()
 
 
 @pytest.fixture(scope="module")
