@@ -160,6 +160,22 @@ def _drop_pg_template(name: str) -> None:
     _pg_admin().dispose()
 
 
+@pytest.fixture
+def blank_db_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database (no tables, no Alembic revision) of ``db_url``'s kind, for the tests
+    that migrate step by step from an old revision: ``db_url`` is migrated already."""
+    if db_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'blank.db'}"
+        return
+    name = f"t_{secrets.token_hex(6)}"
+    with _pg_admin().connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _pg_url(name)
+    finally:
+        _pg_dropper().submit(_drop_pg_database, name)
+
+
 @pytest.fixture(scope="module")
 def renderer() -> Renderer:
     """One template renderer per module: its environments are costly to build."""

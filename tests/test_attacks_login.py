@@ -18,7 +18,6 @@ import asyncio
 import re
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -172,13 +171,10 @@ def test_lookup_throttle_and_stored_name_agree_for_every_spelling(
     found()
 
 
-def test_the_migration_stores_existing_users_under_their_sign_in_name(
-    db_url: str, tmp_path: Path
-) -> None:
+def test_the_migration_stores_existing_users_under_their_sign_in_name(blank_db_url: str) -> None:
     """Users added before the one spelling keep signing in: the migration rewrites their
     stored names, and leaves a name another user already holds alone."""
-    # conftest's SQLite file is migrated already: start this one empty
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}" if "sqlite" in db_url else db_url)
+    engine = make_engine(blank_db_url)
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     try:

@@ -834,8 +834,8 @@ def test_billed_soon_due() -> None:
 # -- the migration -------------------------------------------------------------------------
 
 
-def test_upgrading_keeps_existing_credit_notes_and_payments(db_url: str) -> None:
-    engine = make_engine(db_url)
+def test_upgrading_keeps_existing_credit_notes_and_payments(blank_db_url: str) -> None:
+    engine = make_engine(blank_db_url)
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
