@@ -15,14 +15,16 @@ header hash prefix shared too; keys parsed once, at construction, and OpenSSL do
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 CRLF: Final = b"\r\n"
@@ -37,6 +39,14 @@ _FWS: Final = rb"(?:(?:\s*\r?\n)?\s+)?"
 _B_TAG: Final = re.compile(rb"([;\s]b" + _FWS + rb"=)(?:" + _FWS + rb"[a-zA-Z0-9+/=])*(?:\r?\n\Z)?")
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+@functools.lru_cache(maxsize=64)
+def load_pem_key(data: bytes) -> PrivateKeyTypes:
+    """An unencrypted PEM private key, parsed once per process for the same bytes: OpenSSL's
+    RSA key check costs about 30 ms (2048 bits), and each build of the services (every test,
+    every in-process CLI command) loads its keys again. Errors are raised, never cached."""
+    return serialization.load_pem_private_key(data, password=None)
 
 
 class MessageFormatError(ValueError):
@@ -212,10 +222,43 @@ def _tags(key: SigningKey, timestamp: int, h: bytes, bh: bytes, b: bytes) -> byt
     )
 
 
-def signature_headers(
+@dataclass(frozen=True, slots=True)
+class PendingSignatures:
+    """A message's DKIM-Signature headers with everything but each key's ``b=`` worked out.
+
+    What is left is the private-key operation on :attr:`digests`, which OpenSSL runs without
+    the GIL: a caller on an event loop can hand just that step to a thread and render the next
+    message meanwhile (:meth:`mailer.outbound.dkim.DKIMSigner.sign_async`).
+    """
+
+    keys: Sequence[SigningKey]
+    digests: tuple[bytes, ...]  # one per key: the SHA-256 its private key signs
+    timestamp: int
+    h: bytes
+    bh: bytes
+    linesep: bytes
+
+    def sign(self) -> list[bytes]:
+        """Each key's signature over its digest (the private-key step, GIL released)."""
+        return [
+            key.sign_digest(digest) for key, digest in zip(self.keys, self.digests, strict=True)
+        ]
+
+    def headers(self, signatures: Sequence[bytes]) -> list[bytes]:
+        """One ``DKIM-Signature: ...`` line (ending in the message's line end) per key."""
+        namelen = len(HEADER_NAME)
+        out: list[bytes] = []
+        for key, signature in zip(self.keys, signatures, strict=True):
+            b = base64.b64encode(signature)
+            value = _tags(key, self.timestamp, self.h, self.bh, b) + self.linesep
+            out.append(HEADER_NAME + b": " + fold(value, namelen, self.linesep))
+        return out
+
+
+def pending_signatures(
     message: bytes, keys: Sequence[SigningKey], signed: frozenset[bytes], timestamp: int
-) -> list[bytes]:
-    """One ``DKIM-Signature: ...`` header line (ending in the message's line end) per key."""
+) -> PendingSignatures:
+    """Canonicalise and hash ``message`` once for every key (all but the private-key step)."""
     linesep = line_separator(message)
     fields, body = split_message(message)
     include = headers_to_sign((name for name, _ in fields), signed)
@@ -227,13 +270,19 @@ def signature_headers(
     bh = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
     h = b" : ".join(include)
     namelen = len(HEADER_NAME)
-    out: list[bytes] = []
+    digests: list[bytes] = []
     for key in keys:
         unsigned = fold(_tags(key, timestamp, h, bh, _B_PLACEHOLDER), namelen, CRLF)
         unsigned = _B_TAG.sub(rb"\1", b" " + _B_TAG.sub(rb"\1", unsigned))
         hasher = prefix.copy()
         hasher.update(b"dkim-signature:" + relaxed_header_value(unsigned))
-        b = base64.b64encode(key.sign_digest(hasher.digest()))
-        signed_value = fold(_tags(key, timestamp, h, bh, b) + linesep, namelen, linesep)
-        out.append(HEADER_NAME + b": " + signed_value)
-    return out
+        digests.append(hasher.digest())
+    return PendingSignatures(tuple(keys), tuple(digests), timestamp, h, bh, linesep)
+
+
+def signature_headers(
+    message: bytes, keys: Sequence[SigningKey], signed: frozenset[bytes], timestamp: int
+) -> list[bytes]:
+    """One ``DKIM-Signature: ...`` header line (ending in the message's line end) per key."""
+    pending = pending_signatures(message, keys, signed, timestamp)
+    return pending.headers(pending.sign())
