@@ -379,7 +379,7 @@ async def test_amounts_and_dates_read_as_in_the_customers_email(
     assert row_cells(page, "INV-1050")[4] == late
 
 
-async def test_each_invoice_with_a_stored_pdf_links_it_through_a_signed_download_link(
+async def test_each_invoice_with_a_stored_pdf_links_it_under_the_view_link(
     relay_env: tuple[Services, MemoryTransport], web_server: str
 ) -> None:
     from mailer.content.models import StoredPDF
@@ -388,6 +388,7 @@ async def test_each_invoice_with_a_stored_pdf_links_it_through_a_signed_download
     token, _ = await view_token(services, transport)
     with Session(services.engine) as session:
         invoice = session.exec(select(Invoice).where(Invoice.number == "INV-1050")).one()
+        invoice_id = invoice.id
         session.add(
             StoredPDF(
                 tenant_id=invoice.tenant_id,
@@ -403,8 +404,10 @@ async def test_each_invoice_with_a_stored_pdf_links_it_through_a_signed_download
         session.commit()
     async with _client(web_server) as client:
         page = await _account(client, token)
-        link = re.search(r'href="(/l/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+/pdf)">Download INV-1050<', page)
-        assert link is not None and token not in link.group(1)
+        link = re.search(r'href="(/l/[^"]+/pdf)">Download INV-1050<', page)
+        # Under the View link's own token, so revoking it stops the PDF too
+        # (tests/test_portal_bank.py::test_revoking_the_view_link_stops_the_pdf_links_it_showed).
+        assert link is not None and link.group(1) == f"/l/{token}/account/invoices/{invoice_id}/pdf"
         assert "Download INV-1051" not in page  # no PDF stored for it: no dead link
         pdf = await client.get(link.group(1))
     assert pdf.status_code == 200 and pdf.content == b"%PDF-1.7 portal test"

@@ -18,7 +18,7 @@ import logging
 import os
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 from dunmail.app import Services
 from dunmail.portal_words import LOCALE_ROOT
 from dunmail.services import handoff
+from dunmail.services.portal_statements import SentStatement, sent_statements
 from dunmail.web.link_service import Opened
 from mailer.checkout_config import CheckoutConfig
 from mailer.content.formatting import normalise_locale
@@ -46,7 +47,6 @@ from mailer.ledger.models import (
     PaymentAllocation,
     Tenant,
 )
-from mailer.outbound.links import issue_link
 
 log = logging.getLogger(__name__)
 RECENT_PAYMENTS = 10
@@ -65,7 +65,7 @@ class OpenInvoice:
     balance_minor: int
     issued_at: datetime
     due_at: datetime
-    pdf_url: str | None  # a signed download link of this version, when a PDF is stored
+    pdf_url: str | None  # under the View link's token (portal_documents.py), when stored
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,8 @@ class Account:
     credits: list[Credit]
     payments: list[Paid]
     can_pay: bool  # the tenant has a checkout hand-off configured
+    customer_id: int = 0  # the token's customer (its RF reference; portal_bank.py)
+    statements: list[SentStatement] = field(default_factory=list)  # portal_statements.py
 
 
 class Refusal(StrEnum):
@@ -193,7 +195,7 @@ def read_account(services: Services, opened: Opened) -> Account | None:
                     balance_minor=i.balance_minor,
                     issued_at=i.issued_at,
                     due_at=i.due_at,
-                    pdf_url=_pdf_url(services, opened, i)
+                    pdf_url=f"/l/{opened.token}/account/invoices/{i.id}/pdf"
                     if (f"invoice:{i.id}", i.version) in stored
                     else None,
                 )
@@ -211,20 +213,9 @@ def read_account(services: Services, opened: Opened) -> Account | None:
                 for p in payments
             ],
             can_pay=config.payments.checkout is not None,
+            customer_id=customer.id or 0,
+            statements=sent_statements(session, customer),
         )
-
-
-def _pdf_url(services: Services, opened: Opened, invoice: Invoice) -> str:
-    """A download link to this version's stored PDF, expiring with the View link itself."""
-    token = issue_link(
-        "download",
-        opened.claims.tenant_id,
-        f"invoice:{invoice.id}",
-        invoice.version,
-        key=services.links.signing,
-        expires_at=opened.claims.expires_at,
-    )
-    return f"/l/{token}/pdf"
 
 
 def _credits(session: Session, customer: Customer) -> list[Credit]:

@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse
 from dunmail.app import Services
 from dunmail.web import api, api_reads, capture_views, links, login, ops, ui, ui_lists
 from dunmail.web import portal as portal_views
+from dunmail.web import portal_documents as portal_files
 from dunmail.web.limits import BodyLimit, Limit, SignedInFirst
 
 
@@ -42,6 +43,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(capture_views.router)  # dev only: the capture viewer
     app.include_router(links.router)
     app.include_router(portal_views.router)  # a customer's account behind a View link
+    app.include_router(portal_files.router)  # its PDFs and bank transfer
     app.include_router(login.router)
     app.include_router(ui.router)
     app.include_router(ui_lists.router)

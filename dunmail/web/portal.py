@@ -31,6 +31,7 @@ from dunmail.web.deps import page, services_of
 from dunmail.web.link_service import NO_STORE, Opened, open_link
 from dunmail.web.links import _branding
 from dunmail.web.portal_page import build_account, build_handoff, selected_ids
+from dunmail.web.portal_sections import section_context
 from mailer.config import is_loopback
 from mailer.errors import LinkInvalid
 from mailer.outbound.links import token_hash
@@ -105,8 +106,12 @@ def _account_page(
     account: portal.Account,
     notice: str = "",
     status: int = 200,
+    transfer: list[int] | None = None,
 ) -> Response:
     services = services_of(request)
+    sections, refused = section_context(services, token, opened, account, transfer=transfer)
+    if refused is not None:  # a bank-transfer selection (portal_documents.py) not taken
+        notice, status = _REFUSED[refused], 400
     cookie = request.cookies.get(COOKIE) or ""
     if len(cookie) < 32 or len(cookie) > 64:
         cookie = secrets.token_urlsafe(32)
@@ -122,6 +127,7 @@ def _account_page(
         "pay_action": f"/l/{token}/account/pay",
         "notice": _(notice) if notice else "",
         "_": _,
+        **sections,  # the bank-transfer box and the statements (portal_sections.py)
     }
     response = page(request, "portal/account.html", context, status)
     response.headers.update(NO_STORE)
