@@ -29,6 +29,8 @@ LOCALE_ROOT = ROOT / "locale"
 PAGES = ROOT / "web" / "portal"
 BUILDER = Path(__file__).resolve().parent / "web" / "portal_page.py"
 ROUTES = Path(__file__).resolve().parent / "web" / "portal.py"
+QUERY_BUILDER = Path(__file__).resolve().parent / "web" / "portal_query_page.py"
+QUERY_ROUTES = Path(__file__).resolve().parent / "web" / "portal_query.py"
 
 
 @lru_cache(maxsize=64)
@@ -55,6 +57,8 @@ def extract_words() -> Catalog:
     for path, keywords in (
         (BUILDER, {"gettext": None, "ngettext": (1, 2)}),
         (ROUTES, {"N_": None}),
+        (QUERY_BUILDER, {"gettext": None, "ngettext": (1, 2)}),
+        (QUERY_ROUTES, {"N_": None}),
     ):
         for lineno, message, comments, _ in extract_from_file(
             "python", str(path), keywords=keywords

@@ -37,7 +37,7 @@ def _headline(kind: str, ctx: dict[str, Any]) -> tuple[int, str] | None:
     if kind in ("new_invoice", "thank_you"):
         doc = ctx["invoice"]
         return doc["total_minor"], doc["currency"]
-    if kind in ("invoice_reminder", "late_payment_reminder"):
+    if kind in ("invoice_reminder", "late_payment_reminder", "query_answer"):
         doc = ctx["invoice"]
         return doc["balance_minor"], doc["currency"]
     field = {

@@ -24,6 +24,8 @@ from dunmail.app import Services
 from dunmail.web import api, api_reads, capture_views, links, login, ops, ui, ui_lists
 from dunmail.web import portal as portal_views
 from dunmail.web import portal_documents as portal_files
+from dunmail.web import portal_query as query_views
+from dunmail.web import ui_queries as query_desk_views
 from dunmail.web.limits import BodyLimit, Limit, SignedInFirst
 
 
@@ -45,7 +47,9 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(portal_views.router)  # a customer's account behind a View link
     app.include_router(portal_files.router)  # its PDFs and bank transfer
     app.include_router(login.router)
+    app.include_router(query_views.router)  # a query (dispute) raised on the account page
     app.include_router(ui.router)
+    app.include_router(query_desk_views.router)  # the clerk's answer and resolve of a query
     app.include_router(ui_lists.router)
     app.include_router(api.router)
     app.include_router(api_reads.router)
@@ -64,6 +68,7 @@ def create_app(services: Services) -> FastAPI:
         BodyLimit,
         default=Limit(web.max_form_bytes, "web.max_form_bytes"),
         paths=dict.fromkeys(api.LARGE_BODY_PATHS, large),
+        patterns=[(query_views.UPLOAD_PATH, large)],  # a query's attached file
     )
     return app
 

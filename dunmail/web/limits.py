@@ -22,7 +22,8 @@ The JSON API checks its key the same way, before the body: see ``apikeys.ApiRout
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -52,16 +53,32 @@ class Limit:
 class BodyLimit:
     """Refuse request bodies larger than their path's :class:`Limit` with 413, unread."""
 
-    def __init__(self, app: ASGIApp, *, default: Limit, paths: Mapping[str, Limit]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        default: Limit,
+        paths: Mapping[str, Limit],
+        patterns: Sequence[tuple[re.Pattern[str], Limit]] = (),
+    ) -> None:
+        """``paths`` by the exact path; ``patterns`` (a path that must match in full) for a
+        path that carries a token, such as the account page's upload of a query's file."""
         self.app = app
         self.default = default
         self.paths = dict(paths)
+        self.patterns = tuple(patterns)
+
+    def limit_of(self, path: str) -> Limit:
+        found = self.paths.get(path)
+        if found is None:
+            found = next((lim for p, lim in self.patterns if p.fullmatch(path)), self.default)
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange(scope, receive, send, self.paths.get(scope["path"], self.default))
+        exchange = _Exchange(scope, receive, send, self.limit_of(scope["path"]))
         if exchange.declared is not None and exchange.declared > exchange.limit.max_bytes:
             await exchange.refuse()
             return

@@ -31,6 +31,7 @@ from dunmail.web.deps import page, services_of
 from dunmail.web.link_service import NO_STORE, Opened, open_link
 from dunmail.web.links import _branding
 from dunmail.web.portal_page import build_account, build_handoff, selected_ids
+from dunmail.web.portal_query_page import read_section
 from dunmail.web.portal_sections import section_context
 from mailer.config import is_loopback
 from mailer.errors import LinkInvalid
@@ -125,6 +126,8 @@ def _account_page(
         "brand_color": brand.brand_color,
         "csrf": _csrf(request, token, cookie),
         "pay_action": f"/l/{token}/account/pay",
+        "queries": read_section(services, opened, account),  # portal_query.py
+        "query_action": f"/l/{token}/account/query",
         "notice": _(notice) if notice else "",
         "_": _,
         **sections,  # the bank-transfer box and the statements (portal_sections.py)

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bounce.inbox import THREAD_FILTERS
+from dunmail.services import query_desk
 from dunmail.web import auth
 from dunmail.web.deps import RowId, services_of
 from dunmail.web.ui_common import (
@@ -103,6 +104,7 @@ def thread_page(request: Request, thread_id: RowId, clerk: SignedIn) -> Response
         "users": users,
         "hold_reasons": HOLD_REASONS,
         "bounced": any(e["type"] == "bounce" for e in thread["timeline"]),
+        "queries": query_desk.thread_queries(services, thread_id, tenant=clerk.tenant),
         "back": thread_url(thread_id),
     }
     return render(request, clerk, "thread.html", context)

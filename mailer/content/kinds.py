@@ -24,6 +24,7 @@ from mailer.content.shapes import (
     OverdueSummaryEmail,
     PaymentPlanEmail,
     PaymentReceiptEmail,
+    QueryAnswerEmail,
     RefundEmail,
     StatementEmail,
     SubscriptionBilledSoonEmail,
@@ -52,6 +53,7 @@ class Kind(StrEnum):
     SUBSCRIPTION_CONFIRMATION = "subscription_confirmation"
     SUBSCRIPTION_BILLED_SOON = "subscription_billed_soon"
     SUBSCRIPTION_CANCELLED = "subscription_cancelled"
+    QUERY_ANSWER = "query_answer"  # the AR team answers a query raised on the account page
 
 
 # The groups code asks about, each defined here only (tests/qa checks no module keeps a copy).
@@ -143,6 +145,7 @@ _SPECS = (
         buttons=("manage",),
     ),
     _spec(Kind.SUBSCRIPTION_CANCELLED, SubscriptionEmail, on=False, pdf=None, buttons=("manage",)),
+    _spec(Kind.QUERY_ANSWER, QueryAnswerEmail, on=True, pdf=None, buttons=("view",)),
 )
 KINDS: Mapping[str, KindSpec] = MappingProxyType({s.name: s for s in _SPECS})
 

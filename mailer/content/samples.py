@@ -110,6 +110,15 @@ def _documents() -> dict[str, dict[str, Any]]:
             "days_overdue": 40,
         },
         Kind.THANK_YOU: {"invoice": paid, "paid_at": "2026-03-28T14:12:00+00:00"},
+        Kind.QUERY_ANSWER: {
+            "invoice": overdue,
+            "query": {
+                "reason": "wrong_amount",
+                "question": "Line 2 was billed twice: we ordered 10 licences, not 20.",
+                "answer": "You are right: we will send a credit note for the 10 extra licences.",
+                "answered_at": "2026-04-14T10:30:00+00:00",
+            },
+        },
         Kind.PAYMENT_PLAN: {
             "payment_plan": {
                 "number": "PP-7",

@@ -259,6 +259,18 @@ class InvoiceEmail(BaseEmail):
     bank_transfer: NotRequired[BankTransferData]  # only where the tenant has [bank]
 
 
+class QueryData(TypedDict):
+    reason: str  # mailer.query_models.QueryReason value
+    question: str  # the customer's latest message, as they wrote it
+    answer: str  # the clerk's answer, plain text
+    answered_at: str
+
+
+class QueryAnswerEmail(BaseEmail):
+    invoice: InvoiceData
+    query: QueryData
+
+
 class ThankYouEmail(BaseEmail):
     invoice: InvoiceData
     paid_at: str

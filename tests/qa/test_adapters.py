@@ -32,6 +32,9 @@ WEB_ADAPTERS = {
     "ops.py",
     "portal.py",  # the customer account page's routes
     "portal_page.py",  # pure: the account page's words and figures, like hosted.py
+    "portal_query.py",  # the account page's query form
+    "portal_query_page.py",  # the query section's words (one service read)
+    "ui_queries.py",  # the clerk's answer, resolve and attachment download of a query
     "portal_bank.py",  # pure: the account page's bank-transfer box
     "portal_sections.py",  # the bank box and statements as template context
     "portal_documents.py",  # the account page's PDFs and bank transfer routes
