@@ -14,15 +14,19 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from dunmail.app import Services, build_services
 from dunmail.config import Config
 from mailer.clock import FixedClock
+from mailer.config import DKIMAlgorithm
 from mailer.content.kinds import KINDS
 from mailer.content.render import Renderer
 from mailer.db import create_schema, make_engine
+from mailer.outbound.identity import signing_keys
 from mailer.outbound.memory import MemoryTransport, SentMail
 
 pytest_plugins = ["tests.smtpd"]
@@ -184,9 +188,8 @@ def renderer() -> Renderer:
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    """An engine on a migrated, empty database."""
+    """An engine on a migrated, empty database (``db_url`` copies a migrated one)."""
     engine = make_engine(db_url)
-    create_schema(engine)
     yield engine
     engine.dispose()
 
@@ -206,7 +209,9 @@ NO_PDFS: dict[str, dict[str, bool]] = {
 
 
 def make_config(tmp_path: Path, db_url: str, *, pdfs: bool = False, **overrides: Any) -> Config:
-    """A dev config with one relay tenant ("acme") and DKIM keys under ``tmp_path``.
+    """A dev config with one relay tenant ("acme") and DKIM keys under ``tmp_path``
+    (``seed_dev_keys``: each missing RSA key file is written with this worker's key of that
+    file name, instead of ``env = "dev"`` generating a fresh one per test).
 
     Tenants attach no PDFs unless ``pdfs`` is set or their own ``emails`` table says so.
     """
@@ -241,7 +246,38 @@ def make_config(tmp_path: Path, db_url: str, *, pdfs: bool = False, **overrides:
             else tenant
             for slug, tenant in data["tenants"].items()
         }
-    return Config(**data)
+    config = Config(**data)
+    seed_dev_keys(config)
+    return config
+
+
+_DEV_KEYS: dict[str, bytes] = {}
+
+
+def seed_dev_keys(config: Config) -> None:
+    """Write each missing RSA key file of ``config``'s tenants (and relay) with a key made
+    once per worker for that file name, mode 0600 as ``generate_key`` writes it.
+
+    Making a 2048-bit RSA key takes 40 ms and more on a busy machine, and ``env = "dev"``
+    made one for every test's fresh ``tmp_path``. Keys of different file names differ, so
+    two tenants of one config still sign with different keys. A test of the generation
+    itself uses a config whose key file is missing (tests/test_cli.py's init test)."""
+    for tenant in config.tenants.values():
+        for key in signing_keys(tenant, config.relay):
+            path = key.key_file
+            if key.algorithm is not DKIMAlgorithm.RSA_SHA256 or path.exists():
+                continue
+            if path.name not in _DEV_KEYS:
+                private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                _DEV_KEYS[path.name] = private.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.TraditionalOpenSSL,
+                    serialization.NoEncryption(),
+                )
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(_DEV_KEYS[path.name])
 
 
 DEMO_DOC: dict[str, Any] = {
@@ -330,7 +366,10 @@ async def services(
     None (the configured SMTPTransport) and points the relay at ``smtpd`` in its
     ``services_config``."""
     config = make_config(tmp_path, db_url, **services_config)
-    built = build_services(config, clock, transport, **services_options)
+    # ``db_url`` is a copy of a migrated database: Alembic's upgrade to head would only read
+    # its revision scripts again (a tenth of a second). Migration at start-up is tested where
+    # it is the subject (tests/test_db.py, the CLI's init and run).
+    built = build_services(config, clock, transport, **{"migrate": False, **services_options})
     yield built
     await built.close()
 

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import DEMO_DOC, NO_PDFS, START
+from dunmail.config import load_config
+from tests.conftest import DEMO_DOC, NO_PDFS, START, seed_dev_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 AT = START.isoformat()
@@ -88,8 +89,12 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def write_config(tmp_path: Path, db_url: str, port: int, *, pdfs: bool = False) -> Path:
-    """A config file for the CLI; like ``make_config``, it attaches no PDFs unless ``pdfs``."""
+def write_config(
+    tmp_path: Path, db_url: str, port: int, *, pdfs: bool = False, dev_keys: bool = True
+) -> Path:
+    """A config file for the CLI; like ``make_config``, it attaches no PDFs unless ``pdfs``
+    and writes its DKIM key (``seed_dev_keys``) unless ``dev_keys`` is False, when the CLI's
+    ``env = "dev"`` start-up must make it."""
     path = tmp_path / "config.toml"
     no_pdfs = "".join(f"[tenants.acme.emails.{kind}]\nattach_pdf = false\n" for kind in NO_PDFS)
     path.write_text(f"""
@@ -109,6 +114,8 @@ domain = "acme.example"
 selector = "s1"
 key_file = "{tmp_path / "keys" / "s1.pem"}"
 {"" if pdfs else no_pdfs}""")
+    if dev_keys:
+        seed_dev_keys(load_config(path))
     return path
 
 
@@ -323,7 +330,7 @@ def test_worker_killed_mid_send_loses_nothing_and_sends_once(tmp_path: Path, db_
 
 
 def test_init_prepares_database_tenants_and_dev_keys(tmp_path: Path, db_url: str) -> None:
-    config = write_config(tmp_path, db_url, 2525)
+    config = write_config(tmp_path, db_url, 2525, dev_keys=False)
     result = dunmail(config, "init")
     assert result.returncode == 0, result.stderr
     assert "tenants: acme" in result.stdout

@@ -354,3 +354,30 @@ async def test_no_link_reaches_another_customers_or_tenants_documents(
         assert crossed.status_code == 404 and b"%PDF" not in crossed.content
         unknown = await client.get(f"/l/{token}/account/statement/eur/pdf")
         assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize("has_bank", [True], indirect=True)
+async def test_a_french_customer_reads_the_box_in_french_with_the_emails_amount(
+    services: Services, transport: MemoryTransport, web_server: str
+) -> None:
+    # ``web_server`` imports the English ledger first; the customer then moves to French.
+    doc = ledger("fr", "Europe/Paris")
+    assert services.ledger.import_document(doc, tenant="acme").errors == []
+    token, _ = await view_token(services, transport)
+    async with _client(web_server) as client:
+        page = await _page(client, token)
+    await services.sending.send_email(
+        Kind.OVERDUE_SUMMARY, document="customer", ref="C-1", tenant="acme", currency="EUR"
+    )
+    parsed = email.message_from_bytes(transport.sent[-1].data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    text = parsed.get_body(("plain",))
+    assert text is not None
+    amount = re.search(r"^Montant : (.+)$", str(text.get_content()), re.M)
+    assert amount is not None  # "1 384,56 €" with the locale's own spaces
+    box = _box(page)
+    assert "Payer par virement bancaire" in box and "Titulaire du compte" in box
+    assert f'<strong class="amount">{amount.group(1).strip()}</strong>' in box
+    assert "Tout ce qui est en retard en EUR" in box
+    (qr,) = QR.findall(page)
+    assert decode_png(qr) == _email_payload(transport)

@@ -53,7 +53,7 @@ class Pdf:
     filename: str
 
 
-def invoice_pdf(services: Services, opened: Opened, invoice_id: int) -> Pdf | None:
+def invoice_pdf(services: Services, opened: Opened, *, invoice_id: int) -> Pdf | None:
     """The stored PDF of the current version of one of the link's customer's invoices, or
     None (not the customer's, the invoice's links revoked, or no PDF stored)."""
     with Session(services.engine) as session:
@@ -95,7 +95,7 @@ def _document_revoked(session: Session, tenant_id: int, document: str) -> bool:
     )
 
 
-async def sent_statement_pdf(services: Services, opened: Opened, message_id: int) -> Pdf | None:
+async def sent_statement_pdf(services: Services, opened: Opened, *, message_id: int) -> Pdf | None:
     """The PDF of a statement email the link's customer was sent: the bytes it carried, else
     rendered from its frozen context through the PDF store. None: not theirs, or no PDFs."""
     with Session(services.engine) as session:
@@ -141,7 +141,7 @@ class StatementRefused(Exception):
 
 
 def current_statement_context(
-    services: Services, opened: Opened, currency: str, *, user_agent: str
+    services: Services, opened: Opened, *, currency: str, user_agent: str
 ) -> dict[str, Any] | None:
     """The open-item statement of the link's customer in ``currency`` as the ledger has it
     now, as a statement email's context (the PDF shows that); None: no account, or nothing
@@ -196,7 +196,7 @@ def current_statement_context(
 
 
 async def current_statement_pdf(
-    services: Services, opened: Opened, currency: str, *, user_agent: str
+    services: Services, opened: Opened, *, currency: str, user_agent: str
 ) -> Pdf | None:
     """The PDF of :func:`current_statement_context`, rendered now (not stored: it is a
     statement of this minute). None: nothing to state, or PDFs are off.
@@ -205,7 +205,9 @@ async def current_statement_pdf(
     if renderer is None:
         return None
     context = await asyncio.to_thread(
-        current_statement_context, services, opened, currency, user_agent=user_agent
+        lambda: current_statement_context(
+            services, opened, currency=currency, user_agent=user_agent
+        )
     )
     if context is None:
         return None

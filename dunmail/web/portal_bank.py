@@ -80,10 +80,10 @@ def build_bank_box(
             return Refusal.FOREIGN
         if len({i.currency for i in picked}) != 1:
             return Refusal.MIXED
-        transfers = [_selected(account, bank, tenant_id, cref, picked)]
+        transfers = [_selected(account, bank, tenant_id=tenant_id, cref=cref, picked=picked)]
     else:
         transfers = [
-            _default(account, bank, cref, currency, now)
+            _default(account, bank, cref=cref, currency=currency, now=now)
             for currency in sorted({i.currency for i in account.invoices})
         ]
     shown = bank_transfer(
@@ -132,7 +132,7 @@ def _transfer(
 
 
 def _default(
-    account: Account, bank: BankConfig, cref: str, currency: str, now: datetime
+    account: Account, bank: BankConfig, *, cref: str, currency: str, now: datetime
 ) -> Transfer:
     """Everything overdue in ``currency``, else everything open in it."""
     open_ = [i for i in account.invoices if i.currency == currency]
@@ -149,6 +149,7 @@ def _default(
 def _selected(
     account: Account,
     bank: BankConfig,
+    *,
     tenant_id: int,
     cref: str,
     picked: Sequence[OpenInvoice],

@@ -65,7 +65,9 @@ async def invoice_pdf(token: str, invoice_id: int, request: Request) -> Response
     found = None
     if opened is not None:
         found = await run_in_threadpool(
-            portal_documents.invoice_pdf, services_of(request), opened, invoice_id
+            lambda: portal_documents.invoice_pdf(
+                services_of(request), opened, invoice_id=invoice_id
+            )
         )
     return _pdf(found) if found is not None else _not_valid(request)
 
@@ -78,7 +80,7 @@ async def sent_statement_pdf(token: str, message_id: int, request: Request) -> R
     if opened is not None:
         try:
             found = await portal_documents.sent_statement_pdf(
-                services_of(request), opened, message_id
+                services_of(request), opened, message_id=message_id
             )
         except MailerError:
             log.exception("statement PDF of message %d failed", message_id)
@@ -94,7 +96,7 @@ async def current_statement_pdf(token: str, currency: str, request: Request) -> 
     agent = request.headers.get("user-agent", "")[:_AGENT]
     try:
         found = await portal_documents.current_statement_pdf(
-            services_of(request), opened, currency, user_agent=agent
+            services_of(request), opened, currency=currency, user_agent=agent
         )
     except portal_documents.StatementRefused:
         return Response(
