@@ -31,6 +31,7 @@ BUILDER = Path(__file__).resolve().parent / "web" / "portal_page.py"
 ROUTES = Path(__file__).resolve().parent / "web" / "portal.py"
 QUERY_BUILDER = Path(__file__).resolve().parent / "web" / "portal_query_page.py"
 QUERY_ROUTES = Path(__file__).resolve().parent / "web" / "portal_query.py"
+PREFS_ROUTES = Path(__file__).resolve().parent / "web" / "portal_prefs.py"
 
 
 @lru_cache(maxsize=64)
@@ -59,6 +60,7 @@ def extract_words() -> Catalog:
         (ROUTES, {"N_": None}),
         (QUERY_BUILDER, {"gettext": None, "ngettext": (1, 2)}),
         (QUERY_ROUTES, {"N_": None}),
+        (PREFS_ROUTES, {"N_": None}),
     ):
         for lineno, message, comments, _ in extract_from_file(
             "python", str(path), keywords=keywords

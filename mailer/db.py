@@ -20,6 +20,7 @@ import mailer.inbox_models  # noqa: F401
 import mailer.ledger.bank_models  # noqa: F401
 import mailer.ledger.intent_models  # noqa: F401
 import mailer.ledger.models  # noqa: F401
+import mailer.ledger.preference_models  # noqa: F401
 import mailer.outbound.models  # noqa: F401
 import mailer.query_models  # noqa: F401
 from mailer.errors import ConfigError

@@ -150,7 +150,14 @@ BY_HAND = [
     ("subscription_confirmation", "subscription", "s-1"),
 ]
 # Kinds with no occasion in this ledger: nothing billed soon, nothing cancelled.
-NO_OCCASION = {"subscription_billed_soon", "subscription_cancelled"}
+# A contact confirmation and a query's answer reply to the customer on the account page
+# (tests/test_portal_preferences.py, the query tests), never to a ledger record.
+NO_OCCASION = {
+    "subscription_billed_soon",
+    "subscription_cancelled",
+    "contact_confirmation",
+    "query_answer",
+}
 
 
 def test_the_table_covers_every_kind() -> None:

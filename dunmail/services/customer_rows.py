@@ -54,7 +54,13 @@ def document_row(row: Invoice | CreditNote, customer: Customer, kind: str) -> di
             "status": row.status.value,
             "due_at": row.due_at.isoformat(),
         }
-    return {**common, "amount_minor": row.amount_minor, "balance_minor": None, "status": None}
+    return {
+        **common,
+        "amount_minor": row.amount_minor,
+        "balance_minor": None,
+        "status": None,
+        "due_at": None,  # a credit note is not due: the customer page's table reads the key
+    }
 
 
 def block_row(r: Suppression, now: datetime) -> dict[str, Any]:

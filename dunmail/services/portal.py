@@ -178,7 +178,7 @@ def read_account(services: Services, opened: Opened) -> Account | None:
         ).all()
         language = choose_language(
             LOCALE_ROOT,
-            normalise_locale(customer.locale, tenant.locale),
+            normalise_locale(customer.chosen_locale or customer.locale, tenant.locale),
             normalise_locale(tenant.locale),
         )
         return Account(

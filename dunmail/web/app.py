@@ -24,6 +24,7 @@ from dunmail.app import Services
 from dunmail.web import api, api_reads, capture_views, links, login, ops, ui, ui_lists
 from dunmail.web import portal as portal_views
 from dunmail.web import portal_documents as portal_files
+from dunmail.web import portal_prefs as prefs_views
 from dunmail.web import portal_query as query_views
 from dunmail.web import ui_queries as query_desk_views
 from dunmail.web.limits import BodyLimit, Limit, SignedInFirst
@@ -46,6 +47,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(links.router)
     app.include_router(portal_views.router)  # a customer's account behind a View link
     app.include_router(portal_files.router)  # its PDFs and bank transfer
+    app.include_router(prefs_views.router)  # its delivery preferences, contact confirmation
     app.include_router(login.router)
     app.include_router(query_views.router)  # a query (dispute) raised on the account page
     app.include_router(ui.router)

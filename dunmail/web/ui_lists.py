@@ -12,6 +12,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from bounce.reporting import by_reason, to_csv
+from dunmail.services import preferences
 from dunmail.web import auth
 from dunmail.web.deps import SECURITY_HEADERS, RowId, services_of
 from dunmail.web.ui_common import (
@@ -139,7 +140,11 @@ def customer(request: Request, customer_id: RowId, clerk: SignedIn) -> Response:
     except NotFoundError:
         return not_found(request, clerk, f"customer {customer_id}")
     back = f"/inbox/customers/{customer_id}"
-    return render(request, clerk, "customer.html", {"customer": about, "back": back})
+    # What the customer changed themselves on their account page (services/preferences.py).
+    prefs = preferences.for_clerk(services_of(request), customer_id, tenant=clerk.tenant)
+    return render(
+        request, clerk, "customer.html", {"customer": about, "back": back, "prefs": prefs}
+    )
 
 
 @router.post("/inbox/threads/{thread_id}/emails/{message_id}/resend")

@@ -39,14 +39,18 @@ def party_context(
         value = (branding or {}).get(key)
         if value is not None:
             tenant_data[key] = list(value) if key == "address" else value
-    return {
-        "locale": normalise_locale(customer.locale, tenant.locale),
+    context: dict[str, Any] = {
+        # The language the customer chose on their account page, else the ERP's.
+        "locale": normalise_locale(customer.chosen_locale or customer.locale, tenant.locale),
         "fallback_locale": normalise_locale(tenant.locale),
         "time_zone": customer_zone(customer.time_zone, tenant.time_zone),
         "tenant": tenant_data,
         "customer": customer_data(customer),
         "links": {"view": None, "pay": None},
     }
+    if customer.pdf_link_only:  # the customer's choice: the PDF as a download link only
+        context["pdf_link_only"] = True
+    return context
 
 
 def customer_data(customer: Customer) -> dict[str, Any]:

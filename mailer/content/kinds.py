@@ -18,6 +18,7 @@ from typing import Literal
 
 from mailer.content.shapes import (
     AutopayFailedEmail,
+    ContactConfirmationEmail,
     CreditNoteEmail,
     EstimateEmail,
     InvoiceEmail,
@@ -53,6 +54,8 @@ class Kind(StrEnum):
     SUBSCRIPTION_CONFIRMATION = "subscription_confirmation"
     SUBSCRIPTION_BILLED_SOON = "subscription_billed_soon"
     SUBSCRIPTION_CANCELLED = "subscription_cancelled"
+    # A new contact address asked for on the account page: "confirm this address" (only to it)
+    CONTACT_CONFIRMATION = "contact_confirmation"
     QUERY_ANSWER = "query_answer"  # the AR team answers a query raised on the account page
 
 
@@ -145,6 +148,7 @@ _SPECS = (
         buttons=("manage",),
     ),
     _spec(Kind.SUBSCRIPTION_CANCELLED, SubscriptionEmail, on=False, pdf=None, buttons=("manage",)),
+    _spec(Kind.CONTACT_CONFIRMATION, ContactConfirmationEmail, on=True, pdf=None, buttons=()),
     _spec(Kind.QUERY_ANSWER, QueryAnswerEmail, on=True, pdf=None, buttons=("view",)),
 )
 KINDS: Mapping[str, KindSpec] = MappingProxyType({s.name: s for s in _SPECS})

@@ -228,6 +228,14 @@ def _documents() -> dict[str, dict[str, Any]]:
         },
         Kind.SUBSCRIPTION_CONFIRMATION: {"subscription": _SUBSCRIPTION},
         Kind.SUBSCRIPTION_BILLED_SOON: {"subscription": _SUBSCRIPTION, "days_until_bill": 7},
+        Kind.CONTACT_CONFIRMATION: {
+            "contact": {
+                "email": "billing@globex.example",
+                "confirm_url": f"{_LINK}confirm-7f3a9c",
+                "expires_at": "2026-03-04T09:00:00+00:00",
+                "replaces": "ap@globex.example",
+            }
+        },
         Kind.SUBSCRIPTION_CANCELLED: {
             "subscription": {
                 **_SUBSCRIPTION,

@@ -251,6 +251,9 @@ class BaseEmail(TypedDict):
     # renders as the neutral "here is your new link" email (mailer/content/render.py), never as a
     # reminder (the invoice may be on hold, disputed or paid since).
     fresh_link: NotRequired[bool]
+    # True when the customer chose "link only" on their account page: the email carries its
+    # PDF as a download link, never attached (mailer/outbound/assemble.py).
+    pdf_link_only: NotRequired[bool]
 
 
 class InvoiceEmail(BaseEmail):
@@ -269,6 +272,19 @@ class QueryData(TypedDict):
 class QueryAnswerEmail(BaseEmail):
     invoice: InvoiceData
     query: QueryData
+
+
+class ContactData(TypedDict):
+    """A contact address a customer asked for on their account page, to be confirmed."""
+
+    email: str
+    confirm_url: str  # signed, single-use, expiring (dunmail/services/contact_requests.py)
+    expires_at: str
+    replaces: NotRequired[str]  # the contact's address it will replace, if a change
+
+
+class ContactConfirmationEmail(BaseEmail):
+    contact: ContactData
 
 
 class ThankYouEmail(BaseEmail):

@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 
 from mailer.address import parse_addr_spec
 from mailer.errors import DocumentError, NotFoundError
+from mailer.ledger.contact_changes import with_customer_changes
 from mailer.ledger.eventlog import assign
 from mailer.ledger.holds import touch_customer_invoices
 from mailer.ledger.models import (
@@ -40,6 +41,8 @@ def sync_contacts(
     customer: Customer,
     contacts: tuple[ParsedContact, ...],
     kept: list[KeptCorrection],
+    *,
+    now: datetime | None = None,
 ) -> bool:
     """Make the customer's contacts exactly the listed ones, matched by email.
 
@@ -49,6 +52,9 @@ def sync_contacts(
     the ERP too. When the ERP lists the corrected address itself, or no longer lists the
     old one, the ERP has caught up and the correction is done.
     """
+    if now is not None:  # the customer's own additions and removals: the same rule
+        contacts, theirs = with_customer_changes(session, customer, contacts, now=now)
+        kept.extend(KeptCorrection(customer.external_id, erp, email) for erp, email in theirs)
     existing = {
         c.email: c
         for c in session.exec(

@@ -59,6 +59,11 @@ class Customer(SQLModel, table=True):
     tax_id: str | None = Field(default=None, max_length=50)
     created_at: datetime = at_column()
     updated_at: datetime = at_column()
+    # The customer's own choices on their account page (dunmail/services/preferences.py): a
+    # language that stands in for ``locale`` while the ERP keeps sending the same ``locale``,
+    # and PDFs as a download link instead of an attachment.
+    chosen_locale: str | None = Field(default=None, max_length=35)
+    pdf_link_only: bool = False
 
 
 class ContactRole(StrEnum):

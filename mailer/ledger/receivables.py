@@ -99,12 +99,15 @@ class LedgerImport(Settlement):
         def rescheduled(row: Customer) -> None:
             if values.get("statement_schedule", row.statement_schedule) != row.statement_schedule:
                 values["next_statement_at"] = None  # the statement pass schedules it anew
+            if row.chosen_locale is not None and rec.locale != row.locale:
+                # The customer's language stood in for the ERP's; the ERP now says another.
+                values["chosen_locale"] = None
 
         upserted = self.upsert(Customer, rec.external_id, values, before_update=rescheduled)
         row, outcome = upserted.row, upserted.outcome
         self.session.flush()
         if rec.contacts is not None and sync_contacts(
-            self.session, row, rec.contacts, self.corrections_kept
+            self.session, row, rec.contacts, self.corrections_kept, now=self.now
         ):
             outcome = "updated" if outcome == "unchanged" else outcome
         if outcome == "updated":

@@ -24,6 +24,7 @@ from mailer.content.render import Renderer
 from mailer.outbound.assemble_invoices import (
     INVOICE_PDFS,
     SIGNATURE_RESERVE,
+    InvoicePDF,
     link_entries,
     listed_invoices,
     pdf_context,
@@ -259,7 +260,8 @@ class Assembler:
             return Assembled(signed, pdf_note=note)
         target, file = pdf
         links = self._links
-        if not link_pdf or links is None:
+        chosen = snapshot.context.get("pdf_link_only") is True  # the customer's preference
+        if (not link_pdf and not chosen) or links is None:
             attachment = Attachment(filename=target.filename, content=file.data)
             attached = replace(draft, attachments=[attachment, *draft.attachments])
             signed = await sender.signer.sign_async(compose(rendered, attached))
@@ -274,7 +276,10 @@ class Assembler:
             )
         url = links.url(snapshot.tenant_id, target.document, target.version, now=now)
         text, html = self.renderer.snippet(
-            "download_notice", snapshot.context, url=url, filename=target.filename
+            "pdf_link" if chosen else "download_notice",
+            snapshot.context,
+            url=url,
+            filename=target.filename,
         )
         linked = with_download_notice(rendered, text=text, html=html)
         data = await sender.signer.sign_async(compose(linked, draft))
@@ -341,7 +346,10 @@ class Assembler:
         mine = [Attachment(own[0].filename, own[1].data)] if own is not None else []
         base = len(compose(rendered, replace(draft, attachments=mine)))
         limit = sender.max_message_bytes
-        attached, linked = plan_invoice_attachments(base, invoices, limit=limit)
+        if snapshot.context.get("pdf_link_only") is True:  # the customer's choice: links only
+            attached, linked = list[InvoicePDF](), list(invoices)
+        else:
+            attached, linked = plan_invoice_attachments(base, invoices, limit=limit)
         while True:
             text = rendered
             if linked:

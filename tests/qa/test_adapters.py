@@ -38,6 +38,7 @@ WEB_ADAPTERS = {
     "portal_bank.py",  # pure: the account page's bank-transfer box
     "portal_sections.py",  # the bank box and statements as template context
     "portal_documents.py",  # the account page's PDFs and bank transfer routes
+    "portal_prefs.py",  # the account page's delivery preferences and contact confirmation
     "ui.py",
     "ui_common.py",
     "ui_lists.py",
