@@ -8,6 +8,7 @@ that can never reach another customer's contacts."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import re
 from datetime import timedelta
@@ -23,8 +24,9 @@ from sqlmodel import Session, col, select
 from dunmail.app import Services
 from dunmail.services.preferences import CHANGES_PER_HOUR
 from mailer.clock import FixedClock
-from mailer.ledger.models import Contact, Customer
+from mailer.ledger.models import Contact, Customer, Invoice
 from mailer.ledger.preference_models import ChangeKind, PreferenceChange
+from mailer.outbound.links import issue_link
 from mailer.outbound.memory import MemoryTransport
 from mailer.outbound.models import Message
 from tests.portal_fixtures import FORM_SECRET, csrf_of, form_checkout, ledger, tenants, view_token
@@ -232,6 +234,24 @@ async def test_a_token_reaches_its_own_customer_only(
         )
         assert refused.status_code == 404
         assert (await client.get("/l/not-a-token/confirm")).status_code == 404
+        # A genuine View token of tenant beta that names acme's invoice reaches no account.
+        with Session(services.engine) as session:
+            invoice = session.exec(select(Invoice).where(Invoice.number == "INV-1042")).one()
+        beta = issue_link(
+            "view",
+            services.tenants.id("beta"),
+            f"invoice:{invoice.id}",
+            invoice.version,
+            key=services.links.signing,
+            expires_at=services.clock.now() + timedelta(days=5),
+        )
+        assert (await client.get(f"/l/{beta}/account/preferences")).status_code == 404
+        csrf = csrf_of(await _page(client, token))
+        crossed = await _post(
+            client, beta, {"action": "remove", "contact": "ap@globex.example"}, csrf=csrf
+        )
+        assert crossed.status_code in (403, 404)
+        assert "ap@globex.example" in _contacts(services)
     with Session(services.engine) as session:
         other = session.exec(select(Customer).where(Customer.external_id == "C-2")).one()
         assert not session.exec(
@@ -411,3 +431,26 @@ async def test_the_clerk_sees_each_change_with_who_and_when(
         "customer via the View link of email",
     ):
         assert words in page
+
+
+async def test_two_clicks_at_once_confirm_once(
+    relay_env: tuple[Services, MemoryTransport], web_server: str
+) -> None:
+    services, transport = relay_env
+    token, _ = await view_token(services, transport)
+    async with _client(web_server) as client:
+        await _post(client, token, {"action": "add", "email": "twice@globex.example"})
+        confirm, _ = _confirm_link(transport, "twice@globex.example")
+        shown = await client.get(f"/l/{confirm}/confirm")
+        data = {"csrf": csrf_of(shown.text)}
+        headers = {"Origin": web_server}
+        answers = await asyncio.gather(
+            *(client.post(f"/l/{confirm}/confirm", data=data, headers=headers) for _ in range(4))
+        )
+    assert sorted(a.status_code for a in answers) == [200, 404, 404, 404]
+    assert _contacts(services).count("twice@globex.example") == 1
+    with Session(services.engine) as session:
+        added = session.exec(
+            select(PreferenceChange).where(PreferenceChange.kind == ChangeKind.CONTACT_ADDED)
+        ).all()
+        assert len(added) == 1

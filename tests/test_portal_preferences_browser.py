@@ -103,3 +103,9 @@ async def test_change_delivery_and_add_a_contact_confirmed_from_its_email(
     assert "L’adresse est confirmée" in (await confirm.text_content("h1") or "")
     await page.reload()
     assert "payables@globex.example" in (await page.text_content("#contacts") or "")
+    phone = await browser.new_page(
+        base_url=web_server, viewport={"width": 390, "height": 844}, is_mobile=True
+    )
+    await phone.goto(f"/l/{token}/account/preferences")
+    width = await phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone ({width}px)"

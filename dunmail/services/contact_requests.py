@@ -33,6 +33,7 @@ from dunmail.services.portal import account_customer
 from dunmail.services.preferences import (
     Outcome,
     effective_language,
+    locked,
     over_limit,
     record_change,
     who,
@@ -93,7 +94,7 @@ def _request(
     now = services.clock.now()
     _, config = services.tenants.config(opened.claims.tenant_id)
     with session_scope(services.engine) as session:
-        customer = account_customer(session, opened)
+        customer = locked(session, account_customer(session, opened))
         tenant = session.get(Tenant, opened.claims.tenant_id)
         if customer is None or tenant is None:
             return None, None
@@ -238,6 +239,8 @@ def confirm_contact(services: Services, token: str) -> Outcome:
         row = _pending(session, services, token)
         if row is None:
             return Outcome.NOT_VALID
+        # The customer first, as every other change locks it, then the request.
+        customer = locked(session, session.get(Customer, row.customer_id))
         # Single use: only the click that flips it from pending applies it.
         flipped = session.execute(
             sa.update(ContactRequest)
@@ -247,7 +250,6 @@ def confirm_contact(services: Services, token: str) -> Outcome:
             )
             .values(status=RequestStatus.CONFIRMED, confirmed_at=now)
         )
-        customer = session.get(Customer, row.customer_id)
         if getattr(flipped, "rowcount", 0) != 1 or customer is None:
             return Outcome.NOT_VALID
         by = f"customer via the confirmation email to {row.email}"[:200]

@@ -174,6 +174,16 @@ def read_preferences(services: Services, opened: Opened) -> Preferences | None:
         )
 
 
+def locked(session: Session, customer: Customer | None) -> Customer | None:
+    """``customer`` with its row locked until the transaction ends (PostgreSQL; SQLite's
+    writers are serialised already), so two removals at once cannot leave it no contact."""
+    if customer is None:
+        return None
+    return session.exec(
+        select(Customer).where(col(Customer.id) == customer.id).with_for_update()
+    ).one()
+
+
 def over_limit(session: Session, customer: Customer, now: datetime) -> bool:
     """Whether the customer made :data:`CHANGES_PER_HOUR` changes in the last hour."""
     recent = session.exec(
@@ -257,7 +267,7 @@ def remove_contact(services: Services, opened: Opened, *, email: str) -> Outcome
     """Remove one of the customer's contacts, never the last; None: no account here."""
     now = services.clock.now()
     with session_scope(services.engine) as session:
-        customer = account_customer(session, opened)
+        customer = locked(session, account_customer(session, opened))
         if customer is None:
             return None
         contacts = _contacts(session, customer)
