@@ -263,7 +263,7 @@ async def test_a_fresh_link_on_a_held_invoice_is_a_neutral_email_not_an_overdue_
         assert (await client.get(f"/l/{new_view}")).status_code == 200
 
 
-@pytest.mark.parametrize("locale", ["en", "es", "fr", "ro"])
+@pytest.mark.parametrize("locale", ["en", "de", "es", "fr", "ro"])
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_the_fresh_link_email_is_neutral_for_every_kind_in_every_language(
     kind: str, locale: str, renderer: Renderer
@@ -273,9 +273,8 @@ def test_the_fresh_link_email_is_neutral_for_every_kind_in_every_language(
     fresh = renderer.render(kind, context)
     usual = renderer.render(kind, sample_context(kind, locale=locale))
     assert fresh.subject != usual.subject
-    assert (
-        fresh.subject.split()[0] == {"en": "Your", "es": "Su", "fr": "Votre", "ro": "Noul"}[locale]
-    )
+    first = {"en": "Your", "de": "Ihr", "es": "Su", "fr": "Votre", "ro": "Noul"}[locale]
+    assert fresh.subject.split()[0] == first
     assert fresh.html is not None and "<script>x" not in fresh.html
     for url in (u for u in context["links"].values() if u):
         assert url in fresh.text and url in fresh.html

@@ -357,8 +357,7 @@ async def test_stripe_checkout_gets_a_line_per_invoice_and_the_allocation(
     ("customer_locale", "heading", "late"),
     [
         (("en", "UTC"), "Your account", "20 days overdue"),
-        # No German catalog: as the email, English words and English formats.
-        (("de_DE", "Europe/Berlin"), "Your account", "20 days overdue"),
+        (("de_DE", "Europe/Berlin"), "Ihr Kundenkonto", "20 Tage überfällig"),
         (("fr_FR", "Europe/Paris"), "Votre compte", "20 jours de retard"),
         (("ro_RO", "Europe/Bucharest"), "Contul dumneavoastră", "20 de zile de întârziere"),
     ],

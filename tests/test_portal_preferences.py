@@ -294,8 +294,9 @@ async def test_the_chosen_language_speaks_on_the_page_and_in_the_next_email(
         page = await _page(client, token)
         assert re.search(r'<option value="fr" lang="fr">français</option>', page)
         assert '<option value="en" lang="en" selected>' in page
+        assert '<option value="de" lang="de">Deutsch</option>' in page
         unknown = await _post(
-            client, token, {"action": "delivery", "pdf": "attach", "language": "de"}
+            client, token, {"action": "delivery", "pdf": "attach", "language": "ja"}
         )
         assert unknown.status_code == 400
         done = await _post(client, token, {"action": "delivery", "pdf": "attach", "language": "fr"})

@@ -1,6 +1,6 @@
 """The account page's ``portal`` gettext domain: every message of its templates, builder and
-routes is in ``portal.pot`` and translated in every language that has a catalog (en, es, fr,
-ro), and placeholders survive translation."""
+routes is in ``portal.pot`` and translated in every language that has a catalog (en, de, es,
+fr, ro), and placeholders survive translation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from babel.messages.pofile import read_po
 
 from dunmail.portal_words import DOMAIN, LOCALE_ROOT, extract_words, languages, words_for
 
-LANGUAGES = ["es", "fr", "ro"]
+LANGUAGES = ["de", "es", "fr", "ro"]
 PLACEHOLDER = re.compile(r"%\(\w+\)[sd]")
 
 
@@ -19,8 +19,8 @@ def _ids() -> set[str | tuple[str, ...] | list[str]]:
     return {m.id for m in extract_words() if m.id}
 
 
-def test_the_domain_has_catalogs_for_es_fr_ro_beside_the_other_domains() -> None:
-    assert languages() == ["en", *LANGUAGES]
+def test_the_domain_has_catalogs_for_de_es_fr_ro_beside_the_other_domains() -> None:
+    assert languages() == sorted(["en", *LANGUAGES])
     assert (LOCALE_ROOT / f"{DOMAIN}.pot").is_file()
     # A separate domain: the emails' and the clerk's catalogs are other files.
     assert (LOCALE_ROOT / "fr" / "LC_MESSAGES" / "messages.po").is_file()
@@ -53,10 +53,16 @@ def test_every_message_is_translated_with_its_placeholders(language: str) -> Non
 def test_regional_locales_read_the_language_and_unknowns_read_english() -> None:
     assert words_for("fr_CA").gettext("Your account") == "Votre compte"
     assert words_for("es-MX").gettext("Overdue") == "Vencidas"
-    assert words_for("de_DE").gettext("Your account") == "Your account"
+    assert words_for("de_AT").gettext("Your account") == "Ihr Kundenkonto"
+    assert words_for("ja_JP").gettext("Your account") == "Your account"
     assert words_for("junk!").gettext("Your account") == "Your account"
     ro = words_for("ro")
     assert [
         ro.ngettext("%(num)d day overdue", "%(num)d days overdue", n) % {"num": n}
         for n in (1, 2, 21)
     ] == ["1 zi de întârziere", "2 zile de întârziere", "21 de zile de întârziere"]
+    de = words_for("de_DE")
+    assert [
+        de.ngettext("%(num)d day overdue", "%(num)d days overdue", n) % {"num": n}
+        for n in (1, 2, 21)
+    ] == ["1 Tag überfällig", "2 Tage überfällig", "21 Tage überfällig"]

@@ -23,10 +23,16 @@ from mailer.content.samples import sample_context
 from mailer.errors import HeaderInjectionError, TemplateError
 from mailer.outbound.compose import Draft, Envelope, Rendered, build_message, safe_header, to_bytes
 
-LOCALES = ("en", "es", "fr", "ro")
-SHIPPED = ("es", "fr", "ro")
+LOCALES = ("en", "de", "es", "fr", "ro")
+SHIPPED = ("de", "es", "fr", "ro")
 # The greeting of every kind, one per language: proof that the body was translated.
-GREETING = {"en": "Dear ", "es": "Estimado/a ", "fr": "Bonjour ", "ro": "Bună ziua, "}
+GREETING = {
+    "en": "Dear ",
+    "de": "Guten Tag ",
+    "es": "Estimado/a ",
+    "fr": "Bonjour ",
+    "ro": "Bună ziua, ",
+}
 
 
 def _headline(kind: str, ctx: dict[str, Any]) -> tuple[int, str] | None:
@@ -118,6 +124,7 @@ def test_every_kind_renders_in_every_language(renderer: Renderer, kind: str, loc
     "locale,subject,money,day",
     [
         ("en", "Invoice INV-1042 from Acme Supplies", "€12,345.62", "Apr 1, 2026"),
+        ("de", "Rechnung INV-1042 von Acme Supplies", "12.345,62\xa0€", "01.04.2026"),
         ("es", "Factura INV-1042 de Acme Supplies", "12.345,62\xa0€", "1 abr 2026"),
         ("fr", "Facture INV-1042 de Acme Supplies", "12\u202f345,62\xa0€", "1 avr. 2026"),
         ("ro", "Factura INV-1042 de la Acme Supplies", "12.345,62\xa0EUR", "1 apr. 2026"),
@@ -143,6 +150,8 @@ def test_plural_forms_follow_the_language(renderer: Renderer) -> None:
     assert "(12 zile de întârziere)" in overdue("ro", 12)
     assert "(25 de zile de întârziere)" in overdue("ro", 25)
     assert "(1 jour de retard)" in overdue("fr", 1)
+    assert "(1 Tag überfällig)" in overdue("de", 1)
+    assert "(12 Tage überfällig)" in overdue("de", 12)
     assert "still outstanding." in overdue("en", 0)
 
 
@@ -201,8 +210,9 @@ def test_choose_language_reports_the_locale_it_formats_with() -> None:
     locales = TEMPLATES / "locale"
     assert choose_language(locales, "es_MX", "fr").locale == "es_MX"
     assert choose_language(locales, "ja", "ro").locale == "ro"
-    assert choose_language(locales, "ja", "de").locale == "en"
-    assert available_languages(locales) == ["en", "es", "fr", "ro"]
+    assert choose_language(locales, "ja", "it").locale == "en"
+    assert choose_language(locales, "de_DE", "fr").locale == "de_DE"  # German text and formats
+    assert available_languages(locales) == ["de", "en", "es", "fr", "ro"]
 
 
 # -- translations are complete ---------------------------------------------------------------
@@ -368,6 +378,12 @@ def test_overdue_summary_lists_every_invoice_and_the_total(renderer: Renderer, l
             "Overdue: 3 invoices, €12,936.62 in total",
             "3 of your invoices are overdue, for a total of €12,936.62. ",
             "- Invoice INV-1017, due on Mar 4, 2026 (40 days overdue): €2,471.00",
+        ),
+        (
+            "de",
+            "Überfällig: 3 Rechnungen, insgesamt 12.936,62\xa0€",
+            "sind 3 Ihrer Rechnungen mit insgesamt 12.936,62\xa0€ überfällig. ",
+            "- Rechnung INV-1017, fällig am 04.03.2026 (40 Tage überfällig): 2.471,00\xa0€",
         ),
         (
             "es",

@@ -314,14 +314,14 @@ async def test_the_outbox_row_records_the_language_it_was_rendered_in(
     ledger: tuple[Services, MemoryTransport],
 ) -> None:
     services, _ = ledger
-    german = copy.deepcopy(DEMO_DOC)
-    german["customers"][0]["locale"] = "de"
-    assert services.ledger.import_document(german, tenant="acme").errors == []
+    japanese = copy.deepcopy(DEMO_DOC)
+    japanese["customers"][0]["locale"] = "ja"
+    assert services.ledger.import_document(japanese, tenant="acme").errors == []
     sent = await services.sending.send_email(
         "new_invoice", document="invoice", ref="INV-1042", tenant="acme"
     )
     [message] = sent.messages
-    assert message.context["locale"] == "de" and message.language == "en"
+    assert message.context["locale"] == "ja" and message.language == "en"
     spanish = copy.deepcopy(DEMO_DOC)
     spanish["customers"][0]["locale"] = "es-MX"
     assert services.ledger.import_document(spanish, tenant="acme").errors == []
@@ -452,11 +452,11 @@ def test_dunmail_outbox_retry_sends_a_failed_message_again(tmp_path: Path, cli_s
     [after] = json.loads(dunmail(config, "outbox", "--json").stdout)
     assert (after["status"], after["attempts"]) == ("sent", 2)
     # A preview in a language without templates says so (and what it used) on stderr.
-    out = tmp_path / "de.eml"
-    german = dunmail(
+    out = tmp_path / "ja.eml"
+    japanese = dunmail(
         config,
-        *("preview", "new_invoice", "--invoice", "INV-1042", "--locale", "de"),
+        *("preview", "new_invoice", "--invoice", "INV-1042", "--locale", "ja"),
         *("--out", str(out), "--at", AT),
     )
-    assert german.returncode == 0, german.stderr
-    assert "no German templates; rendered in English (en)" in german.stderr
+    assert japanese.returncode == 0, japanese.stderr
+    assert "no Japanese templates; rendered in English (en)" in japanese.stderr
