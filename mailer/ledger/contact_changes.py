@@ -38,6 +38,24 @@ def standing_changes(session: Session, customer_id: int) -> list[PreferenceChang
     )
 
 
+def _with_standing(session: Session, tenant_id: int) -> set[int]:
+    """The tenant's customers with a standing change, read once per session: an import asks
+    for each of its customers, and an extra query each cost it about a quarter of its time."""
+    key = ("dunmail.customers_with_standing_changes", tenant_id)
+    found: set[int] | None = session.info.get(key)
+    if found is None:
+        found = set(
+            session.exec(
+                select(PreferenceChange.customer_id).where(
+                    col(PreferenceChange.tenant_id) == tenant_id,
+                    col(PreferenceChange.standing).is_(True),
+                )
+            )
+        )
+        session.info[key] = found
+    return found
+
+
 def erp_listed(session: Session, customer: Customer) -> list[str]:
     """The addresses the ERP lists for ``customer`` as far as the ledger knows: those of the
     standing changes, else every contact's ERP address (a correction's ``erp_email``)."""
@@ -65,6 +83,8 @@ def with_customer_changes(
     While the ERP lists what it did when the customer changed something, each standing
     addition is added to its list and each standing removal taken out of it; once it lists
     other addresses, every standing change is over and the ERP's list is used as it is."""
+    if customer.id not in _with_standing(session, customer.tenant_id):
+        return contacts, []  # most customers: no query of their own
     standing = standing_changes(session, customer.id or 0)
     if not standing:
         return contacts, []
