@@ -29,7 +29,7 @@ from mailer.db import create_schema, make_engine
 from mailer.outbound.identity import signing_keys
 from mailer.outbound.memory import MemoryTransport, SentMail
 
-pytest_plugins = ["tests.smtpd"]
+pytest_plugins = ["tests.smtpd", "tests.long_first"]
 
 PG_ADMIN_URL = os.environ.get(
     "DUNMAIL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
