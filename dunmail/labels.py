@@ -57,7 +57,7 @@ def _plain(code: str) -> str:
 
 @dataclass(frozen=True)
 class Labels:
-    """The clerk's words in one language (``language``: "en", "es", "fr", "ro")."""
+    """The clerk's words in one language (``language``: "de", "en", "es", "fr", "ro")."""
 
     language: str
     translations: NullTranslations

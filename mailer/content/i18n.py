@@ -157,7 +157,7 @@ def choose_language(root: Path, locale: str | None, fallback: str | None) -> Lan
 
 def fallback_note(wanted: str | None, language: str) -> str | None:
     """What to tell a person who asked for ``wanted`` when the email is in ``language``
-    ("no German templates; rendered in English (en)"), or None when it speaks what was asked
+    ("no Japanese templates; rendered in English (en)"), or None when it speaks what was asked
     (its language, or a regional variant of it: es_MX is rendered from the es catalog)."""
     if not wanted:
         return None
