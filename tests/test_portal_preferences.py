@@ -455,3 +455,20 @@ async def test_two_clicks_at_once_confirm_once(
             select(PreferenceChange).where(PreferenceChange.kind == ChangeKind.CONTACT_ADDED)
         ).all()
         assert len(added) == 1
+
+
+async def test_german_page_and_confirmation_email(
+    relay_env: tuple[Services, MemoryTransport], web_server: str
+) -> None:
+    services, transport = relay_env
+    token, _ = await view_token(services, transport)
+    async with _client(web_server) as client:
+        done = await _post(client, token, {"action": "delivery", "pdf": "link", "language": "de"})
+        assert done.status_code == 303
+        page = (await client.get(done.headers["location"])).text
+        assert 'lang="de"' in page and "Versandeinstellungen" in page
+        await _post(client, token, {"action": "add", "email": "buchhaltung@globex.example"})
+        confirm, mail = _confirm_link(transport, "buchhaltung@globex.example")
+        assert str(mail["Subject"]).startswith("Bitte bestätigen Sie Ihre E-Mail-Adresse")
+        shown = await client.get(f"/l/{confirm}/confirm")
+        assert 'lang="de"' in shown.text
