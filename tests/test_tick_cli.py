@@ -190,10 +190,13 @@ def _count(db_url: str, sql: str) -> int:
 def test_a_tick_killed_mid_pass_loses_nothing_and_queues_nothing_twice(
     tmp_path: Path, db_url: str, sink: Sink
 ) -> None:
-    """SIGKILL ``dunmail tick`` between two committed batches of its dunning pass."""
+    """SIGKILL ``dunmail tick`` between two committed batches of its dunning pass (of 20
+    invoices each: 300 invoices are fifteen batches, and the kill follows the first commit)."""
+    invoices = 300
     config = _reminders_only(
-        tmp_path, db_url, sink, invoices=600, customers=50, extra="[delivery]\nbatch_size = 20\n"
-    )
+        tmp_path, db_url, sink, invoices=invoices, customers=50,
+        extra="[delivery]\nbatch_size = 20\n",
+    )  # fmt: skip
     at = "2026-04-01T08:00:00Z"
     worker = subprocess.Popen(
         [sys.executable, "-m", "dunmail.cli", "tick", "--config", str(config), "--at", at],
@@ -213,7 +216,7 @@ def test_a_tick_killed_mid_pass_loses_nothing_and_queues_nothing_twice(
         if worker.poll() is None:
             worker.kill()
     at_kill = _count(db_url, "select count(*) from message")
-    assert 0 < queued <= at_kill < 600, "the kill did not land mid-pass"
+    assert 0 < queued <= at_kill < invoices, "the kill did not land mid-pass"
     # Each committed batch holds its emails and the invoices' new state together.
     assert at_kill == _count(db_url, "select count(*) from invoice where dunning_step > 0")
 
@@ -221,8 +224,8 @@ def test_a_tick_killed_mid_pass_loses_nothing_and_queues_nothing_twice(
     later = "2026-04-01T08:06:00Z"
     result = dunmail(config, "tick", "--at", later)
     assert result.returncode == 0, result.stderr
-    assert _count(db_url, "select count(*) from message") == 600
-    assert _count(db_url, "select count(distinct invoice_id) from message") == 600
-    assert _count(db_url, "select count(*) from message where status = 'sent'") == 600
+    assert _count(db_url, "select count(*) from message") == invoices
+    assert _count(db_url, "select count(distinct invoice_id) from message") == invoices
+    assert _count(db_url, "select count(*) from message where status = 'sent'") == invoices
     accepted = sink.accepted()
-    assert len(accepted) == len(set(accepted)) == 600
+    assert len(accepted) == len(set(accepted)) == invoices
