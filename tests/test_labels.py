@@ -121,7 +121,7 @@ def test_an_outcome_never_reads_bounced_with_the_acceptance_code(
 ) -> None:
     labels = labels_for(language)
     text = labels.outcome(state, code, reason=reason, status=status)
-    bounced = r"(bounced|rebotado|returnat|erreur|zurückgekommen)\s*\(?2\d\d"
+    bounced = r"(bounced|rebotado|returnat|erreur|unzustellbar|zurückgemeldet)\s*\(?2\d\d"
     assert text and not re.search(bounced, text)
     if state == "bounced":
         accepted = labels.text("accepted ({code}), then bounced: {why}", code=code or 250, why="")
