@@ -28,7 +28,7 @@ from mailer.ledger.models import Contact, Customer, Invoice
 from mailer.ledger.preference_models import ChangeKind, PreferenceChange
 from mailer.outbound.links import issue_link
 from mailer.outbound.memory import MemoryTransport
-from mailer.outbound.models import Message
+from mailer.outbound.models import Message, WebhookDelivery
 from tests.portal_fixtures import FORM_SECRET, csrf_of, form_checkout, ledger, tenants, view_token
 
 
@@ -472,3 +472,41 @@ async def test_german_page_and_confirmation_email(
         assert str(mail["Subject"]).startswith("Bitte bestätigen Sie Ihre E-Mail-Adresse")
         shown = await client.get(f"/l/{confirm}/confirm")
         assert 'lang="de"' in shown.text
+
+
+async def test_each_applied_change_is_sent_to_the_erp_as_a_webhook(
+    relay_env: tuple[Services, MemoryTransport], web_server: str
+) -> None:
+    services, transport = relay_env
+    token, _ = await view_token(services, transport)
+    async with _client(web_server) as client:
+        await _post(client, token, {"action": "delivery", "pdf": "link", "language": "es"})
+        await _post(
+            client,
+            token,
+            {"action": "change", "contact": "ap@globex.example", "email": "ap2@globex.example"},
+        )
+        with Session(services.engine) as session:  # requested only: nothing for the ERP yet
+            queued = session.exec(
+                select(WebhookDelivery).where(
+                    WebhookDelivery.event == "customer.preferences_changed"
+                )
+            ).all()
+            assert len(queued) == 2
+        confirm, _ = _confirm_link(transport, "ap2@globex.example")
+        assert (await _confirm(client, confirm)).status_code == 200
+    with Session(services.engine) as session:
+        rows = session.exec(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.event == "customer.preferences_changed")
+            .order_by(col(WebhookDelivery.id))
+        ).all()
+    data = [r.payload["data"] for r in rows]
+    assert [(d["change"], d["old"], d["new"]) for d in data] == [
+        ("pdf_delivery", "attach", "link"),
+        ("language", "en", "es"),
+        ("contact_changed", "ap@globex.example", "ap2@globex.example"),
+    ]
+    assert {d["customer"] for d in data} == {"C-1"}
+    assert data[2]["by"] == "customer via the confirmation email to ap2@globex.example"
+    assert all(r.url == "https://erp.acme.example/hook" for r in rows)

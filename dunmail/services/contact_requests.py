@@ -149,6 +149,7 @@ def _request(
             now=now,
             old=replaces,
             new=address,
+            webhooks=services.webhooks,
         )
         token = issue_link(
             PURPOSE,
@@ -277,6 +278,7 @@ def confirm_contact(services: Services, token: str) -> Outcome:
                 now=now,
                 old=row.replaces,
                 new=row.email,
+                webhooks=services.webhooks,
             )
             return Outcome.CONFIRMED
         erp = erp_listed(session, customer)
@@ -296,7 +298,14 @@ def confirm_contact(services: Services, token: str) -> Outcome:
             )
         )
         record_change(
-            session, customer, ChangeKind.CONTACT_ADDED, by=by, now=now, new=row.email, erp=erp
+            session,
+            customer,
+            ChangeKind.CONTACT_ADDED,
+            by=by,
+            now=now,
+            new=row.email,
+            erp=erp,
+            webhooks=services.webhooks,
         )
         session.flush()
         touch_customer_invoices(session, customer.id or 0, now)

@@ -45,6 +45,7 @@ from mailer.ledger.preference_models import (
     PreferenceChange,
     RequestStatus,
 )
+from mailer.outbound.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 CHANGES_PER_HOUR = 20  # changes per customer: enough for any person, not for a script
@@ -205,8 +206,11 @@ def record_change(
     old: str | None = None,
     new: str | None = None,
     erp: list[str] | None = None,
+    webhooks: Webhooks | None = None,
 ) -> PreferenceChange:
-    """Write one change to the audit (an addition or removal with the ERP's list stands)."""
+    """Write one change to the audit (an addition or removal with the ERP's list stands), and
+    tell the ERP of each applied one (``customer.preferences_changed``), in the same
+    transaction: the ERP is where the fix belongs too, as with a clerk's correction."""
     change = PreferenceChange(
         tenant_id=customer.tenant_id,
         customer_id=customer.id or 0,
@@ -220,6 +224,15 @@ def record_change(
     )
     session.add(change)
     log.info("customer %s: %s by %s", customer.id, kind.value, by)
+    if webhooks is not None and kind is not ChangeKind.CONTACT_REQUESTED:
+        data = {"customer": customer.external_id, "change": kind.value, "old": old, "new": new}
+        webhooks.emit(
+            session,
+            tenant_id=customer.tenant_id,
+            event="customer.preferences_changed",
+            data={**data, "by": by, "at": now.isoformat()},
+            now=now,
+        )
     return change
 
 
@@ -242,14 +255,28 @@ def set_delivery(
         if customer.pdf_link_only != pdf_link_only:
             old, new = ("link", "attach") if customer.pdf_link_only else ("attach", "link")
             record_change(
-                session, customer, ChangeKind.PDF_DELIVERY, by=by, now=now, old=old, new=new
+                session,
+                customer,
+                ChangeKind.PDF_DELIVERY,
+                by=by,
+                now=now,
+                old=old,
+                new=new,
+                webhooks=services.webhooks,
             )
             customer.pdf_link_only = pdf_link_only
             changed = True
         _, current = effective_language(customer, tenant)
         if language != current:
             record_change(
-                session, customer, ChangeKind.LANGUAGE, by=by, now=now, old=current, new=language
+                session,
+                customer,
+                ChangeKind.LANGUAGE,
+                by=by,
+                now=now,
+                old=current,
+                new=language,
+                webhooks=services.webhooks,
             )
             erp = normalise_locale(customer.locale, tenant.locale)
             # Back to the ERP's own language: nothing stands in for it any more.
@@ -289,6 +316,7 @@ def remove_contact(services: Services, opened: Opened, *, email: str) -> Outcome
             now=now,
             old=row.erp_email or row.email,
             erp=erp if listed else None,
+            webhooks=services.webhooks,
         )
         for added in standing_changes(session, customer.id or 0):
             if added.kind is ChangeKind.CONTACT_ADDED and added.new == row.email:

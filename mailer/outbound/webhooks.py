@@ -62,6 +62,7 @@ EVENTS = (
     "link.clicked",
     "thread.replied",
     "payment.intent",  # a customer chose invoices to pay on their account page
+    "customer.preferences_changed",  # a contact, PDF delivery or language, on that page
 )
 FIRST_RETRY_AFTER = timedelta(minutes=1)
 MAX_RETRY_AFTER = timedelta(hours=6)
