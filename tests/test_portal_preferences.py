@@ -126,7 +126,9 @@ async def test_an_added_contact_is_used_only_once_the_emailed_link_confirms_it_o
         assert "ap@globex.example" in page and "billing@globex.example" in page
         assert "ap@initech.example" not in page  # another customer's contact
         done = await _post(
-            client, token, {"action": "add", "email": "new.ap@globex.example", "name": "Ann"}
+            client,
+            token,
+            {"action": "add", "email": "new.ap@globex.example", "name": "Ann\r\nSmith"},
         )
         assert done.status_code == 303, done.text
         assert done.headers["location"].endswith("?done=requested")
@@ -148,6 +150,11 @@ async def test_an_added_contact_is_used_only_once_the_emailed_link_confirms_it_o
         assert confirmed.status_code == 200
         assert "The address is confirmed" in confirmed.text
         assert _contacts(services)[-1] == "new.ap@globex.example"
+        with Session(services.engine) as session:
+            added = session.exec(
+                select(Contact).where(Contact.email == "new.ap@globex.example")
+            ).one()
+            assert added.name == "Ann Smith" and added.roles == ["billing"]
         # Single use: the same link again is not valid.
         again = await client.get(f"/l/{confirm}/confirm")
         assert again.status_code == 404

@@ -21,6 +21,7 @@ confirmed addition remembers the ERP's list (``mailer/ledger/contact_changes.py`
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -53,6 +54,7 @@ from mailer.outbound.links import issue_link, verify_link
 from mailer.outbound.requests import EnqueueRequest
 
 PURPOSE = "confirm_contact"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a name is one line of text
 CONFIRM_AFTER = timedelta(hours=48)
 CONFIRMATIONS_PER_HOUR = 5  # emails to new addresses per customer: no relay for spam
 MAX_CONTACTS = 10
@@ -133,7 +135,7 @@ def _request(
             tenant_id=customer.tenant_id,
             customer_id=customer.id or 0,
             email=address,
-            name=name.strip()[:300] or None,
+            name=" ".join(_CONTROL.sub(" ", name).split())[:300] or None,
             replaces=replaces,
             requested_by=by,
             requested_at=now,
