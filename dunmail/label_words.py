@@ -39,6 +39,7 @@ KINDS: dict[str, str] = {
     Kind.SUBSCRIPTION_BILLED_SOON: N_("Subscription renews soon"),
     Kind.SUBSCRIPTION_CANCELLED: N_("Subscription cancelled"),
     Kind.CONTACT_CONFIRMATION: N_("Confirm a new contact address"),
+    Kind.CONTACTS_CHANGED: N_("Notice: contacts changed"),
     Kind.QUERY_ANSWER: N_("Answer to a query"),
 }
 

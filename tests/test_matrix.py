@@ -586,9 +586,9 @@ async def test_every_kind_language_toggle_in_zone(
                     )
     assert not problems, f"{len(problems)} problems in {zone}:\n" + "\n".join(problems[:60])
     kinds = Counter(row.kind for row in rows.values())
-    # A contact confirmation and a query's answer reply to the customer on the account page,
-    # never to the ledger.
-    every = set(KINDS) - {"contact_confirmation", "query_answer"}
+    # A contact confirmation, the notice of changed contacts and a query's answer reply to the
+    # customer on the account page, never to the ledger.
+    every = set(KINDS) - {"contact_confirmation", "contacts_changed", "query_answer"}
     assert set(kinds) == every, f"kinds never sent: {every - set(kinds)}"
 
 

@@ -40,7 +40,7 @@ def _headline(kind: str, ctx: dict[str, Any]) -> tuple[int, str] | None:
     doc: dict[str, Any]
     if kind == "subscription_cancelled":
         return None  # says when it ends, not what it costs
-    if kind == "contact_confirmation":
+    if kind in ("contact_confirmation", "contacts_changed"):
         return None  # about an address, not money
     if kind in ("new_invoice", "thank_you"):
         doc = ctx["invoice"]

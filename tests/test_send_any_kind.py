@@ -150,12 +150,14 @@ BY_HAND = [
     ("subscription_confirmation", "subscription", "s-1"),
 ]
 # Kinds with no occasion in this ledger: nothing billed soon, nothing cancelled.
-# A contact confirmation and a query's answer reply to the customer on the account page
-# (tests/test_portal_preferences.py, the query tests), never to a ledger record.
+# A contact confirmation, the notice of changed contacts and a query's answer reply to the
+# customer on the account page (tests/test_portal_preferences.py,
+# tests/test_contact_change_notice.py, the query tests), never to a ledger record.
 NO_OCCASION = {
     "subscription_billed_soon",
     "subscription_cancelled",
     "contact_confirmation",
+    "contacts_changed",
     "query_answer",
 }
 

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from dunmail.app import Services
+from dunmail.services.contact_notice import queue_change_notice
 from dunmail.services.customer_rows import blocks_of
 from dunmail.services.portal import account_customer
 from dunmail.services.preferences import (
@@ -262,6 +263,7 @@ def confirm_contact(services: Services, token: str) -> Outcome:
         }
         if row.email in contacts:
             return Outcome.ALREADY
+        before = list(contacts)  # the notice goes to these, never to the new address alone
         if row.replaces is not None and row.replaces in contacts:
             replace_contact_email(
                 session,
@@ -272,7 +274,7 @@ def confirm_contact(services: Services, token: str) -> Outcome:
                 now=now,
                 by=by,
             )
-            record_change(
+            change = record_change(
                 session,
                 customer,
                 ChangeKind.CONTACT_CHANGED,
@@ -281,6 +283,16 @@ def confirm_contact(services: Services, token: str) -> Outcome:
                 old=row.replaces,
                 new=row.email,
                 webhooks=services.webhooks,
+            )
+            queue_change_notice(
+                services,
+                session,
+                customer,
+                change,
+                before=before,
+                now=now,
+                old=row.replaces,
+                new=row.email,
             )
             return Outcome.CONFIRMED
         erp = erp_listed(session, customer)
@@ -299,7 +311,7 @@ def confirm_contact(services: Services, token: str) -> Outcome:
                 corrected_at=now,
             )
         )
-        record_change(
+        change = record_change(
             session,
             customer,
             ChangeKind.CONTACT_ADDED,
@@ -308,6 +320,9 @@ def confirm_contact(services: Services, token: str) -> Outcome:
             new=row.email,
             erp=erp,
             webhooks=services.webhooks,
+        )
+        queue_change_notice(
+            services, session, customer, change, before=before, now=now, new=row.email
         )
         session.flush()
         touch_customer_invoices(session, customer.id or 0, now)

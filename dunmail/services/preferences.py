@@ -30,6 +30,7 @@ from sqlmodel import Session, col, select
 
 from dunmail.app import Services
 from dunmail.portal_words import LOCALE_ROOT
+from dunmail.services.contact_notice import queue_change_notice
 from dunmail.services.customer_rows import blocks_of
 from dunmail.services.portal import account_customer
 from dunmail.web.link_service import Opened
@@ -180,8 +181,12 @@ def locked(session: Session, customer: Customer | None) -> Customer | None:
     writers are serialised already), so two removals at once cannot leave it no contact."""
     if customer is None:
         return None
+    # populate_existing: the row as it is once locked, not as the session first read it.
     return session.exec(
-        select(Customer).where(col(Customer.id) == customer.id).with_for_update()
+        select(Customer)
+        .where(col(Customer.id) == customer.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).one()
 
 
@@ -243,7 +248,8 @@ def set_delivery(
     now = services.clock.now()
     by = who(opened)
     with session_scope(services.engine) as session:
-        customer = account_customer(session, opened)
+        # Locked: a double click finds the first one's change made, and changes nothing.
+        customer = locked(session, account_customer(session, opened))
         tenant = session.get(Tenant, opened.claims.tenant_id)
         if customer is None or tenant is None:
             return None
@@ -254,7 +260,7 @@ def set_delivery(
         changed = False
         if customer.pdf_link_only != pdf_link_only:
             old, new = ("link", "attach") if customer.pdf_link_only else ("attach", "link")
-            record_change(
+            change = record_change(
                 session,
                 customer,
                 ChangeKind.PDF_DELIVERY,
@@ -263,6 +269,10 @@ def set_delivery(
                 old=old,
                 new=new,
                 webhooks=services.webhooks,
+            )
+            before = [c.email for c in _contacts(session, customer)]
+            queue_change_notice(
+                services, session, customer, change, before=before, now=now, old=old, new=new
             )
             customer.pdf_link_only = pdf_link_only
             changed = True
@@ -308,7 +318,7 @@ def remove_contact(services: Services, opened: Opened, *, email: str) -> Outcome
         erp = erp_listed(session, customer)
         # A removal stands against the ERP's list only if the ERP lists the address at all.
         listed = (row.erp_email or row.email) in erp
-        record_change(
+        change = record_change(
             session,
             customer,
             ChangeKind.CONTACT_REMOVED,
@@ -322,6 +332,11 @@ def remove_contact(services: Services, opened: Opened, *, email: str) -> Outcome
             if added.kind is ChangeKind.CONTACT_ADDED and added.new == row.email:
                 added.standing, added.ended_at = False, now  # the customer took it back
                 session.add(added)
+        # Told to every contact there was, the removed one too.
+        before = [c.email for c in contacts]
+        queue_change_notice(
+            services, session, customer, change, before=before, now=now, old=row.email
+        )
         session.delete(row)
         session.flush()
         touch_customer_invoices(session, customer.id or 0, now)

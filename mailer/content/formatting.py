@@ -1,8 +1,9 @@
 """PURE: money, dates and numbers in the customer's language, through Babel (CLDR data).
 
-The emails' ``money``, ``date`` and ``number`` filters, the PDFs (``mailer/content/pdf_html.py``)
-and the hosted pages all format through these functions, so one amount reads the same in all
-three. ``template_day`` turns an instant into the day it is where the customer is.
+The emails' ``money``, ``date``, ``time`` and ``number`` filters, the PDFs
+(``mailer/content/pdf_html.py``) and the hosted pages all format through these functions, so
+one amount reads the same in all three. ``template_day`` turns an instant into the day it is
+where the customer is.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any, cast
 
 import jinja2
 from babel.core import Locale, UnknownLocaleError
-from babel.dates import format_date
+from babel.dates import format_date, format_time
 from babel.numbers import format_currency, format_decimal
 
-from mailer.ledger.localtime import local_date
+from mailer.ledger.localtime import DEFAULT_ZONE, local_date, local_instant
 from mailer.ledger.money import from_minor
 
 
@@ -64,6 +65,17 @@ def _date(ctx: jinja2.runtime.Context, value: str | date | datetime, fmt: str = 
 
 
 @jinja2.pass_context
+def _time(ctx: jinja2.runtime.Context, value: str | datetime) -> str:
+    """The time of day an instant is where the customer is, with the zone ("17:41
+    (Europe/Bucharest)"): for an email that says when something happened."""
+    zone = ctx.get("time_zone") or DEFAULT_ZONE
+    shown = format_time(
+        local_instant(value, zone), "short", locale=_locale(ctx.get("locale", "en"))
+    )
+    return f"{shown} ({zone})"
+
+
+@jinja2.pass_context
 def _number(ctx: jinja2.runtime.Context, value: str | int | Decimal) -> str:
     return format_decimal(Decimal(str(value)), locale=_locale(ctx.get("locale", "en")))
 
@@ -87,6 +99,7 @@ def _direction(locale: str) -> str:
 LOCALE_FILTERS: Mapping[str, Callable[..., Any]] = {
     "money": _money,
     "date": _date,
+    "time": _time,
     "number": _number,
     "direction": _direction,
 }

@@ -19,6 +19,7 @@ from typing import Literal
 from mailer.content.shapes import (
     AutopayFailedEmail,
     ContactConfirmationEmail,
+    ContactsChangedEmail,
     CreditNoteEmail,
     EstimateEmail,
     InvoiceEmail,
@@ -56,6 +57,9 @@ class Kind(StrEnum):
     SUBSCRIPTION_CANCELLED = "subscription_cancelled"
     # A new contact address asked for on the account page: "confirm this address" (only to it)
     CONTACT_CONFIRMATION = "contact_confirmation"
+    # The customer's contacts (or PDF delivery) changed on the account page: a notice to the
+    # contacts as they were before, "if this was not you, tell us"
+    CONTACTS_CHANGED = "contacts_changed"
     QUERY_ANSWER = "query_answer"  # the AR team answers a query raised on the account page
 
 
@@ -149,6 +153,7 @@ _SPECS = (
     ),
     _spec(Kind.SUBSCRIPTION_CANCELLED, SubscriptionEmail, on=False, pdf=None, buttons=("manage",)),
     _spec(Kind.CONTACT_CONFIRMATION, ContactConfirmationEmail, on=True, pdf=None, buttons=()),
+    _spec(Kind.CONTACTS_CHANGED, ContactsChangedEmail, on=True, pdf=None, buttons=()),
     _spec(Kind.QUERY_ANSWER, QueryAnswerEmail, on=True, pdf=None, buttons=("view",)),
 )
 KINDS: Mapping[str, KindSpec] = MappingProxyType({s.name: s for s in _SPECS})

@@ -236,6 +236,14 @@ def _documents() -> dict[str, dict[str, Any]]:
                 "replaces": "ap@globex.example",
             }
         },
+        Kind.CONTACTS_CHANGED: {
+            "change": {
+                "kind": "contact_changed",
+                "at": "2026-03-02T09:41:00+00:00",
+                "old": "ap@globex.example",
+                "new": "billing@globex.example",
+            }
+        },
         Kind.SUBSCRIPTION_CANCELLED: {
             "subscription": {
                 **_SUBSCRIPTION,

@@ -287,6 +287,19 @@ class ContactConfirmationEmail(BaseEmail):
     contact: ContactData
 
 
+class ContactChangeData(TypedDict):
+    """A change made on the account page, told to the contacts as they were before it."""
+
+    kind: str  # contact_added, contact_changed, contact_removed or pdf_delivery
+    at: str  # when it was made
+    old: NotRequired[str]  # the address removed or replaced; "attach" or "link" for the PDF
+    new: NotRequired[str]  # the address added, or the one replacing ``old``; "attach"/"link"
+
+
+class ContactsChangedEmail(BaseEmail):
+    change: ContactChangeData
+
+
 class ThankYouEmail(BaseEmail):
     invoice: InvoiceData
     paid_at: str

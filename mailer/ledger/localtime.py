@@ -42,6 +42,14 @@ def local_date(value: str | date | datetime, zone: str | ZoneInfo | None = None)
     raise TypeError(f"not a date or an instant: {type(value).__name__}")
 
 
+def local_instant(value: str | datetime, zone: str) -> datetime:
+    """The instant ``value`` (aware, naive UTC, or its ISO 8601 text) as a clock shows it in
+    ``zone``; an unknown zone is a ValueError, as for :func:`local_date`."""
+    instant = datetime.fromisoformat(value.strip()) if isinstance(value, str) else value
+    aware = instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+    return aware.astimezone(_zone(zone))
+
+
 def days_between(
     start: str | date | datetime, end: str | date | datetime, zone: str | ZoneInfo | None
 ) -> int:
