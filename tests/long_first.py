@@ -9,8 +9,9 @@ test that starts last decides when the suite ends, however well the short ones a
 So, after collection, the long tests are dealt out longest first to the worker whose share is
 lightest so far, and each worker's share starts with its long tests; the other tests keep
 their order. Work stealing then only moves short tests at the end. Which tests are long, and
-roughly how long, is the table below (seconds on a loaded 2-CPU machine, from ``--durations``);
-a test missing from it only runs where collection put it, so the table can lag behind.
+roughly how long, is the table below (seconds on a loaded 2-CPU machine, from a full run's
+``--durations``); a test missing from it only runs where collection put it, so the table can
+lag behind.
 """
 
 from __future__ import annotations
@@ -19,26 +20,28 @@ import pytest
 
 # Node-id prefix -> seconds per test (each parametrised case of a prefix counts on its own).
 LONG: dict[str, float] = {
-    "tests/test_quarter.py::": 35,
-    "tests/test_import_concurrency.py::test_a_killed_import": 22,
+    "tests/test_fuzz.py::test_schemathesis": 27,
     "tests/test_crash.py::": 20,
-    "tests/test_matrix.py::": 17,
-    "tests/test_tick_cli.py::test_a_tick_killed_mid_pass": 17,
-    "tests/test_throttle_cluster.py::test_three_processes": 18,
-    "tests/test_throttle_cluster.py::test_a_back_off_seen": 14,
-    "tests/test_tick_cli.py::test_two_tick_processes": 15,
-    "tests/test_run_workers.py::test_three_delivery_processes": 12,
-    "tests/test_import_concurrency.py::test_a_second_import": 10,
-    "tests/test_run_ops.py::test_ctrl_c": 9,
+    "tests/test_throttle_cluster.py::test_a_back_off_seen": 15,
+    "tests/test_throttle_cluster.py::test_three_processes": 15,
+    "tests/test_run_workers.py::test_three_delivery_processes": 15,
+    "tests/test_run.py::test_demo_engine_delivers": 14,
+    "tests/test_matrix.py::": 12,
+    "tests/test_bounce_evidence_corpus.py::test_regenerated_cases": 12,
+    "tests/test_import_concurrency.py::test_a_killed_import": 10,
+    "tests/test_quarter.py::": 10,
+    "tests/test_tick_cli.py::test_two_tick_processes": 9,
+    "tests/test_tick_cli.py::test_a_tick_killed_mid_pass": 9,
+    "tests/test_import_concurrency.py::test_a_second_import": 9,
     "tests/test_import_concurrency.py::test_the_engine_keeps_answering": 9,
-    "tests/test_run.py::test_demo_engine_delivers": 13,
-    "tests/test_fuzz.py::test_schemathesis": 13,
-    "tests/test_bounce_evidence_corpus.py::test_regenerated_cases": 11,
-    "tests/test_fault_matrix.py::test_fault_matrix[postgresql-down": 10,
-    "tests/test_cli.py::test_worker_killed_mid_send": 7,
-    "tests/test_pdf.py::test_every_document_renders_through_the_pool": 7,
+    "tests/test_run_ops.py::test_ctrl_c": 9,
+    "tests/test_pdf.py::test_every_document_renders_through_the_pool": 6,
     "tests/test_attacks_login.py::test_a_flood_of_failed_sign_ins": 6,
-    "tests/test_send_any_kind.py::test_dunmail_send_sends_every_kind_once": 5,
+    "tests/test_queries.py::test_a_query_holds_the_invoice": 6,
+    "tests/test_attacks_http.py::": 6,
+    "tests/test_fault_matrix.py::test_fault_matrix[postgresql-down": 6,
+    "tests/test_fault_matrix.py::test_fault_matrix[sqlite-down": 5,
+    "tests/test_cli.py::test_worker_killed_mid_send": 5,
     "tests/test_clerk_browser.py::test_find_a_customer": 5,
     "tests/test_attacks_sandbox.py::test_a_template_past_its_time": 5,
 }
