@@ -207,7 +207,8 @@ async def test_the_invoice_pdf_carries_iban_reference_and_fetches_nothing(
         context = session.exec(select(Message).where(col(Message.id) == message.id)).one().context
     rendered = render_document("invoice", build_pdf_context("invoice", context)[0])
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(rendered.data)).pages)
-    assert "Pay by bank transfer" in text and IBAN_SHOWN in text
+    # INV-es is a Spanish customer's: the PDF speaks the email's Spanish.
+    assert "Pagar por transferencia bancaria" in text and IBAN_SHOWN in text
     assert format_reference(_reference(ledger, "INV-es")) in text
     assert "refused to fetch" not in caplog.text
 

@@ -34,11 +34,18 @@ TENANT_TAX_ID = "RO12345678"
 # One customer per language, each with an address of its own country and a tax id.
 CUSTOMERS = {
     "en": (["Globex Ltd", "1 Globex Way", "Leeds LS1 4AP"], "GB987654321"),
+    "de": (["Globex Deutschland GmbH", "Friedrichstraße 1", "10117 Berlin"], "DE123456789"),
     "es": (["Globex Ibérica S.L.", "Calle Mayor 5", "28013 Madrid"], "ESB12345678"),
     "fr": (["Globex France SAS", "12 rue de la Paix", "75002 Paris"], "FR40303265045"),
     "ro": (["Globex România SRL", "Bulevardul Unirii 1", "030167 București"], "RO7654321"),
 }
-TAX_LABEL = {"en": "Tax ID: ", "es": "NIF: ", "fr": "N° TVA\xa0: ", "ro": "Cod fiscal: "}
+TAX_LABEL = {
+    "en": "Tax ID: ",
+    "de": "USt-IdNr.: ",
+    "es": "NIF: ",
+    "fr": "N° TVA\xa0: ",
+    "ro": "Cod fiscal: ",
+}
 
 
 def _customer(lang: str, **fields: Any) -> dict[str, Any]:

@@ -220,7 +220,7 @@ def test_choose_language_reports_the_locale_it_formats_with() -> None:
 
 @pytest.fixture(scope="module")
 def template_messages() -> dict[Any, Any]:
-    return {m.id: m for m in extract_messages(TEMPLATES / "email") if m.id}
+    return {m.id: m for m in extract_messages(TEMPLATES / "email", TEMPLATES / "pdf") if m.id}
 
 
 @pytest.mark.parametrize("language", SHIPPED)

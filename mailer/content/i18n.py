@@ -178,8 +178,9 @@ def available_languages(root: Path) -> list[str]:
     return sorted({SOURCE_LANGUAGE} | found)
 
 
-def extract_messages(email_root: Path) -> Catalog:
-    """Every translatable string in the email templates, as Babel's extractor sees them.
+def extract_messages(email_root: Path, *more: Path) -> Catalog:
+    """Every translatable string in the email templates (and in the folders ``more``: the PDF
+    templates, which speak their email's language), as Babel's extractor sees them.
 
     The result is what ``messages.pot`` holds; a test compares it with each ``.po``.
     """
@@ -189,21 +190,25 @@ def extract_messages(email_root: Path) -> Catalog:
         ("**.txt", "jinja2.ext:babel_extract"),
     ]
     options_map = {"**": EXTRACT_OPTIONS}
-    for filename, lineno, message, comments, context in extract_from_dir(
-        str(email_root), method_map=method_map, options_map=options_map
-    ):
-        catalog.add(message, None, [(filename, lineno)], auto_comments=comments, context=context)
+    for root in (email_root, *more):
+        prefix = "" if root == email_root else f"{root.name}/"
+        for filename, lineno, message, comments, context in extract_from_dir(
+            str(root), method_map=method_map, options_map=options_map
+        ):
+            location = [(prefix + filename, lineno)]
+            catalog.add(message, None, location, auto_comments=comments, context=context)
     return catalog
 
 
 def refresh_catalogs(root: Path) -> None:
-    """Re-extract ``messages.pot`` from ``root/email`` and merge it into every ``.po``.
+    """Re-extract ``messages.pot`` from ``root/email`` and ``root/pdf`` and merge it into
+    every ``.po``.
 
     New strings arrive untranslated (the coverage test then names them), strings gone from
     the templates are dropped, translations of unchanged strings are kept. Run it with
     ``python -m mailer.content.i18n`` after editing templates, then translate what is new.
     """
-    write_catalogs(root / "locale", DOMAIN, extract_messages(root / "email"))
+    write_catalogs(root / "locale", DOMAIN, extract_messages(root / "email", root / "pdf"))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,15 @@ from weasyprint.text.fonts import FontConfiguration
 
 from mailer.content.pdf_fetch import ASSET_SCHEME, checked_asset, safe_fetcher
 from mailer.content.pdf_fonts import build_fonts, font_face
-from mailer.content.pdf_html import DOCUMENTS, PDF_TEMPLATES, PDFError, environment, render_html
+from mailer.content.pdf_html import (
+    DOCUMENTS,
+    PDF_TEMPLATES,
+    PDFError,
+    environment,
+    pdf_language,
+    pdf_words,
+    render_html,
+)
 from mailer.content.pdf_samples import sample_pdf_context
 
 log = logging.getLogger(__name__)
@@ -229,7 +237,9 @@ def render_key(
     """SHA-256 of everything that decides the PDF: equal keys mean the same document version was
     already rendered, so its stored PDF can be reused. It covers the templates, the modules that
     render (``_SOURCES``) and the WeasyPrint version, so a deploy that changes the output changes
-    the key.
+    the key; and the language the PDF is written in with its words (``pdf_words``), so a
+    German and an English PDF of one version never share a row, nor a PDF of a customer whose
+    language changed (the context's locale, or the tenant's fallback) the old one.
     """
     digests = {
         name: hashlib.sha256(checked_asset(name, value)[0]).hexdigest()
@@ -241,6 +251,7 @@ def render_key(
         "tenant_css": tenant_css,
         "assets": digests,
         "engine": _fingerprint(),
+        "words": pdf_words(pdf_language(context).catalogs),
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -7,24 +7,40 @@ other PDF modules build on this one, so :class:`PDFError` and the document table
 
 from __future__ import annotations
 
+import hashlib
+import io
+import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
+from gettext import NullTranslations
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from babel.core import UnknownLocaleError
 from babel.numbers import format_decimal, format_percent
+from babel.support import Translations
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from mailer.content.formatting import format_day, format_money, template_day
+from mailer.content.i18n import (
+    DOMAIN,
+    Language,
+    choose_language,
+    compile_catalog,
+    extract_messages,
+)
 from mailer.content.render import TEMPLATES
 from mailer.errors import MailerError, TemplateError
 
 PDF_TEMPLATES = TEMPLATES / "pdf"
+# The PDFs' words are in the emails' catalogs (the ``messages`` domain): a PDF travels with its
+# email and speaks its language, chosen the same way (:func:`pdf_language`).
+LOCALE_ROOT = TEMPLATES / "locale"
 # The document kinds (``mailer.content.kinds.Pdf``), each with the context key that holds its data:
 # each template reads exactly that key's TypedDict in mailer/content/shapes.py, as the outbox builds
 # it.
@@ -87,9 +103,66 @@ def _css_color(value: object) -> str:
     return text if ok and all(c in "0123456789abcdefABCDEF" for c in digits) else DEFAULT_BRAND
 
 
-@lru_cache(maxsize=4)
-def environment(root: Path = PDF_TEMPLATES) -> SandboxedEnvironment:
-    """The sandboxed environment of the templates in ``root``, built once per process."""
+def pdf_language(context: Mapping[str, Any]) -> Language:
+    """The language of a PDF: its email's (``Renderer.language_of``), from the context's
+    ``locale`` (the customer's chosen language, else the ERP's) and ``fallback_locale`` (the
+    tenant's), ending at English. Numbers and dates keep following ``locale``."""
+    locale = context.get("locale")
+    fallback = context.get("fallback_locale") or "en"
+    return choose_language(LOCALE_ROOT, locale if isinstance(locale, str) else None, str(fallback))
+
+
+@lru_cache(maxsize=32)
+def pdf_words(catalogs: tuple[str, ...]) -> str:
+    """SHA-256 of the PDFs' words in the language of ``catalogs``: every message of the PDF
+    templates with its translation. Part of the render key (``pdf.render_key``), so a PDF is
+    rendered again when one of its words is translated anew, and only then: an email's words
+    changing in the same catalog leaves the stored PDFs (and their bytes) as they were."""
+    translations = _translations(catalogs)
+    digest = hashlib.sha256(",".join(catalogs).encode() + b"\0")
+    for message in extract_messages(PDF_TEMPLATES):
+        if isinstance(message.id, str) and message.id:
+            digest.update(f"{message.id}\0{translations.gettext(message.id)}\0".encode())
+        elif isinstance(message.id, tuple | list):
+            singular, plural = str(message.id[0]), str(message.id[1])
+            for n in (1, 2, 5, 21):
+                digest.update(translations.ngettext(singular, plural, n).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _translations(catalogs: tuple[str, ...]) -> NullTranslations:
+    """The chain of ``messages`` catalogs named (("es", "fr"): Spanish, then French), English
+    for none; built like :func:`mailer.content.i18n.choose_language`'s."""
+    chain = [
+        Translations(io.BytesIO(compile_catalog(LOCALE_ROOT, name) or b""), domain=DOMAIN)
+        for name in catalogs
+    ]
+    for catalog in chain[1:]:
+        chain[0].add_fallback(catalog)
+    return chain[0] if chain else NullTranslations()
+
+
+_COUNTERS = {"%(page)s": "counter(page)", "%(pages)s": "counter(pages)"}
+
+
+def _css_counters(text: str) -> Markup:
+    """A translated "Page %(page)s of %(pages)s" as a CSS ``content`` value: its words as CSS
+    strings, every character but letters, digits and spaces escaped (so no quote or ``</style>``
+    can close anything), the placeholders as WeasyPrint's page counters."""
+    values = []
+    for part in re.split(r"(%\(pages?\)s)", str(text)):
+        if part in _COUNTERS:
+            values.append(_COUNTERS[part])
+        elif part:
+            chars = (c if c.isalnum() or c == " " else f"\\{ord(c):x} " for c in part)
+            values.append(f'"{"".join(chars)}"')
+    return Markup(" ".join(values) or '""')
+
+
+@lru_cache(maxsize=32)
+def environment(root: Path = PDF_TEMPLATES, catalogs: tuple[str, ...] = ()) -> SandboxedEnvironment:
+    """The sandboxed environment of the templates in ``root`` in one language (the chain of
+    ``catalogs``; English for none), built once per process and language."""
     env = SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(root)),
         autoescape=True,
@@ -97,9 +170,20 @@ def environment(root: Path = PDF_TEMPLATES) -> SandboxedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
         auto_reload=False,  # templates change with a deploy, not under a running engine
+        extensions=["jinja2.ext.i18n"],
     )
+    # Newstyle: the translation is %-formatted with escaped values; trimmed msgids, as extracted.
+    env.install_gettext_translations(  # type: ignore[attr-defined]  # added by the extension
+        _translations(catalogs), newstyle=True
+    )
+    env.policies["ext.i18n.trimmed"] = True
     env.filters.update(
-        money=_money, date=_date, number=_number, percent=_percent, css_color=_css_color
+        money=_money,
+        date=_date,
+        number=_number,
+        percent=_percent,
+        css_color=_css_color,
+        css_counters=_css_counters,
     )
     return env
 
@@ -119,7 +203,8 @@ def render_html(document: str, context: Mapping[str, Any], *, root: Path = PDF_T
     if document == "statement" and context[key].get("style") not in STATEMENT_MODES:
         raise PDFError(f"statement.style must be one of {STATEMENT_MODES}")
     try:
-        html = environment(root).get_template(f"{document}.html").render(context)
+        env = environment(root, pdf_language(context).catalogs)
+        html = env.get_template(f"{document}.html").render(context)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"{exc.name}:{exc.lineno}: {exc.message}") from exc
     except _RENDER_ERRORS as exc:

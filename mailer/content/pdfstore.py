@@ -62,6 +62,7 @@ def build_pdf_context(pdf: str, context: Mapping[str, Any]) -> tuple[dict[str, A
 
     Only what the PDF shows is kept, so a reminder (with its ``days_overdue`` and ``links``)
     and the new-invoice email for the same version have the same render key and share a PDF.
+    The locale and the tenant's fallback are kept: the PDF speaks its email's language.
     """
     key = DOCUMENTS.get(pdf)
     if key is None or key not in context:
@@ -74,6 +75,8 @@ def build_pdf_context(pdf: str, context: Mapping[str, Any]) -> tuple[dict[str, A
         "customer": context.get("customer", {}),
         key: context[key],
     }
+    if context.get("fallback_locale"):  # the tenant's language: the email's when it is the PDF's
+        pdf_context["fallback_locale"] = context["fallback_locale"]
     if "time_zone" in context:  # a context queued before contexts had one prints UTC days
         pdf_context["time_zone"] = context["time_zone"]
     if pdf == "invoice" and context.get("bank_transfer"):  # mailer/content/bank_transfer.py
