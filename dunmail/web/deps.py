@@ -30,6 +30,8 @@ templates = Jinja2Templates(
         auto_reload=False,
     )
 )
+# Pages whose route gives no translations (``_`` in the context) show the English message ids.
+templates.env.globals["_"] = lambda message, **values: message % values if values else message
 
 # No script, style or frame from anywhere else; no inline script at all. What a page shows from
 # mail is text, and this header makes sure nothing from mail could ever run even if it slipped.

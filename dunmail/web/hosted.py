@@ -6,7 +6,8 @@ emails' own Babel formatters (``mailer.content.formatting.format_money``/``forma
 customer's
 locale, so the page says "1.234,50 €" where the email did, and every date is the customer's local
 day (``mailer.ledger.localtime``), so the page and the email name the same due date. The page's own
-words are English: the email catalogs translate whole email sentences, not these labels.
+words are in the customer-facing pages' ``portal`` catalogs (``dunmail/portal_words.py``), in the
+language the email was written in (``words``; ``fmt.gettext`` marks them for extraction).
 
 Everything here returns plain strings; the page templates (autoescaped) show them as text.
 """
@@ -17,12 +18,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from gettext import NullTranslations
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from mailer.content.formatting import format_day, format_money, normalise_locale
+from dunmail.web.hosted_format import PageFormat
 from mailer.content.kinds import INVOICE_EMAILS, REMINDERS, Kind
-from mailer.ledger.localtime import DEFAULT_ZONE, days_between, local_date
+from mailer.ledger.localtime import days_between
 
 # The emails' default, and the only shape a colour may have: it goes into a <style> block.
 DEFAULT_BRAND = "#1f6feb"
@@ -141,32 +143,18 @@ def payment_target(template: str | None, **values: str) -> str | None:
     return filled
 
 
-class _Format:
-    """Money and dates in the customer's locale, the way the emails format them; dates are the
-    day it is in the customer's zone (``time_zone``; UTC for an email queued without one)."""
-
-    def __init__(self, locale: object, zone: object = None) -> None:
-        self.locale = normalise_locale(locale if isinstance(locale, str) else None)
-        self.zone = zone if isinstance(zone, str) and zone else DEFAULT_ZONE
-
-    def money(self, amount_minor: object, currency: object) -> str:
-        if not isinstance(amount_minor, int) or not isinstance(currency, str):
-            return ""
-        return format_money(amount_minor, currency, self.locale)
-
-    def day(self, value: object) -> str:
-        if not isinstance(value, str) or not value:
-            return ""
-        return format_day(local_date(value, self.zone), "medium", self.locale)
-
-
 def build_document(
-    kind: str, context: Mapping[str, Any], *, sent_at: datetime, now: datetime
+    kind: str,
+    context: Mapping[str, Any],
+    *,
+    sent_at: datetime,
+    now: datetime,
+    words: NullTranslations | None = None,
 ) -> HostedDocument:
     """The hosted page of an email of ``kind``: invoice, credit note, statement, estimate,
     payment plan, overdue summary, receipt; a short generic page for any other kind (or for
-    a context of an unexpected shape)."""
-    fmt = _Format(context.get("locale"), context.get("time_zone"))
+    a context of an unexpected shape). ``words``: the page's catalog (English without)."""
+    fmt = PageFormat(context.get("locale"), context.get("time_zone"), words or NullTranslations())
     try:
         if kind in INVOICE_EMAILS and isinstance(context.get("invoice"), Mapping):
             doc = _invoice(kind, context["invoice"], fmt, sent_at=sent_at, now=now)
@@ -181,20 +169,21 @@ def build_document(
     return HostedDocument(title=kind.replace("_", " ").capitalize(), summary=[])
 
 
-def _bank_transfer(data: object, fmt: _Format) -> BankTransfer | None:
+def _bank_transfer(data: object, fmt: PageFormat) -> BankTransfer | None:
     """The email's ``bank_transfer`` block as the page shows it, or None without one."""
     if not isinstance(data, Mapping):
         return None
-    rows = [("Account holder", str(data["account_name"])), ("IBAN", str(data["iban_display"]))]
+    holder = (fmt.gettext("Account holder"), str(data["account_name"]))
+    rows = [holder, ("IBAN", str(data["iban_display"]))]
     if data.get("bic"):
         rows.append(("BIC", str(data["bic"])))
-    rows.append(("Amount", fmt.money(data["amount_minor"], data["currency"])))
+    rows.append((fmt.gettext("Amount"), fmt.money(data["amount_minor"], data["currency"])))
     qr = data.get("qr")
     shown_qr = qr if isinstance(qr, str) and qr.startswith("data:image/png;base64,") else None
     return BankTransfer(rows, str(data["reference_display"]), shown_qr)
 
 
-def _lines(lines: object, currency: str, fmt: _Format) -> Table:
+def _lines(lines: object, currency: str, fmt: PageFormat) -> Table:
     rows = []
     for line in lines if isinstance(lines, Sequence) else []:
         tax = line.get("tax_rate")
@@ -207,37 +196,40 @@ def _lines(lines: object, currency: str, fmt: _Format) -> Table:
                 fmt.money(line.get("net_minor"), currency),
             )
         )
-    return Table(("Description", "Quantity", "Unit price", "Tax", "Amount"), rows, numeric_from=1)
+    columns = (fmt.gettext("Description"), fmt.gettext("Quantity"), fmt.gettext("Unit price"))
+    return Table((*columns, fmt.gettext("Tax"), fmt.gettext("Amount")), rows, numeric_from=1)
 
 
 def _invoice(
-    kind: str, invoice: Mapping[str, Any], fmt: _Format, *, sent_at: datetime, now: datetime
+    kind: str, invoice: Mapping[str, Any], fmt: PageFormat, *, sent_at: datetime, now: datetime
 ) -> HostedDocument:
     currency = invoice["currency"]
     total, tax, balance = invoice["total_minor"], invoice["tax_minor"], invoice["balance_minor"]
     table = _lines(invoice.get("lines"), currency, fmt)
     table.footer.extend(
         [
-            ("Subtotal", fmt.money(total - tax, currency)),
-            ("Tax", fmt.money(tax, currency)),
-            ("Total", fmt.money(total, currency)),
+            (fmt.gettext("Subtotal"), fmt.money(total - tax, currency)),
+            (fmt.gettext("Tax"), fmt.money(tax, currency)),
+            (fmt.gettext("Total"), fmt.money(total, currency)),
         ]
     )
     if total != balance:
-        table.footer.append(("Paid", fmt.money(total - balance, currency)))
+        table.footer.append((fmt.gettext("Paid"), fmt.money(total - balance, currency)))
+    as_of = fmt.gettext("Balance due (as of %(day)s)", day=fmt.day(sent_at.isoformat()))
     summary = [
-        ("Invoice", str(invoice["number"])),
-        ("Issued", fmt.day(invoice["issued_at"])),
-        ("Due", fmt.day(invoice["due_at"])),
-        (f"Balance due (as of {fmt.day(sent_at.isoformat())})", fmt.money(balance, currency)),
+        (fmt.gettext("Invoice"), str(invoice["number"])),
+        (fmt.gettext("Issued"), fmt.day(invoice["issued_at"])),
+        (fmt.gettext("Due"), fmt.day(invoice["due_at"])),
+        (as_of, fmt.money(balance, currency)),
     ]
     overdue = None
     days = days_between(invoice["due_at"], now, fmt.zone)
     if kind in REMINDERS and balance > 0 and days > 0:
-        overdue = f"{days} day{'s' if days != 1 else ''} overdue"
-    notes = ["This invoice has been paid. Thank you."] if kind == Kind.THANK_YOU else []
+        overdue = fmt.ngettext("%(num)d day overdue", "%(num)d days overdue", days)
+    paid = fmt.gettext("This invoice has been paid. Thank you.")
+    notes = [paid] if kind == Kind.THANK_YOU else []
     return HostedDocument(
-        title=f"Invoice {invoice['number']}",
+        title=fmt.gettext("Invoice %(number)s", number=invoice["number"]),
         summary=summary,
         table=table,
         notes=notes,
@@ -245,96 +237,103 @@ def _invoice(
     )
 
 
-def _credit_note(note: Mapping[str, Any], fmt: _Format) -> HostedDocument:
+def _credit_note(note: Mapping[str, Any], fmt: PageFormat) -> HostedDocument:
     currency = note["currency"]
     table = _lines(note.get("lines"), currency, fmt)
     table.footer.extend(
         [
-            ("Tax", fmt.money(note["tax_minor"], currency)),
-            ("Credit", fmt.money(note["amount_minor"], currency)),
+            (fmt.gettext("Tax"), fmt.money(note["tax_minor"], currency)),
+            (fmt.gettext("Credit"), fmt.money(note["amount_minor"], currency)),
         ]
     )
-    summary = [("Credit note", str(note["number"])), ("Issued", fmt.day(note["issued_at"]))]
+    summary = [
+        (fmt.gettext("Credit note"), str(note["number"])),
+        (fmt.gettext("Issued"), fmt.day(note["issued_at"])),
+    ]
     if note.get("invoice_number"):
-        summary.append(("For invoice", str(note["invoice_number"])))
-    summary.append(("Credit", fmt.money(note["amount_minor"], currency)))
-    notes = [f"Reason: {note['reason']}"] if note.get("reason") else []
-    return HostedDocument(f"Credit note {note['number']}", summary, table, notes)
+        summary.append((fmt.gettext("For invoice"), str(note["invoice_number"])))
+    summary.append((fmt.gettext("Credit"), fmt.money(note["amount_minor"], currency)))
+    reason = fmt.gettext("Reason: %(reason)s", reason=note.get("reason"))
+    notes = [reason] if note.get("reason") else []
+    title = fmt.gettext("Credit note %(number)s", number=note["number"])
+    return HostedDocument(title, summary, table, notes)
 
 
-_ITEM_TYPES = {
-    "invoice": "Invoice",
-    "payment": "Payment",
-    "credit_note": "Credit note",
-    "refund": "Refund",
-    "adjustment": "Adjustment",
-}
-
-
-def _statement(statement: Mapping[str, Any], fmt: _Format) -> HostedDocument:
+def _statement(statement: Mapping[str, Any], fmt: PageFormat) -> HostedDocument:
     currency = statement["currency"]
     open_item = statement.get("style") == "open_item"
+    types = {
+        "invoice": fmt.gettext("Invoice"),
+        "payment": fmt.gettext("Payment"),
+        "credit_note": fmt.gettext("Credit note"),
+        "refund": fmt.gettext("Refund"),
+        "adjustment": fmt.gettext("Adjustment"),
+    }
     rows = [
         (
             fmt.day(item["date"]),
-            f"{_ITEM_TYPES.get(item['type'], item['type'])} {item['reference']}",
+            f"{types.get(item['type'], item['type'])} {item['reference']}",
             fmt.day(item.get("due_at")),
             fmt.money(item["amount_minor"], currency),
             fmt.money(item["balance_minor"], currency),
         )
         for item in statement["items"]
     ]
-    last = "Open amount" if open_item else "Balance"
-    table = Table(("Date", "Document", "Due", "Amount", last), rows, numeric_from=3)
-    summary = [
-        ("Period", f"{fmt.day(statement['period_start'])} – {fmt.day(statement['period_end'])}"),
-    ]
+    last = fmt.gettext("Open amount") if open_item else fmt.gettext("Balance")
+    columns = (fmt.gettext("Date"), fmt.gettext("Document"), fmt.gettext("Due"))
+    table = Table((*columns, fmt.gettext("Amount"), last), rows, numeric_from=3)
+    period = f"{fmt.day(statement['period_start'])} – {fmt.day(statement['period_end'])}"
+    summary = [(fmt.gettext("Period"), period)]
     if not open_item:
-        summary.append(("Opening balance", fmt.money(statement["opening_balance_minor"], currency)))
+        opening = fmt.money(statement["opening_balance_minor"], currency)
+        summary.append((fmt.gettext("Opening balance"), opening))
     summary += [
-        ("Closing balance", fmt.money(statement["closing_balance_minor"], currency)),
-        ("Overdue", fmt.money(statement["overdue_minor"], currency)),
+        (fmt.gettext("Closing balance"), fmt.money(statement["closing_balance_minor"], currency)),
+        (fmt.gettext("Overdue"), fmt.money(statement["overdue_minor"], currency)),
     ]
-    return HostedDocument("Account statement", summary, table)
+    return HostedDocument(fmt.gettext("Account statement"), summary, table)
 
 
-def _estimate(estimate: Mapping[str, Any], fmt: _Format) -> HostedDocument:
+def _estimate(estimate: Mapping[str, Any], fmt: PageFormat) -> HostedDocument:
     currency = estimate["currency"]
     table = _lines(estimate.get("lines"), currency, fmt)
     table.footer.extend(
         [
-            ("Tax", fmt.money(estimate["tax_minor"], currency)),
-            ("Total", fmt.money(estimate["total_minor"], currency)),
+            (fmt.gettext("Tax"), fmt.money(estimate["tax_minor"], currency)),
+            (fmt.gettext("Total"), fmt.money(estimate["total_minor"], currency)),
         ]
     )
     summary = [
-        ("Estimate", str(estimate["number"])),
-        ("Issued", fmt.day(estimate["issued_at"])),
-        ("Valid until", fmt.day(estimate["valid_until"])),
-        ("Total", fmt.money(estimate["total_minor"], currency)),
+        (fmt.gettext("Estimate"), str(estimate["number"])),
+        (fmt.gettext("Issued"), fmt.day(estimate["issued_at"])),
+        (fmt.gettext("Valid until"), fmt.day(estimate["valid_until"])),
+        (fmt.gettext("Total"), fmt.money(estimate["total_minor"], currency)),
     ]
-    return HostedDocument(f"Estimate {estimate['number']}", summary, table)
+    title = fmt.gettext("Estimate %(number)s", number=estimate["number"])
+    return HostedDocument(title, summary, table)
 
 
-def _payment_plan(plan: Mapping[str, Any], fmt: _Format) -> HostedDocument:
+def _payment_plan(plan: Mapping[str, Any], fmt: PageFormat) -> HostedDocument:
     currency = plan["currency"]
     rows = [
         (str(n), fmt.day(i["due_at"]), fmt.money(i["amount_minor"], currency))
         for n, i in enumerate(plan["installments"], start=1)
     ]
-    table = Table(("Installment", "Due on", "Amount"), rows, numeric_from=2)
-    table.footer.append(("Total", fmt.money(plan["total_minor"], currency)))
-    summary = [("Payment plan", str(plan["number"]))]
+    columns = (fmt.gettext("Installment"), fmt.gettext("Due on"), fmt.gettext("Amount"))
+    table = Table(columns, rows, numeric_from=2)
+    table.footer.append((fmt.gettext("Total"), fmt.money(plan["total_minor"], currency)))
+    summary = [(fmt.gettext("Payment plan"), str(plan["number"]))]
     invoices = ", ".join(str(i["number"]) for i in plan.get("invoices") or [])
     if invoices:
-        summary.append(("Invoices covered", invoices))
+        summary.append((fmt.gettext("Invoices covered"), invoices))
     if plan.get("approve_by"):
-        summary.append(("Approve by", fmt.day(plan["approve_by"])))
-    notes = ["Until the plan is approved, the original due dates still apply."]
-    return HostedDocument(f"Payment plan {plan['number']}", summary, table, notes)
+        summary.append((fmt.gettext("Approve by"), fmt.day(plan["approve_by"])))
+    notes = [fmt.gettext("Until the plan is approved, the original due dates still apply.")]
+    title = fmt.gettext("Payment plan %(number)s", number=plan["number"])
+    return HostedDocument(title, summary, table, notes)
 
 
-def _overdue(overdue: Mapping[str, Any], fmt: _Format) -> HostedDocument:
+def _overdue(overdue: Mapping[str, Any], fmt: PageFormat) -> HostedDocument:
     currency = overdue["currency"]
     rows = [
         (
@@ -345,23 +344,25 @@ def _overdue(overdue: Mapping[str, Any], fmt: _Format) -> HostedDocument:
         )
         for i in overdue["items"]
     ]
-    table = Table(("Invoice", "Due", "Days overdue", "Balance"), rows, numeric_from=2)
-    summary = [("Total overdue", fmt.money(overdue["balance_minor"], currency))]
-    return HostedDocument("Overdue invoices", summary, table)
+    columns = (fmt.gettext("Invoice"), fmt.gettext("Due"), fmt.gettext("Days overdue"))
+    table = Table((*columns, fmt.gettext("Balance")), rows, numeric_from=2)
+    summary = [(fmt.gettext("Total overdue"), fmt.money(overdue["balance_minor"], currency))]
+    return HostedDocument(fmt.gettext("Overdue invoices"), summary, table)
 
 
-def _receipt(payment: Mapping[str, Any], fmt: _Format) -> HostedDocument:
+def _receipt(payment: Mapping[str, Any], fmt: PageFormat) -> HostedDocument:
     currency = payment["currency"]
     rows = [(str(a["number"]), fmt.money(a["amount_minor"], currency)) for a in payment["invoices"]]
-    table = Table(("Invoice", "Amount applied"), rows, numeric_from=1)
+    table = Table((fmt.gettext("Invoice"), fmt.gettext("Amount applied")), rows, numeric_from=1)
     summary = [
-        ("Receipt", str(payment["receipt_number"])),
-        ("Received", fmt.day(payment["received_at"])),
-        ("Amount", fmt.money(payment["amount_minor"], currency)),
+        (fmt.gettext("Receipt"), str(payment["receipt_number"])),
+        (fmt.gettext("Received"), fmt.day(payment["received_at"])),
+        (fmt.gettext("Amount"), fmt.money(payment["amount_minor"], currency)),
     ]
     if payment.get("method"):
-        summary.append(("Method", str(payment["method"])))
-    return HostedDocument(f"Receipt {payment['receipt_number']}", summary, table)
+        summary.append((fmt.gettext("Method"), str(payment["method"])))
+    title = fmt.gettext("Receipt %(number)s", number=payment["receipt_number"])
+    return HostedDocument(title, summary, table)
 
 
 _BUILDERS = {

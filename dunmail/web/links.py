@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from dunmail.app import Services
+from dunmail.portal_words import email_words, page_gettext
 from dunmail.web import hosted
 from dunmail.web.deps import page, services_of
 from dunmail.web.link_service import (
@@ -231,8 +232,14 @@ def _document_page(request: Request, opened: Opened) -> Response:
     if found is None:
         return _invalid(request)
     _, config = services.tenants.config(claims.tenant_id)
+    # The email's language as it was rendered: its words, and its locale for numbers and dates.
+    language, words = email_words(found.context)
     document = hosted.build_document(
-        found.kind, found.context, sent_at=found.sent_at, now=services.clock.now()
+        found.kind,
+        {**found.context, "locale": language.locale},
+        sent_at=found.sent_at,
+        now=services.clock.now(),
+        words=words,
     )
     pay_url = None
     if config.payments.pay_url and _offers_pay(found.kind):
@@ -250,6 +257,8 @@ def _document_page(request: Request, opened: Opened) -> Response:
     branding = _branding(request, opened)
     customer = found.context.get("customer")
     context = {
+        "lang": language.language.split("_")[0],
+        "_": page_gettext(words),
         "doc": document,
         "brand": branding,
         "brand_color": branding.brand_color,

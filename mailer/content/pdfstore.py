@@ -29,7 +29,7 @@ from sqlmodel import Session, select
 from mailer.clock import Clock
 from mailer.content.models import StoredPDF
 from mailer.content.pdf import RenderedPDF, render_key
-from mailer.content.pdf_html import DOCUMENTS
+from mailer.content.pdf_html import DOCUMENTS, pdf_language
 from mailer.db import session_scope
 from mailer.errors import PDFPending, TemplateError
 
@@ -70,7 +70,9 @@ def build_pdf_context(pdf: str, context: Mapping[str, Any]) -> tuple[dict[str, A
     tenant = dict(context.get("tenant") or {})
     css = tenant.pop("css", None)
     pdf_context = {
-        "locale": context.get("locale", "en"),
+        # The email's locale (mailer.content.i18n.choose_language): a customer whose language
+        # has no catalog reads the tenant's language, its numbers and dates too, as the email.
+        "locale": pdf_language(context).locale,
         "tenant": {**_TENANT_DEFAULTS, **tenant},
         "customer": context.get("customer", {}),
         key: context[key],

@@ -26,6 +26,7 @@ WEB_ADAPTERS = {
     "capture_views.py",
     "deps.py",
     "hosted.py",
+    "hosted_format.py",  # pure: the hosted page's words, amounts and dates
     "limits.py",
     "links.py",
     "login.py",
