@@ -33,8 +33,11 @@ def upgrade() -> None:
     at = mailer.columns.UTCDateTime(timezone=True)
     with op.batch_alter_table('customer', schema=None) as batch_op:
         batch_op.add_column(sa.Column('chosen_locale', text(length=35), nullable=True))
+        # A string default, not sa.false(): an expression makes Alembic rebuild the table on
+        # SQLite, and dropping the old customer table then breaks its foreign keys. '0' reads
+        # as false on both backends.
         batch_op.add_column(
-            sa.Column('pdf_link_only', sa.Boolean(), nullable=False, server_default=sa.false())
+            sa.Column('pdf_link_only', sa.Boolean(), nullable=False, server_default='0')
         )
     op.create_table('contact_request',
     sa.Column('id', sa.Integer(), nullable=False),
