@@ -48,6 +48,7 @@ HOSTED_PAGES = (
     ROOT / "web" / "hosted" / "_footer.html",
 )
 HOSTED_BUILDER = Path(__file__).resolve().parent / "web" / "hosted.py"
+LINK_ROUTES = Path(__file__).resolve().parent / "web" / "links.py"
 
 
 @lru_cache(maxsize=64)
@@ -108,6 +109,7 @@ def extract_words() -> Catalog:
         (QUERY_ROUTES, {"N_": None}),
         (PREFS_ROUTES, {"N_": None}),
         (HOSTED_BUILDER, {"gettext": None, "ngettext": (1, 2)}),
+        (LINK_ROUTES, {"N_": None}),
     ):
         for lineno, message, comments, _ in extract_from_file(
             "python", str(path), keywords=keywords

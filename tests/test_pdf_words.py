@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,13 @@ import pytest
 from babel.messages.pofile import read_po
 
 from dunmail.app import Services
+from mailer.clock import FixedClock
 from mailer.content.i18n import extract_messages
 from mailer.content.pdf_html import PDF_TEMPLATES, pdf_language
 from mailer.content.pdfstore import build_pdf_context
 from mailer.content.render import Renderer
 from mailer.content.samples import sample_context
+from mailer.outbound.links import verify_link
 from mailer.outbound.memory import MemoryTransport
 from tests.conftest import WEASYPRINT_SKIP
 from tests.portal_fixtures import view_token
@@ -191,3 +194,24 @@ async def test_the_hosted_page_of_a_german_customers_invoice_is_german(
     english = set().union(*(_words(i) for i in [*portal, *_catalog("de")])) - translated
     left = sorted(_words(shown) & english - _data_words(services) - {"iban", "bic", "epc"})
     assert left == [], f"English on the German hosted page: {left}"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_an_expired_link_of_a_german_customer_says_so_in_german(
+    relay_env: tuple[Services, MemoryTransport], web_server: str, clock: FixedClock
+) -> None:
+    services, transport = relay_env
+    token, _ = await view_token(services, transport)
+    expires = verify_link(token, keys=services.links.keys, now=clock.now()).expires_at
+    clock.set(expires + timedelta(days=1))
+    async with httpx.AsyncClient(base_url=web_server) as client:
+        gone = await client.get(f"/l/{token}")
+        assert gone.status_code == 410
+        assert 'lang="de"' in gone.text
+        assert "<h1>Dieser Link ist abgelaufen</h1>" in gone.text
+        assert "Neuen Link per E-Mail senden" in gone.text and "expired" not in gone.text
+        sent = await client.post(f"/l/{token}/refresh")
+        assert sent.status_code == 200 and "Ein neuer Link ist unterwegs" in sent.text
+        # A link that is not valid names no customer, so no language: English.
+        refused = await client.get("/l/x.y")
+        assert refused.status_code == 404 and "This link is not valid" in refused.text

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from gettext import NullTranslations
 from typing import Any
 from urllib.parse import quote
 
@@ -53,6 +54,12 @@ log = logging.getLogger(__name__)
 _PAYMENT_URLS = {"pay": "pay_url", "update_payment": "update_payment_url", "manage": "manage_url"}
 
 
+def N_(message: str) -> str:
+    """Marks a notice for extraction into the portal catalogs (dunmail/portal_words.py); it is
+    translated when shown, in the language of the email the link came from."""
+    return message
+
+
 # -- pages ---------------------------------------------------------------------------------
 
 
@@ -69,9 +76,15 @@ def _message_page(
     opened: Opened | None = None,
     form: bool = False,
 ) -> Response:
+    # In the language of the email the link came from; English without one (an invalid link).
+    message = opened.message if opened is not None else None
+    language, words = email_words(message.context) if message is not None else (None, None)
+    say = page_gettext(words or NullTranslations())
     context: dict[str, Any] = {
-        "title": title,
-        "paragraphs": text,
+        "lang": language.language.split("_")[0] if language is not None else "en",
+        "_": say,
+        "title": say(title),
+        "paragraphs": [say(paragraph) for paragraph in text],
         "form_action": f"/l/{opened.token}/refresh" if form and opened else None,
         "brand": _branding(request, opened) if opened else None,
         "brand_color": _branding(request, opened).brand_color if opened else hosted.DEFAULT_BRAND,
@@ -104,18 +117,20 @@ def _gone(request: Request, opened: Opened) -> Response:
     if opened.revoked == "document":
         return _message_page(
             request,
-            "This link has been withdrawn",
-            ["The sender has withdrawn the links to this document. Please contact them."],
+            N_("This link has been withdrawn"),
+            [N_("The sender has withdrawn the links to this document. Please contact them.")],
             status=410,
             opened=opened,
         )
-    why = "has been revoked" if opened.revoked else "has expired"
+    title = N_("This link has been revoked") if opened.revoked else N_("This link has expired")
     return _message_page(
         request,
-        f"This link {why}",
+        title,
         [
-            "We can email you a fresh link. It goes to the contacts we have on file for "
-            "your account, not to an address typed here.",
+            N_(
+                "We can email you a fresh link. It goes to the contacts we have on file for "
+                "your account, not to an address typed here."
+            ),
         ],
         status=410,
         opened=opened,
@@ -157,8 +172,8 @@ async def follow_link(token: str, request: Request) -> Response:
         )
         return _message_page(
             request,
-            "Online payment is not available",
-            ["Please use the payment details on your invoice, or contact the sender."],
+            N_("Online payment is not available"),
+            [N_("Please use the payment details on your invoice, or contact the sender.")],
             status=404,
             opened=opened,
         )
@@ -197,17 +212,20 @@ async def refresh_link(token: str, request: Request) -> Response:
         return _gone(request, opened)
     if result is FreshLink.LIMITED:
         text = [
-            "We have sent several fresh links for this document today. Please try again "
-            "tomorrow, or contact the sender."
+            N_(
+                "We have sent several fresh links for this document today. Please try again "
+                "tomorrow, or contact the sender."
+            )
         ]
-        return _message_page(request, "Too many requests", text, status=429, opened=opened)
+        title = N_("Too many requests")
+        return _message_page(request, title, text, status=429, opened=opened)
     if result is FreshLink.NO_CONTACT:
-        text = ["We have no contact on file to send it to. Please contact the sender."]
-        return _message_page(
-            request, "We could not send a fresh link", text, status=200, opened=opened
-        )
-    text = ["We have emailed a fresh link to the contacts we have on file for your account."]
-    return _message_page(request, "A fresh link is on its way", text, status=200, opened=opened)
+        text = [N_("We have no contact on file to send it to. Please contact the sender.")]
+        title = N_("We could not send a fresh link")
+        return _message_page(request, title, text, status=200, opened=opened)
+    text = [N_("We have emailed a fresh link to the contacts we have on file for your account.")]
+    title = N_("A fresh link is on its way")
+    return _message_page(request, title, text, status=200, opened=opened)
 
 
 def _payment_target(services: Services, opened: Opened) -> str | None:
@@ -291,8 +309,8 @@ async def _pdf_response(request: Request, opened: Opened) -> Response:
     if found is None:
         return _message_page(
             request,
-            "No PDF is available",
-            ["There is no PDF of this document to download. Please contact the sender."],
+            N_("No PDF is available"),
+            [N_("There is no PDF of this document to download. Please contact the sender.")],
             status=404,
             opened=opened,
         )
