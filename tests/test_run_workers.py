@@ -98,13 +98,24 @@ def test_three_delivery_processes_share_the_queue_and_stop_together(
                 log,
                 seconds=120,
             )
-            with Session(services.engine) as session:
-                statuses = Counter(m.status.value for m in session.exec(select(Message)))
+
+            def statuses() -> Counter[str]:
+                with Session(services.engine) as session:
+                    return Counter(m.status.value for m in session.exec(select(Message)))
+
+            # The sink has every message before the last batch's results are committed.
+            _wait_for(
+                "the results were never all recorded",
+                lambda: statuses()["sent"] >= MESSAGES,
+                log,
+                seconds=30,
+            )
+            recorded = statuses()
         finally:
             services.engine.dispose()
         accepted = Counter(slow_sink.accepted())
         assert len(accepted) == MESSAGES and max(accepted.values()) == 1  # each once
-        assert statuses == {"sent": MESSAGES}
+        assert recorded == {"sent": MESSAGES}
         sent_by = Counter[int]()
         for number, sent in re.findall(r"delivery worker (\d+): sent (\d+)", log.read_text()):
             sent_by[int(number)] += int(sent)
