@@ -167,9 +167,8 @@ async def measure_raw_signed(
     sink: Sink, messages: list[tuple[str, str, bytes]], signer: DKIMSigner
 ) -> float:
     """As :func:`measure_raw`, each message DKIM-signed (rsa-sha256, the engine's key, through
-    OpenSSL with the engine's fast canonicalisation, the private-key step on the executor as the
-    engine does it: ``DKIMSigner.sign_async``) just before it is sent: what a client that must
-    sign can reach, with nothing else to do."""
+    OpenSSL with the engine's fast canonicalisation) just before it is sent: what a client that
+    must sign can reach, with nothing else to do."""
     clients = [
         aiosmtplib.SMTP(hostname=sink.host, port=sink.port, local_hostname="bench.localhost")
         for _ in range(CONNECTIONS)
@@ -179,7 +178,7 @@ async def measure_raw_signed(
 
     async def worker(client: aiosmtplib.SMTP) -> None:
         for sender, rcpt, data in pending:
-            await client.sendmail(sender, [rcpt], await signer.sign_async(data))
+            await client.sendmail(sender, [rcpt], signer.sign(data))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in clients))

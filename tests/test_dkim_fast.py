@@ -10,7 +10,6 @@ then verifies both signatures. OpenDKIM, an independent implementation, verifies
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import shutil
 import subprocess
@@ -247,16 +246,6 @@ def test_signer_uses_its_clock_and_matches_dkimpy(key_files: list[DKIMConfig]) -
         expected.append(dkimpy_header(message, pair, key.selector, key.domain, int(at.timestamp())))
     assert signed == b"".join(expected) + message
     assert f"t={int(at.timestamp())};".encode() in signed
-
-
-@pytest.mark.parametrize("keys", [slice(0, 2), slice(0, 1), slice(1, 2)], ids=["both", "rsa", "ed"])
-def test_sign_async_is_the_same_bytes(key_files: list[DKIMConfig], keys: slice) -> None:
-    """The delivery path signs with sign_async (the RSA step on a thread): same bytes as sign."""
-    at = datetime(2026, 3, 2, 9, 0, 7, tzinfo=UTC)
-    signer = DKIMSigner(key_files[keys], clock=FixedClock(at))
-    message = composed()
-    assert asyncio.run(signer.sign_async(message)) == signer.sign(message)
-    assert asyncio.run(DKIMSigner([]).sign_async(message)) == message
 
 
 @pytest.mark.parametrize(

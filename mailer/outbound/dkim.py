@@ -11,7 +11,6 @@ s8.2), so the signature bytes are identical either way.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import functools
@@ -35,10 +34,9 @@ from mailer.config import DKIMAlgorithm, DKIMConfig
 from mailer.errors import ConfigError, MailerError
 from mailer.outbound.dkim_fast import (
     MessageFormatError,
-    PendingSignatures,
     SigningKey,
     load_pem_key,
-    pending_signatures,
+    signature_headers,
 )
 
 log = logging.getLogger(__name__)
@@ -348,7 +346,6 @@ class DKIMSigner:
         self._keys = tuple(_load_key(config) for config in configs)
         self._signing = tuple(key.signing for key in self._keys)
         self._clock: Clock = clock or SystemClock()
-        self._offload = any(isinstance(k.private_key, rsa.RSAPrivateKey) for k in self._signing)
 
     def __repr__(self) -> str:
         keys = ", ".join(f"{k.config.selector}._domainkey.{k.config.domain}" for k in self._keys)
@@ -367,33 +364,11 @@ class DKIMSigner:
         """
         if not self._keys:
             return message
-        pending = self._pending(message)
-        return b"".join(pending.headers(pending.sign())) + message
-
-    async def sign_async(self, message: bytes) -> bytes:
-        """:meth:`sign`, with each RSA private-key step on the loop's executor thread.
-
-        OpenSSL runs that step (about a quarter of a millisecond for RSA-2048) with the GIL
-        released (pyca/cryptography#14370), so the event loop renders and composes the next message
-        on the other CPU meanwhile. Canonicalising and hashing stay here: handing the whole
-        signature to a thread made the threads fight over the GIL. Ed25519 keys alone sign in
-        tens of microseconds, less than the hand-off costs, so they sign in place.
-        """
-        if not self._keys:
-            return message
-        pending = self._pending(message)
-        if self._offload:
-            loop = asyncio.get_running_loop()
-            signatures = await loop.run_in_executor(None, pending.sign)
-        else:
-            signatures = pending.sign()
-        return b"".join(pending.headers(signatures)) + message
-
-    def _pending(self, message: bytes) -> PendingSignatures:
         timestamp = int(self._clock.now().timestamp())
         try:
             # One parse, body hash and header hash prefix serve every key.
-            return pending_signatures(message, self._signing, _SIGNED, timestamp)
+            signatures = signature_headers(message, self._signing, _SIGNED, timestamp)
         except MessageFormatError as exc:
             # The text may quote a header line, never the key: keys were validated above.
             raise MailerError(f"DKIM signing failed: {exc}") from exc
+        return b"".join(signatures) + message

@@ -222,43 +222,10 @@ def _tags(key: SigningKey, timestamp: int, h: bytes, bh: bytes, b: bytes) -> byt
     )
 
 
-@dataclass(frozen=True, slots=True)
-class PendingSignatures:
-    """A message's DKIM-Signature headers with everything but each key's ``b=`` worked out.
-
-    What is left is the private-key operation on :attr:`digests`, which OpenSSL runs without
-    the GIL: a caller on an event loop can hand just that step to a thread and render the next
-    message meanwhile (:meth:`mailer.outbound.dkim.DKIMSigner.sign_async`).
-    """
-
-    keys: Sequence[SigningKey]
-    digests: tuple[bytes, ...]  # one per key: the SHA-256 its private key signs
-    timestamp: int
-    h: bytes
-    bh: bytes
-    linesep: bytes
-
-    def sign(self) -> list[bytes]:
-        """Each key's signature over its digest (the private-key step, GIL released)."""
-        return [
-            key.sign_digest(digest) for key, digest in zip(self.keys, self.digests, strict=True)
-        ]
-
-    def headers(self, signatures: Sequence[bytes]) -> list[bytes]:
-        """One ``DKIM-Signature: ...`` line (ending in the message's line end) per key."""
-        namelen = len(HEADER_NAME)
-        out: list[bytes] = []
-        for key, signature in zip(self.keys, signatures, strict=True):
-            b = base64.b64encode(signature)
-            value = _tags(key, self.timestamp, self.h, self.bh, b) + self.linesep
-            out.append(HEADER_NAME + b": " + fold(value, namelen, self.linesep))
-        return out
-
-
-def pending_signatures(
+def signature_headers(
     message: bytes, keys: Sequence[SigningKey], signed: frozenset[bytes], timestamp: int
-) -> PendingSignatures:
-    """Canonicalise and hash ``message`` once for every key (all but the private-key step)."""
+) -> list[bytes]:
+    """One ``DKIM-Signature: ...`` header line (ending in the message's line end) per key."""
     linesep = line_separator(message)
     fields, body = split_message(message)
     include = headers_to_sign((name for name, _ in fields), signed)
@@ -270,19 +237,13 @@ def pending_signatures(
     bh = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
     h = b" : ".join(include)
     namelen = len(HEADER_NAME)
-    digests: list[bytes] = []
+    out: list[bytes] = []
     for key in keys:
         unsigned = fold(_tags(key, timestamp, h, bh, _B_PLACEHOLDER), namelen, CRLF)
         unsigned = _B_TAG.sub(rb"\1", b" " + _B_TAG.sub(rb"\1", unsigned))
         hasher = prefix.copy()
         hasher.update(b"dkim-signature:" + relaxed_header_value(unsigned))
-        digests.append(hasher.digest())
-    return PendingSignatures(tuple(keys), tuple(digests), timestamp, h, bh, linesep)
-
-
-def signature_headers(
-    message: bytes, keys: Sequence[SigningKey], signed: frozenset[bytes], timestamp: int
-) -> list[bytes]:
-    """One ``DKIM-Signature: ...`` header line (ending in the message's line end) per key."""
-    pending = pending_signatures(message, keys, signed, timestamp)
-    return pending.headers(pending.sign())
+        b = base64.b64encode(key.sign_digest(hasher.digest()))
+        signed_value = fold(_tags(key, timestamp, h, bh, b) + linesep, namelen, linesep)
+        out.append(HEADER_NAME + b": " + signed_value)
+    return out
