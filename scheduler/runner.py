@@ -35,6 +35,10 @@ def _guarded(tick: Tick, running: set[asyncio.Task[object]]) -> Callable[[], Awa
             await tick.run()
         except Exception:  # job boundary: log and let the next tick try again
             log.exception("job %s failed", tick.id)
+        except asyncio.CancelledError:
+            # Only a stop cancels a job (the loop closing under it); the pass's work is
+            # committed or not by itself, and a clean stop prints no traceback.
+            log.info("job %s stopped mid-pass", tick.id)
         finally:
             if task is not None:
                 running.discard(task)
@@ -57,8 +61,12 @@ class Schedule:
         pass cancelled in the middle of a thread it waits on would leave that thread running
         against a closing engine, and logs a traceback for a clean stop)."""
         self.scheduler.shutdown(wait=False)
-        if self.running:
+        # A job the scheduler submitted just before the shutdown is a task that has not run its
+        # first step yet, so it is not in ``running``: let it start, then wait for them all.
+        await asyncio.sleep(0)
+        while self.running:
             await asyncio.gather(*self.running, return_exceptions=True)
+            await asyncio.sleep(0)
 
 
 def build_scheduler(ticks: Sequence[Tick]) -> Schedule:
